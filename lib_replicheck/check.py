@@ -1,0 +1,186 @@
+"""The check: images in, one Report per image out (nearest training images, scores, verdict).
+
+Data flows one way: image -> embedding (once per embedder the packs need) -> search in each pack
+-> matches with verdicts -> report. The web UI, the HTTP API and the command line all call this.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from .embedders import kind_of
+from .errors import ReplicheckError
+from .thresholds import DEFAULT_TIERS, Tiers, Verdict
+
+SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
+
+
+@dataclass
+class Match:
+    """One training image near the checked image. Text fields are untrusted scraped data."""
+
+    pack: str
+    id: int
+    similarity: float  # in [0, 1] for Hamming (1 - d/bits), cosine otherwise
+    distance: int | None  # Hamming distance, for PDQ packs
+    verdict: Verdict
+    embedder: str
+    url: str | None = None
+    caption: str | None = None
+    width: int | None = None
+    height: int | None = None
+    source: str | None = None
+    license: str | None = None
+    thumbnail: str | None = None  # local file inside the pack
+
+    def score_text(self) -> str:
+        return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["verdict"] = self.verdict.value
+        return d
+
+
+@dataclass
+class Report:
+    image: str
+    verdict: Verdict = Verdict.NONE
+    best: Match | None = None
+    matches: list[Match] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def is_copy(self) -> bool:
+        return self.verdict.is_copy
+
+    def summary(self) -> str:
+        """One line, e.g. 'likely copy 0.81 (laion-aesthetics-6.5)'; used in the infotext."""
+        if self.error:
+            return f"error: {self.error}"
+        if self.best is None:
+            return "no match"
+        return f"{self.verdict.value} {self.best.score_text()} ({self.best.pack})"
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "verdict": self.verdict.value,
+            "is_copy": self.is_copy,
+            "best": self.best.to_dict() if self.best else None,
+            "matches": [m.to_dict() for m in self.matches],
+            "notes": list(self.notes),
+            "error": self.error,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class Checker:
+    """Packs plus the embedders they need, loaded once and reused for every image.
+
+    Embedders are loaded on first use, from each pack's own embedder spec, so a pack's weights
+    sha256 is enforced. `offline=True` never downloads (what the web UI uses during generation).
+    """
+
+    def __init__(self, packs: Sequence, *, top_k: int = 5, tiers: dict[str, Tiers] | None = None,
+                 device: str = "cpu", runtime: str = "auto", models_dir: str | Path | None = None,
+                 weights: str | Path | None = None, offline: bool = False, progress: bool = True):
+        if not packs:
+            raise ReplicheckError("no pack to search: install one (python -m lib_replicheck packs), or build one "
+                                  "from a folder of images (python -m lib_replicheck build)")
+        self.packs = list(packs)
+        self.top_k = max(1, int(top_k))
+        self.tiers = dict(tiers or DEFAULT_TIERS)
+        self._embedder_args = dict(device=device, runtime=runtime, models_dir=models_dir, weights=weights,
+                                   offline=offline, progress=progress)
+        self._embedders: dict[str, object] = {}
+
+    def embedder(self, pack):
+        """The embedder a pack needs (one instance per embedder id)."""
+        from . import embedders
+
+        spec = pack.embedder
+        if spec.id not in self._embedders:
+            self._embedders[spec.id] = embedders.load(spec, **self._embedder_args)
+        return self._embedders[spec.id]
+
+    def unload(self) -> None:
+        for e in self._embedders.values():
+            e.close()
+        self._embedders.clear()
+
+    def check(self, images: Sequence, labels: Sequence[str] | None = None) -> list[Report]:
+        """Check RGB PIL images; one report each, in order. Errors of the model propagate."""
+        import numpy as np
+
+        labels = list(labels) if labels is not None else [f"image {i + 1}" for i in range(len(images))]
+        reports = [Report(image=label) for label in labels]
+        if not images:
+            return reports
+        start = time.perf_counter()
+        by_id: dict[str, list] = {}
+        for pack in self.packs:
+            by_id.setdefault(pack.embedder.id, []).append(pack)
+        candidates: list[list[Match]] = [[] for _ in images]
+        for emb_id, packs in by_id.items():
+            embedder = self.embedder(packs[0])
+            vectors = embedder.embed(list(images))
+            family = kind_of(emb_id)
+            tiers = self.tiers.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
+            low_quality = set()
+            if family == "pdq":
+                from .embedders.pdq import MIN_QUALITY
+
+                for i, q in enumerate(getattr(embedder, "last_quality", []) or []):
+                    if q < MIN_QUALITY:
+                        low_quality.add(i)
+                        reports[i].notes.append(f"PDQ hash quality {q} is below {MIN_QUALITY}: too flat or "
+                                                "featureless for PDQ to judge; matches are shown without a verdict")
+            if family == "clip":
+                for r in reports:
+                    r.notes.append(SEMANTIC_NOTE)
+            for pack in packs:
+                for i, hits in enumerate(pack.search(np.asarray(vectors), self.top_k)):
+                    for h in hits:
+                        v = Verdict.NONE if i in low_quality else tiers.verdict(h.similarity, h.distance)
+                        thumb = pack.thumbnail_path(h.item)
+                        it = h.item
+                        candidates[i].append(Match(
+                            pack=pack.name, id=it.id, similarity=h.similarity, distance=h.distance, verdict=v,
+                            embedder=emb_id, url=it.url, caption=it.caption, width=it.width, height=it.height,
+                            source=it.source, license=it.license, thumbnail=str(thumb) if thumb else None))
+        elapsed = (time.perf_counter() - start) / len(images)
+        for report, matches in zip(reports, candidates):
+            matches.sort(key=lambda m: (m.verdict.rank, m.similarity), reverse=True)
+            report.matches = matches[: self.top_k]
+            report.best = report.matches[0] if report.matches else None
+            report.verdict = report.best.verdict if report.best else Verdict.NONE
+            report.seconds = elapsed
+        return reports
+
+    def check_files(self, paths: Iterable[str | Path], batch: int = 16) -> Iterator[Report]:
+        """Load and check files in batches; a file that cannot be read gets a report with its error."""
+        from .errors import ImageError
+        from .images import load_image
+
+        pending: list[tuple[str, object]] = []
+
+        def flush():
+            if pending:
+                yield from self.check([im for _, im in pending], [label for label, _ in pending])
+                pending.clear()
+
+        for p in paths:
+            try:
+                pending.append((str(p), load_image(p)))
+            except ImageError as e:
+                yield Report(image=str(p), error=e.reason)
+                continue
+            if len(pending) >= batch:
+                yield from flush()
+        yield from flush()

@@ -1,0 +1,177 @@
+"""`python -m lib_replicheck`: check images, build packs, run the demo.
+
+Exit status, as grep has it: 0 no copy found, 1 a copy found (at or above --fail-on), 2 an error
+(a file that could not be read, a bad pack, a bad argument). Errors are one line each, naming the
+file; no traceback unless REPLICHECK_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ReplicheckError
+from .thresholds import Verdict
+
+EXIT_OK, EXIT_COPY, EXIT_ERROR = 0, 1, 2
+FAIL_ON = {"possible": Verdict.POSSIBLE, "likely": Verdict.LIKELY, "duplicate": Verdict.DUPLICATE}
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    g.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torchscript"],
+                   help="SSCD runtime: auto prefers ONNX (faster on CPU) when a file is available")
+    g.add_argument("--models-dir", type=Path, default=None,
+                   help="where weights are kept and downloaded (default $REPLICHECK_HOME/models)")
+    g.add_argument("--weights", type=Path, default=None, help="a local weights file (ONNX, TorchScript or CLIP)")
+    g.add_argument("--offline", action="store_true", help="never download; fail if weights are missing")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m lib_replicheck",
+                                 description="Find out whether images copy training images (LAION) of Stable Diffusion.")
+    ap.add_argument("--version", action="version", version=f"replicheck {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="check images or folders of images against packs")
+    c.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    c.add_argument("--pack", action="append", default=[], metavar="NAME_OR_DIR",
+                   help="pack to search (repeatable); default: every installed pack")
+    c.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
+    c.add_argument("--top-k", type=int, default=5, help="nearest training images to report (default 5)")
+    c.add_argument("--threshold", action="append", default=[], metavar="FAMILY.TIER=VALUE",
+                   help="override a tier, e.g. sscd.possible=0.6, pdq.likely=24, clip.possible=off")
+    c.add_argument("--fail-on", choices=list(FAIL_ON), default="possible",
+                   help="lowest verdict that makes the exit status 1 (default possible)")
+    c.add_argument("--json", action="store_true", help="print JSON lines, one report per image")
+    _model_args(c)
+
+    b = sub.add_parser("build", help="build a pack from a folder of images (captions from sidecar .txt files)")
+    b.add_argument("folder", type=Path)
+    b.add_argument("--out", type=Path, required=True, help="the pack folder to create")
+    b.add_argument("--embedder", default="sscd", help="sscd (default), sscd_disc_large, clip[:MODEL/TAG] or pdq")
+    b.add_argument("--name", help="pack name (default: from --out)")
+    b.add_argument("--title")
+    b.add_argument("--description", default="")
+    b.add_argument("--dataset", default="", help="source dataset, recorded in the manifest")
+    b.add_argument("--license", default="", help="license of the images, recorded per image and in the manifest")
+    b.add_argument("--no-thumbnails", action="store_true", help="do not store 256-pixel thumbnails in the pack")
+    b.add_argument("--force", action="store_true", help="replace an existing pack at --out (once the new one is verified)")
+    _model_args(b)
+
+    d = sub.add_parser("demo", help="offline demo: a pack of public-domain photos, an edited copy and a novel image")
+    d.add_argument("--json", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "build":
+            return cmd_build(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(json_output=args.json)
+    except ReplicheckError as e:
+        if os.environ.get("REPLICHECK_DEBUG") == "1":
+            raise
+        print(f"replicheck: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("replicheck: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_ERROR
+
+
+def open_packs(names: list[str], packs_dir: Path | None):
+    from . import packs
+    from .packs.pack import Pack
+
+    paths = [packs.resolve(n, packs_dir) for n in names] if names else packs.installed(packs_dir)
+    if not paths:
+        raise ReplicheckError(f"no pack installed in {packs_dir or packs.default_packs_dir()}; pass --pack DIR, or "
+                              "build one with: python -m lib_replicheck build FOLDER --out PACK")
+    return [Pack(p) for p in paths]
+
+
+def cmd_check(args) -> int:
+    from .check import Checker
+    from .images import iter_image_files
+    from .thresholds import with_overrides
+
+    if args.top_k < 1:
+        raise ReplicheckError("--top-k must be at least 1")
+    tiers = with_overrides(args.threshold)
+    packs = open_packs(args.pack, args.packs_dir)
+    checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
+                      models_dir=args.models_dir, weights=args.weights, offline=args.offline,
+                      progress=not args.json)
+    files = list(iter_image_files(args.paths))
+    if not files:
+        raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
+    fail_on = FAIL_ON[args.fail_on]
+    copies = errors = 0
+    for report in checker.check_files(files):
+        if report.error:
+            errors += 1
+            print(f"replicheck: error: {report.image}: {report.error}", file=sys.stderr)
+        elif report.verdict.rank >= fail_on.rank:
+            copies += 1
+        if args.json:
+            print(json.dumps(report.to_dict(), ensure_ascii=False), flush=True)
+        elif not report.error:
+            print(format_report(report), flush=True)
+    if not args.json:
+        print(f"\n{len(files)} image(s) checked against {', '.join(p.name for p in packs)}: "
+              f"{copies} flagged ({args.fail_on} or above), {errors} error(s)")
+    if errors:
+        return EXIT_ERROR
+    return EXIT_COPY if copies else EXIT_OK
+
+
+def format_report(report, max_matches: int = 3) -> str:
+    """A few readable lines: the verdict, then the nearest training images."""
+    head = report.verdict.value.upper() if report.is_copy else "no copy"
+    best = f"best {report.best.score_text()} in {report.best.pack}" if report.best else "no neighbours"
+    lines = [f"{report.image}\n  {head:<14} {best}"]
+    for i, m in enumerate(report.matches[:max_matches], 1):
+        caption = _clip_text(m.caption or "", 60)
+        where = m.url or m.source or f"#{m.id}"
+        lines.append(f"  {i}. {m.score_text():>7}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else ""))
+    lines.extend(f"  note: {n}" for n in report.notes)
+    return "\n".join(lines)
+
+
+def _clip_text(s: str, n: int) -> str:
+    s = " ".join(s.split())
+    # terminal escape sequences from scraped captions are dropped, not interpreted
+    s = "".join(ch for ch in s if ch.isprintable())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def cmd_build(args) -> int:
+    from . import embedders
+    from .packs.build import build_pack, folder_records
+
+    embedder = embedders.load(args.embedder, device=args.device, runtime=args.runtime, models_dir=args.models_dir,
+                              weights=args.weights, offline=args.offline)
+    source = {k: v for k, v in (("dataset", args.dataset), ("license", args.license)) if v}
+    result = build_pack(folder_records(args.folder, license=args.license or None), embedder, args.out,
+                        name=args.name, title=args.title, description=args.description, source=source,
+                        thumbnails=not args.no_thumbnails, overwrite=args.force)
+    print(f"built pack {result.path}: {result.count} images, {result.vectors} vectors, embedder {embedder.id}"
+          f" ({embedder.runtime})")
+    if result.skipped:
+        print(f"{len(result.skipped)} file(s) skipped:", file=sys.stderr)
+        for s in result.skipped:
+            print(f"  {s}", file=sys.stderr)
+    return EXIT_OK
+

@@ -1,0 +1,50 @@
+"""Embedders chosen by name: `sscd` (`sscd_disc_mixup`, `sscd_disc_large`, ...), `clip[:MODEL/TAG]`, `pdq`.
+
+Nothing heavy is imported here; each embedder imports its own framework when it is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import EmbedderError
+from .base import COSINE, HAMMING, Embedder, EmbedderSpec, WeightsFile
+
+__all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderSpec", "WeightsFile", "load", "kind_of", "NAMES"]
+
+NAMES = ("sscd", "sscd_disc_mixup", "sscd_disc_large", "clip", "clip:MODEL/PRETRAINED", "pdq")
+
+
+def kind_of(name: str) -> str:
+    """The family of an embedder name or id: 'sscd', 'clip' or 'pdq'."""
+    if name == "pdq":
+        return "pdq"
+    if name == "sscd" or name.startswith("sscd_"):
+        return "sscd"
+    if name == "clip" or name.startswith("clip:"):
+        return "clip"
+    raise EmbedderError(f"unknown embedder {name!r}; choose one of: {', '.join(NAMES)}")
+
+
+def load(name: str | EmbedderSpec, *, device: str = "cpu", runtime: str = "auto",
+         models_dir: str | Path | None = None, weights: str | Path | None = None,
+         offline: bool = False, progress: bool = True) -> Embedder:
+    """Build the embedder `name`, or the one a pack's spec describes (its sha256s then enforced)."""
+    expected = name if isinstance(name, EmbedderSpec) else None
+    name = expected.id if expected else name
+    kind = kind_of(name)
+    if kind == "pdq":
+        from .pdq import PDQEmbedder
+
+        return PDQEmbedder()
+    if kind == "sscd":
+        from .sscd import DEFAULT_MODEL, SSCDEmbedder
+
+        model = DEFAULT_MODEL if name == "sscd" else name
+        return SSCDEmbedder(model, runtime=runtime, device=device, weights_path=weights,
+                            models_dir=models_dir, expected=expected, offline=offline, progress=progress)
+    from .clip import ClipEmbedder, parse_id
+
+    model, pretrained = parse_id(name)
+    return ClipEmbedder(model, pretrained, device=device, models_dir=models_dir, offline=offline,
+                        checkpoint=weights)

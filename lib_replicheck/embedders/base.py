@@ -1,0 +1,123 @@
+"""What every embedder is: a spec that a pack records, and an `embed` that turns images into vectors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+COSINE = "cosine"  # float32 vectors, L2-normalised: similarity is the dot product, higher is closer
+HAMMING = "hamming"  # packed bit codes: distance is the number of differing bits, lower is closer
+METRICS = (COSINE, HAMMING)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One file of model weights: where it comes from and what it must hash to."""
+
+    runtime: str  # "torchscript", "onnx", "open_clip"
+    url: str | None = None
+    sha256: str | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything needed to reproduce a pack's vectors; stored in its manifest.
+
+    `id` is what packs are matched on: a pack built with `sscd_disc_mixup` can only be searched
+    with `sscd_disc_mixup` vectors, whatever runtime computed them.
+    """
+
+    id: str
+    kind: str  # "sscd", "clip", "pdq"
+    model: str
+    dim: int
+    metric: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    weights: tuple[WeightsFile, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["weights"] = [asdict(w) for w in self.weights]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmbedderSpec":
+        weights = tuple(WeightsFile(**w) for w in d.get("weights") or ())
+        return cls(
+            id=str(d["id"]),
+            kind=str(d["kind"]),
+            model=str(d["model"]),
+            dim=int(d["dim"]),
+            metric=str(d["metric"]),
+            preprocessing=dict(d.get("preprocessing") or {}),
+            weights=weights,
+        )
+
+    def weights_for(self, runtime: str) -> WeightsFile | None:
+        return next((w for w in self.weights if w.runtime == runtime), None)
+
+
+class Embedder(ABC):
+    """Turns RGB PIL images into one vector each, deterministically.
+
+    cosine embedders return float32 [n, dim], rows L2-normalised; hamming embedders return
+    uint8 [n, dim // 8], the bits packed as faiss's binary indexes expect.
+    """
+
+    spec: EmbedderSpec
+    batch_size: int = 16
+
+    @abstractmethod
+    def embed(self, images: Sequence) -> "Any":
+        ...
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @property
+    def metric(self) -> str:
+        return self.spec.metric
+
+    @property
+    def runtime(self) -> str:
+        return "builtin"
+
+    def close(self) -> None:
+        """Free the model (the web UI's 'unload after each job' setting)."""
+
+
+def resize_short_side(im, size: int):
+    """Resize so the shorter side is `size` pixels, keeping the aspect ratio (SSCD's eval setting)."""
+    from PIL import Image
+
+    w, h = im.size
+    if min(w, h) == size:
+        return im
+    if w <= h:
+        nw, nh = size, max(1, round(h * size / w))
+    else:
+        nw, nh = max(1, round(w * size / h)), size
+    return im.resize((nw, nh), Image.Resampling.BILINEAR)
+
+
+def l2_normalise(x):
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def group_by_size(arrays: Sequence) -> dict[tuple, list[int]]:
+    """Indices of same-shaped arrays, so each group can run as one batch."""
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(tuple(a.shape), []).append(i)
+    return groups

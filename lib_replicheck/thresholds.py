@@ -1,0 +1,93 @@
+"""Verdict tiers and their default thresholds, per embedder family, from the literature.
+
+- SSCD (cosine similarity): >= 0.50 "possible copy", the replication cut of Somepalli et al.
+  (CVPR 2023); >= 0.75 "likely copy", about 90% precision for sscd_disc_mixup on DISC2021
+  (Pizzi et al., CVPR 2022); >= 0.95 "duplicate", Somepalli et al.'s duplicate cut.
+- PDQ (Hamming distance of 256 bits): <= 31 is Meta's match threshold; a match is reported as a
+  "likely copy". PDQ has no published cut for the other tiers.
+- CLIP: none. CLIP similarity is semantic (same subject, style or layout), not evidence of a copy;
+  a user may still set thresholds for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from .errors import ReplicheckError
+
+
+class Verdict(str, Enum):
+    NONE = "none"
+    POSSIBLE = "possible copy"
+    LIKELY = "likely copy"
+    DUPLICATE = "duplicate"
+
+    @property
+    def rank(self) -> int:
+        return list(Verdict).index(self)
+
+    @property
+    def is_copy(self) -> bool:
+        return self is not Verdict.NONE
+
+
+TIER_NAMES = ("possible", "likely", "duplicate")
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """Thresholds of one embedder family; None switches a tier off.
+
+    measure 'similarity': a tier applies when similarity >= its threshold;
+    measure 'distance' (Hamming): when distance <= its threshold.
+    """
+
+    measure: str
+    possible: float | None = None
+    likely: float | None = None
+    duplicate: float | None = None
+
+    def verdict(self, similarity: float, distance: int | None = None) -> Verdict:
+        for tier, verdict in (("duplicate", Verdict.DUPLICATE), ("likely", Verdict.LIKELY),
+                              ("possible", Verdict.POSSIBLE)):
+            t = getattr(self, tier)
+            if t is None:
+                continue
+            if self.measure == "distance":
+                if distance is not None and distance <= t:
+                    return verdict
+            elif similarity >= t:
+                return verdict
+        return Verdict.NONE
+
+
+DEFAULT_TIERS: dict[str, Tiers] = {
+    "sscd": Tiers("similarity", possible=0.50, likely=0.75, duplicate=0.95),
+    "pdq": Tiers("distance", likely=31),
+    "clip": Tiers("similarity"),
+}
+
+
+def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = None) -> dict[str, Tiers]:
+    """Apply 'family.tier=value' strings, e.g. 'sscd.possible=0.6' or 'pdq.likely=24' ('off' disables)."""
+    tiers = dict(base or DEFAULT_TIERS)
+    for o in overrides or ():
+        key, sep, value = o.partition("=")
+        family, _, tier = key.strip().partition(".")
+        if not sep or family not in tiers or tier not in TIER_NAMES:
+            raise ReplicheckError(f"threshold {o!r}: write FAMILY.TIER=VALUE with FAMILY in "
+                                  f"{', '.join(tiers)} and TIER in {', '.join(TIER_NAMES)}")
+        if value.strip().lower() in ("off", "none", ""):
+            v = None
+        else:
+            try:
+                v = float(value)
+            except ValueError:
+                raise ReplicheckError(f"threshold {o!r}: {value!r} is not a number") from None
+            if tiers[family].measure == "similarity" and not -1.0 <= v <= 1.0:
+                raise ReplicheckError(f"threshold {o!r}: a similarity lies between -1 and 1")
+            if tiers[family].measure == "distance" and not 0 <= v <= 256:
+                raise ReplicheckError(f"threshold {o!r}: a Hamming distance lies between 0 and 256")
+        tiers[family] = replace(tiers[family], **{tier: v})
+    return tiers
