@@ -11,6 +11,7 @@ ImageNet mean and std. The outputs are L2-normalised, so cosine similarity is th
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -102,8 +103,12 @@ class SSCDEmbedder(Embedder):
                 return
         from ..weights import resolve, sha256_file
 
-        wf = base.weights_for("torchscript")
-        path = resolve(weights_path, models_dir, wf.filename, wf.url, wanted.get("torchscript"),
+        # A pack may name its own weights URL, but only together with a sha256 to check it by:
+        # TorchScript files hold pickled data, so nothing unverified from a pack is ever loaded.
+        official = base.weights_for("torchscript")
+        named = expected.weights_for("torchscript") if expected else None
+        url = named.url if named and named.url and named.sha256 else official.url
+        path = resolve(weights_path, models_dir, official.filename, url, wanted.get("torchscript"),
                        offline=offline, progress=progress)
         self._load_torchscript(path)
         self.spec = spec_for(model, onnx_sha256=wanted.get("onnx"), torchscript_sha256=sha256_file(path))
@@ -136,7 +141,9 @@ class SSCDEmbedder(Embedder):
             raise EmbedderError("the torchscript runtime needs torch; or install onnxruntime and an "
                                 "ONNX file of the model") from None
         try:
-            model = torch.jit.load(str(path), map_location=self.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+                model = torch.jit.load(str(path), map_location=self.device)
         except Exception as e:  # noqa: BLE001 - torch raises RuntimeError and friends
             raise WeightsError(f"{path}: not a loadable TorchScript model ({str(e).splitlines()[0][:200]})") from None
         model.eval()
