@@ -54,18 +54,21 @@ class Report:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    from_input: bool = False  # img2img: the best match was already in the input image
 
     @property
     def is_copy(self) -> bool:
         return self.verdict.is_copy
 
     def summary(self) -> str:
-        """One line, e.g. 'likely copy 0.81 (laion-aesthetics-6.5)'; used in the infotext."""
+        """One line, e.g. 'likely copy 0.810 (laion-aesthetics-6.5)'; used in the infotext, which travels
+        with published images: an error is named there without its details (paths, messages)."""
         if self.error:
-            return f"error: {self.error}"
+            return "not checked (error)"
         if self.best is None:
             return "no match"
-        return f"{self.verdict.value} {self.best.score_text()} ({self.best.pack})"
+        text = f"{self.verdict.value} {self.best.score_text()} ({self.best.pack})"
+        return text + ", already in the input image" if self.from_input else text
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +79,7 @@ class Report:
             "matches": [m.to_dict() for m in self.matches],
             "notes": list(self.notes),
             "error": self.error,
+            "from_input": self.from_input,
             "seconds": round(self.seconds, 4),
         }
 
@@ -108,6 +112,10 @@ class Checker:
         if spec.id not in self._embedders:
             self._embedders[spec.id] = embedders.load(spec, **self._embedder_args)
         return self._embedders[spec.id]
+
+    @property
+    def loaded_embedders(self) -> list[str]:
+        return sorted(self._embedders)
 
     def unload(self) -> None:
         for e in self._embedders.values():

@@ -1,0 +1,230 @@
+"""HTTP API under /replicheck/v1/, mounted on the web UI's FastAPI app.
+
+Request and response bodies are typed models (pydantic 1 in AUTOMATIC1111 1.10, pydantic 2 in
+Forge: only features both share are used). The web UI's --api-auth protects these routes as it
+protects /sdapi: the same HTTP basic credentials.
+"""
+
+import base64
+import binascii
+import io
+import json
+import secrets
+from typing import Callable, List, Optional
+
+from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel
+
+from .settings import Settings
+
+PREFIX = "/replicheck/v1"
+#: Largest accepted request body for /check (base64 inflates by 4/3: about 15 MB of image).
+MAX_REQUEST_BYTES = 20 * 1024 * 1024
+
+
+class CheckRequest(BaseModel):
+    image: str  # base64, optionally a data: URL
+    packs: Optional[List[str]] = None  # default: the packs chosen in Settings
+    top_k: Optional[int] = None
+
+
+class MatchModel(BaseModel):
+    pack: str
+    id: int
+    similarity: float
+    distance: Optional[int] = None
+    verdict: str
+    embedder: str
+    url: Optional[str] = None
+    caption: Optional[str] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    source: Optional[str] = None
+    license: Optional[str] = None
+
+
+class ReportModel(BaseModel):
+    image: str
+    verdict: str
+    is_copy: bool
+    best: Optional[MatchModel] = None
+    matches: List[MatchModel] = []
+    notes: List[str] = []
+    error: Optional[str] = None
+    from_input: bool = False
+    seconds: float = 0.0
+
+
+class PackModel(BaseModel):
+    name: str
+    title: str
+    description: str = ""
+    embedder: str
+    metric: str
+    count: int
+    size_bytes: int
+    source: dict = {}
+    error: Optional[str] = None
+
+
+class PacksResponse(BaseModel):
+    installed: List[PackModel]
+    packs_dir: str
+
+
+class StatusResponse(BaseModel):
+    version: str
+    enabled: bool
+    packs_dir: str
+    models_dir: str
+    installed_packs: List[str]
+    loaded: bool
+    loaded_packs: List[str]
+    embedders: List[str]
+    checked_images: int
+    last_error: Optional[str] = None
+    platform: str = ""
+    unsupported: List[str] = []
+
+
+class LiveResponse(BaseModel):
+    seq: int
+    job: Optional[int] = None
+    state: str = "idle"
+    expected: int = 0
+    verdicts: List[Optional[str]] = []
+    html: Optional[str] = None
+
+
+def _report_model(report) -> ReportModel:
+    d = report.to_dict()
+    for m in ([d["best"]] if d["best"] else []) + d["matches"]:
+        m.pop("thumbnail", None)  # a local path: not for API clients
+    return ReportModel(**d)
+
+
+def decode_image(data: str):
+    """A PIL RGB image from base64 (or a data: URL); ValueError with a clear message otherwise."""
+    from PIL import Image
+
+    from .errors import ImageError
+    from .images import MAX_PIXELS, to_rgb
+
+    if data.startswith("data:"):
+        data = data.split(",", 1)[-1]
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        raise ValueError("field 'image': not valid base64") from None
+    if not raw:
+        raise ValueError("field 'image': empty")
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ValueError(f"field 'image': {im.size[0]}x{im.size[1]} pixels is over the limit")
+            im.seek(0)
+            im.load()
+            return to_rgb(im)
+    except ValueError:
+        raise
+    except (ImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"field 'image': not a readable image ({e})") from None
+
+
+def basic_auth(credentials_text: Optional[str]):
+    """A FastAPI dependency checking HTTP basic credentials 'user:pass,user2:pass2' (--api-auth)."""
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    if not credentials_text:
+        return None
+    users = {}
+    for pair in credentials_text.split(","):
+        user, _, password = pair.strip().partition(":")
+        users[user] = password
+
+    def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())):
+        expected = users.get(credentials.username)
+        if expected is not None and secrets.compare_digest(credentials.password, expected):
+            return True
+        raise HTTPException(status_code=401, detail="Incorrect username or password",
+                            headers={"WWW-Authenticate": "Basic"})
+
+    return check
+
+
+def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
+          platform: str = "", unsupported: Optional[List[str]] = None) -> None:
+    """Add the routes to `app` (a FastAPI application)."""
+    from . import __version__
+    from .panel import render
+
+    auth = basic_auth(api_auth)
+    deps = [Depends(auth)] if auth else []
+
+    async def check(request: Request) -> ReportModel:
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_REQUEST_BYTES:
+            raise HTTPException(status_code=413, detail=f"request body over {MAX_REQUEST_BYTES} bytes")
+        body = await request.body()
+        if len(body) > MAX_REQUEST_BYTES:
+            raise HTTPException(status_code=413, detail=f"request body over {MAX_REQUEST_BYTES} bytes")
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("the body must be a JSON object")
+            req = CheckRequest(**data)
+        except Exception as e:  # noqa: BLE001 - json, pydantic 1 and pydantic 2 raise different types
+            raise HTTPException(status_code=422, detail=f"bad request body: {str(e).splitlines()[0][:300]}") from None
+        try:
+            image = decode_image(req.image)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        s = settings()
+        if req.packs is not None:
+            s.packs = list(req.packs)
+        if req.top_k is not None:
+            s.top_k = max(1, min(50, int(req.top_k)))
+        import asyncio
+
+        report = (await asyncio.get_running_loop().run_in_executor(None, service.check, [image], ["image"], s))[0]
+        return _report_model(report)
+
+    def packs() -> PacksResponse:
+        return PacksResponse(installed=[pack_model(p) for p in service.installed()], packs_dir=str(service.packs_dir))
+
+    def status() -> StatusResponse:
+        return StatusResponse(version=__version__, enabled=settings().enabled, platform=platform,
+                              unsupported=list(unsupported or []), **service.status())
+
+    def live(tab: str = "txt2img", since: int = -1) -> LiveResponse:
+        seq = service.live.seq
+        job = service.live.get(tab)
+        if job is None:
+            return LiveResponse(seq=seq)
+        n = max(job.expected, max(job.reports, default=-1) + 1)
+        verdicts = [job.reports[i].verdict.value if i in job.reports and not job.reports[i].error else
+                    ("error" if i in job.reports else None) for i in range(n)]
+        html = None
+        if since != seq:
+            ordered = [job.reports[i] for i in sorted(job.reports)]
+            html = render(ordered, state=job.state, message=job.message, input_reports=job.input_reports,
+                          remote=settings().remote_thumbnails)
+        return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts, html=html)
+
+    app.add_api_route(f"{PREFIX}/check", check, methods=["POST"], response_model=ReportModel, dependencies=deps)
+    app.add_api_route(f"{PREFIX}/packs", packs, methods=["GET"], response_model=PacksResponse, dependencies=deps)
+    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], response_model=StatusResponse, dependencies=deps)
+    app.add_api_route(f"{PREFIX}/live", live, methods=["GET"], response_model=LiveResponse, dependencies=deps)
+
+
+def pack_model(path) -> PackModel:
+    from .errors import ReplicheckError
+    from .packs import manifest as mf
+
+    try:
+        m = mf.read(path)
+    except ReplicheckError as e:
+        return PackModel(name=path.name, title=path.name, embedder="?", metric="?", count=0, size_bytes=0,
+                         error=str(e))
+    return PackModel(name=m.name, title=m.title, description=m.description, embedder=m.embedder.id,
+                     metric=m.metric, count=m.count, size_bytes=sum(f.size for f in m.files), source=m.source)

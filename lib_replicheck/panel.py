@@ -1,0 +1,130 @@
+"""The warning panel as HTML: one card per image, its verdict badge and its nearest training images.
+
+Captions and URLs are scraped from the web and must stay data: every text goes through
+html.escape, links are made only from http(s) URLs (with rel="noopener noreferrer" and
+referrerpolicy="no-referrer"), no attribute or handler is ever built from pack data, and remote
+thumbnails are shown only when the user allows requests to leave the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import unicodedata
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlsplit
+
+from .check import Match, Report
+
+BADGE = {"none": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
+LABEL = {"none": "no copy found", "possible copy": "possible copy", "likely copy": "likely copy",
+         "duplicate": "duplicate"}
+MAX_CAPTION = 300
+MAX_THUMB_BYTES = 200_000
+
+
+def esc(text) -> str:
+    """Escape for HTML text and attribute values, dropping bidi overrides and other format characters
+    that could make a caption read differently from what it is."""
+    s = "" if text is None else str(text)
+    s = "".join(ch for ch in s if unicodedata.category(ch) not in ("Cf", "Cc") or ch in "\n\t")
+    return html.escape(s, quote=True)
+
+
+def safe_url(url) -> str | None:
+    """The URL if it is a plain http(s) URL with a host, else None."""
+    if not url or not isinstance(url, str) or len(url) > 2000:
+        return None
+    url = url.strip()
+    if any(ord(c) < 33 or c in "\"'<>`\\" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return url
+
+
+def link(url, text) -> str:
+    u = safe_url(url)
+    if u is None:
+        return esc(text)
+    return (f'<a href="{esc(u)}" target="_blank" rel="noopener noreferrer nofollow" '
+            f'referrerpolicy="no-referrer">{esc(text)}</a>')
+
+
+def _thumbnail(m: Match, remote: bool) -> str:
+    if m.thumbnail:
+        p = Path(m.thumbnail)
+        try:
+            if p.is_file() and p.stat().st_size <= MAX_THUMB_BYTES:
+                data = base64.b64encode(p.read_bytes()).decode("ascii")
+                return f'<img class="rc-thumb" alt="" src="data:image/jpeg;base64,{data}">'
+        except OSError:
+            pass
+    u = safe_url(m.url) if remote else None
+    if u:
+        return f'<img class="rc-thumb" alt="" loading="lazy" referrerpolicy="no-referrer" src="{esc(u)}">'
+    return '<div class="rc-thumb rc-nothumb" aria-hidden="true"></div>'
+
+
+def _match(m: Match, remote: bool) -> str:
+    caption = (m.caption or "").strip()
+    if len(caption) > MAX_CAPTION:
+        caption = caption[: MAX_CAPTION - 1] + "…"
+    source = m.url or m.source or f"#{m.id}"
+    host = urlsplit(m.url).netloc if safe_url(m.url) else (m.source or f"#{m.id}")
+    score = f"distance {m.distance}" if m.distance is not None else f"similarity {m.similarity:.3f}"
+    return (
+        f'<li class="rc-match {BADGE.get(m.verdict.value, "rc-none")}">'
+        f"{_thumbnail(m, remote)}"
+        f'<div class="rc-match-text">'
+        f'<div class="rc-score">{esc(score)} · {esc(LABEL.get(m.verdict.value, m.verdict.value))}</div>'
+        f'<div class="rc-caption">{esc(caption) or "<i>no caption</i>"}</div>'
+        f'<div class="rc-source">{link(source, host)} · pack {esc(m.pack)}'
+        f'{" · " + esc(m.license) if m.license else ""}</div>'
+        f"</div></li>"
+    )
+
+
+def card(report: Report, index: int, remote: bool = False) -> str:
+    verdict = report.verdict.value
+    if report.error:
+        badge = '<span class="rc-badge rc-error">check failed</span>'
+        body = f'<div class="rc-message rc-error-text">{esc(report.error)}</div>'
+    else:
+        best = f" · best {esc(report.best.score_text())}" if report.best else ""
+        badge = f'<span class="rc-badge {BADGE.get(verdict, "rc-none")}">{esc(LABEL.get(verdict, verdict))}</span>{best}'
+        body = "".join(f'<div class="rc-note">{esc(n)}</div>' for n in report.notes)
+        if report.matches:
+            body += '<ol class="rc-matches">' + "".join(_match(m, remote) for m in report.matches) + "</ol>"
+    return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{esc(verdict)}">'
+            f'<header><span class="rc-image">{esc(report.image)}</span> {badge}</header>{body}</section>')
+
+
+def render(reports: Sequence[Report], *, state: str = "done", message: str = "",
+           input_reports: Sequence[Report] = (), remote: bool = False) -> str:
+    """The whole panel. `state`: 'done', 'checking', 'no-pack', 'error', 'disabled', 'idle'."""
+    head = {
+        "checking": "Checking for copies of training images…",
+        "no-pack": "No pack installed",
+        "error": "Replicheck could not check these images",
+        "disabled": "Replicheck is off for this generation",
+        "idle": "Replicheck: no generation checked yet",
+    }.get(state)
+    flagged = sum(1 for r in reports if r.is_copy)
+    if head is None:
+        head = (f"{flagged} of {len(reports)} image(s) flagged as possible copies" if flagged
+                else f"No copy found in {len(reports)} image(s)")
+    parts = [f'<div class="rc-panel" data-state="{esc(state)}" data-flagged="{flagged}">',
+             f'<div class="rc-head">{esc(head)}</div>']
+    if message:
+        parts.append(f'<div class="rc-message">{esc(message)}</div>')
+    for r in input_reports:
+        parts.append('<div class="rc-input">Input image: ' + card(r, -1, remote) + "</div>")
+    parts.extend(card(r, i, remote) for i, r in enumerate(reports))
+    parts.append("</div>")
+    return "".join(parts)

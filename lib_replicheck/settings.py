@@ -1,0 +1,144 @@
+"""The extension's settings: one definition used by the web UI's Settings page, the hook and the API.
+
+Each setting is plain data here (key, default, label, hint, kind); `scripts/replicheck.py` turns
+them into the web UI's OptionInfo objects. Keys carry the `replicheck_` prefix the web UI stores
+them under in config.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .thresholds import DEFAULT_TIERS, Tiers
+
+ON_COPY_WARN = "Warn only"
+ON_COPY_DONT_SAVE = "Warn and do not save the image"
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class SettingDef:
+    key: str
+    default: Any
+    label: str
+    info: str
+    kind: str = "checkbox"  # checkbox | slider | number | dropdown | text | radio
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    multiselect: bool = False
+
+
+def _tier(family: str, tier: str, label: str, source: str) -> SettingDef:
+    t: Tiers = DEFAULT_TIERS[family]
+    default = getattr(t, tier)
+    if t.measure == "distance":
+        return SettingDef(f"replicheck_{family}_{tier}", int(default if default is not None else -1), label,
+                          f"default {default if default is not None else 'off'}; Hamming distance at or below "
+                          f"which this verdict is given, -1 turns it off; {source}", "slider", minimum=-1, maximum=128,
+                          step=1)
+    return SettingDef(f"replicheck_{family}_{tier}", float(default if default is not None else 0.0), label,
+                      f"default {default if default is not None else 'off (0)'}; similarity at or above which this "
+                      f"verdict is given, 0 turns it off; {source}", "slider", minimum=0.0, maximum=1.0, step=0.01)
+
+
+SETTINGS: tuple[SettingDef, ...] = (
+    SettingDef("replicheck_enabled", True, "Check generated images for copies of training images",
+               "default on; the default of the on/off box in txt2img and img2img"),
+    SettingDef("replicheck_packs", [], "Packs to search",
+               "default: every installed pack; packs live in models/replicheck/packs", "dropdown",
+               multiselect=True),
+    SettingDef("replicheck_top_k", 5, "Nearest training images to show per image", "default 5", "slider",
+               minimum=1, maximum=20, step=1),
+    _tier("sscd", "possible", "SSCD: possible copy at similarity",
+          "the replication cut of Somepalli et al., CVPR 2023"),
+    _tier("sscd", "likely", "SSCD: likely copy at similarity",
+          "about 90% precision on DISC2021, Pizzi et al., CVPR 2022"),
+    _tier("sscd", "duplicate", "SSCD: duplicate at similarity", "Somepalli et al.'s duplicate cut"),
+    _tier("pdq", "likely", "PDQ: likely copy at Hamming distance", "Meta's PDQ match threshold"),
+    _tier("pdq", "duplicate", "PDQ: duplicate at Hamming distance", "no published cut"),
+    _tier("clip", "possible", "CLIP: possible copy at similarity",
+          "CLIP similarity is semantic, not evidence of a copy: no published cut"),
+    SettingDef("replicheck_device", "cpu", "Device for the embedder",
+               "default cpu, so replicheck never takes VRAM from Stable Diffusion; cuda is faster", "radio",
+               choices=DEVICES),
+    SettingDef("replicheck_keep_loaded", True, "Keep the model loaded between generations",
+               "default on; off unloads it after each job to free memory, and the next job loads it again"),
+    SettingDef("replicheck_remote_thumbnails", False, "Show thumbnails from the training images' web addresses",
+               "default off: only thumbnails stored in the pack, captions and links are shown, and no request "
+               "leaves this machine"),
+    SettingDef("replicheck_on_copy", ON_COPY_WARN, "When an image is flagged", "default: warn only", "radio",
+               choices=(ON_COPY_WARN, ON_COPY_DONT_SAVE)),
+    SettingDef("replicheck_infotext", True, "Write the verdict into the generation parameters",
+               "default on; e.g. 'Replicheck: likely copy 0.81 (pack)', in the PNG info and API responses"),
+    SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
+               "default on; a match already in the input is reported as such, not blamed on the model"),
+)
+DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+
+@dataclass
+class Settings:
+    """The values the hook and the API act on, read from the web UI's options (or defaults)."""
+
+    enabled: bool = True
+    packs: list[str] = field(default_factory=list)
+    top_k: int = 5
+    tiers: dict[str, Tiers] = field(default_factory=lambda: dict(DEFAULT_TIERS))
+    device: str = "cpu"
+    keep_loaded: bool = True
+    remote_thumbnails: bool = False
+    on_copy: str = ON_COPY_WARN
+    infotext: bool = True
+    check_input: bool = True
+
+    @property
+    def dont_save_copies(self) -> bool:
+        return self.on_copy == ON_COPY_DONT_SAVE
+
+    @classmethod
+    def from_options(cls, get: Callable[[str], Any]) -> "Settings":
+        """Build from a getter such as `lambda k: getattr(shared.opts, k)`; bad values fall back to defaults."""
+
+        def value(key):
+            try:
+                v = get(key)
+            except Exception:  # noqa: BLE001 - an option the web UI does not know yet
+                v = None
+            return DEFAULTS[key] if v is None else v
+
+        def tier(family, name):
+            v = value(f"replicheck_{family}_{name}")
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                v = DEFAULTS[f"replicheck_{family}_{name}"]
+            if DEFAULT_TIERS[family].measure == "distance":
+                return None if v < 0 else int(v)
+            return None if v <= 0 else v
+
+        tiers = {family: Tiers(DEFAULT_TIERS[family].measure, **{
+            n: (tier(family, n) if f"replicheck_{family}_{n}" in DEFAULTS else getattr(DEFAULT_TIERS[family], n))
+            for n in ("possible", "likely", "duplicate")}) for family in DEFAULT_TIERS}
+        packs = value("replicheck_packs")
+        if isinstance(packs, str):
+            packs = [p.strip() for p in packs.split(",") if p.strip()]
+        try:
+            top_k = max(1, min(50, int(value("replicheck_top_k"))))
+        except (TypeError, ValueError):
+            top_k = DEFAULTS["replicheck_top_k"]
+        device = str(value("replicheck_device"))
+        return cls(
+            enabled=bool(value("replicheck_enabled")),
+            packs=[str(p) for p in packs or []],
+            top_k=top_k,
+            tiers=tiers,
+            device=device if device in DEVICES else "cpu",
+            keep_loaded=bool(value("replicheck_keep_loaded")),
+            remote_thumbnails=bool(value("replicheck_remote_thumbnails")),
+            on_copy=str(value("replicheck_on_copy")),
+            infotext=bool(value("replicheck_infotext")),
+            check_input=bool(value("replicheck_check_input")),
+        )

@@ -1,0 +1,153 @@
+"""The web UI glue: translates between the web UI (AUTOMATIC1111, Forge, SD.Next) and lib_replicheck.
+
+Every hook body is guarded: whatever replicheck does wrong, the generation and its saved images
+stay exactly as they would be without it, and the console gets one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+EXT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if EXT_DIR not in sys.path:
+    sys.path.insert(0, EXT_DIR)
+
+import gradio as gr  # noqa: E402
+from modules import paths, script_callbacks, scripts, shared  # noqa: E402
+
+from lib_replicheck import __version__  # noqa: E402
+from lib_replicheck import api as rc_api  # noqa: E402
+from lib_replicheck.hook import INFOTEXT_KEY, Hook  # noqa: E402
+from lib_replicheck.service import CheckService  # noqa: E402
+from lib_replicheck.settings import SETTINGS, Settings  # noqa: E402
+
+log = logging.getLogger("replicheck")
+
+
+def _platform() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("modules_forge") is not None:
+        return "forge"
+    if hasattr(shared, "native") or hasattr(shared, "backend"):
+        return "sdnext"
+    return "automatic1111"
+
+
+PLATFORM = _platform()
+UNSUPPORTED = {
+    "forge": [],
+    "sdnext": ["the settings section has no category (SD.Next ignores categories)"],
+    "automatic1111": [],
+}[PLATFORM]
+
+MODELS_DIR = os.path.join(getattr(paths, "models_path", os.path.join(EXT_DIR, "models")), "replicheck")
+service = CheckService(os.path.join(MODELS_DIR, "packs"), MODELS_DIR, logger=log)
+
+
+def current_settings() -> Settings:
+    return Settings.from_options(lambda key: getattr(shared.opts, key, None))
+
+
+hook = Hook(service, current_settings)
+
+
+def _guard(what: str, fn, *args, default=None):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - a failure of ours must never reach the generation
+        log.warning("replicheck: %s failed: %s: %s", what, type(e).__name__, e)
+        return default
+
+
+class ReplicheckScript(scripts.Script):
+    def title(self):
+        return "Replicheck"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        tab = "img2img" if is_img2img else "txt2img"
+        with gr.Accordion("Replicheck", open=False, elem_id=f"replicheck_{tab}_accordion"):
+            enabled = gr.Checkbox(label="Check the images of this generation for copies of training images",
+                                  value=bool(getattr(shared.opts, "replicheck_enabled", True)),
+                                  elem_id=f"replicheck_{tab}_enabled")
+            gr.HTML("<span class='replicheck-hint'>Results appear under the gallery. Packs, thresholds and "
+                    "device: Settings → Replicheck.</span>")
+        self.infotext_fields = []
+        return [enabled]
+
+    def process(self, p, enabled=True, *args):
+        tab = "img2img" if self.is_img2img else "txt2img"
+        expected = int(getattr(p, "n_iter", 1)) * int(getattr(p, "batch_size", 1))
+        init = list(getattr(p, "init_images", None) or []) if self.is_img2img else None
+        p._replicheck = _guard("starting the check", hook.begin, tab, bool(enabled), expected, init)
+
+    def postprocess_image(self, p, pp, enabled=True, *args):
+        state = getattr(p, "_replicheck", None)
+        if state is None or getattr(pp, "image", None) is None:
+            return
+        index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1)) + int(getattr(p, "batch_index", 0))
+        report = _guard("checking an image", hook.image, state, pp.image, index)
+        value = _guard("the infotext", hook.infotext, state, report)
+        if value:
+            p.extra_generation_params[INFOTEXT_KEY] = value
+        else:
+            p.extra_generation_params.pop(INFOTEXT_KEY, None)
+
+    def postprocess(self, p, processed, enabled=True, *args):
+        _guard("finishing the check", hook.end, getattr(p, "_replicheck", None))
+
+
+def on_image_saved(params):
+    """'Warn and do not save': remove the file the web UI just wrote for a flagged image."""
+    p = params.p
+    state = getattr(p, "_replicheck", None)
+    if state is None or not params.filename:
+        return
+    grids = getattr(p, "outpath_grids", None)
+    if grids and os.path.abspath(params.filename).startswith(os.path.abspath(grids) + os.sep):
+        return
+    index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1)) + int(getattr(p, "batch_index", 0))
+    if hook.should_delete_saved(state, index):
+        for f in (params.filename, os.path.splitext(params.filename)[0] + ".txt"):
+            if os.path.isfile(f):
+                _guard("removing a flagged image", os.remove, f)
+        log.warning("replicheck: image %d flagged as a copy, not saved (%s)", index + 1, params.filename)
+
+
+def on_ui_settings():
+    section = ("replicheck", "Replicheck") if PLATFORM == "sdnext" else ("replicheck", "Replicheck", "postprocessing")
+    options = {}
+    for d in SETTINGS:
+        component, args, refresh = None, None, None
+        if d.kind == "slider":
+            component, args = gr.Slider, {"minimum": d.minimum, "maximum": d.maximum, "step": d.step}
+        elif d.kind == "radio":
+            component, args = gr.Radio, {"choices": list(d.choices)}
+        elif d.kind == "dropdown":
+            component = gr.Dropdown
+            args = lambda: {"choices": [p.name for p in service.installed()], "multiselect": True}  # noqa: E731
+            refresh = lambda: None  # noqa: E731 - the web UI re-evaluates `args` on refresh
+        options[d.key] = shared.OptionInfo(d.default, d.label, component, args, refresh=refresh).info(d.info)
+    for key, info in shared.options_section(section, options).items():
+        shared.opts.add_option(key, info)
+
+
+def on_app_started(demo, app):
+    rc_api.mount(app, service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
+                 platform=PLATFORM, unsupported=UNSUPPORTED)
+    log.info("replicheck %s: API at %s, packs in %s", __version__, rc_api.PREFIX, service.packs_dir)
+
+
+def on_script_unloaded():
+    service.unload()
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_app_started(on_app_started)
+script_callbacks.on_image_saved(on_image_saved)
+script_callbacks.on_script_unloaded(on_script_unloaded)

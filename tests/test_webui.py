@@ -1,0 +1,319 @@
+"""The extension inside the (fake) web UI: hooks in the real order, settings, infotext, saving, API."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import edits
+from lib_replicheck import embedders
+from lib_replicheck.images import load_image
+from lib_replicheck.packs.build import build_pack, folder_records
+
+
+@pytest.fixture(scope="session")
+def webui(tmp_path_factory):
+    from webui.harness import FakeWebUI
+
+    return FakeWebUI(tmp_path_factory.mktemp("webui"))
+
+
+@pytest.fixture(scope="session")
+def photos(pack_photos):
+    return [load_image(p) for p in pack_photos[:8]]
+
+
+@pytest.fixture(scope="session")
+def novel(other_photos):
+    return [load_image(p).resize((512, 384)) for p in other_photos[:4]]
+
+
+@pytest.fixture(scope="session")
+def built_pack(tmp_path_factory, pack_photos):
+    src = tmp_path_factory.mktemp("src")
+    for p in pack_photos[:8]:
+        (src / p.name).symlink_to(p)
+        (src / p.name).with_suffix(".txt").write_text(f"training image {p.stem}")
+    return build_pack(folder_records(src, license="test"), embedders.load("pdq"),
+                      tmp_path_factory.mktemp("built") / "photos", log=lambda s: None).path
+
+
+@pytest.fixture
+def installed(webui, built_pack):
+    dst = webui.packs_dir / "photos"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(built_pack, dst)
+    yield dst
+    webui.module.service.unload()
+    shutil.rmtree(dst, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def clean(webui):
+    from modules import errors
+
+    errors.reported.clear()
+    for key, value in {"replicheck_on_copy": "Warn only", "replicheck_infotext": True, "replicheck_packs": [],
+                       "replicheck_keep_loaded": True}.items():
+        webui.set_option(key, value)
+    shutil.rmtree(webui.outdir, ignore_errors=True)
+    yield
+    assert errors.reported == [], "the web UI reported an exception from a hook"
+
+
+def _source(webui, images_by_index):
+    webui.processing.image_source = lambda p, index, seed: images_by_index[index % len(images_by_index)]
+
+
+def _copy(photo):
+    return edits(photo)["resized 0.5x"].resize((512, 384))
+
+
+def test_settings_are_registered(webui):
+    labels = webui.shared.opts.data_labels
+    keys = [k for k in labels if k.startswith("replicheck_")]
+    assert {"replicheck_enabled", "replicheck_packs", "replicheck_top_k", "replicheck_sscd_possible",
+            "replicheck_sscd_likely", "replicheck_sscd_duplicate", "replicheck_pdq_likely", "replicheck_device",
+            "replicheck_keep_loaded", "replicheck_remote_thumbnails", "replicheck_on_copy",
+            "replicheck_infotext"} <= set(keys)
+    for k in keys:
+        assert labels[k].section == ("replicheck", "Replicheck") and labels[k].category_id == "postprocessing"
+        assert "class='info'" in labels[k].comment_after
+    assert labels["replicheck_sscd_possible"].default == 0.5 and labels["replicheck_sscd_likely"].default == 0.75
+    assert labels["replicheck_pdq_likely"].default == 31 and labels["replicheck_device"].default == "cpu"
+    assert webui.shared.opts.replicheck_enabled is True
+
+
+def test_no_pack_leaves_generation_untouched(webui, novel, caplog):
+    _source(webui, novel)
+    p, processed = webui.txt2img(batch_size=2)
+    assert len(processed.images) == 3  # grid + 2
+    assert "Replicheck" not in processed.js()
+    job = webui.module.service.live.get("txt2img")
+    assert job.state == "no-pack" and "No pack installed" in job.message
+    _, plain = webui.txt2img(enabled=False, batch_size=2)
+    for a, b in zip(processed.images, plain.images):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_batches_are_checked_live_with_infotext(webui, installed, photos, novel):
+    from modules.api.api import parse_info
+
+    # batch size 2, batch count 2: image 0 and 3 copy training images, 1 and 2 are new
+    _source(webui, [_copy(photos[0]), novel[0], novel[1], _copy(photos[3])])
+    seen_live = []
+    original_add = webui.module.service.live.add
+
+    def spy(job, index, report):
+        original_add(job, index, report)
+        seen_live.append((index, len(job.reports), job.state))
+
+    webui.module.service.live.add = spy
+    try:
+        p, processed = webui.txt2img(batch_size=2, n_iter=2)
+    finally:
+        webui.module.service.live.add = original_add
+    assert [s[:2] for s in seen_live] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert all(state == "checking" for _, _, state in seen_live)  # shown while later images are generated
+    job = webui.module.service.live.get("txt2img")
+    assert job.state == "done" and sorted(job.reports) == [0, 1, 2, 3]  # 4 images checked, the grid not
+    verdicts = [job.reports[i].verdict.value for i in range(4)]
+    assert verdicts == ["likely copy", "none", "none", "likely copy"]
+    assert job.reports[0].best.caption == f"training image {installed_stem(installed, job.reports[0])}"
+    infotexts = processed.infotexts[1:]
+    assert "Replicheck: likely copy d=" in infotexts[0] and "(photos)" in infotexts[0]
+    assert "Replicheck: no match" not in infotexts[1] and "Replicheck: none" in infotexts[1]
+    assert "Replicheck: likely copy d=" in infotexts[3]
+    saved = sorted(p for p in (webui.root / "outputs" / "txt2img-images").glob("*.png"))
+    assert len(saved) == 4
+    assert "Replicheck: likely copy" in Image.open(saved[0]).info["parameters"]
+    info = parse_info(processed.js())
+    assert info["infotexts"][1].count("Replicheck") == 1
+
+
+def installed_stem(pack_dir, report):
+    return report.best.source.rsplit(".", 1)[0]
+
+
+def test_hires_fix_images_are_checked(webui, installed, photos):
+    _source(webui, [_copy(photos[1]).resize((256, 192))])
+    p, processed = webui.txt2img(enable_hr=True, hr_scale=2.0)
+    assert processed.images[0].size == (512, 384)
+    job = webui.module.service.live.get("txt2img")
+    assert job.reports[0].verdict.value == "likely copy"
+
+
+def test_img2img_match_already_in_the_input(webui, installed, photos, novel):
+    _source(webui, [_copy(photos[2]), novel[2]])
+    p, processed = webui.img2img([photos[2]], batch_size=2)
+    job = webui.module.service.live.get("img2img")
+    assert job.input_reports[0].is_copy
+    first, second = job.reports[0], job.reports[1]
+    assert first.is_copy and first.from_input and any("already in the img2img input" in n for n in first.notes)
+    assert not second.is_copy
+    assert "already in the input image" in processed.infotexts[1]
+
+
+def test_dont_save_flagged_images(webui, installed, photos, novel):
+    webui.set_option("replicheck_on_copy", "Warn and do not save the image")
+    _source(webui, [_copy(photos[4]), novel[3]])
+    p, processed = webui.txt2img(batch_size=2)
+    saved = sorted((webui.root / "outputs" / "txt2img-images").glob("*.png"))
+    assert len(saved) == 1 and "Replicheck: none" in Image.open(saved[0]).info["parameters"]
+    assert len(processed.images) == 3  # still shown in the gallery, with its warning
+    assert len(list((webui.root / "outputs" / "txt2img-images-grids").glob("*.png"))) >= 1
+
+
+def test_infotext_setting_off(webui, installed, photos):
+    webui.set_option("replicheck_infotext", False)
+    _source(webui, [_copy(photos[0])])
+    _, processed = webui.txt2img()
+    assert "Replicheck" not in processed.infotexts[0]
+    assert webui.module.service.live.get("txt2img").reports[0].is_copy
+
+
+def test_disabled_for_one_generation(webui, installed, photos):
+    _source(webui, [_copy(photos[0])])
+    _, processed = webui.txt2img(enabled=False)
+    assert "Replicheck" not in processed.infotexts[0]
+    assert webui.module.service.live.get("txt2img").state == "disabled"
+
+
+def _generate_twice_compare(webui, photos):
+    _source(webui, [_copy(photos[0]), photos[5].resize((512, 384))])
+    _, with_rc = webui.txt2img(batch_size=2)
+    _, without = webui.txt2img(batch_size=2, enabled=False)
+    for a, b in zip(with_rc.images, without.images):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    return with_rc
+
+
+def test_corrupt_pack_leaves_images_untouched(webui, installed, photos, caplog):
+    (installed / "index.faiss").write_bytes(b"broken")
+    caplog.set_level(logging.WARNING, logger="replicheck")
+    processed = _generate_twice_compare(webui, photos)
+    job = webui.module.service.live.get("txt2img")
+    assert job.state == "disabled"  # the last run was the one without replicheck
+    processed_first = processed
+    assert "Replicheck: not checked (error)" in processed_first.infotexts[1]
+    assert str(installed) not in processed_first.infotexts[1]  # no local path in published metadata
+    lines = [r.getMessage() for r in caplog.records if r.name == "replicheck"]
+    assert len(lines) == 1 and "index.faiss" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_failing_embedder_then_recovery(webui, installed, photos, monkeypatch, caplog):
+    from lib_replicheck.embedders.pdq import PDQEmbedder
+
+    def boom(self, images):
+        raise MemoryError()
+
+    monkeypatch.setattr(PDQEmbedder, "embed", boom)
+    caplog.set_level(logging.WARNING, logger="replicheck")
+    processed = _generate_twice_compare(webui, photos)
+    assert "Replicheck: not checked (error)" in processed.infotexts[1]
+    assert sum("out of memory" in r.getMessage() for r in caplog.records) == 1
+    monkeypatch.undo()
+    _source(webui, [_copy(photos[0])])
+    _, again = webui.txt2img()
+    assert "Replicheck: likely copy" in again.infotexts[0]  # the next generation tries again
+
+
+def test_unload_after_each_job(webui, installed, photos):
+    webui.set_option("replicheck_keep_loaded", False)
+    _source(webui, [_copy(photos[0])])
+    webui.txt2img()
+    assert webui.module.service.status()["loaded"] is False
+
+
+# -- HTTP API ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def client(webui):
+    from fastapi.testclient import TestClient
+
+    return TestClient(webui.app)
+
+
+def _b64(im, fmt="PNG"):
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_sdapi_txt2img_carries_the_verdict_in_info(webui, installed, photos, client):
+    _source(webui, [_copy(photos[6])])
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "alwayson_scripts": {"replicheck": {"args": [True]}}})
+    assert r.status_code == 200
+    info = json.loads(r.json()["info"])
+    assert "Replicheck: likely copy" in info["infotexts"][0]
+    assert info["extra_generation_params"]["Replicheck"].startswith("likely copy")
+    assert not list((webui.root / "outputs" / "txt2img-images").glob("*.png"))  # API default: not saved
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "alwayson_scripts": {"replicheck": {"args": [False]}}})
+    assert "Replicheck" not in json.loads(r.json()["info"])["infotexts"][0]
+
+
+def test_sdapi_img2img(webui, installed, photos, client):
+    _source(webui, [_copy(photos[7])])
+    r = client.post("/sdapi/v1/img2img", json={"init_images": [_b64(photos[1])], "prompt": "x"})
+    assert r.status_code == 200
+    assert "Replicheck: likely copy" in json.loads(r.json()["info"])["infotexts"][0]
+    assert webui.module.service.live.get("img2img").input_reports[0].is_copy
+
+
+def test_replicheck_api(webui, installed, photos, novel, client):
+    r = client.post("/replicheck/v1/check", json={"image": _b64(_copy(photos[3]), "JPEG"), "top_k": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["is_copy"] and body["verdict"] == "likely copy" and len(body["matches"]) == 2
+    assert "thumbnail" not in body["best"]  # no local paths leave the machine
+    r = client.post("/replicheck/v1/check", json={"image": "data:image/png;base64," + _b64(novel[0])})
+    assert r.status_code == 200 and r.json()["is_copy"] is False
+    packs = client.get("/replicheck/v1/packs").json()
+    assert [p["name"] for p in packs["installed"]] == ["photos"] and packs["installed"][0]["embedder"] == "pdq"
+    status = client.get("/replicheck/v1/status").json()
+    assert status["installed_packs"] == ["photos"] and status["platform"] == "automatic1111"
+
+
+def test_replicheck_api_bad_requests(client, installed):
+    assert client.post("/replicheck/v1/check", json={"image": "!!!notbase64"}).status_code == 422
+    r = client.post("/replicheck/v1/check", json={"image": base64.b64encode(b"not an image").decode()})
+    assert r.status_code == 422 and "not a readable image" in r.json()["detail"]
+    assert client.post("/replicheck/v1/check", json={"nope": 1}).status_code == 422
+    assert client.post("/replicheck/v1/check", content=b"[1, 2]").status_code == 422
+    big = b'{"image": "' + b"A" * (21 * 1024 * 1024) + b'"}'
+    assert client.post("/replicheck/v1/check", content=big).status_code == 413
+
+
+def test_live_route_serves_the_panel(webui, installed, photos, client):
+    _source(webui, [_copy(photos[0]), photos[5].resize((512, 384))])
+    webui.txt2img(batch_size=2)
+    live = client.get("/replicheck/v1/live", params={"tab": "txt2img"}).json()
+    assert live["state"] == "done" and live["verdicts"] == ["likely copy", "likely copy"]
+    assert 'data-verdict="likely copy"' in live["html"] and "training image" in live["html"]
+    again = client.get("/replicheck/v1/live", params={"tab": "txt2img", "since": live["seq"]}).json()
+    assert again["html"] is None and again["seq"] == live["seq"]  # nothing new: no panel re-sent
+
+
+def test_api_auth_protects_routes(tmp_path):
+    """--api-auth applies to /replicheck/v1 as to /sdapi/v1 (a fresh app with the same service)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lib_replicheck import api
+    from lib_replicheck.service import CheckService
+    from lib_replicheck.settings import Settings
+
+    app = FastAPI()
+    api.mount(app, CheckService(tmp_path / "packs", tmp_path), Settings, api_auth="alice:s3cret,bob:pw")
+    c = TestClient(app)
+    assert c.get("/replicheck/v1/status").status_code == 401
+    assert c.get("/replicheck/v1/status", auth=("alice", "wrong")).status_code == 401
+    assert c.get("/replicheck/v1/status", auth=("alice", "s3cret")).status_code == 200
+    assert c.get("/replicheck/v1/packs", auth=("bob", "pw")).status_code == 200

@@ -1,0 +1,197 @@
+"""modules/processing.py (1.10.1), reduced to the loop of process_images_inner.
+
+Hooks run in the real order: before_process, process, then per batch before_process_batch,
+process_batch, sampling, postprocess_batch, postprocess_batch_list, and per image
+postprocess_image, postprocess_maskoverlay (not used here), overlay,
+postprocess_image_after_composite, save, infotext; then the grid, Processed, postprocess.
+`image_source(p, index, seed)` stands in for the model: tests set it.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modules import images, scripts, shared
+
+image_source = None  # callable(p, index, seed) -> PIL image; set by tests
+
+
+def quote(text):
+    """generation_parameters_copypaste.quote"""
+    if ',' not in str(text) and '\n' not in str(text) and ':' not in str(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessing:
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    batch_size: int = 1
+    n_iter: int = 1
+    sampler_name: str = "Euler a"
+    outpath_samples: str = None
+    outpath_grids: str = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    extra_generation_params: dict = field(default_factory=dict)
+    override_settings: dict = field(default_factory=dict)
+    scripts: Any = None
+    script_args: list = field(default_factory=list)
+    comments: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.iteration = 0
+        self.batch_index = 0
+        self.color_corrections = None
+        self.overlay_images = None
+        self.all_prompts = self.all_seeds = self.prompts = self.seeds = None
+
+    def comment(self, text):
+        self.comments[text] = 1
+
+    def save_samples(self) -> bool:
+        return shared.opts.samples_save and not self.do_not_save_samples
+
+    def sample_images(self, seeds):
+        return [image_source(self, self.iteration * self.batch_size + i, s) for i, s in enumerate(seeds)]
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+
+    def sample_images(self, seeds):
+        out = super().sample_images(seeds)
+        if self.enable_hr:  # the second pass upscales; hooks still see one final image per seed
+            self.extra_generation_params["Hires upscale"] = self.hr_scale
+            out = [im.resize((int(im.width * self.hr_scale), int(im.height * self.hr_scale))) for im in out]
+        return out
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    init_images: list = None
+    mask: Any = None
+    denoising_strength: float = 0.75
+
+
+class Processed:
+    def __init__(self, p, images_list, seed=-1, info="", subseed=None, all_prompts=None, all_seeds=None,
+                 index_of_first_image=0, infotexts=None, comments=""):
+        self.images = images_list
+        self.prompt = p.prompt
+        self.seed = seed
+        self.info = info
+        self.comments = "".join(f"{c}\n" for c in p.comments)
+        self.extra_generation_params = p.extra_generation_params
+        self.index_of_first_image = index_of_first_image
+        self.all_prompts = all_prompts or p.all_prompts
+        self.all_seeds = all_seeds or p.all_seeds
+        self.infotexts = infotexts or [info]
+
+    def js(self):
+        return json.dumps({
+            "prompt": self.prompt, "all_prompts": self.all_prompts, "seed": self.seed, "all_seeds": self.all_seeds,
+            "extra_generation_params": self.extra_generation_params,
+            "index_of_first_image": self.index_of_first_image, "infotexts": self.infotexts,
+        })
+
+
+def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0,
+                    use_main_prompt=False, index=None, all_negative_prompts=None):
+    if index is None:
+        index = position_in_batch + iteration * p.batch_size
+    generation_params = {"Steps": p.steps, "Sampler": p.sampler_name, "CFG scale": p.cfg_scale,
+                         "Seed": all_seeds[index], "Size": f"{p.width}x{p.height}", **p.extra_generation_params}
+    text = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in generation_params.items() if v is not None)
+    prompt = p.prompt if use_main_prompt else all_prompts[index]
+    return f"{prompt}\n{text}".strip()
+
+
+def apply_overlay(image, paste_loc, overlay):
+    if overlay is None:
+        return image, image.copy()
+    composite = image.convert("RGBA")
+    composite.alpha_composite(overlay.convert("RGBA").resize(image.size))
+    return composite.convert("RGB"), image
+
+
+def process_images(p):
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    return process_images_inner(p)
+
+
+def process_images_inner(p):
+    seed = p.seed if p.seed != -1 else 1234
+    p.all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
+    p.all_seeds = [int(seed) + x for x in range(len(p.all_prompts))]
+    if p.scripts is not None:
+        p.scripts.process(p)
+    infotexts, output_images = [], []
+    for n in range(p.n_iter):
+        p.iteration = n
+        p.prompts = p.all_prompts[n * p.batch_size:(n + 1) * p.batch_size]
+        p.seeds = p.all_seeds[n * p.batch_size:(n + 1) * p.batch_size]
+        if p.scripts is not None:
+            p.scripts.before_process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.seeds)
+            p.scripts.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.seeds)
+        samples = p.sample_images(p.seeds)
+        x_samples = torch.stack([torch.from_numpy(np.asarray(im, np.float32) / 255).permute(2, 0, 1) for im in samples])
+        if p.scripts is not None:
+            p.scripts.postprocess_batch(p, x_samples, batch_number=n)
+            batch_params = scripts.PostprocessBatchListArgs(list(x_samples))
+            p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
+            x_samples = batch_params.images
+
+        def infotext(index=0, use_main_prompt=False):
+            return create_infotext(p, p.prompts, p.seeds, p.seeds, use_main_prompt=use_main_prompt, index=index)
+
+        save_samples = p.save_samples()
+        for i, x_sample in enumerate(x_samples):
+            p.batch_index = i
+            x_sample = (255. * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).round().astype(np.uint8)
+            image = Image.fromarray(x_sample)
+            if p.scripts is not None:
+                pp = scripts.PostprocessImageArgs(image)
+                p.scripts.postprocess_image(p, pp)
+                image = pp.image
+            overlay = p.overlay_images[i] if p.overlay_images is not None and i < len(p.overlay_images) else None
+            image, _ = apply_overlay(image, None, overlay)
+            if p.scripts is not None:
+                pp = scripts.PostprocessImageArgs(image)
+                p.scripts.postprocess_image_after_composite(p, pp)
+                image = pp.image
+            if save_samples:
+                images.save_image(image, p.outpath_samples, "", p.seeds[i], p.prompts[i], "png", info=infotext(i), p=p)
+            text = infotext(i)
+            infotexts.append(text)
+            image.info["parameters"] = text
+            output_images.append(image)
+    index_of_first_image = 0
+    if len(output_images) > 1 and shared.opts.return_grid and not p.do_not_save_grid:
+        grid = images.image_grid(output_images, p.batch_size)
+        text = infotext(use_main_prompt=True)
+        infotexts.insert(0, text)
+        grid.info["parameters"] = text
+        output_images.insert(0, grid)
+        index_of_first_image = 1
+        if shared.opts.grid_save:
+            images.save_image(grid, p.outpath_grids, "grid", p.all_seeds[0], p.all_prompts[0], "png",
+                              info=text, p=p, grid=True)
+    res = Processed(p, output_images, seed=p.all_seeds[0], info=infotexts[0], index_of_first_image=index_of_first_image,
+                    infotexts=infotexts)
+    if p.scripts is not None:
+        p.scripts.postprocess(p, res)
+    return res
