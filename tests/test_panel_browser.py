@@ -1,0 +1,180 @@
+"""The panel and javascript/replicheck.js in a real headless Chromium.
+
+A real FastAPI server on 127.0.0.1 serves a page laid out like the web UI's txt2img results (the
+gallery with its thumbnails, gradioApp/onUiLoaded as the web UI's script.js defines them), our
+style.css and script, and /replicheck/v1/live filled by the real hook from a pack whose captions
+and URLs are hostile.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, edits
+from lib_replicheck import embedders
+from lib_replicheck.images import load_image
+from lib_replicheck.packs.build import Record, build_pack
+
+HOSTILE = [
+    ("<script>window.__pwned=1</script>", "javascript:window.__pwned=2"),
+    ('<img src=x onerror="window.__pwned=3">', 'https://example.com/a"onmouseover="window.__pwned=4'),
+    ("\u202eevil\u202c <svg onload=window.__pwned=5>", "data:text/html,<script>window.__pwned=6</script>"),
+    ("A quiet photograph", "https://example.com/ok?a=1&b=2"),
+]
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<link rel="stylesheet" href="/style.css">
+<script>
+  var uiLoaded = [], uiUpdate = [];
+  function gradioApp() { return document.querySelector('gradio-app'); }
+  function onUiLoaded(cb) { uiLoaded.push(cb); }
+  function onAfterUiUpdate(cb) { uiUpdate.push(cb); }
+  window.addEventListener('load', function () { uiLoaded.forEach(function (cb) { cb(); }); });
+</script>
+<script src="/javascript/replicheck.js"></script></head>
+<body style="width: 900px"><gradio-app>
+ <div id="txt2img_results">
+  <div id="txt2img_gallery_container"><div id="txt2img_gallery">
+   THUMBS
+  </div></div>
+  <div id="html_info_txt2img"></div>
+ </div>
+</gradio-app></body></html>"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, pack_photos, other_photos):
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse, HTMLResponse
+
+    from lib_replicheck import api
+    from lib_replicheck.hook import Hook
+    from lib_replicheck.service import CheckService
+    from lib_replicheck.settings import Settings
+
+    home = tmp_path_factory.mktemp("home")
+    photos = [load_image(p) for p in pack_photos[:4]]
+    records = [Record(load=lambda im=im: im, label=f"photo{i}", caption=c, url=u, source=f"row {i}", license="CC-BY")
+               for i, (im, (c, u)) in enumerate(zip(photos, HOSTILE))]
+    build_pack(records, embedders.load("pdq"), home / "packs" / "hostile", log=lambda s: None)
+    service = CheckService(home / "packs", home)
+    hook = Hook(service, Settings)
+    generated = [edits(photos[0])["JPEG q=30"], load_image(other_photos[0]), edits(photos[1])["resized 0.5x"],
+                 edits(photos[2])["brightened +15%"]]
+    state = hook.begin("txt2img", True, expected=len(generated))
+    for i, im in enumerate(generated):
+        hook.image(state, im, i)
+    hook.end(state)
+
+    app = FastAPI()
+    api.mount(app, service, Settings)
+    thumbs = "".join(f'<button class="thumbnail-item"><span>{i}</span></button>' for i in range(len(generated) + 1))
+
+    @app.get("/")
+    def page():
+        return HTMLResponse(PAGE.replace("THUMBS", thumbs))
+
+    @app.get("/style.css")
+    def css():
+        return FileResponse(REPO / "style.css")
+
+    @app.get("/javascript/replicheck.js")
+    def js():
+        return FileResponse(REPO / "javascript" / "replicheck.js")
+
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    srv.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1000,1400",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, script, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if driver.execute_script(script):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def test_panel_renders_safely(server, browser, tmp_path):
+    browser.get(server)
+    _wait(browser, "return document.querySelectorAll('#replicheck_panel_txt2img .rc-card').length === 4")
+    time.sleep(1.5)  # let every scheduled poll and image load run, so anything injected would have fired
+    assert browser.execute_script("return window.__pwned") is None
+    panel = "document.querySelector('#replicheck_panel_txt2img')"
+    # placed right after the gallery, before the generation info
+    assert browser.execute_script(f"return {panel}.previousElementSibling.id") == "txt2img_gallery_container"
+    assert browser.execute_script(f"return {panel}.querySelectorAll('script, svg, iframe, object').length") == 0
+    handlers = browser.execute_script(f"""return Array.from({panel}.querySelectorAll('*')).flatMap(
+        e => Array.from(e.attributes).map(a => a.name)).filter(n => n.startsWith('on'))""")
+    assert handlers == []
+    links = browser.execute_script(f"""return Array.from({panel}.querySelectorAll('a')).map(
+        a => [a.getAttribute('href'), a.rel, a.getAttribute('referrerpolicy'), a.target])""")
+    assert links, "no source links rendered"
+    for href, rel, policy, target in links:
+        assert href.startswith("https://example.com/"), href
+        assert "noopener" in rel and "noreferrer" in rel and policy == "no-referrer" and target == "_blank"
+    text = browser.execute_script(f"return {panel}.innerText")
+    assert "<script>window.__pwned=1</script>" in text  # shown as text, not run
+    assert '<img src=x onerror="window.__pwned=3">' in text
+    assert "\u202e" not in browser.execute_script(f"return {panel}.textContent")  # bidi overrides dropped
+    imgs = browser.execute_script(f"return Array.from({panel}.querySelectorAll('img')).map(i => i.src.slice(0, 11))")
+    assert imgs and all(s == "data:image/" for s in imgs)  # local thumbnails only: no request leaves
+    browser.save_screenshot(str(tmp_path / "panel.png"))
+    assert (tmp_path / "panel.png").stat().st_size > 10_000
+
+
+def test_badges_and_selection(server, browser):
+    browser.get(server)
+    _wait(browser, "return document.querySelectorAll('#replicheck_panel_txt2img .rc-card').length === 4")
+    _wait(browser, "return document.querySelectorAll('#txt2img_gallery [data-replicheck]').length === 3")
+    marks = browser.execute_script("""return Array.from(document.querySelectorAll('#txt2img_gallery .thumbnail-item'))
+        .map(t => t.getAttribute('data-replicheck'))""")
+    assert marks == [None, "likely-copy", None, "likely-copy", "likely-copy"]  # the grid first, then 4 images
+    verdicts = browser.execute_script("""return Array.from(document.querySelectorAll(
+        '#replicheck_panel_txt2img .rc-card .rc-badge')).map(b => b.className)""")
+    assert verdicts == ["rc-badge rc-likely", "rc-badge rc-none", "rc-badge rc-likely", "rc-badge rc-likely"]
+    browser.execute_script("document.querySelectorAll('#txt2img_gallery .thumbnail-item')[3].click()")
+    shown = browser.execute_script("""return Array.from(document.querySelectorAll('#replicheck_panel_txt2img .rc-card'))
+        .filter(c => getComputedStyle(c).display !== 'none').map(c => c.dataset.index)""")
+    assert shown == ["2"]
+    browser.execute_script("document.querySelector('.rc-show-all').click()")
+    shown = browser.execute_script("""return Array.from(document.querySelectorAll('#replicheck_panel_txt2img .rc-card'))
+        .filter(c => getComputedStyle(c).display !== 'none').length""")
+    assert shown == 4
