@@ -8,13 +8,13 @@ and URLs are hostile.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
 
-from conftest import REPO, edits
+from browser import add_page, chromium, serve
+from browser import wait_for as _wait
+from conftest import edits
 from lib_replicheck import embedders
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.build import Record, build_pack
@@ -26,37 +26,10 @@ HOSTILE = [
     ("A quiet photograph", "https://example.com/ok?a=1&b=2"),
 ]
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8">
-<link rel="stylesheet" href="/style.css">
-<script>
-  var uiLoaded = [], uiUpdate = [];
-  function gradioApp() { return document.querySelector('gradio-app'); }
-  function onUiLoaded(cb) { uiLoaded.push(cb); }
-  function onAfterUiUpdate(cb) { uiUpdate.push(cb); }
-  window.addEventListener('load', function () { uiLoaded.forEach(function (cb) { cb(); }); });
-</script>
-<script src="/javascript/replicheck.js"></script></head>
-<body style="width: 900px"><gradio-app>
- <div id="txt2img_results">
-  <div id="txt2img_gallery_container"><div id="txt2img_gallery">
-   THUMBS
-  </div></div>
-  <div id="html_info_txt2img"></div>
- </div>
-</gradio-app></body></html>"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, pack_photos, other_photos):
-    import uvicorn
     from fastapi import FastAPI
-    from fastapi.responses import FileResponse, HTMLResponse
 
     from lib_replicheck import api
     from lib_replicheck.hook import Hook
@@ -79,57 +52,17 @@ def server(tmp_path_factory, pack_photos, other_photos):
 
     app = FastAPI()
     api.mount(app, service, Settings)
-    thumbs = "".join(f'<button class="thumbnail-item"><span>{i}</span></button>' for i in range(len(generated) + 1))
-
-    @app.get("/")
-    def page():
-        return HTMLResponse(PAGE.replace("THUMBS", thumbs))
-
-    @app.get("/style.css")
-    def css():
-        return FileResponse(REPO / "style.css")
-
-    @app.get("/javascript/replicheck.js")
-    def js():
-        return FileResponse(REPO / "javascript" / "replicheck.js")
-
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(5)
+    add_page(app, "".join(f'<button class="thumbnail-item"><span>{i}</span></button>'
+                          for i in range(len(generated) + 1)))
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1000,1400",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
     yield driver
     driver.quit()
-
-
-def _wait(driver, script, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        if driver.execute_script(script):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script}")
 
 
 def test_panel_renders_safely(server, browser, tmp_path):

@@ -317,3 +317,28 @@ def test_api_auth_protects_routes(tmp_path):
     assert c.get("/replicheck/v1/status", auth=("alice", "wrong")).status_code == 401
     assert c.get("/replicheck/v1/status", auth=("alice", "s3cret")).status_code == 200
     assert c.get("/replicheck/v1/packs", auth=("bob", "pw")).status_code == 200
+
+
+def test_settings_persist_in_config_json(webui, tmp_path, installed):
+    opts = webui.shared.opts
+    opts.set("replicheck_top_k", 3)
+    opts.set("replicheck_sscd_possible", 0.6)
+    opts.set("replicheck_packs", ["photos"])
+    opts.save(str(tmp_path / "config.json"))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["replicheck_top_k"] == 3 and saved["replicheck_packs"] == ["photos"]
+    opts.set("replicheck_top_k", 5)
+    opts.load(str(tmp_path / "config.json"))
+    s = webui.module.current_settings()
+    assert s.top_k == 3 and s.tiers["sscd"].possible == 0.6 and s.packs == ["photos"]
+    opts.set("replicheck_top_k", 5)
+    opts.set("replicheck_sscd_possible", 0.5)
+
+
+def test_packs_setting_naming_a_missing_pack(webui, installed, photos):
+    webui.set_option("replicheck_packs", ["gone"])
+    _source(webui, [_copy(photos[0])])
+    _, processed = webui.txt2img()
+    job = webui.module.service.live.get("txt2img")
+    assert job.state == "error" and "gone" in job.message
+    assert "Replicheck" not in processed.infotexts[0]

@@ -1,0 +1,69 @@
+"""Render the README's screenshot of the panel: the real hook, pack, panel and script in Chromium.
+
+    python docs/render_panel.py [OUT.png]
+
+A PDQ pack of the demo photos; a "generation" of three images: an edited copy of coffee.jpg, the
+Hubble deep field (not in the pack) and a cropped copy of astronaut.jpg. The gallery shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+
+def main() -> None:
+    from fastapi import FastAPI
+    from PIL import ImageOps
+
+    from browser import add_page, chromium, serve, wait_for
+    from lib_replicheck import api, embedders
+    from lib_replicheck.demo import DEMO_DIR, edited_copy
+    from lib_replicheck.hook import Hook
+    from lib_replicheck.images import load_image
+    from lib_replicheck.packs.build import build_pack, centre_crop, folder_records
+    from lib_replicheck.service import CheckService
+    from lib_replicheck.settings import Settings
+
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "panel.png"
+    home = Path(tempfile.mkdtemp())
+    build_pack(folder_records(DEMO_DIR / "pack", license="CC0 / public domain"), embedders.load("pdq"),
+               home / "packs" / "demo", log=lambda s: None)
+    service = CheckService(home / "packs", home)
+    hook = Hook(service, lambda: Settings(top_k=3))
+    generated = [edited_copy(DEMO_DIR / "pack" / "coffee.jpg"), load_image(DEMO_DIR / "novel" / "hubble_deep_field.jpg"),
+                 centre_crop(load_image(DEMO_DIR / "pack" / "astronaut.jpg"), 0.85)]
+    state = hook.begin("txt2img", True, expected=len(generated))
+    for i, im in enumerate(generated):
+        hook.image(state, im, i)
+    hook.end(state)
+
+    def thumb(im):
+        buf = io.BytesIO()
+        ImageOps.fit(im, (120, 120)).save(buf, "JPEG", quality=85)
+        return f'<button class="thumbnail-item"><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"></button>'
+
+    app = FastAPI()
+    api.mount(app, service, lambda: Settings(top_k=3))
+    add_page(app, "".join(thumb(im) for im in generated))
+    with serve(app) as url, tempfile.TemporaryDirectory() as profile:
+        driver = chromium(profile, width=940, height=500)
+        try:
+            driver.get(url)
+            wait_for(driver, "return document.querySelectorAll('#replicheck_panel_txt2img .rc-card').length === 3")
+            time.sleep(0.5)
+            driver.save_screenshot(str(out))
+        finally:
+            driver.quit()
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
