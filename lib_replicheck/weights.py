@@ -49,47 +49,22 @@ def verify_sha256(path: str | Path, expected: str | None) -> None:
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, *, progress: bool = True,
-             timeout: float = 30.0, desc: str | None = None) -> Path:
-    """Fetch `url` to `dest` through a `.part` file, resuming it, and verify before renaming.
-
-    `dest` only ever appears complete and verified: a broken or interrupted download leaves at
-    most the `.part` file, which the next call resumes with an HTTP Range request.
-    """
-    import requests
+             desc: str | None = None) -> Path:
+    """Fetch `url` to `dest` with lib_replicheck.download (resumed, retried, verified, then renamed),
+    with a tqdm progress bar in the terminal."""
+    from .download import DownloadError, fetch
 
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    if not url.startswith(("http://", "https://")):
-        raise WeightsError(f"{url}: only http(s) URLs are downloaded")
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    bar = _progress_bar(0, 0, desc or dest.name) if progress else None
     try:
-        with requests.get(url, stream=True, timeout=timeout, headers=headers) as r:
-            if r.status_code == 416:  # the part file is already complete
-                pass
-            else:
-                r.raise_for_status()
-                if have and r.status_code != 206:  # the server ignored Range: start again
-                    have = 0
-                total = int(r.headers.get("Content-Length") or 0) + have
-                bar = _progress_bar(total, have, desc or dest.name) if progress else None
-                with open(part, "ab" if have else "wb") as f:
-                    for chunk in r.iter_content(CHUNK):
-                        f.write(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                if bar is not None:
-                    bar.close()
-    except requests.RequestException as e:
+        return fetch([url], dest, size=None, sha256=sha256, progress=bar.update if bar is not None else None)
+    except DownloadError as e:
+        if "sha256" in str(e):
+            raise WeightsError(f"{dest}: {e}") from None
         raise WeightsError(f"could not download {url}: {e}") from None
-    try:
-        verify_sha256(part, sha256)
-    except WeightsError:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, dest)
-    return dest
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _progress_bar(total: int, initial: int, desc: str):
@@ -122,3 +97,21 @@ def resolve(weights_path: str | Path | None, models_dir: str | Path | None, file
         raise WeightsError(f"{filename} is not in {models_dir}: {how}into that folder"
                            + (" (network access is off)" if offline and url else ""))
     return download(url, p, sha256, progress=progress)
+
+
+def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = False,
+               progress: bool = True) -> Path | None:
+    """Fetch the weights a pack's embedder needs, if they are not on disk yet; None if it needs none.
+
+    SSCD: an ONNX file when one is there, else the TorchScript file (downloaded, sha256-checked
+    when the pack names one). PDQ needs nothing; CLIP weights come through open_clip on first use.
+    """
+    if spec.kind != "sscd":
+        return None
+    from .embedders.sscd import find_onnx, torchscript_source
+
+    onnx = find_onnx(spec.model, None, models_dir)
+    if onnx is not None:
+        return onnx
+    filename, url, sha = torchscript_source(spec.model, spec)
+    return resolve(None, models_dir, filename, url, sha, offline=offline, progress=progress)

@@ -70,6 +70,18 @@ def find_onnx(model: str, weights_path: str | Path | None, models_dir: str | Pat
     return None
 
 
+def torchscript_source(model: str, expected: EmbedderSpec | None) -> tuple[str, str, str | None]:
+    """(file name, URL, sha256) of the TorchScript weights for `model`, as a pack asks for them.
+
+    A pack may name its own weights URL, but only together with a sha256 to check it by:
+    TorchScript files hold pickled data, so nothing unverified from a pack is ever loaded.
+    """
+    official = spec_for(model).weights_for("torchscript")
+    named = expected.weights_for("torchscript") if expected else None
+    url = named.url if named and named.url and named.sha256 else official.url
+    return official.filename, url, named.sha256 if named else None
+
+
 class SSCDEmbedder(Embedder):
     batch_size = 8
 
@@ -79,7 +91,7 @@ class SSCDEmbedder(Embedder):
         """`expected` is the spec a pack was built with: its sha256s are enforced on load."""
         if runtime not in RUNTIMES:
             raise EmbedderError(f"unknown SSCD runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-        base = spec_for(model)
+        spec_for(model)  # raises EmbedderError for an unknown model
         wanted = {w.runtime: w.sha256 for w in (expected.weights if expected else ())}
         self.device = device
         self._torch_model = None
@@ -103,12 +115,8 @@ class SSCDEmbedder(Embedder):
                 return
         from ..weights import resolve, sha256_file
 
-        # A pack may name its own weights URL, but only together with a sha256 to check it by:
-        # TorchScript files hold pickled data, so nothing unverified from a pack is ever loaded.
-        official = base.weights_for("torchscript")
-        named = expected.weights_for("torchscript") if expected else None
-        url = named.url if named and named.url and named.sha256 else official.url
-        path = resolve(weights_path, models_dir, official.filename, url, wanted.get("torchscript"),
+        filename, url, sha = torchscript_source(model, expected)
+        path = resolve(weights_path, models_dir, filename, url, sha,
                        offline=offline, progress=progress)
         self._load_torchscript(path)
         self.spec = spec_for(model, onnx_sha256=wanted.get("onnx"), torchscript_sha256=sha256_file(path))

@@ -1,0 +1,203 @@
+"""Fetching one file over HTTP(S) the way a slow, capped or flaky link needs it.
+
+- resumes an interrupted download from its `.part` file with an HTTP Range request, and starts over
+  when the server ignores Range;
+- retries connection errors, stalls and 5xx answers with exponential backoff, then tries the next
+  mirror; a 404 moves to the next mirror at once;
+- times out a stalled connection (no byte for `read_timeout` seconds);
+- refuses a server that announces or sends more bytes than expected;
+- verifies size and sha256 before the file gets its final name; a file that fails is deleted;
+- uses the proxy environment variables (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) as requests does;
+- can be cancelled from another thread, and reports progress to a callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlsplit
+
+from .errors import ReplicheckError
+
+CHUNK = 1 << 16
+
+
+class DownloadError(ReplicheckError):
+    pass
+
+
+class Cancelled(DownloadError):
+    def __init__(self):
+        super().__init__("download cancelled")
+
+
+@dataclass
+class Policy:
+    """Knobs of the downloader; tests shorten them."""
+
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0  # a connection with no byte for this long is stalled
+    retries: int = 4  # per mirror, after the first try
+    backoff: float = 1.0  # seconds before the first retry, doubled each time
+    max_redirects: int = 10
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{url!r}: only http(s) URLs are downloaded")
+    return url
+
+
+def fetch(urls: Sequence[str], dest: str | Path, *, size: int | None, sha256: str | None,
+          policy: Policy | None = None, progress: Callable[[int], None] | None = None,
+          cancel: threading.Event | None = None, session=None, offline: bool = False) -> Path:
+    """Download `dest` from the first mirror that delivers it whole; return `dest`.
+
+    `progress(n)` is called with the number of new bytes as they arrive (also for the bytes of a
+    resumed `.part` file, once, at the start).
+    """
+    import requests
+
+    if offline:
+        raise DownloadError(f"{Path(dest).name}: network access is off (--offline)")
+    policy = policy or Policy()
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    own_session = session is None
+    if own_session:
+        session = requests.Session()
+        session.max_redirects = policy.max_redirects
+    errors: list[str] = []
+    try:
+        if part.exists() and progress:
+            progress(part.stat().st_size)
+        for url in urls:
+            check_url(url)
+            delay, ok = policy.backoff, False
+            for attempt in range(policy.retries + 1):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                try:
+                    _get(session, url, part, size, policy, progress, cancel)
+                    ok = True
+                    break
+                except _Permanent as e:
+                    errors.append(f"{url}: {e}")
+                    break
+                except _Transient as e:
+                    if attempt == policy.retries:
+                        errors.append(f"{url}: {e} (gave up after {attempt + 1} tries)")
+                        break
+                    _sleep(delay, cancel)
+                    delay *= 2
+            if ok:
+                try:
+                    _verify(part, size, sha256)
+                except DownloadError as e:  # a bad copy on this mirror: the next one may be good
+                    errors.append(f"{url}: {e}")
+                    continue
+                os.replace(part, dest)
+                return dest
+        raise DownloadError(f"{dest.name}: could not be downloaded: " + "; ".join(errors or ["no mirror"]))
+    finally:
+        if own_session:
+            session.close()
+
+
+class _Transient(Exception):
+    """Worth another try: the connection broke, stalled, or the server had a 5xx moment."""
+
+
+class _Permanent(Exception):
+    """Not worth another try from this mirror."""
+
+
+def _get(session, url, part: Path, size, policy: Policy, progress, cancel) -> None:
+    import requests
+
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:  # a stale part from another version of the file
+        part.unlink()
+        have = 0
+    if size is not None and have == size:
+        return
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        r = session.get(url, stream=True, headers=headers, timeout=(policy.connect_timeout, policy.read_timeout))
+    except requests.TooManyRedirects:
+        raise _Permanent("too many redirects (a redirect loop?)") from None
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise _Transient(f"connection failed ({type(e).__name__})") from None
+    except requests.RequestException as e:
+        raise _Permanent(str(e)) from None
+    with r:
+        if r.status_code >= 500 or r.status_code == 429:
+            raise _Transient(f"HTTP {r.status_code}")
+        if r.status_code == 416 and have:
+            part.unlink()  # our part file is not a prefix the server knows: start over next try
+            raise _Transient("HTTP 416, restarting from the beginning")
+        if r.status_code >= 400:
+            raise _Permanent(f"HTTP {r.status_code}")
+        resumed = have and r.status_code == 206
+        if have and not resumed:  # the server ignored Range: start again from zero
+            if progress:
+                progress(-have)
+            have = 0
+        announced = r.headers.get("Content-Length")
+        if announced is not None and size is not None:
+            try:
+                if int(announced) + have > size:
+                    raise _Permanent(f"server announces {int(announced) + have} bytes, {size} expected")
+            except ValueError:
+                pass
+        mode = "ab" if resumed else "wb"
+        got = have
+        try:
+            with open(part, mode) as f:
+                for chunk in r.iter_content(CHUNK):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled()
+                    got += len(chunk)
+                    if size is not None and got > size:
+                        raise _Permanent(f"server sent more than the {size} bytes expected")
+                    f.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+            raise _Transient(f"connection broke after {got} bytes ({type(e).__name__})") from None
+        except _Permanent:
+            part.unlink(missing_ok=True)
+            raise
+    if size is not None and got < size:
+        raise _Transient(f"connection closed after {got} of {size} bytes")
+
+
+def _verify(path: Path, size: int | None, sha256: str | None) -> None:
+    actual_size = path.stat().st_size
+    if size is not None and actual_size != size:
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"{path.name}: {actual_size} bytes, {size} expected")
+    if sha256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != sha256.lower():
+            path.unlink(missing_ok=True)
+            raise DownloadError(f"{path.name}: sha256 {h.hexdigest()} does not match the expected {sha256}; "
+                                "the file was deleted")
+
+
+def _sleep(seconds: float, cancel: threading.Event | None) -> None:
+    if cancel is not None:
+        if cancel.wait(seconds):
+            raise Cancelled()
+    else:
+        time.sleep(seconds)

@@ -1,0 +1,105 @@
+"""A real HTTP server on 127.0.0.1 that serves files with Range support, and misbehaves on request.
+
+Each path can be given a fault: drop the connection mid-file (once, or always), ignore Range,
+announce more bytes than it has, answer a status (a sequence of them, e.g. 503 then 200), loop
+redirects, stall after the headers, or serve a corrupted copy. Every request is logged.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Route:
+    body: bytes
+    fault: str = ""  # "", drop-once, drop-always, no-range, bigger, status, redirect-loop, stall, corrupt
+    statuses: list[int] = field(default_factory=list)  # for "status": answered in turn, then 200
+    stall: float = 5.0
+    hits: int = 0
+
+
+class FaultServer:
+    def __init__(self):
+        self.routes: dict[str, Route] = {}
+        self.log: list[tuple[str, str]] = []  # (path, Range header)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                outer.log.append((self.path, self.headers.get("Range", "")))
+                route = outer.routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                route.hits += 1
+                body, start = route.body, 0
+                if route.fault == "status" and route.statuses:
+                    code = route.statuses.pop(0)
+                    if code != 200:
+                        self.send_response(code)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                if route.fault == "redirect-loop":
+                    self.send_response(302)
+                    self.send_header("Location", self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if route.fault == "corrupt":
+                    body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
+                m = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
+                if m and route.fault != "no-range":
+                    start = int(m.group(1))
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                    self.send_header("Accept-Ranges", "none" if route.fault == "no-range" else "bytes")
+                part = body[start:]
+                announced = len(part) + (1000 if route.fault == "bigger" else 0)
+                self.send_header("Content-Length", str(announced))
+                self.end_headers()
+                if route.fault == "stall":
+                    self.wfile.write(part[:10])
+                    self.wfile.flush()
+                    time.sleep(route.stall)
+                    return
+                drop = route.fault == "drop-always" or (route.fault == "drop-once" and route.hits == 1)
+                if drop:
+                    self.wfile.write(part[: len(part) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(part)
+                if route.fault == "bigger":
+                    self.wfile.write(b"\0" * 1000)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, path: str, body: bytes, fault: str = "", **kw) -> str:
+        self.routes[path] = Route(body, fault, **kw)
+        return self.url + path
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
