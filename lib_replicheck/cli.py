@@ -66,6 +66,20 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="offline demo: a pack of public-domain photos, an edited copy and a novel image")
     d.add_argument("--json", action="store_true")
+
+    pk = sub.add_parser("packs", help="list, download, verify, remove and install packs")
+    pk.add_argument("action", choices=["available", "list", "download", "verify", "remove", "install", "publish"])
+    pk.add_argument("target", nargs="?", help="pack name; PATH_OR_URL for install; PACK_DIR for publish")
+    pk.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
+    pk.add_argument("--models-dir", type=Path, default=None, help="where the packs' model weights go")
+    pk.add_argument("--registry", action="append", default=[], metavar="URL",
+                    help="registry to read (repeatable; default $REPLICHECK_REGISTRY or this project's registry)")
+    pk.add_argument("--offline", action="store_true", help="refuse any network access")
+    pk.add_argument("--sha256", help="install: the expected sha256 of the archive")
+    pk.add_argument("--registry-file", type=Path, help="publish: the registry JSON file to add the pack to")
+    pk.add_argument("--url-prefix", help="publish: where the pack's files will be served (relative to the "
+                                         "registry, or absolute)")
+    pk.add_argument("--json", action="store_true")
     return ap
 
 
@@ -76,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "build":
             return cmd_build(args)
+        if args.command == "packs":
+            from .packs_cli import cmd_packs
+
+            return cmd_packs(args)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 @dataclass
 class Route:
     body: bytes
-    fault: str = ""  # "", drop-once, drop-always, no-range, bigger, status, redirect-loop, stall, corrupt
+    fault: str = ""  # comma-separated: drop-once, drop-always, no-range, bigger, status, redirect-loop, stall, corrupt
     statuses: list[int] = field(default_factory=list)  # for "status": answered in turn, then 200
     stall: float = 5.0
     hits: int = 0
@@ -42,24 +42,25 @@ class FaultServer:
                     self.send_error(404)
                     return
                 route.hits += 1
+                faults = set(route.fault.split(","))
                 body, start = route.body, 0
-                if route.fault == "status" and route.statuses:
+                if "status" in faults and route.statuses:
                     code = route.statuses.pop(0)
                     if code != 200:
                         self.send_response(code)
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
-                if route.fault == "redirect-loop":
+                if "redirect-loop" in faults:
                     self.send_response(302)
                     self.send_header("Location", self.path)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if route.fault == "corrupt":
+                if "corrupt" in faults:
                     body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
                 m = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
-                if m and route.fault != "no-range":
+                if m and "no-range" not in faults:
                     start = int(m.group(1))
                     if start >= len(body):
                         self.send_response(416)
@@ -70,24 +71,24 @@ class FaultServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
-                    self.send_header("Accept-Ranges", "none" if route.fault == "no-range" else "bytes")
+                    self.send_header("Accept-Ranges", "none" if "no-range" in faults else "bytes")
                 part = body[start:]
-                announced = len(part) + (1000 if route.fault == "bigger" else 0)
+                announced = len(part) + (1000 if "bigger" in faults else 0)
                 self.send_header("Content-Length", str(announced))
                 self.end_headers()
-                if route.fault == "stall":
+                if "stall" in faults:
                     self.wfile.write(part[:10])
                     self.wfile.flush()
                     time.sleep(route.stall)
                     return
-                drop = route.fault == "drop-always" or (route.fault == "drop-once" and route.hits == 1)
+                drop = "drop-always" in faults or ("drop-once" in faults and route.hits == 1)
                 if drop:
                     self.wfile.write(part[: len(part) // 2])
                     self.wfile.flush()
                     self.close_connection = True
                     return
                 self.wfile.write(part)
-                if route.fault == "bigger":
+                if "bigger" in faults:
                     self.wfile.write(b"\0" * 1000)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

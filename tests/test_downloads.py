@@ -1,0 +1,393 @@
+"""Pack downloads against a real HTTP server on 127.0.0.1, every fault of a flaky link included.
+
+In every failing case: a clear message, no half-installed pack, and the previous version of the
+pack still usable.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+
+import pytest
+
+from conftest import REPO
+from httpfaults import FaultServer
+from lib_replicheck.download import DownloadError, Policy
+from lib_replicheck.packs import registry
+from lib_replicheck.packs.install import InstallError, Installer, pack_lock, safe_extract
+from lib_replicheck.packs.pack import Pack
+
+DEMO = REPO / "registry" / "demo"
+FAST = Policy(connect_timeout=2, read_timeout=0.5, retries=2, backoff=0.01)
+
+
+@pytest.fixture
+def server():
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+def serve_registry(server, faults: dict[str, str] | None = None, prefix: str = "/r", edit=None, **kw) -> str:
+    """Serve registry/packs.json and the demo pack's files under `prefix`, with faults per file."""
+    data = json.loads((REPO / "registry" / "packs.json").read_text())
+    for f in data["packs"][0]["files"]:
+        server.add(f"{prefix}/demo/{f['path']}", (DEMO / f["path"]).read_bytes(), (faults or {}).get(f["path"], ""),
+                   **kw)
+    if edit:
+        edit(data)
+    return server.add(f"{prefix}/packs.json", json.dumps(data).encode())
+
+
+def demo_entry(url) -> registry.RegistryPack:
+    return registry.load(url).packs[0]
+
+
+def installer(tmp_path, **kw) -> Installer:
+    return Installer(tmp_path / "packs", policy=FAST, **kw)
+
+
+def no_leftovers(packs_dir):
+    """Nothing but finished packs, resumable downloads and lock files."""
+    for p in packs_dir.iterdir():
+        assert p.name.endswith((".download", ".lock")) or (p / "manifest.json").is_file(), p
+
+
+def test_registry_matches_the_committed_demo_pack():
+    """registry/packs.json lists the demo pack exactly as committed in registry/demo."""
+    from lib_replicheck.weights import sha256_file
+
+    data = json.loads((REPO / "registry" / "packs.json").read_text())
+    reg = registry.parse(data, "https://example.org/registry/packs.json")
+    demo = next(p for p in reg.packs if p.name == "demo")
+    assert demo.files[0].urls == ("https://example.org/registry/demo/manifest.json",)
+    for f in demo.files:
+        assert (DEMO / f.path).stat().st_size == f.size and sha256_file(DEMO / f.path) == f.sha256, f.path
+    Pack(DEMO, expect_embedder="pdq").verify()
+    assert registry.DEFAULT_REGISTRY.endswith("/registry/packs.json")
+
+
+def test_download_then_check_through_the_cli(server, tmp_path):
+    url = serve_registry(server)
+    env = dict(os.environ, REPLICHECK_HOME=str(tmp_path / "home"))
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "lib_replicheck", *a], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    r = run("packs", "available", "--registry", url)
+    assert r.returncode == 0 and r.stdout.startswith("demo ") and "4 images" in r.stdout
+    r = run("packs", "download", "demo", "--registry", url)
+    assert r.returncode == 0, r.stderr
+    assert "installed demo" in r.stdout
+    assert run("packs", "verify", "demo").returncode == 0
+    listing = run("packs", "list").stdout
+    assert listing.startswith("demo ") and "pdq" in listing
+    from lib_replicheck.demo import DEMO_DIR, edited_copy
+
+    edited_copy(DEMO_DIR / "pack" / "rocket.jpg").save(tmp_path / "copy.jpg")
+    r = run("check", str(tmp_path / "copy.jpg"), "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["best"]["source"] == "rocket.jpg"
+    assert run("packs", "remove", "demo").returncode == 0
+    assert "no packs installed" in run("packs", "list").stdout
+    r = run("packs", "download", "demo", "--registry", url, "--offline")
+    assert r.returncode == 2 and "network access is off" in r.stderr
+
+
+def test_offline_sends_nothing(server, tmp_path):
+    url = serve_registry(server)
+    rp = demo_entry(url)
+    server.log.clear()
+    with pytest.raises(InstallError, match="network access is off"):
+        installer(tmp_path, offline=True).download(rp)
+    with pytest.raises(registry.RegistryError, match="network access is off"):
+        registry.load(url, offline=True)
+    assert server.log == []
+
+
+BIG = os.urandom(3 * 1024 * 1024)
+
+
+def _fetch(server, path, fault, dest, **kw):
+    import hashlib
+
+    from lib_replicheck.download import fetch
+
+    url = server.add(path, BIG, fault, **kw)
+    return fetch([url], dest, size=len(BIG), sha256=hashlib.sha256(BIG).hexdigest(), policy=FAST)
+
+
+def test_dropped_connection_resumes_with_range(server, tmp_path):
+    assert _fetch(server, "/big", "drop-once", tmp_path / "big").read_bytes() == BIG
+    ranges = [r for p, r in server.log if p == "/big"]
+    assert ranges[0] == "" and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
+    # and through a whole pack download
+    rp = demo_entry(serve_registry(server, {"index.faiss": "drop-once", "thumbnails/1.jpg": "drop-once"}))
+    Pack(installer(tmp_path).download(rp)).verify()
+
+
+def test_server_without_range_restarts_from_zero(server, tmp_path):
+    assert _fetch(server, "/big", "drop-once,no-range", tmp_path / "big").read_bytes() == BIG
+    ranges = [r for p, r in server.log if p == "/big"]
+    assert len(ranges) == 2 and ranges[1].startswith("bytes=")  # asked to resume, got the whole file again
+    rp = demo_entry(serve_registry(server, {"index.faiss": "drop-once,no-range"}))
+    Pack(installer(tmp_path).download(rp)).verify()
+
+
+def test_wrong_sha256(server, tmp_path):
+    rp = demo_entry(serve_registry(server, {"metadata.sqlite": "corrupt"}))
+    with pytest.raises(DownloadError, match="sha256 .* does not match"):
+        installer(tmp_path).download(rp)
+    assert not (tmp_path / "packs" / "demo").exists()
+    assert not (tmp_path / "packs" / ".demo.download" / "metadata.sqlite").exists()
+    no_leftovers(tmp_path / "packs")
+
+
+def test_truncated_file_fails_then_resumes_later(server, tmp_path):
+    with pytest.raises(DownloadError, match="connection closed after|broke"):
+        _fetch(server, "/big", "drop-always", tmp_path / "big")
+    part = tmp_path / "big.part"
+    have = part.stat().st_size
+    assert not (tmp_path / "big").exists() and 0 < have < len(BIG)
+    server.log.clear()
+    assert _fetch(server, "/big", "", tmp_path / "big").read_bytes() == BIG  # the link is good again
+    assert server.log[0][1] == f"bytes={have}-"
+    # a pack whose file keeps breaking is not installed; once the file comes, files finished before
+    # are not fetched again
+    url = serve_registry(server, {"index.faiss": "drop-always"})
+    rp = demo_entry(url)
+    with pytest.raises(DownloadError):
+        installer(tmp_path).download(rp)
+    assert not (tmp_path / "packs" / "demo").exists()
+    server.routes["/r/demo/index.faiss"].fault = ""
+    server.log.clear()
+    Pack(installer(tmp_path).download(rp)).verify()
+    assert not any(p.endswith("manifest.json") for p, _ in server.log)
+
+
+def test_more_bytes_than_announced_or_listed(server, tmp_path):
+    rp = demo_entry(serve_registry(server, {"index.faiss": "bigger"}))
+    with pytest.raises(DownloadError, match="server announces"):
+        installer(tmp_path).download(rp)
+
+    def shrink(data):
+        data["packs"][0]["files"][1]["size"] -= 100  # the registry says less than the server has
+
+    rp = demo_entry(serve_registry(server, prefix="/s", edit=shrink))
+    with pytest.raises(DownloadError, match="announces|more than"):
+        installer(tmp_path / "2").download(rp)
+    no_leftovers(tmp_path / "packs")
+
+
+def test_404_and_5xx_with_retries(server, tmp_path):
+    rp = demo_entry(serve_registry(server, {"index.faiss": "status"}, statuses=[503, 502]))
+    Pack(installer(tmp_path).download(rp)).verify()
+    assert server.routes["/r/demo/index.faiss"].hits == 3
+    rp404 = demo_entry(serve_registry(server, prefix="/t"))
+    del server.routes["/t/demo/metadata.sqlite"]
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        installer(tmp_path / "b").download(rp404)
+
+
+def test_mirror_is_used_when_the_first_url_fails(server, tmp_path):
+    def mirror(data):
+        for f in data["packs"][0]["files"]:
+            f["urls"] = ["/missing/" + f["path"], "demo/" + f["path"]]
+
+    rp = demo_entry(serve_registry(server, edit=mirror))
+    Pack(installer(tmp_path).download(rp)).verify()
+
+
+def test_redirect_loop(server, tmp_path):
+    rp = demo_entry(serve_registry(server, {"manifest.json": "redirect-loop"}))
+    with pytest.raises(DownloadError, match="redirect"):
+        installer(tmp_path).download(rp)
+
+
+def test_stalled_server_times_out(server, tmp_path):
+    rp = demo_entry(serve_registry(server, {"index.faiss": "stall"}, stall=3))
+    with pytest.raises(DownloadError, match="Timeout|connection"):
+        installer(tmp_path).download(rp)
+    assert not (tmp_path / "packs" / "demo").exists()
+
+
+def test_disk_full_is_refused_before_downloading(server, tmp_path):
+    rp = demo_entry(serve_registry(server))
+    server.log.clear()
+    with pytest.raises(InstallError, match="needs .* of free disk"):
+        Installer(tmp_path / "packs", policy=FAST, disk_usage=lambda p: 10_000_000).download(rp)
+    assert not any("/demo/" in p for p, _ in server.log)
+
+
+def test_two_downloads_of_the_same_pack(server, tmp_path):
+    rp = demo_entry(serve_registry(server))
+    with pack_lock(tmp_path / "packs", "demo"):
+        with pytest.raises(InstallError, match="already being downloaded"):
+            installer(tmp_path).download(rp)
+    results = []
+
+    def go():
+        try:
+            results.append(installer(tmp_path).download(rp))
+        except InstallError as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert any(not isinstance(r, Exception) for r in results)
+    Pack(tmp_path / "packs" / "demo").verify()
+
+
+def test_previous_version_stays_usable(server, tmp_path):
+    inst = installer(tmp_path)
+    Pack(inst.download(demo_entry(serve_registry(server)))).verify()
+    before = (tmp_path / "packs" / "demo" / "manifest.json").read_bytes()
+    bad = demo_entry(serve_registry(server, {"index.faiss": "corrupt"}, prefix="/v2"))
+    with pytest.raises(DownloadError):
+        inst.download(bad)
+    assert (tmp_path / "packs" / "demo" / "manifest.json").read_bytes() == before
+    Pack(tmp_path / "packs" / "demo").verify()
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda d: d.update(format="x"), "format"),
+    (lambda d: d.update(format_version=9), "format_version"),
+    (lambda d: d.update(packs={}), "packs"),
+    (lambda d: d["packs"][0].pop("files"), "packs[0].files"),
+    (lambda d: d["packs"][0].update(name="Bad Name"), "packs[0].name"),
+    (lambda d: d["packs"].append(dict(d["packs"][0])), "listed twice"),
+    (lambda d: d["packs"][0]["files"][0].update(path="/etc/passwd"), "packs[0].files[0].path"),
+    (lambda d: d["packs"][0]["files"][0].update(path="../../x"), "packs[0].files[0].path"),
+    (lambda d: d["packs"][0]["files"][0].update(urls=["file:///etc/passwd"]), "not an http(s) URL"),
+    (lambda d: d["packs"][0]["files"][0].update(urls=["javascript:alert(1)"]), "not an http(s) URL"),
+    (lambda d: d["packs"][0]["files"][0].update(sha256="abc"), "sha256"),
+    (lambda d: d["packs"][0]["files"][0].update(size=-1), "size"),
+    (lambda d: d["packs"][0]["files"][0].update(extract=True), "extract"),
+    (lambda d: d["packs"][0].update(embedder=None), "embedder"),
+])
+def test_hostile_registries(server, edit, field):
+    url = serve_registry(server, edit=edit)
+    with pytest.raises(registry.RegistryError) as e:
+        registry.load(url)
+    assert field in str(e.value) and url in str(e.value)
+
+
+def test_registry_not_json_and_too_big(server):
+    url = server.add("/bad.json", b"{not json")
+    with pytest.raises(registry.RegistryError, match="not valid JSON"):
+        registry.load(url)
+    url = server.add("/big.json", b" " * (registry.MAX_REGISTRY_BYTES + 10))
+    with pytest.raises(registry.RegistryError, match="larger than"):
+        registry.load(url)
+
+
+def _tar(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _member(name, data=b"x", kind=tarfile.REGTYPE, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("members,message", [
+    ([_member("../evil.txt")], "would leave"),
+    ([_member("/tmp/evil.txt")], "would leave"),
+    ([_member("pack/link", kind=tarfile.SYMTYPE, link="/etc/passwd")], "link or special"),
+    ([_member("pack/hard", kind=tarfile.LNKTYPE, link="pack/x")], "link or special"),
+    ([_member("pack/dev", kind=tarfile.CHRTYPE)], "link or special"),
+])
+def test_archive_members_cannot_escape(tmp_path, members, message):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar(members))
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(InstallError, match=message):
+        safe_extract(archive, target)
+    assert not (tmp_path / "evil.txt").exists() and not list(target.rglob("link"))
+
+
+def test_zip_members_cannot_escape(tmp_path):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../evil.txt", "x")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InstallError, match="would leave"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_archive_size_bound(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar([_member("pack/big", b"0" * 5000)]))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InstallError, match="more than 1000 bytes"):
+        safe_extract(archive, tmp_path / "out", max_bytes=1000)
+
+
+def _pack_archive(tmp_path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        tf.add(DEMO, arcname="demo")
+    return buf.getvalue()
+
+
+def test_install_from_folder_archive_and_url(server, tmp_path):
+    import hashlib
+
+    inst = installer(tmp_path)
+    Pack(inst.install(str(DEMO))).verify()
+    assert DEMO.is_dir()  # the source folder is copied, never moved
+    inst.remove("demo")
+    archive = tmp_path / "demo.tar.gz"
+    archive.write_bytes(_pack_archive(tmp_path))
+    Pack(inst.install(str(archive))).verify()
+    inst.remove("demo")
+    url = server.add("/demo.tar.gz", archive.read_bytes())
+    with pytest.raises(DownloadError, match="sha256"):
+        inst.install(url, sha256="0" * 64)
+    Pack(inst.install(url, sha256=hashlib.sha256(archive.read_bytes()).hexdigest())).verify()
+    no_leftovers(tmp_path / "packs")
+
+
+def test_install_refuses_a_tampered_pack(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(DEMO, src)
+    (src / "thumbnails" / "0.jpg").write_bytes((src / "thumbnails" / "0.jpg").read_bytes()[::-1])
+    with pytest.raises(Exception, match="sha256"):
+        installer(tmp_path).install(str(src))
+    assert not (tmp_path / "packs" / "demo").exists()
+
+
+def test_pack_weights_are_fetched_the_same_way(server, tmp_path):
+    """A pack's TorchScript weights (URL and sha256 named by the pack) come through the downloader."""
+    import hashlib
+
+    from lib_replicheck.embedders import sscd
+    from lib_replicheck.embedders.base import EmbedderSpec
+    from lib_replicheck.weights import ensure_for
+
+    data = b"weights" * 1000
+    url = server.add("/w/sscd.pt", data, "drop-once")
+    d = sscd.spec_for("sscd_disc_mixup").to_dict()
+    d["weights"] = [{"runtime": "torchscript", "url": url, "sha256": hashlib.sha256(data).hexdigest(),
+                     "filename": "sscd_disc_mixup.torchscript.pt"}]
+    path = ensure_for(EmbedderSpec.from_dict(d), tmp_path / "models", progress=False)
+    assert path.read_bytes() == data
+    assert ensure_for(EmbedderSpec.from_dict({**d, "id": "pdq", "kind": "pdq"}), tmp_path / "m") is None
