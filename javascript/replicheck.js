@@ -116,6 +116,38 @@
             .then(function () { s.busy = false; });
     }
 
+    // The Replicheck tab: progress of pack downloads, built with textContent (names are data).
+    var downloadsBusy = false;
+
+    function renderDownloads(box, jobs) {
+        box.textContent = "";
+        jobs.forEach(function (j) {
+            var row = document.createElement("div");
+            row.className = "rc-download rc-download-" + j.state;
+            var label = document.createElement("span");
+            var pct = Math.round((j.fraction || 0) * 100);
+            label.textContent = j.name + ": " + j.state + (j.active ? " " + pct + "%" : "") +
+                (j.error ? " - " + j.error : "");
+            var bar = document.createElement("progress");
+            bar.max = 1;
+            bar.value = j.fraction || 0;
+            row.appendChild(bar);
+            row.appendChild(label);
+            box.appendChild(row);
+        });
+    }
+
+    function pollDownloads() {
+        var box = app().querySelector("#replicheck_downloads");
+        if (!box || downloadsBusy || document.hidden || box.offsetParent === null) return;
+        downloadsBusy = true;
+        fetch("./replicheck/v1/downloads", {credentials: "same-origin"})
+            .then(function (r) { return r.ok ? r.json() : null; })
+            .then(function (jobs) { if (jobs) renderDownloads(box, jobs); })
+            .catch(function () {})
+            .then(function () { downloadsBusy = false; });
+    }
+
     function start() {
         TABS.forEach(function (tab) {
             state[tab] = {seq: -1, verdicts: [], busy: false, tick: 0, active: 0};
@@ -128,7 +160,7 @@
             panelFor(tab);
             poll(tab);
         });
-        setInterval(function () { TABS.forEach(poll); }, 1000);
+        setInterval(function () { TABS.forEach(poll); pollDownloads(); }, 1000);
         if (typeof onAfterUiUpdate === "function") {
             onAfterUiUpdate(function () { TABS.forEach(badge); });
         }
@@ -139,5 +171,5 @@
     } else {
         document.addEventListener("DOMContentLoaded", start);
     }
-    window.replicheck = {poll: poll, select: select, state: state};
+    window.replicheck = {poll: poll, select: select, state: state, pollDownloads: pollDownloads};
 })();

@@ -67,9 +67,41 @@ class PackModel(BaseModel):
     error: Optional[str] = None
 
 
+class AvailableModel(BaseModel):
+    name: str
+    title: str
+    description: str = ""
+    version: str = ""
+    source: dict = {}
+    embedder: dict = {}
+    count: int = 0
+    size: int = 0
+    registry: str = ""
+    installed: bool = False
+
+
+class DownloadModel(BaseModel):
+    name: str
+    total: int
+    done: int
+    state: str
+    error: Optional[str] = None
+    fraction: float = 0.0
+    active: bool = False
+
+
 class PacksResponse(BaseModel):
     installed: List[PackModel]
+    available: List[AvailableModel] = []
+    registries: List[str] = []
+    registry_errors: List[str] = []
+    downloads: List[DownloadModel] = []
     packs_dir: str
+
+
+class MessageResponse(BaseModel):
+    ok: bool
+    message: str
 
 
 class StatusResponse(BaseModel):
@@ -153,7 +185,7 @@ def basic_auth(credentials_text: Optional[str]):
 
 
 def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
-          platform: str = "", unsupported: Optional[List[str]] = None) -> None:
+          platform: str = "", unsupported: Optional[List[str]] = None, manager=None) -> None:
     """Add the routes to `app` (a FastAPI application)."""
     from . import __version__
     from .panel import render
@@ -189,8 +221,47 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
         report = (await asyncio.get_running_loop().run_in_executor(None, service.check, [image], ["image"], s))[0]
         return _report_model(report)
 
-    def packs() -> PacksResponse:
-        return PacksResponse(installed=[pack_model(p) for p in service.installed()], packs_dir=str(service.packs_dir))
+    def packs(refresh: bool = False) -> PacksResponse:
+        """Installed packs; with a manager, also the registries' packs (read now if refresh=true)."""
+        installed = [pack_model(p) for p in service.installed()]
+        if manager is None:
+            return PacksResponse(installed=installed, packs_dir=str(service.packs_dir))
+        if refresh:
+            manager.refresh()
+        names = {p.name for p in installed}
+        return PacksResponse(
+            installed=installed, packs_dir=str(service.packs_dir), registries=manager.registries(),
+            available=[AvailableModel(**p.to_dict(), installed=p.name in names) for p in manager.available],
+            registry_errors=list(manager.errors), downloads=[DownloadModel(**j.to_dict()) for j in manager.jobs.values()])
+
+    def _act(fn, name: str, done: str) -> MessageResponse:
+        from .errors import ReplicheckError
+
+        try:
+            fn(name)
+        except ReplicheckError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from None
+        return MessageResponse(ok=True, message=done)
+
+    def download(name: str) -> DownloadModel:
+        from .errors import ReplicheckError
+
+        try:
+            return DownloadModel(**manager.start_download(name).to_dict())
+        except ReplicheckError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from None
+
+    def downloads() -> List[DownloadModel]:
+        return [DownloadModel(**j.to_dict()) for j in manager.jobs.values()]
+
+    def cancel(name: str) -> MessageResponse:
+        return _act(manager.cancel, name, f"cancelling the download of {name}")
+
+    def verify(name: str) -> MessageResponse:
+        return _act(manager.verify, name, f"{name}: every file matches its sha256")
+
+    def remove(name: str) -> MessageResponse:
+        return _act(manager.remove, name, f"removed {name}")
 
     def status() -> StatusResponse:
         return StatusResponse(version=__version__, enabled=settings().enabled, platform=platform,
@@ -215,6 +286,17 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
     app.add_api_route(f"{PREFIX}/packs", packs, methods=["GET"], response_model=PacksResponse, dependencies=deps)
     app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], response_model=StatusResponse, dependencies=deps)
     app.add_api_route(f"{PREFIX}/live", live, methods=["GET"], response_model=LiveResponse, dependencies=deps)
+    if manager is not None:
+        app.add_api_route(f"{PREFIX}/packs/{{name}}/download", download, methods=["POST"],
+                          response_model=DownloadModel, dependencies=deps)
+        app.add_api_route(f"{PREFIX}/downloads", downloads, methods=["GET"], response_model=List[DownloadModel],
+                          dependencies=deps)
+        app.add_api_route(f"{PREFIX}/downloads/{{name}}/cancel", cancel, methods=["POST"],
+                          response_model=MessageResponse, dependencies=deps)
+        app.add_api_route(f"{PREFIX}/packs/{{name}}/verify", verify, methods=["POST"], response_model=MessageResponse,
+                          dependencies=deps)
+        app.add_api_route(f"{PREFIX}/packs/{{name}}", remove, methods=["DELETE"], response_model=MessageResponse,
+                          dependencies=deps)
 
 
 def pack_model(path) -> PackModel:

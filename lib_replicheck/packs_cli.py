@@ -18,24 +18,6 @@ def registries(args) -> list[str]:
     return [u.strip() for u in env.split(",") if u.strip()] if env else [DEFAULT_REGISTRY]
 
 
-def available(urls: list[str], offline: bool = False):
-    """Packs of every registry, the first registry listing a name winning; errors per registry."""
-    from .packs import registry
-
-    packs, errors, seen = [], [], set()
-    for url in urls:
-        try:
-            reg = registry.load(url, offline=offline)
-        except ReplicheckError as e:
-            errors.append(str(e))
-            continue
-        for p in reg.packs:
-            if p.name not in seen:
-                seen.add(p.name)
-                packs.append(p)
-    return packs, errors
-
-
 def _need(args, what: str) -> str:
     if not args.target:
         raise ReplicheckError(f"packs {args.action}: give {what}")
@@ -44,6 +26,7 @@ def _need(args, what: str) -> str:
 
 def cmd_packs(args) -> int:
     from .packs import default_packs_dir, installed
+    from .packs.registry import load_all
     from .packs.install import Installer
 
     packs_dir = args.packs_dir or default_packs_dir()
@@ -63,7 +46,7 @@ def cmd_packs(args) -> int:
                   f"{r.source.get('license', '')}{state}", file=out)
         return 0
     if args.action == "available":
-        packs, errors = available(registries(args), args.offline)
+        packs, errors = load_all(registries(args), offline=args.offline)
         for e in errors:
             print(f"replicheck: warning: {e}", file=sys.stderr)
         if args.json:
@@ -77,7 +60,7 @@ def cmd_packs(args) -> int:
         return 0 if packs or not errors else 2
     if args.action == "download":
         name = _need(args, "the name of a pack (see: packs available)")
-        packs, errors = available(registries(args), args.offline)
+        packs, errors = load_all(registries(args), offline=args.offline)
         match = next((p for p in packs if p.name == name), None)
         if match is None:
             raise ReplicheckError(f"no registry lists a pack named {name!r}" + (f" ({'; '.join(errors)})" if errors else ""))

@@ -73,6 +73,9 @@ SETTINGS: tuple[SettingDef, ...] = (
                choices=(ON_COPY_WARN, ON_COPY_DONT_SAVE)),
     SettingDef("replicheck_infotext", True, "Write the verdict into the generation parameters",
                "default on; e.g. 'Replicheck: likely copy 0.81 (pack)', in the PNG info and API responses"),
+    SettingDef("replicheck_registries", "", "Pack registries",
+               "default: this project's registry; several URLs separated by commas. Read only when you open or "
+               "refresh the Replicheck tab", "text"),
     SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
                "default on; a match already in the input is reported as such, not blamed on the model"),
 )
@@ -93,6 +96,7 @@ class Settings:
     on_copy: str = ON_COPY_WARN
     infotext: bool = True
     check_input: bool = True
+    registries: list[str] = field(default_factory=list)  # empty: the default registry
 
     @property
     def dont_save_copies(self) -> bool:
@@ -141,4 +145,10 @@ class Settings:
             on_copy=str(value("replicheck_on_copy")),
             infotext=bool(value("replicheck_infotext")),
             check_input=bool(value("replicheck_check_input")),
+            registries=[u.strip() for u in str(value("replicheck_registries") or "").split(",") if u.strip()],
         )
+
+    def registry_urls(self) -> list[str]:
+        from .packs.registry import DEFAULT_REGISTRY
+
+        return self.registries or [DEFAULT_REGISTRY]

@@ -19,7 +19,9 @@ from modules import paths, script_callbacks, scripts, shared  # noqa: E402
 
 from lib_replicheck import __version__  # noqa: E402
 from lib_replicheck import api as rc_api  # noqa: E402
+from lib_replicheck.errors import ReplicheckError  # noqa: E402
 from lib_replicheck.hook import INFOTEXT_KEY, Hook  # noqa: E402
+from lib_replicheck.packs.manager import PackManager  # noqa: E402
 from lib_replicheck.service import CheckService  # noqa: E402
 from lib_replicheck.settings import SETTINGS, Settings  # noqa: E402
 
@@ -52,6 +54,8 @@ def current_settings() -> Settings:
 
 
 hook = Hook(service, current_settings)
+manager = PackManager(service.packs_dir, MODELS_DIR, lambda: current_settings().registry_urls(),
+                      on_change=service.unload)
 
 
 def _guard(what: str, fn, *args, default=None):
@@ -119,6 +123,84 @@ def on_image_saved(params):
         log.warning("replicheck: image %d flagged as a copy, not saved (%s)", index + 1, params.filename)
 
 
+# -- the Replicheck tab: the pack manager ------------------------------------------------------------
+
+def _page() -> str:
+    from lib_replicheck import packs_page
+
+    return packs_page.render([rc_api.pack_model(p) for p in manager.installed()], manager.available,
+                             manager.errors, refreshed=manager.refreshed is not None)
+
+
+def _names() -> list[str]:
+    return sorted({p.name for p in manager.installed()} | {p.name for p in manager.available})
+
+
+def _message(text: str, error: bool = False) -> str:
+    from lib_replicheck.panel import esc
+
+    return f"<p class='{'rc-error-text' if error else 'rc-message'}'>{esc(text)}</p>"
+
+
+def _action(fn, name, done):
+    if not name:
+        return _page(), _message("Choose a pack first.", True)
+    try:
+        fn(name)
+    except ReplicheckError as e:
+        return _page(), _message(str(e), True)
+    return _page(), _message(done)
+
+
+def ui_refresh():
+    try:
+        manager.refresh()
+        count = len(manager.registries())
+        text = f"Read {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed."
+        error = bool(manager.errors)
+    except Exception as e:  # noqa: BLE001 - shown to the user, never raised into gradio
+        text, error = f"Could not read the registries: {e}", True
+    return _page(), gr.update(choices=_names()), _message(text, error)
+
+
+def ui_download(name):
+    return _action(manager.start_download, name, f"Downloading {name}: progress below.")
+
+
+def ui_cancel(name):
+    return _action(manager.cancel, name, f"Cancelling the download of {name}.")
+
+
+def ui_verify(name):
+    return _action(manager.verify, name, f"{name}: every file matches its sha256.")
+
+
+def ui_remove(name):
+    return _action(manager.remove, name, f"Removed {name}.")
+
+
+def on_ui_tabs():
+    with gr.Blocks(analytics_enabled=False) as tab:
+        gr.HTML("<p>Packs are indexes of training images that replicheck searches. They are kept in "
+                f"<code>{MODELS_DIR}/packs</code>. Nothing is downloaded until you click.</p>")
+        with gr.Row():
+            name = gr.Dropdown(label="Pack", choices=_names(), elem_id="replicheck_pack_name")
+            refresh = gr.Button("Refresh list", elem_id="replicheck_refresh")
+            download = gr.Button("Download", variant="primary", elem_id="replicheck_download")
+            cancel = gr.Button("Cancel download", elem_id="replicheck_cancel")
+            verify = gr.Button("Verify", elem_id="replicheck_verify")
+            remove = gr.Button("Remove", elem_id="replicheck_remove")
+        message = gr.HTML()
+        gr.HTML("<div id='replicheck_downloads'></div>")
+        table = gr.HTML(_page(), elem_id="replicheck_packs_table")
+        refresh.click(fn=ui_refresh, outputs=[table, name, message])
+        download.click(fn=ui_download, inputs=[name], outputs=[table, message])
+        cancel.click(fn=ui_cancel, inputs=[name], outputs=[table, message])
+        verify.click(fn=ui_verify, inputs=[name], outputs=[table, message])
+        remove.click(fn=ui_remove, inputs=[name], outputs=[table, message])
+    return [(tab, "Replicheck", "replicheck_tab")]
+
+
 def on_ui_settings():
     section = ("replicheck", "Replicheck") if PLATFORM == "sdnext" else ("replicheck", "Replicheck", "postprocessing")
     options = {}
@@ -139,7 +221,7 @@ def on_ui_settings():
 
 def on_app_started(demo, app):
     rc_api.mount(app, service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
-                 platform=PLATFORM, unsupported=UNSUPPORTED)
+                 platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager)
     log.info("replicheck %s: API at %s, packs in %s", __version__, rc_api.PREFIX, service.packs_dir)
 
 
@@ -148,6 +230,7 @@ def on_script_unloaded():
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_app_started(on_app_started)
 script_callbacks.on_image_saved(on_image_saved)
 script_callbacks.on_script_unloaded(on_script_unloaded)

@@ -342,3 +342,73 @@ def test_packs_setting_naming_a_missing_pack(webui, installed, photos):
     job = webui.module.service.live.get("txt2img")
     assert job.state == "error" and "gone" in job.message
     assert "Replicheck" not in processed.infotexts[0]
+
+
+# -- the pack manager tab and its API -------------------------------------------------------------------
+
+@pytest.fixture
+def registry_server(webui):
+    from httpfaults import FaultServer
+    from test_downloads import FAST, serve_registry
+
+    server = FaultServer()
+    url = serve_registry(server)
+    webui.set_option("replicheck_registries", url)
+    webui.module.manager.installer.policy = FAST
+    yield server
+    webui.set_option("replicheck_registries", "")
+    server.close()
+    shutil.rmtree(webui.packs_dir / "demo", ignore_errors=True)
+    webui.module.manager.available, webui.module.manager.refreshed = [], None
+
+
+def test_pack_manager_tab(webui, registry_server, photos):
+    from lib_replicheck.demo import DEMO_DIR, edited_copy
+
+    m = webui.module
+    tabs = webui.callbacks.ui_tabs_callback()
+    assert [(t, e) for _, t, e in tabs] == [("Replicheck", "replicheck_tab")]
+    assert "Refresh list" in m._page() and "nothing is fetched" in m._page()
+    _source(webui, [_copy(photos[0])])
+    webui.txt2img()
+    assert registry_server.log == []  # building the tab and generating fetched nothing
+    page, dropdown, message = m.ui_refresh()
+    assert "demo" in page and "available" in page and "Read 1 registry" in message
+    assert [p for p, _ in registry_server.log] == ["/r/packs.json"]
+    _, message = m.ui_download("demo")
+    assert "Downloading demo" in message
+    job = m.manager.wait("demo")
+    assert job.state == "installed" and job.done == job.total
+    page, message = m.ui_verify("demo")
+    assert "every file matches" in message and ">installed<" in page
+    edited_copy(DEMO_DIR / "pack" / "chelsea.jpg").save(webui.root / "copy.png")
+    _source(webui, [load_image(webui.root / "copy.png").resize((512, 384))])
+    _, processed = webui.txt2img()  # the new pack is used without a restart
+    assert "Replicheck: likely copy" in processed.infotexts[0] and "(demo)" in processed.infotexts[0]
+    page, message = m.ui_remove("demo")
+    assert "Removed demo" in message and not (webui.packs_dir / "demo").exists()
+    _, message = m.ui_verify("")
+    assert "Choose a pack" in message
+
+
+def test_pack_manager_api_with_cancel(webui, registry_server, client):
+    r = client.get("/replicheck/v1/packs")
+    assert r.json()["available"] == [] and registry_server.log == []
+    r = client.get("/replicheck/v1/packs", params={"refresh": "true"}).json()
+    assert [p["name"] for p in r["available"]] == ["demo"] and r["available"][0]["installed"] is False
+    registry_server.routes["/r/demo/index.faiss"].fault = "stall"
+    registry_server.routes["/r/demo/index.faiss"].stall = 2.0
+    job = client.post("/replicheck/v1/packs/demo/download").json()
+    assert job["name"] == "demo" and job["active"]
+    assert client.post("/replicheck/v1/packs/demo/download").status_code == 409  # one at a time
+    assert client.post("/replicheck/v1/downloads/demo/cancel").json()["ok"]
+    final = webui.module.manager.wait("demo")
+    assert final.state == "cancelled" and not (webui.packs_dir / "demo").exists()
+    registry_server.routes["/r/demo/index.faiss"].fault = ""
+    client.post("/replicheck/v1/packs/demo/download")
+    assert webui.module.manager.wait("demo").state == "installed"
+    downloads = client.get("/replicheck/v1/downloads").json()
+    assert downloads[0]["state"] == "installed" and downloads[0]["fraction"] == 1.0
+    assert client.post("/replicheck/v1/packs/demo/verify").json()["ok"]
+    assert client.delete("/replicheck/v1/packs/demo").json()["ok"]
+    assert client.delete("/replicheck/v1/packs/demo").status_code == 409

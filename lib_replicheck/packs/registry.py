@@ -168,6 +168,23 @@ def load(url: str, *, offline: bool = False, timeout: float = 20.0, session=None
     return parse(data, url)
 
 
+def load_all(urls: list[str], *, offline: bool = False) -> tuple[list[RegistryPack], list[str]]:
+    """The packs of every registry (the first registry listing a name wins), and one error per
+    registry that could not be read."""
+    packs, errors, seen = [], [], set()
+    for url in urls:
+        try:
+            reg = load(url, offline=offline)
+        except RegistryError as e:
+            errors.append(str(e))
+            continue
+        for p in reg.packs:
+            if p.name not in seen:
+                seen.add(p.name)
+                packs.append(p)
+    return packs, errors
+
+
 def entry_for(pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> dict:
     """A registry entry for a built pack folder, its files to be published under `urls_prefix`."""
     from ..weights import sha256_file

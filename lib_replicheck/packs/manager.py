@@ -1,0 +1,126 @@
+"""The pack manager behind the web UI's Replicheck tab and the /replicheck/v1/packs routes.
+
+Registries are read, and packs downloaded, only when the user asks (a click or an API call);
+downloads run in background threads with progress and cancel, one per pack at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..download import Cancelled, Policy
+from ..errors import ReplicheckError
+from . import installed as installed_packs
+from .install import Installer
+from .registry import RegistryPack, load_all
+
+
+@dataclass
+class DownloadJob:
+    name: str
+    total: int
+    done: int = 0
+    state: str = "queued"  # queued, downloading, verifying, weights, installed, failed, cancelled
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "downloading", "verifying", "weights")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "total": self.total, "done": self.done, "state": self.state, "error": self.error,
+                "fraction": round(self.done / self.total, 4) if self.total else 0.0, "active": self.active}
+
+
+class PackManager:
+    def __init__(self, packs_dir: str | Path, models_dir: str | Path, registries: Callable[[], list[str]], *,
+                 policy: Policy | None = None, on_change: Callable[[], None] | None = None):
+        self.packs_dir = Path(packs_dir)
+        self.models_dir = Path(models_dir)
+        self.registries = registries
+        self.installer = Installer(self.packs_dir, policy=policy)
+        self.on_change = on_change or (lambda: None)
+        self.available: list[RegistryPack] = []
+        self.errors: list[str] = []
+        self.refreshed: float | None = None
+        self.jobs: dict[str, DownloadJob] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> list[RegistryPack]:
+        """Read every registry now (network); keep what was read and the errors."""
+        self.available, self.errors = load_all(self.registries())
+        self.refreshed = time.time()
+        return self.available
+
+    def installed(self) -> list[Path]:
+        return installed_packs(self.packs_dir)
+
+    def start_download(self, name: str) -> DownloadJob:
+        if self.refreshed is None:
+            self.refresh()
+        rp = next((p for p in self.available if p.name == name), None)
+        if rp is None:
+            raise ReplicheckError(f"no registry lists a pack named {name!r}"
+                                  + (f" ({'; '.join(self.errors)})" if self.errors else ""))
+        with self._lock:
+            job = self.jobs.get(name)
+            if job is not None and job.active:
+                raise ReplicheckError(f"pack {name!r} is already being downloaded")
+            job = self.jobs[name] = DownloadJob(name, rp.size)
+        threading.Thread(target=self._run, args=(job, rp), name=f"replicheck-download-{name}", daemon=True).start()
+        return job
+
+    def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
+        from ..weights import ensure_for
+        from .manifest import read
+
+        def progress(n: int) -> None:
+            job.done += n
+            if job.state == "queued":
+                job.state = "downloading"
+            if job.done >= job.total and job.state == "downloading":
+                job.state = "verifying"
+
+        try:
+            job.state = "downloading"
+            self.on_change()  # let go of open packs before one is replaced
+            path = self.installer.download(rp, progress=progress, cancel=job.cancel)
+            job.state = "weights"
+            ensure_for(read(path).embedder, self.models_dir, progress=False)
+            job.state = "installed"
+        except Cancelled:
+            job.state = "cancelled"
+        except ReplicheckError as e:
+            job.state, job.error = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
+            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            self.on_change()
+
+    def cancel(self, name: str) -> DownloadJob:
+        job = self.jobs.get(name)
+        if job is None or not job.active:
+            raise ReplicheckError(f"no download of {name!r} is running")
+        job.cancel.set()
+        return job
+
+    def verify(self, name: str) -> None:
+        self.installer.verify(name)
+
+    def remove(self, name: str) -> None:
+        self.on_change()
+        self.installer.remove(name)
+        self.on_change()
+
+    def wait(self, name: str, timeout: float = 60.0) -> DownloadJob:
+        """Block until the download of `name` ends (for the command line and tests)."""
+        end = time.time() + timeout
+        while time.time() < end and self.jobs[name].active:
+            time.sleep(0.05)
+        return self.jobs[name]
