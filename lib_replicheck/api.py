@@ -119,12 +119,34 @@ class StatusResponse(BaseModel):
     unsupported: List[str] = []
 
 
+class CalibrateRequest(BaseModel):
+    memorized: List[str]
+    ordinary: List[str]
+    fpr: float = 0.01
+    seed: int = 0
+    generations: int = 1  # seeds per prompt, averaged (Wen et al. report 1 and 4)
+
+
+class CalibrateResponse(BaseModel):
+    auc: float
+    threshold: float
+    tpr: float
+    fpr: float
+    requested_fpr: float
+    n_memorized: int
+    n_ordinary: int
+    generations: int
+    memorized: List[dict]
+    ordinary: List[dict]
+
+
 class LiveResponse(BaseModel):
     seq: int
     job: Optional[int] = None
     state: str = "idle"
     expected: int = 0
     verdicts: List[Optional[str]] = []
+    signals: dict = {}  # image index -> the memorization signal
     html: Optional[str] = None
 
 
@@ -185,7 +207,9 @@ def basic_auth(credentials_text: Optional[str]):
 
 
 def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
-          platform: str = "", unsupported: Optional[List[str]] = None, manager=None) -> None:
+          platform: str = "", unsupported: Optional[List[str]] = None, manager=None, measure=None) -> None:
+    """`manager`: a PackManager for the pack routes; `measure(prompt, seed) -> magnitude`: the
+    memorization signal of one generation with the loaded model, for the calibration route."""
     """Add the routes to `app` (a FastAPI application)."""
     from . import __version__
     from .panel import render
@@ -277,11 +301,24 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
                     ("error" if i in job.reports else None) for i in range(n)]
         html = None
         if since != seq:
-            ordered = [job.reports[i] for i in sorted(job.reports)]
-            html = render(ordered, state=job.state, message=job.message, input_reports=job.input_reports,
-                          remote=settings().remote_thumbnails)
-        return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts, html=html)
+            html = render(job.reports, state=job.state, message=job.message, input_reports=job.input_reports,
+                          remote=settings().remote_thumbnails, signals=job.signals)
+        return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts, html=html,
+                            signals={str(i): sig.to_dict() for i, sig in job.signals.items()})
 
+    def calibrate(req: CalibrateRequest) -> CalibrateResponse:
+        from .calibration import calibrate as run
+        from .errors import ReplicheckError
+
+        try:
+            return CalibrateResponse(**run(req.memorized, req.ordinary, measure, fpr=req.fpr, seed=req.seed,
+                                           generations=max(1, min(8, req.generations))))
+        except ReplicheckError as e:
+            raise HTTPException(status_code=409, detail=str(e)) from None
+
+    if measure is not None:
+        app.add_api_route(f"{PREFIX}/calibrate", calibrate, methods=["POST"], response_model=CalibrateResponse,
+                          dependencies=deps)
     app.add_api_route(f"{PREFIX}/check", check, methods=["POST"], response_model=ReportModel, dependencies=deps)
     app.add_api_route(f"{PREFIX}/packs", packs, methods=["GET"], response_model=PacksResponse, dependencies=deps)
     app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], response_model=StatusResponse, dependencies=deps)

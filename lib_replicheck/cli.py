@@ -67,6 +67,15 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="offline demo: a pack of public-domain photos, an edited copy and a novel image")
     d.add_argument("--json", action="store_true")
 
+    cal = sub.add_parser("calibrate", help="calibrate the memorization threshold of the web UI's loaded model")
+    cal.add_argument("--url", default="http://127.0.0.1:7860", help="the web UI (default http://127.0.0.1:7860)")
+    cal.add_argument("--memorized", type=Path, required=True, help="prompts known to be memorized, one a line")
+    cal.add_argument("--ordinary", type=Path, required=True, help="ordinary prompts, one a line")
+    cal.add_argument("--fpr", type=float, default=0.01, help="false-positive rate for the threshold (0.01)")
+    cal.add_argument("--generations", type=int, default=1, help="seeds per prompt, averaged (1)")
+    cal.add_argument("--auth", help="USER:PASSWORD when the web UI runs with --api-auth")
+    cal.add_argument("--json", action="store_true")
+
     pk = sub.add_parser("packs", help="list, download, verify, remove and install packs")
     pk.add_argument("action", choices=["available", "list", "download", "verify", "remove", "install", "publish"])
     pk.add_argument("target", nargs="?", help="pack name; PATH_OR_URL for install; PACK_DIR for publish")
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "build":
             return cmd_build(args)
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
         if args.command == "packs":
             from .packs_cli import cmd_packs
 
@@ -193,3 +204,34 @@ def cmd_build(args) -> int:
             print(f"  {s}", file=sys.stderr)
     return EXIT_OK
 
+
+
+def cmd_calibrate(args) -> int:
+    import requests
+
+    def lines(path: Path) -> list[str]:
+        try:
+            return [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        except OSError as e:
+            raise ReplicheckError(f"{path}: {e}") from None
+
+    body = {"memorized": lines(args.memorized), "ordinary": lines(args.ordinary), "fpr": args.fpr,
+            "generations": args.generations}
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    url = args.url.rstrip("/") + "/replicheck/v1/calibrate"
+    try:
+        r = requests.post(url, json=body, auth=auth, timeout=24 * 3600)
+    except requests.RequestException as e:
+        raise ReplicheckError(f"{url}: {e}") from None
+    if r.status_code != 200:
+        raise ReplicheckError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
+    res = r.json()
+    if args.json:
+        print(json.dumps(res))
+        return EXIT_OK
+    print(f"{res['n_memorized']} memorized and {res['n_ordinary']} ordinary prompts, {res['generations']} "
+          f"generation(s) each")
+    print(f"ROC AUC {res['auc']:.3f}; threshold {res['threshold']:.3f} gives TPR {res['tpr']:.3f} at FPR "
+          f"{res['fpr']:.3f} (asked for {res['requested_fpr']})")
+    print("Set it in Settings -> Replicheck -> Memorization signal: threshold.")
+    return EXIT_OK

@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .check import Report
+from .memorization import DEFAULT_THRESHOLD, MITIGATION_NOISE
 from .service import CheckService, LiveJob, NoPackError
 from .settings import Settings
+from .signal_tracker import SignalTracker
 
 INFOTEXT_KEY = "Replicheck"
+SIGNAL_KEY = "Replicheck memorization"
+MITIGATION_KEY = "Replicheck mitigation"
 
 
 @dataclass
@@ -27,36 +31,83 @@ class JobState:
     input_copies: set[tuple[str, int]] = field(default_factory=set)
     flagged: set[int] = field(default_factory=set)  # indices of images flagged as copies
     skip: bool = False  # no pack: nothing to check, the panel says why
+    tracker: SignalTracker | None = None
 
 
 class Hook:
     def __init__(self, service: CheckService, settings: Callable[[], Settings]):
         self.service = service
         self.settings = settings
+        #: the tracker of the generation being sampled (the web UI samples one at a time); the CFG
+        #: callbacks return at once while it is None
+        self.tracker: SignalTracker | None = None
 
-    def begin(self, tab: str, enabled: bool, expected: int, init_images: Sequence | None = None) -> JobState | None:
+    def begin(self, tab: str, enabled: bool, expected: int, init_images: Sequence | None = None, *,
+              signal: str | None = None, sd1: bool = True, seed: int = 0) -> JobState | None:
+        """`signal`: None when the memorization signal can be measured here, else why it cannot;
+        `sd1`: whether the loaded model is SD 1.x, the family the default threshold is calibrated for."""
         settings = self.settings()
         live = self.service.live
         if not enabled:
             live.start(tab, expected, state="disabled")
+            self.tracker = None
             return None
         self.service.new_job()
         try:
             paths = self.service.pack_paths(settings)
+            state = None
         except NoPackError as e:
-            return JobState(live.start(tab, expected, state="error", message=str(e)), settings, skip=True)
-        if not paths:
-            message = (f"No pack installed. Put a pack folder into {self.service.packs_dir}, or build one from a "
-                       f"folder of images: python -m lib_replicheck build FOLDER --out {self.service.packs_dir}/NAME "
-                       "--embedder sscd. Then generate again.")
-            return JobState(live.start(tab, expected, state="no-pack", message=message), settings, skip=True)
-        state = JobState(live.start(tab, expected), settings)
+            state = JobState(live.start(tab, expected, state="error", message=str(e)), settings, skip=True)
+        if state is None and not paths:
+            message = (f"No pack installed. Download one in the Replicheck tab (the demo pack to try it), or put "
+                       f"a pack folder into {self.service.packs_dir}. Then generate again.")
+            state = JobState(live.start(tab, expected, state="no-pack", message=message), settings, skip=True)
+        if state is None:
+            state = JobState(live.start(tab, expected), settings)
+        self._start_signal(state, tab, signal, sd1, seed)
+        if state.skip:
+            return state
         if init_images and settings.check_input:
             labels = [f"input image {i + 1}" if len(init_images) > 1 else "input image" for i in range(len(init_images))]
             reports = self.service.check(list(init_images), labels, settings)
             live.update(state.job, input_reports=reports)
             state.input_copies = {(m.pack, m.id) for r in reports for m in r.matches if m.verdict.is_copy}
         return state
+
+    def _start_signal(self, state: JobState, tab: str, unavailable: str | None, sd1: bool, seed: int) -> None:
+        s = state.settings
+        self.tracker = None
+        if not s.mem_enabled:
+            return
+        if tab != "txt2img":
+            unavailable = unavailable or "measured for txt2img only (img2img starts from the input image)"
+        calibrated = sd1 or s.mem_threshold != DEFAULT_THRESHOLD
+        job = state.job
+
+        def publish(signals):
+            self.service.live.update(job, signals=signals)
+
+        tracker = SignalTracker(s.mem_steps, s.mem_threshold, calibrated, mitigate=s.mem_mitigate, seed=seed,
+                                publish=publish, unavailable=unavailable)
+        state.tracker = tracker
+        if not unavailable:
+            self.tracker = tracker  # the CFG callbacks measure only for this one
+
+    def batch(self, state: JobState | None, batch_number: int, prompts: list[str]) -> None:
+        """A batch starts sampling (the web UI's process_batch)."""
+        if state is not None and state.tracker is not None:
+            state.tracker.start_batch(batch_number, list(prompts))
+
+    def signal_infotext(self, state: JobState | None, index: int) -> dict[str, str]:
+        if state is None or state.tracker is None or not state.settings.infotext:
+            return {}
+        sig = state.tracker.signals.get(index)
+        if sig is None or sig.magnitude is None:  # not measured: nothing worth writing into the image
+            return {}
+        out = {SIGNAL_KEY: sig.infotext()}
+        if sig.mitigated_from is not None:
+            out[MITIGATION_KEY] = f"text noise {MITIGATION_NOISE} from step {sig.mitigated_from}"
+        return out
 
     def image(self, state: JobState, image, index: int, label: str | None = None) -> Report | None:
         if state is None or state.skip:
@@ -83,6 +134,10 @@ class Hook:
     def end(self, state: JobState | None) -> None:
         if state is None:
             return
+        if state.tracker is not None:
+            if state.tracker is self.tracker:
+                state.tracker.finish()
+            self.tracker = None
         job = state.job
         if not state.skip:
             errors = [r.error for r in job.reports.values() if r.error]

@@ -12,7 +12,7 @@ import base64
 import html
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from .check import Match, Report
@@ -90,7 +90,23 @@ def _match(m: Match, remote: bool) -> str:
     )
 
 
-def card(report: Report, index: int, remote: bool = False) -> str:
+def signal_line(sig) -> str:
+    """The memorization signal of one image (lib_replicheck.memorization.Signal)."""
+    if sig is None:
+        return ""
+    if sig.magnitude is None:
+        return f'<div class="rc-signal rc-signal-na">Memorization signal: unavailable ({esc(sig.note)})</div>'
+    cls = "rc-signal-high" if sig.high and sig.calibrated else "rc-signal-normal"
+    text = (f"Memorization signal: {sig.magnitude:.2f} (threshold {sig.threshold:g}) · {sig.verdict}"
+            + (f" · prompt perturbed from step {sig.mitigated_from}" if sig.mitigated_from is not None else ""))
+    return f'<div class="rc-signal {cls}">{esc(text)}</div>'
+
+
+def card(report: Report | None, index: int, remote: bool = False, signal=None) -> str:
+    if report is None:  # still being generated: the signal may already be known
+        return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="pending">'
+                f'<header><span class="rc-image">image {int(index) + 1}</span> '
+                f'<span class="rc-badge rc-pending">generating…</span></header>{signal_line(signal)}</section>')
     verdict = report.verdict.value
     if report.error:
         badge = '<span class="rc-badge rc-error">check failed</span>'
@@ -109,11 +125,12 @@ def card(report: Report, index: int, remote: bool = False) -> str:
                      'thresholds</summary><ol class="rc-matches">' + "".join(_match(m, remote) for m in others)
                      + "</ol></details>")
     return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{esc(verdict)}">'
-            f'<header><span class="rc-image">{esc(report.image)}</span> {badge}</header>{body}</section>')
+            f'<header><span class="rc-image">{esc(report.image)}</span> {badge}</header>{signal_line(signal)}'
+            f'{body}</section>')
 
 
-def render(reports: Sequence[Report], *, state: str = "done", message: str = "",
-           input_reports: Sequence[Report] = (), remote: bool = False) -> str:
+def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "done", message: str = "",
+           input_reports: Sequence[Report] = (), remote: bool = False, signals: Mapping | None = None) -> str:
     """The whole panel. `state`: 'done', 'checking', 'no-pack', 'error', 'disabled', 'idle'."""
     head = {
         "checking": "Checking for copies of training images…",
@@ -122,7 +139,9 @@ def render(reports: Sequence[Report], *, state: str = "done", message: str = "",
         "disabled": "Replicheck is off for this generation",
         "idle": "Replicheck: no generation checked yet",
     }.get(state)
-    flagged = sum(1 for r in reports if r.is_copy)
+    reports = dict(reports) if isinstance(reports, Mapping) else dict(enumerate(reports))
+    signals = dict(signals or {})
+    flagged = sum(1 for r in reports.values() if r.is_copy)
     if head is None:
         head = (f"{flagged} of {len(reports)} image(s) flagged as possible copies" if flagged
                 else f"No copy found in {len(reports)} image(s)")
@@ -132,6 +151,10 @@ def render(reports: Sequence[Report], *, state: str = "done", message: str = "",
         parts.append(f'<div class="rc-message">{esc(message)}</div>')
     for r in input_reports:
         parts.append('<div class="rc-input">Input image: ' + card(r, -1, remote) + "</div>")
-    parts.extend(card(r, i, remote) for i, r in enumerate(reports))
+    high = sum(1 for sig in signals.values() if sig.high and sig.calibrated)
+    if high:
+        parts.append(f'<div class="rc-message rc-signal-high">{high} image(s) with a high memorization signal: '
+                     "the prompt may make the model reproduce a training image</div>")
+    parts.extend(card(reports.get(i), i, remote, signals.get(i)) for i in sorted(set(reports) | set(signals)))
     parts.append("</div>")
     return "".join(parts)

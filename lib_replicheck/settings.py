@@ -73,6 +73,17 @@ SETTINGS: tuple[SettingDef, ...] = (
                choices=(ON_COPY_WARN, ON_COPY_DONT_SAVE)),
     SettingDef("replicheck_infotext", True, "Write the verdict into the generation parameters",
                "default on; e.g. 'Replicheck: likely copy 0.81 (pack)', in the PNG info and API responses"),
+    SettingDef("replicheck_mem_enabled", True, "Memorization signal while sampling (Wen et al., ICLR 2024)",
+               "default on; needs no pack: measures during the first sampling steps how strongly the prompt pulls "
+               "towards a memorized training image. AUTOMATIC1111's own backend only"),
+    SettingDef("replicheck_mem_steps", 1, "Memorization signal: steps to average", "default 1 (Wen et al.: AUC "
+               "0.976 from the first step of one generation)", "slider", minimum=1, maximum=10, step=1),
+    SettingDef("replicheck_mem_threshold", 5.0, "Memorization signal: threshold",
+               "default 5.0, calibrated for SD 1.x only (see the README); calibrate your model with "
+               "/replicheck/v1/calibrate", "number"),
+    SettingDef("replicheck_mem_mitigate", False, "Experimental: perturb the prompt when the signal is high",
+               "default off; adds Gaussian noise (lambda 0.1, Somepalli et al., NeurIPS 2023) to the text "
+               "conditioning for the rest of sampling; changes the image; recorded in the infotext"),
     SettingDef("replicheck_registries", "", "Pack registries",
                "default: this project's registry; several URLs separated by commas. Read only when you open or "
                "refresh the Replicheck tab", "text"),
@@ -80,6 +91,21 @@ SETTINGS: tuple[SettingDef, ...] = (
                "default on; a match already in the input is reported as such, not blamed on the model"),
 )
 DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+
+def _int(v, default: int, lo: int, hi: int) -> int:
+    try:
+        return max(lo, min(hi, int(v)))
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(v, default: float) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f if f > 0 else default
 
 
 @dataclass
@@ -97,6 +123,10 @@ class Settings:
     infotext: bool = True
     check_input: bool = True
     registries: list[str] = field(default_factory=list)  # empty: the default registry
+    mem_enabled: bool = True
+    mem_steps: int = 1
+    mem_threshold: float = 5.0
+    mem_mitigate: bool = False
 
     @property
     def dont_save_copies(self) -> bool:
@@ -129,10 +159,7 @@ class Settings:
         packs = value("replicheck_packs")
         if isinstance(packs, str):
             packs = [p.strip() for p in packs.split(",") if p.strip()]
-        try:
-            top_k = max(1, min(50, int(value("replicheck_top_k"))))
-        except (TypeError, ValueError):
-            top_k = DEFAULTS["replicheck_top_k"]
+        top_k = _int(value("replicheck_top_k"), DEFAULTS["replicheck_top_k"], 1, 50)
         device = str(value("replicheck_device"))
         return cls(
             enabled=bool(value("replicheck_enabled")),
@@ -146,6 +173,10 @@ class Settings:
             infotext=bool(value("replicheck_infotext")),
             check_input=bool(value("replicheck_check_input")),
             registries=[u.strip() for u in str(value("replicheck_registries") or "").split(",") if u.strip()],
+            mem_enabled=bool(value("replicheck_mem_enabled")),
+            mem_steps=_int(value("replicheck_mem_steps"), DEFAULTS["replicheck_mem_steps"], 1, 50),
+            mem_threshold=_float(value("replicheck_mem_threshold"), DEFAULTS["replicheck_mem_threshold"]),
+            mem_mitigate=bool(value("replicheck_mem_mitigate")),
         )
 
     def registry_urls(self) -> list[str]:

@@ -20,7 +20,7 @@ from modules import paths, script_callbacks, scripts, shared  # noqa: E402
 from lib_replicheck import __version__  # noqa: E402
 from lib_replicheck import api as rc_api  # noqa: E402
 from lib_replicheck.errors import ReplicheckError  # noqa: E402
-from lib_replicheck.hook import INFOTEXT_KEY, Hook  # noqa: E402
+from lib_replicheck.hook import INFOTEXT_KEY, MITIGATION_KEY, SIGNAL_KEY, Hook  # noqa: E402
 from lib_replicheck.packs.manager import PackManager  # noqa: E402
 from lib_replicheck.service import CheckService  # noqa: E402
 from lib_replicheck.settings import SETTINGS, Settings  # noqa: E402
@@ -39,11 +39,25 @@ def _platform() -> str:
 
 
 PLATFORM = _platform()
+#: Why the memorization signal cannot be measured on this platform (None: it can).
+SIGNAL_UNAVAILABLE = {
+    "forge": "Forge guides inside its own sampling function and does not call the CFG callbacks this signal "
+             "needs",
+    "sdnext": "SD.Next's diffusers backend does not call the CFG callbacks this signal needs"
+              if getattr(shared, "native", False) else None,
+    "automatic1111": None,
+}[PLATFORM]
 UNSUPPORTED = {
-    "forge": [],
-    "sdnext": ["the settings section has no category (SD.Next ignores categories)"],
+    "forge": [f"memorization signal: {SIGNAL_UNAVAILABLE}"],
+    "sdnext": ["the settings section has no category (SD.Next ignores categories)"]
+              + ([f"memorization signal: {SIGNAL_UNAVAILABLE}"] if SIGNAL_UNAVAILABLE else []),
     "automatic1111": [],
 }[PLATFORM]
+
+
+def _is_sd1() -> bool:
+    model = getattr(shared, "sd_model", None)
+    return model is not None and not any(getattr(model, a, False) for a in ("is_sdxl", "is_sd2", "is_sd3", "is_ssd"))
 
 MODELS_DIR = os.path.join(getattr(paths, "models_path", os.path.join(EXT_DIR, "models")), "replicheck")
 service = CheckService(os.path.join(MODELS_DIR, "packs"), MODELS_DIR, logger=log)
@@ -88,7 +102,15 @@ class ReplicheckScript(scripts.Script):
         tab = "img2img" if self.is_img2img else "txt2img"
         expected = int(getattr(p, "n_iter", 1)) * int(getattr(p, "batch_size", 1))
         init = list(getattr(p, "init_images", None) or []) if self.is_img2img else None
-        p._replicheck = _guard("starting the check", hook.begin, tab, bool(enabled), expected, init)
+        seed = int((getattr(p, "all_seeds", None) or [getattr(p, "seed", 0) or 0])[0])
+        p._replicheck = _guard("starting the check", lambda: hook.begin(
+            tab, bool(enabled), expected, init, signal=SIGNAL_UNAVAILABLE, sd1=_is_sd1(), seed=seed))
+
+    def process_batch(self, p, *args, **kwargs):
+        state = getattr(p, "_replicheck", None)
+        if state is not None:
+            _guard("the memorization signal", hook.batch, state, int(kwargs.get("batch_number", 0)),
+                   list(kwargs.get("prompts") or []))
 
     def postprocess_image(self, p, pp, enabled=True, *args):
         state = getattr(p, "_replicheck", None)
@@ -101,9 +123,65 @@ class ReplicheckScript(scripts.Script):
             p.extra_generation_params[INFOTEXT_KEY] = value
         else:
             p.extra_generation_params.pop(INFOTEXT_KEY, None)
+        signal = _guard("the infotext", hook.signal_infotext, state, index, default={})
+        for key in (SIGNAL_KEY, MITIGATION_KEY):
+            if key in signal:
+                p.extra_generation_params[key] = signal[key]
+            else:
+                p.extra_generation_params.pop(key, None)
 
     def postprocess(self, p, processed, enabled=True, *args):
         _guard("finishing the check", hook.end, getattr(p, "_replicheck", None))
+
+
+def on_cfg_denoiser(params):
+    tracker = hook.tracker
+    if tracker is None:  # the feature is off, or no generation is measured: no work at all
+        return
+    _guard("the memorization signal", tracker.on_denoiser, params)
+
+
+def on_cfg_denoised(params):
+    tracker = hook.tracker
+    if tracker is None:
+        return
+    _guard("the memorization signal", tracker.on_denoised, params)
+
+
+def measure_signal(prompt: str, seed: int) -> float:
+    """The memorization signal of one txt2img generation with the loaded model, as Wen et al. measure
+    it (DDIM, 50 steps, guidance 7.5, 512x512), stopped once the first N steps are measured."""
+    import tempfile
+
+    from modules import processing
+    from modules.call_queue import queue_lock
+
+    from lib_replicheck.signal_tracker import SignalTracker
+
+    if SIGNAL_UNAVAILABLE:
+        raise ReplicheckError(f"cannot calibrate here: {SIGNAL_UNAVAILABLE}")
+    s = current_settings()
+    tracker = SignalTracker(s.mem_steps, s.mem_threshold, True)
+    tracker.publish = lambda signals: shared.state.interrupt()  # measured: stop sampling
+    tracker.start_batch(0, [prompt])
+    out = tempfile.mkdtemp(prefix="replicheck-calibrate-")
+    p = processing.StableDiffusionProcessingTxt2Img(
+        sd_model=shared.sd_model, prompt=prompt, seed=int(seed), steps=50, cfg_scale=7.5, width=512, height=512,
+        sampler_name="DDIM", batch_size=1, n_iter=1, do_not_save_samples=True, do_not_save_grid=True,
+        outpath_samples=out, outpath_grids=out)
+    with queue_lock:
+        shared.state.begin(job="replicheck-calibrate")
+        hook.tracker = tracker
+        try:
+            processing.process_images(p)
+        finally:
+            hook.tracker = None
+            shared.state.interrupted = False
+            shared.state.end()
+    magnitude = tracker.signals[0].magnitude
+    if magnitude is None:
+        raise ReplicheckError("no sampling step with an unconditional pass was measured (guidance scale 1?)")
+    return magnitude
 
 
 def on_image_saved(params):
@@ -208,6 +286,8 @@ def on_ui_settings():
         component, args, refresh = None, None, None
         if d.kind == "slider":
             component, args = gr.Slider, {"minimum": d.minimum, "maximum": d.maximum, "step": d.step}
+        elif d.kind == "number":
+            component = gr.Number
         elif d.kind == "radio":
             component, args = gr.Radio, {"choices": list(d.choices)}
         elif d.kind == "dropdown":
@@ -221,7 +301,7 @@ def on_ui_settings():
 
 def on_app_started(demo, app):
     rc_api.mount(app, service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
-                 platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager)
+                 platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager, measure=measure_signal)
     log.info("replicheck %s: API at %s, packs in %s", __version__, rc_api.PREFIX, service.packs_dir)
 
 
@@ -233,4 +313,7 @@ script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_app_started(on_app_started)
 script_callbacks.on_image_saved(on_image_saved)
+if hasattr(script_callbacks, "on_cfg_denoised"):
+    script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+    script_callbacks.on_cfg_denoised(on_cfg_denoised)
 script_callbacks.on_script_unloaded(on_script_unloaded)

@@ -58,6 +58,22 @@ def sscd_onnx() -> Path:
     return SSCD_ONNX
 
 
+@pytest.fixture(scope="session")
+def photos(pack_photos):
+    """The first eight pack photos, loaded."""
+    from lib_replicheck.images import load_image
+
+    return [load_image(p) for p in pack_photos[:8]]
+
+
+@pytest.fixture(scope="session")
+def webui(tmp_path_factory):
+    """The fake web UI with the extension loaded (once per test session: it owns `modules`)."""
+    from webui.harness import FakeWebUI
+
+    return FakeWebUI(tmp_path_factory.mktemp("webui"))
+
+
 def jpeg(im, quality: int):
     from PIL import Image
 

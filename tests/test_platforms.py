@@ -37,7 +37,7 @@ module = scripts.load_script_module(os.path.join({repo!r}, "scripts", "replichec
 script_callbacks.ui_settings_callback()
 info = shared.opts.data_labels["replicheck_enabled"]
 print(json.dumps({{"platform": module.PLATFORM, "section": list(info.section), "category": info.category_id,
-                  "unsupported": module.UNSUPPORTED}}))
+                  "unsupported": module.UNSUPPORTED, "signal": module.SIGNAL_UNAVAILABLE}}))
 """
 
 
@@ -54,3 +54,7 @@ def test_platform_settings(platform, section, category):
     assert got["platform"] == platform and got["section"] == section and got["category"] == category
     if platform == "sdnext":
         assert got["unsupported"] and "category" in got["unsupported"][0]
+    # the memorization signal needs on_cfg_denoised, which Forge and SD.Next's diffusers backend never call
+    assert (got["signal"] is None) == (platform == "automatic1111")
+    if platform != "automatic1111":
+        assert any("memorization signal" in u for u in got["unsupported"])

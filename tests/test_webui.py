@@ -19,18 +19,6 @@ from lib_replicheck.packs.build import build_pack, folder_records
 
 
 @pytest.fixture(scope="session")
-def webui(tmp_path_factory):
-    from webui.harness import FakeWebUI
-
-    return FakeWebUI(tmp_path_factory.mktemp("webui"))
-
-
-@pytest.fixture(scope="session")
-def photos(pack_photos):
-    return [load_image(p) for p in pack_photos[:8]]
-
-
-@pytest.fixture(scope="session")
 def novel(other_photos):
     return [load_image(p).resize((512, 384)) for p in other_photos[:4]]
 

@@ -8,6 +8,7 @@ postprocess_image_after_composite, save, infotext; then the grid, Processed, pos
 """
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +16,56 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modules import images, scripts, shared
+from modules import images, script_callbacks, scripts, shared
 
 image_source = None  # callable(p, index, seed) -> PIL image; set by tests
+#: the model's denoiser during sampling: callable(x_in, sigma_in, text_cond, repeats, step, prompts) -> x_out;
+#: None skips the sampling loop. Its outputs are x0 estimates (k-diffusion samplers) or eps
+#: (timestep samplers), as `sampler_kind` says.
+sampling_model = None
+sampler_kind = "k-diffusion"
+
+
+class CompVisDenoiser:  # k_diffusion.external: returns denoised x0
+    pass
+
+
+class CompVisTimestepsDenoiser:  # sd_samplers_timesteps: returns eps
+    pass
+
+
+_AND = re.compile(r"\bAND\b(?!_PERP|_SALT|_TOPK)")
+
+
+def sample_loop(p, prompts):
+    """The CFG part of sd_samplers_cfg_denoiser.CFGDenoiser.forward, once per step: x_in holds each
+    image's cond rows (one per AND sub-prompt) then the uncond rows; the callbacks come before and
+    after the model call; a step listed in p.skip_uncond_steps has no uncond rows (s_min_uncond)."""
+    if sampling_model is None:
+        return
+    batch = len(prompts)
+    repeats = [len(_AND.split(pr)) for pr in prompts]
+    gen = torch.Generator().manual_seed(int(p.seeds[0]))
+    x = torch.randn((batch, 4, p.height // 8, p.width // 8), generator=gen)
+    sigmas = torch.linspace(14.6, 0.03, p.steps)
+    inner = CompVisDenoiser() if sampler_kind == "k-diffusion" else CompVisTimestepsDenoiser()
+    shared.state.sampling_steps = p.steps
+    for step in range(p.steps):
+        if shared.state.interrupted or shared.state.skipped:
+            break  # sd_samplers_common.InterruptedException, caught by the sampler
+        shared.state.sampling_step = step
+        skip_uncond = step in getattr(p, "skip_uncond_steps", ())
+        cond_x = [x[i] for i, n in enumerate(repeats) for _ in range(n)]
+        x_in = torch.stack(cond_x + ([] if skip_uncond else list(x)))
+        sigma = sigmas[step] if sampler_kind == "k-diffusion" else torch.tensor(999.0 - step)
+        sigma_in = sigma.repeat(x_in.shape[0])
+        text_cond = torch.zeros((sum(repeats), 77, 768))
+        text_uncond = torch.zeros((batch, 77, 768))
+        params = script_callbacks.CFGDenoiserParams(x_in, None, sigma_in, step, p.steps, text_cond, text_uncond, None)
+        script_callbacks.cfg_denoiser_callback(params)
+        x_out = sampling_model(params.x, params.sigma, params.text_cond, repeats, step, prompts)
+        script_callbacks.cfg_denoised_callback(script_callbacks.CFGDenoisedParams(x_out, step, p.steps, inner))
+        x = x_out[-batch:] if not skip_uncond else x_out[:batch]
 
 
 def quote(text):
@@ -39,6 +87,7 @@ class StableDiffusionProcessing:
     batch_size: int = 1
     n_iter: int = 1
     sampler_name: str = "Euler a"
+    sd_model: Any = None
     outpath_samples: str = None
     outpath_grids: str = None
     do_not_save_samples: bool = False
@@ -63,6 +112,7 @@ class StableDiffusionProcessing:
         return shared.opts.samples_save and not self.do_not_save_samples
 
     def sample_images(self, seeds):
+        sample_loop(self, self.prompts)
         return [image_source(self, self.iteration * self.batch_size + i, s) for i, s in enumerate(seeds)]
 
 
@@ -90,7 +140,7 @@ class Processed:
     def __init__(self, p, images_list, seed=-1, info="", subseed=None, all_prompts=None, all_seeds=None,
                  index_of_first_image=0, infotexts=None, comments=""):
         self.images = images_list
-        self.prompt = p.prompt
+        self.prompt = p.prompt if isinstance(p.prompt, str) else p.prompt[0]
         self.seed = seed
         self.info = info
         self.comments = "".join(f"{c}\n" for c in p.comments)
@@ -115,7 +165,7 @@ def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iter
     generation_params = {"Steps": p.steps, "Sampler": p.sampler_name, "CFG scale": p.cfg_scale,
                          "Seed": all_seeds[index], "Size": f"{p.width}x{p.height}", **p.extra_generation_params}
     text = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in generation_params.items() if v is not None)
-    prompt = p.prompt if use_main_prompt else all_prompts[index]
+    prompt = (p.prompt if isinstance(p.prompt, str) else p.prompt[0]) if use_main_prompt else all_prompts[index]
     return f"{prompt}\n{text}".strip()
 
 
@@ -135,7 +185,7 @@ def process_images(p):
 
 def process_images_inner(p):
     seed = p.seed if p.seed != -1 else 1234
-    p.all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
+    p.all_prompts = list(p.prompt) if isinstance(p.prompt, list) else [p.prompt] * (p.batch_size * p.n_iter)
     p.all_seeds = [int(seed) + x for x in range(len(p.all_prompts))]
     if p.scripts is not None:
         p.scripts.process(p)

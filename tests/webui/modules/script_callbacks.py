@@ -11,8 +11,30 @@ class ImageSaveParams:
         self.pnginfo = pnginfo
 
 
+class CFGDenoiserParams:
+    def __init__(self, x, image_cond, sigma, sampling_step, total_sampling_steps, text_cond, text_uncond,
+                 denoiser=None):
+        self.x = x
+        self.image_cond = image_cond
+        self.sigma = sigma
+        self.sampling_step = sampling_step
+        self.total_sampling_steps = total_sampling_steps
+        self.text_cond = text_cond
+        self.text_uncond = text_uncond
+        self.denoiser = denoiser
+
+
+class CFGDenoisedParams:
+    def __init__(self, x, sampling_step, total_sampling_steps, inner_model):
+        self.x = x
+        self.sampling_step = sampling_step
+        self.total_sampling_steps = total_sampling_steps
+        self.inner_model = inner_model
+
+
 callback_map = {k: [] for k in ("callbacks_app_started", "callbacks_ui_settings", "callbacks_before_image_saved",
-                                "callbacks_image_saved", "callbacks_script_unloaded", "callbacks_ui_tabs")}
+                                "callbacks_image_saved", "callbacks_script_unloaded", "callbacks_ui_tabs",
+                                "callbacks_cfg_denoiser", "callbacks_cfg_denoised")}
 
 
 def clear_callbacks():
@@ -56,6 +78,22 @@ def on_script_unloaded(callback, *, name=None):
 
 def on_ui_tabs(callback, *, name=None):
     _add("callbacks_ui_tabs", callback)
+
+
+def on_cfg_denoiser(callback, *, name=None):
+    _add("callbacks_cfg_denoiser", callback)
+
+
+def on_cfg_denoised(callback, *, name=None):
+    _add("callbacks_cfg_denoised", callback)
+
+
+def cfg_denoiser_callback(params: CFGDenoiserParams):
+    _run("callbacks_cfg_denoiser", params)
+
+
+def cfg_denoised_callback(params: CFGDenoisedParams):
+    _run("callbacks_cfg_denoised", params)
 
 
 def app_started_callback(demo, app):

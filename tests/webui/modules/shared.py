@@ -5,6 +5,37 @@ import argparse
 from modules import options
 from modules.options import OptionInfo, options_section  # noqa: F401 - re-exported as in the web UI
 
+class State:
+    """modules/shared_state.State: the flags the samplers check each step."""
+
+    interrupted = False
+    skipped = False
+    sampling_step = 0
+    sampling_steps = 0
+    job = ""
+
+    def interrupt(self):
+        self.interrupted = True
+
+    def begin(self, job="(unknown)"):
+        self.interrupted = self.skipped = False
+        self.job = job
+
+    def end(self):
+        self.job = ""
+
+
+class FakeModel:
+    """What extensions read of shared.sd_model: the model family flags."""
+
+    is_sdxl = False
+    is_sd2 = False
+    is_sd1 = True
+    sd_checkpoint_info = None
+
+
+state = State()
+sd_model = FakeModel()
 cmd_opts = argparse.Namespace(api_auth=None, skip_install=False, nowebui=False, freeze_settings=False)
 options_templates: dict = {}
 opts = options.Options(options_templates, [])
