@@ -20,7 +20,8 @@ SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not eviden
 
 @dataclass
 class Match:
-    """One training image near the checked image. Text fields are untrusted scraped data."""
+    """One training image near the checked image: a pack's metadata Item (the fields from `id` on)
+    with its score and verdict. Text fields are untrusted scraped data."""
 
     pack: str
     id: int
@@ -157,11 +158,9 @@ class Checker:
                     for h in hits:
                         v = Verdict.NONE if i in low_quality else tiers.verdict(h.similarity, h.distance)
                         thumb = pack.thumbnail_path(h.item)
-                        it = h.item
-                        candidates[i].append(Match(
-                            pack=pack.name, id=it.id, similarity=h.similarity, distance=h.distance, verdict=v,
-                            embedder=emb_id, url=it.url, caption=it.caption, width=it.width, height=it.height,
-                            source=it.source, license=it.license, thumbnail=str(thumb) if thumb else None))
+                        fields = {**asdict(h.item), "thumbnail": str(thumb) if thumb else None}
+                        candidates[i].append(Match(pack=pack.name, similarity=h.similarity, distance=h.distance,
+                                                   verdict=v, embedder=emb_id, **fields))
         elapsed = (time.perf_counter() - start) / len(images)
         for report, matches in zip(reports, candidates):
             matches.sort(key=lambda m: (m.verdict.rank, m.similarity), reverse=True)

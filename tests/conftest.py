@@ -74,6 +74,16 @@ def webui(tmp_path_factory):
     return FakeWebUI(tmp_path_factory.mktemp("webui"))
 
 
+def photo_folder(folder: Path, photos: list[Path], caption: str | None = None) -> Path:
+    """A folder of links to `photos`, with a sidecar caption `caption.format(stem=...)` each if given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        (folder / p.name).symlink_to(p)
+        if caption:
+            (folder / p.name).with_suffix(".txt").write_text(caption.format(stem=p.stem))
+    return folder
+
+
 def jpeg(im, quality: int):
     from PIL import Image
 

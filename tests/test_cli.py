@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, edits
+from conftest import REPO, edits, photo_folder
 from lib_replicheck.images import load_image
 
 
@@ -22,10 +22,7 @@ def run(*args, env=None, cwd=REPO):
 @pytest.fixture(scope="module")
 def photo_pack(tmp_path_factory, pack_photos):
     """A PDQ pack of 12 real photos, built through the command line, with captions from .txt files."""
-    src = tmp_path_factory.mktemp("originals")
-    for p in pack_photos[:12]:
-        (src / p.name).symlink_to(p)
-        (src / p.name).with_suffix(".txt").write_text(f"caption of {p.stem}")
+    src = photo_folder(tmp_path_factory.mktemp("originals"), pack_photos[:12], "caption of {stem}")
     out = tmp_path_factory.mktemp("packs") / "originals"
     r = run("build", src, "--out", out, "--embedder", "pdq", "--license", "test-license", "--dataset", "wallpapers")
     assert r.returncode == 0, r.stderr

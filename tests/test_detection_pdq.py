@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import edits
+from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.check import Checker
 from lib_replicheck.images import load_image
@@ -19,9 +19,7 @@ PDQ_EDITS = ("resized 0.5x", "JPEG q=30", "cropped 90% centre", "brightened +15%
 
 @pytest.fixture(scope="module")
 def pdq_pack(tmp_path_factory, pack_photos):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in pack_photos:
-        (folder / p.name).symlink_to(p)
+    folder = photo_folder(tmp_path_factory.mktemp("photos"), pack_photos)
     result = build_pack(folder_records(folder), embedders.load("pdq"), tmp_path_factory.mktemp("packs") / "photos",
                         thumbnails=False, log=lambda s: None)
     return result, Pack(result.path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import edits
+from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.check import Checker
 from lib_replicheck.images import load_image
@@ -24,9 +24,7 @@ def sscd(sscd_onnx):
 
 @pytest.fixture(scope="module")
 def sscd_pack(tmp_path_factory, pack_photos, sscd):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in pack_photos:
-        (folder / p.name).symlink_to(p)
+    folder = photo_folder(tmp_path_factory.mktemp("photos"), pack_photos)
     result = build_pack(folder_records(folder), sscd, tmp_path_factory.mktemp("packs") / "photos-sscd",
                         thumbnails=False, log=lambda s: None)
     return Pack(result.path)

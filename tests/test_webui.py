@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import edits
+from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.build import build_pack, folder_records
@@ -25,10 +25,7 @@ def novel(other_photos):
 
 @pytest.fixture(scope="session")
 def built_pack(tmp_path_factory, pack_photos):
-    src = tmp_path_factory.mktemp("src")
-    for p in pack_photos[:8]:
-        (src / p.name).symlink_to(p)
-        (src / p.name).with_suffix(".txt").write_text(f"training image {p.stem}")
+    src = photo_folder(tmp_path_factory.mktemp("src"), pack_photos[:8], "training image {stem}")
     return build_pack(folder_records(src, license="test"), embedders.load("pdq"),
                       tmp_path_factory.mktemp("built") / "photos", log=lambda s: None).path
 
