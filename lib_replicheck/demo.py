@@ -1,8 +1,9 @@
 """`python -m lib_replicheck demo`: the whole check, offline, on photos shipped in the repository.
 
-It builds a PDQ pack from four public-domain photos (PDQ needs no model weights), makes an edited
-copy of one of them (cropped, shrunk, brightened, JPEG-recompressed), and checks that copy and a
-photo that is not in the pack. The first should be flagged, the second pass.
+It opens and verifies the bundled demo pack (registry/demo: PDQ hashes of four public-domain photos,
+so no model weights are needed), makes an edited copy of one of the photos (cropped, shrunk,
+brightened, JPEG-recompressed), and checks that copy and a photo that is not in the pack. The first
+should be flagged, the second pass.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 DEMO_DIR = Path(__file__).parent / "demo_images"
+#: The demo pack as published in this repository's registry (built from DEMO_DIR/pack).
+BUNDLED_PACK = Path(__file__).resolve().parent.parent / "registry" / "demo"
 COPIED = "coffee.jpg"
 
 
@@ -44,14 +47,16 @@ def run_demo(json_output: bool = False, out=None) -> int:
     out = out or sys.stdout
     say = (lambda s: None) if json_output else (lambda s: print(s, file=out))
     with tempfile.TemporaryDirectory(prefix="replicheck-demo-") as tmp:
-        embedder = embedders.load("pdq")
-        result = build_pack(folder_records(DEMO_DIR / "pack", license="public domain / CC0 (see LICENSES.md)"),
-                            embedder, Path(tmp) / "demo", name="demo", title="replicheck demo pack",
-                            description="Four public-domain photographs", source={"dataset": "scikit-image data"},
-                            log=lambda s: None)
-        say(f"Built the demo pack: {result.count} photos, {result.vectors} PDQ hashes "
-            f"(whole image and centre crops), in {result.path}\n")
-        pack = Pack(result.path)
+        if (BUNDLED_PACK / "manifest.json").is_file():
+            pack = Pack(BUNDLED_PACK, expect_embedder="pdq")
+            pack.verify()
+            say(f"Demo pack {BUNDLED_PACK}: {pack.manifest.count} photos, {pack.manifest.vectors} PDQ hashes "
+                "(whole image and centre crops), every file's sha256 verified\n")
+        else:  # a copy of the library without the repository's registry folder: build the same pack
+            result = build_pack(folder_records(DEMO_DIR / "pack", license="public domain / CC0 (see LICENSES.md)"),
+                                embedders.load("pdq"), Path(tmp) / "demo", name="demo", log=lambda s: None)
+            pack = Pack(result.path)
+            say(f"Built the demo pack from {DEMO_DIR / 'pack'}: {result.count} photos\n")
         checker = Checker([pack], top_k=3)
         images = [edited_copy(DEMO_DIR / "pack" / COPIED), load_image(DEMO_DIR / "novel" / "hubble_deep_field.jpg")]
         labels = [f"edited copy of {COPIED} (crop 90%, half size, +15% brightness, JPEG q40)",

@@ -134,3 +134,12 @@ def test_demo_runs_offline_and_finds_the_copy():
     j = run("demo", "--json")
     reports = [json.loads(line) for line in j.stdout.splitlines()]
     assert [x["is_copy"] for x in reports] == [True, False]
+
+
+def test_demo_builds_its_pack_when_the_bundled_one_is_absent(monkeypatch, tmp_path, capsys):
+    from lib_replicheck import demo
+
+    monkeypatch.setattr(demo, "BUNDLED_PACK", tmp_path / "nowhere")
+    assert demo.run_demo() == 0
+    out = capsys.readouterr().out
+    assert "Built the demo pack" in out and "the copy was flagged" in out

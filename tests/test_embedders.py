@@ -74,7 +74,7 @@ def test_torchscript_preprocessing_matches_the_sscd_readme(torchscript_resnet50)
 def test_torchscript_weights_download_and_sha256(torchscript_resnet50, http_server, tmp_path, images):
     """First use downloads into the models folder (from a real HTTP server on 127.0.0.1)."""
     from lib_replicheck.embedders import sscd
-    from lib_replicheck.embedders.base import EmbedderSpec, WeightsFile
+    from lib_replicheck.embedders.base import EmbedderSpec
 
     data = torchscript_resnet50.read_bytes()
     http_server.files["/sscd_disc_mixup.torchscript.pt"] = data

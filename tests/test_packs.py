@@ -15,7 +15,6 @@ from lib_replicheck import embedders
 from lib_replicheck.embedders.base import COSINE, Embedder, EmbedderSpec
 from lib_replicheck.errors import ImageError, PackError
 from lib_replicheck.packs import index as faiss_index
-from lib_replicheck.packs import manifest as mf
 from lib_replicheck.packs.build import Record, build_pack, folder_records
 from lib_replicheck.packs.pack import Pack
 

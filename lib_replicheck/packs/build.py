@@ -86,7 +86,6 @@ def build_pack(records: Iterable[Record], embedder, out: str | Path, *, name: st
                crops: tuple[float, ...] | None = None, thumbnails: bool = True, overwrite: bool = False,
                batch: int = 64, log: Callable[[str], None] | None = None) -> BuildResult:
     """Embed `records` with `embedder` into a new pack folder at `out`."""
-    import numpy as np
 
     log = log or (lambda s: print(s, file=sys.stderr))
     out = Path(out)
