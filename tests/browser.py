@@ -34,16 +34,18 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8">
   <div id="txt2img_gallery_container"><div id="txt2img_gallery">THUMBS</div></div>
   <div id="html_info_txt2img"></div>
  </div>
+ EXTRA
 </gradio-app></body></html>"""
 
 
-def add_page(app, thumbs_html: str) -> None:
-    """Serve the page, our style.css and javascript/replicheck.js from `app` (a FastAPI app)."""
+def add_page(app, thumbs_html: str, extra_html: str = "") -> None:
+    """Serve the page, our style.css and javascript/replicheck.js from `app` (a FastAPI app);
+    `extra_html` goes after the results (e.g. the Replicheck tab's download box)."""
     from fastapi.responses import FileResponse, HTMLResponse
 
     @app.get("/")
     def page():
-        return HTMLResponse(PAGE.replace("THUMBS", thumbs_html))
+        return HTMLResponse(PAGE.replace("THUMBS", thumbs_html).replace("EXTRA", extra_html))
 
     @app.get("/style.css")
     def css():

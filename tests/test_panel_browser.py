@@ -111,3 +111,31 @@ def test_badges_and_selection(server, browser):
     shown = browser.execute_script("""return Array.from(document.querySelectorAll('#replicheck_panel_txt2img .rc-card'))
         .filter(c => getComputedStyle(c).display !== 'none').length""")
     assert shown == 4
+
+
+def test_download_progress_box(tmp_path_factory, browser):
+    """The Replicheck tab's progress box, filled from /replicheck/v1/downloads with textContent."""
+    from fastapi import FastAPI
+
+    from lib_replicheck import api
+    from lib_replicheck.packs.manager import DownloadJob, PackManager
+    from lib_replicheck.service import CheckService
+    from lib_replicheck.settings import Settings
+
+    home = tmp_path_factory.mktemp("home")
+    manager = PackManager(home / "packs", home, lambda: [])
+    manager.jobs["laion-6.5"] = DownloadJob("laion-6.5", total=1000, done=500, state="downloading")
+    manager.jobs["demo"] = DownloadJob("demo", total=10, state="failed",
+                                       error='HTTP 500 <img src=x onerror="window.__pwned=7">')
+    app = FastAPI()
+    api.mount(app, CheckService(home / "packs", home), Settings, manager=manager)
+    add_page(app, "", extra_html="<div id='replicheck_downloads'></div>")
+    with serve(app) as url:
+        browser.get(url)
+        _wait(browser, "return document.querySelectorAll('#replicheck_downloads .rc-download').length === 2")
+        rows = browser.execute_script("""return Array.from(document.querySelectorAll(
+            '#replicheck_downloads .rc-download')).map(r => [r.querySelector('progress').value, r.textContent])""")
+        assert rows[0] == [0.5, "laion-6.5: downloading 50%"]
+        assert rows[1][1] == 'demo: failed - HTTP 500 <img src=x onerror="window.__pwned=7">'
+        assert browser.execute_script("return document.querySelectorAll('#replicheck_downloads img').length") == 0
+        assert browser.execute_script("return window.__pwned") is None
