@@ -51,8 +51,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON lines, one report per image")
     _model_args(c)
 
-    b = sub.add_parser("build", help="build a pack from a folder of images (captions from sidecar .txt files)")
-    b.add_argument("folder", type=Path)
+    b = sub.add_parser("build", help="build a pack from a folder of images, webdataset shards or a LAION parquet")
+    b.add_argument("source", type=Path, metavar="SOURCE",
+                   help="a folder of images (captions from sidecar .txt files), img2dataset webdataset .tar shards "
+                        "(a file or a folder of them), or a LAION-style .parquet (URL, TEXT, ...) to download")
     b.add_argument("--out", type=Path, required=True, help="the pack folder to create")
     b.add_argument("--embedder", default="sscd", help="sscd (default), sscd_disc_large, clip[:MODEL/TAG] or pdq")
     b.add_argument("--name", help="pack name (default: from --out)")
@@ -60,7 +62,20 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--description", default="")
     b.add_argument("--dataset", default="", help="source dataset, recorded in the manifest")
     b.add_argument("--license", default="", help="license of the images, recorded per image and in the manifest")
-    b.add_argument("--no-thumbnails", action="store_true", help="do not store 256-pixel thumbnails in the pack")
+    b.add_argument("--exclude", type=Path, help="exclusion list: URLs or hashes, one a line (e.g. Re-LAION removals)")
+    b.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=None,
+                   help="store 256-pixel thumbnails in the pack (default: for folders only)")
+    b.add_argument("--work", type=Path, help="work folder for downloads and shards (default: beside --out); "
+                                              "a killed build resumes from it")
+    b.add_argument("--keep-work", action="store_true", help="keep the work folder after the build")
+    b.add_argument("--shard-size", type=int, default=10_000, help="images per embedding shard (10000)")
+    b.add_argument("--batch", type=int, default=32, help="images per model batch (32)")
+    b.add_argument("--workers", type=int, default=2, help="decoding threads, or Ray actors with --ray (2)")
+    b.add_argument("--ray", action="store_true", help="embed on Ray Data (local unless --ray-address)")
+    b.add_argument("--ray-address", help="an existing Ray cluster, e.g. ray://head:10001 (implies --ray)")
+    b.add_argument("--memory-budget", type=float, default=4.0, help="GB the index may take in RAM (4)")
+    b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the index is tuned to (0.95)")
+    b.add_argument("--download-timeout", type=int, default=10, help="parquet sources: seconds per image (10)")
     b.add_argument("--force", action="store_true", help="replace an existing pack at --out (once the new one is verified)")
     _model_args(b)
 
@@ -187,51 +202,29 @@ def _clip_text(s: str, n: int) -> str:
 
 
 def cmd_build(args) -> int:
-    from . import embedders
-    from .packs.build import build_pack, folder_records
+    from .builder import GB, BuildOptions, build
+    from .builder.sources import detect
 
-    embedder = embedders.load(args.embedder, device=args.device, runtime=args.runtime, models_dir=args.models_dir,
-                              weights=args.weights, offline=args.offline)
-    source = {k: v for k, v in (("dataset", args.dataset), ("license", args.license)) if v}
-    result = build_pack(folder_records(args.folder, license=args.license or None), embedder, args.out,
-                        name=args.name, title=args.title, description=args.description, source=source,
-                        thumbnails=not args.no_thumbnails, overwrite=args.force)
-    print(f"built pack {result.path}: {result.count} images, {result.vectors} vectors, embedder {embedder.id}"
-          f" ({embedder.runtime})")
-    if result.skipped:
-        print(f"{len(result.skipped)} file(s) skipped:", file=sys.stderr)
-        for s in result.skipped:
+    kind = detect(args.source)
+    opts = BuildOptions(
+        embedder=args.embedder, runtime=args.runtime, device=args.device,
+        models_dir=str(args.models_dir) if args.models_dir else None,
+        weights=str(args.weights) if args.weights else None, offline=args.offline, shard_size=max(1, args.shard_size),
+        batch=max(1, args.batch), workers=max(1, args.workers), ray=args.ray or bool(args.ray_address),
+        ray_address=args.ray_address, memory_budget=int(args.memory_budget * GB), recall_target=args.recall_target,
+        exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
+        thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
+        download_timeout=args.download_timeout)
+    report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,
+                   dataset=args.dataset, work=args.work, overwrite=args.force, keep_work=args.keep_work)
+    idx = report.index
+    print(f"built pack {report.path}: {report.count} images, {report.vectors} vectors, embedder {args.embedder}; "
+          f"index {idx.get('type')}, recall@10 {idx.get('recall_at_10')}, {idx.get('query_ms')} ms per query; "
+          f"{report.seconds:.1f} s")
+    if report.skipped:
+        print(f"{len(report.skipped)} image(s) skipped:", file=sys.stderr)
+        for s in report.skipped[:50]:
             print(f"  {s}", file=sys.stderr)
-    return EXIT_OK
-
-
-
-def cmd_calibrate(args) -> int:
-    import requests
-
-    def lines(path: Path) -> list[str]:
-        try:
-            return [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-        except OSError as e:
-            raise ReplicheckError(f"{path}: {e}") from None
-
-    body = {"memorized": lines(args.memorized), "ordinary": lines(args.ordinary), "fpr": args.fpr,
-            "generations": args.generations}
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    url = args.url.rstrip("/") + "/replicheck/v1/calibrate"
-    try:
-        r = requests.post(url, json=body, auth=auth, timeout=24 * 3600)
-    except requests.RequestException as e:
-        raise ReplicheckError(f"{url}: {e}") from None
-    if r.status_code != 200:
-        raise ReplicheckError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
-    res = r.json()
-    if args.json:
-        print(json.dumps(res))
-        return EXIT_OK
-    print(f"{res['n_memorized']} memorized and {res['n_ordinary']} ordinary prompts, {res['generations']} "
-          f"generation(s) each")
-    print(f"ROC AUC {res['auc']:.3f}; threshold {res['threshold']:.3f} gives TPR {res['tpr']:.3f} at FPR "
-          f"{res['fpr']:.3f} (asked for {res['requested_fpr']})")
-    print("Set it in Settings -> Replicheck -> Memorization signal: threshold.")
+        if len(report.skipped) > 50:
+            print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
     return EXIT_OK

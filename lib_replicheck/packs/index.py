@@ -69,6 +69,26 @@ def read(path: str | Path, metric: str, mmap: bool = True):
                                      f"{'binary ' if metric == HAMMING else ''}index ({msg})") from None
 
 
+def set_search_params(index, params: dict) -> None:
+    """Apply nprobe/efSearch recorded in a manifest (also through IDMap wrappers)."""
+    import faiss
+
+    if not params:
+        return
+    inner = getattr(index, "index", index)
+    if isinstance(index, faiss.IndexBinary):
+        inner = faiss.downcast_IndexBinary(inner)
+        if hasattr(inner, "nprobe") and "nprobe" in params:
+            inner.nprobe = int(params["nprobe"])
+        return
+    ps = faiss.ParameterSpace()
+    for k, v in params.items():
+        try:
+            ps.set_index_parameter(index, k, v)
+        except RuntimeError:
+            pass
+
+
 def search(index, queries, k: int):
     """Top-k neighbours: (similarity [n, k] float32, distance [n, k] or None, ids [n, k] int64).
 

@@ -45,6 +45,7 @@ class Pack:
                 raise PackError(self.path, f"file {f.path} is {p.stat().st_size} bytes, the manifest says "
                                            f"{f.size} (truncated or replaced?)")
         self.index = faiss_index.read(self.path / m.index.get("file", mf.INDEX_FILE), m.metric, mmap=mmap)
+        faiss_index.set_search_params(self.index, m.index.get("search_params") or {})
         if self.index.d != m.embedder.dim:
             raise PackError(self.path, f"index dimension {self.index.d} != embedder dimension {m.embedder.dim}")
         if self.index.ntotal != m.vectors:

@@ -1,0 +1,141 @@
+"""Choosing, training and filling the index of a pack, the way autofaiss chooses (see science.md):
+
+- exact (Flat) while a flat index is small (under 100k vectors) and fits the memory budget;
+- IVF with 4*sqrt(N) lists and uncompressed vectors under 1M vectors when they fit the budget;
+- otherwise OPQ + IVF (16k-65k lists, an HNSW coarse quantiser from 1M) + PQ, with as many PQ bytes
+  per vector as the budget allows.
+Binary (PDQ) packs: BFlat under 1M codes, else binary IVF. IVF indexes are memory-mapped when a
+pack is loaded. The builder measures recall@10 against exact search and the single-query latency,
+and picks the smallest nprobe that reaches the recall target.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+GB = 1024**3
+
+
+@dataclass
+class Plan:
+    factory: str
+    metric: str
+    nlist: int = 0
+    exact: bool = False
+    train_size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _pow2(x: float) -> int:
+    return 2 ** max(0, round(math.log2(max(1.0, x))))
+
+
+def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB) -> Plan:
+    if metric == "hamming":
+        if n < 1_000_000:
+            return Plan("BFlat", metric, exact=True)
+        nlist = min(65536, max(1024, _pow2(4 * math.sqrt(n))))
+        return Plan(f"BIVF{nlist}", metric, nlist=nlist, train_size=min(n, 64 * nlist))
+    flat_bytes = n * dim * 4
+    if n < 100_000 and flat_bytes <= memory_budget:
+        return Plan("Flat", metric, exact=True)
+    if n < 1_000_000 and flat_bytes * 1.1 <= memory_budget:
+        nlist = _pow2(4 * math.sqrt(n))
+        return Plan(f"IVF{nlist},Flat", metric, nlist=nlist, train_size=min(n, 64 * nlist))
+    nlist = min(65536, max(16384, _pow2(4 * math.sqrt(n)))) if n >= 1_000_000 else _pow2(4 * math.sqrt(n))
+    coarse = f"IVF{nlist}_HNSW32" if n >= 1_000_000 else f"IVF{nlist}"
+    m = 8
+    for cand in (16, 32, 48, 64, 96, 128, 192, 256):
+        if cand <= dim and dim % cand == 0 and n * (cand + 8) * 1.1 <= memory_budget:
+            m = cand
+    d_opq = dim if dim % m == 0 else m * (dim // m)
+    plan = Plan(f"OPQ{m}_{d_opq},{coarse},PQ{m}x8", metric, nlist=nlist, train_size=min(n, max(64 * nlist, 200_000)))
+    plan.notes.append(f"{m} PQ bytes per vector fit a memory budget of {memory_budget / GB:.1f} GB")
+    return plan
+
+
+def new_index(plan: Plan, dim: int):
+    import faiss
+
+    if plan.metric == "hamming":
+        if plan.factory == "BFlat":
+            return faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(dim))
+        quantizer = faiss.IndexBinaryFlat(dim)
+        ivf = faiss.IndexBinaryIVF(quantizer, dim, plan.nlist)
+        ivf.own_fields = True
+        quantizer.this.disown()
+        return faiss.IndexBinaryIDMap(ivf)
+    index = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    # ids are the metadata rows (several variants of one image share one); IVF indexes store ids
+    # themselves, a flat index needs an IDMap for them
+    return faiss.IndexIDMap(index) if plan.exact else index
+
+
+def exact_topk(queries, chunks, k: int, metric: str):
+    """Exact top-k over vector chunks (an iterable of (ids, vectors)), chunk by chunk."""
+    import faiss
+    import numpy as np
+
+    best_d = np.full((len(queries), k), np.inf if metric == "hamming" else -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for ids, vecs in chunks:
+        if metric == "hamming":
+            idx = faiss.IndexBinaryFlat(vecs.shape[1] * 8)
+            idx.add(np.ascontiguousarray(vecs))
+        else:
+            idx = faiss.IndexFlatIP(vecs.shape[1])
+            idx.add(np.ascontiguousarray(vecs, dtype=np.float32))
+        d, i = idx.search(queries, min(k, len(vecs)))
+        d = d.astype(np.float32)
+        i = np.where(i >= 0, np.asarray(ids)[np.clip(i, 0, None)], -1)
+        all_d = np.concatenate([best_d, d], axis=1)
+        all_i = np.concatenate([best_i, i], axis=1)
+        order = np.argsort(all_d, axis=1, kind="stable") if metric == "hamming" else \
+            np.argsort(-all_d, axis=1, kind="stable")
+        best_d = np.take_along_axis(all_d, order[:, :k], 1)
+        best_i = np.take_along_axis(all_i, order[:, :k], 1)
+    return best_d, best_i
+
+
+def recall_at(found, truth, k: int = 10) -> float:
+    hits = sum(len(set(f[:k]) & set(t[:k]) - {-1}) for f, t in zip(found, truth))
+    total = sum(len(set(t[:k]) - {-1}) for t in truth)
+    return hits / max(1, total)
+
+
+def set_search_params(index, params: dict) -> None:
+    from ..packs.index import set_search_params as apply
+
+    apply(index, params)
+
+
+def tune(index, plan: Plan, queries, truth, target: float = 0.95, k: int = 10) -> dict:
+    """The smallest nprobe reaching `target` recall@k (or the best one), with recall and latency."""
+    def measure(params):
+        set_search_params(index, params)
+        _, found = index.search(queries, k)
+        r = recall_at(found, truth, k)
+        t = time.perf_counter()
+        for q in queries[: min(50, len(queries))]:
+            index.search(q[None], k)
+        latency = (time.perf_counter() - t) / min(50, len(queries))
+        return r, latency
+
+    if plan.exact:
+        r, lat = measure({})
+        return {"params": {}, "recall_at_10": round(r, 4), "query_ms": round(lat * 1000, 3)}
+    best = None
+    nprobe = 1
+    while nprobe <= plan.nlist:
+        params = {"nprobe": nprobe} if plan.metric == "hamming" else {"nprobe": nprobe, "efSearch": max(16, 2 * nprobe)}
+        if "HNSW" not in plan.factory:
+            params.pop("efSearch", None)
+        r, lat = measure(params)
+        best = {"params": params, "recall_at_10": round(r, 4), "query_ms": round(lat * 1000, 3)}
+        if r >= target:
+            break
+        nprobe *= 2
+    set_search_params(index, best["params"])
+    return best

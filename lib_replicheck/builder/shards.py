@@ -1,0 +1,87 @@
+"""The embed stage's output: shards of vectors with their metadata in row order, plain files.
+
+    WORK/shards/00000.npy     vectors [rows, variants, width] (float32 or packed uint8 bits)
+    WORK/shards/00000.jsonl   one JSON line per row: key, url, caption, license, width, height
+    WORK/shards/00000.skipped rows of this shard that could not be used, with the reason
+    WORK/shards/00000.thumbs/ a 256-pixel JPEG per row, when thumbnails are kept
+
+The .jsonl is renamed into place first and the .npy last, so a shard whose .npy exists is complete;
+a build killed mid-way resumes from the first shard without one. Rows and metadata are written
+together, so ids and captions cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import ReplicheckError
+
+
+class CorruptShard(ReplicheckError):
+    pass
+
+
+class ShardStore:
+    def __init__(self, work: str | Path):
+        self.dir = Path(work) / "shards"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _paths(self, i: int) -> tuple[Path, Path, Path]:
+        base = self.dir / f"{i:05d}"
+        return base.with_suffix(".npy"), base.with_suffix(".jsonl"), base.with_suffix(".skipped")
+
+    def complete(self, i: int) -> bool:
+        return self._paths(i)[0].is_file()
+
+    def thumbs_dir(self, i: int) -> Path:
+        return self.dir / f"{i:05d}.thumbs"
+
+    def write(self, i: int, vectors, metas: list[dict], skipped: list[str], thumbs: list[bytes] = ()) -> None:
+        import numpy as np
+
+        npy, jsonl, skip = self._paths(i)
+        if len(vectors) != len(metas):
+            raise ValueError("vectors and metadata rows differ")
+        if thumbs:
+            d = self.thumbs_dir(i)
+            d.mkdir(exist_ok=True)
+            for j, data in enumerate(thumbs):
+                (d / f"{j}.jpg").write_bytes(data)
+        tmp = jsonl.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metas), encoding="utf-8")
+        os.replace(tmp, jsonl)
+        skip.write_text("".join(s + "\n" for s in skipped), encoding="utf-8")
+        tmp = npy.with_suffix(".npy.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(vectors))
+        os.replace(tmp, npy)
+
+    def read(self, i: int):
+        """(vectors memory-mapped, metadata rows); CorruptShard when they do not agree or cannot be read."""
+        import numpy as np
+
+        npy, jsonl, _ = self._paths(i)
+        try:
+            vectors = np.load(npy, mmap_mode="r")
+            metas = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+        except (OSError, ValueError, json.JSONDecodeError) as e:
+            raise CorruptShard(f"shard {npy.name}: cannot be read ({e})") from None
+        if vectors.ndim != 3 or len(vectors) != len(metas):
+            raise CorruptShard(f"shard {npy.name}: {len(vectors)} vectors but {len(metas)} metadata rows")
+        return vectors, metas
+
+    def skipped(self, i: int) -> list[str]:
+        p = self._paths(i)[2]
+        return p.read_text(encoding="utf-8").splitlines() if p.is_file() else []
+
+    def discard(self, i: int) -> None:
+        import shutil
+
+        for p in self._paths(i):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(self.thumbs_dir(i), ignore_errors=True)
+
+    def indices(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.dir.glob("*.npy"))

@@ -1,0 +1,224 @@
+"""Where the builder's training images come from, in a fixed order: a folder of images, webdataset
+tar shards as img2dataset writes them, or a LAION-style parquet whose images img2dataset downloads.
+
+Every source yields SourceItems: plain data (bytes or a path, and the metadata), so they can travel
+to Ray workers. Decoding happens in the embed stage. An exclusion list (URLs, or hashes from the
+parquet's `hash` column, or sha256 of the image bytes) drops rows before they are downloaded or
+indexed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ReplicheckError
+from ..images import IMAGE_SUFFIXES
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+
+
+@dataclass
+class SourceItem:
+    key: str  # stable identity of the row (shard/key, relative path)
+    data: bytes | None = None  # the encoded image, or
+    path: str | None = None  # a file to read
+    url: str | None = None
+    caption: str | None = None
+    license: str | None = None
+    hash: str | None = None  # the parquet's hash column, when there is one
+
+    def open(self):
+        """The decoded RGB image; ImageError naming the row when it cannot be read."""
+        from PIL import Image, UnidentifiedImageError
+
+        from ..errors import ImageError
+        from ..images import MAX_PIXELS, load_image, to_rgb
+
+        if self.path is not None:
+            return load_image(self.path)
+        try:
+            with Image.open(io.BytesIO(self.data or b"")) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise ImageError(self.key, f"{im.size[0]}x{im.size[1]} pixels is over the limit")
+                im.load()
+                return to_rgb(im)
+        except ImageError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError(self.key, f"not a readable image ({e})") from None
+
+
+class Exclusions:
+    """URLs and hashes to drop (Re-LAION's removals, opt-outs): one per line, '#' comments."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.values: set[str] = set()
+        if path:
+            try:
+                lines = Path(path).read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise ReplicheckError(f"exclusion list {path}: {e}") from None
+            self.values = {x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")}
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def excludes(self, item: SourceItem) -> bool:
+        if not self.values:
+            return False
+        if item.url in self.values or (item.hash and item.hash in self.values):
+            return True
+        if item.data is not None:
+            return hashlib.sha256(item.data).hexdigest() in self.values
+        return False
+
+
+def folder(path: str | Path, license: str | None = None) -> Iterator[SourceItem]:
+    from ..images import iter_image_files
+
+    root = Path(path)
+    for f in iter_image_files([root]):
+        txt = f.with_suffix(".txt")
+        caption = txt.read_text(encoding="utf-8", errors="replace").strip()[:2000] if txt.is_file() else None
+        yield SourceItem(key=f.relative_to(root).as_posix(), path=str(f), caption=caption, license=license)
+
+
+def webdataset(paths: list[Path], license: str | None = None) -> Iterator[SourceItem]:
+    """Samples of img2dataset's webdataset shards: KEY.jpg + KEY.txt + KEY.json (url, caption, ...)."""
+    for shard in paths:
+        try:
+            tf = tarfile.open(shard, "r:*")
+        except (tarfile.TarError, OSError) as e:
+            raise ReplicheckError(f"{shard}: not a readable tar shard ({e})") from None
+        with tf:
+            sample_key, sample = None, {}
+            try:
+                for member in tf:
+                    if not member.isfile():
+                        continue
+                    key, _, ext = member.name.rpartition(".")
+                    if key != sample_key:
+                        if sample:
+                            item = _sample_item(shard, sample_key, sample, license)
+                            if item is not None:
+                                yield item
+                        sample_key, sample = key, {}
+                    sample[ext.lower()] = tf.extractfile(member).read()
+            except (tarfile.TarError, OSError, EOFError) as e:
+                raise ReplicheckError(f"{shard}: truncated or corrupt tar shard ({e})") from None
+            if sample:
+                item = _sample_item(shard, sample_key, sample, license)
+                if item is not None:
+                    yield item
+
+
+def _sample_item(shard: Path, key: str, sample: dict, license: str | None) -> SourceItem | None:
+    image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+    if image is None:
+        return None  # e.g. a stray .json of a failed download
+    meta = {}
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+    caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else meta.get("caption")
+    return SourceItem(key=f"{shard.name}/{os.path.basename(key)}", data=image, url=meta.get("url"),
+                      caption=(caption or None) and str(caption)[:2000], license=meta.get("license") or license,
+                      hash=str(meta["hash"]) if meta.get("hash") is not None else None)
+
+
+def webdataset_shards(path: str | Path) -> list[Path]:
+    p = Path(path)
+    shards = sorted(p.glob("*.tar")) if p.is_dir() else [p]
+    if not shards:
+        raise ReplicheckError(f"{path}: no .tar shards")
+    return shards
+
+
+def parquet_download(parquet: str | Path, work: Path, exclusions: Exclusions, *, processes: int = 2,
+                     threads: int = 16, timeout: int = 10, url_col: str = "URL", caption_col: str = "TEXT",
+                     log=print) -> Path:
+    """Download a LAION-style parquet's images with img2dataset into webdataset shards under `work`;
+    rows on the exclusion list are dropped before anything is downloaded. Returns the shard folder."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out = work / "images"
+    done = out / ".complete"
+    if done.is_file():
+        log(f"images already downloaded in {out}")
+        return out
+    try:
+        table = pq.read_table(parquet)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types
+        raise ReplicheckError(f"{parquet}: not a readable parquet file ({e})") from None
+    for col in (url_col, caption_col):
+        if col not in table.column_names:
+            raise ReplicheckError(f"{parquet}: no column {col!r} (columns: {', '.join(table.column_names)})")
+    if exclusions:
+        keep = pc.invert(pc.is_in(table[url_col], value_set=_array(exclusions.values)))
+        if "hash" in table.column_names:
+            hashes = pc.cast(table["hash"], "string")
+            keep = pc.and_(keep, pc.invert(pc.is_in(hashes, value_set=_array(exclusions.values))))
+        before = table.num_rows
+        table = table.filter(keep)
+        log(f"exclusion list: {before - table.num_rows} of {before} rows dropped before downloading")
+    work.mkdir(parents=True, exist_ok=True)
+    filtered = work / "rows.parquet"
+    pq.write_table(table, filtered)
+    extra = [c for c in ("hash", "LICENSE", "license", "WIDTH", "HEIGHT") if c in table.column_names]
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports it: no network at import
+    from img2dataset import download
+
+    download(url_list=str(filtered), input_format="parquet", url_col=url_col, caption_col=caption_col,
+             output_format="webdataset", output_folder=str(out), processes_count=processes, thread_count=threads,
+             resize_mode="no", timeout=timeout, retries=0, enable_wandb=False, number_sample_per_shard=10000,
+             save_additional_columns=extra or None, disallowed_header_directives=[], distributor="multiprocessing")
+    stats = _img2dataset_stats(out)
+    log(f"img2dataset: {stats['ok']} images downloaded, {stats['failed']} rows failed "
+        f"({'; '.join(f'{k}: {v}' for k, v in stats['errors'].items()) or 'no errors'})")
+    done.write_text(json.dumps(stats))
+    return out
+
+
+def _array(values):
+    import pyarrow as pa
+
+    return pa.array(sorted(values), type=pa.string())
+
+
+def _img2dataset_stats(folder: Path) -> dict:
+    ok = failed = 0
+    errors: dict[str, int] = {}
+    for f in sorted(folder.glob("*_stats.json")):
+        s = json.loads(f.read_text())
+        ok += int(s.get("successes", 0))
+        failed += int(s.get("failed_to_download", 0)) + int(s.get("failed_to_resize", 0))
+        for k, v in (s.get("status_dict") or {}).items():
+            if k != "success":
+                errors[k[:80]] = errors.get(k[:80], 0) + int(v)
+    return {"ok": ok, "failed": failed, "errors": errors}
+
+
+def detect(source: str | Path) -> str:
+    """'parquet', 'webdataset' or 'folder', from what `source` is."""
+    p = Path(source)
+    if p.is_file() and p.suffix == ".parquet":
+        return "parquet"
+    if (p.is_file() and p.suffix == ".tar") or (p.is_dir() and any(p.glob("*.tar"))):
+        return "webdataset"
+    if p.is_dir():
+        return "folder"
+    raise ReplicheckError(f"{source}: not a folder of images, a .tar shard (or folder of them), nor a .parquet file")
+
+
+__all__ = ["SourceItem", "Exclusions", "folder", "webdataset", "webdataset_shards", "parquet_download", "detect",
+           "IMAGE_SUFFIXES"]

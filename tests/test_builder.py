@@ -1,0 +1,223 @@
+"""The pack builder: webdataset shards, a LAION-style parquet downloaded by img2dataset from a real
+HTTP server on 127.0.0.1 (with broken rows), exclusion lists, Ray, resuming a killed build, corrupt
+shards, and the index chosen and tuned for the vector count."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, edits
+from httpfaults import FaultServer
+from lib_replicheck.builder import BuildOptions, build
+from lib_replicheck.builder import index_factory as fac
+from lib_replicheck.builder.shards import ShardStore
+from lib_replicheck.check import Checker
+from lib_replicheck.images import load_image
+from lib_replicheck.packs.pack import Pack
+
+
+def _jpeg(im, q=90) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=q)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos_small(pack_photos):
+    out = []
+    for p in pack_photos[:10]:
+        im = load_image(p)
+        im.thumbnail((640, 640))
+        out.append((p.stem, im))
+    return out
+
+
+def _tar(path, samples):
+    with tarfile.open(path, "w") as tf:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+
+
+def _opts(**kw) -> BuildOptions:
+    kw.setdefault("embedder", "pdq")
+    kw.setdefault("shard_size", 4)
+    return BuildOptions(**kw)
+
+
+def test_webdataset_shards(tmp_path, photos_small):
+    shards = tmp_path / "wds"
+    shards.mkdir()
+    for s in range(2):
+        samples = []
+        for i, (stem, im) in enumerate(photos_small[s * 5:(s + 1) * 5]):
+            key = f"{s:05d}{i:04d}"
+            meta = {"url": f"https://example.org/{stem}.jpg", "caption": f"caption {stem}", "hash": f"h{stem}"}
+            samples.append((key, {"jpg": _jpeg(im), "txt": f"caption {stem}".encode(), "json": json.dumps(meta).encode()}))
+        samples.append((f"{s:05d}9999", {"jpg": b"this is not a jpeg", "txt": b"broken"}))
+        samples.append((f"{s:05d}9998", {"json": b'{"status": "failed_to_download"}'}))  # no image: not a sample
+        _tar(shards / f"{s:05d}.tar", samples)
+    report = build(shards, tmp_path / "pack", _opts(), log=lambda s: None)
+    assert report.count == 10 and report.vectors == 50
+    assert sorted(s.split(":")[0] for s in report.skipped) == ["00000.tar/000009999", "00001.tar/000019999"]
+    pack = Pack(report.path)
+    assert pack.manifest.index["type"] == "BFlat" and pack.manifest.index["recall_at_10"] == 1.0
+    stem, im = photos_small[7]
+    r = Checker([pack]).check([edits(im)["JPEG q=30"]])[0]
+    assert r.is_copy and r.best.url == f"https://example.org/{stem}.jpg" and r.best.caption == f"caption {stem}"
+    assert r.best.source == "00001.tar/000010002"
+
+
+@pytest.fixture
+def laion(tmp_path, photos_small):
+    """A LAION-style parquet whose URLs point at a real HTTP server: 8 good rows, and a 404, a stalled
+    server, a text file and a 400-megapixel image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    server = FaultServer()
+    rows = []
+    for stem, im in photos_small[:8]:
+        rows.append((server.add(f"/img/{stem}.jpg", _jpeg(im)), f"a photo of {stem}", f"hash-{stem}"))
+    rows.append((server.url + "/img/missing.jpg", "gone", "hash-404"))
+    rows.append((server.add("/img/slow.jpg", _jpeg(photos_small[8][1]), "stall", stall=6), "slow", "hash-slow"))
+    rows.append((server.add("/img/notes.jpg", b"just some text, not an image at all" * 20), "text", "hash-text"))
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")
+    rows.append((server.add("/img/huge.png", bomb.getvalue()), "huge", "hash-huge"))
+    table = pa.table({"URL": [r[0] for r in rows], "TEXT": [r[1] for r in rows], "hash": [r[2] for r in rows],
+                      "WIDTH": [640] * len(rows), "HEIGHT": [480] * len(rows)})
+    path = tmp_path / "laion.parquet"
+    pq.write_table(table, path)
+    yield path, server, photos_small
+    server.close()
+
+
+def test_laion_parquet_through_img2dataset(laion, tmp_path):
+    parquet, server, photos = laion
+    excl = tmp_path / "exclude.txt"
+    excl.write_text(f"# opt-outs\n{server.url}/img/{photos[2][0]}.jpg\nhash-{photos[5][0]}\n")
+    logs = []
+    report = build(parquet, tmp_path / "laion-pack", _opts(exclude=str(excl), download_timeout=2),
+                   log=logs.append)
+    requested = {p for p, _ in server.log}
+    assert f"/img/{photos[2][0]}.jpg" not in requested and f"/img/{photos[5][0]}.jpg" not in requested
+    assert any("2 of 12 rows dropped before downloading" in line for line in logs)
+    assert report.count == 6  # 8 good rows less the 2 excluded
+    assert any("img2dataset:" in line and "rows failed" in line for line in logs)
+    pack = Pack(report.path)
+    stem, im = photos[0]
+    r = Checker([pack]).check([edits(im)["resized 0.5x"]])[0]
+    assert r.is_copy and r.best.caption == f"a photo of {stem}" and r.best.url.endswith(f"/img/{stem}.jpg")
+    urls = {pack.metadata.get([i])[i].url for i in range(pack.manifest.count)}
+    assert not any(u.endswith(("missing.jpg", "slow.jpg", "notes.jpg", "huge.png")) for u in urls)
+
+
+def test_ray_two_workers_match_sequential(tmp_path, photos_small):
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem, im in photos_small:
+        im.save(src / f"{stem}.jpg")
+    seq = build(src, tmp_path / "seq", _opts(), work=tmp_path / "w1", keep_work=True, log=lambda s: None)
+    par = build(src, tmp_path / "ray", _opts(ray=True, workers=2), work=tmp_path / "w2", keep_work=True,
+                log=lambda s: None)
+    a, b = ShardStore(tmp_path / "w1"), ShardStore(tmp_path / "w2")
+    assert a.indices() == b.indices() == [0, 1, 2]
+    for i in a.indices():
+        va, ma = a.read(i)
+        vb, mb = b.read(i)
+        assert np.array_equal(np.asarray(va), np.asarray(vb)) and ma == mb
+    assert seq.count == par.count == 10
+    assert (tmp_path / "seq" / "index.faiss").read_bytes() == (tmp_path / "ray" / "index.faiss").read_bytes()
+
+
+KILLER = """
+import os, sys
+sys.path.insert(0, {repo!r})
+import lib_replicheck.builder as b
+real, calls = b.embed_items, []
+
+
+def embed_then_die(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        os._exit(9)  # dies like a killed process: no cleanup, no finally blocks
+    return real(*args, **kwargs)
+
+
+b.embed_items = embed_then_die
+b.build({src!r}, {out!r}, b.BuildOptions(embedder="pdq", shard_size=2), work={work!r})
+"""
+
+
+def test_killed_build_resumes_to_the_same_pack(tmp_path, photos_small):
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem, im in photos_small:
+        im.save(src / f"{stem}.jpg")
+    whole = build(src, tmp_path / "whole", _opts(shard_size=2), log=lambda s: None)
+    work, out = tmp_path / "work", tmp_path / "resumed"
+    code = KILLER.format(repo=str(REPO), src=str(src), out=str(out), work=str(work))
+    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9
+    store = ShardStore(work)
+    assert store.indices() == [0, 1] and not out.exists()  # two shards done, the third was being embedded
+    # a corrupt shard left behind is detected and embedded again
+    (store.dir / "00001.npy").write_bytes(b"\x93NUMPY garbage")
+    cmd = [sys.executable, "-m", "lib_replicheck", "build", str(src), "--out", str(out), "--embedder", "pdq",
+           "--shard-size", "2", "--work", str(work), "--no-thumbnails"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stderr and "shard 00001.npy: cannot be read" in r.stderr
+    assert Pack(whole.path).manifest.count == Pack(out).manifest.count == 10
+    for name in ("index.faiss", "metadata.sqlite"):
+        assert (tmp_path / "whole" / name).read_bytes() == (out / name).read_bytes()
+    assert not work.exists()  # removed once the pack is built
+
+
+def test_index_choice_follows_the_vector_count():
+    assert fac.choose(500, 512, "cosine").factory == "Flat"
+    assert fac.choose(300_000, 512, "cosine").factory == "IVF2048,Flat"
+    big = fac.choose(12_000_000, 512, "cosine", memory_budget=1 * fac.GB)
+    assert big.factory.startswith("OPQ") and "IVF16384_HNSW32" in big.factory and 12_000_000 * 80 < fac.GB
+    assert fac.choose(5_000_000, 256, "hamming").factory.startswith("BIVF")
+
+
+def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
+    """150k clustered synthetic 512-d vectors (stand-ins for SSCD descriptors): an IVF index, nprobe
+    tuned to recall@10 >= 0.95, recorded in the manifest, applied and memory-mapped on load."""
+    from lib_replicheck.builder import index_stage, metadata_stage
+    from lib_replicheck.embedders import sscd
+    from lib_replicheck.packs.build import seal, staging_dir
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((300, 512)).astype("float32")
+    store = ShardStore(tmp_path / "work")
+    for s in range(3):
+        v = centres[rng.integers(0, 300, 50_000)] + 0.6 * rng.standard_normal((50_000, 512)).astype("float32")
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        store.write(s, v[:, None, :], [{"key": f"{s}-{i}"} for i in range(50_000)], [])
+    spec = sscd.spec_for("sscd_disc_mixup")
+    tmp = staging_dir(tmp_path / "synthetic")
+    info, count, vectors = index_stage(store, spec, tmp, _opts(embedder="sscd"), lambda s: None)
+    metadata_stage(store, tmp)
+    seal(tmp, tmp_path / "synthetic", name="synthetic", title=None, description="", source={}, spec=spec,
+         count=count, vectors=vectors, index=info)
+    assert info["type"].startswith("IVF") and info["recall_at_10"] >= 0.95 and info["search_params"]["nprobe"] >= 1
+    pack = Pack(tmp_path / "synthetic")
+    import faiss
+
+    assert faiss.extract_index_ivf(pack.index).nprobe == info["search_params"]["nprobe"]
+    assert str(tmp_path / "synthetic" / "index.faiss") in open("/proc/self/maps").read()
+    hits = pack.search(np.load(store.dir / "00001.npy", mmap_mode="r")[:5, 0], k=1)
+    assert [h[0].item.source for h in hits] == [f"1-{i}" for i in range(5)]
