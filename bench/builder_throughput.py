@@ -1,0 +1,72 @@
+"""The builder's embedding throughput against the bare model, and Ray with 1 and 2 workers.
+
+    python bench/builder_throughput.py [--images 96] [--embedder sscd|pdq]
+
+Real photos (Debian wallpaper packages), re-encoded as 512-pixel JPEGs like LAION images. "Bare
+model": embedder.embed() on images already decoded, in batches. "Pipeline": the builder's embed
+stage from JPEG bytes (decoding in threads while the model runs). Ray: the same items through the
+Ray Data actor pool, actor start-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--embedder", default="sscd")
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args()
+
+    from lib_replicheck.builder import BuildOptions, embed_items, embed_with_ray, load_embedder
+    from lib_replicheck.builder.sources import SourceItem
+    from lib_replicheck.images import load_image
+
+    onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"
+    opts = BuildOptions(embedder=args.embedder, runtime="onnx" if args.embedder == "sscd" else "auto",
+                        weights=str(onnx) if args.embedder == "sscd" else None, batch=args.batch)
+    files = sorted(Path("/usr/share/backgrounds").rglob("*.jpg"))
+    items = []
+    for i in range(args.images):
+        im = load_image(files[i % len(files)])
+        im.thumbnail((512, 512))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+        items.append(SourceItem(key=str(i), data=buf.getvalue()))
+    embedder = load_embedder(opts)
+    decoded = [it.open() for it in items]
+    embedder.embed(decoded[:2])  # warm-up
+
+    t = time.perf_counter()
+    for s in range(0, len(decoded), args.batch):
+        embedder.embed(decoded[s:s + args.batch])
+    bare = len(decoded) / (time.perf_counter() - t)
+
+    with ThreadPoolExecutor(2) as pool:
+        t = time.perf_counter()
+        vectors, metas, skipped, _ = embed_items(items, embedder, (1.0,), args.batch, pool)
+        pipeline = len(metas) / (time.perf_counter() - t)
+    print(f"{len(items)} real photos as 512-pixel JPEGs, embedder {embedder.id} ({embedder.runtime}), CPU:")
+    print(f"  bare model (decoded images):    {bare:7.1f} images/s")
+    print(f"  builder pipeline (from JPEG):   {pipeline:7.1f} images/s  = {pipeline / bare:.0%} of the bare model")
+    spec = embedder.spec
+    for workers in (1, 2):
+        o = BuildOptions(**{**opts.__dict__, "ray": True, "workers": workers})
+        t = time.perf_counter()
+        _, metas, _, _ = embed_with_ray(items, o, (1.0,), spec)
+        rate = len(metas) / (time.perf_counter() - t)
+        print(f"  Ray Data, {workers} worker(s):          {rate:7.1f} images/s (actor start-up included)")
+
+
+if __name__ == "__main__":
+    main()
