@@ -228,3 +228,34 @@ def cmd_build(args) -> int:
         if len(report.skipped) > 50:
             print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_calibrate(args) -> int:
+    import requests
+
+    def lines(path: Path) -> list[str]:
+        try:
+            return [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        except OSError as e:
+            raise ReplicheckError(f"{path}: {e}") from None
+
+    body = {"memorized": lines(args.memorized), "ordinary": lines(args.ordinary), "fpr": args.fpr,
+            "generations": args.generations}
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    url = args.url.rstrip("/") + "/replicheck/v1/calibrate"
+    try:
+        r = requests.post(url, json=body, auth=auth, timeout=24 * 3600)
+    except requests.RequestException as e:
+        raise ReplicheckError(f"{url}: {e}") from None
+    if r.status_code != 200:
+        raise ReplicheckError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
+    res = r.json()
+    if args.json:
+        print(json.dumps(res))
+        return EXIT_OK
+    print(f"{res['n_memorized']} memorized and {res['n_ordinary']} ordinary prompts, {res['generations']} "
+          f"generation(s) each")
+    print(f"ROC AUC {res['auc']:.3f}; threshold {res['threshold']:.3f} gives TPR {res['tpr']:.3f} at FPR "
+          f"{res['fpr']:.3f} (asked for {res['requested_fpr']})")
+    print("Set it in Settings -> Replicheck -> Memorization signal: threshold.")
+    return EXIT_OK
