@@ -359,18 +359,13 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
           title: str | None = None, description: str = "", dataset: str = "", work: str | Path | None = None,
           overwrite: bool = False, keep_work: bool = False, log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `source`; resumable through the work folder."""
-    from ..packs import manifest as mf
-    from ..packs.build import pack_name, seal, staging_dir
+    from ..packs.build import check_target, seal, staging_dir
 
     opts = opts or BuildOptions()
     log = log or (lambda s: print(s, file=sys.stderr))
     started = time.perf_counter()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise PackError(out, "already exists; pass --force to replace it")
-    name = name or pack_name(out.name)
-    if not mf.NAME_RE.match(name):
-        raise PackError(out, f"pack name {name!r}: use lowercase letters, digits, '.', '_', '-'")
+    name = check_target(out, name, overwrite)
     work = Path(work) if work else out.parent / f".{out.name}.work"
     store = ShardStore(work)
     if store.indices():

@@ -89,11 +89,7 @@ def build_pack(records: Iterable[Record], embedder, out: str | Path, *, name: st
 
     log = log or (lambda s: print(s, file=sys.stderr))
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise PackError(out, "already exists; pass overwrite (--force) to replace it")
-    name = name or pack_name(out.name)
-    if not mf.NAME_RE.match(name):
-        raise PackError(out, f"pack name {name!r}: use lowercase letters, digits, '.', '_', '-'")
+    name = check_target(out, name, overwrite)
     if crops is None:
         crops = PDQ_CROPS if embedder.metric == "hamming" else (1.0,)
     tmp = staging_dir(out)
@@ -108,6 +104,16 @@ def build_pack(records: Iterable[Record], embedder, out: str | Path, *, name: st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BuildResult(out, result["count"], result["vectors"], result["skipped"])
+
+
+def check_target(out: Path, name: str | None, overwrite: bool) -> str:
+    """The pack's name (from `out` unless given); refuses an existing pack without `overwrite`."""
+    if out.exists() and not overwrite:
+        raise PackError(out, "already exists; pass --force (overwrite) to replace it")
+    name = name or pack_name(out.name)
+    if not mf.NAME_RE.match(name):
+        raise PackError(out, f"pack name {name!r}: use lowercase letters, digits, '.', '_', '-'")
+    return name
 
 
 def staging_dir(out: Path) -> Path:
