@@ -287,7 +287,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         sample = np.concatenate([v for _, v in chunks()])[np.sort(rng.choice(n_vectors, take, replace=False))] \
             if n_vectors <= 2_000_000 else _sample_chunks(chunks(), take, n_vectors, rng)
         log(f"index: training on {len(sample):,} vectors")
-        index.train(sample)
+        fac.train(index, plan, sample)
     for ids, vecs in chunks():
         index.add_with_ids(vecs, ids)
     # recall@10 against exact search, on held-out queries drawn from the data

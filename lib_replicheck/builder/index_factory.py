@@ -51,7 +51,7 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB) -> Plan:
         if cand <= dim and dim % cand == 0 and n * (cand + 8) * 1.1 <= memory_budget:
             m = cand
     d_opq = dim if dim % m == 0 else m * (dim // m)
-    plan = Plan(f"OPQ{m}_{d_opq},{coarse},PQ{m}x8", metric, nlist=nlist, train_size=min(n, max(64 * nlist, 200_000)))
+    plan = Plan(f"OPQ{m}_{d_opq},{coarse},PQ{m}x8", metric, nlist=nlist, train_size=min(n, max(40 * nlist, 200_000)))
     plan.notes.append(f"{m} PQ bytes per vector fit a memory budget of {memory_budget / GB:.1f} GB")
     return plan
 
@@ -71,6 +71,36 @@ def new_index(plan: Plan, dim: int):
     # ids are the metadata rows (several variants of one image share one); IVF indexes store ids
     # themselves, a flat index needs an IDMap for them
     return faiss.IndexIDMap(index) if plan.exact else index
+
+
+def train(index, plan: Plan, sample) -> None:
+    """Train on a sample. Float IVF indexes get their coarse centroids from faiss's two-level k-means
+    (sqrt(nlist) clusters, then sub-clusters in each): a 16k-list quantiser then trains in about a
+    minute on 2 cores instead of hours; the transform (OPQ) is trained first, the PQ codebooks last."""
+    import faiss
+    import numpy as np
+
+    if plan.exact:
+        return
+    if plan.metric == "hamming":
+        index.index.train(sample) if hasattr(index, "index") else index.train(sample)
+        return
+    from faiss.contrib.clustering import two_level_clustering
+
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    inner = index
+    if isinstance(index, faiss.IndexPreTransform):
+        for i in range(index.chain.size()):
+            vt = index.chain.at(i)
+            vt.train(x)
+            x = np.ascontiguousarray(vt.apply(x))
+        inner = faiss.downcast_index(index.index)
+    ivf = faiss.extract_index_ivf(inner)
+    nc1 = max(1, int(round(math.sqrt(plan.nlist))))
+    centroids, _ = two_level_clustering(x, nc1, plan.nlist, clustering_niter=10, seed=1234)
+    ivf.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    inner.train(x)  # the quantiser is complete, so only the PQ codebooks (if any) are trained
+    index.is_trained = True
 
 
 def exact_topk(queries, chunks, k: int, metric: str):
