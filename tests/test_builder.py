@@ -189,7 +189,8 @@ def test_index_choice_follows_the_vector_count():
     assert fac.choose(500, 512, "cosine").factory == "Flat"
     assert fac.choose(300_000, 512, "cosine").factory == "IVF2048,Flat"
     big = fac.choose(12_000_000, 512, "cosine", memory_budget=1 * fac.GB)
-    assert big.factory.startswith("OPQ") and "IVF16384_HNSW32" in big.factory and 12_000_000 * 80 < fac.GB
+    assert big.factory == "OPQ64_512,IVF16384_HNSW32,PQ64x8"  # 64 bytes a vector fit 1 GB
+    assert fac.choose(12_000_000, 512, "cosine").factory == "IVF16384_HNSW32,PQ256x8"  # 4 GB: no OPQ
     assert fac.choose(5_000_000, 256, "hamming").factory.startswith("BIVF")
 
 

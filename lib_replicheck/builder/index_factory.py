@@ -50,8 +50,10 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB) -> Plan:
     for cand in (16, 32, 48, 64, 96, 128, 192, 256):
         if cand <= dim and dim % cand == 0 and n * (cand + 8) * 1.1 <= memory_budget:
             m = cand
-    d_opq = dim if dim % m == 0 else m * (dim // m)
-    plan = Plan(f"OPQ{m}_{d_opq},{coarse},PQ{m}x8", metric, nlist=nlist, train_size=min(n, max(40 * nlist, 200_000)))
+    # OPQ's rotation pays for few, wide sub-quantisers; with more than 64 bytes (8 or fewer dimensions
+    # each) it gains little and its training (hundreds of sub-quantisers, iterated) takes hours on a CPU
+    prefix = f"OPQ{m}_{dim}," if m <= 64 else ""
+    plan = Plan(f"{prefix}{coarse},PQ{m}x8", metric, nlist=nlist, train_size=min(n, max(40 * nlist, 200_000)))
     plan.notes.append(f"{m} PQ bytes per vector fit a memory budget of {memory_budget / GB:.1f} GB")
     return plan
 
