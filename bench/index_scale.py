@@ -1,6 +1,6 @@
 """Index scale: build a pack index from N synthetic SSCD-like vectors, then load it memory-mapped.
 
-    python bench/index_scale.py [--n 1000000] [--dim 512] [--memory-budget 4]
+    python bench/index_scale.py [--n 1000000] [--dim 512] [--memory-budget 4] [--keep]
 
 Synthetic vectors stand in for real ones (embedding N real images would take days on this
 machine): unit vectors around 1000 cluster centres, like descriptors of a photo collection. The
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -22,8 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def rss_mb() -> float:
-    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+def rss_mb(kind: str = "") -> float:
+    """Resident memory in MB: all of it, or only `RssAnon` (memory of its own) or `RssFile` (pages
+    of memory-mapped files, which the kernel can drop and read again)."""
+    if not kind:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    for line in open("/proc/self/status"):
+        if line.startswith(kind + ":"):
+            return int(line.split()[1]) / 1e3
+    return float("nan")
 
 
 def main() -> None:
@@ -32,6 +40,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--memory-budget", type=float, default=4.0, help="GB")
     ap.add_argument("--shard", type=int, default=100_000)
+    ap.add_argument("--keep", action="store_true", help="keep the shards and the pack (in a temp folder)")
     args = ap.parse_args()
 
     import numpy as np
@@ -64,7 +73,8 @@ def main() -> None:
          vectors=vectors, index=info)
     build_s = time.perf_counter() - t
     size = (out / "index.faiss").stat().st_size
-    before = rss_mb()
+    pack_size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    before, anon0, file0 = rss_mb(), rss_mb("RssAnon"), rss_mb("RssFile")
     pack = Pack(out)
     loaded = rss_mb() - before
     q = np.load(store.dir / "00000.npy", mmap_mode="r")[:200, 0]
@@ -72,10 +82,17 @@ def main() -> None:
     for row in q:
         pack.search(row[None], k=10)
     per_query = (time.perf_counter() - t) / len(q) * 1000
-    print(f"index {info['type']}: built in {build_s:.0f} s, {size / 1e6:,.0f} MB on disk, "
-          f"recall@10 {info['recall_at_10']:.3f}, params {info['search_params']}")
+    rerank = info.get("rerank")
+    print(f"index {info['type']}: built in {build_s:.0f} s, index {size / 1e6:,.0f} MB, whole pack "
+          f"{pack_size / 1e6:,.0f} MB on disk, recall@10 {info['recall_at_10']:.3f} against exact search, "
+          f"params {info['search_params']}" + (f", {rerank['candidates']} candidates re-ranked" if rerank else ""))
     print(f"loaded memory-mapped: +{loaded:.0f} MB resident; search with metadata: {per_query:.2f} ms per query "
-          f"(index alone: {info['query_ms']:.2f} ms); resident after 200 queries: +{rss_mb() - before:.0f} MB")
+          f"(index{' and re-ranking' if rerank else ''}: {info['query_ms']:.2f} ms); resident after 200 queries: "
+          f"+{rss_mb() - before:.0f} MB (+{rss_mb('RssAnon') - anon0:.0f} MB own memory, "
+          f"+{rss_mb('RssFile') - file0:.0f} MB pages of the memory-mapped files)")
+    pack.close()
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

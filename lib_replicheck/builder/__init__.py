@@ -290,19 +290,32 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         fac.train(index, plan, sample)
     for ids, vecs in chunks():
         index.add_with_ids(vecs, ids)
-    # recall@10 against exact search, on held-out queries drawn from the data
+    reranker = None
+    if plan.rerank:
+        from ..packs.rerank import RERANK_FILE, Reranker, write_rows
+
+        write_rows(folder / RERANK_FILE, (v for _, v in chunks()), n_vectors, spec.dim)
+        reranker = Reranker(folder / RERANK_FILE, n_vectors, spec.dim, variants)
+    # recall@10 against exact search for queries drawn from the data, each left out of its own
+    # results (as if held out: the pack keeps every image, and a query's own vector is no neighbour)
     rng = np.random.default_rng(1)
     all_q = np.concatenate([v for _, v in chunks()]) if n_vectors <= 200_000 else None
     qidx = np.sort(rng.choice(n_vectors, min(200, n_vectors), replace=False))
     queries = all_q[qidx] if all_q is not None else _pick(chunks(), qidx)
-    _, truth = fac.exact_topk(queries, chunks(), 10, spec.metric)
-    measured = fac.tune(index, plan, queries, truth, target=opts.recall_target)
+    own = qidx // variants
+    _, truth = fac.exact_topk(queries, chunks(), 10 + variants, spec.metric)
+    truth = fac.leave_out(truth, own, 10)
+    measured = fac.tune(index, plan, queries, truth, target=opts.recall_target, reranker=reranker, own=own,
+                         variants=variants)
     log(f"index: recall@10 {measured['recall_at_10']:.3f} against exact search, "
-        f"{measured['query_ms']:.2f} ms per query, params {measured['params'] or 'exact'}")
+        f"{measured['query_ms']:.2f} ms per query, params {measured['params'] or 'exact'}"
+        + (f", {measured['candidates']} candidates re-ranked" if reranker is not None else ""))
     faiss_index.write(index, folder / mf.INDEX_FILE)
     info = {"file": mf.INDEX_FILE, "type": plan.factory, "exact": plan.exact, "search_params": measured["params"],
             "recall_at_10": measured["recall_at_10"], "query_ms": measured["query_ms"],
             "variants": [{"centre_crop": c} for c in crops_for(spec.metric)]}
+    if reranker is not None:
+        info["rerank"] = {"file": RERANK_FILE, "dtype": "float16", "candidates": measured["candidates"]}
     return info, n_items, n_vectors
 
 

@@ -132,7 +132,8 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
     from ..weights import sha256_file
     from .pack import Pack
 
-    files = [mf.INDEX_FILE, mf.METADATA_FILE] + list(extra_files)
+    files = [mf.INDEX_FILE, mf.METADATA_FILE] + ([index["rerank"]["file"]] if index.get("rerank") else []) \
+        + list(extra_files)
     manifest = mf.Manifest(
         name=name, title=title or name, description=description, source=dict(source or {}), embedder=spec,
         count=count, vectors=vectors, index=index,

@@ -138,7 +138,11 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
             raise PackError(origin, f"manifest field 'files[{i}]' has a bad size or sha256")
         files.append(FileEntry(path, size, sha))
     paths = {f.path for f in files}
-    for required in (index.get("file", INDEX_FILE), METADATA_FILE):
+    rerank = index.get("rerank")
+    if rerank is not None and not (isinstance(rerank, dict) and isinstance(rerank.get("file"), str)
+                                   and isinstance(rerank.get("candidates"), int) and rerank["candidates"] > 0):
+        raise PackError(origin, "manifest field 'index.rerank' needs a 'file' and a positive 'candidates'")
+    for required in (index.get("file", INDEX_FILE), METADATA_FILE) + ((rerank["file"],) if rerank else ()):
         if required not in paths:
             raise PackError(origin, f"manifest does not list the file {required!r}")
     tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}

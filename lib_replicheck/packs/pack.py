@@ -55,6 +55,13 @@ class Pack:
         if rows != m.count:
             raise PackError(self.path, f"metadata holds {rows} rows, the manifest says {m.count}")
         self.variants = max(1, m.vectors // max(1, m.count)) if m.count else 1
+        self.reranker, self.candidates = None, 0
+        rerank = m.index.get("rerank")
+        if rerank:
+            from .rerank import Reranker
+
+            self.reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, self.variants)
+            self.candidates = int(rerank["candidates"])
 
     @property
     def name(self) -> str:
@@ -74,7 +81,9 @@ class Pack:
         if q.ndim != 2 or q.shape[1] != (self.embedder.dim // 8 if self.manifest.metric == "hamming" else self.embedder.dim):
             raise PackError(self.path, f"query vectors of shape {q.shape} do not fit this pack's embedder "
                                        f"{self.embedder.id}")
-        sim, dist, ids = faiss_index.search(self.index, q, k * self.variants)
+        sim, dist, ids = faiss_index.search(self.index, q, max(k * self.variants, self.candidates))
+        if self.reranker is not None:  # a compressed index: exact similarities decide the order
+            sim, ids = self.reranker.rescore(q, ids)
         items = self.metadata.get({int(i) for i in ids.ravel() if i >= 0})
         out = []
         for r in range(len(q)):
@@ -117,4 +126,6 @@ class Pack:
 
     def close(self) -> None:
         self.metadata.close()
-        self.index = None
+        if self.reranker is not None:
+            self.reranker.close()
+        self.index = self.reranker = None
