@@ -288,8 +288,13 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
             if n_vectors <= 2_000_000 else _sample_chunks(chunks(), take, n_vectors, rng)
         log(f"index: training on {len(sample):,} vectors")
         fac.train(index, plan, sample)
+    added, t, shown = 0, time.perf_counter(), time.perf_counter()
     for ids, vecs in chunks():
         index.add_with_ids(vecs, ids)
+        added += len(vecs)
+        if time.perf_counter() - shown > 60 or added == n_vectors:
+            log(f"index: {added:,} of {n_vectors:,} vectors added ({time.perf_counter() - t:.0f} s)")
+            shown = time.perf_counter()
     reranker = None
     if plan.rerank:
         from ..packs.rerank import RERANK_FILE, Reranker, write_rows

@@ -1,9 +1,10 @@
 """Choosing, training and filling the index of a pack, the way autofaiss chooses (see science.md):
 
 - exact (Flat) while a flat index is small (under 100k vectors) and fits the memory budget;
-- IVF with 4*sqrt(N) lists and uncompressed vectors under 1M vectors when they fit the budget;
-- otherwise OPQ + IVF (16k-65k lists, an HNSW coarse quantiser from 1M) + PQ, with as many PQ bytes
-  per vector as the budget allows.
+- IVF with uncompressed vectors whenever they fit the budget: 4*sqrt(N) lists under 1M vectors,
+  16k-65k lists with an HNSW coarse quantiser from 1M;
+- otherwise the same IVF + PQ (with an OPQ rotation up to 64 bytes), with as many PQ bytes per
+  vector as the budget allows, and exact re-ranking of its candidates from float16 vectors on disk.
 Binary (PDQ) packs: BFlat under 1M codes, else binary IVF. IVF indexes are memory-mapped when a
 pack is loaded. The builder measures recall@10 against exact search and the single-query latency,
 and picks the smallest nprobe that reaches the recall target.
@@ -42,11 +43,10 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB) -> Plan:
     flat_bytes = n * dim * 4
     if n < 100_000 and flat_bytes <= memory_budget:
         return Plan("Flat", metric, exact=True)
-    if n < 1_000_000 and flat_bytes * 1.1 <= memory_budget:
-        nlist = _pow2(4 * math.sqrt(n))
-        return Plan(f"IVF{nlist},Flat", metric, nlist=nlist, train_size=min(n, 64 * nlist))
     nlist = min(65536, max(16384, _pow2(4 * math.sqrt(n)))) if n >= 1_000_000 else _pow2(4 * math.sqrt(n))
     coarse = f"IVF{nlist}_HNSW32" if n >= 1_000_000 else f"IVF{nlist}"
+    if flat_bytes * 1.1 <= memory_budget:  # uncompressed vectors fit: nothing to lose to quantisation
+        return Plan(f"{coarse},Flat", metric, nlist=nlist, train_size=min(n, 64 * nlist))
     m = 8
     for cand in (16, 32, 48, 64, 96, 128, 192, 256):
         if cand <= dim and dim % cand == 0 and n * (cand + 8) * 1.1 <= memory_budget:

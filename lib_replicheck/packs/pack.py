@@ -84,21 +84,26 @@ class Pack:
         sim, dist, ids = faiss_index.search(self.index, q, max(k * self.variants, self.candidates))
         if self.reranker is not None:  # a compressed index: exact similarities decide the order
             sim, ids = self.reranker.rescore(q, ids)
-        items = self.metadata.get({int(i) for i in ids.ravel() if i >= 0})
-        out = []
+        best = []  # per query: (id, column) of its k closest distinct images
         for r in range(len(q)):
-            seen, hits = set(), []
+            seen, row = set(), []
             for c in range(ids.shape[1]):
                 i = int(ids[r, c])
-                if i < 0 or i in seen:
-                    continue
-                seen.add(i)
+                if i >= 0 and i not in seen:
+                    seen.add(i)
+                    row.append((i, c))
+                    if len(row) == k:
+                        break
+            best.append(row)
+        items = self.metadata.get({i for row in best for i, _ in row})
+        out = []
+        for r, row in enumerate(best):
+            hits = []
+            for i, c in row:
                 item = items.get(i)
                 if item is None:
                     raise PackError(self.path, f"index id {i} has no metadata row (index and metadata disagree)")
                 hits.append(Hit(item, float(sim[r, c]), None if dist is None else int(dist[r, c])))
-                if len(hits) == k:
-                    break
             out.append(hits)
         return out
 

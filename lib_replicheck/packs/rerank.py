@@ -2,9 +2,10 @@
 
 A product-quantised index keeps a few bytes per vector in memory, which finds the right
 neighbourhood but orders near neighbours poorly (recall@10 around 0.3 with 64 bytes for 512-d
-descriptors). The pack therefore also stores every vector as float16 in `vectors.f16.npy`,
-memory-mapped: a query reads only its candidates' rows from disk, so resident memory stays that of
-the index, and their exact similarity decides the order.
+descriptors). The pack therefore also stores every vector as float16 in `vectors.f16.npy`; a
+query reads only its candidates' rows (positioned reads, not a memory map: mapped pages would count
+as the process's memory, a whole 64 KB around each 1 KB row), and their exact similarity decides
+the order. Resident memory stays that of the index.
 
 Rows are in id order, the variants of one image next to each other (row = id * variants + v), and
 an image's similarity is that of its closest variant, as in the index itself.
@@ -12,7 +13,8 @@ an image's similarity is that of its closest variant, as in the index itself.
 
 from __future__ import annotations
 
-import mmap
+import os
+import threading
 from pathlib import Path
 
 from ..errors import PackError
@@ -26,27 +28,48 @@ class Reranker:
 
         path = Path(path)
         try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                if version not in ((1, 0), (2, 0)):
-                    raise ValueError(f"unsupported .npy version {version}")
-                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = header(f)
-                offset = f.tell()
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as e:
+            f = open(path, "rb", buffering=0)
+        except OSError as e:
             raise PackError(path.parent, f"re-ranking file {path.name} cannot be read ({e})") from None
-        if dtype != np.float16 or fortran or tuple(shape) != (vectors, dim) or \
-                len(self._map) != offset + vectors * dim * 2:
-            self._map.close()
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy version {version}")
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(f)
+            self._offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+        except (OSError, ValueError) as e:
+            f.close()
+            raise PackError(path.parent, f"re-ranking file {path.name} cannot be read ({e})") from None
+        if dtype != np.float16 or fortran or tuple(shape) != (vectors, dim) or size != self._offset + vectors * dim * 2:
+            f.close()
             raise PackError(path.parent, f"re-ranking file {path.name} holds {dtype} {tuple(shape)}, "
                                          f"the manifest says float16 ({vectors}, {dim})")
-        if hasattr(self._map, "madvise"):
-            # rows are read a few at a time, scattered: read-ahead would only fill memory
-            self._map.madvise(mmap.MADV_RANDOM)
-        self.rows = np.ndarray((vectors, dim), dtype=np.float16, buffer=self._map, offset=offset)
-        self.variants = max(1, int(variants))
+        if hasattr(os, "posix_fadvise"):  # scattered reads: read-ahead would only fill the page cache
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        self._file, self._lock = f, threading.Lock()
+        self.dim, self.variants = dim, max(1, int(variants))
+        self._row_bytes = self.variants * dim * 2  # the variants of one id, next to each other
+
+    def _read(self, ids):
+        """The float16 rows of `ids` (sorted), as float32 [len(ids), variants, dim]."""
+        import numpy as np
+
+        n, fd = self._row_bytes, self._file.fileno()
+        if hasattr(os, "pread"):
+            parts = [os.pread(fd, n, self._offset + int(i) * n) for i in ids]
+        else:
+            with self._lock:
+                parts = []
+                for i in ids:
+                    self._file.seek(self._offset + int(i) * n)
+                    parts.append(self._file.read(n))
+        data = b"".join(parts)
+        if len(data) != n * len(ids):
+            raise PackError(Path(self._file.name).parent, "re-ranking file is shorter than its header says")
+        return np.frombuffer(data, dtype=np.float16).astype(np.float32).reshape(len(ids), self.variants, self.dim)
 
     def rescore(self, queries, ids):
         """Exact similarities of the candidate `ids` [n, c] (-1 = none): (similarity, ids), both [n, c],
@@ -56,25 +79,18 @@ class Reranker:
         n, c = ids.shape
         sims = np.full((n, c), -np.inf, dtype=np.float32)
         out = np.full((n, c), -1, dtype=np.int64)
-        v = self.variants
         for r in range(n):
             cand = np.unique(ids[r][ids[r] >= 0])  # sorted, so reads go forward through the file
             if not len(cand):
                 continue
-            rows = (cand[:, None] * v + np.arange(v)[None, :]).ravel()
-            vecs = np.asarray(self.rows[rows], dtype=np.float32)
-            s = (vecs @ np.asarray(queries[r], dtype=np.float32)).reshape(len(cand), v).max(axis=1)
+            s = (self._read(cand) @ np.asarray(queries[r], dtype=np.float32)).max(axis=1)
             order = np.argsort(-s, kind="stable")
             sims[r, : len(cand)] = s[order]
             out[r, : len(cand)] = cand[order]
         return sims, out
 
     def close(self) -> None:
-        self.rows = None
-        try:
-            self._map.close()
-        except BufferError:  # rows still referenced elsewhere: the mapping goes with them
-            pass
+        self._file.close()
 
 
 def write_rows(path: str | Path, chunks, total: int, dim: int) -> None:
