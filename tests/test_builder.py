@@ -189,7 +189,7 @@ def test_killed_build_resumes_to_the_same_pack(tmp_path, photos_small):
 def test_index_choice_follows_the_vector_count():
     assert fac.choose(500, 512, "cosine").factory == "Flat"
     assert fac.choose(300_000, 512, "cosine").factory == "IVF2048,Flat"
-    assert fac.choose(1_000_000, 512, "cosine").factory == "IVF16384_HNSW32,Flat"  # 2 GB fit 4 GB
+    assert fac.choose(1_000_000, 512, "cosine").factory == "IVF4096_HNSW32,Flat"  # 2 GB fit 4 GB
     assert fac.choose(1_000_000, 512, "cosine", memory_budget=1 * fac.GB).rerank  # they do not fit 1 GB
     big = fac.choose(12_000_000, 512, "cosine", memory_budget=1 * fac.GB)
     assert big.factory == "OPQ64_512,IVF16384_HNSW32,PQ64x8"  # 64 bytes a vector fit 1 GB
