@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--ray-address", help="an existing Ray cluster, e.g. ray://head:10001 (implies --ray)")
     b.add_argument("--memory-budget", type=float, default=4.0, help="GB the index may take in RAM (4)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the index is tuned to (0.95)")
+    b.add_argument("--max-query-ms", type=float, default=10.0,
+                   help="latency budget of one search, in ms; the most accurate setting within it is kept "
+                        "when none reaches the recall target (10)")
     b.add_argument("--download-timeout", type=int, default=10, help="parquet sources: seconds per image (10)")
     b.add_argument("--force", action="store_true", help="replace an existing pack at --out (once the new one is verified)")
     _model_args(b)
@@ -212,6 +215,7 @@ def cmd_build(args) -> int:
         weights=str(args.weights) if args.weights else None, offline=args.offline, shard_size=max(1, args.shard_size),
         batch=max(1, args.batch), workers=max(1, args.workers), ray=args.ray or bool(args.ray_address),
         ray_address=args.ray_address, memory_budget=int(args.memory_budget * GB), recall_target=args.recall_target,
+        max_query_ms=args.max_query_ms,
         exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
         thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
         download_timeout=args.download_timeout)

@@ -197,9 +197,44 @@ def test_index_choice_follows_the_vector_count():
     assert fac.choose(5_000_000, 256, "hamming").factory.startswith("BIVF")
 
 
+def test_tuning_keeps_the_latency_budget():
+    """As autofaiss: the fastest setting reaching the recall target within the latency budget; when the
+    target needs more time than the budget, the most accurate setting within it; when nothing is that
+    fast, the fastest."""
+    tried = [{"params": {"nprobe": p}, "recall_at_10": r, "query_ms": ms}
+             for p, r, ms in ((1, 0.60, 0.5), (2, 0.80, 1.0), (4, 0.93, 2.0), (8, 0.96, 4.0), (16, 0.99, 8.0))]
+    assert fac.pick(tried, 0.95, 10.0)["params"] == {"nprobe": 8}  # fastest reaching 0.95
+    assert fac.pick(tried, 0.95, None)["params"] == {"nprobe": 8}
+    assert fac.pick(tried, 0.95, 3.0)["params"] == {"nprobe": 4}  # 0.95 needs 4 ms: best within 3 ms
+    assert fac.pick(tried, 0.95, 0.1)["params"] == {"nprobe": 1}  # nothing within 0.1 ms: fastest
+    assert fac.pick(tried, 0.999, 100.0)["params"] == {"nprobe": 16}  # target unreachable: most accurate
+
+
+def test_index_stage_records_a_missed_latency_budget(tmp_path):
+    """A budget no search can keep (1 microsecond) still gives a working pack: the fastest setting is
+    kept, the build log warns, and the manifest records what the index was tuned for."""
+    from lib_replicheck.builder import index_stage
+    from lib_replicheck.embedders import sscd
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 512)).astype("float32")
+    store = ShardStore(tmp_path / "work")
+    for s in range(2):
+        v = centres[rng.integers(0, 50, 60_000)] + 0.6 * rng.standard_normal((60_000, 512)).astype("float32")
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        store.write(s, v[:, None, :], [{"key": f"{s}-{i}"} for i in range(60_000)], [])
+    logs = []
+    info, _, _ = index_stage(store, sscd.spec_for("sscd_disc_mixup"), tmp_path, _opts(embedder="sscd", max_query_ms=0.001),
+                             logs.append)
+    assert info["type"].startswith("IVF") and info["search_params"]["nprobe"] == 1
+    assert info["tuned_for"] == {"recall_at_10": 0.95, "max_query_ms": 0.001}
+    assert "no search setting reaches recall@10 0.95 within 0.001 ms a query; kept the fastest" in "\n".join(logs)
+
+
 def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
     """150k clustered synthetic 512-d vectors (stand-ins for SSCD descriptors): an IVF index, nprobe
-    tuned to recall@10 >= 0.95, recorded in the manifest, applied and memory-mapped on load."""
+    tuned to recall@10 >= 0.95, recorded in the manifest with the share of copies it finds, applied
+    and memory-mapped on load."""
     from lib_replicheck.builder import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.build import seal, staging_dir
@@ -218,6 +253,7 @@ def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
     seal(tmp, tmp_path / "synthetic", name="synthetic", title=None, description="", source={}, spec=spec,
          count=count, vectors=vectors, index=info)
     assert info["type"].startswith("IVF") and info["recall_at_10"] >= 0.95 and info["search_params"]["nprobe"] >= 1
+    assert info["copies_found"] >= 0.95  # stand-ins for edited copies at similarity 0.5 find their original
     pack = Pack(tmp_path / "synthetic")
     import faiss
 

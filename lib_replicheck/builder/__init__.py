@@ -41,6 +41,7 @@ class BuildOptions:
     ray_address: str | None = None
     memory_budget: int = 4 * GB
     recall_target: float = 0.95
+    max_query_ms: float = 10.0  # latency budget of one query, as autofaiss's default
     exclude: str | None = None
     license: str | None = None
     thumbnails: bool = False  # store a 256-pixel thumbnail per image in the pack
@@ -311,13 +312,21 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     _, truth = fac.exact_topk(queries, chunks(), 10 + variants, spec.metric)
     truth = fac.leave_out(truth, own, 10)
     measured = fac.tune(index, plan, queries, truth, target=opts.recall_target, reranker=reranker, own=own,
-                         variants=variants)
+                         variants=variants, max_ms=None if plan.exact else opts.max_query_ms)
     log(f"index: recall@10 {measured['recall_at_10']:.3f} against exact search, "
         f"{measured['query_ms']:.2f} ms per query, params {measured['params'] or 'exact'}"
-        + (f", {measured['candidates']} candidates re-ranked" if reranker is not None else ""))
+        + (f", {measured['candidates']} candidates re-ranked" if reranker is not None else "")
+        + (f"; finds {measured['copies_found']:.1%} of edited-copy stand-ins at similarity "
+           f"{fac.COPY_SIMILARITY} first" if "copies_found" in measured else ""))
+    if not measured["reached"] or not measured["within_budget"]:
+        log(f"index: warning: no search setting reaches recall@10 {opts.recall_target} within "
+            f"{opts.max_query_ms:g} ms a query; kept the " + ("most accurate within the budget" if
+                                                             measured["within_budget"] else "fastest"))
     faiss_index.write(index, folder / mf.INDEX_FILE)
     info = {"file": mf.INDEX_FILE, "type": plan.factory, "exact": plan.exact, "search_params": measured["params"],
             "recall_at_10": measured["recall_at_10"], "query_ms": measured["query_ms"],
+            "tuned_for": {"recall_at_10": opts.recall_target, "max_query_ms": opts.max_query_ms},
+            **({"copies_found": measured["copies_found"]} if "copies_found" in measured else {}),
             "variants": [{"centre_crop": c} for c in crops_for(spec.metric)]}
     if reranker is not None:
         info["rerank"] = {"file": RERANK_FILE, "dtype": "float16", "candidates": measured["candidates"]}
