@@ -208,6 +208,11 @@ def test_tuning_keeps_the_latency_budget():
     assert fac.pick(tried, 0.95, 3.0)["params"] == {"nprobe": 4}  # 0.95 needs 4 ms: best within 3 ms
     assert fac.pick(tried, 0.95, 0.1)["params"] == {"nprobe": 1}  # nothing within 0.1 ms: fastest
     assert fac.pick(tried, 0.999, 100.0)["params"] == {"nprobe": 16}  # target unreachable: most accurate
+    # a setting that finds the unrelated neighbours but misses copies has not reached the target
+    for m, found in zip(tried, (0.5, 0.6, 0.7, 0.8, 0.97)):
+        m["copies_found"] = found
+    assert fac.pick(tried, 0.95, 10.0)["params"] == {"nprobe": 16}
+    assert fac.pick(tried, 0.95, 5.0)["params"] == {"nprobe": 8}
 
 
 def test_index_stage_records_a_missed_latency_budget(tmp_path):
@@ -228,7 +233,7 @@ def test_index_stage_records_a_missed_latency_budget(tmp_path):
                              logs.append)
     assert info["type"].startswith("IVF") and info["search_params"]["nprobe"] == 1
     assert info["tuned_for"] == {"recall_at_10": 0.95, "max_query_ms": 0.001}
-    assert "no search setting reaches recall@10 0.95 within 0.001 ms a query; kept the fastest" in "\n".join(logs)
+    assert "no search setting reaches recall@10 0.95 (and finds as many copies) within 0.001 ms a query; kept the fastest" in "\n".join(logs)
 
 
 def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):

@@ -319,7 +319,8 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         + (f"; finds {measured['copies_found']:.1%} of edited-copy stand-ins at similarity "
            f"{fac.COPY_SIMILARITY} first" if "copies_found" in measured else ""))
     if not measured["reached"] or not measured["within_budget"]:
-        log(f"index: warning: no search setting reaches recall@10 {opts.recall_target} within "
+        log(f"index: warning: no search setting reaches recall@10 {opts.recall_target} (and finds as many "
+            f"copies) within "
             f"{opts.max_query_ms:g} ms a query; kept the " + ("most accurate within the budget" if
                                                              measured["within_budget"] else "fastest"))
     faiss_index.write(index, folder / mf.INDEX_FILE)
