@@ -1,62 +1,160 @@
-"""Reading images safely and turning any of them into plain 8-bit RGB.
+"""Reading images safely and turning any of them into plain 8-bit RGB, in one place.
 
-Generated images, scraped training images and whatever a user points the command line at come in
-every mode PIL knows: CMYK, 16-bit, palettes with transparency, alpha, animations. Embedders want
-one thing, so everything is normalised here, once, and every failure names the file.
+Generated images, scraped training images, API uploads and whatever a user points the command line
+at all go through `decode`: only the formats below are recognised (never EPS/PostScript, which
+Pillow hands to Ghostscript, nor any other of Pillow's exotic decoders), the pixel count is
+checked against one cap before a single pixel is decoded, EXIF orientation is applied (the image
+as every viewer shows it), and every mode PIL knows comes out as 8-bit RGB. Every failure is an
+ImageError naming the file or field.
 """
 
 from __future__ import annotations
 
-import warnings
+import io
+import os
+import struct
 from pathlib import Path
 from typing import Iterator
 
 from .errors import ImageError
 
-#: Refuse images above this many pixels (PIL's own bomb limit is twice its warning limit of 89M).
+#: Refuse images above this many pixels: 100 Mpx is far above any generation or training image,
+#: and still bounds a decoded RGBA image to 400 MB.
 MAX_PIXELS = 100_000_000
 
+#: The only formats decoded (Pillow's format ids). EPS, PDF, PSD, ICO, SVG-ish and the rest are
+#: refused whatever the file is called.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+#: Rows converted at once when 16-bit or 32-bit data is scaled to 8 bits (bounds the temporary copies).
+_BAND_PIXELS = 1 << 20
+
+
+def decode(source: bytes | str | os.PathLike, *, name: str | None = None, max_pixels: int = MAX_PIXELS):
+    """An 8-bit RGB PIL image from encoded bytes or a file, EXIF orientation applied.
+
+    `name` is what errors call the image (e.g. "request field 'image'"); by default the path, or
+    "image data" for bytes. Raises ImageError for anything that is not a readable PNG, JPEG, WebP,
+    GIF, BMP or TIFF of at most `max_pixels` pixels. Safe to call from worker threads: it changes
+    no global state of PIL or of the warnings module.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "image data"
+        return _decode_open_file(io.BytesIO(bytes(source)), label, max_pixels)
+    path = Path(source)
+    label = name or str(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise ImageError(label, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(label, "is a folder, not an image") from None
+    except PermissionError:
+        raise ImageError(label, "permission denied") from None
+    except OSError as e:
+        raise ImageError(label, f"could not be read: {e.strerror or e}") from None
+    with f:
+        return _decode_open_file(f, label, max_pixels)
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS):
     """Open `path` and return an RGB PIL image, or raise ImageError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    return decode(path, max_pixels=max_pixels)
 
-    path = Path(path)
+
+def _decode_open_file(fp, label: str, max_pixels: int):
+    from PIL import Image
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ImageError(path, f"{w}x{h} pixels is over the limit of {max_pixels:,} "
-                                           "(a decompression bomb, or an image far larger than any generation)")
-                if getattr(im, "is_animated", False):
-                    im.seek(0)  # the first frame stands for the animation
-                im.load()
-                return to_rgb(im)
+        im = _open_allowed(fp)
+        if im is None:
+            raise ImageError(label, "not an image replicheck reads (only " + ", ".join(FORMATS)
+                             + " are accepted; the file is of another format, or corrupt)")
+        w, h = im.size
+        if w < 1 or h < 1:
+            raise ImageError(label, f"has no pixels ({w}x{h})")
+        if w * h > max_pixels:
+            raise ImageError(label, f"{w}x{h} pixels is over the limit of {max_pixels:,} "
+                                    "(a decompression bomb, or an image far larger than any generation)")
+        if getattr(im, "is_animated", False):
+            im.seek(0)  # the first frame stands for the animation
+        im.load()
+        orientation = _orientation(im)
+        rgb = to_rgb(im)
+        return _apply_orientation(rgb, orientation)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a folder, not an image") from None
-    except PermissionError:
-        raise ImageError(path, "permission denied") from None
-    except UnidentifiedImageError:
-        raise ImageError(path, "not an image PIL can read (unknown or corrupt format)") from None
+    except MemoryError:
+        raise ImageError(label, "out of memory while decoding") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(path, f"refused as a decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(path, f"could not be decoded: {e} (truncated or corrupt?)") from None
+        raise ImageError(label, f"refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
+        raise ImageError(label, f"could not be decoded: {str(e)[:200]} (truncated or corrupt?)") from None
+
+
+def _open_allowed(fp):
+    """Identify `fp` among FORMATS only and return the (not yet loaded) image, or None.
+
+    This is what `Image.open(fp, formats=FORMATS)` does, without its decompression-bomb check:
+    that check turns into a warning at PIL's global MAX_IMAGE_PIXELS (89.5 Mpx) and an error at
+    twice that, and silencing or tightening it would mean changing PIL's or the warnings module's
+    process-wide state from a worker thread of the web UI. The caller applies its own cap instead,
+    before anything is decoded.
+    """
+    from PIL import Image
+
+    Image.preinit()
+    prefix = fp.read(16)
+    for fmt in FORMATS:
+        if fmt not in Image.OPEN:
+            Image.init()
+        if fmt not in Image.OPEN:
+            continue  # e.g. Pillow built without WebP
+        factory, accept = Image.OPEN[fmt]
+        try:
+            result = not accept or accept(prefix)
+            if result and not isinstance(result, str):
+                fp.seek(0)
+                return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, ValueError, EOFError, struct.error):
+            continue  # a format whose signature matched but whose header did not: try the next one
+    return None
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation tag (1 to 8); 1 when there is none or the EXIF block is unreadable,
+    which is also what viewers do with a broken block."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return value if isinstance(value, int) and 1 <= value <= 8 else 1
+    except Exception:  # noqa: BLE001 - malformed EXIF raises anything from struct.error to KeyError
+        return 1
+
+
+def _apply_orientation(im, orientation: int):
+    """Turn the stored pixels into the displayed image, as ImageOps.exif_transpose does."""
+    from PIL import Image
+
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+    return im.transpose(method) if method is not None else im
 
 
 def to_rgb(im):
     """Convert a PIL image of any mode to 8-bit RGB.
 
-    Transparency is composited on white (what a viewer shows), 16-bit and float greys are scaled
-    rather than clipped, CMYK and the other colour spaces go through PIL's converters.
+    Transparency is composited on white (what a viewer shows), 16-bit greys are scaled (65535 ->
+    255) rather than clipped, 32-bit and float greys are stretched onto 0..255, CMYK and the
+    other colour spaces go through PIL's converters.
     """
     from PIL import Image
 
@@ -69,21 +167,42 @@ def to_rgb(im):
         if mode == "RGB":
             return im
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        import numpy as np
-
-        a = np.asarray(im, dtype=np.float64)
-        if mode.startswith("I;16"):
-            a = a / 257.0
-        else:
-            lo, hi = float(a.min()), float(a.max())
-            if hi > 255 or lo < 0:  # 32-bit or float data: stretch its range onto 0..255
-                a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else a * 0
-        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype("uint8")).convert("RGB")
+        return Image.fromarray(_grey_to_uint8(im)).convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return im.convert("RGB")
+
+
+def _grey_to_uint8(im):
+    """uint8 HxW from a 16-bit, 32-bit or float grey image, a band of rows at a time.
+
+    16-bit values are divided by 257 with rounding in integer arithmetic (exact for 8-bit data
+    stored as 16-bit); other data is stretched from its min..max in float32. No full-size float64
+    copy is ever made: a 100 Mpx 16-bit image needs its own 200 MB plus the 100 MB result.
+    """
+    import numpy as np
+
+    a = np.asarray(im)
+    if a.ndim != 2:
+        a = a.reshape(im.size[1], im.size[0])
+    out = np.empty(a.shape, dtype=np.uint8)
+    rows = max(1, _BAND_PIXELS // max(1, a.shape[1]))
+    sixteen = im.mode.startswith("I;16")
+    if not sixteen:
+        lo, hi = float(a.min()), float(a.max())
+        stretch = hi > 255 or lo < 0
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    for y in range(0, a.shape[0], rows):
+        band = a[y:y + rows]
+        if sixteen:
+            out[y:y + rows] = (band.astype(np.uint32) + 128) // 257
+        elif stretch:
+            out[y:y + rows] = np.clip((band.astype(np.float32) - lo) * scale + 0.5, 0, 255).astype(np.uint8)
+        else:
+            out[y:y + rows] = np.clip(band.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def iter_image_files(paths: list[str | Path]) -> Iterator[Path]:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lib_replicheck.errors import ImageError
-from lib_replicheck.images import iter_image_files, load_image, to_rgb
+from lib_replicheck.images import decode, iter_image_files, load_image, to_rgb
 
 PHOTO = "lib_replicheck/demo_images/pack/coffee.jpg"
 
@@ -112,3 +112,84 @@ def test_iter_image_files_walks_folders(tmp_path, photo):
     named.write_text("?")
     found = list(iter_image_files([tmp_path, named]))
     assert found == [tmp_path / "a" / "x.jpg", named]
+
+
+def _stored_with_orientation(displayed, orientation: int, path):
+    """Save `displayed` as a camera would: the pixels as the sensor stored them, plus the EXIF
+    Orientation tag that tells viewers how to turn them back."""
+    stored = {6: displayed.transpose(Image.Transpose.ROTATE_90),
+              3: displayed.transpose(Image.Transpose.ROTATE_180),
+              8: displayed.transpose(Image.Transpose.ROTATE_270)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("orientation", [6, 3, 8])
+def test_exif_orientation_is_applied(tmp_path, photo, orientation):
+    f = _stored_with_orientation(photo, orientation, tmp_path / "rotated.jpg")
+    with Image.open(f) as raw:
+        assert raw.size == (photo.size[::-1] if orientation != 3 else photo.size)
+    im = load_image(f)
+    _assert_rgb_like(im, photo, tol=4)  # displayed as the original, not sideways
+
+
+def test_bytes_are_decoded_and_errors_name_the_field(photo):
+    import io
+
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    im = decode(buf.getvalue(), name="request field 'image'")
+    assert im.mode == "RGB" and im.size == photo.size
+    with pytest.raises(ImageError) as e:
+        decode(b"GIF89a broken", name="request field 'image'")
+    assert "request field 'image'" in str(e.value)
+
+
+def test_pixel_cap_is_max_pixels_whatever_pils_own_limit(tmp_path, monkeypatch):
+    """One cap everywhere: PIL's global bomb limit (a warning at 89.5 Mpx, which the command line
+    used to turn into an error) neither refuses an image under the cap nor is changed by decoding."""
+    import warnings
+
+    small = tmp_path / "small.png"
+    Image.new("L", (100, 50), 7).save(small)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # stands in for 89.5M at 1/1000th the size
+    filters = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning from decoding would fail the test
+        assert load_image(small).size == (100, 50)
+        with pytest.raises(ImageError, match="over the limit of 4,999"):
+            load_image(small, max_pixels=4999)
+        assert decode(small, max_pixels=5000).size == (100, 50)
+    assert Image.MAX_IMAGE_PIXELS == 1000 and warnings.filters == filters
+
+
+def test_cap_applies_before_decoding(tmp_path):
+    over = tmp_path / "over.png"
+    Image.new("1", (10_001, 10_000)).save(over)  # MAX_PIXELS + 10,000, a few kilobytes on disk
+    with pytest.raises(ImageError, match="10001x10000 pixels is over the limit of 100,000,000"):
+        load_image(over)
+
+
+def test_sixteen_bit_grey_is_scaled_in_integers_without_float_copies(tmp_path):
+    import tracemalloc
+
+    g = (np.arange(2000 * 2000, dtype=np.uint32).reshape(2000, 2000) % 65536).astype(np.uint16)
+    g[0, :4] = [0, 257, 65535, 128 * 257]
+    path = tmp_path / "grey16.png"
+    Image.fromarray(g).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "I;16"
+        im.load()
+        tracemalloc.start()
+        out = to_rgb(im)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    a = np.asarray(out)
+    assert a.dtype == np.uint8 and a.shape == (2000, 2000, 3)
+    assert list(a[0, :4, 0]) == [0, 1, 255, 128]
+    expect = ((g.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    assert (a[..., 0] == expect).all()
+    # the 16-bit pixels (2 bytes each), the 8-bit result and one band; a float64 copy alone is 8
+    assert peak < 4.5 * g.size, peak

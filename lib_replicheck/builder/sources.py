@@ -35,24 +35,13 @@ class SourceItem:
     hash: str | None = None  # the parquet's hash column, when there is one
 
     def open(self):
-        """The decoded RGB image; ImageError naming the row when it cannot be read."""
-        from PIL import Image, UnidentifiedImageError
-
-        from ..errors import ImageError
-        from ..images import MAX_PIXELS, load_image, to_rgb
+        """The decoded RGB image as displayed (EXIF orientation applied), through the one decoder
+        every image goes through; ImageError naming the row when it cannot be read."""
+        from ..images import decode
 
         if self.path is not None:
-            return load_image(self.path)
-        try:
-            with Image.open(io.BytesIO(self.data or b"")) as im:
-                if im.size[0] * im.size[1] > MAX_PIXELS:
-                    raise ImageError(self.key, f"{im.size[0]}x{im.size[1]} pixels is over the limit")
-                im.load()
-                return to_rgb(im)
-        except ImageError:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageError(self.key, f"not a readable image ({e})") from None
+            return decode(self.path)
+        return decode(self.data or b"", name=self.key)
 
 
 class Exclusions:
