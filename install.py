@@ -1,59 +1,168 @@
 """Run by the web UI (Extensions tab install, and at every start): install what replicheck needs.
 
 Only what is missing or too old is installed, with the web UI's own pip helper; torch is never
-touched (the web UI owns it); --skip-install is honoured; one line says what happened. pdqhash
-builds from source: where that fails (no C++ compiler), only the pdq embedder is disabled.
+touched (the web UI owns it); --skip-install is honoured. Everything the web UI already installed is
+kept at its version (pip gets it as constraints), so installing replicheck never upgrades a package
+the web UI pinned, e.g. protobuf 3.20.0 (onnxruntime 1.27 and later want protobuf >= 4.25.8; pip then
+picks an older onnxruntime instead). Afterwards a fresh interpreter checks that each package really
+imports (SD.Next's pip helper silently refuses onnxruntime): what is missing is said plainly, with
+the command to install it by hand, and the script exits with an error. pdqhash builds from source:
+where that fails (no C++ compiler), only the pdq embedder is disabled.
 """
 
+from __future__ import annotations
+
 import importlib.metadata
+import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 
 import launch
 
-#: (distribution, import name, minimum version, optional)
+
+@dataclass(frozen=True)
+class Requirement:
+    dist: str  # the distribution pip installs
+    module: str  # the import name
+    minimum: str
+    optional: bool = False  # without it only one feature is off (see `without`)
+    without: str = ""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.dist}>={self.minimum}"
+
+
 REQUIREMENTS = (
-    ("faiss-cpu", "faiss", "1.7.4", False),
-    ("onnxruntime", "onnxruntime", "1.16.0", False),
-    ("requests", "requests", "2.25.0", False),
-    ("tqdm", "tqdm", "4.60.0", False),
-    ("pdqhash", "pdqhash", "0.2.2", True),
+    # 1.11: packs are opened with faiss.IO_FLAG_MMAP_IFC
+    Requirement("faiss-cpu", "faiss", "1.11.0"),
+    Requirement("onnxruntime", "onnxruntime", "1.16.0"),
+    Requirement("requests", "requests", "2.25.0"),
+    Requirement("tqdm", "tqdm", "4.60.0"),
+    Requirement("pdqhash", "pdqhash", "0.2.2", optional=True, without="the pdq embedder is disabled, sscd and clip work"),
 )
+
+#: bounds the import check of freshly installed packages (faiss and onnxruntime load large libraries)
+PROBE_TIMEOUT_S = 300
+_PEP440 = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$", re.I)
 
 
 def _version_tuple(v: str) -> tuple:
     return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
 
 
-def missing_or_old(dist: str, module: str, minimum: str) -> bool:
-    if not launch.is_installed(module):
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def missing_or_old(req: Requirement) -> bool:
+    if not launch.is_installed(req.module):
         return True
     try:
-        have = importlib.metadata.version(dist)
+        have = importlib.metadata.version(req.dist)
     except importlib.metadata.PackageNotFoundError:
         return False  # importable under another distribution name (e.g. faiss-gpu): keep it
-    return _version_tuple(have) < _version_tuple(minimum)
+    return _version_tuple(have) < _version_tuple(req.minimum)
 
 
-def main() -> None:
+def installed_pins(exclude: set[str]) -> list[str]:
+    """`name==version` for every installed distribution except `exclude`: as pip constraints they keep
+    the web UI's packages where they are, and pip resolves what it adds around them."""
+    pins: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name, version = dist.metadata["Name"], dist.version
+        if not name or not version or not _PEP440.match(version):
+            continue  # a broken or non-standard install: pip could not read it as a constraint either
+        key = _normalise(name)
+        if key not in exclude and key not in pins:  # the first on sys.path is the one that imports
+            pins[key] = f"{key}=={version}"
+    return [pins[k] for k in sorted(pins)]
+
+
+def probe(reqs: list[Requirement]) -> dict[str, dict]:
+    """For each requirement, in a fresh interpreter (this one's import caches, and SD.Next's cached
+    is_installed, predate the install): whether it imports, and the installed version."""
+    code = ("import importlib, importlib.metadata as md, json, sys\n"
+            "out = {}\n"
+            "for dist, module in json.loads(sys.argv[1]):\n"
+            "    r = {'ok': True, 'error': '', 'version': None}\n"
+            "    try:\n"
+            "        importlib.import_module(module)\n"
+            "    except BaseException as e:\n"
+            "        r = {'ok': False, 'error': f'{type(e).__name__}: {e}'[:300], 'version': None}\n"
+            "    try:\n"
+            "        r['version'] = md.version(dist)\n"
+            "    except md.PackageNotFoundError:\n"
+            "        pass\n"
+            "    out[dist] = r\n"
+            "print(json.dumps(out))\n")
+    arg = json.dumps([[r.dist, r.module] for r in reqs])
+    try:
+        done = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        why = f"the import check could not run ({type(e).__name__})"
+        return {r.dist: {"ok": False, "error": why, "version": None} for r in reqs}
+
+
+def _pip_error(e: Exception) -> str:
+    """The line of pip's output that says why, not the whole log."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    return (errors[0] if errors else lines[0] if lines else type(e).__name__)[:300]
+
+
+def main() -> int:
     args = getattr(launch, "args", None)
     if getattr(args, "skip_install", False) or getattr(args, "skip_prepare_environment", False):
         print("replicheck: --skip-install: not checking requirements")
-        return
-    installed, disabled = [], []
-    for dist, module, minimum, optional in REQUIREMENTS:
-        if not missing_or_old(dist, module, minimum):
+        return 0
+    wanted = [r for r in REQUIREMENTS if missing_or_old(r)]
+    if not wanted:
+        print("replicheck: requirements present")
+        return 0
+    pip_errors: dict[str, str] = {}
+    fd, constraints = tempfile.mkstemp(prefix="replicheck-pins-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(installed_pins({_normalise(r.dist) for r in wanted})) + "\n")
+        for r in wanted:
+            try:
+                launch.run_pip(f'install "{r.spec}" -c "{constraints}"', f"replicheck requirement: {r.spec}")
+            except Exception as e:  # noqa: BLE001 - run_pip raises RuntimeError with pip's output
+                pip_errors[r.dist] = _pip_error(e)
+    finally:
+        os.remove(constraints)
+    found = probe(wanted)
+    installed, problems, missing_required = [], [], []
+    for r in wanted:
+        got = found.get(r.dist) or {"ok": False, "error": "not checked", "version": None}
+        version = got.get("version")
+        if got.get("ok") and (version is None or _version_tuple(version) >= _version_tuple(r.minimum)):
+            installed.append(f"{r.dist} {version}" if version else r.dist)
             continue
-        spec = f"{dist}>={minimum}"
-        try:
-            launch.run_pip(f'install "{spec}"', f"replicheck requirement: {spec}")
-            installed.append(spec)
-        except Exception as e:  # noqa: BLE001 - run_pip raises RuntimeError with pip's output
-            if not optional:
-                raise
-            disabled.append(f"{dist} could not be installed ({str(e).splitlines()[0][:120]}); the pdq embedder is "
-                            "disabled, sscd and clip work")
-    parts = [f"installed {', '.join(installed)}" if installed else "requirements present"] + disabled
+        if got.get("ok"):
+            why = f"{r.dist} {version} is installed, {r.minimum} or later is needed"
+        else:
+            why = f"{r.spec} is not installed ({pip_errors.get(r.dist) or 'pip reported success but it does not import: ' + got.get('error', '')})"
+        if r.optional:
+            problems.append(f"{why}; {r.without}")
+        else:
+            missing_required.append(r)
+            problems.append(f"{why}; install it by hand: \"{sys.executable}\" -m pip install \"{r.spec}\"")
+    parts = ([f"installed {', '.join(installed)}"] if installed else []) + problems
     print("replicheck: " + "; ".join(parts))
+    if missing_required:
+        print(f"replicheck: cannot check images until {', '.join(r.dist for r in missing_required)} "
+              f"{'is' if len(missing_required) == 1 else 'are'} installed")
+        return 1
+    return 0
 
 
-main()
+if __name__ == "__main__":
+    sys.exit(main())
