@@ -337,13 +337,7 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
 
 
 def pack_model(path) -> PackModel:
-    from .errors import ReplicheckError
-    from .packs import manifest as mf
+    """packs.info.pack_info (shared with the command line, which has no FastAPI) as a model."""
+    from .packs.info import pack_info
 
-    try:
-        m = mf.read(path)
-    except ReplicheckError as e:
-        return PackModel(name=path.name, title=path.name, embedder="?", metric="?", count=0, size_bytes=0,
-                         error=str(e))
-    return PackModel(name=m.name, title=m.title, description=m.description, embedder=m.embedder.id,
-                     metric=m.metric, count=m.count, size_bytes=sum(f.size for f in m.files), source=m.source)
+    return PackModel(**pack_info(path).to_dict())

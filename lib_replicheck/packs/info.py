@@ -1,0 +1,59 @@
+"""What a listing shows of an installed pack, read from its manifest alone (no faiss, no web UI).
+
+Shared by `packs list` and the web UI's pack routes, so neither needs the other's dependencies.
+Every text field comes from the pack, so each is cleaned of control characters and cut to a
+length a listing can show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ReplicheckError, clean_text
+
+#: Lengths kept of the pack's own words.
+MAX_NAME, MAX_TITLE, MAX_TEXT, MAX_FIELD, MAX_ERROR = 64, 200, 2000, 500, 1000
+
+
+@dataclass
+class PackInfo:
+    name: str
+    title: str
+    embedder: str
+    metric: str
+    count: int
+    size_bytes: int
+    description: str = ""
+    source: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the pack could not be read: why
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pack_info(path: str | Path) -> PackInfo:
+    """The listing of the pack folder `path`; a pack that cannot be read gives a row with `error`
+    (a listing shows every pack, broken ones included, and never fails because of one)."""
+    from . import manifest as mf
+
+    path = Path(path)
+    folder = clean_text(path.name, MAX_NAME)
+    try:
+        m = mf.read(path)
+    except ReplicheckError as e:
+        return _broken(folder, str(e))
+    except RecursionError:
+        return _broken(folder, f"pack {path}: {mf.MANIFEST} is nested too deeply")
+    except Exception as e:  # noqa: BLE001 - a manifest shape the parser did not foresee
+        return _broken(folder, f"pack {path}: {mf.MANIFEST} cannot be read ({type(e).__name__}: {e})")
+    return PackInfo(
+        name=clean_text(m.name, MAX_NAME), title=clean_text(m.title, MAX_TITLE),
+        description=clean_text(m.description, MAX_TEXT), embedder=clean_text(m.embedder.id, MAX_NAME),
+        metric=clean_text(m.metric, MAX_NAME), count=m.count, size_bytes=sum(f.size for f in m.files),
+        source={clean_text(k, MAX_NAME): clean_text(v, MAX_FIELD) for k, v in list(m.source.items())[:32]})
+
+
+def _broken(folder: str, error: str) -> PackInfo:
+    return PackInfo(name=folder, title=folder, embedder="?", metric="?", count=0, size_bytes=0,
+                    error=clean_text(error, MAX_ERROR))
