@@ -279,6 +279,20 @@ def on_ui_tabs():
     return [(tab, "Replicheck", "replicheck_tab")]
 
 
+def _multiselect_component():
+    """`ui_components.DropdownMulti` (AUTOMATIC1111, Forge and SD.Next all have it), else a dropdown
+    that is multi-select by construction."""
+    try:
+        from modules.ui_components import DropdownMulti
+
+        return DropdownMulti
+    except ImportError:
+        def dropdown_multi(**kwargs):
+            return gr.Dropdown(multiselect=True, **kwargs)
+
+        return dropdown_multi
+
+
 def on_ui_settings():
     section = ("replicheck", "Replicheck") if PLATFORM == "sdnext" else ("replicheck", "Replicheck", "postprocessing")
     options = {}
@@ -291,8 +305,11 @@ def on_ui_settings():
         elif d.kind == "radio":
             component, args = gr.Radio, {"choices": list(d.choices)}
         elif d.kind == "dropdown":
-            component = gr.Dropdown
-            args = lambda: {"choices": [p.name for p in service.installed()], "multiselect": True}  # noqa: E731
+            # The web UI sends `component_args` through gr.update() on every page load and refresh,
+            # and gradio passes them to Dropdown.update(), which has no `multiselect`: the web UI's
+            # own multi-select component carries it instead, so only choices go into the args.
+            component = _multiselect_component()
+            args = lambda: {"choices": [p.name for p in service.installed()]}  # noqa: E731
             refresh = lambda: None  # noqa: E731 - the web UI re-evaluates `args` on refresh
         options[d.key] = shared.OptionInfo(d.default, d.label, component, args, refresh=refresh).info(d.info)
     for key, info in shared.options_section(section, options).items():

@@ -397,3 +397,47 @@ def test_pack_manager_api_with_cancel(webui, registry_server, client):
     assert client.post("/replicheck/v1/packs/demo/verify").json()["ok"]
     assert client.delete("/replicheck/v1/packs/demo").json()["ok"]
     assert client.delete("/replicheck/v1/packs/demo").status_code == 409
+
+
+# -- the Settings page, through gradio as the web UI serves it ----------------------------------------
+
+def _predict(client, fn_index, data):
+    return client.post("/run/predict", json={"fn_index": fn_index, "data": data, "session_hash": "settings-test"})
+
+
+def test_settings_page_loads_refreshes_and_applies(webui, installed, tmp_path):
+    """The page load sends gr.update(value, **component_args) for every setting; gradio hands those to
+    each component's update(), so one argument it does not take fails every setting on the page."""
+    from fastapi.testclient import TestClient
+
+    opts = webui.shared.opts
+    ui = webui.settings_ui
+    client = TestClient(webui.gradio_app(webui.settings_blocks))
+    deps = client.get("/config").json()["dependencies"]
+    load = next(i for i, d in enumerate(deps) if d["trigger"] == "load" and len(d["outputs"]) == len(ui.components))
+    submit = next(i for i, d in enumerate(deps) if d["targets"] == [ui.submit._id])
+    refresh_button = ui.component_dict["replicheck_packs"].refresh_button
+    refresh = next(i for i, d in enumerate(deps) if d["targets"] == [refresh_button._id])
+    opts.set("replicheck_top_k", 2)
+    opts.set("replicheck_sscd_likely", 0.6)
+    try:
+        r = _predict(client, load, [])
+        assert r.status_code == 200, r.text
+        values = [u.get("value") for u in r.json()["data"]]
+        keys = list(opts.data_labels)
+        shown = dict(zip(keys, values))
+        assert shown["replicheck_top_k"] == 2 and shown["replicheck_sscd_likely"] == 0.6
+        packs_update = r.json()["data"][keys.index("replicheck_packs")]
+        assert packs_update["choices"] == [["photos", "photos"]] or packs_update["choices"] == ["photos"]
+        r = _predict(client, refresh, [])
+        assert r.status_code == 200, r.text
+        # Apply settings with what the page shows, after changing one unrelated setting
+        values[keys.index("replicheck_pdq_likely")] = 20
+        r = _predict(client, submit, values)
+        assert r.status_code == 200, r.text
+        saved = json.loads(open(webui.shared.config_filename).read())
+        assert saved["replicheck_top_k"] == 2 and saved["replicheck_sscd_likely"] == 0.6
+        assert saved["replicheck_pdq_likely"] == 20
+    finally:
+        for key in ("replicheck_top_k", "replicheck_sscd_likely", "replicheck_pdq_likely"):
+            opts.set(key, opts.data_labels[key].default)

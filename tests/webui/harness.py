@@ -44,6 +44,11 @@ class FakeWebUI:
             self.runners[tab], self.scripts[tab] = runner, script
             default_args[script.title().lower()] = [c.value for c in controls]
         self.default_args = default_args
+        shared.config_filename = str(root / "config.json")
+        from modules.ui_settings import UiSettings
+
+        self.settings_ui = UiSettings()
+        self.settings_blocks = self.settings_ui.create_ui()
         self.app = FastAPI()
         self.api = Api(self.app, self.runners, default_args, self.outdir)
         script_callbacks.app_started_callback(None, self.app)
@@ -61,13 +66,27 @@ class FakeWebUI:
         return p
 
     def txt2img(self, enabled=True, **kw):
-        """A generation from the txt2img tab (UI path: images are saved)."""
+        """A generation from the txt2img tab (UI path, through call_queue: images are saved)."""
+        from modules.call_queue import wrap_gradio_gpu_call
+
         p = self._p(self.processing.StableDiffusionProcessingTxt2Img, "txt2img", enabled, **kw)
-        return p, self.processing.process_images(p)
+        return p, wrap_gradio_gpu_call(self.processing.process_images)(p)
 
     def img2img(self, init_images, enabled=True, **kw):
+        from modules.call_queue import wrap_gradio_gpu_call
+
         p = self._p(self.processing.StableDiffusionProcessingImg2Img, "img2img", enabled, init_images=init_images, **kw)
-        return p, self.processing.process_images(p)
+        return p, wrap_gradio_gpu_call(self.processing.process_images)(p)
+
+    def gradio_app(self, blocks, auth=None):
+        """A real gradio App serving `blocks` (as `demo.launch` builds it), with gradio's login when
+        `auth` is a list of (user, password): pages and /run/predict then need its session cookie."""
+        from gradio.routes import App
+
+        blocks.auth = auth
+        blocks.auth_message = None
+        app = App.create_app(blocks)
+        return app
 
     def set_option(self, key, value):
         self.shared.opts.set(key, value)

@@ -92,6 +92,23 @@ class Options:
             option.onchange()
         return True
 
+    def same_type(self, x, y):
+        if x is None or y is None:
+            return True
+
+        type_x = self.typemap.get(type(x), type(x))
+        type_y = self.typemap.get(type(y), type(y))
+
+        return type_x == type_y
+
+    def get_default(self, key):
+        return self.data_labels[key].default if key in self.data_labels else None
+
+    def dumpjson(self):
+        import json
+
+        return json.dumps({k: self.data.get(k, v.default) for k, v in self.data_labels.items()})
+
     def add_option(self, key, info):
         self.data_labels[key] = info
         if key not in self.data and not info.do_not_save:

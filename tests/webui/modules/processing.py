@@ -4,7 +4,9 @@ Hooks run in the real order: before_process, process, then per batch before_proc
 process_batch, sampling, postprocess_batch, postprocess_batch_list, and per image
 postprocess_image, postprocess_maskoverlay (not used here), overlay,
 postprocess_image_after_composite, save, infotext; then the grid, Processed, postprocess.
-`image_source(p, index, seed)` stands in for the model: tests set it.
+`image_source(p, index, seed)` stands in for the model: tests set it. img2img with a mask builds
+`overlay_images` as the real `init` does (the input outside the mask), and `apply_overlay` pastes
+them over the model's output after `postprocess_image`: that composite is what is saved.
 """
 
 import json
@@ -14,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
-from modules import images, script_callbacks, scripts, shared
+from modules import errors, images, script_callbacks, scripts, shared
 
 image_source = None  # callable(p, index, seed) -> PIL image; set by tests
 #: the model's denoiser during sampling: callable(x_in, sigma_in, text_cond, repeats, step, prompts) -> x_out;
@@ -133,7 +135,33 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     init_images: list = None
     mask: Any = None
+    mask_blur: int = 4
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = False  # the real default is True ('only masked'): not modelled here
     denoising_strength: float = 0.75
+
+    def init(self, all_prompts, all_seeds, all_subseeds):
+        """The mask part of the real init: the input outside the mask becomes the overlay."""
+        self.paste_to = None
+        self.mask_for_overlay = None
+        if self.mask is None:
+            return
+        if self.inpaint_full_res:
+            raise NotImplementedError("inpaint 'only masked' is not modelled here")
+        image_mask = self.mask.convert('L')
+        if self.mask_blur > 0:
+            image_mask = image_mask.filter(ImageFilter.GaussianBlur(self.mask_blur))
+        image_mask = image_mask.resize((self.width, self.height))
+        np_mask = np.clip(np.array(image_mask).astype(np.float32) * 2, 0, 255).astype(np.uint8)
+        self.mask_for_overlay = Image.fromarray(np_mask)
+        self.overlay_images = []
+        for img in self.init_images:
+            image = img.convert("RGB").resize((self.width, self.height))
+            image_masked = Image.new('RGBa', (image.width, image.height))
+            image_masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(self.mask_for_overlay.convert('L')))
+            self.overlay_images.append(image_masked.convert('RGBA'))
+        if len(self.init_images) == 1:
+            self.overlay_images = self.overlay_images * self.batch_size
 
 
 class Processed:
@@ -155,26 +183,44 @@ class Processed:
             "prompt": self.prompt, "all_prompts": self.all_prompts, "seed": self.seed, "all_seeds": self.all_seeds,
             "extra_generation_params": self.extra_generation_params,
             "index_of_first_image": self.index_of_first_image, "infotexts": self.infotexts,
-        })
+        }, default=lambda o: None)
 
 
 def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iteration=0, position_in_batch=0,
                     use_main_prompt=False, index=None, all_negative_prompts=None):
-    if index is None:
+    """As 1.10.1: extra_generation_params values may be lists (indexed by `index`) or callables
+    called with this function's locals (`p`, `index`, `use_main_prompt`, ...); None drops the key."""
+    if use_main_prompt:
+        index = 0
+    elif index is None:
         index = position_in_batch + iteration * p.batch_size
+    prompt_text = (p.prompt if isinstance(p.prompt, str) else p.prompt[0]) if use_main_prompt else all_prompts[index]
     generation_params = {"Steps": p.steps, "Sampler": p.sampler_name, "CFG scale": p.cfg_scale,
-                         "Seed": all_seeds[index], "Size": f"{p.width}x{p.height}", **p.extra_generation_params}
+                         "Seed": p.all_seeds[0] if use_main_prompt else all_seeds[index], "Size": f"{p.width}x{p.height}",
+                         **p.extra_generation_params}
+    for key, value in generation_params.items():
+        try:
+            if isinstance(value, list):
+                generation_params[key] = value[index]
+            elif callable(value):
+                generation_params[key] = value(**locals())
+        except Exception:
+            errors.report(f'Error creating infotext for key "{key}"', exc_info=True)
+            generation_params[key] = None
     text = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in generation_params.items() if v is not None)
-    prompt = (p.prompt if isinstance(p.prompt, str) else p.prompt[0]) if use_main_prompt else all_prompts[index]
-    return f"{prompt}\n{text}".strip()
+    return f"{prompt_text}\n{text}".strip()
 
 
 def apply_overlay(image, paste_loc, overlay):
     if overlay is None:
         return image, image.copy()
-    composite = image.convert("RGBA")
-    composite.alpha_composite(overlay.convert("RGBA").resize(image.size))
-    return composite.convert("RGB"), image
+    if paste_loc is not None:
+        raise NotImplementedError("inpaint 'only masked' (paste_to) is not modelled here")
+    original_denoised_image = image.copy()
+    image = image.convert('RGBA')
+    image.alpha_composite(overlay)
+    image = image.convert('RGB')
+    return image, original_denoised_image
 
 
 def process_images(p):
@@ -189,6 +235,8 @@ def process_images_inner(p):
     p.all_seeds = [int(seed) + x for x in range(len(p.all_prompts))]
     if p.scripts is not None:
         p.scripts.process(p)
+    if hasattr(p, "init"):
+        p.init(p.all_prompts, p.all_seeds, p.all_seeds)
     infotexts, output_images = [], []
     for n in range(p.n_iter):
         p.iteration = n
@@ -217,8 +265,13 @@ def process_images_inner(p):
                 pp = scripts.PostprocessImageArgs(image)
                 p.scripts.postprocess_image(p, pp)
                 image = pp.image
-            overlay = p.overlay_images[i] if p.overlay_images is not None and i < len(p.overlay_images) else None
-            image, _ = apply_overlay(image, None, overlay)
+            if not shared.opts.overlay_inpaint:
+                overlay = None
+            elif getattr(p, "overlay_images", None) is not None and i < len(p.overlay_images):
+                overlay = p.overlay_images[i]
+            else:
+                overlay = None
+            image, _ = apply_overlay(image, getattr(p, "paste_to", None), overlay)
             if p.scripts is not None:
                 pp = scripts.PostprocessImageArgs(image)
                 p.scripts.postprocess_image_after_composite(p, pp)

@@ -6,13 +6,16 @@ from modules import options
 from modules.options import OptionInfo, options_section  # noqa: F401 - re-exported as in the web UI
 
 class State:
-    """modules/shared_state.State: the flags the samplers check each step."""
+    """modules/shared_state.State: the flags the samplers check each step, and the current job.
+    As in 1.10.1, the UI path calls `end()` only when the generation succeeded (call_queue), the
+    API path always (in a finally)."""
 
     interrupted = False
     skipped = False
     sampling_step = 0
     sampling_steps = 0
     job = ""
+    job_count = 0
 
     def interrupt(self):
         self.interrupted = True
@@ -20,9 +23,11 @@ class State:
     def begin(self, job="(unknown)"):
         self.interrupted = self.skipped = False
         self.job = job
+        self.job_count = -1
 
     def end(self):
         self.job = ""
+        self.job_count = 0
 
 
 class FakeModel:
@@ -35,6 +40,7 @@ class FakeModel:
 
 
 state = State()
+config_filename = None  # cmd_opts.ui_settings_file: config.json in the web UI's folder
 sd_model = FakeModel()
 cmd_opts = argparse.Namespace(api_auth=None, skip_install=False, nowebui=False, freeze_settings=False)
 options_templates: dict = {}
@@ -42,5 +48,5 @@ opts = options.Options(options_templates, [])
 
 # the web UI's own options that the processing loop reads
 for _key, _default in (("samples_save", True), ("grid_save", True), ("return_grid", True), ("save_txt", False),
-                       ("enable_pnginfo", True)):
+                       ("enable_pnginfo", True), ("overlay_inpaint", True)):
     opts.add_option(_key, OptionInfo(_default, _key, section=("saving-images", "Saving images/grids")))

@@ -66,8 +66,15 @@ class Api:
         return args
 
     def _run(self, p, tab):
+        from modules.call_queue import queue_lock
+
         p.scripts = self.runners[tab]
-        processed = processing.process_images(p)
+        with queue_lock:
+            try:
+                shared.state.begin(job=f"scripts_{tab}")
+                processed = processing.process_images(p)
+            finally:
+                shared.state.end()
         images = [encode_pil_to_base64(im).decode() for im in processed.images]
         return {"images": images, "parameters": {}, "info": processed.js()}
 
@@ -84,9 +91,12 @@ class Api:
     def img2imgapi(self, img2imgreq: dict):
         r = dict(img2imgreq)
         init = [decode_base64_to_image(x).convert("RGB") for x in r.get("init_images", [])]
+        mask = decode_base64_to_image(r["mask"]) if r.get("mask") else None
         p = processing.StableDiffusionProcessingImg2Img(
             prompt=r.get("prompt", ""), seed=r.get("seed", -1), batch_size=r.get("batch_size", 1),
-            n_iter=r.get("n_iter", 1), init_images=init, outpath_samples=self.outdir,
+            n_iter=r.get("n_iter", 1), init_images=init, mask=mask, mask_blur=r.get("mask_blur", 4),
+            inpainting_fill=r.get("inpainting_fill", 0), inpaint_full_res=r.get("inpaint_full_res", False),
+            outpath_samples=self.outdir,
             outpath_grids=self.outdir + "-grids", do_not_save_samples=not r.get("save_images", False),
             do_not_save_grid=not r.get("save_images", False))
         p.script_args = self._script_args("img2img", r.get("alwayson_scripts"))
