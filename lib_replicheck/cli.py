@@ -1,20 +1,22 @@
 """`python -m lib_replicheck`: check images, build packs, run the demo.
 
 Exit status, as grep has it: 0 no copy found, 1 a copy found (at or above --fail-on), 2 an error
-(a file that could not be read, a bad pack, a bad argument). Errors are one line each, naming the
-file; no traceback unless REPLICHECK_DEBUG=1.
+(a file that could not be read, a bad pack, a bad argument, or anything unexpected: 1 is never an
+error). Errors are one line each on stderr, naming the file; no traceback unless --debug or
+REPLICHECK_DEBUG=1. Text from packs, registries and file names is printed with its control
+characters escaped (errors.clean_text), so a pack cannot drive the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import errno
 import os
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import ReplicheckError
+from .errors import ReplicheckError, clean_text, json_text
 from .thresholds import Verdict
 
 EXIT_OK, EXIT_COPY, EXIT_ERROR = 0, 1, 2
@@ -36,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lib_replicheck",
                                  description="Find out whether images copy training images (LAION) of Stable Diffusion.")
     ap.add_argument("--version", action="version", version=f"replicheck {__version__}")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
+                                                         "(also REPLICHECK_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("check", help="check images or folders of images against packs")
@@ -106,36 +110,84 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--registry-file", type=Path, help="publish: the registry JSON file to add the pack to")
     pk.add_argument("--url-prefix", help="publish: where the pack's files will be served (relative to the "
                                          "registry, or absolute)")
+    pk.add_argument("--max-size", metavar="SIZE", help="install from a URL: the most bytes to download, e.g. "
+                                                        "500M or 20G (default 64G)")
     pk.add_argument("--json", action="store_true")
+    for p in (c, b, d, cal, pk):  # --debug also after the command
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the one place where failures become a line on stderr and exit status 2."""
     args = parser().parse_args(argv)
+    debug = args.debug or os.environ.get("REPLICHECK_DEBUG") == "1"
     try:
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "build":
-            return cmd_build(args)
-        if args.command == "calibrate":
-            return cmd_calibrate(args)
-        if args.command == "packs":
-            from .packs_cli import cmd_packs
-
-            return cmd_packs(args)
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(json_output=args.json)
-    except ReplicheckError as e:
-        if os.environ.get("REPLICHECK_DEBUG") == "1":
-            raise
-        print(f"replicheck: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return _run(args)
     except KeyboardInterrupt:
         print("replicheck: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
+        _silence_stdout()
+        return EXIT_ERROR
+    except ReplicheckError as e:
+        if debug:
+            raise
+        _error(str(e))
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - never a traceback, never exit status 1 (which says "copy found")
+        if debug:
+            raise
+        _error(unexpected(e) + " (run with --debug for the traceback)")
+        return EXIT_ERROR
+
+
+def _run(args) -> int:
+    if args.command == "check":
+        return cmd_check(args)
+    if args.command == "build":
+        return cmd_build(args)
+    if args.command == "calibrate":
+        return cmd_calibrate(args)
+    if args.command == "packs":
+        from .packs_cli import cmd_packs
+
+        return cmd_packs(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(json_output=args.json)
     return EXIT_ERROR
+
+
+def unexpected(e: BaseException) -> str:
+    """A one-line description of an error nobody foresaw, in the user's terms where possible."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EFBIG: "a file grew past the size limit"}[e.errno]
+        return f"{what}" + (f" while writing {e.filename}" if e.filename else "") + f" ({e.strerror})"
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+    if isinstance(e, RecursionError):
+        return "an input is nested too deeply to be read (RecursionError)"
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    return f"unexpected {type(e).__name__}: {e}"
+
+
+def _error(message: str) -> None:
+    try:
+        print(f"replicheck: error: {clean_text(message, 2000)}", file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def open_packs(names: list[str], packs_dir: Path | None):
@@ -164,44 +216,26 @@ def cmd_check(args) -> int:
     files = list(iter_image_files(args.paths))
     if not files:
         raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
+    from .demo import format_report
+
     fail_on = FAIL_ON[args.fail_on]
     copies = errors = 0
     for report in checker.check_files(files):
         if report.error:
             errors += 1
-            print(f"replicheck: error: {report.image}: {report.error}", file=sys.stderr)
+            print(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", file=sys.stderr)
         elif report.verdict.rank >= fail_on.rank:
             copies += 1
         if args.json:
-            print(json.dumps(report.to_dict(), ensure_ascii=False), flush=True)
+            print(json_text(report.to_dict()), flush=True)
         elif not report.error:
             print(format_report(report), flush=True)
     if not args.json:
-        print(f"\n{len(files)} image(s) checked against {', '.join(p.name for p in packs)}: "
+        print(f"\n{len(files)} image(s) checked against {', '.join(clean_text(p.name, 64) for p in packs)}: "
               f"{copies} flagged ({args.fail_on} or above), {errors} error(s)")
     if errors:
         return EXIT_ERROR
     return EXIT_COPY if copies else EXIT_OK
-
-
-def format_report(report, max_matches: int = 3) -> str:
-    """A few readable lines: the verdict, then the nearest training images."""
-    head = report.verdict.value.upper() if report.is_copy else "no copy"
-    best = f"best {report.best.score_text()} in {report.best.pack}" if report.best else "no neighbours"
-    lines = [f"{report.image}\n  {head:<14} {best}"]
-    for i, m in enumerate(report.matches[:max_matches], 1):
-        caption = _clip_text(m.caption or "", 60)
-        where = m.url or m.source or f"#{m.id}"
-        lines.append(f"  {i}. {m.score_text():>7}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else ""))
-    lines.extend(f"  note: {n}" for n in report.notes)
-    return "\n".join(lines)
-
-
-def _clip_text(s: str, n: int) -> str:
-    s = " ".join(s.split())
-    # terminal escape sequences from scraped captions are dropped, not interpreted
-    s = "".join(ch for ch in s if ch.isprintable())
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def cmd_build(args) -> int:
@@ -228,7 +262,7 @@ def cmd_build(args) -> int:
     if report.skipped:
         print(f"{len(report.skipped)} image(s) skipped:", file=sys.stderr)
         for s in report.skipped[:50]:
-            print(f"  {s}", file=sys.stderr)
+            print(f"  {clean_text(s, 500)}", file=sys.stderr)
         if len(report.skipped) > 50:
             print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
     return EXIT_OK
@@ -252,10 +286,10 @@ def cmd_calibrate(args) -> int:
     except requests.RequestException as e:
         raise ReplicheckError(f"{url}: {e}") from None
     if r.status_code != 200:
-        raise ReplicheckError(f"{url}: HTTP {r.status_code}: {r.text[:300]}")
+        raise ReplicheckError(f"{url}: HTTP {r.status_code}: {clean_text(r.text[:300])}")
     res = r.json()
     if args.json:
-        print(json.dumps(res))
+        print(json_text(res))
         return EXIT_OK
     print(f"{res['n_memorized']} memorized and {res['n_ordinary']} ordinary prompts, {res['generations']} "
           f"generation(s) each")

@@ -4,12 +4,14 @@ It opens and verifies the bundled demo pack (registry/demo: PDQ hashes of four p
 so no model weights are needed), makes an edited copy of one of the photos (cropped, shrunk,
 brightened, JPEG-recompressed), and checks that copy and a photo that is not in the pack. The first
 should be flagged, the second pass.
+
+`format_report` (the text form of one report) lives here, beside the demo that shows it, so that
+the command line and the demo import it without importing each other.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +20,30 @@ DEMO_DIR = Path(__file__).parent / "demo_images"
 #: The demo pack as published in this repository's registry (built from DEMO_DIR/pack).
 BUNDLED_PACK = Path(__file__).resolve().parent.parent / "registry" / "demo"
 COPIED = "coffee.jpg"
+
+
+def format_report(report, max_matches: int = 3) -> str:
+    """A few readable lines: the verdict, then the nearest training images. Everything that came
+    from a pack (URL, source, caption, notes) or a file name is cleaned of control characters."""
+    from .errors import clean_text
+
+    head = report.verdict.value.upper() if report.is_copy else "no copy"
+    best = (f"best {report.best.score_text()} in {clean_text(report.best.pack, 64)}" if report.best
+            else "no neighbours")
+    lines = [f"{clean_text(report.image)}\n  {head:<14} {best}"]
+    for i, m in enumerate(report.matches[:max_matches], 1):
+        caption = _clip_text(m.caption or "", 60)
+        where = clean_text(m.url or m.source or f"#{m.id}", 200)
+        lines.append(f"  {i}. {m.score_text():>7}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else ""))
+    lines.extend(f"  note: {clean_text(n, 500)}" for n in report.notes)
+    return "\n".join(lines)
+
+
+def _clip_text(s: str, n: int) -> str:
+    """A caption on one line, its control characters dropped (not shown), at most `n` characters."""
+    s = " ".join(s[: n * 4].split())
+    s = "".join(ch for ch in s if ch.isprintable())
+    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def edited_copy(path: Path):
@@ -39,7 +65,7 @@ def edited_copy(path: Path):
 def run_demo(json_output: bool = False, out=None) -> int:
     from . import embedders
     from .check import Checker
-    from .cli import format_report
+    from .errors import json_text
     from .images import load_image
     from .packs.build import build_pack, folder_records
     from .packs.pack import Pack
@@ -64,7 +90,7 @@ def run_demo(json_output: bool = False, out=None) -> int:
         reports = checker.check(images, labels)
         for r in reports:
             if json_output:
-                print(json.dumps(r.to_dict(), ensure_ascii=False), file=out)
+                print(json_text(r.to_dict()), file=out)
             else:
                 say(format_report(r) + "\n")
         pack.close()

@@ -1,12 +1,19 @@
-"""`python -m lib_replicheck packs ...`: the pack manager of the command line."""
+"""`python -m lib_replicheck packs ...`: the pack manager of the command line.
+
+It needs neither the web UI nor FastAPI (`packs/info.py` reads what a listing shows). Every text
+that comes from a pack or a registry is cleaned of control characters and cut to its column
+before it is printed (`errors.clean_text`); `--json` output escapes them (`errors.json_text`).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from .errors import ReplicheckError
+from .errors import ReplicheckError, clean_text, json_text
+
+#: Widths of the listing's free-text columns.
+LICENSE_WIDTH, ID_WIDTH = 60, 18
 
 
 def registries(args) -> list[str]:
@@ -18,45 +25,66 @@ def registries(args) -> list[str]:
     return [u.strip() for u in env.split(",") if u.strip()] if env else [DEFAULT_REGISTRY]
 
 
+def parse_size(text: str) -> int:
+    """'500M', '2G', '1.5T' or a number of bytes."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if mult > 1 else t)
+    except ValueError:
+        raise ReplicheckError(f"--max-size {text!r}: give bytes, or a number with K, M, G or T") from None
+    if not n > 0:
+        raise ReplicheckError(f"--max-size {text!r}: must be positive")
+    return int(n * mult)
+
+
 def _need(args, what: str) -> str:
     if not args.target:
         raise ReplicheckError(f"packs {args.action}: give {what}")
     return args.target
 
 
+def _warn(message: str) -> None:
+    print(f"replicheck: warning: {clean_text(message, 1000)}", file=sys.stderr)
+
+
 def cmd_packs(args) -> int:
     from .packs import default_packs_dir, installed
-    from .packs.registry import load_all
     from .packs.install import Installer
+    from .packs.registry import load_all
 
     packs_dir = args.packs_dir or default_packs_dir()
-    inst = Installer(packs_dir, offline=args.offline)
+    max_size = parse_size(args.max_size) if getattr(args, "max_size", None) else None
+    inst = Installer(packs_dir, offline=args.offline, **({"max_bytes": max_size} if max_size else {}))
     out = sys.stdout
     if args.action == "list":
-        from .api import pack_model
+        from .packs.info import pack_info
 
-        rows = [pack_model(p) for p in installed(packs_dir)]
+        rows = [pack_info(p) for p in installed(packs_dir)]
         if args.json:
-            print(json.dumps([r.dict() if hasattr(r, "dict") else r.model_dump() for r in rows]), file=out)
-        elif not rows:
-            print(f"no packs installed in {packs_dir}", file=out)
-        for r in rows if not args.json else []:
-            state = f"  ERROR: {r.error}" if r.error else ""
-            print(f"{r.name:<24} {r.count:>10,} images  {r.embedder:<18} {r.size_bytes / 1e6:>9.1f} MB  "
-                  f"{r.source.get('license', '')}{state}", file=out)
+            print(json_text([r.to_dict() for r in rows]), file=out)
+            return 0
+        if not rows:
+            print(f"no packs installed in {clean_text(packs_dir)}", file=out)
+        for r in rows:
+            state = f"  ERROR: {clean_text(r.error, 300)}" if r.error else ""
+            print(f"{clean_text(r.name, 64):<24} {r.count:>10,} images  {clean_text(r.embedder, ID_WIDTH):<18} "
+                  f"{r.size_bytes / 1e6:>9.1f} MB  {clean_text(r.source.get('license', ''), LICENSE_WIDTH)}{state}",
+                  file=out)
         return 0
     if args.action == "available":
         packs, errors = load_all(registries(args), offline=args.offline)
         for e in errors:
-            print(f"replicheck: warning: {e}", file=sys.stderr)
+            _warn(e)
         if args.json:
-            print(json.dumps([p.to_dict() for p in packs]), file=out)
+            print(json_text([p.to_dict() for p in packs]), file=out)
         else:
             have = {p.name for p in installed(packs_dir)}
             for p in packs:
                 mark = "installed" if p.name in have else ""
-                print(f"{p.name:<24} {p.count:>10,} images  {p.embedder.get('id', ''):<18} {p.size / 1e6:>9.1f} MB  "
-                      f"{p.source.get('license', '')}  {mark}", file=out)
+                print(f"{p.name:<24} {p.count:>10,} images  {clean_text(p.embedder.get('id', ''), ID_WIDTH):<18} "
+                      f"{p.size / 1e6:>9.1f} MB  {clean_text(p.source.get('license', ''), LICENSE_WIDTH)}  {mark}",
+                      file=out)
         return 0 if packs or not errors else 2
     if args.action == "download":
         name = _need(args, "the name of a pack (see: packs available)")
@@ -64,16 +92,18 @@ def cmd_packs(args) -> int:
         match = next((p for p in packs if p.name == name), None)
         if match is None:
             raise ReplicheckError(f"no registry lists a pack named {name!r}" + (f" ({'; '.join(errors)})" if errors else ""))
+        for e in errors:
+            _warn(e)
         from tqdm import tqdm
 
         with tqdm(total=match.size, unit="B", unit_scale=True, desc=name) as bar:
             path = inst.download(match, progress=bar.update)
-        print(f"installed {name} ({match.count:,} images) in {path}", file=out)
+        print(f"installed {name} ({match.count:,} images) in {clean_text(path)}", file=out)
         _ensure_weights(path, args)
         return 0
     if args.action == "install":
         path = inst.install(_need(args, "a pack folder, an archive or its URL"), sha256=args.sha256)
-        print(f"installed {path.name} in {path}", file=out)
+        print(f"installed {path.name} in {clean_text(path)}", file=out)
         _ensure_weights(path, args)
         return 0
     if args.action == "verify":
@@ -92,7 +122,7 @@ def cmd_packs(args) -> int:
         if not args.registry_file or not args.url_prefix:
             raise ReplicheckError("packs publish needs --registry-file and --url-prefix")
         entry = publish(args.registry_file, _need(args, "a built pack folder"), args.url_prefix)
-        print(f"{args.registry_file}: {entry['name']} listed with {len(entry['files'])} files", file=out)
+        print(f"{clean_text(args.registry_file)}: {entry['name']} listed with {len(entry['files'])} files", file=out)
         return 0
     raise ReplicheckError(f"unknown action {args.action}")
 
@@ -104,4 +134,4 @@ def _ensure_weights(pack_path, args) -> None:
     spec = read(pack_path).embedder
     path = ensure_for(spec, args.models_dir, offline=args.offline)
     if path is not None:
-        print(f"weights for {spec.id}: {path}")
+        print(f"weights for {clean_text(spec.id, 64)}: {clean_text(path)}")

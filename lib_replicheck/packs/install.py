@@ -1,36 +1,59 @@
 """Installing, verifying and removing packs in a packs folder.
 
-A pack appears under its name only once it is complete and verified. Downloads go into a hidden
-`.NAME.download` folder that survives interruptions (the next try resumes it), then the pack is
-re-opened, every sha256 checked, and it is renamed into place; the previous version of the pack
+A pack appears under its name only once it is complete and verified. Registry downloads go into a
+hidden `.NAME.download` folder that survives interruptions (the next try resumes it), then the pack
+is re-opened, every sha256 checked, and it is renamed into place; the previous version of the pack
 stays usable until that moment. A lock file stops two downloads of the same pack at once.
+
+Everything written is bounded before it is written: downloads by the size the registry declares
+(or `max_bytes` for an archive URL), archives by the sizes their own manifest.json declares (read
+from the archive first; members it does not list are refused), and both by the free disk space.
+A failure that cannot be resumed removes what it wrote; the hidden folders of killed installs are
+removed by `clean_stale`, which every Installer runs when it is made.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import stat
 import tarfile
 import threading
+import time
 import zipfile
+import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
-from ..download import DownloadError, Policy, fetch
+from ..download import MAX_UNSIZED_BYTES, DownloadError, Policy, fetch, free_bytes
 from ..errors import PackError, ReplicheckError
 from .build import _publish
-from .manifest import MANIFEST, NAME_RE
+from .manifest import MANIFEST, NAME_RE, Manifest
 from .registry import RegistryPack
 
 #: Bounds for archives: far above any real pack, far below what fills a disk by surprise.
 MAX_MEMBERS = 2_000_000
 MAX_EXTRACTED_BYTES = 2 * 1024**4
+#: A manifest.json larger than this inside an archive is refused (one line per file of the pack).
+MAX_MANIFEST_BYTES = 64 * 1024**2
 DISK_MARGIN = 64 * 1024 * 1024
+#: A `.NAME.download` folder nobody touched for this long is no longer worth resuming.
+STALE_DOWNLOAD_SECONDS = 7 * 24 * 3600
 
 
 class InstallError(ReplicheckError):
     pass
+
+
+class ArchiveError(PackError, InstallError):
+    """An archive that cannot be unpacked as a pack: named, with the member and the reason."""
+
+    def __init__(self, archive: str | Path, reason: str):
+        super().__init__(Path(archive).name, reason)
 
 
 @contextmanager
@@ -60,60 +83,328 @@ def _lock(fd: int) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_EXTRACTED_BYTES) -> None:
-    """Unpack a .tar(.gz) or .zip into `target`, refusing anything that could leave it or surprise:
-    absolute paths, '..', links, devices, too many members or too many bytes."""
+# -- leftovers of killed installs ------------------------------------------------------------------
 
-    def check(name: str, where: str) -> Path:
-        p = PurePosixPath(name.replace("\\", "/"))
-        if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]) or not p.parts:
-            raise InstallError(f"{archive.name}: member {name!r} would leave the pack folder ({where})")
-        return target.joinpath(*p.parts)
+_WORK_RE = re.compile(r"^\.install-(\d+)-\d+$")
+_PID_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.(?P<kind>removing|old)-(?P<pid>\d+)$")
+_DOWNLOAD_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.download$")
 
-    total = 0
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            infos = z.infolist()
-            if len(infos) > MAX_MEMBERS:
-                raise InstallError(f"{archive.name}: more than {MAX_MEMBERS} members")
-            for info in infos:
-                dest = check(info.filename, "zip")
-                mode = (info.external_attr >> 16) & 0o170000
-                if mode and mode not in (0o100000, 0o040000):
-                    raise InstallError(f"{archive.name}: member {info.filename!r} is a link or special file")
-                total += info.file_size
-                if total > max_bytes:
-                    raise InstallError(f"{archive.name}: unpacks to more than {max_bytes} bytes")
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out)
-        return
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
-        tf = tarfile.open(archive, "r:*")
-    except tarfile.TarError as e:
-        raise InstallError(f"{archive.name}: not a tar or zip archive ({e})") from None
-    with tf:
-        count = 0
-        for member in tf:
-            count += 1
-            if count > MAX_MEMBERS:
-                raise InstallError(f"{archive.name}: more than {MAX_MEMBERS} members")
-            dest = check(member.name, "tar")
-            if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process
+    return True
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for p in folder.rglob("*"):
+        try:
+            newest = max(newest, p.lstat().st_mtime)
+        except OSError:
+            pass
+    return newest
+
+
+def clean_stale(packs_dir: str | Path, *, now: float | None = None) -> list[str]:
+    """Remove what killed installs left in `packs_dir`; return the names removed.
+
+    - `.install-PID-TID` work folders of processes that are gone;
+    - `.NAME.removing-PID` folders of a remove that was killed;
+    - `.NAME.old-PID` folders of a replaced pack (put back when the new pack never arrived);
+    - `.NAME.download` folders that nobody is downloading into (their lock is free) and nobody
+      touched for STALE_DOWNLOAD_SECONDS (younger ones are kept: the next download resumes them).
+    """
+    packs_dir = Path(packs_dir)
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    try:
+        entries = sorted(packs_dir.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        name = p.name
+        if not name.startswith(".") or p.is_symlink() or not p.is_dir():
+            continue
+        try:
+            if (m := _WORK_RE.match(name)) and not _alive(int(m.group(1))):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(name)
+            elif (m := _PID_RE.match(name)) and not _alive(int(m.group("pid"))):
+                target = packs_dir / m.group("name")
+                if m.group("kind") == "old" and not target.exists():
+                    os.replace(p, target)  # the replacement never arrived: the old pack is the pack
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(name)
+            elif m := _DOWNLOAD_RE.match(name):
+                if now - _newest_mtime(p) < STALE_DOWNLOAD_SECONDS:
+                    continue
+                with pack_lock(packs_dir, m.group("name")):
+                    shutil.rmtree(p, ignore_errors=True)
+                removed.append(name)
+        except (OSError, InstallError):
+            continue  # busy, or not ours to remove: left for the next time
+    return removed
+
+
+# -- archives ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Member:
+    """One archive member, as its header declares it."""
+
+    name: str
+    parts: tuple[str, ...]  # normalised path inside the archive
+    kind: str  # "file", "dir" or "other"
+    size: int
+
+
+def _member_parts(archive: Path, name: str) -> tuple[str, ...]:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+        raise ArchiveError(archive, f"member {name!r} would leave the pack folder")
+    return p.parts
+
+
+def _zip_members(archive: Path, z: zipfile.ZipFile) -> Iterator[tuple[_Member, zipfile.ZipInfo]]:
+    infos = z.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ArchiveError(archive, f"more than {MAX_MEMBERS} members")
+    for info in infos:
+        mode = (info.external_attr >> 16) & 0o170000
+        if mode and mode not in (0o100000, 0o040000):
+            kind = "other"
+        else:
+            kind = "dir" if info.is_dir() else "file"
+        yield _Member(info.filename, _member_parts(archive, info.filename), kind, info.file_size), info
+
+
+def _tar_members(archive: Path, tf: tarfile.TarFile) -> Iterator[tuple[_Member, tarfile.TarInfo]]:
+    count = 0
+    while True:
+        info = tf.next()
+        if info is None:
+            return
+        count += 1
+        if count > MAX_MEMBERS:
+            raise ArchiveError(archive, f"more than {MAX_MEMBERS} members")
+        if count % 1024 == 0:
+            del tf.members[:]  # headers already judged need not stay in memory
+        if info.isdir():
+            kind = "dir"
+        elif info.isfile() and not info.issparse():
+            kind = "file"
+        else:
+            kind = "other"
+        yield _Member(info.name, _member_parts(archive, info.name), kind, info.size), info
+
+
+def _archive_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, ValueError,
+                                       NotImplementedError]
+    try:
+        import lzma
+
+        errs.append(lzma.LZMAError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+_ARCHIVE_ERRORS = _archive_errors()
+
+
+class _Archive:
+    """A .zip or .tar(.gz/.bz2/.xz) read member by member; its headers can be walked twice (the
+    first pass finds the manifest, the second unpacks). Damage surfaces as ArchiveError."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
+        try:
+            if zipfile.is_zipfile(path):
+                self._zip = zipfile.ZipFile(path)
+            else:
+                tarfile.open(path, "r:*").close()
+        except OSError as e:
+            raise ArchiveError(path, f"cannot be read ({e.strerror or e})") from None
+        except _ARCHIVE_ERRORS as e:
+            raise ArchiveError(path, f"not a tar or zip archive ({e})") from None
+
+    def members(self):
+        if self._zip is not None:
+            return _zip_members(self.path, self._zip)
+        if self._tar is not None:
+            self._tar.close()
+        self._tar = tarfile.open(self.path, "r:*")
+        return _tar_members(self.path, self._tar)
+
+    def open(self, info):
+        if self._zip is not None:
+            return self._zip.open(info)
+        f = self._tar.extractfile(info)
+        if f is None:
+            raise ArchiveError(self.path, f"member {info.name!r} has no data")
+        return f
+
+    def close(self) -> None:
+        for f in (self._zip, self._tar):
+            if f is not None:
+                f.close()
+
+
+@contextmanager
+def _open_archive(archive: Path):
+    arc = _Archive(archive)
+    try:
+        yield arc
+    except ReplicheckError:
+        raise
+    except _ARCHIVE_ERRORS as e:
+        raise ArchiveError(archive, f"is damaged or truncated ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        if e.errno is None:  # gzip's and bz2's "not a valid stream"
+            raise ArchiveError(archive, f"is damaged or truncated ({type(e).__name__}: {e})") from None
+        raise ArchiveError(archive, f"cannot be read: {e.strerror or e}") from None
+    finally:
+        arc.close()
+
+
+def _find_manifest(archive: Path, arc: _Archive, max_bytes: int) -> tuple[tuple[str, ...], Manifest, int]:
+    """First pass over the headers: every member judged (path, kind, count, bytes), and the pack's
+    manifest.json (at the top or in one top folder) read and parsed.
+
+    Returns (prefix, manifest, bytes of all file members)."""
+    from . import manifest as mf
+
+    found: list[tuple[tuple[str, ...], bytes]] = []
+    total = 0
+    for m, info in arc.members():
+        if m.kind == "other":
+            raise ArchiveError(archive, f"member {m.name!r} is a link or special file")
+        if m.kind != "file":
+            continue
+        total += m.size
+        if total > max_bytes:
+            raise ArchiveError(archive, f"unpacks to more than {max_bytes} bytes")
+        if m.parts and m.parts[-1] == MANIFEST and len(m.parts) <= 2:
+            if m.size > MAX_MANIFEST_BYTES:
+                raise ArchiveError(archive, f"{m.name} is larger than {MAX_MANIFEST_BYTES} bytes")
+            with arc.open(info) as f:
+                found.append((m.parts[:-1], f.read(MAX_MANIFEST_BYTES + 1)))
+    if not found:
+        raise ArchiveError(archive, f"no {MANIFEST} at the top of the archive or in its only folder")
+    if len(found) > 1:
+        raise ArchiveError(archive, f"holds {len(found)} {MANIFEST} files; a pack archive holds one")
+    prefix, text = found[0]
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ArchiveError(archive, f"{MANIFEST} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ArchiveError(archive, f"{MANIFEST} is nested too deeply") from None
+    try:
+        return prefix, mf.parse(data, f"{archive.name}:{MANIFEST}"), total
+    except ReplicheckError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a shape the parser did not foresee is still a bad manifest
+        raise ArchiveError(archive, f"{MANIFEST} is malformed ({type(e).__name__}: {e})") from None
+
+
+def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_EXTRACTED_BYTES, *,
+                 disk_free: Callable[[Path], int] | None = None) -> Manifest:
+    """Unpack a pack archive (.tar(.gz) or .zip) into `target`; return its manifest.
+
+    The pack's folder (the archive's top, or its only top folder) becomes `target`. Refused before
+    anything is written: absolute paths, '..', links, devices, sparse files, more than MAX_MEMBERS
+    members or `max_bytes` bytes, an archive without exactly one manifest.json, and more bytes than
+    the free disk holds. Refused while unpacking (what was written is removed by the caller): a
+    member the manifest does not list, a size other than the listed one, a member given twice,
+    damaged data (bad CRC, truncated stream).
+    """
+    archive, target = Path(archive), Path(target)
+    free = disk_free or free_bytes
+    with _open_archive(archive) as arc:
+        prefix, manifest, declared = _find_manifest(archive, arc, max_bytes)
+        listed: dict[tuple[str, ...], int | None] = {tuple(PurePosixPath(f.path).parts): f.size
+                                                     for f in manifest.files}
+        listed.setdefault((MANIFEST,), None)  # the manifest itself: any size up to its bound
+        dirs = {k[:i] for k in listed for i in range(1, len(k))}
+        # what pass two can write: only listed members, each of its listed size
+        will_write = min(declared, sum(v for v in listed.values() if v) + MAX_MANIFEST_BYTES)
+        have = free(target)
+        if have < will_write + DISK_MARGIN:
+            raise ArchiveError(archive, f"unpacks to {_mb(will_write)}, and the disk of {target} has "
+                                        f"{_mb(have)} free")
+        seen: set[tuple[str, ...]] = set()
+        for m, info in arc.members():
+            if m.parts[: len(prefix)] != prefix:
+                raise ArchiveError(archive, f"member {m.name!r} is outside the pack folder {'/'.join(prefix)}")
+            rel = m.parts[len(prefix):]
+            if not rel:
+                continue  # the pack folder itself
+            if m.kind == "dir":
+                if rel not in dirs:
+                    raise ArchiveError(archive, f"member {m.name!r} is not a folder of any file listed in "
+                                                f"{MANIFEST}")
+                _write_dir(archive, target, rel, m)
                 continue
-            if not member.isfile():
-                raise InstallError(f"{archive.name}: member {member.name!r} is a link or special file")
-            total += member.size
-            if total > max_bytes:
-                raise InstallError(f"{archive.name}: unpacks to more than {max_bytes} bytes")
+            if m.kind != "file":
+                raise ArchiveError(archive, f"member {m.name!r} is a link or special file")
+            if rel not in listed:
+                raise ArchiveError(archive, f"member {m.name!r} is not listed in {MANIFEST}")
+            if rel in seen:
+                raise ArchiveError(archive, f"member {m.name!r} appears twice")
+            seen.add(rel)
+            expect = listed[rel]
+            if expect is not None and m.size != expect:
+                raise ArchiveError(archive, f"member {m.name!r} is {m.size} bytes, {MANIFEST} lists {expect}")
+            _write_file(archive, target, rel, m, arc.open(info), MAX_MANIFEST_BYTES if expect is None else expect)
+    return manifest
+
+
+def _write_dir(archive: Path, target: Path, rel: tuple[str, ...], m: _Member) -> None:
+    dest = target.joinpath(*rel)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArchiveError(archive, f"member {m.name!r} cannot be created: {e.strerror or e} "
+                                    "(a file and a folder of the same name?)") from None
+
+
+def _write_file(archive: Path, target: Path, rel: tuple[str, ...], m: _Member, src, size: int) -> None:
+    dest = target.joinpath(*rel)
+    written = 0
+    try:
+        with src:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            with src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out)
+            with open(dest, "xb") as out:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > size:
+                        raise ArchiveError(archive, f"member {m.name!r} holds more than its {size} bytes")
+                    out.write(chunk)
+    except ReplicheckError:
+        raise
+    except FileExistsError:
+        raise ArchiveError(archive, f"member {m.name!r} cannot be created: a folder or file of that name "
+                                    "is already there") from None
+    except _ARCHIVE_ERRORS as e:
+        raise ArchiveError(archive, f"member {m.name!r} is damaged ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise ArchiveError(archive, f"member {m.name!r} cannot be written: {e.strerror or e}"
+                                    + (" (a file and a folder of the same name?)" if e.errno in (17, 20, 21) else ""))\
+            from None
+    if written != m.size:
+        raise ArchiveError(archive, f"member {m.name!r} holds {written} bytes, its header says {m.size}")
 
 
 def _pack_root(folder: Path) -> Path:
@@ -127,55 +418,89 @@ def _pack_root(folder: Path) -> Path:
 
 
 class Installer:
+    """Installs into `packs_dir`. `max_bytes` bounds an archive downloaded from a URL (its size is
+    declared by nobody); `disk_usage(dir)` gives the free bytes (tests pass their own)."""
+
     def __init__(self, packs_dir: str | Path, *, policy: Policy | None = None, offline: bool = False,
-                 disk_usage: Callable[[Path], int] | None = None):
+                 disk_usage: Callable[[Path], int] | None = None, max_bytes: int = MAX_UNSIZED_BYTES):
         self.packs_dir = Path(packs_dir)
         self.policy = policy or Policy()
         self.offline = offline
-        self._free = disk_usage or (lambda p: shutil.disk_usage(p).free)
+        self.max_bytes = max_bytes
+        self._free = disk_usage or free_bytes
+        clean_stale(self.packs_dir)
 
     # -- download ---------------------------------------------------------------------------------
 
     def download(self, rp: RegistryPack, *, progress: Callable[[int], None] | None = None,
                  cancel: threading.Event | None = None) -> Path:
-        """Download, verify and install a pack from a registry; return its folder."""
+        """Download, verify and install a pack from a registry; return its folder.
+
+        The staging folder is kept for the next try only after a resumable interruption (a
+        connection that broke or stalled, a cancel); any other failure removes it."""
         if self.offline:
             raise InstallError(f"pack {rp.name}: network access is off (--offline)")
         with pack_lock(self.packs_dir, rp.name):
             staging = self.packs_dir / f".{rp.name}.download"
-            staging.mkdir(parents=True, exist_ok=True)
-            self._check_space(rp, staging)
-            for f in rp.files:
-                dest = staging / f.path
-                if dest.is_file() and dest.stat().st_size == f.size:
-                    if progress:
-                        progress(f.size)
-                    continue  # finished in an earlier try; its sha256 is checked with the pack below
-                fetch(f.urls, dest, size=f.size, sha256=f.sha256, policy=self.policy, progress=progress,
-                      cancel=cancel)
-            for f in rp.files:
-                if f.extract:
-                    archive = staging / f.path
-                    safe_extract(archive, staging)
-                    archive.unlink()
-            self._verify_files(rp, staging)
-            return self._install_verified(staging, rp.name, expect_embedder=rp.embedder.get("id"))
+            try:
+                return self._download(rp, staging, progress, cancel)
+            except DownloadError as e:
+                if not e.resumable:
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
+            except Exception as e:  # Ctrl-C (not an Exception) keeps the staging folder to resume
+                shutil.rmtree(staging, ignore_errors=True)
+                if isinstance(e, OSError):
+                    raise InstallError(f"pack {rp.name}: cannot be written to {self.packs_dir}: "
+                                       f"{e.strerror or e}") from None
+                raise
+
+    def _download(self, rp: RegistryPack, staging: Path, progress, cancel) -> Path:
+        staging.mkdir(parents=True, exist_ok=True)
+        self._check_space(rp, staging)
+        reused = []
+        for f in rp.files:
+            dest = staging / f.path
+            if dest.is_file() and dest.stat().st_size == f.size:
+                if progress:
+                    progress(f.size)
+                reused.append(f)  # finished in an earlier try: its sha256 is checked below
+                continue
+            fetch(f.urls, dest, size=f.size, sha256=f.sha256, policy=self.policy, progress=progress,
+                  cancel=cancel, disk_free=self._free, reserve=DISK_MARGIN)
+        self._verify_files(rp, reused, staging)
+        for f in rp.files:
+            if f.extract:
+                archive = staging / f.path
+                unpacked = staging.with_name(staging.name + ".unpacking")
+                shutil.rmtree(unpacked, ignore_errors=True)
+                unpacked.mkdir()
+                try:
+                    safe_extract(archive, unpacked, disk_free=self._free)
+                    for p in unpacked.iterdir():
+                        shutil.rmtree(staging / p.name, ignore_errors=True)
+                        os.replace(p, staging / p.name)
+                finally:
+                    shutil.rmtree(unpacked, ignore_errors=True)
+                archive.unlink()
+        _prune_unlisted(staging)
+        return self._install_verified(staging, rp.name, expect_embedder=rp.embedder.get("id"))
 
     def _check_space(self, rp: RegistryPack, staging: Path) -> None:
         have = sum((staging / f.path).stat().st_size for f in rp.files if (staging / f.path).is_file())
         parts = sum(p.stat().st_size for p in staging.rglob("*.part") if p.is_file())
-        extract = sum(f.size for f in rp.files if f.extract)  # unpacked beside the archive
+        extract = sum(f.size for f in rp.files if f.extract)  # at least this much is unpacked beside it
         need = max(0, rp.size - have - parts) + extract + DISK_MARGIN
         free = self._free(self.packs_dir)
         if free < need:
             raise InstallError(f"pack {rp.name}: needs {_mb(need)} of free disk, {self.packs_dir} has {_mb(free)}")
 
-    def _verify_files(self, rp: RegistryPack, staging: Path) -> None:
+    def _verify_files(self, rp: RegistryPack, files, staging: Path) -> None:
+        """Files kept from an earlier try are checked against the registry before any is unpacked
+        or installed (fetch checked the others as they arrived)."""
         from ..weights import sha256_file
 
-        for f in rp.files:
-            if f.extract:
-                continue
+        for f in files:
             p = staging / f.path
             if not p.is_file() or p.stat().st_size != f.size or sha256_file(p) != f.sha256:
                 p.unlink(missing_ok=True)
@@ -184,7 +509,10 @@ class Installer:
     # -- install from a folder, an archive or a URL ----------------------------------------------------
 
     def install(self, source: str, *, sha256: str | None = None, progress=None, cancel=None) -> Path:
-        """Install a pack from a folder, a .tar(.gz)/.zip archive, or an http(s) URL of an archive."""
+        """Install a pack from a folder, a .tar(.gz)/.zip archive, or an http(s) URL of an archive.
+
+        Everything happens in a `.install-PID-TID` work folder inside the packs folder, which is
+        removed at the end whatever happens (and by clean_stale when the process was killed)."""
         from urllib.parse import urlsplit
 
         self.packs_dir.mkdir(parents=True, exist_ok=True)
@@ -192,43 +520,39 @@ class Installer:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
-            copy = False
+            staging = work / "pack"
             if urlsplit(source).scheme in ("http", "https"):
                 if self.offline:
                     raise InstallError(f"{source}: network access is off (--offline)")
-                name = PurePosixPath(urlsplit(source).path).name or "pack"
+                name = _safe_filename(PurePosixPath(urlsplit(source).path).name)
                 archive = fetch([source], work / name, size=None, sha256=sha256, policy=self.policy,
-                                progress=progress, cancel=cancel)
-                src = work / "unpacked"
-                src.mkdir()
-                safe_extract(archive, src)
+                                progress=progress, cancel=cancel, max_bytes=self.max_bytes, disk_free=self._free,
+                                reserve=DISK_MARGIN)
+                staging.mkdir()
+                safe_extract(archive, staging, disk_free=self._free)
+                archive.unlink()
             else:
                 path = Path(source).expanduser()
                 if path.is_dir():
-                    src, copy = path, True  # the user's folder is copied, never moved
+                    _copy_listed(_pack_root(path), staging, self._free)  # the user's folder is copied, never moved
                 elif path.is_file():
                     if sha256:
                         from ..weights import sha256_file
 
                         if sha256_file(path) != sha256.lower():
                             raise InstallError(f"{path}: sha256 does not match {sha256}")
-                    src = work / "unpacked"
-                    src.mkdir()
-                    safe_extract(path, src)
+                    staging.mkdir()
+                    safe_extract(path, staging, disk_free=self._free)
                 else:
                     raise InstallError(f"{source}: no such file or folder")
-            root = _pack_root(src)
             from .manifest import read
 
-            name = read(root).name
+            name = read(staging).name
             with pack_lock(self.packs_dir, name):
-                staging = self.packs_dir / f".{name}.download"
-                shutil.rmtree(staging, ignore_errors=True)
-                if copy:
-                    shutil.copytree(root, staging)
-                else:
-                    shutil.move(str(root), str(staging))
                 return self._install_verified(staging, name)
+        except OSError as e:  # a full disk, a folder that went away: said in one line
+            raise InstallError(f"{source}: cannot be installed in {self.packs_dir}: {e.strerror or e}"
+                               + (f" ({e.filename})" if e.filename else "")) from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -237,11 +561,13 @@ class Installer:
 
         try:
             pack = Pack(staging, expect_embedder=expect_embedder)
-            if pack.name != name:
-                raise InstallError(f"pack {name}: its manifest names it {pack.name!r}")
-            pack.verify()
-            pack.close()
-        except (PackError, InstallError):
+            try:
+                if pack.name != name:
+                    raise InstallError(f"pack {name}: its manifest names it {pack.name!r}")
+                pack.verify()
+            finally:
+                pack.close()
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # a bad pack is not kept for resuming
             raise
         target = self.packs_dir / name
@@ -276,4 +602,54 @@ def _mb(n: int) -> str:
     return f"{n / 1024 / 1024:,.0f} MB"
 
 
-__all__ = ["Installer", "InstallError", "DownloadError", "safe_extract", "pack_lock"]
+def _safe_filename(name: str) -> str:
+    """A URL's last segment as a local file name (an archive suffix kept, nothing else trusted)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-100:].lstrip(".")
+    return clean or "pack"
+
+
+def _copy_listed(root: Path, staging: Path, free: Callable[[Path], int]) -> None:
+    """Copy a pack folder's manifest.json and the files it lists (nothing else, no links followed),
+    after checking each one's size and the free disk."""
+    from .manifest import read
+
+    m = read(root)
+    sizes = 0
+    for f in m.files:
+        p = root / f.path
+        try:
+            st = p.lstat()
+        except OSError:
+            raise PackError(root, f"file {f.path} listed in the manifest is missing") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise PackError(root, f"file {f.path} is a link or not a regular file")
+        if st.st_size != f.size:
+            raise PackError(root, f"file {f.path} is {st.st_size} bytes, the manifest says {f.size}")
+        sizes += f.size
+    have = free(staging.parent)
+    if have < sizes + DISK_MARGIN:
+        raise InstallError(f"pack {m.name}: needs {_mb(sizes + DISK_MARGIN)} of free disk, {staging.parent} has "
+                           f"{_mb(have)}")
+    staging.mkdir()
+    for rel in [MANIFEST] + [f.path for f in m.files]:
+        dest = staging / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / rel, dest, follow_symlinks=False)
+
+
+def _prune_unlisted(staging: Path) -> None:
+    """Remove what the pack's manifest does not list (left by an earlier version's download)."""
+    from .manifest import read
+
+    keep = {MANIFEST} | {f.path for f in read(staging).files}
+    keep_dirs = {k.rsplit("/", i)[0] for k in keep for i in range(1, k.count("/") + 1)}
+    for p in sorted(staging.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+        rel = p.relative_to(staging).as_posix()
+        if p.is_dir() and not p.is_symlink():
+            if rel not in keep_dirs:
+                shutil.rmtree(p, ignore_errors=True)
+        elif rel not in keep:
+            p.unlink(missing_ok=True)
+
+
+__all__ = ["Installer", "InstallError", "ArchiveError", "DownloadError", "safe_extract", "pack_lock", "clean_stale"]

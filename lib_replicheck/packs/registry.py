@@ -2,12 +2,16 @@
 
 A registry comes from the network, so it is parsed strictly: every pack and file field is checked,
 file paths must stay inside the pack folder, URLs are resolved against the registry's own URL
-(so a registry can sit beside its packs on any static host) and must be http(s).
+(so a registry can sit beside its packs on any static host) and must be http(s). Reading one is
+bounded in size (MAX_REGISTRY_BYTES) and in time (TIMEOUT without a byte, DEADLINE in all), and
+several registries are read at once, so one slow or broken registry is reported beside the packs
+of the others instead of hiding them.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,9 @@ FORMAT_VERSION = 1
 #: The registry of this repository: the demo pack, and the packs the project publishes.
 DEFAULT_REGISTRY = "https://raw.githubusercontent.com/replicheck/replicheck/main/registry/packs.json"
 MAX_REGISTRY_BYTES = 5 * 1024 * 1024
+#: Seconds without a byte before a registry counts as stalled, and seconds for the whole read.
+TIMEOUT = 10.0
+DEADLINE = 30.0
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
 
@@ -63,6 +70,19 @@ class RegistryPack:
 class Registry:
     url: str
     packs: list[RegistryPack] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RegistryResult:
+    """What reading one registry gave: its packs, or the error that stopped it (never both)."""
+
+    url: str
+    packs: tuple[RegistryPack, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 def parse(data: Any, url: str) -> Registry:
@@ -129,56 +149,140 @@ def parse(data: Any, url: str) -> Registry:
             fail(f"{where}.files", f"lists no {MANIFEST} (nor an archive that holds it)")
         source = p.get("source") if isinstance(p.get("source"), dict) else {}
         out.append(RegistryPack(
-            name=name, title=str(p.get("title") or name), description=str(p.get("description") or ""),
-            version=str(p.get("version") or ""), source={k: str(v) for k, v in source.items()},
-            embedder={k: v for k, v in emb.items() if isinstance(v, (str, int, float))}, count=count,
-            files=tuple(parsed), registry=url))
+            name=name, title=_text(p.get("title"), MAX_TITLE) or name, description=_text(p.get("description"), MAX_TEXT),
+            version=_text(p.get("version"), MAX_SHORT),
+            source={_text(k, MAX_SHORT): _text(v, MAX_SHORT) for k, v in list(source.items())[:MAX_FIELDS]
+                    if isinstance(v, (str, int, float))},
+            embedder={_text(k, MAX_SHORT): (_text(v, MAX_SHORT) if isinstance(v, str) else v)
+                      for k, v in list(emb.items())[:MAX_FIELDS] if isinstance(v, (str, int, float))},
+            count=count, files=tuple(parsed), registry=url))
     return Registry(url, out)
 
 
-def load(url: str, *, offline: bool = False, timeout: float = 20.0, session=None) -> Registry:
-    """Read a registry from an http(s) URL, or from a local file path."""
+#: Lengths kept of a registry's free-text fields (what a listing can show; the rest is noise or an attack).
+MAX_TITLE, MAX_TEXT, MAX_SHORT, MAX_FIELDS = 200, 2000, 500, 32
+
+
+def _text(v: Any, n: int) -> str:
+    """A scalar as text of at most `n` characters; anything else as ''."""
+    if v is None or isinstance(v, (dict, list, bool)):
+        return ""
+    s = str(v)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def load(url: str, *, offline: bool = False, timeout: float | None = None, deadline: float | None = None,
+         session=None) -> Registry:
+    """Read a registry from an http(s) URL, or from a local file path.
+
+    `timeout`: seconds without a byte (TIMEOUT); `deadline`: seconds for the whole read (DEADLINE).
+    Every failure is a RegistryError naming the registry.
+    """
     if urlsplit(url).scheme not in ("http", "https"):
         path = Path(url).expanduser()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as f:
+                body = f.read(MAX_REGISTRY_BYTES + 1)
         except FileNotFoundError:
             raise RegistryError(f"registry {url}: no such file") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RegistryError(f"registry {url}: cannot be read as JSON ({e})") from None
-        return parse(data, path.resolve().as_uri())
+        except OSError as e:
+            raise RegistryError(f"registry {url}: cannot be read ({e})") from None
+        if len(body) > MAX_REGISTRY_BYTES:
+            raise RegistryError(f"registry {url}: larger than {MAX_REGISTRY_BYTES} bytes")
+        return _parse_safely(_decode(body, url), path.resolve().as_uri())
     if offline:
         raise RegistryError(f"registry {url}: network access is off (--offline)")
+    timeout = TIMEOUT if timeout is None else timeout
+    deadline = DEADLINE if deadline is None else deadline
+    try:
+        body = _read_bounded(url, timeout, deadline, session)
+    except RegistryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - requests, urllib3 and socket errors alike name the registry
+        raise RegistryError(f"registry {url}: {type(e).__name__}: {e}") from None
+    return _parse_safely(_decode(body, url), url)
+
+
+def _parse_safely(data: Any, url: str) -> Registry:
+    try:
+        return parse(data, url)
+    except RegistryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a shape parse() did not foresee is still this registry's fault
+        raise RegistryError(f"registry {url}: malformed ({type(e).__name__}: {e})") from None
+
+
+def _read_bounded(url: str, timeout: float, deadline: float, session) -> bytes:
+    """The body of `url`, at most MAX_REGISTRY_BYTES, read within `deadline` seconds: a server that
+    sends a byte now and then cannot hold the read open."""
     import requests
 
-    get = (session or requests).get
+    end = time.monotonic() + deadline
+    own = session is None
+    if own:
+        session = requests.Session()
+        session.max_redirects = 5
     try:
-        with get(url, timeout=timeout, stream=True) as r:
+        with session.get(url, timeout=(min(timeout, deadline), min(timeout, deadline)), stream=True) as r:
             if r.status_code != 200:
                 raise RegistryError(f"registry {url}: HTTP {r.status_code}")
-            body = r.raw.read(MAX_REGISTRY_BYTES + 1, decode_content=True)
-    except requests.RequestException as e:
-        raise RegistryError(f"registry {url}: {type(e).__name__}: {e}") from None
-    if len(body) > MAX_REGISTRY_BYTES:
-        raise RegistryError(f"registry {url}: larger than {MAX_REGISTRY_BYTES} bytes")
+            read = getattr(r.raw, "read1", None)  # urllib3 2: returns what one receive gave
+            chunks, got = [], 0
+            while True:
+                if time.monotonic() > end:
+                    raise RegistryError(f"registry {url}: not read within {deadline:g} s")
+                chunk = read(65536, decode_content=True) if read else r.raw.read(8192, decode_content=True)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > MAX_REGISTRY_BYTES:
+                    raise RegistryError(f"registry {url}: larger than {MAX_REGISTRY_BYTES} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    finally:
+        if own:
+            session.close()
+
+
+def _decode(body: bytes, url: str) -> Any:
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
         raise RegistryError(f"registry {url}: not valid JSON ({e})") from None
-    return parse(data, url)
+    except RecursionError:
+        raise RegistryError(f"registry {url}: not valid JSON (nested too deeply)") from None
 
 
-def load_all(urls: list[str], *, offline: bool = False) -> tuple[list[RegistryPack], list[str]]:
-    """The packs of every registry (the first registry listing a name wins), and one error per
-    registry that could not be read."""
-    packs, errors, seen = [], [], set()
-    for url in urls:
+def load_each(urls: list[str], *, offline: bool = False, timeout: float | None = None,
+              deadline: float | None = None) -> list[RegistryResult]:
+    """Read every registry at once (so the slowest bounds the wait, not the sum); one result per
+    URL, in order. Never raises: an unexpected failure is that registry's error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(url: str) -> RegistryResult:
         try:
-            reg = load(url, offline=offline)
+            return RegistryResult(url, tuple(load(url, offline=offline, timeout=timeout, deadline=deadline).packs))
         except RegistryError as e:
-            errors.append(str(e))
+            return RegistryResult(url, error=str(e))
+        except Exception as e:  # noqa: BLE001 - one broken registry must not hide the others
+            return RegistryResult(url, error=f"registry {url}: {type(e).__name__}: {e}")
+
+    if not urls:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(urls)), thread_name_prefix="replicheck-registry") as pool:
+        return list(pool.map(one, urls))
+
+
+def load_all(urls: list[str], *, offline: bool = False, timeout: float | None = None,
+             deadline: float | None = None) -> tuple[list[RegistryPack], list[str]]:
+    """The packs of every registry (the first registry listing a name wins), and one error per
+    registry that could not be read. Never raises (see load_each)."""
+    packs, errors, seen = [], [], set()
+    for res in load_each(urls, offline=offline, timeout=timeout, deadline=deadline):
+        if res.error is not None:
+            errors.append(res.error)
             continue
-        for p in reg.packs:
+        for p in res.packs:
             if p.name not in seen:
                 seen.add(p.name)
                 packs.append(p)
