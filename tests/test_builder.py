@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -323,3 +324,153 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path):
     (tmp_path / "pq" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(PackError, match="re-ranking file"):
         Pack(tmp_path / "pq")
+
+
+def _cli_build(src, out, *extra):
+    cmd = [sys.executable, "-m", "lib_replicheck", "build", str(src), "--out", str(out), "--embedder", "pdq",
+           "--shard-size", "2", "--no-thumbnails", *map(str, extra)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _folder(path, images):
+    path.mkdir()
+    for j, (_, im) in enumerate(images):
+        im.save(path / f"img{j}.jpg")  # the same file names in every folder: only the images differ
+    return path
+
+
+def test_build_after_another_source_does_not_reuse_its_shards(tmp_path, photos_small):
+    """Folder A built with --keep-work, then folder B (same file names, other images) into the same
+    --out with --force: the default work folder's shards came from A, so they are discarded with a
+    log line and the pack holds B's images only, exactly as a fresh build of B."""
+    a = _folder(tmp_path / "a", photos_small[:5])
+    b = _folder(tmp_path / "b", photos_small[5:])
+    out = tmp_path / "packs" / "mine"
+    r = _cli_build(a, out, "--keep-work")
+    assert r.returncode == 0, r.stderr
+    r = _cli_build(b, out, "--force")
+    assert r.returncode == 0, r.stderr
+    assert "were embedded for another build" in r.stderr and "resuming" not in r.stderr
+    fresh = _cli_build(b, tmp_path / "fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    for name in ("index.faiss", "metadata.sqlite"):
+        assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    assert not (tmp_path / "packs" / ".mine.work").exists()
+
+
+def test_explicit_work_folder_of_another_build_is_refused(tmp_path, photos_small):
+    """A work folder the user named (--work) may hold days of embedding: one left by another source
+    or other options is refused with a message naming it and what differs, and left as it was."""
+    a = _folder(tmp_path / "a", photos_small[:5])
+    b = _folder(tmp_path / "b", photos_small[5:])
+    work = tmp_path / "work"
+    r = _cli_build(a, tmp_path / "pa", "--work", work, "--keep-work")
+    assert r.returncode == 0, r.stderr
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (work / "shards").iterdir())
+    r = _cli_build(b, tmp_path / "pb", "--work", work)
+    assert r.returncode == 2 and not (tmp_path / "pb").exists()
+    assert f"work folder {work} holds shards of another build (its source differs)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (work / "shards").iterdir()) == before
+    # other options are named too: the embedder's shards do not fit a build with a different license
+    r = _cli_build(a, tmp_path / "pc", "--work", work, "--license", "CC0-1.0")
+    assert r.returncode == 2 and "(its options differ: license)" in r.stderr
+    # the same source and options resume from it
+    r = _cli_build(a, tmp_path / "pa2", "--work", work)
+    assert r.returncode == 0 and "resuming from" in r.stderr, r.stderr
+
+
+def test_changed_images_are_embedded_again_on_resume(tmp_path, photos_small):
+    """Resuming from the same folder after one of its images was replaced: the shard holding it no
+    longer matches its images and is embedded again; the pack equals a fresh build."""
+    src = _folder(tmp_path / "src", photos_small[:6])
+    work = tmp_path / "work"
+    r = _cli_build(src, tmp_path / "first", "--work", work, "--keep-work")
+    assert r.returncode == 0, r.stderr
+    photos_small[8][1].save(src / "img3.jpg")  # in the second shard (rows 2 and 3)
+    r = _cli_build(src, tmp_path / "second", "--work", work, "--keep-work")
+    assert r.returncode == 0, r.stderr
+    assert "shard 00001: its images changed since it was embedded: embedding it again" in r.stderr
+    assert "shard 00000:" not in r.stderr and "shard 00002:" not in r.stderr  # the others are reused
+    fresh = _cli_build(src, tmp_path / "fresh")
+    for name in ("index.faiss", "metadata.sqlite"):
+        assert (tmp_path / "second" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    # two images fewer: the last shard is past the source's end and is not indexed
+    (src / "img4.jpg").unlink()
+    (src / "img5.jpg").unlink()
+    r = _cli_build(src, tmp_path / "third", "--work", work)
+    assert r.returncode == 0 and "shard 00002: past the end of the source: dropped" in r.stderr, r.stderr
+    assert Pack(tmp_path / "third").manifest.count == 4
+
+
+PUBLISH_KILLED = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from lib_replicheck.packs import build as pb
+if {no_exchange!r}:
+    pb._exchange = lambda a, b: False  # as on a kernel or file system without renameat2
+calls, real = [], os.replace
+
+
+def replace_then_die(a, b):
+    calls.append((a, b))
+    if len(calls) == 2:
+        os._exit(9)  # killed between the two renames: no cleanup, no finally blocks
+    return real(a, b)
+
+
+os.replace = replace_then_die
+pb._publish(Path({new!r}), Path({out!r}))
+"""
+
+
+@pytest.mark.parametrize("no_exchange", [False, True], ids=["exchange", "two-renames"])
+def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange):
+    """A process killed inside the publish of a new pack over an old one: with a folder swap the
+    target is the old or the new pack at every moment; with two renames it is missing until the next
+    build or install, which first renames the old pack back (and so refuses to build over it)."""
+    from lib_replicheck.embedders import load
+    from lib_replicheck.packs.build import build_pack, check_target, folder_records
+
+    pdq = load("pdq")
+    src_old, src_new = _folder(tmp_path / "old", photos_small[:2]), _folder(tmp_path / "new", photos_small[2:5])
+    out = tmp_path / "packs" / "mine"
+    build_pack(folder_records(src_old), pdq, out, log=lambda s: None)
+    build_pack(folder_records(src_new), pdq, tmp_path / "packs" / "other", log=lambda s: None)
+    new = (tmp_path / "packs" / "other").rename(tmp_path / "packs" / ".mine.partial-1")  # staged, verified
+    code = PUBLISH_KILLED.format(repo=str(REPO), no_exchange=no_exchange, new=str(new), out=str(out))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if no_exchange:
+        assert r.returncode == 9, r.stderr  # killed between the renames
+        with pytest.raises(PackError, match="already exists"):
+            check_target(out, None, overwrite=False)  # the next build: the old pack is back, not replaced
+        assert Pack(out).manifest.count == 2
+    else:
+        assert r.returncode == 0, r.stderr  # swapped in one step: no second rename to be killed at
+        assert Pack(out).manifest.count == 3
+    assert not list(out.parent.glob(".mine.old-*"))
+
+
+def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photos_small, monkeypatch):
+    from lib_replicheck.embedders import load
+    from lib_replicheck.packs import build as pb
+
+    pdq = load("pdq")
+    out = tmp_path / "mine"
+    pb.build_pack(pb.folder_records(_folder(tmp_path / "a", photos_small[:2])), pdq, out, log=lambda s: None)
+    monkeypatch.setattr(pb, "_exchange", lambda a, b: False)
+    real, calls = os.replace, []
+
+    def fail_second(a, b):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(OSError):
+        pb.build_pack(pb.folder_records(_folder(tmp_path / "b", photos_small[2:5])), pdq, out, overwrite=True,
+                      log=lambda s: None)
+    monkeypatch.undo()
+    assert Pack(out).manifest.count == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "mine"]

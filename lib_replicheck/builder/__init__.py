@@ -228,29 +228,44 @@ def embed_with_ray(items: list[SourceItem], opts: BuildOptions, crops, spec):
     return arr, metas, skipped, thumbs if opts.thumbnails else []
 
 
-def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptions, log) -> object:
-    """Fill the shard store; returns the embedder spec. Complete shards are kept (resume)."""
-    embedder = None if opts.ray else load_embedder(opts)
-    spec = embedder.spec if embedder else load_embedder(opts).spec
+def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptions, log, embedder=None) -> object:
+    """Fill the shard store; returns the embedder spec. Complete shards embedded from the same rows
+    are kept (resume); one whose rows changed is embedded again, and shards past the source's end
+    are dropped. `embedder`: one already loaded (else it is loaded here)."""
+    from .work import row_digest
+
+    if embedder is None:
+        embedder = load_embedder(opts)
+    spec = embedder.spec
     crops = crops_for(spec.metric)
+    chunks = 0
     with ThreadPoolExecutor(max(1, opts.workers)) as pool:
         for i, chunk in enumerate(_chunks(items, opts.shard_size)):
+            chunks = i + 1
+            digest = row_digest(chunk)
             if store.complete(i):
-                try:
-                    store.read(i)
-                    continue
-                except CorruptShard as e:
-                    log(f"{e}: embedding it again")
-                    store.discard(i)
+                if store.source(i) == digest:
+                    try:
+                        store.read(i)
+                        continue
+                    except CorruptShard as e:
+                        log(f"{e}: embedding it again")
+                else:
+                    log(f"shard {i:05d}: its images changed since it was embedded: embedding it again")
+                store.discard(i)
             t = time.perf_counter()
             if opts.ray:
                 vectors, metas, skipped, thumbs = embed_with_ray(chunk, opts, crops, spec)
             else:
                 vectors, metas, skipped, thumbs = embed_items(chunk, embedder, crops, opts.batch, pool,
                                                               opts.thumbnails)
-            store.write(i, vectors, metas, skipped, thumbs)
+            store.write(i, vectors, metas, skipped, thumbs, source=digest)
             rate = len(chunk) / max(1e-9, time.perf_counter() - t)
             log(f"shard {i:05d}: {len(metas)} images embedded, {len(skipped)} skipped ({rate:.1f} images/s)")
+    for i in store.indices():
+        if i >= chunks:
+            log(f"shard {i:05d}: past the end of the source: dropped")
+            store.discard(i)
     return spec
 
 
@@ -388,17 +403,25 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
           overwrite: bool = False, keep_work: bool = False, log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `source`; resumable through the work folder."""
     from ..packs.build import check_target, seal, staging_dir
+    from . import sources
+    from .work import exclusions_digest, fingerprint, open_work
 
     opts = opts or BuildOptions()
     log = log or (lambda s: print(s, file=sys.stderr))
     started = time.perf_counter()
     out = Path(out)
     name = check_target(out, name, overwrite)
+    chosen_by_user = work is not None
     work = Path(work) if work else out.parent / f".{out.name}.work"
-    store = ShardStore(work)
+    kind = sources.detect(source)
+    embedder = load_embedder(opts)
+    options = {"shard_size": opts.shard_size, "crops": list(crops_for(embedder.spec.metric)),
+               "thumbnails": opts.thumbnails, "license": opts.license, "exclude": exclusions_digest(opts.exclude)}
+    store = open_work(work, fingerprint(source, kind, embedder.spec, options), chosen_by_user=chosen_by_user,
+                      log=log)
     if store.indices():
         log(f"resuming from {work}: {len(store.indices())} shard(s) already embedded")
-    spec = embed_stage(items_of(source, opts, work, log), store, opts, log)
+    spec = embed_stage(items_of(source, opts, work, log), store, opts, log, embedder=embedder)
     tmp = staging_dir(out)
     try:
         info, count, vectors = index_stage(store, spec, tmp, opts, log)

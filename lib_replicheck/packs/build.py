@@ -107,7 +107,9 @@ def build_pack(records: Iterable[Record], embedder, out: str | Path, *, name: st
 
 
 def check_target(out: Path, name: str | None, overwrite: bool) -> str:
-    """The pack's name (from `out` unless given); refuses an existing pack without `overwrite`."""
+    """The pack's name (from `out` unless given); refuses an existing pack without `overwrite`. A pack
+    that an interrupted replacement left aside is restored first (`recover`)."""
+    recover(out)
     if out.exists() and not overwrite:
         raise PackError(out, "already exists; pass --force (overwrite) to replace it")
     name = name or pack_name(out.name)
@@ -143,7 +145,7 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
     check = Pack(tmp, expect_embedder=spec.id)
     check.verify()
     check.close()
-    _publish(tmp, out)
+    publish(tmp, out)
 
 
 def _write(records, embedder, folder: Path, crops, thumbnails: bool, batch: int, log) -> dict:
@@ -216,17 +218,85 @@ def _save_thumbnail(im, path: Path) -> None:
     t.save(path, "JPEG", quality=85)
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the verified pack into place; an older pack at `out` is removed only after that."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
+def publish(tmp: Path, out: Path) -> None:
+    """Move the verified pack in `tmp` to `out`, replacing any pack there. Where the kernel can swap
+    two folders in one step (Linux renameat2 RENAME_EXCHANGE), `out` is at every moment the old pack
+    or the new one. Elsewhere the old pack is renamed aside to `.NAME.old-PID` and the new one in:
+    a crash between those two renames leaves no `out`, and `recover` (run here and by
+    `check_target`, before the next build or install of that pack) renames the old pack back."""
+    recover(out)
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # `tmp` now holds the old pack
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.replace(out, old)
     try:
         os.replace(tmp, out)
     except BaseException:
-        if old is not None:
-            os.replace(old, out)
+        os.replace(old, out)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_publish = publish  # the name packs/install.py imports
+
+
+def recover(out: Path) -> bool:
+    """Repair what a publish killed between its two renames left: when `out` is missing and an old
+    pack was renamed aside by a process that is gone, rename it back. Asides left beside a present
+    `out` were superseded and are removed. True when a pack was restored."""
+    import glob
+
+    out = Path(out)
+    asides = []
+    for p in out.parent.glob(glob.escape(f".{out.name}.old-") + "*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if p.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            asides.append(p)
+    if not asides:
+        return False
+    asides.sort(key=lambda p: p.stat().st_mtime_ns)
+    restored = False
+    if not out.exists() and not out.is_symlink():
+        os.replace(asides.pop(), out)
+        print(f"replicheck: {out}: restored the pack that an interrupted replacement had moved aside",
+              file=sys.stderr)
+        restored = True
+    for p in asides:
+        shutil.rmtree(p, ignore_errors=True)
+    return restored
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (it may be publishing right now); our own pid is not."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step with renameat2(RENAME_EXCHANGE); False where the C library,
+    kernel or file system cannot (then nothing was changed)."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
