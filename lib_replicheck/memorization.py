@@ -13,6 +13,9 @@ What the web UI hands to its CFG callbacks, and how it is turned into that signa
   the timestep samplers (DDIM, PLMS, UniPC) output eps itself;
 - with AND sub-prompts the guidance direction is sum_j w_j (eps_cj - eps_u), as the web UI
   combines them; its norm is the signal.
+- Forge never calls the CFG callbacks: it hands the batch's cond and uncond x0 estimates to the
+  functions registered with `set_model_sampler_post_cfg_function`, where the same difference is
+  taken (forge_guidance_difference, lib_replicheck/forge_signal.py).
 - Comparable across resolutions: the norm is scaled by sqrt(4*64*64 / elements), so values for
   a 512x512 SD 1.x generation (a 4x64x64 latent) are exactly Wen et al.'s, and a latent with more
   elements is not reported higher merely for being larger.
@@ -70,6 +73,27 @@ def guidance_difference(x_out, batch_weights: Sequence[Sequence[float]], sigma=N
     import torch
 
     return torch.stack(out)
+
+
+def forge_guidance_difference(cond_denoised, uncond_denoised, sigma, strengths: Sequence[float]):
+    """The same difference from what Forge hands to its post-CFG functions; None without an uncond pass.
+
+    Forge's `calc_cond_uncond_batch` returns, per image, the strength-weighted mean of the sub-prompts'
+    x0 estimates, sum_j w_j x0_cj / sum_j w_j (`cond_denoised`), and guides with that minus
+    `uncond_denoised`, times sum_j w_j. So sum_j w_j (eps_cj - eps_u) is the rows [cond, uncond] with
+    weight sum_j w_j, computed by guidance_difference as for the other web UIs. At guidance scale 1
+    Forge skips the uncond pass and `uncond_denoised` is all zeros: the step is not counted.
+    """
+    if uncond_denoised is None or not bool(uncond_denoised.any()):
+        return None
+    weight = float(sum(strengths))
+    if abs(weight) < 1e-6:
+        return None  # sub-prompt weights that cancel: Forge's own mean is undefined then
+    batch = cond_denoised.shape[0]
+    import torch
+
+    return guidance_difference(torch.cat([cond_denoised, uncond_denoised]), [[weight]] * batch, sigma=sigma,
+                               denoised=True)
 
 
 def _sigma_of(sigma, row: int) -> float:

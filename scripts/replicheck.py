@@ -19,8 +19,9 @@ from modules import paths, script_callbacks, scripts, shared  # noqa: E402
 
 from lib_replicheck import __version__  # noqa: E402
 from lib_replicheck import api as rc_api  # noqa: E402
+from lib_replicheck import forge_signal  # noqa: E402
 from lib_replicheck.errors import ReplicheckError  # noqa: E402
-from lib_replicheck.hook import INFOTEXT_KEY, MITIGATION_KEY, SIGNAL_KEY, Hook  # noqa: E402
+from lib_replicheck.hook import INFOTEXT_KEYS, Hook, PerImageValue  # noqa: E402
 from lib_replicheck.packs.manager import PackManager  # noqa: E402
 from lib_replicheck.service import CheckService  # noqa: E402
 from lib_replicheck.settings import SETTINGS, Settings  # noqa: E402
@@ -41,14 +42,13 @@ def _platform() -> str:
 PLATFORM = _platform()
 #: Why the memorization signal cannot be measured on this platform (None: it can).
 SIGNAL_UNAVAILABLE = {
-    "forge": "Forge guides inside its own sampling function and does not call the CFG callbacks this signal "
-             "needs",
+    "forge": None,  # measured in Forge's sampling function instead (lib_replicheck/forge_signal.py)
     "sdnext": "SD.Next's diffusers backend does not call the CFG callbacks this signal needs"
               if getattr(shared, "native", False) else None,
     "automatic1111": None,
 }[PLATFORM]
 UNSUPPORTED = {
-    "forge": [f"memorization signal: {SIGNAL_UNAVAILABLE}"],
+    "forge": [],
     "sdnext": ["the settings section has no category (SD.Next ignores categories)"]
               + ([f"memorization signal: {SIGNAL_UNAVAILABLE}"] if SIGNAL_UNAVAILABLE else []),
     "automatic1111": [],
@@ -78,6 +78,10 @@ def _guard(what: str, fn, *args, default=None):
     except Exception as e:  # noqa: BLE001 - a failure of ours must never reach the generation
         log.warning("replicheck: %s failed: %s: %s", what, type(e).__name__, e)
         return default
+
+
+#: 1.10's ScriptRunner calls postprocess_image_after_composite after inpainting's overlay
+AFTER_COMPOSITE = hasattr(getattr(scripts, "ScriptRunner", None), "postprocess_image_after_composite")
 
 
 class ReplicheckScript(scripts.Script):
@@ -112,21 +116,29 @@ class ReplicheckScript(scripts.Script):
             _guard("the memorization signal", hook.batch, state, int(kwargs.get("batch_number", 0)),
                    list(kwargs.get("prompts") or []))
 
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        """Forge only: it never calls the CFG callbacks, so the signal is measured in its sampling function."""
+        _guard("the memorization signal", forge_signal.attach, p, hook.tracker, log)
+
     def postprocess_image(self, p, pp, enabled=True, *args):
+        if not AFTER_COMPOSITE:  # a web UI without the hook below: the last chance before saving
+            self._check_image(p, pp)
+
+    def postprocess_image_after_composite(self, p, pp, enabled=True, *args):
+        """After inpainting's overlay is pasted, before the image is saved and its infotext built:
+        the image checked is the image saved."""
+        self._check_image(p, pp)
+
+    def _check_image(self, p, pp):
         state = getattr(p, "_replicheck", None)
         if state is None or getattr(pp, "image", None) is None:
             return
         index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1)) + int(getattr(p, "batch_index", 0))
         report = _guard("checking an image", hook.image, state, pp.image, index)
-        value = _guard("the infotext", hook.infotext, state, report)
-        if value:
-            p.extra_generation_params[INFOTEXT_KEY] = value
-        else:
-            p.extra_generation_params.pop(INFOTEXT_KEY, None)
-        signal = _guard("the infotext", hook.signal_infotext, state, index, default={})
-        for key in (SIGNAL_KEY, MITIGATION_KEY):
-            if key in signal:
-                p.extra_generation_params[key] = signal[key]
+        values = _guard("the infotext", hook.image_values, state, index, report, default={})
+        for key in INFOTEXT_KEYS:
+            if key in values:
+                p.extra_generation_params[key] = PerImageValue(values[key], state.values, key)
             else:
                 p.extra_generation_params.pop(key, None)
 
@@ -152,6 +164,7 @@ def measure_signal(prompt: str, seed: int) -> float:
     """The memorization signal of one txt2img generation with the loaded model, as Wen et al. measure
     it (DDIM, 50 steps, guidance 7.5, 512x512), stopped once the first N steps are measured."""
     import tempfile
+    from contextlib import nullcontext
 
     from modules import processing
     from modules.call_queue import queue_lock
@@ -164,16 +177,17 @@ def measure_signal(prompt: str, seed: int) -> float:
     tracker = SignalTracker(s.mem_steps, s.mem_threshold, True)
     tracker.publish = lambda signals: shared.state.interrupt()  # measured: stop sampling
     tracker.start_batch(0, [prompt])
-    out = tempfile.mkdtemp(prefix="replicheck-calibrate-")
-    p = processing.StableDiffusionProcessingTxt2Img(
-        sd_model=shared.sd_model, prompt=prompt, seed=int(seed), steps=50, cfg_scale=7.5, width=512, height=512,
-        sampler_name="DDIM", batch_size=1, n_iter=1, do_not_save_samples=True, do_not_save_grid=True,
-        outpath_samples=out, outpath_grids=out)
-    with queue_lock:
+    measuring = forge_signal.calibrating(shared.sd_model, tracker, log) if PLATFORM == "forge" else nullcontext()
+    with queue_lock, tempfile.TemporaryDirectory(prefix="replicheck-calibrate-") as out:
+        p = processing.StableDiffusionProcessingTxt2Img(
+            sd_model=shared.sd_model, prompt=prompt, seed=int(seed), steps=50, cfg_scale=7.5, width=512, height=512,
+            sampler_name="DDIM", batch_size=1, n_iter=1, do_not_save_samples=True, do_not_save_grid=True,
+            outpath_samples=out, outpath_grids=out)
         shared.state.begin(job="replicheck-calibrate")
         hook.tracker = tracker
         try:
-            processing.process_images(p)
+            with measuring:
+                processing.process_images(p)
         finally:
             hook.tracker = None
             shared.state.interrupted = False

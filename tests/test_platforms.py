@@ -54,7 +54,7 @@ def test_platform_settings(platform, section, category):
     assert got["platform"] == platform and got["section"] == section and got["category"] == category
     if platform == "sdnext":
         assert got["unsupported"] and "category" in got["unsupported"][0]
-    # the memorization signal needs on_cfg_denoised, which Forge and SD.Next's diffusers backend never call
-    assert (got["signal"] is None) == (platform == "automatic1111")
-    if platform != "automatic1111":
-        assert any("memorization signal" in u for u in got["unsupported"])
+    # the memorization signal needs on_cfg_denoised, which SD.Next's diffusers backend never calls; Forge
+    # does not either, but passes the predictions to post-CFG functions (tests/test_forge_signal.py)
+    assert (got["signal"] is None) == (platform != "sdnext")
+    assert any("memorization signal" in u for u in got["unsupported"]) == (platform == "sdnext")
