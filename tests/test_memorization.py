@@ -237,3 +237,21 @@ def test_calibration_route_and_command(webui, sampling, tmp_path):
 def test_default_threshold_is_the_documented_one():
     assert DEFAULT_THRESHOLD == 5.0
     assert np.isclose(magnitudes(torch.full((1, 4, 64, 64), 5.0 / 128))[0], 5.0)
+
+
+def test_calibration_leaves_no_temporary_folders(webui, sampling, tmp_path, monkeypatch):
+    """Each calibrated prompt runs a generation in a scratch output folder (up to 2,000 prompts x
+    generations): every one is removed again."""
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    sampling.sampling_model = _known_denoiser(lambda prompt: 9.0 if prompt.startswith("mem") else 1.0)
+    body = {"memorized": ["mem one", "mem two"], "ordinary": ["a", "bb", "ccc"], "fpr": 0.0, "generations": 2}
+    r = TestClient(webui.app).post("/replicheck/v1/calibrate", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["auc"] == 1.0
+    assert list(scratch.iterdir()) == []
