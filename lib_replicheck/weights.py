@@ -104,14 +104,17 @@ def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = Fa
     """Fetch the weights a pack's embedder needs, if they are not on disk yet; None if it needs none.
 
     SSCD: an ONNX file when one is there, else the TorchScript file (downloaded, sha256-checked
-    when the pack names one). PDQ needs nothing; CLIP weights come through open_clip on first use.
+    when the pack names one) if torch is installed to run it. PDQ needs nothing; CLIP weights
+    come through open_clip on first use.
     """
     if spec.kind != "sscd":
         return None
-    from .embedders.sscd import find_onnx, torchscript_source
+    from .embedders.sscd import find_onnx, has_module, no_runtime_message, torchscript_source
 
     onnx = find_onnx(spec.model, None, models_dir)
     if onnx is not None:
         return onnx
+    if not has_module("torch"):  # TorchScript weights could not be run: say what to install instead
+        raise WeightsError(no_runtime_message(spec.model, models_dir, have_onnx=False))
     filename, url, sha = torchscript_source(spec.model, spec)
     return resolve(None, models_dir, filename, url, sha, offline=offline, progress=progress)

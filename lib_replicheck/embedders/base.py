@@ -93,18 +93,48 @@ class Embedder(ABC):
         """Free the model (the web UI's 'unload after each job' setting)."""
 
 
-def resize_short_side(im, size: int):
-    """Resize so the shorter side is `size` pixels, keeping the aspect ratio (SSCD's eval setting)."""
+#: The longest side an embedder's resize may produce, in multiples of its short-side target. Every
+#: shape from 1:4 to 4:1 (all generation sizes the web UIs offer, 2048x512 panoramas included) is
+#: resized exactly as before; a longer strip is scaled to fit, so a model never sees more than 4
+#: times the pixels of a square image (without it, an 8x2000 PNG became 288x72000: 40 s, 3.4 GB).
+MAX_ASPECT = 4
+
+
+def resize_short_side(im, size: int, max_aspect: int = MAX_ASPECT):
+    """Resize so the shorter side is `size` pixels, keeping the aspect ratio (SSCD's eval setting),
+    unless the long side would then exceed `size * max_aspect`: then the long side is that and the
+    short side is smaller than `size`."""
     from PIL import Image
 
     w, h = im.size
-    if min(w, h) == size:
+    longest = size * max_aspect
+    if max(w, h) * size > longest * min(w, h):  # the aspect ratio is over max_aspect
+        if w >= h:
+            nw, nh = longest, max(1, round(h * longest / w))
+        else:
+            nw, nh = max(1, round(w * longest / h)), longest
+    elif min(w, h) == size:
         return im
-    if w <= h:
+    elif w <= h:
         nw, nh = size, max(1, round(h * size / w))
     else:
         nw, nh = max(1, round(w * size / h)), size
+    if (nw, nh) == (w, h):
+        return im
     return im.resize((nw, nh), Image.Resampling.BILINEAR)
+
+
+def centre_crop_aspect(im, max_aspect: int = MAX_ASPECT):
+    """The centre of `im` cut to an aspect ratio of at most `max_aspect`; for embedders that
+    centre-crop a square anyway (CLIP), so the result they see is the same, only cheaper."""
+    w, h = im.size
+    if w > h * max_aspect:
+        left = (w - h * max_aspect) // 2
+        return im.crop((left, 0, left + h * max_aspect, h))
+    if h > w * max_aspect:
+        top = (h - w * max_aspect) // 2
+        return im.crop((0, top, w, top + w * max_aspect))
+    return im
 
 
 def l2_normalise(x):

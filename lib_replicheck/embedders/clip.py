@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import EmbedderError
-from .base import COSINE, Embedder, EmbedderSpec, WeightsFile, l2_normalise
+from .base import MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, centre_crop_aspect, l2_normalise
 
 DEFAULT_MODEL = "ViT-L-14"
 DEFAULT_PRETRAINED = "openai"
@@ -34,7 +34,12 @@ class ClipEmbedder(Embedder):
     def __init__(self, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
                  device: str = "cpu", models_dir=None, offline: bool = False, checkpoint=None):
         """`pretrained=None` builds the architecture with random weights (for tests of the plumbing);
-        `checkpoint` loads the weights of tag `pretrained` from a local file instead of the hub."""
+        `checkpoint` loads the weights of tag `pretrained` from a local file instead of the hub.
+
+        With `offline=True` (the web UI while generating) the weights are looked up on disk only,
+        in the Hugging Face cache and open_clip's own, and open_clip is handed the file: nothing
+        here can open a connection, and no environment variable of the process is changed.
+        """
         try:
             import open_clip
             import torch
@@ -46,20 +51,34 @@ class ClipEmbedder(Embedder):
             from pathlib import Path
 
             cache_dir = str(Path(models_dir) / "clip")
-        if offline:
-            import os
-
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        tag_cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+        if pretrained and not tag_cfg and not checkpoint:
+            raise EmbedderError(f"open_clip knows no weights {pretrained!r} for {model}; known: "
+                                f"{', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'}")
+        if checkpoint:
+            weights_file = str(checkpoint)
+        elif pretrained:
+            weights_file = (local_weights(tag_cfg, cache_dir) if offline
+                            else _download(open_clip, tag_cfg, cache_dir, model, pretrained))
+            if weights_file is None:
+                raise EmbedderError(f"the weights of CLIP {model}/{pretrained} are not on disk and network access "
+                                    "is off: load this embedder once with network access (for example by "
+                                    "building or checking from the command line) to download them")
+        else:
+            weights_file = None
+        preprocess_args = {k: tag_cfg[v] for k, v in (("image_mean", "mean"), ("image_std", "std"),
+                                                      ("image_interpolation", "interpolation"),
+                                                      ("image_resize_mode", "resize_mode")) if v in tag_cfg}
         try:
             net, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=str(checkpoint) if checkpoint else pretrained, device=device,
-                cache_dir=cache_dir)
+                model, pretrained=weights_file, device=device, cache_dir=cache_dir, **preprocess_args)
         except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, HF errors, ...
             raise EmbedderError(f"could not load CLIP {model}/{pretrained}: {str(e).splitlines()[0][:300]}") from None
         net.eval()
         self._net = net
         self._preprocess = preprocess
         self._torch = torch
+        self.weights_path = weights_file
         dim = int(getattr(net.visual, "output_dim", 0) or net.text_projection.shape[1])
         self.spec = EmbedderSpec(
             id=embedder_id(model, pretrained),
@@ -67,9 +86,15 @@ class ClipEmbedder(Embedder):
             model=model,
             dim=dim,
             metric=COSINE,
-            preprocessing={"open_clip_transform": str(preprocess).replace("\n", " ")[:500]},
+            preprocessing={"open_clip_transform": str(preprocess).replace("\n", " ")[:500],
+                           "max_aspect": MAX_ASPECT},
             weights=(WeightsFile("open_clip", pretrained, None, None),),
         )
+
+    def preprocess(self, im):
+        """The model's input tensor [3, H, W]: the centre cut to at most 4:1 first (open_clip
+        centre-crops a square anyway), so a long strip is never resized whole."""
+        return self._preprocess(centre_crop_aspect(im.convert("RGB"), MAX_ASPECT))
 
     @property
     def runtime(self) -> str:
@@ -84,7 +109,7 @@ class ClipEmbedder(Embedder):
             with torch.inference_mode():
                 for start in range(0, len(images), self.batch_size):
                     chunk = images[start:start + self.batch_size]
-                    x = torch.stack([self._preprocess(im.convert("RGB")) for im in chunk]).to(self.device)
+                    x = torch.stack([self.preprocess(im) for im in chunk]).to(self.device)
                     out.append(self._net.encode_image(x).float().cpu().numpy())
         except MemoryError:
             raise EmbedderError("out of memory while embedding; use a smaller batch or the CPU") from None
@@ -96,3 +121,51 @@ class ClipEmbedder(Embedder):
 
     def close(self) -> None:
         self._net = None
+
+
+def _download(open_clip, tag_cfg: dict, cache_dir: str | None, model: str, pretrained: str) -> str:
+    """The weights file of a tag, downloaded by open_clip if it is not cached yet (network allowed)."""
+    try:
+        path = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
+    except Exception as e:  # noqa: BLE001 - urllib, huggingface_hub and RuntimeError
+        raise EmbedderError(f"could not download CLIP {model}/{pretrained}: {str(e).splitlines()[0][:300]}") from None
+    if not path:
+        raise EmbedderError(f"open_clip names no download for CLIP {model}/{pretrained}")
+    return path
+
+
+def local_weights(tag_cfg: dict, cache_dir: str | None) -> str | None:
+    """Where open_clip would have cached a tag's weights, looked up on disk only: the Hugging Face
+    cache first, as open_clip prefers it, then open_clip's own folder for URL downloads. None when
+    they are not there."""
+    import os
+
+    if "file" in tag_cfg:
+        return tag_cfg["file"] if os.path.isfile(tag_cfg["file"]) else None
+    hub = tag_cfg.get("hf_hub", "")
+    if hub:
+        try:  # a plain look-up in the cache folders; hf_hub_download, even with local_files_only,
+            # builds request headers, and recent huggingface_hub versions fetch a registry for them
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            try_to_load_from_cache = None
+        if try_to_load_from_cache is not None:
+            repo_id, filename = os.path.split(hub)
+            names = [filename]
+            if not filename or filename == "open_clip_pytorch_model.bin":
+                names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            elif filename.endswith((".bin", ".pth")):
+                names = [filename[:-4] + ".safetensors", filename]
+            for name in names:
+                try:
+                    found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+                except (ValueError, OSError):
+                    found = None
+                if isinstance(found, str) and os.path.isfile(found):
+                    return found
+    url = tag_cfg.get("url", "")
+    if url:
+        path = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        if os.path.isfile(path):
+            return path
+    return None

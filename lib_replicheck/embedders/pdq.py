@@ -46,18 +46,24 @@ class PDQEmbedder(Embedder):
         #: quality of each hash of the last embed() call, in order
         self.last_quality: list[int] = []
 
-    def embed(self, images: Sequence):
+    def preprocess(self, im):
+        """uint8 HxWx3 pixels, at most 512 a side (any aspect ratio: the longest side is what is bounded)."""
         import numpy as np
         from PIL import Image
+
+        im = im if im.mode == "RGB" else im.convert("RGB")
+        if max(im.size) > MAX_SIDE:
+            im = im.copy()
+            im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+    def embed(self, images: Sequence):
+        import numpy as np
 
         codes = np.zeros((len(images), SPEC.dim // 8), dtype=np.uint8)
         quality = []
         for i, im in enumerate(images):
-            im = im if im.mode == "RGB" else im.convert("RGB")
-            if max(im.size) > MAX_SIDE:
-                im = im.copy()
-                im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
-            bits, q = self._pdq.compute(np.ascontiguousarray(np.asarray(im, dtype=np.uint8)))
+            bits, q = self._pdq.compute(self.preprocess(im))
             codes[i] = np.packbits(np.asarray(bits, dtype=np.uint8))
             quality.append(int(q))
         self.last_quality = quality

