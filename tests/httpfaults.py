@@ -2,7 +2,9 @@
 
 Each path can be given a fault: drop the connection mid-file (once, or always), ignore Range,
 announce more bytes than it has, answer a status (a sequence of them, e.g. 503 then 200), loop
-redirects, stall after the headers, or serve a corrupted copy. Every request is logged.
+redirects, stall after the headers, serve a corrupted copy, send an endless body without a length
+(`endless`: the body repeated up to `limit` bytes), or trickle one byte every `stall` seconds
+(`trickle`). Every request is logged; `sent` counts the body bytes written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class Route:
     statuses: list[int] = field(default_factory=list)  # for "status": answered in turn, then 200
     stall: float = 5.0
     hits: int = 0
+    limit: int = 256 * 1024 * 1024  # "endless": where the server gives up
+    sent: int = 0
 
 
 class FaultServer:
@@ -57,6 +61,32 @@ class FaultServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if "endless" in faults:
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    chunk = (route.body or b"\0") * max(1, 65536 // max(1, len(route.body)))
+                    try:
+                        while route.sent < route.limit:
+                            self.wfile.write(chunk)
+                            route.sent += len(chunk)
+                    except OSError:
+                        pass  # the client stopped reading: what it should do
+                    return
+                if "trickle" in faults:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    try:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                            route.sent += 1
+                            time.sleep(route.stall)
+                    except OSError:
+                        pass
+                    return
                 if "corrupt" in faults:
                     body = bytes(b ^ 0xFF for b in body[:16]) + body[16:]
                 m = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
@@ -91,7 +121,14 @@ class FaultServer:
                 if "bigger" in faults:
                     self.wfile.write(b"\0" * 1000)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that hung up is no news here
+                import sys
+
+                if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
