@@ -88,13 +88,14 @@ def _case(prompts, seed=1):
     return comp, torch.randn(rows, TOKENS, DIM, generator=gen), torch.randn(len(prompts), TOKENS, DIM, generator=gen)
 
 
-def _run_both(prompts, steps=3, cfg_at=lambda step: 7.5, register=True, tracker_steps=None):
+def _run_both(prompts, steps=3, cfg_at=lambda step: 7.5, register=True, tracker_steps=None, threshold=5.0,
+              mitigate=False):
     """Sample `steps` steps in Forge's loop with the measurement registered, and feed the same
     tensors to a second tracker through the CFG-callback path. Returns both trackers, the model
     and Forge's denoised outputs."""
     comp, text_cond, text_uncond = _case(prompts)
     n = tracker_steps or steps
-    forge_t, cfg_t = SignalTracker(n, 5.0, True), SignalTracker(n, 5.0, True)
+    forge_t, cfg_t = SignalTracker(n, threshold, True, mitigate=mitigate), SignalTracker(n, threshold, True)
     forge_t.start_batch(0, prompts)
     cfg_t.start_batch(0, prompts)
     model = LinearUnet()
@@ -178,6 +179,21 @@ def test_sampling_is_unchanged_and_work_stops_after_the_measured_steps():
     _, _, without_model, without_out, _ = _run_both(prompts, steps=4, register=False)
     assert all(torch.equal(a, b) for a, b in zip(with_out, without_out))
     assert with_model.calls == without_model.calls  # no extra model evaluation (cfg-1 optimisation kept)
+
+
+def test_mitigation_perturbs_the_flagged_image_only():
+    """The experimental mitigation works on Forge too: Forge calls the CFG denoiser callback and samples
+    with the text conditioning it leaves in the params; rows are laid out as in the other web UIs."""
+    prompts = ["a memorized poster", "an ordinary street"]
+    plain, _, _, plain_out, _ = _run_both(prompts, steps=3, tracker_steps=1)
+    m = [plain.signals[i].magnitude for i in range(2)]
+    threshold = (m[0] + m[1]) / 2  # between the two: only the larger one is flagged
+    high = 0 if m[0] > m[1] else 1
+    mitigated, _, _, out, _ = _run_both(prompts, steps=3, tracker_steps=1, threshold=threshold, mitigate=True)
+    assert mitigated.signals[high].mitigated_from == 1 and mitigated.signals[1 - high].mitigated_from is None
+    assert torch.equal(out[0], plain_out[0])  # the measured step is untouched
+    assert torch.equal(out[1][1 - high], plain_out[1][1 - high])
+    assert not torch.allclose(out[1][high], plain_out[1][high])
 
 
 def test_a_failure_while_sampling_leaves_sampling_alone(monkeypatch, caplog):
