@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import tarfile
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Iterator
 
 from ..errors import ReplicheckError
 from ..images import IMAGE_SUFFIXES
+
+log = logging.getLogger("replicheck")
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 
@@ -86,6 +89,7 @@ def webdataset(paths: list[Path], license: str | None = None) -> Iterator[Source
             tf = tarfile.open(shard, "r:*")
         except (tarfile.TarError, OSError) as e:
             raise ReplicheckError(f"{shard}: not a readable tar shard ({e})") from None
+        bad_sidecars: list[str] = []
         with tf:
             sample_key, sample = None, {}
             try:
@@ -95,7 +99,7 @@ def webdataset(paths: list[Path], license: str | None = None) -> Iterator[Source
                     key, _, ext = member.name.rpartition(".")
                     if key != sample_key:
                         if sample:
-                            item = _sample_item(shard, sample_key, sample, license)
+                            item = _sample_item(shard, sample_key, sample, license, bad_sidecars)
                             if item is not None:
                                 yield item
                         sample_key, sample = key, {}
@@ -103,25 +107,54 @@ def webdataset(paths: list[Path], license: str | None = None) -> Iterator[Source
             except (tarfile.TarError, OSError, EOFError) as e:
                 raise ReplicheckError(f"{shard}: truncated or corrupt tar shard ({e})") from None
             if sample:
-                item = _sample_item(shard, sample_key, sample, license)
+                item = _sample_item(shard, sample_key, sample, license, bad_sidecars)
                 if item is not None:
                     yield item
+        if len(bad_sidecars) > SIDECAR_WARNINGS:
+            log.warning("%s: %d samples in all have an unreadable .json sidecar and keep no url, license or hash",
+                        shard, len(bad_sidecars))
 
 
-def _sample_item(shard: Path, key: str, sample: dict, license: str | None) -> SourceItem | None:
+#: Unreadable sidecar JSON files named one by one in the log, per shard; the rest are counted.
+SIDECAR_WARNINGS = 5
+
+
+def _sample_item(shard: Path, key: str, sample: dict, license: str | None,
+                 bad_sidecars: list[str] | None = None) -> SourceItem | None:
     image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
     if image is None:
         return None  # e.g. a stray .json of a failed download
     meta = {}
     if "json" in sample:
-        try:
-            meta = json.loads(sample["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            meta = {}
+        meta, problem = _sidecar(sample["json"])
+        if problem:
+            name = f"{shard}: {os.path.basename(key)}.json"
+            if bad_sidecars is not None:
+                bad_sidecars.append(name)
+                if len(bad_sidecars) <= SIDECAR_WARNINGS:
+                    log.warning("%s: %s; the image is kept without its url, license and hash", name, problem)
     caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else meta.get("caption")
-    return SourceItem(key=f"{shard.name}/{os.path.basename(key)}", data=image, url=meta.get("url"),
-                      caption=(caption or None) and str(caption)[:2000], license=meta.get("license") or license,
-                      hash=str(meta["hash"]) if meta.get("hash") is not None else None)
+    url, meta_license = meta.get("url"), meta.get("license")
+    return SourceItem(key=f"{shard.name}/{os.path.basename(key)}", data=image,
+                      url=url if isinstance(url, str) else None,
+                      caption=(caption or None) and str(caption)[:2000],
+                      license=(meta_license if isinstance(meta_license, str) else None) or license,
+                      hash=str(meta["hash"]) if isinstance(meta.get("hash"), (str, int)) else None)
+
+
+def _sidecar(data: bytes) -> tuple[dict, str | None]:
+    """The sample's metadata, or ({}, what is wrong with it)."""
+    try:
+        meta = json.loads(data)
+    except UnicodeDecodeError:
+        return {}, "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return {}, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    except RecursionError:
+        return {}, "JSON nested too deeply"
+    if not isinstance(meta, dict):
+        return {}, f"a JSON {type(meta).__name__}, not an object"
+    return meta, None
 
 
 def webdataset_shards(path: str | Path) -> list[Path]:

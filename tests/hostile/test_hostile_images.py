@@ -120,3 +120,59 @@ def test_empty_and_garbage_bytes_are_refused_by_name():
     for data in (b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff" + b"\x00" * 50, b"RIFF\x00\x00\x00\x00WEBP", b"GIF89a"):
         with pytest.raises(ImageError, match="^upload: "):
             decode(data, name="upload")
+
+
+def _tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_bad_sidecar_json_is_said_naming_the_file(tmp_path, caplog):
+    """A sample whose .json cannot be read keeps its image but loses url and license: that is logged
+    with the shard and the sample's name, never silent; a flood of them is counted, not listed."""
+    from lib_replicheck.builder.sources import webdataset
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(buf, "JPEG")
+    jpg = buf.getvalue()
+    samples = [("good", {"jpg": jpg, "json": b'{"url": "https://example.org/a.jpg", "license": "cc-by"}'}),
+               ("trunc", {"jpg": jpg, "json": b'{"url": "https://example.org/b.jpg", "lic'}),
+               ("list", {"jpg": jpg, "json": b'["https://example.org/c.jpg"]'}),
+               ("deep", {"jpg": jpg, "json": b"[" * 100_000 + b"]" * 100_000}),
+               ("latin", {"jpg": jpg, "json": b'{"url": "\xe9"}'}),
+               ("typed", {"jpg": jpg, "json": b'{"url": {"x": 1}, "license": 5, "hash": [1]}'})]
+    shard = _tar(tmp_path / "00000.tar", samples)
+    with caplog.at_level("WARNING", logger="replicheck"):
+        items = list(webdataset([shard], license="fallback"))
+    assert [i.key for i in items] == [f"00000.tar/{k}" for k, _ in samples]
+    assert items[0].url == "https://example.org/a.jpg" and items[0].license == "cc-by"
+    assert all(i.url is None and i.license == "fallback" and i.hash is None for i in items[1:])
+    for key, why in (("trunc", "not valid JSON"), ("list", "a JSON list, not an object"), ("deep", "JSON nested too deeply"),
+                     ("latin", "not UTF-8")):
+        assert f"00000.tar: {key}.json: {why}" in caplog.text
+    caplog.clear()
+    many = _tar(tmp_path / "00001.tar", [(f"k{i:03d}", {"jpg": jpg, "json": b"{"}) for i in range(40)])
+    with caplog.at_level("WARNING", logger="replicheck"):
+        assert len(list(webdataset([many]))) == 40
+    assert 2 <= len(caplog.records) <= 10 and "40 samples in all" in caplog.text
+
+
+def test_builder_source_is_decoded_as_displayed(tmp_path):
+    """A training image stored sideways with an EXIF orientation is embedded and recorded as shown."""
+    from lib_replicheck.builder.sources import SourceItem
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.new("RGB", (60, 20), (200, 10, 10)).save(buf, "JPEG", exif=exif.tobytes())
+    assert SourceItem(key="00000.tar/x", data=buf.getvalue()).open().size == (20, 60)
+    evil = SourceItem(key="00000.tar/evil", data=POSTSCRIPT)
+    with pytest.raises(ImageError, match="^00000.tar/evil: not an image replicheck reads"):
+        evil.open()
