@@ -71,19 +71,26 @@ class _Fixed(Embedder):
         return rng.standard_normal((len(images), self.spec.dim)).astype("float32")
 
 
-def test_large_float_index_is_memory_mapped(tmp_path):
-    """A 100k x 512 index (200 MB) is mapped, not read: its file shows in /proc/self/maps."""
-    x = np.random.default_rng(1).standard_normal((100_000, 512)).astype("float32")
+def test_index_is_read_into_memory_below_a_size_and_mapped_above(tmp_path):
+    """Below MMAP_MIN_BYTES an index is read (nothing that happens to the file reaches the process);
+    above it, it is mapped where faiss can (IO_FLAG_MMAP_IFC): its file shows in /proc/self/maps."""
+    import faiss
+
+    x = np.random.default_rng(1).standard_normal((20_000, 128)).astype("float32")
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    idx = faiss_index.new_index(COSINE, 512)
+    idx = faiss_index.new_index(COSINE, 128)
     idx.add(x)
-    faiss_index.write(idx, tmp_path / "big.faiss")
+    path = tmp_path / "big.faiss"
+    faiss_index.write(idx, path)
     del idx
-    loaded = faiss_index.read(tmp_path / "big.faiss", COSINE, mmap=True)
-    maps = open("/proc/self/maps").read()
-    assert str(tmp_path / "big.faiss") in maps
-    sim, dist, ids = faiss_index.search(loaded, x[:3], 2)
-    assert ids[:, 0].tolist() == [0, 1, 2] and dist is None and np.allclose(sim[:, 0], 1, atol=1e-5)
+    assert path.stat().st_size < faiss_index.MMAP_MIN_BYTES
+    read = faiss_index.read(path, COSINE, 128, 20_000)
+    assert str(path) not in open("/proc/self/maps").read()
+    mapped = faiss_index.read(path, COSINE, 128, 20_000, mmap_min_bytes=0)
+    assert (str(path) in open("/proc/self/maps").read()) == hasattr(faiss, "IO_FLAG_MMAP_IFC")
+    for loaded in (read, mapped):
+        sim, dist, ids = faiss_index.search(loaded, x[:3], 2)
+        assert ids[:, 0].tolist() == [0, 1, 2] and dist is None and np.allclose(sim[:, 0], 1, atol=1e-5)
 
 
 def test_wrong_embedder_is_refused(demo_pack):

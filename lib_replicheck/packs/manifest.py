@@ -84,98 +84,144 @@ def check_relative_path(p: str, where: str) -> str:
     return p
 
 
+MAX_MANIFEST_BYTES = 16 * 1024**2
+MAX_DIM = 1 << 16
+MAX_CANDIDATES = 100_000
+
+
 def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
     """Validate a decoded manifest.json; raise PackError naming the bad field."""
+
+    def bad(where: str, what: str):
+        return PackError(origin, f"manifest field '{where}' {what}"[:400])
+
+    def kind_name(kind) -> str:
+        return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
     def need(d: dict, key: str, kind, where: str):
         if key not in d:
             raise PackError(origin, f"manifest field '{where}{key}' is missing")
-        v = d[key]
-        if kind is int and isinstance(v, bool) or not isinstance(v, kind):
-            raise PackError(origin, f"manifest field '{where}{key}' should be {getattr(kind, '__name__', kind)}, "
-                                    f"not {type(v).__name__}")
+        return check(d[key], kind, where + key)
+
+    def check(v, kind, where: str):
+        if (kind is int or kind is float) and isinstance(v, bool) or not isinstance(v, kind):
+            raise bad(where, f"should be {kind_name(kind)}, not {type(v).__name__}")
         return v
+
+    def optional(d: dict, key: str, kind, where: str, default=None):
+        return default if d.get(key) is None else check(d[key], kind, where + key)
+
+    def relative(p: str, where: str) -> str:
+        try:
+            return check_relative_path(p, where)
+        except ValueError as e:
+            raise PackError(origin, f"manifest field {e}"[:400]) from None
 
     if not isinstance(data, dict):
         raise PackError(origin, "manifest is not a JSON object")
     if data.get("format") != FORMAT:
-        raise PackError(origin, f"not a replicheck pack manifest (format is {data.get('format')!r})")
+        raise PackError(origin, f"not a replicheck pack manifest (format is {str(data.get('format'))[:80]!r})")
     version = need(data, "format_version", int, "")
     if version != FORMAT_VERSION:
         raise PackError(origin, f"pack format version {version} is not supported by this replicheck "
                                 f"(it reads version {FORMAT_VERSION}); update replicheck or rebuild the pack")
     name = need(data, "name", str, "")
     if not NAME_RE.match(name):
-        raise PackError(origin, f"manifest field 'name' {name!r}: use lowercase letters, digits, '.', '_', '-'")
+        raise PackError(origin, f"manifest field 'name' {name[:80]!r}: use lowercase letters, digits, '.', '_', '-'")
     emb = need(data, "embedder", dict, "")
     for key, kind in (("id", str), ("kind", str), ("model", str), ("dim", int), ("metric", str)):
         need(emb, key, kind, "embedder.")
     if emb["metric"] not in METRICS:
-        raise PackError(origin, f"manifest field 'embedder.metric' {emb['metric']!r} is not one of {METRICS}")
-    if emb["dim"] <= 0:
-        raise PackError(origin, "manifest field 'embedder.dim' must be positive")
+        raise bad("embedder.metric", f"{emb['metric'][:40]!r} is not one of {METRICS}")
+    if not 0 < emb["dim"] <= MAX_DIM or emb["metric"] == "hamming" and emb["dim"] % 8:
+        raise bad("embedder.dim", f"{emb['dim']} is not a positive dimension (at most {MAX_DIM}"
+                                  f"{', a multiple of 8 for bit codes' if emb['metric'] == 'hamming' else ''})")
+    optional(emb, "preprocessing", dict, "embedder.")
+    for i, w in enumerate(optional(emb, "weights", list, "embedder.", [])):
+        where = f"embedder.weights[{i}]."
+        check(w, dict, where[:-1])
+        need(w, "runtime", str, where)
+        for key in ("url", "sha256", "filename"):
+            optional(w, key, str, where)
+        unknown = set(w) - {"runtime", "url", "sha256", "filename"}
+        if unknown:
+            raise bad(where + sorted(unknown)[0], "is not a known field")
     try:
         spec = EmbedderSpec.from_dict(emb)
     except (TypeError, ValueError, KeyError) as e:
-        raise PackError(origin, f"manifest field 'embedder' is malformed: {e}") from None
+        raise PackError(origin, f"manifest field 'embedder' is malformed: {e}"[:400]) from None
     count = need(data, "count", int, "")
-    vectors = data.get("vectors", count)
-    if not isinstance(vectors, int) or count < 0 or vectors < count:
+    vectors = data["vectors"] if data.get("vectors") is not None else count
+    check(vectors, int, "vectors")
+    if count < 0 or vectors < count:
         raise PackError(origin, "manifest fields 'count'/'vectors' are inconsistent")
     index = need(data, "index", dict, "")
+    index_file = relative(optional(index, "file", str, "index.", INDEX_FILE), "index.file")
+    optional(index, "type", str, "index.")
+    for k, v in optional(index, "search_params", dict, "index.", {}).items():
+        check(v, int, f"index.search_params.{k}")
+    rerank = optional(index, "rerank", dict, "index.")
+    if rerank is not None:
+        relative(need(rerank, "file", str, "index.rerank."), "index.rerank.file")
+        candidates = need(rerank, "candidates", int, "index.rerank.")
+        if not 0 < candidates <= MAX_CANDIDATES:
+            raise bad("index.rerank.candidates", f"should be from 1 to {MAX_CANDIDATES}, not {candidates}")
     files = []
     for i, f in enumerate(need(data, "files", list, "")):
         if not isinstance(f, dict):
             raise PackError(origin, f"manifest field 'files[{i}]' is not an object")
-        path = need(f, "path", str, f"files[{i}].")
+        path = relative(need(f, "path", str, f"files[{i}]."), f"files[{i}].path")
         size = need(f, "size", int, f"files[{i}].")
         sha = need(f, "sha256", str, f"files[{i}].").lower()
-        try:
-            check_relative_path(path, f"files[{i}].path")
-        except ValueError as e:
-            raise PackError(origin, f"manifest field {e}") from None
         if size < 0 or not SHA256_RE.match(sha):
             raise PackError(origin, f"manifest field 'files[{i}]' has a bad size or sha256")
         files.append(FileEntry(path, size, sha))
     paths = {f.path for f in files}
-    rerank = index.get("rerank")
-    if rerank is not None and not (isinstance(rerank, dict) and isinstance(rerank.get("file"), str)
-                                   and isinstance(rerank.get("candidates"), int) and rerank["candidates"] > 0):
-        raise PackError(origin, "manifest field 'index.rerank' needs a 'file' and a positive 'candidates'")
-    for required in (index.get("file", INDEX_FILE), METADATA_FILE) + ((rerank["file"],) if rerank else ()):
+    for required in (index_file, METADATA_FILE) + ((rerank["file"],) if rerank else ()):
         if required not in paths:
             raise PackError(origin, f"manifest does not list the file {required!r}")
-    tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
-    source = data.get("source") if isinstance(data.get("source"), dict) else {}
+    tool = optional(data, "tool", dict, "", {})
+    source = optional(data, "source", dict, "", {})
+    extra = optional(data, "extra", dict, "", {})
     return Manifest(
         name=name,
-        title=str(data.get("title") or name),
-        description=str(data.get("description") or ""),
-        source={k: str(v) for k, v in source.items() if isinstance(v, (str, int, float))},
+        title=optional(data, "title", str, "") or name,
+        description=optional(data, "description", str, "", ""),
+        source={str(k): str(v) for k, v in source.items() if isinstance(v, (str, int, float))},
         embedder=spec,
         count=count,
         vectors=vectors,
         index=index,
         files=files,
-        built_at=str(data.get("built_at") or ""),
-        tool_version=str(tool.get("version") or ""),
+        built_at=optional(data, "built_at", str, "", ""),
+        tool_version=str(optional(tool, "version", (str, int, float), "tool.", "")),
         format_version=version,
-        extra=data.get("extra") if isinstance(data.get("extra"), dict) else {},
+        extra=extra,
     )
 
 
 def read(pack_dir: str | Path) -> Manifest:
+    """Read and validate manifest.json, bounded in size before it is read."""
     path = Path(pack_dir) / MANIFEST
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise PackError(pack_dir, f"{MANIFEST} is missing (not a pack folder?)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PackError(pack_dir, f"{MANIFEST} cannot be read: {e}") from None
+    except OSError as e:
+        raise PackError(pack_dir, f"{MANIFEST} cannot be read: {e.strerror or e}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise PackError(pack_dir, f"{MANIFEST} is larger than {MAX_MANIFEST_BYTES // 1024**2} MB")
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise PackError(pack_dir, f"{MANIFEST} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise PackError(pack_dir, f"{MANIFEST} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise PackError(pack_dir, f"{MANIFEST} is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer with more digits than Python converts
+        raise PackError(pack_dir, f"{MANIFEST} is not valid JSON ({str(e)[:200]})") from None
     return parse(data, pack_dir)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,19 +26,34 @@ class Pack:
     """A pack folder, opened for searching.
 
     Opening checks the manifest, that every listed file exists with its listed size (the full
-    sha256 check is `verify()`, which reads every byte), that the index and metadata agree with
-    the manifest, and, with `expect_embedder`, that the pack was built with that embedder.
+    sha256 check is `verify()`, which reads every byte), that the index's declared structure fits
+    its file and the manifest before faiss reads it, that the metadata is a plain table, and, with
+    `expect_embedder`, that the pack was built with that embedder. Before each search the size,
+    mtime and inode of the files in use are compared with those seen at opening: a pack whose files
+    changed is opened again, or the search fails with a PackError (never a SIGBUS from a mapped
+    file that shrank).
     """
 
     def __init__(self, path: str | Path, expect_embedder: str | None = None, mmap: bool = True):
         self.path = Path(path)
+        self.expect_embedder = expect_embedder
+        self.mmap_min_bytes = faiss_index.MMAP_MIN_BYTES if mmap else None
+        self._lock = threading.RLock()
+        self.index = self.metadata = self.reranker = None
+        self._open()
+
+    def _open(self) -> None:
         if not self.path.is_dir():
             raise PackError(self.path, "no such pack folder")
+        manifest_stamp = _stamp(self.path / mf.MANIFEST)
         self.manifest = mf.read(self.path)
         m = self.manifest
-        if expect_embedder and expect_embedder not in (m.embedder.id, m.embedder.kind):
-            raise PackError(self.path, f"was built with the embedder {m.embedder.id!r}, not {expect_embedder!r}; "
-                                       "its vectors cannot be compared")
+        if self.expect_embedder and self.expect_embedder not in (m.embedder.id, m.embedder.kind):
+            raise PackError(self.path, f"was built with the embedder {m.embedder.id!r}, not "
+                                       f"{self.expect_embedder!r}; its vectors cannot be compared")
+        rerank = m.index.get("rerank")
+        watched = [m.index.get("file", mf.INDEX_FILE), mf.METADATA_FILE] + ([rerank["file"]] if rerank else [])
+        stamps = {mf.MANIFEST: manifest_stamp, **{name: _stamp(self.path / name) for name in watched}}
         for f in m.files:
             p = self.path / f.path
             if not p.is_file():
@@ -44,24 +61,42 @@ class Pack:
             if p.stat().st_size != f.size:
                 raise PackError(self.path, f"file {f.path} is {p.stat().st_size} bytes, the manifest says "
                                            f"{f.size} (truncated or replaced?)")
-        self.index = faiss_index.read(self.path / m.index.get("file", mf.INDEX_FILE), m.metric, mmap=mmap)
-        faiss_index.set_search_params(self.index, m.index.get("search_params") or {})
-        if self.index.d != m.embedder.dim:
-            raise PackError(self.path, f"index dimension {self.index.d} != embedder dimension {m.embedder.dim}")
-        if self.index.ntotal != m.vectors:
-            raise PackError(self.path, f"index holds {self.index.ntotal} vectors, the manifest says {m.vectors}")
-        self.metadata = Metadata(self.path / mf.METADATA_FILE)
-        rows = self.metadata.count()
-        if rows != m.count:
-            raise PackError(self.path, f"metadata holds {rows} rows, the manifest says {m.count}")
-        self.variants = max(1, m.vectors // max(1, m.count)) if m.count else 1
-        self.reranker, self.candidates = None, 0
-        rerank = m.index.get("rerank")
-        if rerank:
-            from .rerank import Reranker
+        index = faiss_index.read(self.path / watched[0], m.metric, m.embedder.dim, m.vectors, self.mmap_min_bytes)
+        if (index.d, index.ntotal) != (m.embedder.dim, m.vectors):  # check_layout saw the same; faiss agrees
+            raise PackError(self.path, f"index holds {index.ntotal} vectors of dimension {index.d}, the manifest "
+                                       f"says {m.vectors} of {m.embedder.dim}")
+        faiss_index.set_search_params(index, m.index.get("search_params") or {}, self.path)
+        metadata = Metadata(self.path / mf.METADATA_FILE)
+        try:
+            rows = metadata.count()
+            if rows != m.count:
+                raise PackError(self.path, f"metadata holds {rows} rows, the manifest says {m.count}")
+            reranker, candidates = None, 0
+            variants = max(1, m.vectors // max(1, m.count)) if m.count else 1
+            if rerank:
+                from .rerank import Reranker
 
-            self.reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, self.variants)
-            self.candidates = int(rerank["candidates"])
+                reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, variants)
+                candidates = rerank["candidates"]
+        except BaseException:
+            metadata.close()
+            raise
+        self.index, self.metadata, self.reranker = index, metadata, reranker
+        self.variants, self.candidates = variants, candidates
+        self._stamps = stamps
+
+    def _ensure_current(self) -> None:
+        """Open the pack again if any file in use changed since it was opened; PackError if it no
+        longer opens. A mapped index is released before anything reads it again."""
+        if self.index is not None and all(_stamp(self.path / n) == s for n, s in self._stamps.items()):
+            return
+        changed = [n for n, s in self._stamps.items() if _stamp(self.path / n) != s]
+        self._release()
+        try:
+            self._open()
+        except PackError as e:
+            raise PackError(self.path, f"{', '.join(changed) or 'its files'} changed on disk since the pack "
+                                       f"was opened, and it no longer opens: {e.reason}") from None
 
     @property
     def name(self) -> str:
@@ -73,6 +108,11 @@ class Pack:
 
     def search(self, queries, k: int = 5) -> list[list[Hit]]:
         """The k nearest training images of each query, closest first, one hit per image."""
+        with self._lock:
+            self._ensure_current()
+            return self._search(queries, k)
+
+    def _search(self, queries, k: int) -> list[list[Hit]]:
         import numpy as np
 
         if self.manifest.count == 0:
@@ -129,8 +169,22 @@ class Pack:
             if actual != f.sha256:
                 raise PackError(self.path, f"file {f.path} fails its sha256 check (corrupt or tampered with)")
 
-    def close(self) -> None:
-        self.metadata.close()
+    def _release(self) -> None:
+        if self.metadata is not None:
+            self.metadata.close()
         if self.reranker is not None:
             self.reranker.close()
-        self.index = self.reranker = None
+        self.index = self.metadata = self.reranker = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What tells a file changed: device, inode, size, mtime (None: missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
