@@ -67,3 +67,28 @@ def test_different_images_do_not_match(pdq_pack, clipart, other_photos):
     assert judged >= 250, f"only {judged} images had a usable PDQ hash"
     assert flagged == 0
 
+
+
+def test_exif_orientation_does_not_change_the_verdict(pdq_pack, pack_photos, tmp_path):
+    """PDQ is not rotation-invariant: without the Orientation tag applied it missed all three."""
+    from PIL import Image
+
+    _, pack = pdq_pack
+    turn = {6: Image.Transpose.ROTATE_90, 3: Image.Transpose.ROTATE_180, 8: Image.Transpose.ROTATE_270}
+    row_sources = {pack.metadata.get([r])[r].source for r in range(pack.manifest.count)}
+    path = next(p for p in pack_photos if p.name in row_sources)
+    photo = load_image(path)
+    upright = tmp_path / "upright.jpg"
+    photo.save(upright, quality=92)
+    files = [upright]
+    for o, t in turn.items():
+        exif = Image.Exif()
+        exif[0x0112] = o
+        photo.transpose(t).save(tmp_path / f"orientation{o}.jpg", quality=92, exif=exif.tobytes())
+        files.append(tmp_path / f"orientation{o}.jpg")
+    reports = list(Checker([pack], top_k=1).check_files(files))
+    ref = reports[0]
+    assert ref.is_copy and ref.best.source == path.name
+    for r in reports[1:]:
+        print(f"{r.image}: d={r.best.distance} (upright d={ref.best.distance})")
+        assert r.verdict is ref.verdict and r.best.id == ref.best.id and abs(r.best.distance - ref.best.distance) <= 4

@@ -65,3 +65,45 @@ def test_unrelated_images_score_below_the_cut(sscd_pack, sscd, clipart, other_ph
     print(f"unrelated: n={len(best)} 99th pct {np.percentile(best, 99):.3f} max {best.max():.3f}")
     assert len(best) >= 200
     assert (best < 0.5).all(), [(str(p), round(float(s), 3)) for p, s in zip(paths, best) if s >= 0.5]
+
+
+def stored_rotated(im, orientation: int, path):
+    """`im` saved as a camera stores it: pixels turned, plus the EXIF tag that turns them back."""
+    from PIL import Image
+
+    turn = {6: Image.Transpose.ROTATE_90, 3: Image.Transpose.ROTATE_180, 8: Image.Transpose.ROTATE_270}
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.transpose(turn[orientation]).save(path, quality=92, exif=exif.tobytes())
+    return path
+
+
+def test_exif_orientation_does_not_change_the_verdict(sscd_pack, sscd_onnx, pack_photos, tmp_path):
+    """A copy stored sideways with an Orientation tag is the same picture on screen: same match, same score."""
+    checker = Checker([sscd_pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    photo = load_image(pack_photos[3])
+    upright = tmp_path / "upright.jpg"
+    photo.save(upright, quality=92)
+    files = [upright] + [stored_rotated(photo, o, tmp_path / f"orientation{o}.jpg") for o in (6, 3, 8)]
+    reports = list(checker.check_files(files))
+    ref = reports[0]
+    assert ref.is_copy and ref.best.source == pack_photos[3].name
+    for r in reports[1:]:
+        print(f"{r.image}: {r.best.similarity:.3f} (upright {ref.best.similarity:.3f})")
+        assert r.verdict is ref.verdict and r.best.id == ref.best.id
+        assert abs(r.best.similarity - ref.best.similarity) < 0.02
+
+
+def test_pack_built_from_rotated_originals_matches_upright_copies(sscd, sscd_onnx, pack_photos, tmp_path):
+    """The builder embeds and records training images as displayed."""
+    folder = tmp_path / "rotated"
+    folder.mkdir()
+    originals = [load_image(p) for p in pack_photos[:2]]
+    for i, im in enumerate(originals):
+        stored_rotated(im, 6, folder / f"{i}.jpg")
+    built = build_pack(folder_records(folder), sscd, tmp_path / "pack", thumbnails=False, log=lambda s: None)
+    pack = Pack(built.path)
+    checker = Checker([pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    for i, r in enumerate(checker.check(originals)):
+        assert r.best.source == f"{i}.jpg" and r.best.similarity > 0.95, (i, r.best.similarity)
+        assert (r.best.width, r.best.height) == originals[i].size  # the displayed size, not the stored one
