@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from . import panel
 from .check import Report
 from .memorization import DEFAULT_THRESHOLD, MITIGATION_NOISE
 from .service import CheckService, LiveJob, NoPackError
@@ -20,6 +21,38 @@ from .signal_tracker import SignalTracker
 INFOTEXT_KEY = "Replicheck"
 SIGNAL_KEY = "Replicheck memorization"
 MITIGATION_KEY = "Replicheck mitigation"
+INFOTEXT_KEYS = (INFOTEXT_KEY, SIGNAL_KEY, MITIGATION_KEY)
+NO_PACK = "no pack installed"
+PACK_MISSING = "pack not installed"
+INTERRUPTED = ("The generation ended before every image was checked (it failed or was interrupted); the images "
+               "checked so far are shown.")
+
+
+class PerImageValue(str):
+    """An infotext value that differs from image to image.
+
+    The web UI (AUTOMATIC1111 1.10, Forge) calls a callable value of `p.extra_generation_params`
+    with create_infotext's locals: it answers the value of the image asked for, and None for the
+    grid (`use_main_prompt`), which is not checked, so the grid never carries an image's verdict.
+    As a str it reads as the current image's value where values are not called (Processed.js,
+    SD.Next). `index` is the position in the batch when the web UI builds an image's infotext from
+    the batch's prompts, and the position in the job when it passes all prompts.
+    """
+
+    def __new__(cls, current: str, values: dict | None = None, key: str = ""):
+        obj = super().__new__(cls, current)
+        obj.values = values if values is not None else {}
+        obj.key = key
+        return obj
+
+    def __call__(self, p=None, index=None, use_main_prompt=False, all_prompts=None, **kwargs):
+        if use_main_prompt:
+            return None
+        i = int(index or 0)
+        job_prompts = getattr(p, "all_prompts", None)
+        if p is not None and all_prompts is not None and job_prompts is not None and len(all_prompts) != len(job_prompts):
+            i += int(getattr(p, "iteration", 0) or 0) * int(getattr(p, "batch_size", 1) or 1)
+        return self.values.get(i, {}).get(self.key)
 
 
 @dataclass
@@ -31,7 +64,9 @@ class JobState:
     input_copies: set[tuple[str, int]] = field(default_factory=set)
     flagged: set[int] = field(default_factory=set)  # indices of images flagged as copies
     skip: bool = False  # no pack: nothing to check, the panel says why
+    reason: str = ""  # why the images are not checked (infotext wording, no local names)
     tracker: SignalTracker | None = None
+    values: dict[int, dict[str, str]] = field(default_factory=dict)  # image index -> infotext values
 
 
 class Hook:
@@ -57,11 +92,13 @@ class Hook:
             paths = self.service.pack_paths(settings)
             state = None
         except NoPackError as e:
-            state = JobState(live.start(tab, expected, state="error", message=str(e)), settings, skip=True)
+            state = JobState(live.start(tab, expected, state="error", message=str(e)), settings, skip=True,
+                             reason=PACK_MISSING)
         if state is None and not paths:
             message = (f"No pack installed. Download one in the Replicheck tab (the demo pack to try it), or put "
                        f"a pack folder into {self.service.packs_dir}. Then generate again.")
-            state = JobState(live.start(tab, expected, state="no-pack", message=message), settings, skip=True)
+            state = JobState(live.start(tab, expected, state="no-pack", message=message), settings, skip=True,
+                             reason=NO_PACK)
         if state is None:
             state = JobState(live.start(tab, expected), settings)
         self._start_signal(state, tab, signal, sd1, seed)
@@ -80,7 +117,7 @@ class Hook:
         if not s.mem_enabled:
             return
         if tab != "txt2img":
-            unavailable = unavailable or "measured for txt2img only (img2img starts from the input image)"
+            unavailable = unavailable or "measured for txt2img only: img2img starts from the input image"
         calibrated = sd1 or s.mem_threshold != DEFAULT_THRESHOLD
         job = state.job
 
@@ -117,16 +154,43 @@ class Hook:
             report.from_input = True
             report.notes.append("this training image is already in the img2img input image: the match comes "
                                 "from the input, not from the model")
-        if report.is_copy and not report.from_input:
+        if panel.flagged(report):
             state.flagged.add(index)
         self.service.live.add(state.job, index, report)
         return report
 
     def infotext(self, state: JobState, report: Report | None) -> str | None:
-        """The infotext value for this image, or None when the setting is off or nothing was checked."""
-        if state is None or report is None or not state.settings.infotext:
+        """The infotext value for this image ('no copy (best 0.310, demo)', 'not checked (no pack
+        installed)', ...), or None when replicheck or the setting is off."""
+        if state is None or not state.settings.infotext:
             return None
-        return report.summary()
+        if state.skip:
+            return panel.infotext(None, state.reason)
+        if report is None:
+            return None
+        return panel.infotext(report)
+
+    def image_values(self, state: JobState | None, index: int, report: Report | None) -> dict[str, str]:
+        """Every infotext value of image `index` (verdict, memorization signal), remembered per image."""
+        if state is None:
+            return {}
+        values = {}
+        verdict = self.infotext(state, report)
+        if verdict:
+            values[INFOTEXT_KEY] = verdict
+        values.update(self.signal_infotext(state, index))
+        state.values[index] = values
+        return values
+
+    def settle(self, generating: bool) -> None:
+        """A generation that fails never reaches `end`: once no generation is running, a job still
+        'checking' is closed, so the panel does not wait for images that will never come."""
+        if generating:
+            return
+        for job in list(self.service.live.jobs.values()):
+            if job.state == "checking":
+                self.service.live.update(job, state="interrupted", message=INTERRUPTED)
+                self.tracker = None
 
     def should_delete_saved(self, state: JobState | None, index: int) -> bool:
         return bool(state and state.settings.dont_save_copies and index in state.flagged)
@@ -143,4 +207,6 @@ class Hook:
             errors = [r.error for r in job.reports.values() if r.error]
             self.service.live.update(job, state="error" if errors and len(errors) == len(job.reports) else "done",
                                      message=errors[0] if errors else "")
+        else:
+            self.service.live.update(job)  # the generation is over: its cards say 'not checked'
         self.service.release(state.settings)

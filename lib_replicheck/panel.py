@@ -18,10 +18,51 @@ from urllib.parse import urlsplit
 from .check import Match, Report
 
 BADGE = {"none": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
-LABEL = {"none": "not a copy", "possible copy": "possible copy", "likely copy": "likely copy",
+#: One vocabulary for the panel, the infotext and the HTTP API: what each verdict is called.
+LABEL = {"none": "no copy", "possible copy": "possible copy", "likely copy": "likely copy",
          "duplicate": "duplicate"}
+NOT_CHECKED = "not checked"
 MAX_CAPTION = 300
+MAX_FIELD = 200  # license, source, host: one line each
 MAX_THUMB_BYTES = 200_000
+
+
+def verdict_label(report: Report | None) -> str:
+    """'no copy', 'possible copy', 'likely copy', 'duplicate', or 'not checked' (no report, or an error)."""
+    if report is None or report.error:
+        return NOT_CHECKED
+    return LABEL.get(report.verdict.value, report.verdict.value)
+
+
+def infotext(report: Report | None, reason: str = "error") -> str:
+    """The verdict as it travels with a published image: e.g. 'no copy (best 0.310 in demo)',
+    'likely copy d=28 (demo)', 'not checked (no pack installed)'; no comma or colon, so the web UI
+    writes it without quotes. An error is named without its details (paths, messages); `reason`
+    says why an image was not checked."""
+    if report is None or report.error:
+        return f"{NOT_CHECKED} ({reason if report is None else 'error'})"
+    best = report.best
+    if best is None:
+        return LABEL["none"]
+    if not report.is_copy:
+        return f"{LABEL['none']} (best {best.score_text()} in {best.pack})"
+    if report.from_input:
+        return f"{verdict_label(report)} {best.score_text()} ({best.pack}; already in the input image)"
+    return f"{verdict_label(report)} {best.score_text()} ({best.pack})"
+
+
+def flagged(report: Report | None) -> bool:
+    """A copy the model made: a match that was already in the img2img input does not count."""
+    return report is not None and not report.error and report.is_copy and not report.from_input
+
+
+def clip(text, limit: int = MAX_FIELD) -> str:
+    """One line of at most `limit` characters: control, format and escape characters dropped,
+    whitespace runs collapsed (pack fields are untrusted and may be megabytes long)."""
+    s = "" if text is None else str(text)[: limit * 4]
+    s = "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") else " " for ch in s)
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
 def esc(text) -> str:
@@ -72,20 +113,19 @@ def _thumbnail(m: Match, remote: bool) -> str:
 
 
 def _match(m: Match, remote: bool) -> str:
-    caption = (m.caption or "").strip()
-    if len(caption) > MAX_CAPTION:
-        caption = caption[: MAX_CAPTION - 1] + "…"
+    caption = clip(m.caption, MAX_CAPTION)
     source = m.url or m.source or f"#{m.id}"
-    host = urlsplit(m.url).netloc if safe_url(m.url) else (m.source or f"#{m.id}")
+    host = clip(urlsplit(m.url).netloc if safe_url(m.url) else (m.source or f"#{m.id}"))
     score = f"distance {m.distance}" if m.distance is not None else f"similarity {m.similarity:.3f}"
+    license_ = clip(m.license)
     return (
         f'<li class="rc-match {BADGE.get(m.verdict.value, "rc-none")}">'
         f"{_thumbnail(m, remote)}"
         f'<div class="rc-match-text">'
         f'<div class="rc-score">{esc(score)} · {esc(LABEL.get(m.verdict.value, m.verdict.value))}</div>'
         f'<div class="rc-caption">{esc(caption) or "<i>no caption</i>"}</div>'
-        f'<div class="rc-source">{link(source, host)} · pack {esc(m.pack)}'
-        f'{" · " + esc(m.license) if m.license else ""}</div>'
+        f'<div class="rc-source">{link(source, host)} · pack {esc(clip(m.pack))}'
+        f'{" · " + esc(license_) if license_ else ""}</div>'
         f"</div></li>"
     )
 
@@ -102,19 +142,23 @@ def signal_line(sig) -> str:
     return f'<div class="rc-signal {cls}">{esc(text)}</div>'
 
 
-def card(report: Report | None, index: int, remote: bool = False, signal=None) -> str:
-    if report is None:  # still being generated: the signal may already be known
-        return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="pending">'
+def card(report: Report | None, index: int, remote: bool = False, signal=None, pending: bool = True) -> str:
+    """One image's card; without a report it is 'generating…' while `pending`, else 'not checked'."""
+    if report is None:  # still being generated (the signal may already be known), or never checked
+        badge = ('<span class="rc-badge rc-pending">generating…</span>' if pending
+                 else f'<span class="rc-badge rc-error">{NOT_CHECKED}</span>')
+        return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{"pending" if pending else "not-checked"}">'
                 f'<header><span class="rc-image">image {int(index) + 1}</span> '
-                f'<span class="rc-badge rc-pending">generating…</span></header>{signal_line(signal)}</section>')
+                f'{badge}</header>{signal_line(signal)}</section>')
     verdict = report.verdict.value
     if report.error:
-        badge = '<span class="rc-badge rc-error">check failed</span>'
+        badge = f'<span class="rc-badge rc-error">{NOT_CHECKED}</span>'
         body = f'<div class="rc-message rc-error-text">{esc(report.error)}</div>'
     else:
         best = f" · best {esc(report.best.score_text())}" if report.best else ""
-        text = "no copy found" if verdict == "none" else LABEL.get(verdict, verdict)
-        badge = f'<span class="rc-badge {BADGE.get(verdict, "rc-none")}">{esc(text)}</span>{best}'
+        css = BADGE.get(verdict, "rc-none") if not report.from_input else "rc-input-match"
+        text = verdict_label(report) + (" (in the input image)" if report.from_input else "")
+        badge = f'<span class="rc-badge {css}">{esc(text)}</span>{best}'
         body = "".join(f'<div class="rc-note">{esc(n)}</div>' for n in report.notes)
         copies = [m for m in report.matches if m.verdict.is_copy]
         others = [m for m in report.matches if not m.verdict.is_copy]
@@ -130,31 +174,40 @@ def card(report: Report | None, index: int, remote: bool = False, signal=None) -
 
 
 def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "done", message: str = "",
-           input_reports: Sequence[Report] = (), remote: bool = False, signals: Mapping | None = None) -> str:
-    """The whole panel. `state`: 'done', 'checking', 'no-pack', 'error', 'disabled', 'idle'."""
+           input_reports: Sequence[Report] = (), remote: bool = False, signals: Mapping | None = None,
+           expected: int = 0) -> str:
+    """The whole panel. `state`: 'done', 'checking', 'no-pack', 'error', 'interrupted', 'disabled',
+    'idle'. Once the generation is over, each of the `expected` images without a report gets a
+    'not checked' card."""
     head = {
         "checking": "Checking for copies of training images…",
         "no-pack": "No pack installed",
         "error": "Replicheck could not check these images",
+        "interrupted": "The generation ended before every image was checked",
         "disabled": "Replicheck is off for this generation",
         "idle": "Replicheck: no generation checked yet",
     }.get(state)
     reports = dict(reports) if isinstance(reports, Mapping) else dict(enumerate(reports))
     signals = dict(signals or {})
-    flagged = sum(1 for r in reports.values() if r.is_copy)
+    n_flagged = sum(1 for r in reports.values() if flagged(r))
     if head is None:
-        head = (f"{flagged} of {len(reports)} image(s) flagged as possible copies" if flagged
+        head = (f"{n_flagged} of {len(reports)} image(s) flagged as possible copies" if n_flagged
                 else f"No copy found in {len(reports)} image(s)")
-    parts = [f'<div class="rc-panel" data-state="{esc(state)}" data-flagged="{flagged}">',
+    parts = [f'<div class="rc-panel" data-state="{esc(state)}" data-flagged="{n_flagged}">',
              f'<div class="rc-head">{esc(head)}</div>']
     if message:
-        parts.append(f'<div class="rc-message">{esc(message)}</div>')
+        css = "rc-message rc-error-text" if state in ("error", "interrupted") else "rc-message"
+        parts.append(f'<div class="{css}">{esc(message)}</div>')
     for r in input_reports:
         parts.append('<div class="rc-input">Input image: ' + card(r, -1, remote) + "</div>")
     high = sum(1 for sig in signals.values() if sig.high and sig.calibrated)
     if high:
         parts.append(f'<div class="rc-message rc-signal-high">{high} image(s) with a high memorization signal: '
                      "the prompt may make the model reproduce a training image</div>")
-    parts.extend(card(reports.get(i), i, remote, signals.get(i)) for i in sorted(set(reports) | set(signals)))
+    pending = state == "checking"
+    indices = set(reports) | set(signals)
+    if not pending and state != "disabled":
+        indices |= set(range(int(expected)))
+    parts.extend(card(reports.get(i), i, remote, signals.get(i), pending) for i in sorted(indices))
     parts.append("</div>")
     return "".join(parts)

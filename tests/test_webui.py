@@ -77,12 +77,17 @@ def test_settings_are_registered(webui):
 
 
 def test_no_pack_leaves_generation_untouched(webui, novel, caplog):
+    from lib_replicheck.panel import render
+
     _source(webui, novel)
     p, processed = webui.txt2img(batch_size=2)
     assert len(processed.images) == 3  # grid + 2
-    assert "Replicheck" not in processed.js()
+    # each image says it was not checked and why; the grid carries no verdict
+    assert [t.count("Replicheck: not checked (no pack installed)") for t in processed.infotexts] == [0, 1, 1]
     job = webui.module.service.live.get("txt2img")
     assert job.state == "no-pack" and "No pack installed" in job.message
+    html = render(job.reports, state=job.state, message=job.message, signals=job.signals, expected=job.expected)
+    assert "generating" not in html and html.count("not checked") == 2  # the cards leave "generating..."
     _, plain = webui.txt2img(enabled=False, batch_size=2)
     for a, b in zip(processed.images, plain.images):
         assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -114,8 +119,13 @@ def test_batches_are_checked_live_with_infotext(webui, installed, photos, novel)
     assert job.reports[0].best.caption == f"training image {installed_stem(installed, job.reports[0])}"
     infotexts = processed.infotexts[1:]
     assert "Replicheck: likely copy d=" in infotexts[0] and "(photos)" in infotexts[0]
-    assert "Replicheck: no match" not in infotexts[1] and "Replicheck: none" in infotexts[1]
+    assert "Replicheck: no match" not in infotexts[1] and "Replicheck: no copy (best d=" in infotexts[1]
     assert "Replicheck: likely copy d=" in infotexts[3]
+    # the grid comes first and is not checked: it carries no image's verdict
+    assert "Replicheck" not in processed.infotexts[0]
+    grids = sorted((webui.root / "outputs" / "txt2img-images-grids").glob("*.png"))
+    assert grids and "Replicheck" not in Image.open(grids[-1]).info["parameters"]
+    assert [t.split("Seed: ")[1].split(",")[0] for t in processed.infotexts[1:]] == ["1234", "1235", "1236", "1237"]
     saved = sorted(p for p in (webui.root / "outputs" / "txt2img-images").glob("*.png"))
     assert len(saved) == 4
     assert "Replicheck: likely copy" in Image.open(saved[0]).info["parameters"]
@@ -151,7 +161,7 @@ def test_dont_save_flagged_images(webui, installed, photos, novel):
     _source(webui, [_copy(photos[4]), novel[3]])
     p, processed = webui.txt2img(batch_size=2)
     saved = sorted((webui.root / "outputs" / "txt2img-images").glob("*.png"))
-    assert len(saved) == 1 and "Replicheck: none" in Image.open(saved[0]).info["parameters"]
+    assert len(saved) == 1 and "Replicheck: no copy" in Image.open(saved[0]).info["parameters"]
     assert len(processed.images) == 3  # still shown in the gallery, with its warning
     assert len(list((webui.root / "outputs" / "txt2img-images-grids").glob("*.png"))) >= 1
 
@@ -252,6 +262,26 @@ def test_sdapi_img2img(webui, installed, photos, client):
     assert webui.module.service.live.get("img2img").input_reports[0].is_copy
 
 
+def test_inpainting_is_checked_as_saved(webui, installed, photos, novel, client):
+    """Inpainting a small area: the web UI pastes the model's output into the input image after
+    postprocess_image; the saved image is the input photo, a training image, and must be judged so."""
+    webui.set_option("replicheck_check_input", False)
+    try:
+        _source(webui, [novel[0]])  # the model's output: a new image
+        mask = Image.new("L", (512, 384), 0)
+        mask.paste(255, (236, 172, 276, 212))  # 40x40 in the middle (PDQ: d=28 from the original)
+        r = client.post("/sdapi/v1/img2img", json={
+            "init_images": [_b64(_copy(photos[1]))], "mask": _b64(mask), "prompt": "x", "width": 512,
+            "height": 384, "inpainting_fill": 1, "inpaint_full_res": False, "denoising_strength": 0.1})
+        assert r.status_code == 200, r.text
+        out = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).convert("RGB")
+        assert np.abs(np.asarray(out, np.int16) - np.asarray(_copy(photos[1]), np.int16)).mean() < 8
+        assert "Replicheck: likely copy" in json.loads(r.json()["info"])["infotexts"][0]
+        assert webui.module.service.live.get("img2img").reports[0].is_copy
+    finally:
+        webui.set_option("replicheck_check_input", True)
+
+
 def test_replicheck_api(webui, installed, photos, novel, client):
     r = client.post("/replicheck/v1/check", json={"image": _b64(_copy(photos[3]), "JPEG"), "top_k": 2})
     assert r.status_code == 200, r.text
@@ -326,7 +356,8 @@ def test_packs_setting_naming_a_missing_pack(webui, installed, photos):
     _, processed = webui.txt2img()
     job = webui.module.service.live.get("txt2img")
     assert job.state == "error" and "gone" in job.message
-    assert "Replicheck" not in processed.infotexts[0]
+    assert "Replicheck: not checked (pack not installed)" in processed.infotexts[0]
+    assert "gone" not in processed.infotexts[0]  # pack names chosen locally stay out of published metadata
 
 
 # -- the pack manager tab and its API -------------------------------------------------------------------

@@ -82,6 +82,7 @@ class Api:
         r = dict(txt2imgreq)
         p = processing.StableDiffusionProcessingTxt2Img(
             prompt=r.get("prompt", ""), seed=r.get("seed", -1), batch_size=r.get("batch_size", 1),
+            width=r.get("width", 512), height=r.get("height", 512),
             n_iter=r.get("n_iter", 1), enable_hr=r.get("enable_hr", False), outpath_samples=self.outdir,
             outpath_grids=self.outdir + "-grids", do_not_save_samples=not r.get("save_images", False),
             do_not_save_grid=not r.get("save_images", False))
@@ -94,6 +95,7 @@ class Api:
         mask = decode_base64_to_image(r["mask"]) if r.get("mask") else None
         p = processing.StableDiffusionProcessingImg2Img(
             prompt=r.get("prompt", ""), seed=r.get("seed", -1), batch_size=r.get("batch_size", 1),
+            width=r.get("width", 512), height=r.get("height", 512), denoising_strength=r.get("denoising_strength", 0.75),
             n_iter=r.get("n_iter", 1), init_images=init, mask=mask, mask_blur=r.get("mask_blur", 4),
             inpainting_fill=r.get("inpainting_fill", 0), inpaint_full_res=r.get("inpaint_full_res", False),
             outpath_samples=self.outdir,
