@@ -104,14 +104,19 @@ class Checker:
         self._embedder_args = dict(device=device, runtime=runtime, models_dir=models_dir, weights=weights,
                                    offline=offline, progress=progress)
         self._embedders: dict[str, object] = {}
+        #: seconds spent loading models, kept out of the reports' per-image `seconds`
+        self.load_seconds = 0.0
 
     def embedder(self, pack):
-        """The embedder a pack needs (one instance per embedder id)."""
+        """The embedder a pack needs (one instance per embedder id); the time loading took is added
+        to `load_seconds`, never to a report's `seconds`."""
         from . import embedders
 
         spec = pack.embedder
         if spec.id not in self._embedders:
+            start = time.perf_counter()
             self._embedders[spec.id] = embedders.load(spec, **self._embedder_args)
+            self.load_seconds += time.perf_counter() - start
         return self._embedders[spec.id]
 
     @property
@@ -131,13 +136,14 @@ class Checker:
         reports = [Report(image=label) for label in labels]
         if not images:
             return reports
-        start = time.perf_counter()
         by_id: dict[str, list] = {}
         for pack in self.packs:
             by_id.setdefault(pack.embedder.id, []).append(pack)
+        loaded = {emb_id: self.embedder(packs[0]) for emb_id, packs in by_id.items()}  # before the clock starts
+        start = time.perf_counter()
         candidates: list[list[Match]] = [[] for _ in images]
         for emb_id, packs in by_id.items():
-            embedder = self.embedder(packs[0])
+            embedder = loaded[emb_id]
             vectors = embedder.embed(list(images))
             family = kind_of(emb_id)
             tiers = self.tiers.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
@@ -170,24 +176,44 @@ class Checker:
             report.seconds = elapsed
         return reports
 
-    def check_files(self, paths: Iterable[str | Path], batch: int = 16) -> Iterator[Report]:
-        """Load and check files in batches; a file that cannot be read gets a report with its error."""
+    def check_files(self, paths: Iterable[str | Path], batch: int = 8, workers: int = 2) -> Iterator[Report]:
+        """Decode and check files, one report per file in input order; a file that cannot be read
+        gets a report with its error, in its place.
+
+        Decoding runs in `workers` threads one batch ahead of the model, so a folder costs about
+        the model's time rather than decoding plus model; at most two batches of decoded images
+        are held at once.
+        """
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
         from .errors import ImageError
-        from .images import load_image
+        from .images import decode
 
-        pending: list[tuple[str, object]] = []
-
-        def flush():
-            if pending:
-                yield from self.check([im for _, im in pending], [label for label, _ in pending])
-                pending.clear()
-
-        for p in paths:
+        def load(p):
             try:
-                pending.append((str(p), load_image(p)))
+                return decode(p)
             except ImageError as e:
-                yield Report(image=str(p), error=e.reason)
-                continue
-            if len(pending) >= batch:
-                yield from flush()
-        yield from flush()
+                return e
+
+        batch = max(1, int(batch))
+        todo = iter(paths)
+        with ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix="replicheck-decode") as pool:
+            ahead: deque = deque()
+
+            def fill() -> None:
+                while len(ahead) < 2 * batch:
+                    p = next(todo, None)
+                    if p is None:
+                        return
+                    ahead.append((str(p), pool.submit(load, p)))
+
+            fill()
+            while ahead:
+                group = [ahead.popleft() for _ in range(min(batch, len(ahead)))]
+                results = [(label, future.result()) for label, future in group]
+                fill()  # the next batch decodes while this one is embedded
+                good = [(label, im) for label, im in results if not isinstance(im, ImageError)]
+                checked = iter(self.check([im for _, im in good], [label for label, _ in good]) if good else [])
+                for label, im in results:
+                    yield Report(image=label, error=im.reason) if isinstance(im, ImageError) else next(checked)

@@ -92,3 +92,33 @@ def test_exif_orientation_does_not_change_the_verdict(pdq_pack, pack_photos, tmp
     for r in reports[1:]:
         print(f"{r.image}: d={r.best.distance} (upright d={ref.best.distance})")
         assert r.verdict is ref.verdict and r.best.id == ref.best.id and abs(r.best.distance - ref.best.distance) <= 4
+
+
+def test_check_files_keeps_input_order_and_leaves_the_model_load_out(pdq_pack, pack_photos, tmp_path, monkeypatch):
+    """Unreadable files are reported in their place, and a report's seconds never include loading
+    the model (a clock that jumps 100 s during the load tells them apart without timing anything)."""
+    import types
+
+    from lib_replicheck import check as check_module
+
+    _, pack = pdq_pack
+    clock = {"offset": 0.0}
+    real = check_module.time.perf_counter
+    monkeypatch.setattr(check_module, "time", types.SimpleNamespace(perf_counter=lambda: real() + clock["offset"]))
+    load = embedders.load
+
+    def slow_load(*a, **k):
+        clock["offset"] += 100.0
+        return load(*a, **k)
+
+    monkeypatch.setattr(embedders, "load", slow_load)
+    (tmp_path / "text.png").write_text("not an image")
+    files = [pack_photos[0], tmp_path / "text.png", pack_photos[1], tmp_path / "missing.jpg", pack_photos[2]]
+    checker = Checker([pack], top_k=1)
+    reports = list(checker.check_files(files, batch=2))
+    assert [r.image for r in reports] == [str(f) for f in files]
+    assert [r.error is not None for r in reports] == [False, True, False, True, False]
+    assert "not an image" in reports[1].error and "no such file" in reports[3].error
+    assert all(r.best is not None for r in reports if not r.error)
+    assert 100.0 <= checker.load_seconds < 150.0
+    assert all(r.seconds < 50.0 for r in reports), [r.seconds for r in reports]
