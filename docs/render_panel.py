@@ -20,6 +20,14 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 
 def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "panel.png"
+    with tempfile.TemporaryDirectory(prefix="replicheck-panel-") as home:  # removed however it ends
+        render(Path(home), out)
+    print(f"wrote {out}")
+
+
+def render(home: Path, out: Path) -> None:
+    """The demo pack under `home`, a generation through the real hook, a screenshot of the panel."""
     from fastapi import FastAPI
     from PIL import ImageOps
 
@@ -32,8 +40,6 @@ def main() -> None:
     from lib_replicheck.service import CheckService
     from lib_replicheck.settings import Settings
 
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "panel.png"
-    home = Path(tempfile.mkdtemp())
     build_pack(folder_records(DEMO_DIR / "pack", license="CC0 / public domain"), embedders.load("pdq"),
                home / "packs" / "demo", log=lambda s: None)
     service = CheckService(home / "packs", home)
@@ -62,7 +68,6 @@ def main() -> None:
             driver.save_screenshot(str(out))
         finally:
             driver.quit()
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

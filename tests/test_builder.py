@@ -474,3 +474,57 @@ def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photo
                       log=lambda s: None)
     monkeypatch.undo()
     assert Pack(out).manifest.count == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "mine"]
+
+
+class _LoadedClock:
+    """A stand-in for `time` whose perf_counter charges each timed interval what the timed queries at
+    the index's current nprobe cost (1 ms per probed list, for all of them), multiplied by a load factor that cycles through
+    `load`: another process taking the CPU for part of the time. Also records faiss's thread count
+    at each reading."""
+
+    def __init__(self, index, load):
+        import faiss
+
+        self.faiss, self.ivf, self.load = faiss, faiss.extract_index_ivf(index), load
+        self.now, self.calls, self.threads = 0.0, 0, []
+
+    def perf_counter(self) -> float:
+        factor = self.load[self.calls % len(self.load)]
+        self.calls += 1
+        self.threads.append(self.faiss.omp_get_max_threads())
+        self.now += self.ivf.nprobe * 1e-3 * factor
+        return self.now
+
+
+def test_tuning_choice_does_not_move_with_machine_load(monkeypatch):
+    """The latency that drives the choice of nprobe is timed on one thread, as the fastest of several
+    passes: with a synthetic load that makes single readings 7 to 1000 times too slow, the tuning
+    keeps the setting it keeps on a quiet machine."""
+    import faiss
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((40, 64)).astype("float32")
+    x = centres[rng.integers(0, 40, 8000)] + 0.8 * rng.standard_normal((8000, 64)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    plan = fac.Plan("IVF64,Flat", "cosine", nlist=64, train_size=8000)
+    index = fac.new_index(plan, 64)
+    fac.train(index, plan, x)
+    index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
+    queries = np.ascontiguousarray(x[:200])
+    _, truth = fac.exact_topk(queries, [(np.arange(len(x)), x)], 11, "cosine")
+    own = np.arange(200)
+    truth = fac.leave_out(truth, own, 10)
+
+    def tuned(load):
+        clock = _LoadedClock(index, load)
+        monkeypatch.setattr(fac, "time", clock)
+        m = fac.tune(index, plan, queries, truth, target=0.95, own=own, max_ms=1.0)
+        monkeypatch.undo()
+        return m, clock
+
+    threads = faiss.omp_get_max_threads()
+    quiet, _ = tuned([1])
+    loaded, clock = tuned([1000, 300, 1, 50, 7])
+    assert quiet["within_budget"] and 1 < quiet["params"]["nprobe"] <= 16
+    assert loaded["params"] == quiet["params"] and loaded["query_ms"] == quiet["query_ms"]
+    assert set(clock.threads) == {1} and faiss.omp_get_max_threads() == threads  # one thread, then restored
