@@ -391,3 +391,51 @@ def test_pack_weights_are_fetched_the_same_way(server, tmp_path):
     path = ensure_for(EmbedderSpec.from_dict(d), tmp_path / "models", progress=False)
     assert path.read_bytes() == data
     assert ensure_for(EmbedderSpec.from_dict({**d, "id": "pdq", "kind": "pdq"}), tmp_path / "m") is None
+
+
+# -- registries that stall, trickle, nest or fail: bounded, and never hiding the good ones ------------
+
+def test_stalled_registry_is_a_registry_error(server):
+    """A registry that sends its headers and then nothing: a RegistryError naming it (urllib3's
+    ReadTimeoutError used to escape, and the web UI's refresh answered HTTP 500)."""
+    url = serve_registry(server)
+    server.routes["/r/packs.json"].fault, server.routes["/r/packs.json"].stall = "stall", 3
+    with pytest.raises(registry.RegistryError, match="registry http://127.0.0.1:.*/r/packs.json"):
+        registry.load(url, timeout=0.5)
+
+
+def test_trickling_registry_is_cut_at_the_deadline_and_the_others_still_listed(server, monkeypatch):
+    """One byte every 0.2 s keeps every read alive; the deadline (DEADLINE, 1 s here) ends it, and
+    the good registry read beside it is still listed."""
+    import time as _time
+
+    good = serve_registry(server, prefix="/good")
+    slow = server.add("/slow/packs.json", b" " * 100, "trickle", stall=0.2)
+    broken = server.add("/broken/packs.json", b"[" * 50_000 + b"]" * 50_000)
+    failing = server.add("/failing/packs.json", b"", "status", statuses=[500])
+    monkeypatch.setattr(registry, "DEADLINE", 1.0, raising=False)
+    start = _time.monotonic()
+    packs, errors = registry.load_all([slow, broken, failing, good])
+    took = _time.monotonic() - start
+    assert [p.name for p in packs] == ["demo"] and packs[0].registry == good
+    assert len(errors) == 3
+    assert "/slow/packs.json: not read within 1 s" in errors[0]
+    assert "/broken/packs.json: not valid JSON (nested too deeply)" in errors[1]
+    assert "/failing/packs.json: HTTP 500" in errors[2]
+    assert took < 10, took  # the trickle alone takes 20 s
+    assert server.routes["/slow/packs.json"].sent < 50
+    failing_again = server.add("/failing2/packs.json", b"", "status", statuses=[503])
+    results = registry.load_each([failing_again, good])
+    assert [(r.url, r.ok, len(r.packs)) for r in results] == [(failing_again, False, 0), (good, True, 1)]
+    assert results[0].error == f"registry {failing_again}: HTTP 503"
+
+
+def test_registry_fields_are_bounded(server):
+    def huge(data):
+        data["packs"][0]["source"] = {"license": "L" * 1_000_000, "nested": {"a": 1}}
+        data["packs"][0]["title"] = {"not": "text"}
+        data["packs"][0]["description"] = "D" * 100_000
+
+    p = registry.load(serve_registry(server, edit=huge)).packs[0]
+    assert len(p.source["license"]) == registry.MAX_SHORT and "nested" not in p.source
+    assert p.title == "demo" and len(p.description) == registry.MAX_TEXT
