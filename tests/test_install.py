@@ -66,7 +66,7 @@ def test_missing_and_old_packages_are_installed_keeping_the_web_uis_pins(launch,
 
     monkeypatch.setattr(launch, "run_pip", run_pip)
     code, out = run_install(capsys)
-    assert [c.split(" -c ")[0] for c, _ in launch.pip_calls] == ['install "faiss-cpu>=1.11.0"',
+    assert [c.split(" -c ")[0] for c, _ in launch.pip_calls] == ['install "faiss-cpu>=1.8.0"',
                                                                  'install "onnxruntime>=1.16.0"']
     assert code == 0 and len(out) == 1 and out[0].startswith("replicheck: installed faiss-cpu ")
     assert f"onnxruntime {real('onnxruntime')}" in out[0]
@@ -77,12 +77,15 @@ def test_missing_and_old_packages_are_installed_keeping_the_web_uis_pins(launch,
     assert not any(Path(c.split('-c "')[1].rstrip('"')).exists() for c, _ in launch.pip_calls)  # removed
 
 
-def test_faiss_older_than_the_pack_format_needs_is_upgraded(launch, capsys, monkeypatch):
-    """Packs open with IO_FLAG_MMAP_IFC, which faiss has from 1.11 on."""
+def test_faiss_older_than_packs_are_tested_with_is_upgraded(launch, capsys, monkeypatch):
+    """requirements.txt says faiss-cpu>=1.8: 1.7.4 is not accepted any more, 1.8.0 is."""
     real = importlib.metadata.version
-    monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.10.0" if d == "faiss-cpu" else real(d))
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.7.4" if d == "faiss-cpu" else real(d))
     run_install(capsys)
-    assert [c.split(" -c ")[0] for c, _ in launch.pip_calls] == ['install "faiss-cpu>=1.11.0"']
+    assert [c.split(" -c ")[0] for c, _ in launch.pip_calls] == ['install "faiss-cpu>=1.8.0"']
+    launch.pip_calls.clear()
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "1.8.0" if d == "faiss-cpu" else real(d))
+    assert run_install(capsys) == (0, ["replicheck: requirements present"])
 
 
 def test_pdqhash_without_compiler_disables_only_pdq(launch, capsys, monkeypatch):
@@ -102,8 +105,8 @@ def test_a_required_failure_is_reported_with_the_command(launch, capsys, monkeyp
     monkeypatch.setenv("PYTHONPATH", str(_hiding_module("faiss")))  # the probe's fresh interpreter
     code, out = run_install(capsys)
     assert code == 1
-    assert "faiss-cpu>=1.11.0 is not installed (Couldn't install replicheck requirement" in out[0]
-    assert f'install it by hand: "{sys.executable}" -m pip install "faiss-cpu>=1.11.0"' in out[0]
+    assert "faiss-cpu>=1.8.0 is not installed (Couldn't install replicheck requirement" in out[0]
+    assert f'install it by hand: "{sys.executable}" -m pip install "faiss-cpu>=1.8.0"' in out[0]
     assert out[-1] == "replicheck: cannot check images until faiss-cpu is installed"
     assert not any("installed faiss" in line for line in out)
 
