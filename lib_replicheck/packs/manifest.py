@@ -115,7 +115,8 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
         try:
             return check_relative_path(p, where)
         except ValueError as e:
-            raise PackError(origin, f"manifest field {e}"[:400]) from None
+            reason = str(e)
+            raise bad(where, reason[len(where) + 2:] if reason.startswith(where + ": ") else reason) from None
 
     if not isinstance(data, dict):
         raise PackError(origin, "manifest is not a JSON object")

@@ -76,7 +76,7 @@ class Metadata:
 
     def __init__(self, path: str | Path, open_seconds: float = OPEN_SECONDS, query_seconds: float = QUERY_SECONDS):
         self.path = Path(path)
-        self.query_seconds = query_seconds
+        self.open_seconds, self.query_seconds = open_seconds, query_seconds
         self._lock = threading.Lock()
         self._deadline = float("inf")
         if not self.path.is_file():
@@ -143,7 +143,7 @@ class Metadata:
                                                   f"{declared or 'without a type'}, not {TYPES[name]}"[:300])
 
     def count(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM items", (), OPEN_SECONDS)[0][0])
+        return int(self._query("SELECT COUNT(*) FROM items", (), self.open_seconds)[0][0])
 
     def get(self, ids: Iterable[int]) -> dict[int, Item]:
         ids = [int(i) for i in ids]
