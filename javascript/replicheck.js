@@ -6,6 +6,13 @@
 
     var TABS = ["txt2img", "img2img"];
     var state = {};
+    // Sent with every request: the routes know the web UI's own page by it (a page of another site
+    // cannot add a header to a request without the web UI's consent).
+    var HEADERS = {"X-Replicheck-Request": "1"};
+
+    function get(path) {
+        return fetch(path, {credentials: "same-origin", headers: HEADERS});
+    }
 
     function app() {
         return typeof gradioApp === "function" ? gradioApp() : document;
@@ -46,11 +53,13 @@
         var offset = Math.max(0, thumbs.length - s.verdicts.length);  // the grid comes first
         thumbs.forEach(function (t, i) {
             var v = i >= offset ? s.verdicts[i - offset] : null;
-            if (v && v !== "none") {
+            var copy = i >= offset && s.flagged && s.flagged[i - offset];
+            if (v && (copy || v === "not checked")) {  // a match already in the input is no badge
                 t.setAttribute("data-replicheck", v.replace(/ /g, "-"));
                 t.setAttribute("title", "replicheck: " + v);
             } else {
                 t.removeAttribute("data-replicheck");
+                t.removeAttribute("title");
             }
         });
     }
@@ -99,13 +108,14 @@
         var idle = s.state !== "checking" && Date.now() > s.active;
         if (s.busy || document.hidden || (idle && s.tick % 5 !== 0)) return;
         s.busy = true;
-        fetch("./replicheck/v1/live?tab=" + tab + "&since=" + s.seq, {credentials: "same-origin"})
+        get("./replicheck/v1/live?tab=" + tab + "&since=" + s.seq)
             .then(function (r) { return r.ok ? r.json() : null; })
             .then(function (data) {
                 if (!data) return;
                 s.seq = data.seq;
                 s.state = data.state;
                 s.verdicts = data.verdicts || [];
+                s.flagged = data.flagged || [];
                 if (data.html !== null && data.html !== undefined) {
                     var panel = panelFor(tab);
                     if (panel) panel.innerHTML = data.html;  // server-rendered, every value escaped
@@ -118,6 +128,18 @@
 
     // The Replicheck tab: progress of pack downloads, built with textContent (names are data).
     var downloadsBusy = false;
+    var activeDownloads = {};
+
+    function reloadTable(jobs) {
+        // a download that ended changes the table: ask the tab to render it again
+        var ended = false;
+        jobs.forEach(function (j) {
+            if (activeDownloads[j.name] && !j.active) ended = true;
+            activeDownloads[j.name] = j.active;
+        });
+        var button = app().querySelector("#replicheck_reload");
+        if (ended && button) button.click();
+    }
 
     function renderDownloads(box, jobs) {
         box.textContent = "";
@@ -141,16 +163,20 @@
         var box = app().querySelector("#replicheck_downloads");
         if (!box || downloadsBusy || document.hidden || box.offsetParent === null) return;
         downloadsBusy = true;
-        fetch("./replicheck/v1/downloads", {credentials: "same-origin"})
+        get("./replicheck/v1/downloads")
             .then(function (r) { return r.ok ? r.json() : null; })
-            .then(function (jobs) { if (jobs) renderDownloads(box, jobs); })
+            .then(function (jobs) {
+                if (!jobs) return;
+                renderDownloads(box, jobs);
+                reloadTable(jobs);
+            })
             .catch(function () {})
             .then(function () { downloadsBusy = false; });
     }
 
     function start() {
         TABS.forEach(function (tab) {
-            state[tab] = {seq: -1, verdicts: [], busy: false, tick: 0, active: 0};
+            state[tab] = {seq: -1, verdicts: [], flagged: [], busy: false, tick: 0, active: 0};
             var gallery = app().querySelector("#" + tab + "_gallery");
             if (gallery) gallery.addEventListener("click", function (e) { onGalleryClick(tab, e); }, true);
             var generate = app().querySelector("#" + tab + "_generate");

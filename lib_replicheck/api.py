@@ -1,16 +1,33 @@
 """HTTP API under /replicheck/v1/, mounted on the web UI's FastAPI app.
 
 Request and response bodies are typed models (pydantic 1 in AUTOMATIC1111 1.10, pydantic 2 in
-Forge: only features both share are used). The web UI's --api-auth protects these routes as it
-protects /sdapi: the same HTTP basic credentials.
+Forge: only features both share are used).
+
+Who may call what (every page in the user's browser can reach the web UI's port):
+- Read-only routes (status, packs, live, downloads) are open, as the web UI's pages are; with
+  --api-auth they need its HTTP basic credentials, or the web UI's own page session: gradio's
+  login cookie when --gradio-auth is set, else a same-origin request carrying the panel's header.
+- Changing routes (download, cancel, verify, remove, calibrate, and reading the registries) need a
+  same-origin request (Origin and Referer, when sent, name the web UI's host) that carries the
+  `X-Replicheck-Request` header, even without --api-auth: a cross-site page can only send it after a
+  CORS preflight, which the web UI refuses, and a no-cors form or fetch cannot add it at all.
+- /check needs a JSON body (`Content-Type: application/json`, which a no-cors request cannot send)
+  and no foreign Origin; its body is read as a stream with a hard cap, and images are decoded off
+  the event loop, a few at a time.
 """
 
+import asyncio
 import base64
 import binascii
-import io
 import json
 import secrets
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable, List, Optional
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel
@@ -20,6 +37,14 @@ from .settings import Settings
 PREFIX = "/replicheck/v1"
 #: Largest accepted request body for /check (base64 inflates by 4/3: about 15 MB of image).
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
+#: The header the panel's script sends; required on changing routes.
+CSRF_HEADER = "X-Replicheck-Request"
+#: /check requests in flight at once (reading, decoding, checking); more wait for a slot.
+MAX_CHECKS_IN_FLIGHT = 4
+#: Images decoded at once (a 100 Mpx image takes 300 MB while it is converted).
+MAX_DECODES = 2
+SLOT_WAIT_SECONDS = 30.0
+BODY_SECONDS = 60.0  # the whole body must arrive within this
 
 
 class CheckRequest(BaseModel):
@@ -145,25 +170,25 @@ class LiveResponse(BaseModel):
     job: Optional[int] = None
     state: str = "idle"
     expected: int = 0
-    verdicts: List[Optional[str]] = []
+    verdicts: List[Optional[str]] = []  # per image: 'no copy', 'likely copy', ..., 'not checked', None (not yet)
+    flagged: List[bool] = []  # per image: a copy the model made (not one already in the img2img input)
     signals: dict = {}  # image index -> the memorization signal
     html: Optional[str] = None
 
 
 def _report_model(report) -> ReportModel:
+    from .panel import verdict_label
+
     d = report.to_dict()
+    d["verdict"] = verdict_label(report)
     for m in ([d["best"]] if d["best"] else []) + d["matches"]:
         m.pop("thumbnail", None)  # a local path: not for API clients
+        m["verdict"] = {"none": "no copy"}.get(m["verdict"], m["verdict"])
     return ReportModel(**d)
 
 
-def decode_image(data: str):
-    """A PIL RGB image from base64 (or a data: URL); ValueError with a clear message otherwise."""
-    from PIL import Image
-
-    from .errors import ImageError
-    from .images import MAX_PIXELS, to_rgb
-
+def decode_base64(data: str) -> bytes:
+    """The bytes of the request's `image` field (base64, or a data: URL); ValueError naming the field."""
     if data.startswith("data:"):
         data = data.split(",", 1)[-1]
     try:
@@ -172,95 +197,291 @@ def decode_image(data: str):
         raise ValueError("field 'image': not valid base64") from None
     if not raw:
         raise ValueError("field 'image': empty")
+    return raw
+
+
+def decode_image(data: str):
+    """A PIL RGB image from base64 (or a data: URL); ValueError naming the field otherwise. Decoded by
+    images.decode: the formats, pixel cap and orientation of the command line."""
+    from .errors import ImageError
+    from .images import decode
+
+    raw = decode_base64(data)
     try:
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.size[0] * im.size[1] > MAX_PIXELS:
-                raise ValueError(f"field 'image': {im.size[0]}x{im.size[1]} pixels is over the limit")
-            im.seek(0)
-            im.load()
-            return to_rgb(im)
+        return decode(raw, name="field 'image'")
+    except ImageError as e:
+        raise ValueError(str(e)) from None
+
+
+# -- who may call what ----------------------------------------------------------------------------
+
+def parse_credentials(credentials_text: Optional[str]) -> dict:
+    """--api-auth 'user:pass,user2:pass2' as {user: password}."""
+    users = {}
+    for pair in (credentials_text or "").split(","):
+        user, sep, password = pair.strip().partition(":")
+        if sep:
+            users[user] = password
+    return users
+
+
+def _basic_ok(request: Request, users: dict) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return False
+    try:
+        user, sep, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False
+    expected = users.get(user)
+    return bool(sep) and expected is not None and secrets.compare_digest(password.encode(), expected.encode())
+
+
+def _netloc(url: str) -> Optional[str]:
+    try:
+        parts = urlsplit(url)
     except ValueError:
-        raise
-    except (ImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"field 'image': not a readable image ({e})") from None
+        return None
+    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def same_origin(request: Request) -> bool:
+    """Origin and Referer, where the browser sent them, name the host the request was sent to.
+    A page of another site (or an opaque origin, 'null') fails; a client that sends neither passes."""
+    host = (request.headers.get("host") or "").lower()
+    origin = request.headers.get("origin")
+    if origin is not None and (not host or _netloc(origin) != host):
+        return False
+    referer = request.headers.get("referer")
+    if referer and (not host or _netloc(referer) != host):
+        return False
+    return True
+
+
+def _panel_header(request: Request) -> bool:
+    return bool(request.headers.get(CSRF_HEADER))
+
+
+def page_session(request: Request) -> bool:
+    """A request from the web UI's own page: with gradio's login (--gradio-auth), its session cookie;
+    without it the page is open to whoever reaches it, so a same-origin request with the panel's
+    header (which no other site's page can send) stands for it."""
+    app = request.scope.get("app") or getattr(request, "app", None)
+    gradio_auth = getattr(app, "auth", None)
+    if gradio_auth:
+        tokens = getattr(app, "tokens", None) or {}
+        return any(name.startswith("access-token") and value in tokens for name, value in request.cookies.items())
+    return same_origin(request) and _panel_header(request)
+
+
+def _unauthorized():
+    return HTTPException(status_code=401, detail="Incorrect username or password",
+                         headers={"WWW-Authenticate": "Basic"})
+
+
+def guards(api_auth: Optional[str]):
+    """FastAPI dependencies for read-only routes, changing routes and /check."""
+    users = parse_credentials(api_auth)
+
+    def read(request: Request):
+        if users and not (_basic_ok(request, users) or page_session(request)):
+            raise _unauthorized()
+
+    def change(request: Request):
+        if not same_origin(request):
+            raise HTTPException(status_code=403, detail="cross-site request refused: changing routes only answer "
+                                                        "requests from the web UI's own origin")
+        if not _panel_header(request):
+            raise HTTPException(status_code=403, detail=f"changing routes need the header '{CSRF_HEADER}: 1' "
+                                                        "(it keeps other sites' pages out)")
+        if users and not (_basic_ok(request, users) or page_session(request)):
+            raise _unauthorized()
+
+    def check(request: Request):
+        if request.headers.get("origin") is not None and not same_origin(request):
+            raise HTTPException(status_code=403, detail="cross-site request refused")
+        kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise HTTPException(status_code=415, detail="the body must be JSON (Content-Type: application/json)")
+        if users and not (_basic_ok(request, users) or page_session(request)):
+            raise _unauthorized()
+
+    return read, change, check
 
 
 def basic_auth(credentials_text: Optional[str]):
     """A FastAPI dependency checking HTTP basic credentials 'user:pass,user2:pass2' (--api-auth)."""
-    from fastapi.security import HTTPBasic, HTTPBasicCredentials
-
     if not credentials_text:
         return None
-    users = {}
-    for pair in credentials_text.split(","):
-        user, _, password = pair.strip().partition(":")
-        users[user] = password
-
-    def check(credentials: HTTPBasicCredentials = Depends(HTTPBasic())):
-        expected = users.get(credentials.username)
-        if expected is not None and secrets.compare_digest(credentials.password, expected):
-            return True
-        raise HTTPException(status_code=401, detail="Incorrect username or password",
-                            headers={"WWW-Authenticate": "Basic"})
-
-    return check
+    return guards(credentials_text)[0]
 
 
-def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
-          platform: str = "", unsupported: Optional[List[str]] = None, manager=None, measure=None) -> None:
-    """`manager`: a PackManager for the pack routes; `measure(prompt, seed) -> magnitude`: the
-    memorization signal of one generation with the loaded model, for the calibration route."""
-    """Add the routes to `app` (a FastAPI application)."""
+# -- /check: bounded body, decoding off the event loop ------------------------------------------------
+
+class _Slots:
+    """At most `n` requests in flight per event loop; the others wait (without a body read) or get 503."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._sems: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def sem(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            s = self._sems.get(loop)
+            if s is None:
+                s = self._sems[loop] = asyncio.Semaphore(self.n)
+            return s
+
+
+async def read_body(request: Request, limit: int = MAX_REQUEST_BYTES, seconds: float = BODY_SECONDS) -> bytes:
+    """The request body, read as it arrives: 413 as soon as it passes `limit` (whatever
+    Content-Length said, chunked or not), 408 when it is not all there after `seconds`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise HTTPException(status_code=413, detail=f"request body over {limit} bytes")
+        except ValueError:
+            raise HTTPException(status_code=400, detail="bad Content-Length") from None
+    chunks, size = [], 0
+    end = time.monotonic() + seconds
+    stream = request.stream().__aiter__()
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise HTTPException(status_code=408, detail=f"the request body did not arrive within {seconds:g} s")
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout=left)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise HTTPException(status_code=408, detail=f"the request body did not arrive within {seconds:g} s") from None
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status_code=413, detail=f"request body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _field_error(e: Exception) -> str:
+    """pydantic 1 and 2 both offer errors(): name the field."""
+    try:
+        err = e.errors()[0]  # type: ignore[attr-defined]
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        return f"field '{loc}': {err.get('msg', 'invalid')}"
+    except Exception:  # noqa: BLE001 - not a validation error
+        return f"bad request body: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}"
+
+
+def parse_check_request(body: bytes) -> CheckRequest:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:
+        raise HTTPException(status_code=422, detail=f"the body is not valid JSON: {str(e)[:200]}") from None
+    if not isinstance(data, dict):
+        raise HTTPException(status_code=422, detail="the body must be a JSON object with the field 'image'")
+    try:
+        return CheckRequest(**data)
+    except Exception as e:  # noqa: BLE001 - pydantic 1 and 2 raise different types
+        raise HTTPException(status_code=422, detail=_field_error(e)) from None
+
+
+def mount(app, service, settings: Callable[[], Settings], **kwargs) -> None:
+    """Add the routes to `app` (a FastAPI application); see `router` for the arguments."""
+    attach(app, router(service, settings, **kwargs))
+
+
+def attach(app, built) -> None:
+    """Put the routes of `built` (from `router`) into `app` as they are: no model or dependency is
+    analysed again, so this takes microseconds however busy the web UI is while it starts."""
+    app.router.routes.extend(built.routes)
+    app.openapi_schema = None  # /docs lists them too
+
+
+def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
+           platform: str = "", unsupported: Optional[List[str]] = None, manager=None, measure=None,
+           on_poll: Optional[Callable[[], None]] = None):
+    """The /replicheck/v1 routes as a FastAPI APIRouter, built ahead of the app that will serve them.
+
+    `manager`: a PackManager for the pack routes; `measure(prompt, seed) -> magnitude`: the
+    memorization signal of one generation with the loaded model, for the calibration route;
+    `on_poll()`: run before /live answers (closes the job of a generation that failed)."""
+    from fastapi import APIRouter
+
     from . import __version__
-    from .panel import render
+    from .errors import ReplicheckError
+    from .panel import flagged, render, verdict_label
 
-    auth = basic_auth(api_auth)
-    deps = [Depends(auth)] if auth else []
+    read_guard, change_guard, check_guard = guards(api_auth)
+    read_deps, change_deps, check_deps = [Depends(read_guard)], [Depends(change_guard)], [Depends(check_guard)]
+    slots = _Slots(MAX_CHECKS_IN_FLIGHT)
+    decoder = ThreadPoolExecutor(max_workers=MAX_DECODES, thread_name_prefix="replicheck-decode")
+
+    def _resolve_packs(s: Settings, requested: Optional[List[str]]) -> None:
+        installed = {p.name for p in service.installed()}
+        if requested is not None:
+            missing = [n for n in requested if n not in installed]
+            if missing:
+                raise HTTPException(status_code=404, detail=f"pack(s) not installed: {', '.join(map(str, missing))}"
+                                                            f" (installed: {', '.join(sorted(installed)) or 'none'})")
+            s.packs = list(requested)
+        elif s.packs:
+            missing = [n for n in s.packs if n not in installed]
+            if missing:
+                raise HTTPException(status_code=409, detail=f"pack(s) chosen in Settings are not installed: "
+                                                            f"{', '.join(missing)}")
+        if not installed:
+            raise HTTPException(status_code=409, detail=f"no pack installed in {service.packs_dir}")
 
     async def check(request: Request) -> ReportModel:
-        size = int(request.headers.get("content-length") or 0)
-        if size > MAX_REQUEST_BYTES:
-            raise HTTPException(status_code=413, detail=f"request body over {MAX_REQUEST_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_REQUEST_BYTES:
-            raise HTTPException(status_code=413, detail=f"request body over {MAX_REQUEST_BYTES} bytes")
+        sem = slots.sem()
         try:
-            data = json.loads(body)
-            if not isinstance(data, dict):
-                raise ValueError("the body must be a JSON object")
-            req = CheckRequest(**data)
-        except Exception as e:  # noqa: BLE001 - json, pydantic 1 and pydantic 2 raise different types
-            raise HTTPException(status_code=422, detail=f"bad request body: {str(e).splitlines()[0][:300]}") from None
+            await asyncio.wait_for(sem.acquire(), timeout=SLOT_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            raise HTTPException(status_code=503, detail="too many checks at once; try again",
+                                headers={"Retry-After": "5"}) from None
         try:
-            image = decode_image(req.image)
-        except ValueError as e:
-            raise HTTPException(status_code=422, detail=str(e)) from None
-        s = settings()
-        if req.packs is not None:
-            s.packs = list(req.packs)
-        if req.top_k is not None:
-            s.top_k = max(1, min(50, int(req.top_k)))
-        import asyncio
-
-        report = (await asyncio.get_running_loop().run_in_executor(None, service.check, [image], ["image"], s))[0]
-        return _report_model(report)
+            req = parse_check_request(await read_body(request))
+            s = settings()
+            _resolve_packs(s, req.packs)
+            if req.top_k is not None:
+                s.top_k = max(1, min(50, int(req.top_k)))
+            loop = asyncio.get_running_loop()
+            try:
+                image = await loop.run_in_executor(decoder, decode_image, req.image)
+            except ValueError as e:
+                raise HTTPException(status_code=422, detail=str(e)) from None
+            report = (await loop.run_in_executor(None, service.check, [image], ["image"], s))[0]
+            return _report_model(report)
+        finally:
+            sem.release()
 
     def packs(refresh: bool = False) -> PacksResponse:
-        """Installed packs; with a manager, also the registries' packs (read now if refresh=true)."""
-        installed = [pack_model(p) for p in service.installed()]
+        """Installed packs; with a manager, also the registries' packs (read now if refresh=true:
+        one registry that cannot be read is reported in registry_errors, never a 500)."""
+        installed = [pack_model(p, service) for p in service.installed()]
         if manager is None:
             return PacksResponse(installed=installed, packs_dir=str(service.packs_dir))
-        if refresh:
-            manager.refresh()
-        names = {p.name for p in installed}
+        names = {p.name for p in installed if not p.error}
         return PacksResponse(
             installed=installed, packs_dir=str(service.packs_dir), registries=manager.registries(),
             available=[AvailableModel(**p.to_dict(), installed=p.name in names) for p in manager.available],
             registry_errors=list(manager.errors), downloads=[DownloadModel(**j.to_dict()) for j in manager.jobs.values()])
 
-    def _act(fn, name: str, done: str) -> MessageResponse:
-        from .errors import ReplicheckError
+    def refresh_packs() -> PacksResponse:
+        manager.refresh()
+        return packs()
 
+    def packs_route(request: Request, refresh: bool = False) -> PacksResponse:
+        if refresh and manager is not None:
+            change_guard(request)  # reading the registries goes to the network: not for other sites' pages
+            return refresh_packs()
+        return packs()
+
+    def _act(fn, name: str, done: str) -> MessageResponse:
         try:
             fn(name)
         except ReplicheckError as e:
@@ -268,8 +489,6 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
         return MessageResponse(ok=True, message=done)
 
     def download(name: str) -> DownloadModel:
-        from .errors import ReplicheckError
-
         try:
             return DownloadModel(**manager.start_download(name).to_dict())
         except ReplicheckError as e:
@@ -292,23 +511,28 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
                               unsupported=list(unsupported or []), **service.status())
 
     def live(tab: str = "txt2img", since: int = -1) -> LiveResponse:
+        if on_poll is not None:
+            try:
+                on_poll()
+            except Exception:  # noqa: BLE001 - the panel must keep answering
+                pass
         seq = service.live.seq
         job = service.live.get(tab)
         if job is None:
             return LiveResponse(seq=seq)
         n = max(job.expected, max(job.reports, default=-1) + 1)
-        verdicts = [job.reports[i].verdict.value if i in job.reports and not job.reports[i].error else
-                    ("error" if i in job.reports else None) for i in range(n)]
+        reports = [job.reports.get(i) for i in range(n)]
+        verdicts = [verdict_label(r) if r is not None else None for r in reports]
         html = None
         if since != seq:
             html = render(job.reports, state=job.state, message=job.message, input_reports=job.input_reports,
-                          remote=settings().remote_thumbnails, signals=job.signals)
-        return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts, html=html,
+                          remote=settings().remote_thumbnails, signals=job.signals, expected=job.expected)
+        return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts,
+                            flagged=[flagged(r) for r in reports], html=html,
                             signals={str(i): sig.to_dict() for i, sig in job.signals.items()})
 
     def calibrate(req: CalibrateRequest) -> CalibrateResponse:
         from .calibration import calibrate as run
-        from .errors import ReplicheckError
 
         try:
             return CalibrateResponse(**run(req.memorized, req.ordinary, measure, fpr=req.fpr, seed=req.seed,
@@ -316,28 +540,39 @@ def mount(app, service, settings: Callable[[], Settings], *, api_auth: Optional[
         except ReplicheckError as e:
             raise HTTPException(status_code=409, detail=str(e)) from None
 
+    app = APIRouter()
     if measure is not None:
         app.add_api_route(f"{PREFIX}/calibrate", calibrate, methods=["POST"], response_model=CalibrateResponse,
-                          dependencies=deps)
-    app.add_api_route(f"{PREFIX}/check", check, methods=["POST"], response_model=ReportModel, dependencies=deps)
-    app.add_api_route(f"{PREFIX}/packs", packs, methods=["GET"], response_model=PacksResponse, dependencies=deps)
-    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], response_model=StatusResponse, dependencies=deps)
-    app.add_api_route(f"{PREFIX}/live", live, methods=["GET"], response_model=LiveResponse, dependencies=deps)
+                          dependencies=change_deps)
+    app.add_api_route(f"{PREFIX}/check", check, methods=["POST"], response_model=ReportModel, dependencies=check_deps)
+    app.add_api_route(f"{PREFIX}/packs", packs_route, methods=["GET"], response_model=PacksResponse,
+                      dependencies=read_deps)
+    app.add_api_route(f"{PREFIX}/status", status, methods=["GET"], response_model=StatusResponse, dependencies=read_deps)
+    app.add_api_route(f"{PREFIX}/live", live, methods=["GET"], response_model=LiveResponse, dependencies=read_deps)
     if manager is not None:
         app.add_api_route(f"{PREFIX}/packs/{{name}}/download", download, methods=["POST"],
-                          response_model=DownloadModel, dependencies=deps)
+                          response_model=DownloadModel, dependencies=change_deps)
         app.add_api_route(f"{PREFIX}/downloads", downloads, methods=["GET"], response_model=List[DownloadModel],
-                          dependencies=deps)
+                          dependencies=read_deps)
         app.add_api_route(f"{PREFIX}/downloads/{{name}}/cancel", cancel, methods=["POST"],
-                          response_model=MessageResponse, dependencies=deps)
+                          response_model=MessageResponse, dependencies=change_deps)
         app.add_api_route(f"{PREFIX}/packs/{{name}}/verify", verify, methods=["POST"], response_model=MessageResponse,
-                          dependencies=deps)
+                          dependencies=change_deps)
         app.add_api_route(f"{PREFIX}/packs/{{name}}", remove, methods=["DELETE"], response_model=MessageResponse,
-                          dependencies=deps)
+                          dependencies=change_deps)
+    return app
 
 
-def pack_model(path) -> PackModel:
-    """packs.info.pack_info (shared with the command line, which has no FastAPI) as a model."""
-    from .packs.info import pack_info
+def pack_model(path, service=None) -> PackModel:
+    """packs.info.pack_info (shared with the command line, which has no FastAPI) as a model; a pack
+    whose files do not match its manifest, or that failed to open, carries why in `error`."""
+    from .errors import clean_text
+    from .packs.info import MAX_ERROR, pack_info
+    from .packs.manager import PackManager
 
-    return PackModel(**pack_info(path).to_dict())
+    info = pack_info(path)
+    if info.error is None:
+        problem = PackManager.problem(path) or (service.pack_errors.get(Path(path).name) if service else None)
+        if problem:
+            info.error = clean_text(problem, MAX_ERROR)
+    return PackModel(**info.to_dict())

@@ -4,6 +4,11 @@ It keeps the packs and the model loaded between generations (or unloads them, as
 reloads when the chosen packs change, and never lets a failure escape: a missing pack, a corrupt
 pack, missing weights, an exception in the embedder or running out of memory become reports with
 an error message and one log line, and the next generation tries again.
+
+Checks run one at a time in the service's own thread; a caller waits at most `check_seconds` for
+its answer, so a check that hangs (a pack's query that never ends, a stuck device) costs a
+generation that long once: the caller gets an error report, and later callers get one at once
+until the stuck check ends, instead of queueing behind it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import itertools
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +28,8 @@ from .errors import ReplicheckError
 from .settings import Settings
 
 log = logging.getLogger("replicheck")
+#: The longest a caller waits for a check, loading the packs and the model included.
+CHECK_SECONDS = 60.0
 
 
 class NoPackError(ReplicheckError):
@@ -81,16 +90,21 @@ class LiveResults:
 
 
 class CheckService:
-    def __init__(self, packs_dir: str | Path, models_dir: str | Path, logger: logging.Logger | None = None):
+    def __init__(self, packs_dir: str | Path, models_dir: str | Path, logger: logging.Logger | None = None,
+                 check_seconds: float = CHECK_SECONDS):
         self.packs_dir = Path(packs_dir)
         self.models_dir = Path(models_dir)
         self.log = logger or log
         self.live = LiveResults()
-        self._lock = threading.RLock()
+        self.check_seconds = float(check_seconds)
+        self._lock = threading.RLock()  # the checker; held by the check thread while it checks
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replicheck-check")
+        self._busy_since: float | None = None  # monotonic start of the check running now
         self._checker: Checker | None = None
         self._key: tuple | None = None
         self._logged: set[str] = set()
         self.last_error: str | None = None
+        self.pack_errors: dict[str, str] = {}  # pack folder name -> why it could not be opened
         self.checked = 0
 
     # -- packs ----------------------------------------------------------------------------------
@@ -122,7 +136,18 @@ class CheckService:
             key = (stamp, settings.device)
             if self._checker is None or self._key != key:
                 self.unload()
-                self._checker = Checker([Pack(p) for p in paths], device=settings.device, models_dir=self.models_dir,
+                opened = []
+                try:
+                    for p in paths:
+                        opened.append(Pack(p))
+                except ReplicheckError as e:
+                    for pack in opened:
+                        pack.close()
+                    self.pack_errors[p.name] = str(e)
+                    raise
+                for p in paths:
+                    self.pack_errors.pop(p.name, None)
+                self._checker = Checker(opened, device=settings.device, models_dir=self.models_dir,
                                         offline=True, progress=False)
                 self._key = key
             self._checker.top_k = settings.top_k
@@ -130,21 +155,49 @@ class CheckService:
             return self._checker
 
     def unload(self) -> None:
-        with self._lock:
+        """Let go of the packs and the model. Never waits long: while a stuck check holds them,
+        they are dropped here and closed by that check's thread when (if) it ends."""
+        if not self._lock.acquire(timeout=2.0):
+            self._checker, self._key = None, None
+            return
+        try:
             if self._checker is not None:
                 self._checker.unload()
                 for p in self._checker.packs:
                     p.close()
             self._checker = None
             self._key = None
+        finally:
+            self._lock.release()
+
+    def packs_changed(self) -> None:
+        """A pack was installed, replaced or removed: unload, and forget errors about the old packs."""
+        self.unload()
+        self.pack_errors.clear()
+        self.last_error = None
 
     # -- checking -------------------------------------------------------------------------------
 
     def check(self, images: Sequence, labels: Sequence[str], settings: Settings) -> list[Report]:
-        """Check images; never raises. Errors become reports and one log line per distinct message."""
+        """Check images; never raises, never waits more than `check_seconds`. Errors become reports
+        and one log line per distinct message."""
+        started = self._busy_since
+        if started is not None and time.monotonic() - started > self.check_seconds:
+            return self._failed(f"not checked: a previous check has been running for more than {self.check_seconds:g} s "
+                                "(stuck?); checks resume when it ends, or after restarting the web UI", labels)
+        future = self._worker.submit(self._check_now, list(images), list(labels), settings)
+        try:
+            return future.result(timeout=self.check_seconds)
+        except FutureTimeout:
+            future.cancel()  # still queued behind another check: never run it
+            return self._failed(f"the check took longer than {self.check_seconds:g} s and was abandoned "
+                                "(a damaged pack, or a device that does not answer?)", labels)
+
+    def _check_now(self, images: list, labels: list[str], settings: Settings) -> list[Report]:
+        self._busy_since = time.monotonic()
         try:
             with self._lock:
-                reports = self.checker(settings).check(list(images), list(labels))
+                reports = self.checker(settings).check(images, labels)
             self.last_error = None
             self.checked += len(reports)
             return reports
@@ -156,6 +209,11 @@ class CheckService:
         except Exception as e:  # noqa: BLE001 - the generation must never see our failure
             message = f"unexpected error: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             self.unload()
+        finally:
+            self._busy_since = None
+        return self._failed(message, labels)
+
+    def _failed(self, message: str, labels: Sequence[str]) -> list[Report]:
         self.last_error = message
         if message not in self._logged:
             self._logged.add(message)
@@ -171,16 +229,17 @@ class CheckService:
             self.unload()
 
     def status(self) -> dict:
-        with self._lock:
-            loaded = self._checker is not None
-            return {
-                "packs_dir": str(self.packs_dir),
-                "models_dir": str(self.models_dir),
-                "installed_packs": [p.name for p in self.installed()],
-                "loaded": loaded,
-                "loaded_packs": [p.name for p in self._checker.packs] if loaded else [],
-                "embedders": self._checker.loaded_embedders if loaded else [],
-                "checked_images": self.checked,
-                "last_error": self.last_error,
-            }
+        """What is loaded; read without the lock, so a stuck check never blocks it."""
+        checker = self._checker
+        loaded = checker is not None
+        return {
+            "packs_dir": str(self.packs_dir),
+            "models_dir": str(self.models_dir),
+            "installed_packs": [p.name for p in self.installed()],
+            "loaded": loaded,
+            "loaded_packs": [p.name for p in checker.packs] if loaded else [],
+            "embedders": list(checker.loaded_embedders) if loaded else [],
+            "checked_images": self.checked,
+            "last_error": self.last_error,
+        }
 

@@ -69,7 +69,24 @@ def current_settings() -> Settings:
 
 hook = Hook(service, current_settings)
 manager = PackManager(service.packs_dir, MODELS_DIR, lambda: current_settings().registry_urls(),
-                      on_change=service.unload)
+                      on_change=service.packs_changed)
+
+
+def _generation_running() -> bool:
+    """Whether the web UI is generating: every generation, UI or API, holds call_queue's lock, and
+    lets go of it however it ends (an exception included). Unknown: assume it is."""
+    try:
+        from modules.call_queue import queue_lock
+    except ImportError:
+        return True
+    inner = getattr(queue_lock, "_lock", queue_lock)  # FIFOLock wraps a threading.Lock
+    locked = getattr(inner, "locked", None)
+    return bool(locked()) if callable(locked) else True
+
+
+def settle_jobs() -> None:
+    """Close the live job of a generation that failed before its `postprocess` (the panel polls this)."""
+    hook.settle(_generation_running())
 
 
 def _guard(what: str, fn, *args, default=None):
@@ -220,7 +237,7 @@ def on_image_saved(params):
 def _page() -> str:
     from lib_replicheck import packs_page
 
-    return packs_page.render([rc_api.pack_model(p) for p in manager.installed()], manager.available,
+    return packs_page.render([rc_api.pack_model(p, service) for p in manager.installed()], manager.available,
                              manager.errors, refreshed=manager.refreshed is not None)
 
 
@@ -244,15 +261,30 @@ def _action(fn, name, done):
     return _page(), _message(done)
 
 
+def refresh_message() -> tuple[str, bool]:
+    """What reading the registries gave: packs listed, and which registries could not be read."""
+    count = len(manager.registries())
+    bad = len(manager.errors)
+    read = count - bad
+    text = (f"Read {read} of {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed."
+            if bad else f"Read {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed.")
+    if bad:
+        text += " Could not read: " + "; ".join(manager.errors)
+    return text, bool(bad)
+
+
 def ui_refresh():
     try:
         manager.refresh()
-        count = len(manager.registries())
-        text = f"Read {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed."
-        error = bool(manager.errors)
+        text, error = refresh_message()
     except Exception as e:  # noqa: BLE001 - shown to the user, never raised into gradio
-        text, error = f"Could not read the registries: {e}", True
+        text, error = f"Could not read the registries: {type(e).__name__}: {e}", True
     return _page(), gr.update(choices=_names()), _message(text, error)
+
+
+def ui_reload():
+    """The table and the pack list as they are now (page load, a download that ended)."""
+    return _page(), gr.update(choices=_names())
 
 
 def ui_download(name):
@@ -282,9 +314,12 @@ def on_ui_tabs():
             cancel = gr.Button("Cancel download", elem_id="replicheck_cancel")
             verify = gr.Button("Verify", elem_id="replicheck_verify")
             remove = gr.Button("Remove", elem_id="replicheck_remove")
-        message = gr.HTML()
+        message = gr.HTML(elem_id="replicheck_message")
         gr.HTML("<div id='replicheck_downloads'></div>")
-        table = gr.HTML(_page(), elem_id="replicheck_packs_table")
+        table = gr.HTML(_page, elem_id="replicheck_packs_table")  # callable: built again at each page load
+        # clicked by the panel's script when a download ends, so the table follows it
+        reload = gr.Button("Reload table", visible=False, elem_id="replicheck_reload")
+        reload.click(fn=ui_reload, outputs=[table, name])
         refresh.click(fn=ui_refresh, outputs=[table, name, message])
         download.click(fn=ui_download, inputs=[name], outputs=[table, message])
         cancel.click(fn=ui_cancel, inputs=[name], outputs=[table, message])
@@ -330,9 +365,16 @@ def on_ui_settings():
         shared.opts.add_option(key, info)
 
 
+# The routes are built now, while the web UI loads its scripts, so that on_app_started only has to
+# hand them to the app: at start-up other work (Forge loads the model meanwhile) competes for the
+# interpreter, and every moment spent there is a moment /replicheck/v1 answers 404.
+ROUTES = rc_api.router(service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
+                       platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager, measure=measure_signal,
+                       on_poll=settle_jobs)
+
+
 def on_app_started(demo, app):
-    rc_api.mount(app, service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
-                 platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager, measure=measure_signal)
+    rc_api.attach(app, ROUTES)
     log.info("replicheck %s: API at %s, packs in %s", __version__, rc_api.PREFIX, service.packs_dir)
 
 

@@ -296,14 +296,23 @@ def test_replicheck_api(webui, installed, photos, novel, client):
     assert status["installed_packs"] == ["photos"] and status["platform"] == "automatic1111"
 
 
-def test_replicheck_api_bad_requests(client, installed):
+def test_replicheck_api_bad_requests(client, installed, photos):
+    json_type = {"Content-Type": "application/json"}
     assert client.post("/replicheck/v1/check", json={"image": "!!!notbase64"}).status_code == 422
     r = client.post("/replicheck/v1/check", json={"image": base64.b64encode(b"not an image").decode()})
-    assert r.status_code == 422 and "not a readable image" in r.json()["detail"]
-    assert client.post("/replicheck/v1/check", json={"nope": 1}).status_code == 422
-    assert client.post("/replicheck/v1/check", content=b"[1, 2]").status_code == 422
+    assert r.status_code == 422 and r.json()["detail"].startswith("field 'image': not an image")
+    assert "BytesIO" not in r.text
+    r = client.post("/replicheck/v1/check", json={"nope": 1})
+    assert r.status_code == 422 and r.json()["detail"].startswith("field 'image'")
+    assert client.post("/replicheck/v1/check", content=b"[1, 2]", headers=json_type).status_code == 422
+    assert client.post("/replicheck/v1/check", content=b"{", headers=json_type).status_code == 422
+    # a body that is not declared JSON is what a no-cors cross-site form sends: refused
+    assert client.post("/replicheck/v1/check", content=b'{"image": "x"}').status_code == 415
     big = b'{"image": "' + b"A" * (21 * 1024 * 1024) + b'"}'
-    assert client.post("/replicheck/v1/check", content=big).status_code == 413
+    assert client.post("/replicheck/v1/check", content=big, headers=json_type).status_code == 413
+    # a pack the request names that is not installed: the pack is named, nothing is checked
+    r = client.post("/replicheck/v1/check", json={"image": _b64(photos[0]), "packs": ["nosuch"]})
+    assert r.status_code == 404 and "nosuch" in r.json()["detail"] and "photos" in r.json()["detail"]
 
 
 def test_live_route_serves_the_panel(webui, installed, photos, client):
@@ -362,6 +371,8 @@ def test_packs_setting_naming_a_missing_pack(webui, installed, photos):
 
 # -- the pack manager tab and its API -------------------------------------------------------------------
 
+PANEL = {"X-Replicheck-Request": "1"}  # what the panel's script sends; changing routes require it
+
 @pytest.fixture
 def registry_server(webui):
     from httpfaults import FaultServer
@@ -410,24 +421,24 @@ def test_pack_manager_tab(webui, registry_server, photos):
 def test_pack_manager_api_with_cancel(webui, registry_server, client):
     r = client.get("/replicheck/v1/packs")
     assert r.json()["available"] == [] and registry_server.log == []
-    r = client.get("/replicheck/v1/packs", params={"refresh": "true"}).json()
+    r = client.get("/replicheck/v1/packs", params={"refresh": "true"}, headers=PANEL).json()
     assert [p["name"] for p in r["available"]] == ["demo"] and r["available"][0]["installed"] is False
     registry_server.routes["/r/demo/index.faiss"].fault = "stall"
     registry_server.routes["/r/demo/index.faiss"].stall = 2.0
-    job = client.post("/replicheck/v1/packs/demo/download").json()
+    job = client.post("/replicheck/v1/packs/demo/download", headers=PANEL).json()
     assert job["name"] == "demo" and job["active"]
-    assert client.post("/replicheck/v1/packs/demo/download").status_code == 409  # one at a time
-    assert client.post("/replicheck/v1/downloads/demo/cancel").json()["ok"]
+    assert client.post("/replicheck/v1/packs/demo/download", headers=PANEL).status_code == 409  # one at a time
+    assert client.post("/replicheck/v1/downloads/demo/cancel", headers=PANEL).json()["ok"]
     final = webui.module.manager.wait("demo")
     assert final.state == "cancelled" and not (webui.packs_dir / "demo").exists()
     registry_server.routes["/r/demo/index.faiss"].fault = ""
-    client.post("/replicheck/v1/packs/demo/download")
+    client.post("/replicheck/v1/packs/demo/download", headers=PANEL)
     assert webui.module.manager.wait("demo").state == "installed"
     downloads = client.get("/replicheck/v1/downloads").json()
     assert downloads[0]["state"] == "installed" and downloads[0]["fraction"] == 1.0
-    assert client.post("/replicheck/v1/packs/demo/verify").json()["ok"]
-    assert client.delete("/replicheck/v1/packs/demo").json()["ok"]
-    assert client.delete("/replicheck/v1/packs/demo").status_code == 409
+    assert client.post("/replicheck/v1/packs/demo/verify", headers=PANEL).json()["ok"]
+    assert client.delete("/replicheck/v1/packs/demo", headers=PANEL).json()["ok"]
+    assert client.delete("/replicheck/v1/packs/demo", headers=PANEL).status_code == 409
 
 
 # -- the Settings page, through gradio as the web UI serves it ----------------------------------------

@@ -53,13 +53,42 @@ class PackManager:
         self._lock = threading.Lock()
 
     def refresh(self) -> list[RegistryPack]:
-        """Read every registry now (network); keep what was read and the errors."""
-        self.available, self.errors = load_all(self.registries())
+        """Read every registry now (network); keep what was read and one error per registry that
+        could not be read. Never raises: the tab and the API show the errors next to the packs."""
+        urls = []
+        try:
+            urls = list(self.registries())
+            self.available, self.errors = load_all(urls)
+        except Exception as e:  # noqa: BLE001 - one bad registry must not hide the others, nor raise
+            self.available, self.errors = [], [f"the registries ({', '.join(urls) or 'none'}) could not be read: "
+                                               f"{type(e).__name__}: {str(e)[:300]}"]
         self.refreshed = time.time()
         return self.available
 
     def installed(self) -> list[Path]:
         return installed_packs(self.packs_dir)
+
+    @staticmethod
+    def problem(pack_dir: str | Path) -> str | None:
+        """Why an installed pack cannot be used, from its files' presence and sizes against the
+        manifest (a stat each, no reading): None when they match."""
+        from .manifest import read
+
+        pack_dir = Path(pack_dir)
+        try:
+            m = read(pack_dir)
+        except ReplicheckError as e:
+            return str(e)
+        except Exception as e:  # noqa: BLE001 - a manifest shape the parser did not foresee
+            return f"manifest.json cannot be read ({type(e).__name__})"
+        for f in m.files:
+            try:
+                size = (pack_dir / f.path).stat().st_size
+            except OSError:
+                return f"file {f.path} listed in the manifest is missing"
+            if size != f.size:
+                return f"file {f.path} is {size} bytes, the manifest says {f.size} (damaged: verify or download again)"
+        return None
 
     def start_download(self, name: str) -> DownloadJob:
         if self.refreshed is None:
