@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Callable, Iterator
 
 from ..download import MAX_UNSIZED_BYTES, DownloadError, Policy, fetch, free_bytes
 from ..errors import PackError, ReplicheckError
-from .build import _publish
+from .build import publish, recover
 from .manifest import MANIFEST, NAME_RE, Manifest
 from .registry import RegistryPack
 
@@ -91,15 +92,32 @@ _DOWNLOAD_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.download$")
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (this process counts as running: its folders are in use)."""
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":
+        return _alive_windows(pid)
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: a probe on POSIX (on Windows os.kill would terminate it)
     except ProcessLookupError:
         return False
     except (PermissionError, OSError):
         return True  # someone else's live process
     return True
+
+
+def _alive_windows(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # access denied: it exists
+    try:
+        code = ctypes.c_ulong()
+        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _newest_mtime(folder: Path) -> float:
@@ -117,7 +135,8 @@ def clean_stale(packs_dir: str | Path, *, now: float | None = None) -> list[str]
 
     - `.install-PID-TID` work folders of processes that are gone;
     - `.NAME.removing-PID` folders of a remove that was killed;
-    - `.NAME.old-PID` folders of a replaced pack (put back when the new pack never arrived);
+    - `.NAME.old-PID` folders of a replaced pack (build.recover: put back when the new pack never
+      arrived, else removed);
     - `.NAME.download` folders that nobody is downloading into (their lock is free) and nobody
       touched for STALE_DOWNLOAD_SECONDS (younger ones are kept: the next download resumes them).
     """
@@ -137,9 +156,10 @@ def clean_stale(packs_dir: str | Path, *, now: float | None = None) -> list[str]
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(name)
             elif (m := _PID_RE.match(name)) and not _alive(int(m.group("pid"))):
-                target = packs_dir / m.group("name")
-                if m.group("kind") == "old" and not target.exists():
-                    os.replace(p, target)  # the replacement never arrived: the old pack is the pack
+                if m.group("kind") == "old":  # a publish killed between its renames: build.recover
+                    recover(packs_dir / m.group("name"))  # puts the old pack back or removes it
+                    if not p.exists():
+                        removed.append(name)
                     continue
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(name)
@@ -571,7 +591,7 @@ class Installer:
             shutil.rmtree(staging, ignore_errors=True)  # a bad pack is not kept for resuming
             raise
         target = self.packs_dir / name
-        _publish(staging, target)
+        publish(staging, target)
         return target
 
     # -- the rest ---------------------------------------------------------------------------------
