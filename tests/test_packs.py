@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 
@@ -231,3 +232,81 @@ def test_cosine_pack_round_trip(tmp_path):
 def test_image_error_carries_path():
     e = ImageError("/x/y.png", "bad")
     assert e.path == "/x/y.png" and str(e) == "/x/y.png: bad"
+
+
+def _ivf_pack(tmp_path, search_params):
+    """A small IVF pack whose manifest records `search_params`."""
+    import faiss
+
+    from lib_replicheck.packs.metadata import Item, MetadataWriter
+
+    from lib_replicheck.packs.build import seal
+
+    staged, out = tmp_path / "staged", tmp_path / "ivf"
+    staged.mkdir()
+    x = np.random.default_rng(3).standard_normal((400, 32)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx = faiss.index_factory(32, "IVF8,Flat", faiss.METRIC_INNER_PRODUCT)
+    idx.train(x)
+    idx.add(x)
+    faiss_index.write(idx, staged / "index.faiss")
+    w = MetadataWriter(staged / "metadata.sqlite")
+    w.add(Item(i, caption=f"c{i}") for i in range(400))
+    w.close()
+    spec = EmbedderSpec("sscd_disc_mixup", "sscd", "sscd_disc_mixup", 32, COSINE)
+    seal(staged, out, name="ivf", title=None, description="", source={}, spec=spec, count=400,
+         vectors=400, index={"file": "index.faiss", "type": "IVF8,Flat", "search_params": search_params})
+    return out, x
+
+
+def test_search_params_from_the_manifest_are_applied_or_refused_by_name(tmp_path):
+    """nprobe from the manifest reaches the index; one the index does not have, or of the wrong
+    type, is an error naming the field (it used to be dropped without a word)."""
+    import faiss
+
+    out, x = _ivf_pack(tmp_path, {"nprobe": 8})
+    pack = Pack(out)
+    assert faiss.extract_index_ivf(pack.index).nprobe == 8
+    assert pack.search(x[5:6], k=1)[0][0].item.id == 5
+    pack.close()
+    for params, field in (({"nprobe": 8, "efSearch": 16}, "index.search_params.efSearch"),
+                          ({"no_such_parameter": 2}, "index.search_params.no_such_parameter"),
+                          ({"nprobe": 0}, "index.search_params.nprobe")):
+        _edit_manifest(out, lambda d: d["index"].update(search_params=params))
+        with pytest.raises(PackError, match=f"manifest field '{re.escape(field)}'"):
+            Pack(out)
+
+
+def test_a_single_query_runs_on_one_thread_and_a_batch_on_the_pool():
+    """faiss's OpenMP pool costs more than the search of one query when the CPU is shared; the pool's
+    size is restored afterwards and batches still use it."""
+    import faiss
+
+    threads = []
+
+    class Recording(faiss.IndexFlatIP):  # a real faiss index that notes the thread count it searched with
+        def search(self, x, k, **kw):
+            threads.append(faiss.omp_get_max_threads())
+            return super().search(x, k, **kw)
+
+    idx = Recording(8)
+    idx.add(np.eye(8, dtype="float32"))
+    pool = faiss.omp_get_max_threads()
+    faiss_index.search(idx, np.eye(8, dtype="float32")[:1], 2)
+    faiss_index.search(idx, np.eye(8, dtype="float32"), 2)
+    assert threads == [1, pool] and faiss.omp_get_max_threads() == pool
+
+
+def test_packs_open_on_a_faiss_without_mapped_reads(demo_pack, monkeypatch, tmp_path):
+    """IO_FLAG_MMAP_IFC came with faiss 1.11; requirements allow 1.8: without it indexes are read."""
+    import faiss
+
+    monkeypatch.delattr(faiss, "IO_FLAG_MMAP_IFC")
+    monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 0)
+    pack = Pack(demo_pack)
+    assert str(demo_pack / "index.faiss") not in open("/proc/self/maps").read()
+    embedder = embedders.load("pdq")
+    from lib_replicheck.images import load_image
+
+    image = load_image(sorted(DEMO.glob("*.jpg"))[0])
+    assert pack.search(embedder.embed([image]), k=1)[0][0].distance == 0
