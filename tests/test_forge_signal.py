@@ -287,7 +287,8 @@ for i in range(2):
     p.iteration, p.batch_index = 0, i
     pp = scripts.PostprocessImageArgs(Image.new("RGB", (64, 64)))
     script.postprocess_image(p, pp, True)
-    infotexts.append(dict(p.extra_generation_params))
+    script.postprocess_image_after_composite(p, pp, True)  # Forge, as 1.10, calls both, in this order
+    infotexts.append({{k: str(v) for k, v in p.extra_generation_params.items()}})
 script.postprocess(p, processing.Processed(p, []), True)
 sigs = module.service.live.get("txt2img").signals
 print(json.dumps({{"platform": module.PLATFORM, "signal": module.SIGNAL_UNAVAILABLE, "unsupported": module.UNSUPPORTED,

@@ -70,6 +70,10 @@ def test_roc_by_hand():
     assert roc([1, 2], [1, 2])["auc"] == 0.5  # ties count half
 
 
+#: the header the API asks of requests that change or start something (keeps other sites' pages out)
+CHANGING = {"X-Replicheck-Request": "1"}
+
+
 # -- through the web UI ------------------------------------------------------------------------------
 
 def _known_denoiser(magnitude_of):
@@ -216,7 +220,7 @@ def test_calibration_route_and_command(webui, sampling, tmp_path):
 
     sampling.sampling_model = _known_denoiser(mag)
     body = {"memorized": ["mem one", "mem two", "mem three"], "ordinary": ["a", "bb", "ccc", "dddd"], "fpr": 0.0}
-    r = TestClient(webui.app).post("/replicheck/v1/calibrate", json=body)
+    r = TestClient(webui.app).post("/replicheck/v1/calibrate", json=body, headers=CHANGING)
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["auc"] == 1.0 and res["tpr"] == 1.0 and 4.0 < res["threshold"] < 8.0
@@ -230,7 +234,8 @@ def test_calibration_route_and_command(webui, sampling, tmp_path):
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ROC AUC 1.000" in out.stdout and "TPR 1.000 at FPR 0.000" in out.stdout
-    bad = TestClient(webui.app).post("/replicheck/v1/calibrate", json={"memorized": [], "ordinary": ["a"]})
+    bad = TestClient(webui.app).post("/replicheck/v1/calibrate", json={"memorized": [], "ordinary": ["a"]},
+                                           headers=CHANGING)
     assert bad.status_code == 409
 
 
@@ -251,7 +256,7 @@ def test_calibration_leaves_no_temporary_folders(webui, sampling, tmp_path, monk
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     sampling.sampling_model = _known_denoiser(lambda prompt: 9.0 if prompt.startswith("mem") else 1.0)
     body = {"memorized": ["mem one", "mem two"], "ordinary": ["a", "bb", "ccc"], "fpr": 0.0, "generations": 2}
-    r = TestClient(webui.app).post("/replicheck/v1/calibrate", json=body)
+    r = TestClient(webui.app).post("/replicheck/v1/calibrate", json=body, headers=CHANGING)
     assert r.status_code == 200, r.text
     assert r.json()["auc"] == 1.0
     assert list(scratch.iterdir()) == []
