@@ -6,7 +6,9 @@ Forge: only features both share are used).
 Who may call what (every page in the user's browser can reach the web UI's port):
 - Read-only routes (status, packs, live, downloads) are open, as the web UI's pages are; with
   --api-auth they need its HTTP basic credentials, or the web UI's own page session: gradio's
-  login cookie when --gradio-auth is set, else a same-origin request carrying the panel's header.
+  login cookie when --gradio-auth is set, else a same-origin request carrying the panel's header
+  (without gradio's login the page itself, and all it shows, is open to whoever reaches it).
+  Changing routes and /check, which the page never calls, need the credentials under --api-auth.
 - Changing routes (download, cancel, verify, remove, calibrate, and reading the registries) need a
   same-origin request (Origin and Referer, when sent, name the web UI's host) that carries the
   `X-Replicheck-Request` header, even without --api-auth: a cross-site page can only send it after a
@@ -295,7 +297,7 @@ def guards(api_auth: Optional[str]):
         if not _panel_header(request):
             raise HTTPException(status_code=403, detail=f"changing routes need the header '{CSRF_HEADER}: 1' "
                                                         "(it keeps other sites' pages out)")
-        if users and not (_basic_ok(request, users) or page_session(request)):
+        if users and not _basic_ok(request, users):  # the page never calls these: API clients only
             raise _unauthorized()
 
     def check(request: Request):
@@ -304,7 +306,7 @@ def guards(api_auth: Optional[str]):
         kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if kind != "application/json":
             raise HTTPException(status_code=415, detail="the body must be JSON (Content-Type: application/json)")
-        if users and not (_basic_ok(request, users) or page_session(request)):
+        if users and not _basic_ok(request, users):
             raise _unauthorized()
 
     return read, change, check
