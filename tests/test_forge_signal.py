@@ -223,6 +223,29 @@ def test_registering_on_an_unexpected_forge_marks_the_signal_unavailable(caplog)
     assert forge_signal.attach(p, None, logging.getLogger("test")) is False  # feature off: nothing touched
 
 
+def test_calibration_measures_on_the_unet_each_sampling_starts_from():
+    """A calibration run has no scripts to call process_before_every_sampling: the measurement is put
+    on forge_objects_after_applying_lora, from which Forge's sample() copies the objects, and taken off."""
+    prompts = ["a memorized poster"]
+    comp, text_cond, text_uncond = _case(prompts)
+    model = LinearUnet()
+    original = UnetPatcher(model, "cpu", "cpu")
+    sd_model = type("SDModel", (), {})()
+    sd_model.forge_objects_after_applying_lora = ForgeObjects(original, None, None, None)
+    tracker = SignalTracker(1, 5.0, True)
+    tracker.start_batch(0, prompts)
+    x = torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(3))
+    with forge_signal.calibrating(sd_model, tracker, logging.getLogger("test")):
+        sd_model.forge_objects = sd_model.forge_objects_after_applying_lora.shallow_copy()  # processing.py l.1373
+        p = type("P", (), {"seeds": [7], "sd_model": sd_model})()
+        params = _params(x, torch.tensor([14.6]), 0, 1, text_cond, text_uncond)
+        tracker.on_denoiser(params)
+        sampling_function(Denoiser(p, sd_model), denoiser_params=params, cond_scale=7.5, cond_composition=comp)
+    assert tracker.signals[0].magnitude == pytest.approx(_by_hand(model, comp, text_cond, text_uncond, x)[0], rel=1e-4)
+    assert sd_model.forge_objects_after_applying_lora.unet is original
+    assert "sampler_post_cfg_function" not in original.model_options
+
+
 # -- through scripts/replicheck.py, dressed as Forge -----------------------------------------------------
 
 SCRIPT = r"""
