@@ -298,14 +298,16 @@ def _open_archive(archive: Path):
         arc.close()
 
 
-def _find_manifest(archive: Path, arc: _Archive, max_bytes: int) -> tuple[tuple[str, ...], Manifest, int]:
-    """First pass over the headers: every member judged (path, kind, count, bytes), and the pack's
-    manifest.json (at the top or in one top folder) read and parsed.
+def _find_manifest(archive: Path, arc: _Archive, max_bytes: int) -> tuple[tuple[str, ...], Manifest]:
+    """First pass over the headers, up to the pack's manifest.json (at the top or in one top
+    folder), which is read and parsed; the members before it are judged (path, kind, count,
+    bytes). The second pass judges every member against the manifest before writing it, so this
+    one can stop early: a pack archive that starts with its manifest is decompressed once.
 
-    Returns (prefix, manifest, bytes of all file members)."""
+    Returns (prefix, manifest)."""
     from . import manifest as mf
 
-    found: list[tuple[tuple[str, ...], bytes]] = []
+    found: tuple[tuple[str, ...], bytes] | None = None
     total = 0
     for m, info in arc.members():
         if m.kind == "other":
@@ -319,12 +321,11 @@ def _find_manifest(archive: Path, arc: _Archive, max_bytes: int) -> tuple[tuple[
             if m.size > MAX_MANIFEST_BYTES:
                 raise ArchiveError(archive, f"{m.name} is larger than {MAX_MANIFEST_BYTES} bytes")
             with arc.open(info) as f:
-                found.append((m.parts[:-1], f.read(MAX_MANIFEST_BYTES + 1)))
-    if not found:
+                found = (m.parts[:-1], f.read(MAX_MANIFEST_BYTES + 1))
+            break
+    if found is None:
         raise ArchiveError(archive, f"no {MANIFEST} at the top of the archive or in its only folder")
-    if len(found) > 1:
-        raise ArchiveError(archive, f"holds {len(found)} {MANIFEST} files; a pack archive holds one")
-    prefix, text = found[0]
+    prefix, text = found
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
@@ -332,7 +333,7 @@ def _find_manifest(archive: Path, arc: _Archive, max_bytes: int) -> tuple[tuple[
     except RecursionError:
         raise ArchiveError(archive, f"{MANIFEST} is nested too deeply") from None
     try:
-        return prefix, mf.parse(data, f"{archive.name}:{MANIFEST}"), total
+        return prefix, mf.parse(data, f"{archive.name}:{MANIFEST}")
     except ReplicheckError:
         raise
     except Exception as e:  # noqa: BLE001 - a shape the parser did not foresee is still a bad manifest
@@ -344,22 +345,25 @@ def safe_extract(archive: Path, target: Path, max_bytes: int = MAX_EXTRACTED_BYT
     """Unpack a pack archive (.tar(.gz) or .zip) into `target`; return its manifest.
 
     The pack's folder (the archive's top, or its only top folder) becomes `target`. Refused before
-    anything is written: absolute paths, '..', links, devices, sparse files, more than MAX_MEMBERS
-    members or `max_bytes` bytes, an archive without exactly one manifest.json, and more bytes than
-    the free disk holds. Refused while unpacking (what was written is removed by the caller): a
-    member the manifest does not list, a size other than the listed one, a member given twice,
-    damaged data (bad CRC, truncated stream).
+    anything is written: an archive without a manifest.json, a manifest listing more than
+    `max_bytes` bytes or more than the free disk holds. Refused before the member is written (what
+    was written is removed by the caller): absolute paths, '..', links, devices, sparse files, more
+    than MAX_MEMBERS members, a member the manifest does not list, a size other than the listed
+    one, a member given twice, a second manifest; and while it is written: damaged data (bad CRC,
+    truncated stream).
     """
     archive, target = Path(archive), Path(target)
     free = disk_free or free_bytes
     with _open_archive(archive) as arc:
-        prefix, manifest, declared = _find_manifest(archive, arc, max_bytes)
+        prefix, manifest = _find_manifest(archive, arc, max_bytes)
         listed: dict[tuple[str, ...], int | None] = {tuple(PurePosixPath(f.path).parts): f.size
                                                      for f in manifest.files}
         listed.setdefault((MANIFEST,), None)  # the manifest itself: any size up to its bound
         dirs = {k[:i] for k in listed for i in range(1, len(k))}
         # what pass two can write: only listed members, each of its listed size
-        will_write = min(declared, sum(v for v in listed.values() if v) + MAX_MANIFEST_BYTES)
+        will_write = sum(v for v in listed.values() if v)
+        if will_write > max_bytes:
+            raise ArchiveError(archive, f"unpacks to more than {max_bytes} bytes")
         have = free(target)
         if have < will_write + DISK_MARGIN:
             raise ArchiveError(archive, f"unpacks to {_mb(will_write)}, and the disk of {target} has "
