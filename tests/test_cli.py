@@ -143,3 +143,13 @@ def test_demo_builds_its_pack_when_the_bundled_one_is_absent(monkeypatch, tmp_pa
     assert demo.run_demo() == 0
     out = capsys.readouterr().out
     assert "Built the demo pack" in out and "the copy was flagged" in out
+
+
+def test_demo_does_not_import_the_command_line():
+    """demo.py and cli.py used to import each other (format_report, run_demo): the demo now runs
+    with the command-line module unavailable."""
+    code = ("import sys; sys.modules['lib_replicheck.cli'] = None\n"
+            "from lib_replicheck.demo import run_demo\nsys.exit(run_demo())\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "the copy was flagged and the novel image passed" in r.stdout
