@@ -13,6 +13,7 @@ import argparse
 import errno
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
@@ -132,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except ReplicheckError as e:
         if debug:
-            raise
+            traceback.print_exc()
         _error(str(e))
         return EXIT_ERROR
     except Exception as e:  # noqa: BLE001 - never a traceback, never exit status 1 (which says "copy found")
         if debug:
-            raise
-        _error(unexpected(e) + " (run with --debug for the traceback)")
+            traceback.print_exc()
+        _error(unexpected(e) + ("" if debug else " (run with --debug for the traceback)"))
         return EXIT_ERROR
 
 

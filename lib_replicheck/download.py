@@ -33,7 +33,7 @@ CHUNK = 1 << 16
 #: Bound on a download whose size nobody declared (an archive URL, weights named by a pack).
 MAX_UNSIZED_BYTES = 64 * 1024**3
 #: Free space a download leaves on the disk; it stops before going below.
-DISK_RESERVE = 256 * 1024**2
+DISK_RESERVE = 64 * 1024**2
 #: How often (bytes written) the free space is looked at again while writing.
 DISK_CHECK_EVERY = 16 * 1024**2
 

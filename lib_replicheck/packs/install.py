@@ -496,7 +496,8 @@ class Installer:
         for f in rp.files:
             if f.extract:
                 archive = staging / f.path
-                unpacked = staging.with_name(staging.name + ".unpacking")
+                # a work folder that clean_stale removes if this process is killed while unpacking
+                unpacked = self.packs_dir / f".install-{os.getpid()}-{threading.get_ident()}"
                 shutil.rmtree(unpacked, ignore_errors=True)
                 unpacked.mkdir()
                 try:

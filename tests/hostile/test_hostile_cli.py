@@ -159,7 +159,7 @@ def test_unexpected_errors_are_one_line_and_exit_two(tmp_path):
     for debug in (dict(args=("--debug", "packs", "list")), dict(args=("packs", "list", "--debug")),
                   dict(args=("packs", "list"), env={"REPLICHECK_DEBUG": "1"})):
         r = run(*debug["args"], "--packs-dir", tmp_path, prefix=("-c", BOOM), env=debug.get("env"))
-        assert "Traceback" in r.stderr and "RuntimeError: boom" in r.stderr, debug
+        assert r.returncode == 2 and "Traceback" in r.stderr and "RuntimeError: boom" in r.stderr, debug
 
 
 def _hostile_pack(tmp_path: Path, how: str) -> Path:
