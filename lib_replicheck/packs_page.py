@@ -1,8 +1,22 @@
-"""HTML of the web UI's Replicheck tab: installed and downloadable packs, escaped like the panel."""
+"""HTML of the web UI's Replicheck tab: installed and downloadable packs, escaped like the panel.
+
+Every field comes from a pack or a registry: each is cut to one short line and cleaned of control,
+escape and format characters before it is escaped (a 1 MB license stays a line of the table).
+"""
 
 from __future__ import annotations
 
-from .panel import esc, link
+from .panel import clip, esc, link
+
+MAX_ERROR = 600
+
+
+def _t(value, limit: int = 200) -> str:
+    return esc(clip(value, limit))
+
+
+def _source(src: dict) -> str:
+    return link(src.get("url"), clip(src.get("dataset", ""), 120)) if src else ""
 
 
 def _mb(n: int) -> str:
@@ -14,22 +28,23 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
     have = {p.name for p in installed}
     rows = []
     for p in installed:
-        state = f'<span class="rc-error-text">{esc(p.error)}</span>' if p.error else "installed"
-        rows.append(f"<tr><td>{esc(p.name)}</td><td>{esc(p.title)}</td><td>{p.count:,}</td><td>{esc(p.embedder)}</td>"
-                    f"<td>{_mb(p.size_bytes)}</td><td>{esc(p.source.get('license', ''))}</td>"
-                    f"<td>{link(p.source.get('url'), p.source.get('dataset', '')) if p.source else ''}</td>"
-                    f"<td>{state}</td></tr>")
+        state = f'<span class="rc-error-text">{_t(p.error, MAX_ERROR)}</span>' if p.error else "installed"
+        rows.append(f"<tr><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td><td>{int(p.count):,}</td>"
+                    f"<td>{_t(p.embedder, 64)}</td><td>{_mb(p.size_bytes)}</td>"
+                    f"<td>{_t((p.source or {}).get('license', ''), 120)}</td>"
+                    f"<td>{_source(p.source or {})}</td><td>{state}</td></tr>")
     for p in available:
         if p.name in have:
             continue
-        rows.append(f"<tr><td>{esc(p.name)}</td><td>{esc(p.title)}</td><td>{p.count:,}</td>"
-                    f"<td>{esc(p.embedder.get('id', ''))}</td><td>{_mb(p.size)}</td>"
-                    f"<td>{esc(p.source.get('license', ''))}</td>"
-                    f"<td>{link(p.source.get('url'), p.source.get('dataset', ''))}</td><td>available</td></tr>")
+        embedder = p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
+        rows.append(f"<tr><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td><td>{int(p.count or 0):,}</td>"
+                    f"<td>{_t(embedder, 64)}</td><td>{_mb(p.size)}</td>"
+                    f"<td>{_t((p.source or {}).get('license', ''), 120)}</td>"
+                    f"<td>{_source(p.source or {})}</td><td>available</td></tr>")
     head = ("<tr><th>name</th><th>title</th><th>images</th><th>embedder</th><th>size</th><th>license</th>"
             "<th>source</th><th>state</th></tr>")
     note = "" if refreshed else ("<p class='rc-message'>Click <b>Refresh list</b> to read the pack registries "
                                  "(nothing is fetched before that).</p>")
-    errs = "".join(f"<p class='rc-error-text'>{esc(e)}</p>" for e in errors)
+    errs = "".join(f"<p class='rc-error-text'>{_t(e, MAX_ERROR)}</p>" for e in errors)
     body = "".join(rows) or "<tr><td colspan='8'>No pack installed yet.</td></tr>"
     return f"<div class='rc-packs'>{note}{errs}<table class='rc-table'>{head}{body}</table></div>"

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -483,3 +484,94 @@ def test_settings_page_loads_refreshes_and_applies(webui, installed, tmp_path):
     finally:
         for key in ("replicheck_top_k", "replicheck_sscd_likely", "replicheck_pdq_likely"):
             opts.set(key, opts.data_labels[key].default)
+
+
+# -- failures around a generation ----------------------------------------------------------------------
+
+def test_failed_generation_closes_the_panel(webui, installed, photos, client):
+    """A generation that raises never reaches postprocess: the next poll closes its job."""
+    calls = []
+
+    def source(p, index, seed):
+        calls.append(index)
+        if index == 1:
+            raise RuntimeError("the model failed")
+        return _copy(photos[0])
+
+    webui.processing.image_source = source
+    with pytest.raises(RuntimeError):
+        webui.txt2img(batch_size=2, n_iter=2)  # the UI path: state.end() is never reached
+    assert webui.module.service.live.get("txt2img").state == "checking"
+    live = client.get("/replicheck/v1/live", params={"tab": "txt2img"}).json()
+    assert live["state"] == "interrupted" and "generating" not in live["html"]
+    assert "ended before every image was checked" in live["html"]
+
+
+def test_hung_check_never_holds_a_generation(webui, installed, photos, monkeypatch, caplog):
+    """A check that never ends: the image is reported not checked after the bound, the generation
+    finishes, the next images do not wait again, and checks resume once the stuck one ends."""
+    import threading
+
+    from lib_replicheck.check import Checker
+
+    service = webui.module.service
+    gate = threading.Event()
+    real = Checker.check
+
+    def stuck(self, images, labels):
+        gate.wait(60)
+        return real(self, images, labels)
+
+    monkeypatch.setattr(Checker, "check", stuck)
+    monkeypatch.setattr(service, "check_seconds", 1.0)
+    caplog.set_level(logging.WARNING, logger="replicheck")
+    _source(webui, [_copy(photos[0])])
+    try:
+        _, processed = webui.txt2img(batch_size=3)
+        assert [t.count("Replicheck: not checked (error)") for t in processed.infotexts[1:]] == [1, 1, 1]
+        status = webui.module.service.status()  # answers while the stuck check holds the packs
+        assert "longer than 1 s" in status["last_error"] or "running for more than" in status["last_error"]
+    finally:
+        gate.set()
+    monkeypatch.setattr(Checker, "check", real)
+    for _ in range(100):
+        if service._busy_since is None:
+            break
+        time.sleep(0.05)
+    _, again = webui.txt2img()
+    assert "Replicheck: likely copy" in again.infotexts[0]
+    assert sum("replicheck:" in r.getMessage() for r in caplog.records) <= 2  # one line per distinct failure
+
+
+def test_broken_pack_is_listed_with_why(webui, installed, photos, client):
+    m = webui.module
+    _source(webui, [_copy(photos[0])])
+    webui.txt2img()  # opens the pack
+    index = installed / "index.faiss"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+    listed = client.get("/replicheck/v1/packs").json()["installed"]
+    assert listed[0]["name"] == "photos" and "index.faiss" in listed[0]["error"]
+    page = m._page()
+    assert "rc-error-text" in page and "index.faiss" in page and ">installed<" not in page
+    _, processed = webui.txt2img()  # the generation goes on, the image says it was not checked
+    assert "Replicheck: not checked (error)" in processed.infotexts[0]
+    assert client.get("/replicheck/v1/status").json()["last_error"]
+    m.manager.remove("photos")
+    assert client.get("/replicheck/v1/status").json()["last_error"] is None  # nothing left of the removed pack
+
+
+def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
+    from lib_replicheck import packs_page
+    from lib_replicheck.api import PackModel
+    from lib_replicheck.packs.registry import RegistryPack
+
+    huge = "L" * 1_000_000
+    installed = [PackModel(name="p", title="t\x1b[31mred", embedder="pdq", metric="hamming", count=1, size_bytes=1,
+                           source={"license": huge, "dataset": "d\u202eevil", "url": "https://example.com/x"})]
+    fields = {f: None for f in RegistryPack.__dataclass_fields__}
+    fields.update(name="q", title="q", description="", version="1", source={"license": huge, "dataset": huge},
+                  embedder={"id": "pdq"}, count=1, size=1, registry="r", files=[])
+    available = [RegistryPack(**{k: v for k, v in fields.items() if k in RegistryPack.__dataclass_fields__})]
+    html = packs_page.render(installed, available, ["bad\x1b]8;;x\x07registry " + huge])
+    assert len(html) < 10_000
+    assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
