@@ -45,8 +45,18 @@ def decode(source: bytes | str | os.PathLike, *, name: str | None = None, max_pi
         return _decode_open_file(io.BytesIO(bytes(source)), label, max_pixels)
     path = Path(source)
     label = name or str(path)
+    with _open_regular_file(path, label) as f:
+        return _decode_open_file(f, label, max_pixels)
+
+
+def _open_regular_file(path: Path, label: str):
+    """`path` opened for reading, only if it is a regular file: a FIFO or a device named like an
+    image would otherwise block the open or the read for good. Opened without blocking, checked
+    on the open descriptor (no window between the check and the use), then read normally."""
+    import stat
+
     try:
-        f = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageError(label, "no such file") from None
     except IsADirectoryError:
@@ -55,8 +65,18 @@ def decode(source: bytes | str | os.PathLike, *, name: str | None = None, max_pi
         raise ImageError(label, "permission denied") from None
     except OSError as e:
         raise ImageError(label, f"could not be read: {e.strerror or e}") from None
-    with f:
-        return _decode_open_file(f, label, max_pixels)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(label, "is a folder, not an image")
+        if not stat.S_ISREG(mode):
+            raise ImageError(label, "is not a regular file (a pipe, socket or device), not an image")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS):

@@ -176,3 +176,26 @@ def test_builder_source_is_decoded_as_displayed(tmp_path):
     evil = SourceItem(key="00000.tar/evil", data=POSTSCRIPT)
     with pytest.raises(ImageError, match="^00000.tar/evil: not an image replicheck reads"):
         evil.open()
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_blocking(tmp_path):
+    import threading
+
+    fifo = tmp_path / "generated.png"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def run():
+        try:
+            load_image(fifo)
+        except ImageError as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # unblock the reader so the test process can end, then fail
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("opening a FIFO named .png blocked")
+    assert outcome and "not a regular file" in outcome[0] and "generated.png" in outcome[0]
