@@ -22,6 +22,9 @@ SETTINGS_CHANGED = {"replicheck_top_k": 2, "replicheck_sscd_likely": 0.6, "repli
 SETTINGS_DEFAULTS = {"replicheck_top_k": 5, "replicheck_sscd_likely": 0.75, "replicheck_pdq_likely": 31}
 UNRELATED = ("jpeg_quality", 80, 81)  # Settings -> Saving images/grids
 AUTH = ("rcuser", "rc-secret")
+#: gradio's own page (3.41 and 4.40) asks cdnjs for iframeResizer: no network here, and not the extension's request
+GRADIO_CDN = re.compile(r"^SEVERE https://cdnjs\.cloudflare\.com/ajax/libs/iframe-resizer/[0-9.]+/"
+                        r"iframeResizer\.contentWindow\.min\.js - Failed to load resource")
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def case_settings_page_loads_without_errors(w, browser, ui, prof: Profile) -> No
         browser.execute_script("arguments[0].click()", refresh[0])
         time.sleep(4)
     problems = {
-        "console": rb.severe_console(ui, browser),
+        "console": [c for c in rb.severe_console(ui, browser) if not GRADIO_CDN.search(c)],
         "requests": rb.bad_requests(browser),
         "badges": rb.error_badges(browser, "#tab_settings"),
         "log": _log_problems(w.log_since_mark()),
@@ -139,11 +142,11 @@ def _read_setting(browser, key: str) -> float:
 
 
 def _apply_settings(ui, browser) -> str:
+    """Click Apply settings on a freshly loaded page (its result box starts empty) and return the result."""
     rb = _rb()
-    browser.execute_script("var r = document.querySelector('#settings_result'); if (r) r.innerHTML = '';")
     ui.click(browser, "#settings_submit")
     return rb.wait_js(browser, "var r = document.querySelector('#settings_result'); return r && r.textContent.trim();",
-                      60, "the Apply settings result")
+                      120, "the Apply settings result")
 
 
 def case_settings_apply_keeps_values(w, browser, ui, prof: Profile) -> None:
@@ -197,7 +200,7 @@ def case_txt2img_panel_and_infotext(w, browser, ui, prof: Profile) -> None:
     ui.tab(browser, prof.txt2img_tab)
     info = rb.generate_txt2img(ui, browser, "a photo of an astronaut riding a horse", seed=11)
     value = rh.infotext_value(info, "Replicheck")
-    assert value is not None and "(demo)" in value, f"no Replicheck verdict for the demo pack in: {info!r}"
+    assert value is not None and re.search(r"\bdemo\b", value), f"no Replicheck verdict for the demo pack in: {info!r}"
     if prof.signal:
         assert rh.infotext_value(info, "Replicheck memorization") is not None, f"no memorization signal in {info!r}"
     shown = rb.wait_panel(browser, "txt2img", lambda p: p["state"] == "done" and p["cards"]
@@ -211,9 +214,10 @@ def case_batch_grid_infotext(w, prof: Profile) -> None:
     """A 2x2 batch: the grid's infotext (image 1's seed) must not carry image 4's replicheck values."""
     w.ensure()
     w.install_demo_pack()
-    out = w.txt2img(prompt="a red rocket on a launch pad", seed=21, batch_size=2, n_iter=2, **prof_kw(prof))
+    out = w.txt2img(prompt="a red rocket on a launch pad", seed=21, batch_size=2, n_iter=2, save_images=True,
+                    **prof_kw(prof))
     texts = rh.infotexts(out)
-    assert len(texts) == 5, f"expected the grid's infotext and 4 images', got {len(texts)}"
+    assert len(texts) == 5, f"expected the grid's infotext and 4 images' (save_images makes the grid), got {len(texts)}"
     grid, first, last = texts[0], texts[1], texts[4]
     assert rh.infotext_value(grid, "Seed") == rh.infotext_value(first, "Seed")
     for key in ("Replicheck", "Replicheck memorization") if prof.signal else ("Replicheck",):
@@ -356,8 +360,11 @@ def case_api_auth(w, browser, ui, prof: Profile) -> None:
     refused = [b for b in rb.bad_requests(browser, clear=False) if "replicheck" in b]
     shown = rb.panel(browser, "txt2img")
     assert not refused, f"the page's replicheck requests were refused: {refused[:5]}"
+    polls = browser.execute_script("return (window.__rcAll || []).filter(function (x) { return x.indexOf('replicheck') >= 0; })"
+                                   ".slice(-5);")
     assert shown["state"] == "done" and shown["cards"] and all(c[1] != "pending" for c in shown["cards"]), \
-        f"the panel did not fill: {shown}"
+        f"the panel did not fill: {shown}; last replicheck requests of the page: {polls}; console: " \
+        f"{rb.severe_console(ui, browser)[-5:]}"
 
 
 # -- SD.Next: Manual install, and the checks through the API -------------------------------------------
@@ -411,7 +418,7 @@ def case_api_txt2img_verdict(w, prof: Profile) -> None:
     w.install_demo_pack()
     out = w.txt2img(prompt="a photo of an astronaut", seed=11, **prof_kw(prof))
     value = rh.infotext_value(rh.infotexts(out)[-1], "Replicheck")
-    assert value is not None and "(demo)" in value, rh.infotexts(out)
+    assert value is not None and re.search(r"\bdemo\b", value), rh.infotexts(out)
     live = case_live_panel_after(w)
     assert live["state"] == "done" and live["verdicts"] and None not in live["verdicts"], live
     assert 'data-verdict="pending"' not in (live["html"] or ""), live["html"]
