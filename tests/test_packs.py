@@ -301,7 +301,7 @@ def test_packs_open_on_a_faiss_without_mapped_reads(demo_pack, monkeypatch, tmp_
     """IO_FLAG_MMAP_IFC came with faiss 1.11; requirements allow 1.8: without it indexes are read."""
     import faiss
 
-    monkeypatch.delattr(faiss, "IO_FLAG_MMAP_IFC")
+    monkeypatch.delattr(faiss, "IO_FLAG_MMAP_IFC", raising=False)
     monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 0)
     pack = Pack(demo_pack)
     assert str(demo_pack / "index.faiss") not in open("/proc/self/maps").read()
