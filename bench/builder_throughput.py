@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,12 +61,20 @@ def main() -> None:
     print(f"  bare model (decoded images):    {bare:7.1f} images/s")
     print(f"  builder pipeline (from JPEG):   {pipeline:7.1f} images/s  = {pipeline / bare:.0%} of the bare model")
     spec = embedder.spec
-    for workers in (1, 2):
-        o = BuildOptions(**{**opts.__dict__, "ray": True, "workers": workers})
-        t = time.perf_counter()
-        _, metas, _, _ = embed_with_ray(items, o, (1.0,), spec)
-        rate = len(metas) / (time.perf_counter() - t)
-        print(f"  Ray Data, {workers} worker(s):          {rate:7.1f} images/s (actor start-up included)")
+    import ray
+
+    # Ray keeps its session files (sockets, logs) under its temp folder: one of our own, removed after
+    with tempfile.TemporaryDirectory(prefix="replicheck-ray-") as ray_tmp:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_tmp)
+        try:
+            for workers in (1, 2):
+                o = BuildOptions(**{**opts.__dict__, "ray": True, "workers": workers})
+                t = time.perf_counter()
+                _, metas, _, _ = embed_with_ray(items, o, (1.0,), spec)
+                rate = len(metas) / (time.perf_counter() - t)
+                print(f"  Ray Data, {workers} worker(s):          {rate:7.1f} images/s (actor start-up included)")
+        finally:
+            ray.shutdown()
 
 
 if __name__ == "__main__":
