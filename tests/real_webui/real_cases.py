@@ -145,8 +145,8 @@ def _apply_settings(ui, browser) -> str:
     """Click Apply settings on a freshly loaded page (its result box starts empty) and return the result."""
     rb = _rb()
     ui.click(browser, "#settings_submit")
-    return rb.wait_js(browser, "var r = document.querySelector('#settings_result'); return r && r.textContent.trim();",
-                      120, "the Apply settings result")
+    return rb.wait_js(browser, "var r = document.querySelector('#settings_result'); var t = r && r.textContent.trim();"
+                               "return t && /changed|save/i.test(t) ? t : null;", 120, "the Apply settings result")
 
 
 def case_settings_apply_keeps_values(w, browser, ui, prof: Profile) -> None:
@@ -343,14 +343,22 @@ def case_truncated_pack(w, prof: Profile) -> None:
 # -- 7. --api-auth ---------------------------------------------------------------------------------------
 
 def case_api_auth(w, browser, ui, prof: Profile) -> None:
-    """With --api-auth user:pass: the /replicheck/v1 routes refuse requests without credentials and
-    answer with them, and the page's panel still fills (its polling gets no 401)."""
+    """With --api-auth user:pass: the /replicheck/v1 routes refuse API clients without credentials and
+    answer with them (/check and changing routes too), and the page's panel still fills (its polling
+    gets no 401)."""
     rb = _rb()
     w.ensure("--api-auth", f"{AUTH[0]}:{AUTH[1]}")
-    for path in ("replicheck/v1/status", "replicheck/v1/live", "replicheck/v1/packs"):
-        assert w.get(path, auth=None).status == 401, f"{path} answers without credentials"
-        assert w.get(path, auth=("rcuser", "wrong")).status == 401, f"{path} answers to a wrong password"
-        assert w.get(path).status == 200, f"{path} refuses the right credentials"
+    for path in ("replicheck/v1/status", "replicheck/v1/live", "replicheck/v1/packs"):  # a plain API client
+        assert w.get(path, auth=None, panel_header=False).status == 401, f"{path} answers without credentials"
+        assert w.get(path, auth=("rcuser", "wrong"), panel_header=False).status == 401, \
+            f"{path} answers to a wrong password"
+        assert w.get(path, panel_header=False).status == 200, f"{path} refuses the right credentials"
+    data, _ = _coffee()
+    assert w.post("replicheck/v1/check", {"image": _b64(data)}, auth=None).status == 401, \
+        "/check answers without credentials"
+    assert w.post("replicheck/v1/packs/demo/download", auth=None).status == 401, \
+        "a changing route answers without credentials"
+    assert w.check_image(data).status == 200, "/check refuses the right credentials"
     w.install_demo_pack()
     _open(ui, browser, w)
     ui.tab(browser, prof.txt2img_tab)

@@ -303,12 +303,15 @@ class WebUI:
 
     # -- HTTP -----------------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, *, auth: Any = "default", timeout: float = 600,
-                params: dict | None = None) -> Response:
+                params: dict | None = None, panel_header: bool = True) -> Response:
+        """`auth`: the running web UI's --api-auth credentials by default; `panel_header`: send the header the
+        extension asks of clients of its changing routes (X-Replicheck-Request: 1), as its panel does."""
         import requests
 
         use = self.auth if auth == "default" else auth
+        headers = {"X-Replicheck-Request": "1"} if panel_header else {}
         r = requests.request(method, self.url + path.lstrip("/"), json=body, auth=use, timeout=timeout,
-                             params=params)
+                             params=params, headers=headers)
         try:
             data = r.json()
         except ValueError:
