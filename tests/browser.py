@@ -38,22 +38,33 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8">
 </gradio-app></body></html>"""
 
 
-def add_page(app, thumbs_html: str, extra_html: str = "") -> None:
-    """Serve the page, our style.css and javascript/replicheck.js from `app` (a FastAPI app);
-    `extra_html` goes after the results (e.g. the Replicheck tab's download box)."""
-    from fastapi.responses import FileResponse, HTMLResponse
+def gradio_css() -> str:
+    """gradio 3.41's own stylesheet (the one that colours every `.prose *` in gr.HTML)."""
+    import gradio
 
-    @app.get("/")
-    def page():
-        return HTMLResponse(PAGE.replace("THUMBS", thumbs_html).replace("EXTRA", extra_html))
+    assets = Path(gradio.__file__).parent / "templates" / "frontend" / "assets"
+    return "\n".join(p.read_text() for p in sorted(assets.glob("index-*.css")))
 
-    @app.get("/style.css")
-    def css():
-        return FileResponse(REPO / "style.css")
 
-    @app.get("/javascript/replicheck.js")
-    def js():
-        return FileResponse(REPO / "javascript" / "replicheck.js")
+def add_page(app, thumbs_html: str, extra_html: str = "", path: str = "/", gradio_styles: bool = False) -> None:
+    """Serve the page at `path`, our style.css and javascript/replicheck.js from `app` (a FastAPI
+    app); `extra_html` goes after the results (e.g. the Replicheck tab's download box);
+    `gradio_styles` puts gradio's stylesheet first, and the page inside gradio's container, as the
+    web UI does."""
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+
+    html = PAGE.replace("THUMBS", thumbs_html).replace("EXTRA", extra_html)
+    if gradio_styles:
+        html = html.replace('<link rel="stylesheet" href="/style.css">',
+                            '<link rel="stylesheet" href="/gradio.css"><link rel="stylesheet" href="/style.css">')
+        html = html.replace("<gradio-app>", '<gradio-app><div class="gradio-container gradio-container-3-41-2">')
+        html = html.replace("</gradio-app>", "</div></gradio-app>")
+
+    app.add_api_route(path, lambda: HTMLResponse(html), methods=["GET"])
+    app.add_api_route("/gradio.css", lambda: Response(gradio_css(), media_type="text/css"), methods=["GET"])
+    app.add_api_route("/style.css", lambda: FileResponse(REPO / "style.css"), methods=["GET"])
+    app.add_api_route("/javascript/replicheck.js", lambda: FileResponse(REPO / "javascript" / "replicheck.js"),
+                      methods=["GET"])
 
 
 @contextlib.contextmanager

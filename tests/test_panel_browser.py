@@ -139,3 +139,99 @@ def test_download_progress_box(tmp_path_factory, browser):
         assert rows[1][1] == 'demo: failed - HTTP 500 <img src=x onerror="window.__pwned=7">'
         assert browser.execute_script("return document.querySelectorAll('#replicheck_downloads img').length") == 0
         assert browser.execute_script("return window.__pwned") is None
+
+
+def _checked_service(home, pack_photos, other_photos):
+    """A service with a small pack and one finished txt2img job (a copy and a new image)."""
+    from lib_replicheck.hook import Hook
+    from lib_replicheck.packs.build import folder_records
+    from lib_replicheck.service import CheckService
+    from lib_replicheck.settings import Settings
+
+    from conftest import photo_folder
+
+    src = photo_folder(home / "src", pack_photos[:4], "photo {stem}")
+    build_pack(folder_records(src, license="test"), embedders.load("pdq"), home / "packs" / "photos",
+               log=lambda s: None)
+    service = CheckService(home / "packs", home)
+    hook = Hook(service, Settings)
+    state = hook.begin("txt2img", True, expected=2)
+    hook.image(state, edits(load_image(pack_photos[0]))["JPEG q=30"], 0)
+    hook.image(state, load_image(other_photos[0]), 1)
+    hook.end(state)
+    return service
+
+
+def test_panel_under_api_auth_uses_the_page_session(tmp_path_factory, pack_photos, other_photos, browser):
+    """--api-auth with gradio's login (--gradio-auth): the panel's polls carry the login cookie and
+    the panel's header, never the API password, and the panel fills once the user is logged in."""
+    import gradio as gr
+    from gradio.routes import App
+
+    from lib_replicheck import api
+    from lib_replicheck.settings import Settings
+
+    service = _checked_service(tmp_path_factory.mktemp("home"), pack_photos, other_photos)
+    with gr.Blocks() as blocks:
+        gr.HTML("the web UI")
+    blocks.auth, blocks.auth_message = [("alice", "pw")], None
+    app = App.create_app(blocks)
+    api.mount(app, service, Settings, api_auth="api:secret")
+    add_page(app, '<button class="thumbnail-item"></button>' * 3, path="/panel")
+    with serve(app) as url:
+        browser.delete_all_cookies()
+        browser.get(url + "panel")
+        time.sleep(2.5)  # several polls, each answered 401 without the login
+        assert browser.execute_script("return document.querySelectorAll('#replicheck_panel_txt2img .rc-card').length") == 0
+        status = browser.execute_async_script("""var done = arguments[arguments.length - 1];
+            fetch("/login", {method: "POST", body: new URLSearchParams({username: "alice", password: "pw"})})
+                .then(function (r) { done(r.status); });""")
+        assert status == 200
+        browser.get(url + "panel")
+        _wait(browser, "return document.querySelectorAll('#replicheck_panel_txt2img .rc-card').length === 2")
+        _wait(browser, "return document.querySelectorAll('#txt2img_gallery [data-replicheck]').length === 1")
+
+
+def test_error_text_is_red_inside_gradio(tmp_path_factory, browser):
+    """gradio colours every element of a gr.HTML (`.gradio-container-3-41-2 .prose *`): the tab's
+    error messages must still be red."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    add_page(app, "", extra_html="<div class='prose'><p class='rc-error-text' id='err'>could not read</p>"
+                                 "<p class='rc-message' id='msg'>read 1 registry</p></div>", gradio_styles=True)
+    with serve(app) as url:
+        browser.get(url)
+        _wait(browser, "return document.getElementById('err') !== null")
+        err = browser.execute_script("return getComputedStyle(document.getElementById('err')).color")
+        msg = browser.execute_script("return getComputedStyle(document.getElementById('msg')).color")
+        assert err != msg
+        r, g, b = [int(x) for x in err[err.index("(") + 1:err.index(")")].split(",")[:3]]
+        assert r > 180 and g < 140 and b < 140, err
+
+
+def test_table_reloads_when_a_download_ends(tmp_path_factory, browser):
+    """The tab's table is gradio HTML: when a download ends the script clicks the tab's hidden
+    reload button, so the table stops saying 'available' for a pack that is installed."""
+    from fastapi import FastAPI
+
+    from lib_replicheck import api
+    from lib_replicheck.packs.manager import DownloadJob, PackManager
+    from lib_replicheck.service import CheckService
+    from lib_replicheck.settings import Settings
+
+    home = tmp_path_factory.mktemp("home")
+    manager = PackManager(home / "packs", home, lambda: [])
+    job = manager.jobs["demo"] = DownloadJob("demo", total=10, done=5, state="downloading")
+    app = FastAPI()
+    api.mount(app, CheckService(home / "packs", home), Settings, manager=manager)
+    add_page(app, "", extra_html="<div id='replicheck_downloads'></div><button id='replicheck_reload' "
+                                 "style='display:none' onclick='window.__reloads=(window.__reloads||0)+1'></button>")
+    with serve(app) as url:
+        browser.get(url)
+        _wait(browser, "return document.querySelectorAll('#replicheck_downloads .rc-download').length === 1")
+        assert browser.execute_script("return window.__reloads || 0") == 0
+        job.done, job.state = 10, "installed"
+        _wait(browser, "return window.__reloads === 1")
+        time.sleep(2.5)
+        assert browser.execute_script("return window.__reloads") == 1  # once per download that ended

@@ -155,6 +155,13 @@ def test_img2img_match_already_in_the_input(webui, installed, photos, novel):
     assert first.is_copy and first.from_input and any("already in the img2img input" in n for n in first.notes)
     assert not second.is_copy
     assert "already in the input image" in processed.infotexts[1]
+    # the match came from the input: not flagged in the heading, no gallery badge, no double brackets
+    from fastapi.testclient import TestClient
+
+    live = TestClient(webui.app).get("/replicheck/v1/live", params={"tab": "img2img"}).json()
+    assert live["flagged"] == [False, False] and live["verdicts"][0] == "likely copy"
+    assert 'data-flagged="0"' in live["html"] and "No copy found in 2 image(s)" in live["html"]
+    assert "))" not in live["html"]
 
 
 def test_dont_save_flagged_images(webui, installed, photos, novel):
@@ -575,3 +582,53 @@ def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
     html = packs_page.render(installed, available, ["bad\x1b]8;;x\x07registry " + huge])
     assert len(html) < 10_000
     assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
+
+
+def test_tab_is_current_at_each_page_load(webui, installed):
+    """The table is built at each page load (gradio's load event for a callable value), not once at
+    start-up; a download that ends re-renders it through the hidden reload button."""
+    from fastapi.testclient import TestClient
+
+    tab = webui.callbacks.ui_tabs_callback()[0][0]
+    client = TestClient(webui.gradio_app(tab))
+    deps = client.get("/config").json()["dependencies"]
+    shutil.rmtree(installed)
+    loads = [i for i, d in enumerate(deps) if d["trigger"] == "load"]
+    pages = [_predict(client, i, []).json()["data"][0] for i in loads]
+    assert pages and all("No pack installed yet" in (p if isinstance(p, str) else p.get("value", "")) for p in pages)
+    reload = next(i for i, d in enumerate(deps) if d["trigger"] == "click" and len(d["outputs"]) == 2
+                  and not d["inputs"])
+    assert "No pack installed yet" in _predict(client, reload, []).json()["data"][0]
+
+
+def test_registry_errors_are_named_in_the_tab(webui, http_server):
+    http_server.files["/bad/packs.json"] = b"\x00 not json"
+    webui.set_option("replicheck_registries", f"{http_server.url}/bad/packs.json")
+    try:
+        page, _, message = webui.module.ui_refresh()
+        assert "rc-error-text" in message and "Read 0 of 1 registry" in message and "/bad/packs.json" in message
+        assert "Traceback" not in message and "Traceback" not in page
+    finally:
+        webui.set_option("replicheck_registries", "")
+        webui.module.manager.available, webui.module.manager.refreshed = [], None
+
+
+def test_routes_are_attached_without_analysing_them_again(webui, monkeypatch):
+    """on_app_started only hands prebuilt routes to the app: at start-up (Forge loads the model
+    meanwhile) no route, model or dependency is built then, so /replicheck/v1 answers with /sdapi."""
+    import fastapi.routing
+    from fastapi import FastAPI
+
+    built = []
+    original = fastapi.routing.APIRoute.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(args[0] if args else kwargs.get("path"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing.APIRoute, "__init__", counting)
+    app = FastAPI()
+    webui.module.on_app_started(None, app)
+    assert built == []
+    paths = {getattr(r, "path", "") for r in app.routes}
+    assert {"/replicheck/v1/live", "/replicheck/v1/check", "/replicheck/v1/packs"} <= paths
