@@ -85,8 +85,8 @@ def new_index(plan: Plan, dim: int):
 
 def train(index, plan: Plan, sample) -> None:
     """Train on a sample. Float IVF indexes get their coarse centroids from faiss's two-level k-means
-    (sqrt(nlist) clusters, then sub-clusters in each): a 16k-list quantiser then trains in about a
-    minute on 2 cores instead of hours; the transform (OPQ) is trained first, the PQ codebooks last."""
+    (sqrt(nlist) clusters, then sub-clusters in each), far cheaper than flat k-means over many
+    lists; the transform (OPQ) is trained first, the PQ codebooks last."""
     import faiss
     import numpy as np
 
