@@ -318,6 +318,17 @@ def test_replicheck_api_bad_requests(client, installed, photos):
     assert client.post("/replicheck/v1/check", content=b'{"image": "x"}').status_code == 415
     big = b'{"image": "' + b"A" * (21 * 1024 * 1024) + b'"}'
     assert client.post("/replicheck/v1/check", content=big, headers=json_type).status_code == 413
+    # a PNG header declaring 10001 x 10001 pixels: refused from the header, at the command line's cap
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10001, 10001, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    r = client.post("/replicheck/v1/check", json={"image": base64.b64encode(bomb).decode()})
+    assert r.status_code == 422 and r.json()["detail"].startswith("field 'image': 10001x10001 pixels is over")
     # a pack the request names that is not installed: the pack is named, nothing is checked
     r = client.post("/replicheck/v1/check", json={"image": _b64(photos[0]), "packs": ["nosuch"]})
     assert r.status_code == 404 and "nosuch" in r.json()["detail"] and "photos" in r.json()["detail"]
@@ -582,6 +593,17 @@ def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
     html = packs_page.render(installed, available, ["bad\x1b]8;;x\x07registry " + huge])
     assert len(html) < 10_000
     assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
+    # the panel's match lines too
+    from lib_replicheck.check import Match, Report
+    from lib_replicheck.panel import render
+    from lib_replicheck.thresholds import Verdict
+
+    fields = {f: None for f in Match.__dataclass_fields__}
+    fields.update(pack="p\x1b[2J", id=1, similarity=0.9, distance=None, verdict=Verdict.LIKELY, embedder="sscd",
+                  caption=huge, source="row\x1b]0;x\x07", license=huge + "\x1b[31m", url="https://example.com/a")
+    report = Report(image="image 1", verdict=Verdict.LIKELY, best=Match(**fields), matches=[Match(**fields)])
+    panel = render([report])
+    assert len(panel) < 10_000 and "\x1b" not in panel and "\x07" not in panel
 
 
 def test_tab_is_current_at_each_page_load(webui, installed):
