@@ -398,8 +398,9 @@ def case_sdnext_manual_install(w, browser, ui, prof: Profile) -> None:
     time.sleep(1)
     w.mark_log()
     browser.execute_script("arguments[0].click()", ui.button(browser, "Install", "#tabs_extensions"))
-    result = _rb().wait_js(browser, "var e = document.querySelector('#extension_info'); return e && e.textContent.trim();",
-                           900, "the Manual install result")
+    result = _rb().wait_js(browser, "var e = document.querySelector('#extension_info'); var t = e && e.textContent.trim();"
+                                    "return t && !/^(queue|processing)/i.test(t) ? t : null;", 900,
+                           "the Manual install result")
     assert "Extension installed" in result, result
     installed = subprocess.run(["git", "-C", str(w.ext_dir), "rev-parse", "HEAD"], capture_output=True,
                                text=True).stdout

@@ -416,17 +416,26 @@ class WebUI:
         body = {"prompt": "a cup of coffee on a saucer", "steps": 4, "width": 64, "height": 64, "seed": 1,
                 "sampler_name": "Euler", "cfg_scale": 7}
         body.update(kw)
-        body = {k: v for k, v in body.items() if v is not None}
-        r = self.post("sdapi/v1/txt2img", body, timeout=900)
-        if r.status != 200:
-            raise HarnessError(f"POST /sdapi/v1/txt2img: {r.status} {r.text[:1000]}")
-        return r.body
+        return self._generate("sdapi/v1/txt2img", {k: v for k, v in body.items() if v is not None})
 
     def img2img(self, **kw) -> dict:
-        r = self.post("sdapi/v1/img2img", kw, timeout=900)
-        if r.status != 200:
-            raise HarnessError(f"POST /sdapi/v1/img2img: {r.status} {r.text[:1000]}")
-        return r.body
+        return self._generate("sdapi/v1/img2img", kw)
+
+    def _generate(self, path: str, body: dict, timeout: float = 900) -> dict:
+        """POST a generation. SD.Next answers at once with no image and an empty info while its model is
+        still loading after a start ('Aborted: op=process model not loaded'): asked again until it loads."""
+        end = time.time() + timeout
+        while True:
+            r = self.post(path, body, timeout=timeout)
+            if r.status != 200:
+                raise HarnessError(f"POST /{path}: {r.status} {r.text[:1000]}")
+            loading = not r.body.get("images") and not r.body.get("info") and self.flavor.name == "sdnext"
+            if not loading:
+                return r.body
+            if time.time() > end:
+                raise HarnessError(f"POST /{path}: no image and no info for {timeout:.0f}s; log:\n"
+                                   f"{self.log_since_mark()[-2000:]}")
+            time.sleep(10)
 
     def check_image(self, data: bytes, **kw) -> Response:
         return self.post("replicheck/v1/check", {"image": base64.b64encode(data).decode("ascii"), **kw}, timeout=300)
