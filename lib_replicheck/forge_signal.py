@@ -6,16 +6,16 @@ predictions to every function registered with `set_model_sampler_post_cfg_functi
 and PAG extensions use them. Like those, replicheck registers one on a clone of the UNet patcher
 before each sampling (Forge resets `p.sd_model.forge_objects` just before calling
 `process_before_every_sampling`), and the function only reads: it returns the guided result it
-was given, unchanged. Any failure, when registering or while sampling, stops the measurement
-(the images say why), leaves one log line, and never reaches the generation.
+was given, unchanged. Where no script hook runs before sampling (a calibration run) or the model
+was loaded after it (Forge loads it lazily, inside the first generation), the CFG denoiser
+callback, which Forge calls at every step before guiding, registers it on the UNet that sampling
+uses. Any failure, when registering or while sampling, stops the measurement (the images say
+why), leaves one log line, and never reaches the generation.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import Iterator
-
 from .signal_tracker import SignalTracker
 
 UNAVAILABLE = "Forge's sampling function did not accept the measurement ({error}); images are generated as usual"
@@ -38,6 +38,11 @@ class PostCfgMeasure:
         self.log = log
         self.failed = False
 
+    def __deepcopy__(self, memo):
+        """Forge deep-copies model_options whenever a patcher is cloned (a later extension's clone
+        included): the copy must still measure into this generation's tracker."""
+        return self
+
     def __call__(self, args: dict):
         denoised = args["denoised"]
         if self.failed or not self.tracker.measuring:
@@ -54,10 +59,25 @@ def attach(p, tracker: SignalTracker | None, log: logging.Logger) -> bool:
     """Register the measurement for the sampling about to start (Forge's process_before_every_sampling).
     Nothing is done when no batch is being measured (the feature is off, or its first steps are
     measured already, e.g. the hires pass). Returns whether it was registered."""
+    return _register(lambda: p.sd_model.forge_objects, tracker, log)
+
+
+def attach_at_step(params, tracker: SignalTracker | None, log: logging.Logger) -> bool:
+    """At the CFG denoiser callback of a step (`params.denoiser` is Forge's CFGDenoiser, whose UNet
+    the sampling function reads after the callback): register the measurement there unless that
+    UNet carries it already. Returns whether it was registered now."""
+    return _register(lambda: params.denoiser.inner_model.inner_model.forge_objects, tracker, log)
+
+
+def _register(objects_of, tracker: SignalTracker | None, log: logging.Logger) -> bool:
+    """On a clone of the UNet patcher, as Forge's own extensions do, unless it carries it already."""
     if tracker is None or not tracker.measuring:
         return False
     try:
-        objects = p.sd_model.forge_objects
+        objects = objects_of()
+        registered = objects.unet.model_options.get("sampler_post_cfg_function", [])
+        if any(isinstance(f, PostCfgMeasure) and f.tracker is tracker for f in registered):
+            return False
         unet = objects.unet.clone()
         unet.set_model_sampler_post_cfg_function(PostCfgMeasure(tracker, log))
         objects.unet = unet
@@ -65,24 +85,3 @@ def attach(p, tracker: SignalTracker | None, log: logging.Logger) -> bool:
     except Exception as e:  # noqa: BLE001 - an unexpected Forge: no signal, the generation goes on
         tracker.stop(UNAVAILABLE.format(error=_log_once(log, "when registering", e)))
         return False
-
-
-@contextmanager
-def calibrating(sd_model, tracker: SignalTracker, log: logging.Logger) -> Iterator[None]:
-    """For a calibration run, which has no scripts to call process_before_every_sampling: the
-    measurement goes onto the UNet that each sampling starts from, and is taken off afterwards."""
-    objects = getattr(sd_model, "forge_objects_after_applying_lora", None)
-    original = getattr(objects, "unet", None)
-    if original is not None:
-        try:
-            unet = original.clone()
-            unet.set_model_sampler_post_cfg_function(PostCfgMeasure(tracker, log))
-            objects.unet = unet
-        except Exception as e:  # noqa: BLE001
-            tracker.stop(UNAVAILABLE.format(error=_log_once(log, "when registering", e)))
-            original = None
-    try:
-        yield
-    finally:
-        if original is not None:
-            objects.unet = original

@@ -167,6 +167,8 @@ def on_cfg_denoiser(params):
     tracker = hook.tracker
     if tracker is None:  # the feature is off, or no generation is measured: no work at all
         return
+    if PLATFORM == "forge":  # where no hook registered the measurement before sampling (calibration)
+        _guard("the memorization signal", forge_signal.attach_at_step, params, tracker, log)
     _guard("the memorization signal", tracker.on_denoiser, params)
 
 
@@ -181,7 +183,6 @@ def measure_signal(prompt: str, seed: int) -> float:
     """The memorization signal of one txt2img generation with the loaded model, as Wen et al. measure
     it (DDIM, 50 steps, guidance 7.5, 512x512), stopped once the first N steps are measured."""
     import tempfile
-    from contextlib import nullcontext
 
     from modules import processing
     from modules.call_queue import queue_lock
@@ -194,7 +195,6 @@ def measure_signal(prompt: str, seed: int) -> float:
     tracker = SignalTracker(s.mem_steps, s.mem_threshold, True)
     tracker.publish = lambda signals: shared.state.interrupt()  # measured: stop sampling
     tracker.start_batch(0, [prompt])
-    measuring = forge_signal.calibrating(shared.sd_model, tracker, log) if PLATFORM == "forge" else nullcontext()
     with queue_lock, tempfile.TemporaryDirectory(prefix="replicheck-calibrate-") as out:
         p = processing.StableDiffusionProcessingTxt2Img(
             sd_model=shared.sd_model, prompt=prompt, seed=int(seed), steps=50, cfg_scale=7.5, width=512, height=512,
@@ -203,8 +203,7 @@ def measure_signal(prompt: str, seed: int) -> float:
         shared.state.begin(job="replicheck-calibrate")
         hook.tracker = tracker
         try:
-            with measuring:
-                processing.process_images(p)
+            processing.process_images(p)
         finally:
             hook.tracker = None
             shared.state.interrupted = False

@@ -223,27 +223,54 @@ def test_registering_on_an_unexpected_forge_marks_the_signal_unavailable(caplog)
     assert forge_signal.attach(p, None, logging.getLogger("test")) is False  # feature off: nothing touched
 
 
-def test_calibration_measures_on_the_unet_each_sampling_starts_from():
-    """A calibration run has no scripts to call process_before_every_sampling: the measurement is put
-    on forge_objects_after_applying_lora, from which Forge's sample() copies the objects, and taken off."""
+def _one_step(sd_model, tracker, comp, text_cond, text_uncond, x, register_at_step=True):
+    p = type("P", (), {"seeds": [7], "sd_model": sd_model})()
+    params = _params(x, torch.tensor([14.6]), 0, 1, text_cond, text_uncond, Denoiser(p, sd_model))
+    registered = forge_signal.attach_at_step(params, tracker, logging.getLogger("test")) if register_at_step else None
+    tracker.on_denoiser(params)
+    sampling_function(params.denoiser, denoiser_params=params, cond_scale=7.5, cond_composition=comp)
+    return registered
+
+
+def test_registered_at_the_first_step_where_no_hook_ran_before_sampling():
+    """A calibration run has no scripts (no process_before_every_sampling), and Forge loads the model
+    lazily inside the first generation: the CFG denoiser callback, which Forge calls before guiding,
+    registers the measurement on the UNet that sampling reads, once."""
     prompts = ["a memorized poster"]
     comp, text_cond, text_uncond = _case(prompts)
     model = LinearUnet()
     original = UnetPatcher(model, "cpu", "cpu")
     sd_model = type("SDModel", (), {})()
-    sd_model.forge_objects_after_applying_lora = ForgeObjects(original, None, None, None)
-    tracker = SignalTracker(1, 5.0, True)
+    sd_model.forge_objects = ForgeObjects(original, None, None, None)
+    tracker = SignalTracker(2, 5.0, True)
     tracker.start_batch(0, prompts)
     x = torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(3))
-    with forge_signal.calibrating(sd_model, tracker, logging.getLogger("test")):
-        sd_model.forge_objects = sd_model.forge_objects_after_applying_lora.shallow_copy()  # processing.py l.1373
-        p = type("P", (), {"seeds": [7], "sd_model": sd_model})()
-        params = _params(x, torch.tensor([14.6]), 0, 1, text_cond, text_uncond)
-        tracker.on_denoiser(params)
-        sampling_function(Denoiser(p, sd_model), denoiser_params=params, cond_scale=7.5, cond_composition=comp)
-    assert tracker.signals[0].magnitude == pytest.approx(_by_hand(model, comp, text_cond, text_uncond, x)[0], rel=1e-4)
-    assert sd_model.forge_objects_after_applying_lora.unet is original
-    assert "sampler_post_cfg_function" not in original.model_options
+    assert _one_step(sd_model, tracker, comp, text_cond, text_uncond, x) is True
+    assert _one_step(sd_model, tracker, comp, text_cond, text_uncond, x) is False  # already there
+    assert tracker.signals[0].steps[0] == pytest.approx(_by_hand(model, comp, text_cond, text_uncond, x)[0], rel=1e-4)
+    assert len(tracker.signals[0].steps) == 2
+    assert "sampler_post_cfg_function" not in original.model_options  # on a clone
+
+
+def test_a_later_extensions_clone_keeps_measuring():
+    """Forge deep-copies model_options when another extension clones the UNet after replicheck (as
+    PAG and SAG do in their process_before_every_sampling): the copy still measures for this generation."""
+    prompts = ["a memorized poster"]
+    comp, text_cond, text_uncond = _case(prompts)
+    model = LinearUnet()
+    sd_model = type("SDModel", (), {})()
+    sd_model.forge_objects = ForgeObjects(UnetPatcher(model, "cpu", "cpu"), None, None, None)
+    tracker = SignalTracker(1, 5.0, True)
+    tracker.start_batch(0, prompts)
+    p = type("P", (), {"seeds": [7], "sd_model": sd_model})()
+    assert forge_signal.attach(p, tracker, logging.getLogger("test"))
+    later = sd_model.forge_objects.unet.clone()
+    later.set_model_sampler_post_cfg_function(lambda args: args["denoised"])
+    sd_model.forge_objects.unet = later
+    x = torch.randn(1, C, H, W, generator=torch.Generator().manual_seed(3))
+    assert _one_step(sd_model, tracker, comp, text_cond, text_uncond, x) is False  # recognised as registered
+    assert tracker.signals[0].magnitude == pytest.approx(_by_hand(model, comp, text_cond, text_uncond, x)[0],
+                                                         rel=1e-4)
 
 
 # -- through scripts/replicheck.py, dressed as Forge -----------------------------------------------------
