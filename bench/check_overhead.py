@@ -10,6 +10,7 @@ packages, installed by tests/setup.sh), saved as PNG (what the web UI writes). P
 Figures, each measured quiet and under a synthetic load of `--load-procs` processes that spin on
 the CPU (a stand-in for the web UI sampling on the same cores), interleaved in one process:
 - bare forward: the ONNX session on already-resized 288x288 pixels, one image, and batches of 8;
+  for one image also with onnxruntime's default options (idle threads spinning) and on one thread;
 - one image checked: `Checker.check([image])` on a decoded image (what the web UI does per
   image), and `check_files([file])` (the command line with one file);
 - a folder checked: `check_files(all files)` (decoding overlapped with the model);
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -69,14 +72,14 @@ def crops(n: int, out: Path) -> list[Path]:
     return files
 
 
-def measure(checker, embedder, pack, files, images, arrays, rounds: int) -> dict[str, float]:
-    """Seconds per image (per query for the search) of each figure, on the machine as it is now."""
-    import numpy as np
-
+def measure(checker, embedder, others, pack, files, images, arrays, vectors, rounds: int) -> dict[str, float]:
+    """Seconds per image (per query for the search) of each figure, on the machine as it is now.
+    `others` are extra onnxruntime sessions (label -> session) timed on the same inputs."""
     from lib_replicheck.images import decode
 
-    bare1, check1, file1, dec, search = [], [], [], [], []
-    for f, im, a in zip(files, images, arrays):
+    name = embedder._input_name
+    times: dict[str, list[float]] = {k: [] for k in ("bare1", "check1", "file1", "decode", "search", *others)}
+    for f, im, a, v in zip(files, images, arrays, vectors):
         t = time.perf_counter()
         embedder._run(a[None])
         t1 = time.perf_counter()
@@ -86,15 +89,16 @@ def measure(checker, embedder, pack, files, images, arrays, rounds: int) -> dict
         t3 = time.perf_counter()
         decode(f)
         t4 = time.perf_counter()
-        v = embedder.embed([im])
+        pack.search(v[None], checker.top_k)
         t5 = time.perf_counter()
-        pack.search(np.asarray(v), checker.top_k)
-        t6 = time.perf_counter()
-        bare1.append(t1 - t)
-        check1.append(t2 - t1)
-        file1.append(t3 - t2)
-        dec.append(t4 - t3)
-        search.append(t6 - t5)
+        for key, part in (("bare1", t1 - t), ("check1", t2 - t1), ("file1", t3 - t2), ("decode", t4 - t3),
+                          ("search", t5 - t4)):
+            times[key].append(part)
+        for key, session in others.items():
+            t = time.perf_counter()
+            session.run(None, {name: a[None]})
+            times[key].append(time.perf_counter() - t)
+    out = {k: statistics.median(v) for k, v in times.items()}
     batched, folder = [], []
     for _ in range(rounds):
         t = time.perf_counter()
@@ -105,9 +109,19 @@ def measure(checker, embedder, pack, files, images, arrays, rounds: int) -> dict
         reports = list(checker.check_files(files))
         folder.append((time.perf_counter() - t) / len(files))
         assert len(reports) == len(files) and not any(r.error for r in reports)
-    med = statistics.median
-    return {"bare1": med(bare1), "check1": med(check1), "file1": med(file1), "decode": med(dec),
-            "search": med(search), "bare8": min(batched), "folder": min(folder)}
+    out.update(bare8=min(batched), folder=min(folder))
+    return out
+
+
+def ort_session(ort, path: Path, spinning: bool, threads: int = 0):
+    """A plain onnxruntime session of the same model, for comparison with the embedder's own."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -141,15 +155,19 @@ def main() -> None:
         checker._embedders[embedder.id] = embedder  # the same session for the bare and the checked runs
         images = [decode(f) for f in files]
         arrays = [embedder.preprocess(im) for im in images]
-        measure(checker, embedder, pack, files[:4], images[:4], arrays[:4], 1)  # warm-up
+        vectors = embedder.embed(images)
+        others = {"spinning": ort_session(onnxruntime, onnx, spinning=True),
+                  "one_thread": ort_session(onnxruntime, onnx, spinning=False, threads=1)}
+        run = (checker, embedder, others, pack)
+        measure(*run, files[:4], images[:4], arrays[:4], vectors[:4], 1)  # warm-up
 
-        quiet = measure(checker, embedder, pack, files, images, arrays, args.rounds)
+        quiet = measure(*run, files, images, arrays, vectors, args.rounds)
         procs = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.load_procs)]
         for p in procs:
             p.start()
         try:
             time.sleep(0.5)
-            loaded = measure(checker, embedder, pack, files, images, arrays, args.rounds)
+            loaded = measure(*run, files, images, arrays, vectors, args.rounds)
         finally:
             for p in procs:
                 p.terminate()
@@ -170,6 +188,8 @@ def main() -> None:
         print(f"  {label:<44}{q:9.1f}{lo:9.1f}{lo / q:13.2f}x")
 
     row("bare forward, 1 image (288x288 input)", "bare1")
+    row("  same, spinning on (onnxruntime's default)", "spinning")
+    row("  same, 1 intra-op thread, spinning off", "one_thread")
     row("one image checked (decoded, as the web UI)", "check1")
     row("one file checked (check_files, 1 file)", "file1")
     row("bare forward, batches of 8", "bare8")
