@@ -242,9 +242,14 @@ def _hnsw(r: _Reader, where: str, ntotal: int) -> None:
     _need(int(offsets[0]) == 0 and int(offsets[-1]) == len(neighbors), f"{where}: offsets do not match neighbours")
     _need(bool((np.diff(offsets.astype(np.int64)) == cum[levels]).all()), f"{where}: offsets do not match levels")
     _need(bool(((neighbors >= -1) & (neighbors < ntotal)).all()), f"{where}: a neighbour is out of range")
-    _need(ntotal == 0 or (0 <= entry < ntotal and max_level == int(levels.max()) - 1),
+    _need(ntotal == 0 or (0 <= entry < ntotal and max_level == int(levels.max()) - 1 == int(levels[entry]) - 1),
           f"{where}: entry point or top level out of range")
     _need(0 < ef <= MAX_PARAM, f"{where}: efSearch {ef} out of range")
+    # a neighbour listed at level l must itself reach level l, or a search would read past its lists
+    node = np.repeat(np.arange(ntotal), np.diff(offsets.astype(np.int64)))
+    slot_level = np.searchsorted(cum, np.arange(len(neighbors)) - offsets[node].astype(np.int64), side="right") - 1
+    linked = neighbors >= 0
+    _need(bool((levels[neighbors[linked]] > slot_level[linked]).all()), f"{where}: a neighbour is linked above its level")
 
 
 def _product_quantizer(r: _Reader, where: str, d: int) -> tuple[int, int]:
@@ -311,7 +316,8 @@ def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
         return Layout(f"{h}({sub.kind})", d, ntotal)
     if h in ("IwFl", "IwPQ"):
         d, ntotal, metric = _header(r, h)
-        nlist, _nprobe = r.u64(f"{h}.nlist"), r.u64(f"{h}.nprobe")
+        nlist = r.u64(f"{h}.nlist")
+        r.u64(f"{h}.nprobe")  # faiss searches at most nlist lists whatever this says
         _need(0 < nlist <= MAX_NLIST, f"{h} declares {nlist} lists")
         q = _quantizer(r, f"{h}.quantizer", depth)
         _need(q.d == d and q.ntotal == nlist, f"{h}: quantiser of {q.ntotal} x {q.d} for {nlist} lists of {d}")
@@ -364,7 +370,8 @@ def _binary_index(r: _Reader, where: str, top: bool) -> Layout:
         return Layout(f"{h}({sub.kind})", d, ntotal)
     if h == "IBwF" and top:
         d, ntotal = _binary_header(r, h)
-        nlist, _nprobe = r.u64(f"{h}.nlist"), r.u64(f"{h}.nprobe")
+        nlist = r.u64(f"{h}.nlist")
+        r.u64(f"{h}.nprobe")  # faiss searches at most nlist lists whatever this says
         _need(0 < nlist <= MAX_NLIST, f"{h} declares {nlist} lists")
         q = _binary_index(r, f"{h}.quantizer", top=False)
         _need(q.d == d and q.ntotal == nlist, f"{h}: quantiser of {q.ntotal} x {q.d} for {nlist} lists of {d}")
