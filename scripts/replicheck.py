@@ -134,8 +134,10 @@ class ReplicheckScript(scripts.Script):
                    list(kwargs.get("prompts") or []))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
-        """Forge only: it never calls the CFG callbacks, so the signal is measured in its sampling function."""
-        _guard("the memorization signal", forge_signal.attach, p, hook.tracker, log)
+        """Forge only: it never calls the CFG callbacks, so the signal is measured in its sampling function.
+        AUTOMATIC1111 1.10 calls this hook too, and measures through the CFG callbacks instead."""
+        if PLATFORM == "forge":
+            _guard("the memorization signal", forge_signal.attach, p, hook.tracker, log)
 
     def postprocess_image(self, p, pp, enabled=True, *args):
         if not AFTER_COMPOSITE:  # a web UI without the hook below: the last chance before saving

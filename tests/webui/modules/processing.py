@@ -114,6 +114,8 @@ class StableDiffusionProcessing:
         return shared.opts.samples_save and not self.do_not_save_samples
 
     def sample_images(self, seeds):
+        if self.scripts is not None:  # 1.10.1 calls it before every sampling, txt2img and img2img alike
+            self.scripts.process_before_every_sampling(p=self, x=None, noise=None, c=None, uc=None)
         sample_loop(self, self.prompts)
         return [image_source(self, self.iteration * self.batch_size + i, s) for i, s in enumerate(seeds)]
 

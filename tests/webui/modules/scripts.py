@@ -60,6 +60,9 @@ class Script:
     def process_batch(self, p, *args, **kwargs):
         pass
 
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        pass
+
     def postprocess_batch(self, p, *args, **kwargs):
         pass
 
@@ -118,6 +121,9 @@ class ScriptRunner:
 
     def process_batch(self, p, **kwargs):
         self._each("process_batch", p, **kwargs)
+
+    def process_before_every_sampling(self, p, **kwargs):
+        self._each("process_before_every_sampling", p, **kwargs)
 
     def postprocess_batch(self, p, images, **kwargs):
         self._each("postprocess_batch", p, images=images, **kwargs)
