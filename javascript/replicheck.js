@@ -197,5 +197,5 @@
     } else {
         document.addEventListener("DOMContentLoaded", start);
     }
-    window.replicheck = {poll: poll, select: select, state: state, pollDownloads: pollDownloads};
+    window.replicheck = {poll: poll, select: select, state: state, pollDownloads: pollDownloads, badge: badge};
 })();

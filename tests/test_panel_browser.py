@@ -190,6 +190,16 @@ def test_panel_under_api_auth_uses_the_page_session(tmp_path_factory, pack_photo
         browser.get(url + "panel")
         _wait(browser, "return document.querySelectorAll('#replicheck_panel_txt2img .rc-card').length === 2")
         _wait(browser, "return document.querySelectorAll('#txt2img_gallery [data-replicheck]').length === 1")
+        badge = browser.execute_script("""var t = document.querySelector('#txt2img_gallery [data-replicheck]');
+            return [t.getAttribute('data-replicheck'), getComputedStyle(t, '::after').content]""")
+        assert badge[0] == "likely-copy" and badge[1] == '"copy"'
+        # an image that could not be checked gets a grey '?', never a copy badge
+        marks = browser.execute_script("""var s = window.replicheck.state.txt2img;
+            s.verdicts = ['not checked', 'no copy']; s.flagged = [false, false]; s.seq = 1e9;
+            window.replicheck.badge('txt2img');
+            return Array.from(document.querySelectorAll('#txt2img_gallery .thumbnail-item')).map(
+                t => [t.getAttribute('data-replicheck'), getComputedStyle(t, '::after').content])""")
+        assert marks[1] == ["not-checked", '"?"'] and marks[2][0] is None
 
 
 def test_error_text_is_red_inside_gradio(tmp_path_factory, browser):
