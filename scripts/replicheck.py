@@ -97,6 +97,27 @@ def _guard(what: str, fn, *args, default=None):
         return default
 
 
+def composite_as_saved(p, image):
+    """SD.Next pastes inpainting's overlay after postprocess_image and has no later hook: the image
+    it will save is that composite, made here with its own apply_overlay(image, paste_loc, index,
+    overlays) for checking only (the web UI's image is not touched). Anything else: `image`."""
+    import inspect
+
+    overlays = getattr(p, "overlay_images", None)
+    if not overlays:
+        return image
+    use = getattr(p, "mask_apply_overlay", None)
+    if use is None:
+        use = getattr(shared.opts, "mask_apply_overlay", True)
+    from modules import processing
+
+    apply = getattr(processing, "apply_overlay", None)
+    if not use or apply is None or len(inspect.signature(apply).parameters) != 4:
+        return image
+    out = apply(image, getattr(p, "paste_to", None), int(getattr(p, "batch_index", 0)), overlays)
+    return out if hasattr(out, "size") else image
+
+
 #: 1.10's ScriptRunner calls postprocess_image_after_composite after inpainting's overlay
 AFTER_COMPOSITE = hasattr(getattr(scripts, "ScriptRunner", None), "postprocess_image_after_composite")
 
@@ -140,20 +161,22 @@ class ReplicheckScript(scripts.Script):
             _guard("the memorization signal", forge_signal.attach, p, hook.tracker, log)
 
     def postprocess_image(self, p, pp, enabled=True, *args):
-        if not AFTER_COMPOSITE:  # a web UI without the hook below: the last chance before saving
-            self._check_image(p, pp)
+        if not AFTER_COMPOSITE:  # a web UI without the hook below (SD.Next): the last chance before saving
+            self._check_image(p, pp, as_saved=True)
 
     def postprocess_image_after_composite(self, p, pp, enabled=True, *args):
         """After inpainting's overlay is pasted, before the image is saved and its infotext built:
         the image checked is the image saved."""
         self._check_image(p, pp)
 
-    def _check_image(self, p, pp):
+    def _check_image(self, p, pp, as_saved: bool = False):
         state = getattr(p, "_replicheck", None)
         if state is None or getattr(pp, "image", None) is None:
             return
         index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1)) + int(getattr(p, "batch_index", 0))
-        report = _guard("checking an image", hook.image, state, pp.image, index)
+        image = _guard("the inpainting overlay", composite_as_saved, p, pp.image, default=pp.image) if as_saved \
+            else pp.image
+        report = _guard("checking an image", hook.image, state, image, index)
         values = _guard("the infotext", hook.image_values, state, index, report, default={})
         for key in INFOTEXT_KEYS:
             if key in values:

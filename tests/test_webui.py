@@ -654,3 +654,29 @@ def test_routes_are_attached_without_analysing_them_again(webui, monkeypatch):
     assert built == []
     paths = {getattr(r, "path", "") for r in app.routes}
     assert {"/replicheck/v1/live", "/replicheck/v1/check", "/replicheck/v1/packs"} <= paths
+
+
+def test_sdnext_inpainting_is_checked_as_it_will_be_saved(webui, photos, novel, monkeypatch):
+    """SD.Next has no hook after its overlay: the check makes the composite with SD.Next's own
+    apply_overlay(image, paste_loc, index, overlays) and leaves the web UI's image alone."""
+    from types import SimpleNamespace
+
+    from PIL import ImageChops
+
+    calls = []
+
+    def sdnext_apply_overlay(image, paste_loc, index, overlays):
+        calls.append(index)
+        out = image.convert("RGBA")
+        out.alpha_composite(overlays[index])
+        return out.convert("RGB")
+
+    monkeypatch.setattr(webui.processing, "apply_overlay", sdnext_apply_overlay)
+    overlay = _copy(photos[1]).convert("RGBA")
+    p = SimpleNamespace(overlay_images=[None, overlay], paste_to=None, batch_index=1, mask_apply_overlay=None)
+    model_output = novel[0]
+    seen = webui.module.composite_as_saved(p, model_output)
+    assert calls == [1] and not ImageChops.difference(seen, _copy(photos[1])).getbbox()
+    assert model_output is novel[0] and model_output.size == (512, 384)
+    p.mask_apply_overlay = False  # SD.Next's 'apply overlay' off: it saves the model's output
+    assert webui.module.composite_as_saved(p, model_output) is model_output
