@@ -423,20 +423,16 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
     decoder = ThreadPoolExecutor(max_workers=MAX_DECODES, thread_name_prefix="replicheck-decode")
 
     def _resolve_packs(s: Settings, requested: Optional[List[str]]) -> None:
+        """A pack the request names must be installed (404 naming it). The server's own state (no
+        pack installed, packs chosen in Settings missing) gives a 'not checked' report saying so."""
+        if requested is None:
+            return
         installed = {p.name for p in service.installed()}
-        if requested is not None:
-            missing = [n for n in requested if n not in installed]
-            if missing:
-                raise HTTPException(status_code=404, detail=f"pack(s) not installed: {', '.join(map(str, missing))}"
-                                                            f" (installed: {', '.join(sorted(installed)) or 'none'})")
-            s.packs = list(requested)
-        elif s.packs:
-            missing = [n for n in s.packs if n not in installed]
-            if missing:
-                raise HTTPException(status_code=409, detail=f"pack(s) chosen in Settings are not installed: "
-                                                            f"{', '.join(missing)}")
-        if not installed:
-            raise HTTPException(status_code=409, detail=f"no pack installed in {service.packs_dir}")
+        missing = [n for n in requested if n not in installed]
+        if missing:
+            raise HTTPException(status_code=404, detail=f"pack(s) not installed: {', '.join(map(str, missing))}"
+                                                        f" (installed: {', '.join(sorted(installed)) or 'none'})")
+        s.packs = list(requested)
 
     async def check(request: Request) -> ReportModel:
         sem = slots.sem()

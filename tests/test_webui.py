@@ -680,3 +680,10 @@ def test_sdnext_inpainting_is_checked_as_it_will_be_saved(webui, photos, novel, 
     assert model_output is novel[0] and model_output.size == (512, 384)
     p.mask_apply_overlay = False  # SD.Next's 'apply overlay' off: it saves the model's output
     assert webui.module.composite_as_saved(p, model_output) is model_output
+
+
+def test_check_without_a_pack_says_not_checked(webui, client, photos):
+    r = client.post("/replicheck/v1/check", json={"image": _b64(photos[0])})
+    assert r.status_code == 200 and r.json()["verdict"] == "not checked" and "no pack installed" in r.json()["error"]
+    r = client.post("/replicheck/v1/check", json={"image": _b64(photos[0]), "packs": ["demo"]})
+    assert r.status_code == 404 and "demo" in r.json()["detail"]
