@@ -269,7 +269,7 @@ def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
     assert [h[0].item.source for h in hits] == [f"1-{i}" for i in range(5)]
 
 
-def test_compressed_pack_reranks_candidates_exactly(tmp_path):
+def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
     """A memory budget too small for uncompressed vectors gives an IVF-PQ index; its candidates are
     re-ranked from float16 vectors on disk (read row by row), which lifts recall@10 from what PQ alone
     reaches to the target, and similarities come out exact."""
@@ -296,6 +296,9 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path):
          count=count, vectors=vectors, index=info)
     assert info["type"] == "IVF512,PQ128x8" and "float16 vectors on disk" in "\n".join(logs)
     assert info["rerank"]["file"] == RERANK_FILE and info["recall_at_10"] >= 0.95
+    from lib_replicheck.packs import index as pack_index
+
+    monkeypatch.setattr(pack_index, "MMAP_MIN_BYTES", 1)  # map this small index as a large one would be
     pack = Pack(tmp_path / "pq")
     assert RERANK_FILE in {f.path for f in pack.manifest.files}
     maps = open("/proc/self/maps").read()  # the index is mapped; the re-ranking rows are read, not mapped
