@@ -358,8 +358,9 @@ def case_api_auth(w, browser, ui, prof: Profile) -> None:
         "/check answers without credentials"
     assert w.post("replicheck/v1/packs/demo/download", auth=None).status == 401, \
         "a changing route answers without credentials"
-    assert w.check_image(data).status == 200, "/check refuses the right credentials"
     w.install_demo_pack()
+    ok = w.check_image(data)
+    assert ok.status == 200, f"/check refuses the right credentials: {ok.status} {ok.text[:300]}"
     _open(ui, browser, w)
     ui.tab(browser, prof.txt2img_tab)
     info = rb.generate_txt2img(ui, browser, "a bowl of fruit", seed=9)
