@@ -63,6 +63,7 @@ def sdnext():
 
 
 def _prepare(w: rh.WebUI) -> None:
+    w.lock()
     w.stop()
     w.reset()
     w.add_passthrough()
@@ -74,6 +75,7 @@ def _finish(w: rh.WebUI) -> None:
         w.stop()
     finally:
         w.stop_helpers()
+        w.unlock()
 
 
 @pytest.fixture(scope="module")

@@ -160,6 +160,29 @@ class WebUI:
         env["REGISTRY_PORT"] = str(self.flavor.registry_port)
         return env
 
+    # -- one test run per install at a time -----------------------------------------------------------
+    def lock(self, timeout: float = 3600) -> None:
+        """Wait for, then hold, the install's lock (another test run resets and restarts the same web UI)."""
+        import fcntl
+
+        (self.root / "run").mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / "run" / "real_webui.lock", "w")
+        end = time.time() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.time() > end:
+                    raise HarnessError(f"{self.root} stayed locked by another real web UI test run") from None
+                time.sleep(5)
+
+    def unlock(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
+            self._lock = None
+
     # -- the harness scripts --------------------------------------------------------------------------
     def script(self, name: str, *args: str, timeout: float = 600, lib: Path | None = None,
                env: dict | None = None) -> str:
