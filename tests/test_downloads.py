@@ -247,6 +247,27 @@ def test_two_downloads_of_the_same_pack(server, tmp_path):
         t.join()
     assert any(not isinstance(r, Exception) for r in results)
     Pack(tmp_path / "packs" / "demo").verify()
+    assert sorted(p.name for p in (tmp_path / "packs").iterdir()) == ["demo"], "a lock file or work folder was left"
+
+
+def test_a_lock_removed_under_a_waiting_process_is_taken_again(tmp_path):
+    """A lock file removed by its holder while another process had it open is not a lock any more:
+    the next holder locks the file now at the path, so two holders can never overlap."""
+    import fcntl
+    import os
+
+    packs = tmp_path / "packs"
+    with pack_lock(packs, "demo"):
+        stale = os.open(packs / ".demo.lock", os.O_RDWR)  # opened before the holder releases
+    assert not (packs / ".demo.lock").exists()
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old file is free to lock, but no longer the lock
+    try:
+        with pack_lock(packs, "demo"):
+            with pytest.raises(InstallError, match="already being downloaded"):
+                with pack_lock(packs, "demo"):
+                    pass
+    finally:
+        os.close(stale)
 
 
 def test_previous_version_stays_usable(server, tmp_path):

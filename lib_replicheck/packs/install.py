@@ -59,17 +59,35 @@ class ArchiveError(PackError, InstallError):
 
 @contextmanager
 def pack_lock(packs_dir: Path, name: str):
-    """An exclusive, non-blocking lock on `name` (released when the process dies)."""
+    """An exclusive, non-blocking lock on `name` (released when the process dies).
+
+    The lock file is removed on release, so the packs folder keeps no trace of it. Because another
+    process may have opened the file just before it was removed, a lock taken on a file that is no
+    longer the one at its path is dropped and taken again on the new one.
+    """
     packs_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(packs_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        _lock(fd)
-    except OSError:
+    path = packs_dir / f".{name}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd)
+        except OSError:
+            os.close(fd)
+            raise InstallError(f"pack {name!r} is already being downloaded or installed") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
         os.close(fd)
-        raise InstallError(f"pack {name!r} is already being downloaded or installed") from None
     try:
         yield
     finally:
+        try:
+            os.unlink(path)  # while still locked: nobody can hold a lock on it after this
+        except OSError:
+            pass  # Windows keeps open files; the next lock reuses it
         os.close(fd)  # closing the descriptor releases the lock
 
 
