@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import real_cases as rc
 import real_harness as rh
+from real_fixtures import browser, a1111, ui  # noqa: F401 - fixtures
 
 FLAVOR = "a1111"
 pytestmark = rh.skip_unless_configured(FLAVOR)

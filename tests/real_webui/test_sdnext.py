@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import real_cases as rc
 import real_harness as rh
+from real_fixtures import browser, sdnext, ui  # noqa: F401 - fixtures
 
 FLAVOR = "sdnext"
 pytestmark = rh.skip_unless_configured(FLAVOR)

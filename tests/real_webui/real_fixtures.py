@@ -1,5 +1,8 @@
 """Fixtures for the real web UI tests: one harness web UI per module, started as few times as possible.
 
+A plain module the test files import their fixtures from, not a conftest.py: tests/conftest.py is
+imported by name (`from conftest import ...`), and a second conftest module would shadow it.
+
 Every test here is skipped, quickly and without importing selenium, unless the flavor's environment
 variable (REPLICHECK_WEBUI, REPLICHECK_FORGE, REPLICHECK_SDNEXT) points at a harness install. When it
 does, a missing dependency (selenium) fails the test with what to install instead of skipping it.
