@@ -185,7 +185,6 @@ def _report_model(report) -> ReportModel:
     d["verdict"] = verdict_label(report)
     for m in ([d["best"]] if d["best"] else []) + d["matches"]:
         m.pop("thumbnail", None)  # a local path: not for API clients
-        m["verdict"] = {"none": "no copy"}.get(m["verdict"], m["verdict"])
     return ReportModel(**d)
 
 

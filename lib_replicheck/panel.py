@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from .check import Match, Report
 
-BADGE = {"none": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
+BADGE = {"no copy": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
 #: One vocabulary for the panel, the infotext and the HTTP API: what each verdict is called.
-LABEL = {"none": "no copy", "possible copy": "possible copy", "likely copy": "likely copy",
+LABEL = {"no copy": "no copy", "possible copy": "possible copy", "likely copy": "likely copy",
          "duplicate": "duplicate"}
 NOT_CHECKED = "not checked"
 MAX_CAPTION = 300
@@ -43,9 +43,9 @@ def infotext(report: Report | None, reason: str = "error") -> str:
         return f"{NOT_CHECKED} ({reason if report is None else 'error'})"
     best = report.best
     if best is None:
-        return LABEL["none"]
+        return LABEL["no copy"]
     if not report.is_copy:
-        return f"{LABEL['none']} (best {best.score_text()} in {best.pack})"
+        return f"{LABEL['no copy']} (best {best.score_text()} in {best.pack})"
     if report.from_input:
         return f"{verdict_label(report)} {best.score_text()} ({best.pack}; already in the input image)"
     return f"{verdict_label(report)} {best.score_text()} ({best.pack})"

@@ -18,7 +18,7 @@ from .errors import ReplicheckError
 
 
 class Verdict(str, Enum):
-    NONE = "none"
+    NONE = "no copy"  # the word users read everywhere: panel, infotext, API, command line
     POSSIBLE = "possible copy"
     LIKELY = "likely copy"
     DUPLICATE = "duplicate"

@@ -74,7 +74,7 @@ def test_check_novel_images_exit_zero(photo_pack, audit_folder):
 def test_threshold_override_changes_the_verdict(photo_pack, audit_folder):
     copy = sorted(audit_folder.glob("copy-*"))[0]
     r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.likely=off", "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "none"
+    assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "no copy"
     r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.duplicate=40", "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["verdict"] == "duplicate"
     r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.likely=-3")

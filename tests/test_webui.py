@@ -116,7 +116,7 @@ def test_batches_are_checked_live_with_infotext(webui, installed, photos, novel)
     job = webui.module.service.live.get("txt2img")
     assert job.state == "done" and sorted(job.reports) == [0, 1, 2, 3]  # 4 images checked, the grid not
     verdicts = [job.reports[i].verdict.value for i in range(4)]
-    assert verdicts == ["likely copy", "none", "none", "likely copy"]
+    assert verdicts == ["likely copy", "no copy", "no copy", "likely copy"]
     assert job.reports[0].best.caption == f"training image {installed_stem(installed, job.reports[0])}"
     infotexts = processed.infotexts[1:]
     assert "Replicheck: likely copy d=" in infotexts[0] and "(photos)" in infotexts[0]
