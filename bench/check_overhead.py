@@ -134,7 +134,7 @@ def main() -> None:
     import onnxruntime
 
     from lib_replicheck import embedders
-    from lib_replicheck.check import Checker
+    from lib_replicheck.checker import Checker
     from lib_replicheck.images import decode
     from lib_replicheck.packs.build import build_pack, folder_records
     from lib_replicheck.packs.pack import Pack

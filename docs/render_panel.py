@@ -32,13 +32,14 @@ def render(home: Path, out: Path) -> None:
     from PIL import ImageOps
 
     from browser import add_page, chromium, serve, wait_for
-    from lib_replicheck import api, embedders
-    from lib_replicheck.demo import DEMO_DIR, edited_copy
-    from lib_replicheck.hook import Hook
+    from lib_replicheck import embedders
+    from lib_replicheck.webui import api
+    from lib_replicheck.cli.demo import DEMO_DIR, edited_copy
+    from lib_replicheck.webui.hook import Hook
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.build import build_pack, centre_crop, folder_records
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     build_pack(folder_records(DEMO_DIR / "pack", license="CC0 / public domain"), embedders.load("pdq"),
                home / "packs" / "demo", log=lambda s: None)

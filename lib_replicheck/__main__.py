@@ -1,5 +1,5 @@
 import sys
 
-from lib_replicheck.cli import main
+from lib_replicheck.cli.main import main
 
 sys.exit(main())

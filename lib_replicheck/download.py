@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from .errors import ReplicheckError
+from lib_replicheck.errors import ReplicheckError
 
 CHUNK = 1 << 16
 #: Bound on a download whose size nobody declared (an archive URL, weights named by a pack).

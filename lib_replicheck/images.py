@@ -16,7 +16,7 @@ import struct
 from pathlib import Path
 from typing import Iterator
 
-from .errors import ImageError
+from lib_replicheck.errors import ImageError
 
 #: Refuse images above this many pixels: 100 Mpx is far above any generation or training image,
 #: and still bounds a decoded RGBA image to 400 MB.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from .errors import ReplicheckError
+from lib_replicheck.errors import ReplicheckError
 
 
 class Verdict(str, Enum):

@@ -18,13 +18,13 @@ import gradio as gr  # noqa: E402
 from modules import paths, script_callbacks, scripts, shared  # noqa: E402
 
 from lib_replicheck import __version__  # noqa: E402
-from lib_replicheck import api as rc_api  # noqa: E402
-from lib_replicheck import forge_signal  # noqa: E402
+from lib_replicheck.webui import api as rc_api  # noqa: E402
+from lib_replicheck.memorization import forge as forge_signal  # noqa: E402
 from lib_replicheck.errors import ReplicheckError  # noqa: E402
-from lib_replicheck.hook import INFOTEXT_KEYS, Hook, PerImageValue  # noqa: E402
-from lib_replicheck.packs.manager import PackManager  # noqa: E402
-from lib_replicheck.service import CheckService  # noqa: E402
-from lib_replicheck.settings import SETTINGS, Settings  # noqa: E402
+from lib_replicheck.webui.hook import INFOTEXT_KEYS, Hook, PerImageValue  # noqa: E402
+from lib_replicheck.registry.manager import PackManager  # noqa: E402
+from lib_replicheck.webui.service import CheckService  # noqa: E402
+from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
 
 log = logging.getLogger("replicheck")
 
@@ -42,7 +42,7 @@ def _platform() -> str:
 PLATFORM = _platform()
 #: Why the memorization signal cannot be measured on this platform (None: it can).
 SIGNAL_UNAVAILABLE = {
-    "forge": None,  # measured in Forge's sampling function instead (lib_replicheck/forge_signal.py)
+    "forge": None,  # measured in Forge's sampling function instead (lib_replicheck/memorization/forge.py)
     "sdnext": "SD.Next's diffusers backend does not call the CFG callbacks this signal needs"
               if getattr(shared, "native", False) else None,
     "automatic1111": None,
@@ -212,7 +212,7 @@ def measure_signal(prompt: str, seed: int) -> float:
     from modules import processing
     from modules.call_queue import queue_lock
 
-    from lib_replicheck.signal_tracker import SignalTracker
+    from lib_replicheck.memorization.tracker import SignalTracker
 
     if SIGNAL_UNAVAILABLE:
         raise ReplicheckError(f"cannot calibrate here: {SIGNAL_UNAVAILABLE}")
@@ -259,7 +259,7 @@ def on_image_saved(params):
 # -- the Replicheck tab: the pack manager ------------------------------------------------------------
 
 def _page() -> str:
-    from lib_replicheck import packs_page
+    from lib_replicheck.webui import packs_page
 
     return packs_page.render([rc_api.pack_model(p, service) for p in manager.installed()], manager.available,
                              manager.errors, refreshed=manager.refreshed is not None)
@@ -270,7 +270,7 @@ def _names() -> list[str]:
 
 
 def _message(text: str, error: bool = False) -> str:
-    from lib_replicheck.panel import esc
+    from lib_replicheck.webui.panel import esc
 
     return f"<p class='{'rc-error-text' if error else 'rc-message'}'>{esc(text)}</p>"
 

@@ -20,7 +20,7 @@ from httpfaults import FaultServer
 from lib_replicheck.builder import BuildOptions, build
 from lib_replicheck.builder import index_factory as fac
 from lib_replicheck.builder.shards import ShardStore
-from lib_replicheck.check import Checker
+from lib_replicheck.checker import Checker
 from lib_replicheck.errors import PackError
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack

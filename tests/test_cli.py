@@ -137,7 +137,7 @@ def test_demo_runs_offline_and_finds_the_copy():
 
 
 def test_demo_builds_its_pack_when_the_bundled_one_is_absent(monkeypatch, tmp_path, capsys):
-    from lib_replicheck import demo
+    from lib_replicheck.cli import demo
 
     monkeypatch.setattr(demo, "BUNDLED_PACK", tmp_path / "nowhere")
     assert demo.run_demo() == 0
@@ -148,8 +148,8 @@ def test_demo_builds_its_pack_when_the_bundled_one_is_absent(monkeypatch, tmp_pa
 def test_demo_does_not_import_the_command_line():
     """demo.py and cli.py used to import each other (format_report, run_demo): the demo now runs
     with the command-line module unavailable."""
-    code = ("import sys; sys.modules['lib_replicheck.cli'] = None\n"
-            "from lib_replicheck.demo import run_demo\nsys.exit(run_demo())\n")
+    code = ("import sys; sys.modules['lib_replicheck.cli.main'] = None\n"
+            "from lib_replicheck.cli.demo import run_demo\nsys.exit(run_demo())\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "the copy was flagged and the novel image passed" in r.stdout

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import edits, photo_folder
 from lib_replicheck import embedders
-from lib_replicheck.check import Checker
+from lib_replicheck.checker import Checker
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.build import build_pack, folder_records
 from lib_replicheck.packs.pack import Pack
@@ -99,7 +99,7 @@ def test_check_files_keeps_input_order_and_leaves_the_model_load_out(pdq_pack, p
     the model (a clock that jumps 100 s during the load tells them apart without timing anything)."""
     import types
 
-    from lib_replicheck import check as check_module
+    from lib_replicheck import checker as check_module
 
     _, pack = pdq_pack
     clock = {"offset": 0.0}

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import edits, photo_folder
 from lib_replicheck import embedders
-from lib_replicheck.check import Checker
+from lib_replicheck.checker import Checker
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.build import build_pack, folder_records
 from lib_replicheck.packs.pack import Pack

@@ -21,8 +21,8 @@ import pytest
 from conftest import REPO
 from httpfaults import FaultServer
 from lib_replicheck.download import DownloadError, Policy
-from lib_replicheck.packs import registry
-from lib_replicheck.packs.install import InstallError, Installer, pack_lock, safe_extract
+from lib_replicheck.registry import registry
+from lib_replicheck.registry.install import InstallError, Installer, pack_lock, safe_extract
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "registry" / "demo"
@@ -63,7 +63,7 @@ def no_leftovers(packs_dir):
 
 def test_registry_matches_the_committed_demo_pack():
     """registry/packs.json lists the demo pack exactly as committed in registry/demo."""
-    from lib_replicheck.weights import sha256_file
+    from lib_replicheck.embedders.weights import sha256_file
 
     data = json.loads((REPO / "registry" / "packs.json").read_text())
     reg = registry.parse(data, "https://example.org/registry/packs.json")
@@ -91,7 +91,7 @@ def test_download_then_check_through_the_cli(server, tmp_path):
     assert run("packs", "verify", "demo").returncode == 0
     listing = run("packs", "list").stdout
     assert listing.startswith("demo ") and "pdq" in listing
-    from lib_replicheck.demo import DEMO_DIR, edited_copy
+    from lib_replicheck.cli.demo import DEMO_DIR, edited_copy
 
     edited_copy(DEMO_DIR / "pack" / "rocket.jpg").save(tmp_path / "copy.jpg")
     r = run("check", str(tmp_path / "copy.jpg"), "--json")
@@ -402,7 +402,7 @@ def test_pack_weights_are_fetched_the_same_way(server, tmp_path):
 
     from lib_replicheck.embedders import sscd
     from lib_replicheck.embedders.base import EmbedderSpec
-    from lib_replicheck.weights import ensure_for
+    from lib_replicheck.embedders.weights import ensure_for
 
     data = b"weights" * 1000
     url = server.add("/w/sscd.pt", data, "drop-once")

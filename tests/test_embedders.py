@@ -149,7 +149,7 @@ def test_clip_with_random_weights(images):
 
 
 def test_clip_pack_reports_semantic_similarity(images, tmp_path):
-    from lib_replicheck.check import SEMANTIC_NOTE, Checker
+    from lib_replicheck.checker import SEMANTIC_NOTE, Checker
     from lib_replicheck.embedders.clip import ClipEmbedder
     from lib_replicheck.packs.build import build_pack, folder_records
     from lib_replicheck.packs.pack import Pack
@@ -181,7 +181,7 @@ def test_unknown_embedder():
 def test_core_imports_without_torch():
     import subprocess
 
-    code = ("import sys, time; t = time.time(); import lib_replicheck.check, lib_replicheck.cli, "
+    code = ("import sys, time; t = time.time(); import lib_replicheck.checker, lib_replicheck.cli.main, "
             "lib_replicheck.packs.pack, lib_replicheck.embedders; "
             "assert 'torch' not in sys.modules and 'faiss' not in sys.modules, sorted(sys.modules); "
             "print(time.time() - t)")
@@ -208,7 +208,7 @@ def test_auto_runtime_with_a_torchscript_file_runs_torchscript(torchscript_resne
 def test_without_torch_nothing_is_downloaded_and_the_error_says_what_to_install(
         monkeypatch, http_server, tmp_path, torchscript_resnet50):
     from lib_replicheck.embedders import sscd
-    from lib_replicheck.weights import ensure_for
+    from lib_replicheck.embedders.weights import ensure_for
 
     http_server.files["/sscd_disc_mixup.torchscript.pt"] = torchscript_resnet50.read_bytes()
     monkeypatch.setattr(sscd, "BASE_URL", http_server.url + "/")

@@ -28,9 +28,9 @@ from backend.diffusion_engine.base import ForgeObjects  # noqa: E402
 from backend.patcher.unet import UnetPatcher  # noqa: E402
 from backend.sampling.sampling_function import sampling_function  # noqa: E402
 
-from lib_replicheck import forge_signal  # noqa: E402
-from lib_replicheck.memorization import subprompt_weights  # noqa: E402
-from lib_replicheck.signal_tracker import SignalTracker  # noqa: E402
+from lib_replicheck.memorization import forge as forge_signal  # noqa: E402
+from lib_replicheck.memorization.signal import subprompt_weights  # noqa: E402
+from lib_replicheck.memorization.tracker import SignalTracker  # noqa: E402
 
 C, H, W, TOKENS, DIM = 4, 8, 8, 77, 768
 
@@ -200,7 +200,7 @@ def test_a_failure_while_sampling_leaves_sampling_alone(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr("lib_replicheck.signal_tracker.forge_guidance_difference", broken)
+    monkeypatch.setattr("lib_replicheck.memorization.tracker.forge_guidance_difference", broken)
     forge_signal._logged.clear()
     with caplog.at_level(logging.WARNING):
         forge_t, _, _, out, _ = _run_both(["a", "b"], steps=3)
@@ -288,7 +288,7 @@ from backend.diffusion_engine.base import ForgeObjects
 from backend.patcher.unet import UnetPatcher
 from backend.sampling.sampling_function import sampling_function
 import test_forge_signal as t
-from lib_replicheck.signal_tracker import SignalTracker
+from lib_replicheck.memorization.tracker import SignalTracker
 
 module = scripts.load_script_module(os.path.join({repo!r}, "scripts", "replicheck.py"))
 script_callbacks.ui_settings_callback()

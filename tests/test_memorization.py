@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib_replicheck.memorization import (DEFAULT_THRESHOLD, guidance_difference, magnitudes, roc,
+from lib_replicheck.memorization.signal import (DEFAULT_THRESHOLD, guidance_difference, magnitudes, roc,
                                          subprompt_weights)
 
 # -- arithmetic ----------------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ def test_signal_live_infotext_and_verdict(webui, sampling, photos):
     assert seen_at_image[0][0] == pytest.approx(7.5, rel=1e-4)  # live: known before the image existed
     assert "Replicheck memorization: 7.50 (high)" in processed.infotexts[1]
     assert "Replicheck memorization: 1.25 (normal)" in processed.infotexts[2]
-    from lib_replicheck.panel import render
+    from lib_replicheck.webui.panel import render
 
     panel = render(job.reports, signals=job.signals)
     assert "Memorization signal: 7.50 (threshold 5)" in panel and "high memorization signal" in panel

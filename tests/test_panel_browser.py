@@ -31,10 +31,10 @@ HOSTILE = [
 def server(tmp_path_factory, pack_photos, other_photos):
     from fastapi import FastAPI
 
-    from lib_replicheck import api
-    from lib_replicheck.hook import Hook
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui import api
+    from lib_replicheck.webui.hook import Hook
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     home = tmp_path_factory.mktemp("home")
     photos = [load_image(p) for p in pack_photos[:4]]
@@ -117,10 +117,10 @@ def test_download_progress_box(tmp_path_factory, browser):
     """The Replicheck tab's progress box, filled from /replicheck/v1/downloads with textContent."""
     from fastapi import FastAPI
 
-    from lib_replicheck import api
-    from lib_replicheck.packs.manager import DownloadJob, PackManager
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui import api
+    from lib_replicheck.registry.manager import DownloadJob, PackManager
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     home = tmp_path_factory.mktemp("home")
     manager = PackManager(home / "packs", home, lambda: [])
@@ -143,10 +143,10 @@ def test_download_progress_box(tmp_path_factory, browser):
 
 def _checked_service(home, pack_photos, other_photos):
     """A service with a small pack and one finished txt2img job (a copy and a new image)."""
-    from lib_replicheck.hook import Hook
+    from lib_replicheck.webui.hook import Hook
     from lib_replicheck.packs.build import folder_records
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     from conftest import photo_folder
 
@@ -168,8 +168,8 @@ def test_panel_under_api_auth_uses_the_page_session(tmp_path_factory, pack_photo
     import gradio as gr
     from gradio.routes import App
 
-    from lib_replicheck import api
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui import api
+    from lib_replicheck.webui.settings import Settings
 
     service = _checked_service(tmp_path_factory.mktemp("home"), pack_photos, other_photos)
     with gr.Blocks() as blocks:
@@ -225,10 +225,10 @@ def test_table_reloads_when_a_download_ends(tmp_path_factory, browser):
     reload button, so the table stops saying 'available' for a pack that is installed."""
     from fastapi import FastAPI
 
-    from lib_replicheck import api
-    from lib_replicheck.packs.manager import DownloadJob, PackManager
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui import api
+    from lib_replicheck.registry.manager import DownloadJob, PackManager
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     home = tmp_path_factory.mktemp("home")
     manager = PackManager(home / "packs", home, lambda: [])

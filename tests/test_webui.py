@@ -78,7 +78,7 @@ def test_settings_are_registered(webui):
 
 
 def test_no_pack_leaves_generation_untouched(webui, novel, caplog):
-    from lib_replicheck.panel import render
+    from lib_replicheck.webui.panel import render
 
     _source(webui, novel)
     p, processed = webui.txt2img(batch_size=2)
@@ -349,9 +349,9 @@ def test_api_auth_protects_routes(tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from lib_replicheck import api
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui import api
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     app = FastAPI()
     api.mount(app, CheckService(tmp_path / "packs", tmp_path), Settings, api_auth="alice:s3cret,bob:pw")
@@ -409,7 +409,7 @@ def registry_server(webui):
 
 
 def test_pack_manager_tab(webui, registry_server, photos):
-    from lib_replicheck.demo import DEMO_DIR, edited_copy
+    from lib_replicheck.cli.demo import DEMO_DIR, edited_copy
 
     m = webui.module
     tabs = webui.callbacks.ui_tabs_callback()
@@ -530,7 +530,7 @@ def test_hung_check_never_holds_a_generation(webui, installed, photos, monkeypat
     finishes, the next images do not wait again, and checks resume once the stuck one ends."""
     import threading
 
-    from lib_replicheck.check import Checker
+    from lib_replicheck.checker import Checker
 
     service = webui.module.service
     gate = threading.Event()
@@ -579,9 +579,9 @@ def test_broken_pack_is_listed_with_why(webui, installed, photos, client):
 
 
 def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
-    from lib_replicheck import packs_page
-    from lib_replicheck.api import PackModel
-    from lib_replicheck.packs.registry import RegistryPack
+    from lib_replicheck.webui import packs_page
+    from lib_replicheck.webui.api import PackModel
+    from lib_replicheck.registry.registry import RegistryPack
 
     huge = "L" * 1_000_000
     installed = [PackModel(name="p", title="t\x1b[31mred", embedder="pdq", metric="hamming", count=1, size_bytes=1,
@@ -594,8 +594,8 @@ def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
     assert len(html) < 10_000
     assert "\x1b" not in html and "\u202e" not in html and "\x07" not in html
     # the panel's match lines too
-    from lib_replicheck.check import Match, Report
-    from lib_replicheck.panel import render
+    from lib_replicheck.report import Match, Report
+    from lib_replicheck.webui.panel import render
     from lib_replicheck.thresholds import Verdict
 
     fields = {f: None for f in Match.__dataclass_fields__}

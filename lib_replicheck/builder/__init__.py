@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from ..errors import ImageError, PackError, ReplicheckError
-from .shards import CorruptShard, ShardStore
-from .sources import Exclusions, SourceItem
+from lib_replicheck.errors import ImageError, PackError, ReplicheckError
+from lib_replicheck.builder.shards import CorruptShard, ShardStore
+from lib_replicheck.builder.sources import Exclusions, SourceItem
 
 GB = 1024**3
 
@@ -61,20 +61,20 @@ class BuildReport:
 
 
 def crops_for(metric: str) -> tuple[float, ...]:
-    from ..packs.build import PDQ_CROPS
+    from lib_replicheck.packs.build import PDQ_CROPS
 
     return PDQ_CROPS if metric == "hamming" else (1.0,)
 
 
 def load_embedder(opts: BuildOptions):
-    from .. import embedders
+    from lib_replicheck import embedders
 
     return embedders.load(opts.embedder, device=opts.device, runtime=opts.runtime, models_dir=opts.models_dir,
                           weights=opts.weights, offline=opts.offline, progress=True)
 
 
 def items_of(source: str | Path, opts: BuildOptions, work: Path, log) -> Iterator[SourceItem]:
-    from . import sources
+    from lib_replicheck.builder import sources
 
     kind = sources.detect(source)
     exclusions = Exclusions(opts.exclude)
@@ -117,7 +117,7 @@ def _thumbnail(im) -> bytes:
 
     from PIL import Image
 
-    from ..packs.build import THUMB_SIZE
+    from lib_replicheck.packs.build import THUMB_SIZE
 
     t = im.copy()
     t.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
@@ -132,8 +132,8 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
     asked) of a list of items; images are decoded in the pool, a batch ahead of the model."""
     import numpy as np
 
-    from ..embedders.pdq import MIN_QUALITY
-    from ..packs.build import centre_crop
+    from lib_replicheck.embedders.pdq import MIN_QUALITY
+    from lib_replicheck.packs.build import centre_crop
 
     def decode(item):
         try:
@@ -232,7 +232,7 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
     """Fill the shard store; returns the embedder spec. Complete shards embedded from the same rows
     are kept (resume); one whose rows changed is embedded again, and shards past the source's end
     are dropped. `embedder`: one already loaded (else it is loaded here)."""
-    from .work import row_digest
+    from lib_replicheck.builder.work import row_digest
 
     if embedder is None:
         embedder = load_embedder(opts)
@@ -273,9 +273,9 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     """Build the index from the shards into `folder`; returns (index info, images, vectors)."""
     import numpy as np
 
-    from ..packs import index as faiss_index
-    from ..packs import manifest as mf
-    from . import index_factory as fac
+    from lib_replicheck.packs import index as faiss_index
+    from lib_replicheck.packs import manifest as mf
+    from lib_replicheck.builder import index_factory as fac
 
     shards = store.indices()
     counts = [len(store.read(i)[1]) for i in shards]
@@ -313,7 +313,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
             shown = time.perf_counter()
     reranker = None
     if plan.rerank:
-        from ..packs.rerank import RERANK_FILE, Reranker, write_rows
+        from lib_replicheck.packs.rerank import RERANK_FILE, Reranker, write_rows
 
         write_rows(folder / RERANK_FILE, (v for _, v in chunks()), n_vectors, spec.dim)
         reranker = Reranker(folder / RERANK_FILE, n_vectors, spec.dim, variants)
@@ -374,8 +374,8 @@ def _pick(chunks, positions):
 
 def metadata_stage(store: ShardStore, folder: Path) -> list[str]:
     """metadata.sqlite (and thumbnails) in row order; returns the thumbnail files."""
-    from ..packs import manifest as mf
-    from ..packs.metadata import Item, MetadataWriter
+    from lib_replicheck.packs import manifest as mf
+    from lib_replicheck.packs.metadata import Item, MetadataWriter
 
     writer = MetadataWriter(folder / mf.METADATA_FILE)
     row, files = 0, []
@@ -402,9 +402,9 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
           title: str | None = None, description: str = "", dataset: str = "", work: str | Path | None = None,
           overwrite: bool = False, keep_work: bool = False, log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `source`; resumable through the work folder."""
-    from ..packs.build import check_target, seal, staging_dir
-    from . import sources
-    from .work import exclusions_digest, fingerprint, open_work
+    from lib_replicheck.packs.build import check_target, seal, staging_dir
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.work import exclusions_digest, fingerprint, open_work
 
     opts = opts or BuildOptions()
     log = log or (lambda s: print(s, file=sys.stderr))

@@ -152,7 +152,7 @@ def recall_at(found, truth, k: int = 10) -> float:
 
 
 def set_search_params(index, params: dict) -> None:
-    from ..packs.index import set_search_params as apply
+    from lib_replicheck.packs.index import set_search_params as apply
 
     apply(index, params)
 

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import ReplicheckError
+from lib_replicheck.errors import ReplicheckError
 
 
 class CorruptShard(ReplicheckError):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ReplicheckError
-from ..images import IMAGE_SUFFIXES
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.images import IMAGE_SUFFIXES
 
 log = logging.getLogger("replicheck")
 
@@ -40,7 +40,7 @@ class SourceItem:
     def open(self):
         """The decoded RGB image as displayed (EXIF orientation applied), through the one decoder
         every image goes through; ImageError naming the row when it cannot be read."""
-        from ..images import decode
+        from lib_replicheck.images import decode
 
         if self.path is not None:
             return decode(self.path)
@@ -73,7 +73,7 @@ class Exclusions:
 
 
 def folder(path: str | Path, license: str | None = None) -> Iterator[SourceItem]:
-    from ..images import iter_image_files
+    from lib_replicheck.images import iter_image_files
 
     root = Path(path)
     for f in iter_image_files([root]):

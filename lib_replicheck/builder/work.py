@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import ReplicheckError
-from .shards import ShardStore
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.builder.shards import ShardStore
 
 FINGERPRINT_FILE = "fingerprint.json"
 #: what a work folder may hold besides the fingerprint: embedded shards and parquet downloads

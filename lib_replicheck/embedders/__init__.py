@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import EmbedderError
-from .base import COSINE, HAMMING, Embedder, EmbedderSpec, WeightsFile
+from lib_replicheck.errors import EmbedderError
+from lib_replicheck.embedders.base import COSINE, HAMMING, Embedder, EmbedderSpec, WeightsFile
 
 __all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderSpec", "WeightsFile", "load", "kind_of", "NAMES"]
 
@@ -34,16 +34,16 @@ def load(name: str | EmbedderSpec, *, device: str = "cpu", runtime: str = "auto"
     name = expected.id if expected else name
     kind = kind_of(name)
     if kind == "pdq":
-        from .pdq import PDQEmbedder
+        from lib_replicheck.embedders.pdq import PDQEmbedder
 
         return PDQEmbedder()
     if kind == "sscd":
-        from .sscd import DEFAULT_MODEL, SSCDEmbedder
+        from lib_replicheck.embedders.sscd import DEFAULT_MODEL, SSCDEmbedder
 
         model = DEFAULT_MODEL if name == "sscd" else name
         return SSCDEmbedder(model, runtime=runtime, device=device, weights_path=weights,
                             models_dir=models_dir, expected=expected, offline=offline, progress=progress)
-    from .clip import ClipEmbedder, parse_id
+    from lib_replicheck.embedders.clip import ClipEmbedder, parse_id
 
     model, pretrained = parse_id(name)
     return ClipEmbedder(model, pretrained, device=device, models_dir=models_dir, offline=offline,

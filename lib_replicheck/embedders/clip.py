@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..errors import EmbedderError
-from .base import MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, centre_crop_aspect, l2_normalise
+from lib_replicheck.errors import EmbedderError
+from lib_replicheck.embedders.base import MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, centre_crop_aspect, l2_normalise
 
 DEFAULT_MODEL = "ViT-L-14"
 DEFAULT_PRETRAINED = "openai"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..errors import EmbedderError
-from .base import HAMMING, Embedder, EmbedderSpec
+from lib_replicheck.errors import EmbedderError
+from lib_replicheck.embedders.base import HAMMING, Embedder, EmbedderSpec
 
 MAX_SIDE = 512
 #: Meta: hashes of quality 49 or below are too flat or noisy to be trusted.

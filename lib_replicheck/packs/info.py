@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ReplicheckError, clean_text
+from lib_replicheck.errors import ReplicheckError, clean_text
 
 #: Lengths kept of the pack's own words.
 MAX_NAME, MAX_TITLE, MAX_TEXT, MAX_FIELD, MAX_ERROR = 64, 200, 2000, 500, 1000
@@ -35,7 +35,7 @@ class PackInfo:
 def pack_info(path: str | Path) -> PackInfo:
     """The listing of the pack folder `path`; a pack that cannot be read gives a row with `error`
     (a listing shows every pack, broken ones included, and never fails because of one)."""
-    from . import manifest as mf
+    from lib_replicheck.packs import manifest as mf
 
     path = Path(path)
     folder = clean_text(path.name, MAX_NAME)

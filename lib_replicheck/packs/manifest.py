@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..embedders.base import METRICS, EmbedderSpec
-from ..errors import PackError
+from lib_replicheck.embedders.base import METRICS, EmbedderSpec
+from lib_replicheck.errors import PackError
 
 FORMAT = "replicheck-pack"
 FORMAT_VERSION = 1

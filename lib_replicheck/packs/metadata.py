@@ -17,7 +17,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import PackError
+from lib_replicheck.errors import PackError
 
 SCHEMA = """
 CREATE TABLE items (

@@ -7,10 +7,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PackError
-from . import index as faiss_index
-from . import manifest as mf
-from .metadata import Item, Metadata
+from lib_replicheck.errors import PackError
+from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import manifest as mf
+from lib_replicheck.packs.metadata import Item, Metadata
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Pack:
             reranker, candidates = None, 0
             variants = max(1, m.vectors // max(1, m.count)) if m.count else 1
             if rerank:
-                from .rerank import Reranker
+                from lib_replicheck.packs.rerank import Reranker
 
                 reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, variants)
                 candidates = rerank["candidates"]
@@ -162,7 +162,7 @@ class Pack:
 
     def verify(self) -> None:
         """Read every file and compare its sha256 with the manifest."""
-        from ..weights import sha256_file
+        from lib_replicheck.embedders.weights import sha256_file
 
         for f in self.manifest.files:
             actual = sha256_file(self.path / f.path)

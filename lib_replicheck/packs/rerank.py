@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..errors import PackError
+from lib_replicheck.errors import PackError
 
 RERANK_FILE = "vectors.f16.npy"
 

@@ -24,8 +24,8 @@ from conftest import REPO
 from httpfaults import FaultServer
 from lib_replicheck.download import DownloadError, Policy
 from lib_replicheck.errors import PackError, ReplicheckError
-from lib_replicheck.packs import registry
-from lib_replicheck.packs.install import Installer, safe_extract
+from lib_replicheck.registry import registry
+from lib_replicheck.registry.install import Installer, safe_extract
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "registry" / "demo"
@@ -136,7 +136,7 @@ def test_weights_of_undeclared_size_are_bounded(server, tmp_path, monkeypatch):
     """Weights named by a pack's manifest carry a URL and a sha256 but no size: an endless body
     stops at the stated maximum (MAX_UNSIZED_BYTES, made small here) and its .part is removed."""
     from lib_replicheck import download
-    from lib_replicheck.weights import download as download_weights
+    from lib_replicheck.embedders.weights import download as download_weights
 
     monkeypatch.setattr(download, "MAX_UNSIZED_BYTES", 2 * MB, raising=False)
     url = server.add("/w/sscd.pt", b"w" * 4096, "endless", limit=48 * MB)

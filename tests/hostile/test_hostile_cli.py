@@ -62,7 +62,7 @@ def server():
 def escape_pack(tmp_path_factory):
     """A PDQ pack of the demo photos whose URLs, sources and captions carry terminal escapes."""
     from lib_replicheck import embedders
-    from lib_replicheck.demo import DEMO_DIR
+    from lib_replicheck.cli.demo import DEMO_DIR
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.build import Record, build_pack
 
@@ -77,7 +77,7 @@ def escape_pack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def copy_image(tmp_path_factory):
-    from lib_replicheck.demo import DEMO_DIR, edited_copy
+    from lib_replicheck.cli.demo import DEMO_DIR, edited_copy
 
     path = tmp_path_factory.mktemp("img") / "copy.jpg"
     edited_copy(DEMO_DIR / "pack" / "coffee.jpg").save(path)
@@ -147,7 +147,7 @@ def test_packs_available_cleans_registry_text_and_urls(server, tmp_path):
 BOOM = ("import sys, lib_replicheck.packs as P\n"
         "def boom(*a, **k):\n    raise RuntimeError('boom \\x1b[2J')\n"
         "P.installed = boom\n"
-        "from lib_replicheck.cli import main\n"
+        "from lib_replicheck.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
 
 
@@ -179,7 +179,7 @@ def _hostile_pack(tmp_path: Path, how: str) -> Path:
         for f in m["files"]:
             if f["path"] == "metadata.sqlite":
                 f["size"] = size
-                from lib_replicheck.weights import sha256_file
+                from lib_replicheck.embedders.weights import sha256_file
 
                 f["sha256"] = sha256_file(pack / "metadata.sqlite")
     mpath.write_text(json.dumps(m))

@@ -44,10 +44,10 @@ class Calls:
 def _app(home: Path, calls: Calls, registries=lambda: [], **kw):
     from fastapi import FastAPI
 
-    from lib_replicheck import api
-    from lib_replicheck.packs.manager import PackManager
-    from lib_replicheck.service import CheckService
-    from lib_replicheck.settings import Settings
+    from lib_replicheck.webui import api
+    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
 
     service = CheckService(home / "packs", home)
     manager = PackManager(home / "packs", home, registries)
@@ -189,7 +189,7 @@ def _chunked_post(url: str, path: str, total: int, chunk: int = 1 << 20, deadlin
 
 
 def test_chunked_400mb_body_is_cut_off_at_the_cap(home):
-    from lib_replicheck.api import MAX_REQUEST_BYTES
+    from lib_replicheck.webui.api import MAX_REQUEST_BYTES
 
     calls = Calls()
     with serve(_app(home, calls)) as url:

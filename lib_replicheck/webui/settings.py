@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .thresholds import DEFAULT_TIERS, Tiers
+from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers
 
 ON_COPY_WARN = "Warn only"
 ON_COPY_DONT_SAVE = "Warn and do not save the image"
@@ -180,6 +180,6 @@ class Settings:
         )
 
     def registry_urls(self) -> list[str]:
-        from .packs.registry import DEFAULT_REGISTRY
+        from lib_replicheck.registry.registry import DEFAULT_REGISTRY
 
         return self.registries or [DEFAULT_REGISTRY]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from .check import Match, Report
+from lib_replicheck.report import Match, Report
 
 BADGE = {"no copy": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
 #: One vocabulary for the panel, the infotext and the HTTP API: what each verdict is called.
@@ -131,7 +131,7 @@ def _match(m: Match, remote: bool) -> str:
 
 
 def signal_line(sig) -> str:
-    """The memorization signal of one image (lib_replicheck.memorization.Signal)."""
+    """The memorization signal of one image (lib_replicheck.memorization.signal.Signal)."""
     if sig is None:
         return ""
     if sig.magnitude is None:

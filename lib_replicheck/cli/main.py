@@ -16,9 +16,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
-from .errors import ReplicheckError, clean_text, json_text
-from .thresholds import Verdict
+from lib_replicheck import __version__
+from lib_replicheck.errors import ReplicheckError, clean_text, json_text
+from lib_replicheck.thresholds import Verdict
 
 EXIT_OK, EXIT_COPY, EXIT_ERROR = 0, 1, 2
 FAIL_ON = {"possible": Verdict.POSSIBLE, "likely": Verdict.LIKELY, "duplicate": Verdict.DUPLICATE}
@@ -151,11 +151,11 @@ def _run(args) -> int:
     if args.command == "calibrate":
         return cmd_calibrate(args)
     if args.command == "packs":
-        from .packs_cli import cmd_packs
+        from lib_replicheck.cli.packs import cmd_packs
 
         return cmd_packs(args)
     if args.command == "demo":
-        from .demo import run_demo
+        from lib_replicheck.cli.demo import run_demo
 
         return run_demo(json_output=args.json)
     return EXIT_ERROR
@@ -192,8 +192,8 @@ def _silence_stdout() -> None:
 
 
 def open_packs(names: list[str], packs_dir: Path | None):
-    from . import packs
-    from .packs.pack import Pack
+    from lib_replicheck import packs
+    from lib_replicheck.packs.pack import Pack
 
     paths = [packs.resolve(n, packs_dir) for n in names] if names else packs.installed(packs_dir)
     if not paths:
@@ -203,9 +203,9 @@ def open_packs(names: list[str], packs_dir: Path | None):
 
 
 def cmd_check(args) -> int:
-    from .check import Checker
-    from .images import iter_image_files
-    from .thresholds import with_overrides
+    from lib_replicheck.checker import Checker
+    from lib_replicheck.images import iter_image_files
+    from lib_replicheck.thresholds import with_overrides
 
     if args.top_k < 1:
         raise ReplicheckError("--top-k must be at least 1")
@@ -217,7 +217,7 @@ def cmd_check(args) -> int:
     files = list(iter_image_files(args.paths))
     if not files:
         raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
-    from .demo import format_report
+    from lib_replicheck.cli.demo import format_report
 
     fail_on = FAIL_ON[args.fail_on]
     copies = errors = 0
@@ -240,8 +240,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .builder import GB, BuildOptions, build
-    from .builder.sources import detect
+    from lib_replicheck.builder import GB, BuildOptions, build
+    from lib_replicheck.builder.sources import detect
 
     kind = detect(args.source)
     opts = BuildOptions(

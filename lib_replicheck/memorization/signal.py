@@ -15,7 +15,7 @@ What the web UI hands to its CFG callbacks, and how it is turned into that signa
   combines them; its norm is the signal.
 - Forge never calls the CFG callbacks: it hands the batch's cond and uncond x0 estimates to the
   functions registered with `set_model_sampler_post_cfg_function`, where the same difference is
-  taken (forge_guidance_difference, lib_replicheck/forge_signal.py).
+  taken (forge_guidance_difference, lib_replicheck/memorization/forge.py).
 - Comparable across resolutions: the norm is scaled by sqrt(4*64*64 / elements), so values for
   a 512x512 SD 1.x generation (a 4x64x64 latent) are exactly Wen et al.'s, and a latent with more
   elements is not reported higher merely for being larger.

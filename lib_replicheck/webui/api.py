@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from .settings import Settings
+from lib_replicheck.webui.settings import Settings
 
 PREFIX = "/replicheck/v1"
 #: Largest accepted request body for /check (base64 inflates by 4/3: about 15 MB of image).
@@ -179,7 +179,7 @@ class LiveResponse(BaseModel):
 
 
 def _report_model(report) -> ReportModel:
-    from .panel import verdict_label
+    from lib_replicheck.webui.panel import verdict_label
 
     d = report.to_dict()
     d["verdict"] = verdict_label(report)
@@ -204,8 +204,8 @@ def decode_base64(data: str) -> bytes:
 def decode_image(data: str):
     """A PIL RGB image from base64 (or a data: URL); ValueError naming the field otherwise. Decoded by
     images.decode: the formats, pixel cap and orientation of the command line."""
-    from .errors import ImageError
-    from .images import decode
+    from lib_replicheck.errors import ImageError
+    from lib_replicheck.images import decode
 
     raw = decode_base64(data)
     try:
@@ -412,9 +412,9 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
     `on_poll()`: run before /live answers (closes the job of a generation that failed)."""
     from fastapi import APIRouter
 
-    from . import __version__
-    from .errors import ReplicheckError
-    from .panel import flagged, render, verdict_label
+    from lib_replicheck import __version__
+    from lib_replicheck.errors import ReplicheckError
+    from lib_replicheck.webui.panel import flagged, render, verdict_label
 
     read_guard, change_guard, check_guard = guards(api_auth)
     read_deps, change_deps, check_deps = [Depends(read_guard)], [Depends(change_guard)], [Depends(check_guard)]
@@ -529,7 +529,7 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
                             signals={str(i): sig.to_dict() for i, sig in job.signals.items()})
 
     def calibrate(req: CalibrateRequest) -> CalibrateResponse:
-        from .calibration import calibrate as run
+        from lib_replicheck.memorization.calibration import calibrate as run
 
         try:
             return CalibrateResponse(**run(req.memorized, req.ordinary, measure, fpr=req.fpr, seed=req.seed,
@@ -563,9 +563,9 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
 def pack_model(path, service=None) -> PackModel:
     """packs.info.pack_info (shared with the command line, which has no FastAPI) as a model; a pack
     whose files do not match its manifest, or that failed to open, carries why in `error`."""
-    from .errors import clean_text
-    from .packs.info import MAX_ERROR, pack_info
-    from .packs.manager import PackManager
+    from lib_replicheck.errors import clean_text
+    from lib_replicheck.packs.info import MAX_ERROR, pack_info
+    from lib_replicheck.registry.manager import PackManager
 
     info = pack_info(path)
     if info.error is None:

@@ -6,7 +6,7 @@ escape and format characters before it is escaped (a 1 MB license stays a line o
 
 from __future__ import annotations
 
-from .panel import clip, esc, link
+from lib_replicheck.webui.panel import clip, esc, link
 
 MAX_ERROR = 600
 

@@ -7,82 +7,16 @@ Data flows one way: image -> embedding (once per embedder the packs need) -> sea
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from .embedders import kind_of
-from .errors import ReplicheckError
-from .thresholds import DEFAULT_TIERS, Tiers, Verdict
+from lib_replicheck.embedders import kind_of
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.report import Match, Report
+from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers, Verdict
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
-
-
-@dataclass
-class Match:
-    """One training image near the checked image: a pack's metadata Item (the fields from `id` on)
-    with its score and verdict. Text fields are untrusted scraped data."""
-
-    pack: str
-    id: int
-    similarity: float  # in [0, 1] for Hamming (1 - d/bits), cosine otherwise
-    distance: int | None  # Hamming distance, for PDQ packs
-    verdict: Verdict
-    embedder: str
-    url: str | None = None
-    caption: str | None = None
-    width: int | None = None
-    height: int | None = None
-    source: str | None = None
-    license: str | None = None
-    thumbnail: str | None = None  # local file inside the pack
-
-    def score_text(self) -> str:
-        return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["verdict"] = self.verdict.value
-        return d
-
-
-@dataclass
-class Report:
-    image: str
-    verdict: Verdict = Verdict.NONE
-    best: Match | None = None
-    matches: list[Match] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0
-    from_input: bool = False  # img2img: the best match was already in the input image
-
-    @property
-    def is_copy(self) -> bool:
-        return self.verdict.is_copy
-
-    def summary(self) -> str:
-        """One line, e.g. 'likely copy 0.810 (laion-aesthetics-6.5)'; used in the infotext, which travels
-        with published images: an error is named there without its details (paths, messages)."""
-        if self.error:
-            return "not checked (error)"
-        if self.best is None:
-            return "no match"
-        text = f"{self.verdict.value} {self.best.score_text()} ({self.best.pack})"
-        return text + ", already in the input image" if self.from_input else text
-
-    def to_dict(self) -> dict:
-        return {
-            "image": self.image,
-            "verdict": self.verdict.value,
-            "is_copy": self.is_copy,
-            "best": self.best.to_dict() if self.best else None,
-            "matches": [m.to_dict() for m in self.matches],
-            "notes": list(self.notes),
-            "error": self.error,
-            "from_input": self.from_input,
-            "seconds": round(self.seconds, 4),
-        }
 
 
 class Checker:
@@ -110,7 +44,7 @@ class Checker:
     def embedder(self, pack):
         """The embedder a pack needs (one instance per embedder id); the time loading took is added
         to `load_seconds`, never to a report's `seconds`."""
-        from . import embedders
+        from lib_replicheck import embedders
 
         spec = pack.embedder
         if spec.id not in self._embedders:
@@ -149,7 +83,7 @@ class Checker:
             tiers = self.tiers.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
             low_quality = set()
             if family == "pdq":
-                from .embedders.pdq import MIN_QUALITY
+                from lib_replicheck.embedders.pdq import MIN_QUALITY
 
                 for i, q in enumerate(getattr(embedder, "last_quality", []) or []):
                     if q < MIN_QUALITY:
@@ -187,8 +121,8 @@ class Checker:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        from .errors import ImageError
-        from .images import decode
+        from lib_replicheck.errors import ImageError
+        from lib_replicheck.images import decode
 
         def load(p):
             try:

@@ -16,16 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEMO_DIR = Path(__file__).parent / "demo_images"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_images"
 #: The demo pack as published in this repository's registry (built from DEMO_DIR/pack).
-BUNDLED_PACK = Path(__file__).resolve().parent.parent / "registry" / "demo"
+BUNDLED_PACK = Path(__file__).resolve().parent.parent.parent / "registry" / "demo"
 COPIED = "coffee.jpg"
 
 
 def format_report(report, max_matches: int = 3) -> str:
     """A few readable lines: the verdict, then the nearest training images. Everything that came
     from a pack (URL, source, caption, notes) or a file name is cleaned of control characters."""
-    from .errors import clean_text
+    from lib_replicheck.errors import clean_text
 
     head = report.verdict.value.upper() if report.is_copy else "no copy"
     best = (f"best {report.best.score_text()} in {clean_text(report.best.pack, 64)}" if report.best
@@ -51,8 +51,8 @@ def edited_copy(path: Path):
     to its centre 90%, at half size, 15% brighter, saved as a low-quality JPEG."""
     from PIL import Image, ImageEnhance
 
-    from .images import load_image
-    from .packs.build import centre_crop
+    from lib_replicheck.images import load_image
+    from lib_replicheck.packs.build import centre_crop
 
     im = centre_crop(load_image(path), 0.9)
     im = im.resize((im.width // 2, im.height // 2), Image.Resampling.BILINEAR)
@@ -63,12 +63,12 @@ def edited_copy(path: Path):
 
 
 def run_demo(json_output: bool = False, out=None) -> int:
-    from . import embedders
-    from .check import Checker
-    from .errors import json_text
-    from .images import load_image
-    from .packs.build import build_pack, folder_records
-    from .packs.pack import Pack
+    from lib_replicheck import embedders
+    from lib_replicheck.checker import Checker
+    from lib_replicheck.errors import json_text
+    from lib_replicheck.images import load_image
+    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.packs.pack import Pack
 
     out = out or sys.stdout
     say = (lambda s: None) if json_output else (lambda s: print(s, file=out))

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import ReplicheckError
-from .manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
 
 FORMAT = "replicheck-registry"
 FORMAT_VERSION = 1
@@ -291,8 +291,8 @@ def load_all(urls: list[str], *, offline: bool = False, timeout: float | None = 
 
 def entry_for(pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> dict:
     """A registry entry for a built pack folder, its files to be published under `urls_prefix`."""
-    from ..weights import sha256_file
-    from .manifest import read
+    from lib_replicheck.embedders.weights import sha256_file
+    from lib_replicheck.packs.manifest import read
 
     pack_dir = Path(pack_dir)
     m = read(pack_dir)

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from . import panel
-from .check import Report
-from .memorization import DEFAULT_THRESHOLD, MITIGATION_NOISE
-from .service import CheckService, LiveJob, NoPackError
-from .settings import Settings
-from .signal_tracker import SignalTracker
+from lib_replicheck.webui import panel
+from lib_replicheck.report import Report
+from lib_replicheck.memorization.signal import DEFAULT_THRESHOLD, MITIGATION_NOISE
+from lib_replicheck.webui.service import CheckService, LiveJob, NoPackError
+from lib_replicheck.webui.settings import Settings
+from lib_replicheck.memorization.tracker import SignalTracker
 
 INFOTEXT_KEY = "Replicheck"
 SIGNAL_KEY = "Replicheck memorization"

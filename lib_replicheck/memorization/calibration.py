@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .errors import ReplicheckError
-from .memorization import roc
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.memorization.signal import roc
 
 MAX_PROMPTS = 2000
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..download import Cancelled, Policy
-from ..errors import ReplicheckError
-from . import installed as installed_packs
-from .install import Installer
-from .registry import RegistryPack, load_all
+from lib_replicheck.download import Cancelled, Policy
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.packs import installed as installed_packs
+from lib_replicheck.registry.install import Installer
+from lib_replicheck.registry.registry import RegistryPack, load_all
 
 
 @dataclass
@@ -72,7 +72,7 @@ class PackManager:
     def problem(pack_dir: str | Path) -> str | None:
         """Why an installed pack cannot be used, from its files' presence and sizes against the
         manifest (a stat each, no reading): None when they match."""
-        from .manifest import read
+        from lib_replicheck.packs.manifest import read
 
         pack_dir = Path(pack_dir)
         try:
@@ -106,8 +106,8 @@ class PackManager:
         return job
 
     def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
-        from ..weights import ensure_for
-        from .manifest import read
+        from lib_replicheck.embedders.weights import ensure_for
+        from lib_replicheck.packs.manifest import read
 
         def progress(n: int) -> None:
             job.done += n

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import sys
 
-from .errors import ReplicheckError, clean_text, json_text
+from lib_replicheck.errors import ReplicheckError, clean_text, json_text
 
 #: Widths of the listing's free-text columns.
 LICENSE_WIDTH, ID_WIDTH = 60, 18
 
 
 def registries(args) -> list[str]:
-    from .packs.registry import DEFAULT_REGISTRY
+    from lib_replicheck.registry.registry import DEFAULT_REGISTRY
 
     if args.registry:
         return list(args.registry)
@@ -49,16 +49,16 @@ def _warn(message: str) -> None:
 
 
 def cmd_packs(args) -> int:
-    from .packs import default_packs_dir, installed
-    from .packs.install import Installer
-    from .packs.registry import load_all
+    from lib_replicheck.packs import default_packs_dir, installed
+    from lib_replicheck.registry.install import Installer
+    from lib_replicheck.registry.registry import load_all
 
     packs_dir = args.packs_dir or default_packs_dir()
     max_size = parse_size(args.max_size) if getattr(args, "max_size", None) else None
     inst = Installer(packs_dir, offline=args.offline, **({"max_bytes": max_size} if max_size else {}))
     out = sys.stdout
     if args.action == "list":
-        from .packs.info import pack_info
+        from lib_replicheck.packs.info import pack_info
 
         rows = [pack_info(p) for p in installed(packs_dir)]
         if args.json:
@@ -117,7 +117,7 @@ def cmd_packs(args) -> int:
         print(f"removed {name}", file=out)
         return 0
     if args.action == "publish":
-        from .packs.registry import publish
+        from lib_replicheck.registry.registry import publish
 
         if not args.registry_file or not args.url_prefix:
             raise ReplicheckError("packs publish needs --registry-file and --url-prefix")
@@ -128,8 +128,8 @@ def cmd_packs(args) -> int:
 
 
 def _ensure_weights(pack_path, args) -> None:
-    from .packs.manifest import read
-    from .weights import ensure_for
+    from lib_replicheck.packs.manifest import read
+    from lib_replicheck.embedders.weights import ensure_for
 
     spec = read(pack_path).embedder
     path = ensure_for(spec, args.models_dir, offline=args.offline)

@@ -16,7 +16,7 @@ why), leaves one log line, and never reaches the generation.
 from __future__ import annotations
 
 import logging
-from .signal_tracker import SignalTracker
+from lib_replicheck.memorization.tracker import SignalTracker
 
 UNAVAILABLE = "Forge's sampling function did not accept the measurement ({error}); images are generated as usual"
 _logged: set[str] = set()

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .check import Checker, Report
-from .errors import ReplicheckError
-from .settings import Settings
+from lib_replicheck.checker import Checker
+from lib_replicheck.report import Report
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.webui.settings import Settings
 
 log = logging.getLogger("replicheck")
 #: The longest a caller waits for a check, loading the packs and the model included.
@@ -110,7 +111,7 @@ class CheckService:
     # -- packs ----------------------------------------------------------------------------------
 
     def installed(self) -> list[Path]:
-        from . import packs
+        from lib_replicheck import packs
 
         return packs.installed(self.packs_dir)
 
@@ -125,7 +126,7 @@ class CheckService:
 
     def checker(self, settings: Settings) -> Checker:
         """The Checker for these settings, reused while packs and device stay the same."""
-        from .packs.pack import Pack
+        from lib_replicheck.packs.pack import Pack
 
         with self._lock:
             paths = self.pack_paths(settings)

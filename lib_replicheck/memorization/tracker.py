@@ -1,9 +1,9 @@
 """Follows one generation's sampling through the web UI's CFG callbacks and measures, per image,
-the memorization signal of lib_replicheck.memorization over the first N steps.
+the memorization signal of lib_replicheck.memorization.signal over the first N steps.
 
 The web UI calls `on_denoiser` before and `on_denoised` after each model evaluation; Forge calls
 `on_denoiser` and, instead of `on_denoised`, `on_post_cfg` from its sampling function
-(lib_replicheck/forge_signal.py). Work happens
+(lib_replicheck/memorization/forge.py). Work happens
 only while the first N counted steps of a batch are being measured (and, with the experimental
 mitigation on, when the text conditioning of a flagged image is perturbed); after that, and when
 no generation is tracked, both return at once.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .memorization import (MITIGATION_NOISE, Signal, forge_guidance_difference, guidance_difference, magnitudes,
+from lib_replicheck.memorization.signal import (MITIGATION_NOISE, Signal, forge_guidance_difference, guidance_difference, magnitudes,
                            subprompt_weights)
 
 

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
-from ..download import MAX_UNSIZED_BYTES, DownloadError, Policy, fetch, free_bytes
-from ..errors import PackError, ReplicheckError
-from .build import publish, recover
-from .manifest import MANIFEST, NAME_RE, Manifest
-from .registry import RegistryPack
+from lib_replicheck.download import MAX_UNSIZED_BYTES, DownloadError, Policy, fetch, free_bytes
+from lib_replicheck.errors import PackError, ReplicheckError
+from lib_replicheck.packs.build import publish, recover
+from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, Manifest
+from lib_replicheck.registry.registry import RegistryPack
 
 #: Bounds for archives: far above any real pack, far below what fills a disk by surprise.
 MAX_MEMBERS = 2_000_000
@@ -323,7 +323,7 @@ def _find_manifest(archive: Path, arc: _Archive, max_bytes: int) -> tuple[tuple[
     one can stop early: a pack archive that starts with its manifest is decompressed once.
 
     Returns (prefix, manifest)."""
-    from . import manifest as mf
+    from lib_replicheck.packs import manifest as mf
 
     found: tuple[tuple[str, ...], bytes] | None = None
     total = 0
@@ -541,7 +541,7 @@ class Installer:
     def _verify_files(self, rp: RegistryPack, files, staging: Path) -> None:
         """Files kept from an earlier try are checked against the registry before any is unpacked
         or installed (fetch checked the others as they arrived)."""
-        from ..weights import sha256_file
+        from lib_replicheck.embedders.weights import sha256_file
 
         for f in files:
             p = staging / f.path
@@ -580,7 +580,7 @@ class Installer:
                     _copy_listed(_pack_root(path), staging, self._free)  # the user's folder is copied, never moved
                 elif path.is_file():
                     if sha256:
-                        from ..weights import sha256_file
+                        from lib_replicheck.embedders.weights import sha256_file
 
                         if sha256_file(path) != sha256.lower():
                             raise InstallError(f"{path}: sha256 does not match {sha256}")
@@ -588,7 +588,7 @@ class Installer:
                     safe_extract(path, staging, disk_free=self._free)
                 else:
                     raise InstallError(f"{source}: no such file or folder")
-            from .manifest import read
+            from lib_replicheck.packs.manifest import read
 
             name = read(staging).name
             with pack_lock(self.packs_dir, name):
@@ -600,7 +600,7 @@ class Installer:
             shutil.rmtree(work, ignore_errors=True)
 
     def _install_verified(self, staging: Path, name: str, expect_embedder: str | None = None) -> Path:
-        from .pack import Pack
+        from lib_replicheck.packs.pack import Pack
 
         try:
             pack = Pack(staging, expect_embedder=expect_embedder)
@@ -620,7 +620,7 @@ class Installer:
     # -- the rest ---------------------------------------------------------------------------------
 
     def verify(self, name: str) -> None:
-        from .pack import Pack
+        from lib_replicheck.packs.pack import Pack
 
         pack = Pack(self._installed(name))
         try:
@@ -654,7 +654,7 @@ def _safe_filename(name: str) -> str:
 def _copy_listed(root: Path, staging: Path, free: Callable[[Path], int]) -> None:
     """Copy a pack folder's manifest.json and the files it lists (nothing else, no links followed),
     after checking each one's size and the free disk."""
-    from .manifest import read
+    from lib_replicheck.packs.manifest import read
 
     m = read(root)
     sizes = 0
@@ -682,7 +682,7 @@ def _copy_listed(root: Path, staging: Path, free: Callable[[Path], int]) -> None
 
 def _prune_unlisted(staging: Path) -> None:
     """Remove what the pack's manifest does not list (left by an earlier version's download)."""
-    from .manifest import read
+    from lib_replicheck.packs.manifest import read
 
     keep = {MANIFEST} | {f.path for f in read(staging).files}
     keep_dirs = {k.rsplit("/", i)[0] for k in keep for i in range(1, k.count("/") + 1)}

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import WeightsError
+from lib_replicheck.errors import WeightsError
 
 CHUNK = 1 << 20
 
@@ -52,7 +52,7 @@ def download(url: str, dest: str | Path, sha256: str | None = None, *, progress:
              desc: str | None = None) -> Path:
     """Fetch `url` to `dest` with lib_replicheck.download (resumed, retried, verified, then renamed),
     with a tqdm progress bar in the terminal."""
-    from .download import DownloadError, fetch
+    from lib_replicheck.download import DownloadError, fetch
 
     dest = Path(dest)
     bar = _progress_bar(0, 0, desc or dest.name) if progress else None
@@ -109,7 +109,7 @@ def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = Fa
     """
     if spec.kind != "sscd":
         return None
-    from .embedders.sscd import find_onnx, has_module, no_runtime_message, torchscript_source
+    from lib_replicheck.embedders.sscd import find_onnx, has_module, no_runtime_message, torchscript_source
 
     onnx = find_onnx(spec.model, None, models_dir)
     if onnx is not None:

@@ -1,0 +1,1 @@
+"""The command line: `python -m lib_replicheck check|build|packs|demo|calibrate`."""

@@ -1,0 +1,77 @@
+"""What a check says about one image: the nearest training images (Match) and the verdict (Report).
+
+The web UI panel, the HTTP API, the infotext and the command line all read these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from lib_replicheck.thresholds import Verdict
+
+
+@dataclass
+class Match:
+    """One training image near the checked image: a pack's metadata Item (the fields from `id` on)
+    with its score and verdict. Text fields are untrusted scraped data."""
+
+    pack: str
+    id: int
+    similarity: float  # in [0, 1] for Hamming (1 - d/bits), cosine otherwise
+    distance: int | None  # Hamming distance, for PDQ packs
+    verdict: Verdict
+    embedder: str
+    url: str | None = None
+    caption: str | None = None
+    width: int | None = None
+    height: int | None = None
+    source: str | None = None
+    license: str | None = None
+    thumbnail: str | None = None  # local file inside the pack
+
+    def score_text(self) -> str:
+        return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["verdict"] = self.verdict.value
+        return d
+
+
+@dataclass
+class Report:
+    image: str
+    verdict: Verdict = Verdict.NONE
+    best: Match | None = None
+    matches: list[Match] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    from_input: bool = False  # img2img: the best match was already in the input image
+
+    @property
+    def is_copy(self) -> bool:
+        return self.verdict.is_copy
+
+    def summary(self) -> str:
+        """One line, e.g. 'likely copy 0.810 (laion-aesthetics-6.5)'; used in the infotext, which travels
+        with published images: an error is named there without its details (paths, messages)."""
+        if self.error:
+            return "not checked (error)"
+        if self.best is None:
+            return "no match"
+        text = f"{self.verdict.value} {self.best.score_text()} ({self.best.pack})"
+        return text + ", already in the input image" if self.from_input else text
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "verdict": self.verdict.value,
+            "is_copy": self.is_copy,
+            "best": self.best.to_dict() if self.best else None,
+            "matches": [m.to_dict() for m in self.matches],
+            "notes": list(self.notes),
+            "error": self.error,
+            "from_input": self.from_input,
+            "seconds": round(self.seconds, 4),
+        }
