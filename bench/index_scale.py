@@ -69,7 +69,7 @@ def run(args, work: Path) -> None:
     from lib_replicheck.builder import GB, BuildOptions, index_stage, metadata_stage
     from lib_replicheck.builder.shards import ShardStore
     from lib_replicheck.embedders import sscd
-    from lib_replicheck.packs.build import seal, staging_dir
+    from lib_replicheck.packs.publish import seal, staging_dir
     from lib_replicheck.packs.pack import Pack
 
     store = ShardStore(work / "work")

@@ -243,7 +243,7 @@ def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
     and memory-mapped on load."""
     from lib_replicheck.builder import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
-    from lib_replicheck.packs.build import seal, staging_dir
+    from lib_replicheck.packs.publish import seal, staging_dir
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((300, 512)).astype("float32")
@@ -277,7 +277,7 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
 
     from lib_replicheck.builder import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
-    from lib_replicheck.packs.build import seal, staging_dir
+    from lib_replicheck.packs.publish import seal, staging_dir
     from lib_replicheck.packs.rerank import RERANK_FILE
 
     rng = np.random.default_rng(0)
@@ -410,9 +410,9 @@ PUBLISH_KILLED = """
 import os, sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from lib_replicheck.packs import build as pb
+from lib_replicheck.packs import publish as pp
 if {no_exchange!r}:
-    pb._exchange = lambda a, b: False  # as on a kernel or file system without renameat2
+    pp._exchange = lambda a, b: False  # as on a kernel or file system without renameat2
 calls, real = [], os.replace
 
 
@@ -424,7 +424,7 @@ def replace_then_die(a, b):
 
 
 os.replace = replace_then_die
-pb._publish(Path({new!r}), Path({out!r}))
+pp.publish(Path({new!r}), Path({out!r}))
 """
 
 
@@ -434,7 +434,8 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
     target is the old or the new pack at every moment; with two renames it is missing until the next
     build or install, which first renames the old pack back (and so refuses to build over it)."""
     from lib_replicheck.embedders import load
-    from lib_replicheck.packs.build import build_pack, check_target, folder_records
+    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.packs.publish import check_target
 
     pdq = load("pdq")
     src_old, src_new = _folder(tmp_path / "old", photos_small[:2]), _folder(tmp_path / "new", photos_small[2:5])
@@ -458,11 +459,12 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
 def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photos_small, monkeypatch):
     from lib_replicheck.embedders import load
     from lib_replicheck.packs import build as pb
+    from lib_replicheck.packs import publish as pp
 
     pdq = load("pdq")
     out = tmp_path / "mine"
     pb.build_pack(pb.folder_records(_folder(tmp_path / "a", photos_small[:2])), pdq, out, log=lambda s: None)
-    monkeypatch.setattr(pb, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(pp, "_exchange", lambda a, b: False)
     real, calls = os.replace, []
 
     def fail_second(a, b):

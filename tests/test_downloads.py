@@ -402,7 +402,7 @@ def test_pack_weights_are_fetched_the_same_way(server, tmp_path):
 
     from lib_replicheck.embedders import sscd
     from lib_replicheck.embedders.base import EmbedderSpec
-    from lib_replicheck.embedders.weights import ensure_for
+    from lib_replicheck.embedders import ensure_for
 
     data = b"weights" * 1000
     url = server.add("/w/sscd.pt", data, "drop-once")

@@ -240,7 +240,7 @@ def _ivf_pack(tmp_path, search_params):
 
     from lib_replicheck.packs.metadata import Item, MetadataWriter
 
-    from lib_replicheck.packs.build import seal
+    from lib_replicheck.packs.publish import seal
 
     staged, out = tmp_path / "staged", tmp_path / "ivf"
     staged.mkdir()

@@ -402,7 +402,7 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
           title: str | None = None, description: str = "", dataset: str = "", work: str | Path | None = None,
           overwrite: bool = False, keep_work: bool = False, log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `source`; resumable through the work folder."""
-    from lib_replicheck.packs.build import check_target, seal, staging_dir
+    from lib_replicheck.packs.publish import check_target, seal, staging_dir
     from lib_replicheck.builder import sources
     from lib_replicheck.builder.work import exclusions_digest, fingerprint, open_work
 

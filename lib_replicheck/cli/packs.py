@@ -129,7 +129,7 @@ def cmd_packs(args) -> int:
 
 def _ensure_weights(pack_path, args) -> None:
     from lib_replicheck.packs.manifest import read
-    from lib_replicheck.embedders.weights import ensure_for
+    from lib_replicheck.embedders import ensure_for
 
     spec = read(pack_path).embedder
     path = ensure_for(spec, args.models_dir, offline=args.offline)

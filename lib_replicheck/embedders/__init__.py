@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib_replicheck.errors import EmbedderError
+from lib_replicheck.errors import EmbedderError, WeightsError
 from lib_replicheck.embedders.base import COSINE, HAMMING, Embedder, EmbedderSpec, WeightsFile
 
-__all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderSpec", "WeightsFile", "load", "kind_of", "NAMES"]
+__all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderSpec", "WeightsFile", "load", "kind_of", "ensure_for", "NAMES"]
 
 NAMES = ("sscd", "sscd_disc_mixup", "sscd_disc_large", "clip", "clip:MODEL/PRETRAINED", "pdq")
 
@@ -48,3 +48,25 @@ def load(name: str | EmbedderSpec, *, device: str = "cpu", runtime: str = "auto"
     model, pretrained = parse_id(name)
     return ClipEmbedder(model, pretrained, device=device, models_dir=models_dir, offline=offline,
                         checkpoint=weights)
+
+
+def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = False,
+               progress: bool = True) -> Path | None:
+    """Fetch the weights a pack's embedder needs, if they are not on disk yet; None if it needs none.
+
+    SSCD: an ONNX file when one is there, else the TorchScript file (downloaded, sha256-checked
+    when the pack names one) if torch is installed to run it. PDQ needs nothing; CLIP weights
+    come through open_clip on first use.
+    """
+    if spec.kind != "sscd":
+        return None
+    from lib_replicheck.embedders.sscd import find_onnx, has_module, no_runtime_message, torchscript_source
+    from lib_replicheck.embedders.weights import resolve
+
+    onnx = find_onnx(spec.model, None, models_dir)
+    if onnx is not None:
+        return onnx
+    if not has_module("torch"):  # TorchScript weights could not be run: say what to install instead
+        raise WeightsError(no_runtime_message(spec.model, models_dir, have_onnx=False))
+    filename, url, sha = torchscript_source(spec.model, spec)
+    return resolve(None, models_dir, filename, url, sha, offline=offline, progress=progress)

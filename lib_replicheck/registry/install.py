@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 from lib_replicheck.download import MAX_UNSIZED_BYTES, DownloadError, Policy, fetch, free_bytes
 from lib_replicheck.errors import PackError, ReplicheckError
-from lib_replicheck.packs.build import publish, recover
+from lib_replicheck.packs.publish import publish, recover
 from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, Manifest
 from lib_replicheck.registry.registry import RegistryPack
 

@@ -106,7 +106,7 @@ class PackManager:
         return job
 
     def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
-        from lib_replicheck.embedders.weights import ensure_for
+        from lib_replicheck.embedders import ensure_for
         from lib_replicheck.packs.manifest import read
 
         def progress(n: int) -> None:
