@@ -82,7 +82,7 @@ def check_url(url: str) -> str:
 
 def fetch(urls: Sequence[str], dest: str | Path, *, size: int | None, sha256: str | None,
           policy: Policy | None = None, progress: Callable[[int], None] | None = None,
-          cancel: threading.Event | None = None, session=None, offline: bool = False,
+          cancel: threading.Event | None = None, session=None,
           max_bytes: int | None = None, disk_free: Callable[[Path], int] | None = None,
           reserve: int = DISK_RESERVE) -> Path:
     """Download `dest` from the first mirror that delivers it whole; return `dest`.
@@ -93,8 +93,6 @@ def fetch(urls: Sequence[str], dest: str | Path, *, size: int | None, sha256: st
     """
     import requests
 
-    if offline:
-        raise DownloadError(f"{Path(dest).name}: network access is off (--offline)")
     policy = policy or Policy()
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")

@@ -151,12 +151,6 @@ def recall_at(found, truth, k: int = 10) -> float:
     return hits / max(1, total)
 
 
-def set_search_params(index, params: dict) -> None:
-    from lib_replicheck.packs.index import set_search_params as apply
-
-    apply(index, params)
-
-
 CANDIDATES = (50, 100, 200, 400, 1000)  # re-ranked candidates tried for a lossy index
 TIMED_QUERIES = 20  # single queries per timing pass
 TIMING_PASSES = 5  # passes; the fastest counts
@@ -248,6 +242,8 @@ def tune(index, plan: Plan, queries, truth, target: float = 0.95, k: int = 10, r
     query moved in a random direction to similarity 0.5, the replication threshold in science.md)
     whose first hit is their original: what a pack is for, as against recall@10 of unrelated images."""
     import numpy as np
+
+    from lib_replicheck.packs.index import set_search_params
 
     copies = None
     if own is not None and plan.metric != "hamming" and variants == 1:

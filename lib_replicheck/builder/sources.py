@@ -10,7 +10,6 @@ indexed.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Iterator
 
 from lib_replicheck.errors import ReplicheckError
-from lib_replicheck.images import IMAGE_SUFFIXES
 
 log = logging.getLogger("replicheck")
 
@@ -242,5 +240,4 @@ def detect(source: str | Path) -> str:
     raise ReplicheckError(f"{source}: not a folder of images, a .tar shard (or folder of them), nor a .parquet file")
 
 
-__all__ = ["SourceItem", "Exclusions", "folder", "webdataset", "webdataset_shards", "parquet_download", "detect",
-           "IMAGE_SUFFIXES"]
+__all__ = ["SourceItem", "Exclusions", "folder", "webdataset", "webdataset_shards", "parquet_download", "detect"]

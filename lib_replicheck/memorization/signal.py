@@ -33,7 +33,6 @@ REFERENCE_ELEMENTS = 4 * 64 * 64
 #: code (CVPR 2025, built on Wen et al.'s pipeline: SD v1, DDIM, guidance 7.5, first step) treats a
 #: generation as memorized (`--mag_thres_pr 5`). Wen et al.'s own mitigation lowers it to 3.
 DEFAULT_THRESHOLD = 5.0
-DEFAULT_STEPS = 1
 #: Somepalli et al. (NeurIPS 2023): Gaussian noise on the text embedding, lambda 0.1.
 MITIGATION_NOISE = 0.1
 

@@ -26,7 +26,6 @@ class DownloadJob:
     done: int = 0
     state: str = "queued"  # queued, downloading, verifying, weights, installed, failed, cancelled
     error: str | None = None
-    started: float = field(default_factory=time.time)
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property

@@ -49,7 +49,6 @@ class LiveJob:
     reports: dict[int, Report] = field(default_factory=dict)
     input_reports: list[Report] = field(default_factory=list)
     signals: dict = field(default_factory=dict)  # image index -> memorization.Signal
-    started: float = field(default_factory=time.time)
 
 
 class LiveResults:
