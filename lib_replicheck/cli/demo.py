@@ -5,8 +5,7 @@ so no model weights are needed), makes an edited copy of one of the photos (crop
 brightened, JPEG-recompressed), and checks that copy and a photo that is not in the pack. The first
 should be flagged, the second pass.
 
-`format_report` (the text form of one report) lives here, beside the demo that shows it, so that
-the command line and the demo import it without importing each other.
+It prints its reports with `cli.text.format_report`, as `check` does.
 """
 
 from __future__ import annotations
@@ -20,30 +19,6 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_images"
 #: The demo pack as published in this repository's registry (built from DEMO_DIR/pack).
 BUNDLED_PACK = Path(__file__).resolve().parent.parent.parent / "registry" / "demo"
 COPIED = "coffee.jpg"
-
-
-def format_report(report, max_matches: int = 3) -> str:
-    """A few readable lines: the verdict, then the nearest training images. Everything that came
-    from a pack (URL, source, caption, notes) or a file name is cleaned of control characters."""
-    from lib_replicheck.errors import clean_text
-
-    head = report.verdict.value.upper() if report.is_copy else "no copy"
-    best = (f"best {report.best.score_text()} in {clean_text(report.best.pack, 64)}" if report.best
-            else "no neighbours")
-    lines = [f"{clean_text(report.image)}\n  {head:<14} {best}"]
-    for i, m in enumerate(report.matches[:max_matches], 1):
-        caption = _clip_text(m.caption or "", 60)
-        where = clean_text(m.url or m.source or f"#{m.id}", 200)
-        lines.append(f"  {i}. {m.score_text():>7}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else ""))
-    lines.extend(f"  note: {clean_text(n, 500)}" for n in report.notes)
-    return "\n".join(lines)
-
-
-def _clip_text(s: str, n: int) -> str:
-    """A caption on one line, its control characters dropped (not shown), at most `n` characters."""
-    s = " ".join(s[: n * 4].split())
-    s = "".join(ch for ch in s if ch.isprintable())
-    return s if len(s) <= n else s[: n - 1] + "…"
 
 
 def edited_copy(path: Path):
@@ -65,6 +40,7 @@ def edited_copy(path: Path):
 def run_demo(json_output: bool = False, out=None) -> int:
     from lib_replicheck import embedders
     from lib_replicheck.checker import Checker
+    from lib_replicheck.cli.text import format_report
     from lib_replicheck.errors import json_text
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.build import build_pack, folder_records

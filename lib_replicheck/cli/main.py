@@ -17,11 +17,11 @@ import traceback
 from pathlib import Path
 
 from lib_replicheck import __version__
+from lib_replicheck.cli import EXIT_ERROR, EXIT_OK
+from lib_replicheck.cli.build import cmd_build
+from lib_replicheck.cli.check import FAIL_ON, cmd_check
 from lib_replicheck.errors import ReplicheckError, clean_text, json_text
-from lib_replicheck.thresholds import Verdict
 
-EXIT_OK, EXIT_COPY, EXIT_ERROR = 0, 1, 2
-FAIL_ON = {"possible": Verdict.POSSIBLE, "likely": Verdict.LIKELY, "duplicate": Verdict.DUPLICATE}
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -189,84 +189,6 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
-
-
-def open_packs(names: list[str], packs_dir: Path | None):
-    from lib_replicheck import packs
-    from lib_replicheck.packs.pack import Pack
-
-    paths = [packs.resolve(n, packs_dir) for n in names] if names else packs.installed(packs_dir)
-    if not paths:
-        raise ReplicheckError(f"no pack installed in {packs_dir or packs.default_packs_dir()}; pass --pack DIR, or "
-                              "build one with: python -m lib_replicheck build FOLDER --out PACK")
-    return [Pack(p) for p in paths]
-
-
-def cmd_check(args) -> int:
-    from lib_replicheck.checker import Checker
-    from lib_replicheck.images import iter_image_files
-    from lib_replicheck.thresholds import with_overrides
-
-    if args.top_k < 1:
-        raise ReplicheckError("--top-k must be at least 1")
-    tiers = with_overrides(args.threshold)
-    packs = open_packs(args.pack, args.packs_dir)
-    checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
-                      models_dir=args.models_dir, weights=args.weights, offline=args.offline,
-                      progress=not args.json)
-    files = list(iter_image_files(args.paths))
-    if not files:
-        raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
-    from lib_replicheck.cli.demo import format_report
-
-    fail_on = FAIL_ON[args.fail_on]
-    copies = errors = 0
-    for report in checker.check_files(files):
-        if report.error:
-            errors += 1
-            print(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", file=sys.stderr)
-        elif report.verdict.rank >= fail_on.rank:
-            copies += 1
-        if args.json:
-            print(json_text(report.to_dict()), flush=True)
-        elif not report.error:
-            print(format_report(report), flush=True)
-    if not args.json:
-        print(f"\n{len(files)} image(s) checked against {', '.join(clean_text(p.name, 64) for p in packs)}: "
-              f"{copies} flagged ({args.fail_on} or above), {errors} error(s)")
-    if errors:
-        return EXIT_ERROR
-    return EXIT_COPY if copies else EXIT_OK
-
-
-def cmd_build(args) -> int:
-    from lib_replicheck.builder import GB, BuildOptions, build
-    from lib_replicheck.builder.sources import detect
-
-    kind = detect(args.source)
-    opts = BuildOptions(
-        embedder=args.embedder, runtime=args.runtime, device=args.device,
-        models_dir=str(args.models_dir) if args.models_dir else None,
-        weights=str(args.weights) if args.weights else None, offline=args.offline, shard_size=max(1, args.shard_size),
-        batch=max(1, args.batch), workers=max(1, args.workers), ray=args.ray or bool(args.ray_address),
-        ray_address=args.ray_address, memory_budget=int(args.memory_budget * GB), recall_target=args.recall_target,
-        max_query_ms=args.max_query_ms,
-        exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
-        thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
-        download_timeout=args.download_timeout)
-    report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,
-                   dataset=args.dataset, work=args.work, overwrite=args.force, keep_work=args.keep_work)
-    idx = report.index
-    print(f"built pack {report.path}: {report.count} images, {report.vectors} vectors, embedder {args.embedder}; "
-          f"index {idx.get('type')}, recall@10 {idx.get('recall_at_10')}, {idx.get('query_ms')} ms per query; "
-          f"{report.seconds:.1f} s")
-    if report.skipped:
-        print(f"{len(report.skipped)} image(s) skipped:", file=sys.stderr)
-        for s in report.skipped[:50]:
-            print(f"  {clean_text(s, 500)}", file=sys.stderr)
-        if len(report.skipped) > 50:
-            print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
-    return EXIT_OK
 
 
 def cmd_calibrate(args) -> int:

@@ -1,0 +1,38 @@
+"""`python -m lib_replicheck build`: a pack from a folder, tar shards or a parquet list, through the builder."""
+
+from __future__ import annotations
+
+import sys
+
+from lib_replicheck.cli import EXIT_OK
+from lib_replicheck.errors import clean_text
+
+
+def cmd_build(args) -> int:
+    from lib_replicheck.builder import GB, BuildOptions, build
+    from lib_replicheck.builder.sources import detect
+
+    kind = detect(args.source)
+    opts = BuildOptions(
+        embedder=args.embedder, runtime=args.runtime, device=args.device,
+        models_dir=str(args.models_dir) if args.models_dir else None,
+        weights=str(args.weights) if args.weights else None, offline=args.offline, shard_size=max(1, args.shard_size),
+        batch=max(1, args.batch), workers=max(1, args.workers), ray=args.ray or bool(args.ray_address),
+        ray_address=args.ray_address, memory_budget=int(args.memory_budget * GB), recall_target=args.recall_target,
+        max_query_ms=args.max_query_ms,
+        exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
+        thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
+        download_timeout=args.download_timeout)
+    report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,
+                   dataset=args.dataset, work=args.work, overwrite=args.force, keep_work=args.keep_work)
+    idx = report.index
+    print(f"built pack {report.path}: {report.count} images, {report.vectors} vectors, embedder {args.embedder}; "
+          f"index {idx.get('type')}, recall@10 {idx.get('recall_at_10')}, {idx.get('query_ms')} ms per query; "
+          f"{report.seconds:.1f} s")
+    if report.skipped:
+        print(f"{len(report.skipped)} image(s) skipped:", file=sys.stderr)
+        for s in report.skipped[:50]:
+            print(f"  {clean_text(s, 500)}", file=sys.stderr)
+        if len(report.skipped) > 50:
+            print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
+    return EXIT_OK
