@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 from lib_replicheck.webui import panel
 from lib_replicheck.report import Report
 from lib_replicheck.memorization.signal import DEFAULT_THRESHOLD, MITIGATION_NOISE
-from lib_replicheck.webui.service import CheckService, LiveJob, NoPackError
+from lib_replicheck.webui.live import LiveJob
+from lib_replicheck.webui.service import CheckService, NoPackError
 from lib_replicheck.webui.settings import Settings
 from lib_replicheck.memorization.tracker import SignalTracker
 

@@ -13,19 +13,18 @@ until the stuck check ends, instead of queueing behind it.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from lib_replicheck.checker import Checker
 from lib_replicheck.report import Report
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.webui.live import LiveResults
 from lib_replicheck.webui.settings import Settings
 
 log = logging.getLogger("replicheck")
@@ -35,58 +34,6 @@ CHECK_SECONDS = 60.0
 
 class NoPackError(ReplicheckError):
     pass
-
-
-@dataclass
-class LiveJob:
-    """The results of one generation, filled in image by image as they are checked."""
-
-    id: int
-    tab: str
-    expected: int
-    state: str = "checking"  # checking, done, error, no-pack, disabled
-    message: str = ""
-    reports: dict[int, Report] = field(default_factory=dict)
-    input_reports: list[Report] = field(default_factory=list)
-    signals: dict = field(default_factory=dict)  # image index -> memorization.Signal
-
-
-class LiveResults:
-    """The latest job per tab, with a sequence number the page polls to see that something changed."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._seq = 0
-        self.jobs: dict[str, LiveJob] = {}
-
-    @property
-    def seq(self) -> int:
-        return self._seq
-
-    def _touch(self) -> None:
-        self._seq += 1
-
-    def start(self, tab: str, expected: int, state: str = "checking", message: str = "") -> LiveJob:
-        with self._lock:
-            job = LiveJob(next(self._ids), tab, expected, state, message)
-            self.jobs[tab] = job
-            self._touch()
-            return job
-
-    def add(self, job: LiveJob, index: int, report: Report) -> None:
-        with self._lock:
-            job.reports[index] = report
-            self._touch()
-
-    def update(self, job: LiveJob, **changes) -> None:
-        with self._lock:
-            for k, v in changes.items():
-                setattr(job, k, v)
-            self._touch()
-
-    def get(self, tab: str) -> LiveJob | None:
-        return self.jobs.get(tab)
 
 
 class CheckService:
