@@ -62,9 +62,15 @@ class Checker:
             e.close()
         self._embedders.clear()
 
-    def check(self, images: Sequence, labels: Sequence[str] | None = None) -> list[Report]:
-        """Check RGB PIL images; one report each, in order. Errors of the model propagate."""
+    def check(self, images: Sequence, labels: Sequence[str] | None = None, *, top_k: int | None = None,
+              tiers: dict[str, Tiers] | None = None) -> list[Report]:
+        """Check RGB PIL images; one report each, in order. Errors of the model propagate. `top_k` and
+        `tiers` apply to this call only (the web UI passes its current settings); the checker's own
+        are used where they are None."""
         import numpy as np
+
+        top_k = self.top_k if top_k is None else max(1, int(top_k))
+        tier_map = self.tiers if tiers is None else dict(tiers)
 
         labels = list(labels) if labels is not None else [f"image {i + 1}" for i in range(len(images))]
         reports = [Report(image=label) for label in labels]
@@ -80,7 +86,7 @@ class Checker:
             embedder = loaded[emb_id]
             vectors = embedder.embed(list(images))
             family = kind_of(emb_id)
-            tiers = self.tiers.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
+            family_tiers = tier_map.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
             low_quality = set()
             if family == "pdq":
                 from lib_replicheck.embedders.pdq import MIN_QUALITY
@@ -94,9 +100,9 @@ class Checker:
                 for r in reports:
                     r.notes.append(SEMANTIC_NOTE)
             for pack in packs:
-                for i, hits in enumerate(pack.search(np.asarray(vectors), self.top_k)):
+                for i, hits in enumerate(pack.search(np.asarray(vectors), top_k)):
                     for h in hits:
-                        v = Verdict.NONE if i in low_quality else tiers.verdict(h.similarity, h.distance)
+                        v = Verdict.NONE if i in low_quality else family_tiers.verdict(h.similarity, h.distance)
                         thumb = pack.thumbnail_path(h.item)
                         fields = {**asdict(h.item), "thumbnail": str(thumb) if thumb else None}
                         candidates[i].append(Match(pack=pack.name, similarity=h.similarity, distance=h.distance,
@@ -104,7 +110,7 @@ class Checker:
         elapsed = (time.perf_counter() - start) / len(images)
         for report, matches in zip(reports, candidates):
             matches.sort(key=lambda m: (m.verdict.rank, m.similarity), reverse=True)
-            report.matches = matches[: self.top_k]
+            report.matches = matches[:top_k]
             report.best = report.matches[0] if report.matches else None
             report.verdict = report.best.verdict if report.best else Verdict.NONE
             report.seconds = elapsed

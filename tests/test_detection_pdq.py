@@ -122,3 +122,19 @@ def test_check_files_keeps_input_order_and_leaves_the_model_load_out(pdq_pack, p
     assert all(r.best is not None for r in reports if not r.error)
     assert 100.0 <= checker.load_seconds < 150.0
     assert all(r.seconds < 50.0 for r in reports), [r.seconds for r in reports]
+
+
+def test_top_k_and_tiers_passed_to_a_check_apply_to_that_check_only(pdq_pack, pack_photos):
+    """The web UI passes its current settings with each check; the checker it keeps loaded is not
+    changed by them, so a later check with other settings (or none) is judged by its own."""
+    from lib_replicheck.thresholds import Tiers
+
+    _, pack = pdq_pack
+    checker = Checker([pack], top_k=3)
+    item = pack.metadata.get([0])[0]
+    image = load_image({p.name: p for p in pack_photos}[item.source])
+    strict = {"pdq": Tiers("distance", likely=-1)}  # no distance is at or below -1: nothing is flagged
+    r = checker.check([image], ["x"], top_k=1, tiers=strict)[0]
+    assert len(r.matches) == 1 and r.best.id == item.id and not r.is_copy
+    again = checker.check([image], ["x"])[0]
+    assert len(again.matches) == 3 and again.is_copy and checker.top_k == 3

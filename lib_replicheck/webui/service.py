@@ -97,8 +97,6 @@ class CheckService:
                 self._checker = Checker(opened, device=settings.device, models_dir=self.models_dir,
                                         offline=True, progress=False)
                 self._key = key
-            self._checker.top_k = settings.top_k
-            self._checker.tiers = dict(settings.tiers)
             return self._checker
 
     def unload(self) -> None:
@@ -144,7 +142,7 @@ class CheckService:
         self._busy_since = time.monotonic()
         try:
             with self._lock:
-                reports = self.checker(settings).check(images, labels)
+                reports = self.checker(settings).check(images, labels, top_k=settings.top_k, tiers=settings.tiers)
             self.last_error = None
             self.checked += len(reports)
             return reports

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from lib_replicheck.memorization.signal import DEFAULT_THRESHOLD
 from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers
 
 ON_COPY_WARN = "Warn only"
@@ -78,8 +79,8 @@ SETTINGS: tuple[SettingDef, ...] = (
                "towards a memorized training image. AUTOMATIC1111's own backend only"),
     SettingDef("replicheck_mem_steps", 1, "Memorization signal: steps to average", "default 1 (Wen et al.: AUC "
                "0.976 from the first step of one generation)", "slider", minimum=1, maximum=10, step=1),
-    SettingDef("replicheck_mem_threshold", 5.0, "Memorization signal: threshold",
-               "default 5.0, calibrated for SD 1.x only (see the README); calibrate your model with "
+    SettingDef("replicheck_mem_threshold", DEFAULT_THRESHOLD, "Memorization signal: threshold",
+               f"default {DEFAULT_THRESHOLD}, calibrated for SD 1.x only (see the README); calibrate your model with "
                "/replicheck/v1/calibrate", "number"),
     SettingDef("replicheck_mem_mitigate", False, "Experimental: perturb the prompt when the signal is high",
                "default off; adds Gaussian noise (lambda 0.1, Somepalli et al., NeurIPS 2023) to the text "
@@ -112,21 +113,21 @@ def _float(v, default: float) -> float:
 class Settings:
     """The values the hook and the API act on, read from the web UI's options (or defaults)."""
 
-    enabled: bool = True
+    enabled: bool = DEFAULTS["replicheck_enabled"]
     packs: list[str] = field(default_factory=list)
-    top_k: int = 5
+    top_k: int = DEFAULTS["replicheck_top_k"]
     tiers: dict[str, Tiers] = field(default_factory=lambda: dict(DEFAULT_TIERS))
-    device: str = "cpu"
-    keep_loaded: bool = True
-    remote_thumbnails: bool = False
-    on_copy: str = ON_COPY_WARN
-    infotext: bool = True
-    check_input: bool = True
+    device: str = DEFAULTS["replicheck_device"]
+    keep_loaded: bool = DEFAULTS["replicheck_keep_loaded"]
+    remote_thumbnails: bool = DEFAULTS["replicheck_remote_thumbnails"]
+    on_copy: str = DEFAULTS["replicheck_on_copy"]
+    infotext: bool = DEFAULTS["replicheck_infotext"]
+    check_input: bool = DEFAULTS["replicheck_check_input"]
     registries: list[str] = field(default_factory=list)  # empty: the default registry
-    mem_enabled: bool = True
-    mem_steps: int = 1
-    mem_threshold: float = 5.0
-    mem_mitigate: bool = False
+    mem_enabled: bool = DEFAULTS["replicheck_mem_enabled"]
+    mem_steps: int = DEFAULTS["replicheck_mem_steps"]
+    mem_threshold: float = DEFAULTS["replicheck_mem_threshold"]
+    mem_mitigate: bool = DEFAULTS["replicheck_mem_mitigate"]
 
     @property
     def dont_save_copies(self) -> bool:
