@@ -536,9 +536,9 @@ def test_hung_check_never_holds_a_generation(webui, installed, photos, monkeypat
     gate = threading.Event()
     real = Checker.check
 
-    def stuck(self, images, labels):
+    def stuck(self, images, labels, **per_check):
         gate.wait(60)
-        return real(self, images, labels)
+        return real(self, images, labels, **per_check)
 
     monkeypatch.setattr(Checker, "check", stuck)
     monkeypatch.setattr(service, "check_seconds", 1.0)
