@@ -310,3 +310,20 @@ def test_packs_open_on_a_faiss_without_mapped_reads(demo_pack, monkeypatch, tmp_
 
     image = load_image(sorted(DEMO.glob("*.jpg"))[0])
     assert pack.search(embedder.embed([image]), k=1)[0][0].distance == 0
+
+
+def test_metadata_schema_follows_item_and_matches_published_packs():
+    """The items table is written from Item's fields and types; the statement is the one published
+    packs carry (registry/demo), so packs built now are read, and written, as before."""
+    from dataclasses import fields
+
+    from lib_replicheck.packs.metadata import COLUMNS, SCHEMA, TYPES, Item
+
+    assert COLUMNS == [f.name for f in fields(Item)]
+    assert TYPES["id"] == "INTEGER" and TYPES["caption"] == "TEXT" and TYPES["width"] == "INTEGER"
+    db = sqlite3.connect(f"file:{REPO / 'registry' / 'demo' / 'metadata.sqlite'}?mode=ro", uri=True)
+    try:
+        published = db.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchone()[0]
+    finally:
+        db.close()
+    assert SCHEMA.strip().rstrip(";") == published

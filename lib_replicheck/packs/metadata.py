@@ -19,19 +19,6 @@ from typing import Iterable
 
 from lib_replicheck.errors import PackError
 
-SCHEMA = """
-CREATE TABLE items (
-    id INTEGER PRIMARY KEY,
-    url TEXT,
-    caption TEXT,
-    width INTEGER,
-    height INTEGER,
-    source TEXT,
-    license TEXT,
-    thumbnail TEXT
-);
-"""
-
 OPEN_SECONDS = 60.0  # counting the rows of a large pack on a cold disk
 QUERY_SECONDS = 5.0  # one search's rows: a few primary-key lookups
 MAX_VALUE_BYTES = 4 * 1024**2  # one text value; SQLite refuses to return a larger one
@@ -52,8 +39,10 @@ class Item:
 
 
 COLUMNS = [f.name for f in fields(Item)]
-TYPES = {"id": "INTEGER", "url": "TEXT", "caption": "TEXT", "width": "INTEGER", "height": "INTEGER",
-         "source": "TEXT", "license": "TEXT", "thumbnail": "TEXT"}
+#: SQLite's declared type of each column, from Item's field types (`int ...` or `str ...`).
+TYPES = {f.name: "INTEGER" if str(f.type).startswith("int") else "TEXT" for f in fields(Item)}
+SCHEMA = "\nCREATE TABLE items (\n" + ",\n".join(
+    f"    {c} {TYPES[c]}" + (" PRIMARY KEY" if c == "id" else "") for c in COLUMNS) + "\n);\n"
 
 
 class MetadataWriter:
