@@ -7,7 +7,6 @@ Data flows one way: image -> embedding (once per embedder the packs need) -> sea
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -104,9 +103,9 @@ class Checker:
                     for h in hits:
                         v = Verdict.NONE if i in low_quality else family_tiers.verdict(h.similarity, h.distance)
                         thumb = pack.thumbnail_path(h.item)
-                        fields = {**asdict(h.item), "thumbnail": str(thumb) if thumb else None}
-                        candidates[i].append(Match(pack=pack.name, similarity=h.similarity, distance=h.distance,
-                                                   verdict=v, embedder=emb_id, **fields))
+                        candidates[i].append(Match(pack=pack.name, item=h.item, similarity=h.similarity,
+                                                   distance=h.distance, verdict=v, embedder=emb_id,
+                                                   thumbnail=str(thumb) if thumb else None))
         elapsed = (time.perf_counter() - start) / len(images)
         for report, matches in zip(reports, candidates):
             matches.sort(key=lambda m: (m.verdict.rank, m.similarity), reverse=True)

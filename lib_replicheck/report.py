@@ -7,35 +7,52 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from lib_replicheck.item import Item
 from lib_replicheck.thresholds import Verdict
 
 
 @dataclass
 class Match:
-    """One training image near the checked image: a pack's metadata Item (the fields from `id` on)
-    with its score and verdict. Text fields are untrusted scraped data."""
+    """One training image near the checked image: a pack's metadata Item with its score and verdict.
+    Text fields are untrusted scraped data."""
 
     pack: str
-    id: int
+    item: Item
     similarity: float  # in [0, 1] for Hamming (1 - d/bits), cosine otherwise
     distance: int | None  # Hamming distance, for PDQ packs
     verdict: Verdict
     embedder: str
-    url: str | None = None
-    caption: str | None = None
-    width: int | None = None
-    height: int | None = None
-    source: str | None = None
-    license: str | None = None
-    thumbnail: str | None = None  # local file inside the pack
+    thumbnail: str | None = None  # the thumbnail's local file inside the pack, checked
+
+    @property
+    def id(self) -> int:
+        return self.item.id
+
+    @property
+    def url(self) -> str | None:
+        return self.item.url
+
+    @property
+    def caption(self) -> str | None:
+        return self.item.caption
+
+    @property
+    def source(self) -> str | None:
+        return self.item.source
+
+    @property
+    def license(self) -> str | None:
+        return self.item.license
 
     def score_text(self) -> str:
         return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["verdict"] = self.verdict.value
-        return d
+        """Flat, as reports have always been written: the item's fields beside the score."""
+        item = asdict(self.item)
+        return {"pack": self.pack, "id": self.item.id, "similarity": self.similarity, "distance": self.distance,
+                "verdict": self.verdict.value, "embedder": self.embedder,
+                **{k: v for k, v in item.items() if k not in ("id", "thumbnail")}, "thumbnail": self.thumbnail}
 
 
 @dataclass

@@ -598,9 +598,10 @@ def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
     from lib_replicheck.webui.panel import render
     from lib_replicheck.thresholds import Verdict
 
-    fields = {f: None for f in Match.__dataclass_fields__}
-    fields.update(pack="p\x1b[2J", id=1, similarity=0.9, distance=None, verdict=Verdict.LIKELY, embedder="sscd",
-                  caption=huge, source="row\x1b]0;x\x07", license=huge + "\x1b[31m", url="https://example.com/a")
+    from lib_replicheck.item import Item
+
+    item = Item(id=1, caption=huge, source="row\x1b]0;x\x07", license=huge + "\x1b[31m", url="https://example.com/a")
+    fields = dict(pack="p\x1b[2J", item=item, similarity=0.9, distance=None, verdict=Verdict.LIKELY, embedder="sscd")
     report = Report(image="image 1", verdict=Verdict.LIKELY, best=Match(**fields), matches=[Match(**fields)])
     panel = render([report])
     assert len(panel) < 10_000 and "\x1b" not in panel and "\x07" not in panel

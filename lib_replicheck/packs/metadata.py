@@ -13,29 +13,16 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Iterable
 
 from lib_replicheck.errors import PackError
+from lib_replicheck.item import Item
 
 OPEN_SECONDS = 60.0  # counting the rows of a large pack on a cold disk
 QUERY_SECONDS = 5.0  # one search's rows: a few primary-key lookups
 MAX_VALUE_BYTES = 4 * 1024**2  # one text value; SQLite refuses to return a larger one
-
-
-@dataclass(frozen=True)
-class Item:
-    """What a pack knows about one training image. All text comes from scraped data: untrusted."""
-
-    id: int
-    url: str | None = None
-    caption: str | None = None
-    width: int | None = None
-    height: int | None = None
-    source: str | None = None
-    license: str | None = None
-    thumbnail: str | None = None  # a path inside the pack folder
 
 
 COLUMNS = [f.name for f in fields(Item)]
