@@ -260,8 +260,9 @@ def on_image_saved(params):
 
 def _page() -> str:
     from lib_replicheck.webui import packs_page
+    from lib_replicheck.webui.api_models import pack_model
 
-    return packs_page.render([rc_api.pack_model(p, service) for p in manager.installed()], manager.available,
+    return packs_page.render([pack_model(p, service) for p in manager.installed()], manager.available,
                              manager.errors, refreshed=manager.refreshed is not None)
 
 

@@ -580,7 +580,7 @@ def test_broken_pack_is_listed_with_why(webui, installed, photos, client):
 
 def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
     from lib_replicheck.webui import packs_page
-    from lib_replicheck.webui.api import PackModel
+    from lib_replicheck.webui.api_models import PackModel
     from lib_replicheck.registry.registry import RegistryPack
 
     huge = "L" * 1_000_000

@@ -205,7 +205,7 @@ def cmd_calibrate(args) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     url = args.url.rstrip("/") + "/replicheck/v1/calibrate"
     try:
-        # The header the routes require of changing requests (api.CSRF_HEADER; api imports FastAPI).
+        # The header the routes require of changing requests (webui.api_auth.CSRF_HEADER; that imports FastAPI).
         r = requests.post(url, json=body, auth=auth, timeout=24 * 3600,
                           headers={"X-Replicheck-Request": "1"})
     except requests.RequestException as e:

@@ -22,170 +22,29 @@ import asyncio
 import base64
 import binascii
 import json
-import secrets
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, List, Optional
-from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
-from pydantic import BaseModel
 
+from lib_replicheck.webui.api_auth import guards
+from lib_replicheck.webui.api_models import (AvailableModel, CalibrateRequest, CalibrateResponse, CheckRequest,
+                                            DownloadModel, LiveResponse, MessageResponse, PacksResponse,
+                                            ReportModel, StatusResponse, report_model, pack_model)
 from lib_replicheck.webui.settings import Settings
 
 PREFIX = "/replicheck/v1"
 #: Largest accepted request body for /check (base64 inflates by 4/3: about 15 MB of image).
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
-#: The header the panel's script sends; required on changing routes.
-CSRF_HEADER = "X-Replicheck-Request"
 #: /check requests in flight at once (reading, decoding, checking); more wait for a slot.
 MAX_CHECKS_IN_FLIGHT = 4
 #: Images decoded at once (a 100 Mpx image takes 300 MB while it is converted).
 MAX_DECODES = 2
 SLOT_WAIT_SECONDS = 30.0
 BODY_SECONDS = 60.0  # the whole body must arrive within this
-
-
-class CheckRequest(BaseModel):
-    image: str  # base64, optionally a data: URL
-    packs: Optional[List[str]] = None  # default: the packs chosen in Settings
-    top_k: Optional[int] = None
-
-
-class MatchModel(BaseModel):
-    pack: str
-    id: int
-    similarity: float
-    distance: Optional[int] = None
-    verdict: str
-    embedder: str
-    url: Optional[str] = None
-    caption: Optional[str] = None
-    width: Optional[int] = None
-    height: Optional[int] = None
-    source: Optional[str] = None
-    license: Optional[str] = None
-
-
-class ReportModel(BaseModel):
-    image: str
-    verdict: str
-    is_copy: bool
-    best: Optional[MatchModel] = None
-    matches: List[MatchModel] = []
-    notes: List[str] = []
-    error: Optional[str] = None
-    from_input: bool = False
-    seconds: float = 0.0
-
-
-class PackModel(BaseModel):
-    name: str
-    title: str
-    description: str = ""
-    embedder: str
-    metric: str
-    count: int
-    size_bytes: int
-    source: dict = {}
-    error: Optional[str] = None
-
-
-class AvailableModel(BaseModel):
-    name: str
-    title: str
-    description: str = ""
-    version: str = ""
-    source: dict = {}
-    embedder: dict = {}
-    count: int = 0
-    size: int = 0
-    registry: str = ""
-    installed: bool = False
-
-
-class DownloadModel(BaseModel):
-    name: str
-    total: int
-    done: int
-    state: str
-    error: Optional[str] = None
-    fraction: float = 0.0
-    active: bool = False
-
-
-class PacksResponse(BaseModel):
-    installed: List[PackModel]
-    available: List[AvailableModel] = []
-    registries: List[str] = []
-    registry_errors: List[str] = []
-    downloads: List[DownloadModel] = []
-    packs_dir: str
-
-
-class MessageResponse(BaseModel):
-    ok: bool
-    message: str
-
-
-class StatusResponse(BaseModel):
-    version: str
-    enabled: bool
-    packs_dir: str
-    models_dir: str
-    installed_packs: List[str]
-    loaded: bool
-    loaded_packs: List[str]
-    embedders: List[str]
-    checked_images: int
-    last_error: Optional[str] = None
-    platform: str = ""
-    unsupported: List[str] = []
-
-
-class CalibrateRequest(BaseModel):
-    memorized: List[str]
-    ordinary: List[str]
-    fpr: float = 0.01
-    seed: int = 0
-    generations: int = 1  # seeds per prompt, averaged (Wen et al. report 1 and 4)
-
-
-class CalibrateResponse(BaseModel):
-    auc: float
-    threshold: float
-    tpr: float
-    fpr: float
-    requested_fpr: float
-    n_memorized: int
-    n_ordinary: int
-    generations: int
-    memorized: List[dict]
-    ordinary: List[dict]
-
-
-class LiveResponse(BaseModel):
-    seq: int
-    job: Optional[int] = None
-    state: str = "idle"
-    expected: int = 0
-    verdicts: List[Optional[str]] = []  # per image: 'no copy', 'likely copy', ..., 'not checked', None (not yet)
-    flagged: List[bool] = []  # per image: a copy the model made (not one already in the img2img input)
-    signals: dict = {}  # image index -> the memorization signal
-    html: Optional[str] = None
-
-
-def _report_model(report) -> ReportModel:
-    from lib_replicheck.webui.panel import verdict_label
-
-    d = report.to_dict()
-    d["verdict"] = verdict_label(report)
-    for m in ([d["best"]] if d["best"] else []) + d["matches"]:
-        m.pop("thumbnail", None)  # a local path: not for API clients
-    return ReportModel(**d)
 
 
 def decode_base64(data: str) -> bytes:
@@ -215,108 +74,6 @@ def decode_image(data: str):
 
 
 # -- who may call what ----------------------------------------------------------------------------
-
-def parse_credentials(credentials_text: Optional[str]) -> dict:
-    """--api-auth 'user:pass,user2:pass2' as {user: password}."""
-    users = {}
-    for pair in (credentials_text or "").split(","):
-        user, sep, password = pair.strip().partition(":")
-        if sep:
-            users[user] = password
-    return users
-
-
-def _basic_ok(request: Request, users: dict) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value:
-        return False
-    try:
-        user, sep, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return False
-    expected = users.get(user)
-    return bool(sep) and expected is not None and secrets.compare_digest(password.encode(), expected.encode())
-
-
-def _netloc(url: str) -> Optional[str]:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
-
-
-def same_origin(request: Request) -> bool:
-    """Origin and Referer, where the browser sent them, name the host the request was sent to.
-    A page of another site (or an opaque origin, 'null') fails; a client that sends neither passes."""
-    host = (request.headers.get("host") or "").lower()
-    origin = request.headers.get("origin")
-    if origin is not None and (not host or _netloc(origin) != host):
-        return False
-    referer = request.headers.get("referer")
-    if referer and (not host or _netloc(referer) != host):
-        return False
-    return True
-
-
-def _panel_header(request: Request) -> bool:
-    return bool(request.headers.get(CSRF_HEADER))
-
-
-def page_session(request: Request) -> bool:
-    """A request from the web UI's own page: with gradio's login (--gradio-auth), its session cookie;
-    without it the page is open to whoever reaches it, so a same-origin request with the panel's
-    header (which no other site's page can send) stands for it."""
-    app = request.scope.get("app") or getattr(request, "app", None)
-    gradio_auth = getattr(app, "auth", None)
-    if gradio_auth:
-        tokens = getattr(app, "tokens", None) or {}
-        return any(name.startswith("access-token") and value in tokens for name, value in request.cookies.items())
-    return same_origin(request) and _panel_header(request)
-
-
-def _unauthorized():
-    return HTTPException(status_code=401, detail="Incorrect username or password",
-                         headers={"WWW-Authenticate": "Basic"})
-
-
-def guards(api_auth: Optional[str]):
-    """FastAPI dependencies for read-only routes, changing routes and /check."""
-    users = parse_credentials(api_auth)
-
-    def read(request: Request):
-        if users and not (_basic_ok(request, users) or page_session(request)):
-            raise _unauthorized()
-
-    def change(request: Request):
-        if not same_origin(request):
-            raise HTTPException(status_code=403, detail="cross-site request refused: changing routes only answer "
-                                                        "requests from the web UI's own origin")
-        if not _panel_header(request):
-            raise HTTPException(status_code=403, detail=f"changing routes need the header '{CSRF_HEADER}: 1' "
-                                                        "(it keeps other sites' pages out)")
-        if users and not _basic_ok(request, users):  # the page never calls these: API clients only
-            raise _unauthorized()
-
-    def check(request: Request):
-        if request.headers.get("origin") is not None and not same_origin(request):
-            raise HTTPException(status_code=403, detail="cross-site request refused")
-        kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if kind != "application/json":
-            raise HTTPException(status_code=415, detail="the body must be JSON (Content-Type: application/json)")
-        if users and not _basic_ok(request, users):
-            raise _unauthorized()
-
-    return read, change, check
-
-
-def basic_auth(credentials_text: Optional[str]):
-    """A FastAPI dependency checking HTTP basic credentials 'user:pass,user2:pass2' (--api-auth)."""
-    if not credentials_text:
-        return None
-    return guards(credentials_text)[0]
-
 
 # -- /check: bounded body, decoding off the event loop ------------------------------------------------
 
@@ -452,7 +209,7 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
             except ValueError as e:
                 raise HTTPException(status_code=422, detail=str(e)) from None
             report = (await loop.run_in_executor(None, service.check, [image], ["image"], s))[0]
-            return _report_model(report)
+            return report_model(report)
         finally:
             sem.release()
 
@@ -560,16 +317,3 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
     return app
 
 
-def pack_model(path, service=None) -> PackModel:
-    """packs.info.pack_info (shared with the command line, which has no FastAPI) as a model; a pack
-    whose files do not match its manifest, or that failed to open, carries why in `error`."""
-    from lib_replicheck.errors import clean_text
-    from lib_replicheck.packs.info import MAX_ERROR, pack_info
-    from lib_replicheck.registry.manager import PackManager
-
-    info = pack_info(path)
-    if info.error is None:
-        problem = PackManager.problem(path) or (service.pack_errors.get(Path(path).name) if service else None)
-        if problem:
-            info.error = clean_text(problem, MAX_ERROR)
-    return PackModel(**info.to_dict())

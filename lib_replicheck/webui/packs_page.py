@@ -24,7 +24,7 @@ def _mb(n: int) -> str:
 
 
 def render(installed, available, errors=(), refreshed: bool = False) -> str:
-    """`installed`: api.PackModel list; `available`: registry.RegistryPack list."""
+    """`installed`: api_models.PackModel list; `available`: registry.RegistryPack list."""
     have = {p.name for p in installed}
     rows = []
     for p in installed:
