@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: (module or package prefix, rank); the longest matching prefix wins, the package itself is core.
 LAYERS = {
-    "": 0,  # core: errors, home, images, thresholds, report, download, the package's own __init__
+    "": 0,  # core: errors, home, images, thresholds, item, report, download, the package's own __init__
     "embedders": 1,
     "packs": 2,
     "checker": 3,
