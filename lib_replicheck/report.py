@@ -37,6 +37,14 @@ class Match:
         return self.item.caption
 
     @property
+    def width(self) -> int | None:
+        return self.item.width
+
+    @property
+    def height(self) -> int | None:
+        return self.item.height
+
+    @property
     def source(self) -> str | None:
         return self.item.source
 
