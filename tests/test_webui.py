@@ -688,3 +688,36 @@ def test_check_without_a_pack_says_not_checked(webui, client, photos):
     assert r.status_code == 200 and r.json()["verdict"] == "not checked" and "no pack installed" in r.json()["error"]
     r = client.post("/replicheck/v1/check", json={"image": _b64(photos[0]), "packs": ["demo"]})
     assert r.status_code == 404 and "demo" in r.json()["detail"]
+
+
+def test_sdnext_grid_infotext_carries_no_images_value():
+    """SD.Next writes extra_generation_params as text (it calls no value) and builds the grid's
+    infotext after the last image's: the grid must not read as the last image's verdict.
+    `create_infotext` and `quote` below follow SD.Next 058a7f0 (modules/processing_info.py and
+    modules/infotext.py), reduced to the lines that handle extra_generation_params."""
+    from types import SimpleNamespace
+
+    from lib_replicheck.webui.hook import PerImageValue
+
+    def quote(text):
+        if ',' not in str(text) and '\n' not in str(text) and ':' not in str(text):
+            return text
+        return json.dumps(text, ensure_ascii=False)
+
+    def create_infotext(p, all_prompts=None, index=None, grid=None):
+        args = {"Steps": 4}
+        args.update(p.extra_generation_params)
+        for k, v in args.copy().items():
+            if v is None:
+                del args[k]
+        params_text = ", ".join([k if k == v else f'{k}: {quote(v)}' for k, v in args.items()])
+        return f"{all_prompts[index]}\n{params_text}"
+
+    values = {0: {"Replicheck": "no copy (best d=116 in demo)"}, 3: {"Replicheck": "no copy (best d=112 in demo)"}}
+    p = SimpleNamespace(extra_generation_params={
+        "Replicheck": PerImageValue(values[3]["Replicheck"], values, "Replicheck")})
+    last = create_infotext(p, ["a rocket"] * 4, index=3)
+    grid = create_infotext(p, ["a rocket"] * 4, index=0, grid="2x2")
+    assert "Replicheck: no copy (best d=112 in demo)" in last
+    assert "d=112" not in grid and "Replicheck: not checked (grid)" in grid
+    assert str(p.extra_generation_params["Replicheck"]) == "no copy (best d=112 in demo)"  # elsewhere: the value

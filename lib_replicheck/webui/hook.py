@@ -8,6 +8,7 @@ show them while later images are still being generated.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -29,6 +30,19 @@ INTERRUPTED = ("The generation ended before every image was checked (it failed o
                "checked so far are shown.")
 
 
+def _in_grid_infotext(depth: int = 6) -> bool:
+    """Whether the text is being written by SD.Next's `create_infotext(..., grid=...)`, which builds
+    the grid's infotext after the last image's with the values as plain text (it calls no value)."""
+    f = sys._getframe(2)
+    for _ in range(depth):
+        if f is None:
+            return False
+        if f.f_code.co_name == "create_infotext" and f.f_locals.get("grid") is not None:
+            return True
+        f = f.f_back
+    return False
+
+
 class PerImageValue(str):
     """An infotext value that differs from image to image.
 
@@ -36,8 +50,9 @@ class PerImageValue(str):
     with create_infotext's locals: it answers the value of the image asked for, and None for the
     grid (`use_main_prompt`), which is not checked, so the grid never carries an image's verdict.
     As a str it reads as the current image's value where values are not called (Processed.js,
-    SD.Next). `index` is the position in the batch when the web UI builds an image's infotext from
-    the batch's prompts, and the position in the job when it passes all prompts.
+    SD.Next), except in SD.Next's grid infotext, which says `not checked (grid)`. `index` is the
+    position in the batch when the web UI builds an image's infotext from the batch's prompts, and
+    the position in the job when it passes all prompts.
     """
 
     def __new__(cls, current: str, values: dict | None = None, key: str = ""):
@@ -45,6 +60,15 @@ class PerImageValue(str):
         obj.values = values if values is not None else {}
         obj.key = key
         return obj
+
+    #: What the grid's infotext says where the web UI cannot be given None for it (SD.Next).
+    GRID = "not checked (grid)"
+
+    def __str__(self) -> str:
+        return self.GRID if _in_grid_infotext() else str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
     def __call__(self, p=None, index=None, use_main_prompt=False, all_prompts=None, **kwargs):
         if use_main_prompt:
