@@ -400,8 +400,8 @@ def case_sdnext_manual_install(w, browser, ui, prof: Profile) -> None:
     w.mark_log()
     browser.execute_script("arguments[0].click()", ui.button(browser, "Install", "#tabs_extensions"))
     result = _rb().wait_js(browser, "var e = document.querySelector('#extension_info'); var t = e && e.textContent.trim();"
-                                    "return t && !/^(queue|processing)/i.test(t) ? t : null;", 900,
-                           "the Manual install result")
+                                    "return t && !/^(queue|processing|[0-9.]+s$)/i.test(t) ? t : null;", 900,
+                           "the Manual install result")  # gradio shows the elapsed time ('0.2s') first
     assert "Extension installed" in result, result
     installed = subprocess.run(["git", "-C", str(w.ext_dir), "rev-parse", "HEAD"], capture_output=True,
                                text=True).stdout
