@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,14 +435,14 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
     target is the old or the new pack at every moment; with two renames it is missing until the next
     build or install, which first renames the old pack back (and so refuses to build over it)."""
     from lib_replicheck.embedders import load
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import build_from_items, sources
     from lib_replicheck.packs.publish import check_target
 
     pdq = load("pdq")
     src_old, src_new = _folder(tmp_path / "old", photos_small[:2]), _folder(tmp_path / "new", photos_small[2:5])
     out = tmp_path / "packs" / "mine"
-    build_pack(folder_records(src_old), pdq, out, log=lambda s: None)
-    build_pack(folder_records(src_new), pdq, tmp_path / "packs" / "other", log=lambda s: None)
+    build_from_items(sources.folder(src_old), pdq, out, log=lambda s: None)
+    build_from_items(sources.folder(src_new), pdq, tmp_path / "packs" / "other", log=lambda s: None)
     new = (tmp_path / "packs" / "other").rename(tmp_path / "packs" / ".mine.partial-1")  # staged, verified
     code = PUBLISH_KILLED.format(repo=str(REPO), no_exchange=no_exchange, new=str(new), out=str(out))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -458,25 +459,27 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
 
 def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photos_small, monkeypatch):
     from lib_replicheck.embedders import load
-    from lib_replicheck.packs import build as pb
+    from lib_replicheck import builder as pb
     from lib_replicheck.packs import publish as pp
 
     pdq = load("pdq")
     out = tmp_path / "mine"
-    pb.build_pack(pb.folder_records(_folder(tmp_path / "a", photos_small[:2])), pdq, out, log=lambda s: None)
+    pb.build_from_items(pb.sources.folder(_folder(tmp_path / "a", photos_small[:2])), pdq, out,
+                        log=lambda s: None)
     monkeypatch.setattr(pp, "_exchange", lambda a, b: False)
     real, calls = os.replace, []
 
     def fail_second(a, b):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
+        if Path(a).parent == tmp_path:  # the publish's renames, not the files of the work folder's shards
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
         return real(a, b)
 
     monkeypatch.setattr(os, "replace", fail_second)
     with pytest.raises(OSError):
-        pb.build_pack(pb.folder_records(_folder(tmp_path / "b", photos_small[2:5])), pdq, out, overwrite=True,
-                      log=lambda s: None)
+        pb.build_from_items(pb.sources.folder(_folder(tmp_path / "b", photos_small[2:5])), pdq, out,
+                            overwrite=True, log=lambda s: None)
     monkeypatch.undo()
     assert Pack(out).manifest.count == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "mine"]
 

@@ -11,6 +11,7 @@ Ray Data with an actor pool (`--ray`, local by default, `--ray-address` for a cl
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -24,6 +25,10 @@ from lib_replicheck.builder.shards import CorruptShard, ShardStore
 from lib_replicheck.builder.sources import Exclusions, SourceItem
 
 GB = 1024**3
+#: PDQ is not robust to cropping, so PDQ packs also store hashes of these centre crops of each
+#: image (fractions of width and height); a cosine pack stores the whole image only.
+PDQ_CROPS = (1.0, 0.95, 0.9, 0.85, 0.8)
+THUMB_SIZE = 256
 
 
 @dataclass
@@ -61,8 +66,6 @@ class BuildReport:
 
 
 def crops_for(metric: str) -> tuple[float, ...]:
-    from lib_replicheck.packs.build import PDQ_CROPS
-
     return PDQ_CROPS if metric == "hamming" else (1.0,)
 
 
@@ -117,8 +120,6 @@ def _thumbnail(im) -> bytes:
 
     from PIL import Image
 
-    from lib_replicheck.packs.build import THUMB_SIZE
-
     t = im.copy()
     t.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
@@ -133,7 +134,7 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
     import numpy as np
 
     from lib_replicheck.embedders.pdq import MIN_QUALITY
-    from lib_replicheck.packs.build import centre_crop
+    from lib_replicheck.images import centre_crop
 
     def decode(item):
         try:
@@ -287,7 +288,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     plan = fac.choose(n_vectors, spec.dim, spec.metric, opts.memory_budget)
     log(f"index: {plan.factory} for {n_vectors:,} vectors of {spec.dim} dimensions"
         + (f" ({'; '.join(plan.notes)})" if plan.notes else ""))
-    index = fac.new_index(plan, spec.dim)
+    index = fac.new_index(plan, spec.dim, with_ids=variants > 1)
 
     def chunks():  # (ids, vectors) in row order; ids = metadata rows
         start = 0
@@ -306,7 +307,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         fac.train(index, plan, sample)
     added, t, shown = 0, time.perf_counter(), time.perf_counter()
     for ids, vecs in chunks():
-        index.add_with_ids(vecs, ids)
+        faiss_index.add(index, vecs, ids if variants > 1 or not plan.exact else None)
         added += len(vecs)
         if time.perf_counter() - shown > 60 or added == n_vectors:
             log(f"index: {added:,} of {n_vectors:,} vectors added ({time.perf_counter() - t:.0f} s)")
@@ -402,7 +403,7 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
           title: str | None = None, description: str = "", dataset: str = "", work: str | Path | None = None,
           overwrite: bool = False, keep_work: bool = False, log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `source`; resumable through the work folder."""
-    from lib_replicheck.packs.publish import check_target, seal, staging_dir
+    from lib_replicheck.packs.publish import check_target
     from lib_replicheck.builder import sources
     from lib_replicheck.builder.work import exclusions_digest, fingerprint, open_work
 
@@ -422,20 +423,57 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
     if store.indices():
         log(f"resuming from {work}: {len(store.indices())} shard(s) already embedded")
     spec = embed_stage(items_of(source, opts, work, log), store, opts, log, embedder=embedder)
+    source_info = {k: v for k, v in (("dataset", dataset), ("license", opts.license or "")) if v}
+    report = publish_stage(store, spec, out, opts, log, name=name, title=title, description=description,
+                           source=source_info, started=started)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def publish_stage(store: ShardStore, spec, out: Path, opts: BuildOptions, log, *, name: str, title: str | None,
+                  description: str, source: dict, started: float) -> BuildReport:
+    """Index and metadata from the shards into a staging folder beside `out`, sealed and moved into
+    place (packs.publish); nothing is left behind when a stage fails."""
+    from lib_replicheck.packs.publish import seal, staging_dir
+
     tmp = staging_dir(out)
     try:
         info, count, vectors = index_stage(store, spec, tmp, opts, log)
         thumbs = metadata_stage(store, tmp)
-        source_info = {k: v for k, v in (("dataset", dataset), ("license", opts.license or "")) if v}
-        seal(tmp, out, name=name, title=title, description=description, source=source_info, spec=spec, count=count,
+        seal(tmp, out, name=name, title=title, description=description, source=source, spec=spec, count=count,
              vectors=vectors, index=info, extra_files=thumbs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     skipped = [s for i in store.indices() for s in store.skipped(i)]
-    if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
     return BuildReport(out, count, vectors, skipped, info, time.perf_counter() - started)
 
 
-__all__ = ["build", "BuildOptions", "BuildReport", "ReplicheckError"]
+def build_from_items(items: Iterable[SourceItem], embedder, out: str | Path, *, name: str | None = None,
+                     title: str | None = None, description: str = "", source: dict | None = None,
+                     thumbnails: bool = True, overwrite: bool = False, batch: int = 64,
+                     log: Callable[[str], None] | None = None) -> BuildReport:
+    """Build a pack at `out` from `items` (files, bytes or images in memory, see SourceItem) with an
+    embedder already loaded, through the same stages as `build`: programs that hold their images
+    (the demo, the docs' figures, benchmarks) get the packs users build. The shards go to a hidden
+    work folder beside `out`, removed afterwards whatever happens."""
+    from lib_replicheck.packs.publish import check_target
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    started = time.perf_counter()
+    out = Path(out)
+    name = check_target(out, name, overwrite)
+    opts = BuildOptions(batch=batch, thumbnails=thumbnails)
+    work = out.parent / f".{out.name}.work-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        store = ShardStore(work)
+        spec = embed_stage(items, store, opts, log, embedder=embedder)
+        return publish_stage(store, spec, out, opts, log, name=name, title=title, description=description,
+                             source=dict(source or {}), started=started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["build", "build_from_items", "BuildOptions", "BuildReport", "SourceItem", "ReplicheckError"]
