@@ -536,3 +536,25 @@ def test_tuning_choice_does_not_move_with_machine_load(monkeypatch):
     assert quiet["within_budget"] and 1 < quiet["params"]["nprobe"] <= 16
     assert loaded["params"] == quiet["params"] and loaded["query_ms"] == quiet["query_ms"]
     assert set(clock.threads) == {1} and faiss.omp_get_max_threads() == threads  # one thread, then restored
+
+
+def test_build_from_items_writes_the_pack_build_writes(tmp_path, photos_small):
+    """One writer: images a program holds go through the same stages as a source on disk, so the two
+    entries write the same index, metadata, thumbnails and manifest (but for the time it took)."""
+    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.embedders import load
+
+    src = _folder(tmp_path / "src", photos_small[:5])
+    from_disk = build(src, tmp_path / "a" / "mine", _opts(thumbnails=True), log=lambda s: None)
+    from_items = build_from_items(sources.folder(src), load("pdq"), tmp_path / "b" / "mine", log=lambda s: None)
+    assert (from_items.count, from_items.vectors, from_items.skipped) == (from_disk.count, from_disk.vectors,
+                                                                          from_disk.skipped)
+    a, b = Pack(from_disk.path), Pack(from_items.path)
+    rows = list(range(a.manifest.count))
+    assert a.metadata.get(rows) == b.metadata.get(rows) and b.metadata.get([0])[0].thumbnail == "thumbnails/0.jpg"
+    da, db = (json.loads((p / "manifest.json").read_text()) for p in (from_disk.path, from_items.path))
+    for d in (da, db):
+        d.pop("built_at")
+        d["index"].pop("query_ms")
+    assert da == db and db["index"]["type"] == "BFlat"
+    assert not [p.name for p in (tmp_path / "b").iterdir() if p.name != "mine"]  # no work folder left behind
