@@ -136,7 +136,8 @@ def main() -> None:
     from lib_replicheck import embedders
     from lib_replicheck.checker import Checker
     from lib_replicheck.images import decode
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.pack import Pack
 
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"

@@ -40,7 +40,8 @@ def main() -> None:
 
     from lib_replicheck import embedders
     from lib_replicheck.images import load_image
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from webui.harness import FakeWebUI
 
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"

@@ -37,7 +37,8 @@ def render(home: Path, out: Path) -> None:
     from lib_replicheck.cli.demo import DEMO_DIR, edited_copy
     from lib_replicheck.webui.hook import Hook
     from lib_replicheck.images import load_image
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.images import centre_crop
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings

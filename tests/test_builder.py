@@ -18,7 +18,8 @@ from PIL import Image
 
 from conftest import REPO, edits
 from httpfaults import FaultServer
-from lib_replicheck.builder import BuildOptions, build
+from lib_replicheck.builder.options import BuildOptions
+from lib_replicheck.builder.pipeline import build
 from lib_replicheck.builder import index_factory as fac
 from lib_replicheck.builder.shards import ShardStore
 from lib_replicheck.checker import Checker
@@ -147,8 +148,10 @@ def test_ray_two_workers_match_sequential(tmp_path, photos_small):
 KILLER = """
 import os, sys
 sys.path.insert(0, {repo!r})
-import lib_replicheck.builder as b
-real, calls = b.embed_items, []
+import lib_replicheck.builder.embed as e
+import lib_replicheck.builder.options as o
+import lib_replicheck.builder.pipeline as p
+real, calls = e.embed_items, []
 
 
 def embed_then_die(*args, **kwargs):
@@ -158,8 +161,8 @@ def embed_then_die(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-b.embed_items = embed_then_die
-b.build({src!r}, {out!r}, b.BuildOptions(embedder="pdq", shard_size=2), work={work!r})
+e.embed_items = embed_then_die
+p.build({src!r}, {out!r}, o.BuildOptions(embedder="pdq", shard_size=2), work={work!r})
 """
 
 
@@ -220,7 +223,7 @@ def test_tuning_keeps_the_latency_budget():
 def test_index_stage_records_a_missed_latency_budget(tmp_path):
     """A budget no search can keep (1 microsecond) still gives a working pack: the fastest setting is
     kept, the build log warns, and the manifest records what the index was tuned for."""
-    from lib_replicheck.builder import index_stage
+    from lib_replicheck.builder.stages import index_stage
     from lib_replicheck.embedders import sscd
 
     rng = np.random.default_rng(0)
@@ -242,7 +245,7 @@ def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
     """150k clustered synthetic 512-d vectors (stand-ins for SSCD descriptors): an IVF index, nprobe
     tuned to recall@10 >= 0.95, recorded in the manifest with the share of copies it finds, applied
     and memory-mapped on load."""
-    from lib_replicheck.builder import index_stage, metadata_stage
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir
 
@@ -276,7 +279,7 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
     reaches to the target, and similarities come out exact."""
     import faiss
 
-    from lib_replicheck.builder import index_stage, metadata_stage
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir
     from lib_replicheck.packs.rerank import RERANK_FILE
@@ -435,7 +438,8 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
     target is the old or the new pack at every moment; with two renames it is missing until the next
     build or install, which first renames the old pack back (and so refuses to build over it)."""
     from lib_replicheck.embedders import load
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.publish import check_target
 
     pdq = load("pdq")
@@ -459,12 +463,13 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
 
 def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photos_small, monkeypatch):
     from lib_replicheck.embedders import load
-    from lib_replicheck import builder as pb
+    from lib_replicheck.builder import pipeline as pb
+    from lib_replicheck.builder import sources
     from lib_replicheck.packs import publish as pp
 
     pdq = load("pdq")
     out = tmp_path / "mine"
-    pb.build_from_items(pb.sources.folder(_folder(tmp_path / "a", photos_small[:2])), pdq, out,
+    pb.build_from_items(sources.folder(_folder(tmp_path / "a", photos_small[:2])), pdq, out,
                         log=lambda s: None)
     monkeypatch.setattr(pp, "_exchange", lambda a, b: False)
     real, calls = os.replace, []
@@ -478,7 +483,7 @@ def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photo
 
     monkeypatch.setattr(os, "replace", fail_second)
     with pytest.raises(OSError):
-        pb.build_from_items(pb.sources.folder(_folder(tmp_path / "b", photos_small[2:5])), pdq, out,
+        pb.build_from_items(sources.folder(_folder(tmp_path / "b", photos_small[2:5])), pdq, out,
                             overwrite=True, log=lambda s: None)
     monkeypatch.undo()
     assert Pack(out).manifest.count == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "mine"]
@@ -541,7 +546,8 @@ def test_tuning_choice_does_not_move_with_machine_load(monkeypatch):
 def test_build_from_items_writes_the_pack_build_writes(tmp_path, photos_small):
     """One writer: images a program holds go through the same stages as a source on disk, so the two
     entries write the same index, metadata, thumbnails and manifest (but for the time it took)."""
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.embedders import load
 
     src = _folder(tmp_path / "src", photos_small[:5])

@@ -13,7 +13,8 @@ from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.checker import Checker
 from lib_replicheck.images import load_image
-from lib_replicheck.builder import build_from_items, sources
+from lib_replicheck.builder import sources
+from lib_replicheck.builder.pipeline import build_from_items
 from lib_replicheck.packs.pack import Pack
 
 

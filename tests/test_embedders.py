@@ -151,7 +151,8 @@ def test_clip_with_random_weights(images):
 def test_clip_pack_reports_semantic_similarity(images, tmp_path):
     from lib_replicheck.checker import SEMANTIC_NOTE, Checker
     from lib_replicheck.embedders.clip import ClipEmbedder
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.pack import Pack
 
     e = ClipEmbedder("ViT-B-32", pretrained=None)

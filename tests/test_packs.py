@@ -16,7 +16,9 @@ from lib_replicheck import embedders
 from lib_replicheck.embedders.base import COSINE, Embedder, EmbedderSpec
 from lib_replicheck.errors import ImageError, PackError
 from lib_replicheck.packs import index as faiss_index
-from lib_replicheck.builder import SourceItem, build_from_items, sources
+from lib_replicheck.builder import sources
+from lib_replicheck.builder.pipeline import build_from_items
+from lib_replicheck.builder.sources import SourceItem
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "lib_replicheck" / "demo_images" / "pack"

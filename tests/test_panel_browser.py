@@ -17,7 +17,8 @@ from browser import wait_for as _wait
 from conftest import edits
 from lib_replicheck import embedders
 from lib_replicheck.images import load_image
-from lib_replicheck.builder import SourceItem, build_from_items
+from lib_replicheck.builder.pipeline import build_from_items
+from lib_replicheck.builder.sources import SourceItem
 
 HOSTILE = [
     ("<script>window.__pwned=1</script>", "javascript:window.__pwned=2"),

@@ -43,7 +43,8 @@ def run_demo(json_output: bool = False, out=None) -> int:
     from lib_replicheck.cli.text import format_report
     from lib_replicheck.errors import json_text
     from lib_replicheck.images import load_image
-    from lib_replicheck.builder import build_from_items, sources
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.pack import Pack
 
     out = out or sys.stdout

@@ -64,7 +64,8 @@ def escape_pack(tmp_path_factory):
     from lib_replicheck import embedders
     from lib_replicheck.cli.demo import DEMO_DIR
     from lib_replicheck.images import load_image
-    from lib_replicheck.builder import SourceItem, build_from_items
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.builder.sources import SourceItem
 
     photos = sorted((DEMO_DIR / "pack").glob("*.jpg"))
     records = [SourceItem(key=f"{ESC}{p.name}", load=lambda p=p: load_image(p), url=f"http://x.test/{ESC}{C1}{p.name}",
