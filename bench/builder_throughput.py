@@ -29,7 +29,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
 
-    from lib_replicheck.builder import BuildOptions, embed_items, embed_with_ray, load_embedder
+    from lib_replicheck.builder.embed import embed_items, embed_with_ray
+
+    from lib_replicheck.builder.options import BuildOptions, load_embedder
     from lib_replicheck.builder.sources import SourceItem
     from lib_replicheck.images import load_image
 

@@ -136,7 +136,8 @@ def main() -> None:
     from lib_replicheck import embedders
     from lib_replicheck.checker import Checker
     from lib_replicheck.images import decode
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.pack import Pack
 
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"
@@ -148,8 +149,8 @@ def main() -> None:
         (tmp / "images").mkdir()
         files = crops(args.images, tmp / "images")
         embedder = embedders.load("sscd", runtime="onnx", weights=onnx)
-        built = build_pack(folder_records(tmp / "images"), embedder, tmp / "pack", thumbnails=False,
-                           log=lambda s: None)
+        built = build_from_items(sources.folder(tmp / "images"), embedder, tmp / "pack", thumbnails=False,
+                                 log=lambda s: None)
         pack = Pack(built.path)
         checker = Checker([pack], top_k=5, runtime="onnx", weights=onnx, offline=True)
         checker._embedders[embedder.id] = embedder  # the same session for the bare and the checked runs

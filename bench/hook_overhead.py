@@ -40,7 +40,8 @@ def main() -> None:
 
     from lib_replicheck import embedders
     from lib_replicheck.images import load_image
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from webui.harness import FakeWebUI
 
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"
@@ -58,8 +59,8 @@ def main() -> None:
     models = Path(webui.module.service.models_dir)
     models.mkdir(parents=True, exist_ok=True)
     (models / "sscd_disc_mixup.onnx").symlink_to(onnx)  # where the extension looks for it
-    build_pack(folder_records(src), embedders.load("sscd", runtime="onnx", weights=onnx),
-               webui.packs_dir / "photos", log=lambda s: None)
+    build_from_items(sources.folder(src), embedders.load("sscd", runtime="onnx", weights=onnx),
+                     webui.packs_dir / "photos", log=lambda s: None)
 
     n = args.batch * args.count
     images = [ImageOps.fit(load_image(p), (512, 512)) for p in photos[:n]]

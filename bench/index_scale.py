@@ -66,7 +66,9 @@ def main() -> None:
 def run(args, work: Path) -> None:
     import numpy as np
 
-    from lib_replicheck.builder import GB, BuildOptions, index_stage, metadata_stage
+    from lib_replicheck.builder.options import GB, BuildOptions
+
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
     from lib_replicheck.builder.shards import ShardStore
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir

@@ -37,12 +37,14 @@ def render(home: Path, out: Path) -> None:
     from lib_replicheck.cli.demo import DEMO_DIR, edited_copy
     from lib_replicheck.webui.hook import Hook
     from lib_replicheck.images import load_image
-    from lib_replicheck.packs.build import build_pack, centre_crop, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.images import centre_crop
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
 
-    build_pack(folder_records(DEMO_DIR / "pack", license="CC0 / public domain"), embedders.load("pdq"),
-               home / "packs" / "demo", log=lambda s: None)
+    build_from_items(sources.folder(DEMO_DIR / "pack", license="CC0 / public domain"), embedders.load("pdq"),
+                     home / "packs" / "demo", log=lambda s: None)
     service = CheckService(home / "packs", home)
     hook = Hook(service, lambda: Settings(top_k=3))
     generated = [edited_copy(DEMO_DIR / "pack" / "coffee.jpg"), load_image(DEMO_DIR / "novel" / "hubble_deep_field.jpg"),

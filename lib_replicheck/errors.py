@@ -29,6 +29,10 @@ class PackError(ReplicheckError):
         super().__init__(f"pack {path}: {reason}")
 
 
+class InstallError(ReplicheckError):
+    """A pack that cannot be installed, downloaded or removed; the message says which and why."""
+
+
 class EmbedderError(ReplicheckError):
     """The model could not be found, loaded, verified or run."""
 

@@ -225,6 +225,16 @@ def _grey_to_uint8(im):
     return out
 
 
+def centre_crop(im, fraction: float):
+    """The centre `fraction` of the image's width and height: the crop PDQ packs store hashes of
+    (PDQ is not robust to cropping) and the edit the demo and tests apply to a copy."""
+    if fraction >= 1.0:
+        return im
+    w, h = im.size
+    dx, dy = int(w * (1 - fraction) / 2), int(h * (1 - fraction) / 2)
+    return im.crop((dx, dy, w - dx, h - dy))
+
+
 def iter_image_files(paths: list[str | Path]) -> Iterator[Path]:
     """Yield image files from files and folders (recursively, sorted), skipping hidden entries.
 

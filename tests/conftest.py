@@ -96,7 +96,7 @@ def edits(im) -> dict:
     """The edits a copy goes through, as the tests measure them (PIL image in, PIL images out)."""
     from PIL import Image, ImageEnhance
 
-    from lib_replicheck.packs.build import centre_crop
+    from lib_replicheck.images import centre_crop
 
     w, h = im.size
     rotated = im.rotate(3, resample=Image.Resampling.BILINEAR)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from PIL import Image
 
 from conftest import REPO, edits
 from httpfaults import FaultServer
-from lib_replicheck.builder import BuildOptions, build
+from lib_replicheck.builder.options import BuildOptions
+from lib_replicheck.builder.pipeline import build
 from lib_replicheck.builder import index_factory as fac
 from lib_replicheck.builder.shards import ShardStore
 from lib_replicheck.checker import Checker
@@ -146,8 +148,10 @@ def test_ray_two_workers_match_sequential(tmp_path, photos_small):
 KILLER = """
 import os, sys
 sys.path.insert(0, {repo!r})
-import lib_replicheck.builder as b
-real, calls = b.embed_items, []
+import lib_replicheck.builder.embed as e
+import lib_replicheck.builder.options as o
+import lib_replicheck.builder.pipeline as p
+real, calls = e.embed_items, []
 
 
 def embed_then_die(*args, **kwargs):
@@ -157,8 +161,8 @@ def embed_then_die(*args, **kwargs):
     return real(*args, **kwargs)
 
 
-b.embed_items = embed_then_die
-b.build({src!r}, {out!r}, b.BuildOptions(embedder="pdq", shard_size=2), work={work!r})
+e.embed_items = embed_then_die
+p.build({src!r}, {out!r}, o.BuildOptions(embedder="pdq", shard_size=2), work={work!r})
 """
 
 
@@ -219,7 +223,7 @@ def test_tuning_keeps_the_latency_budget():
 def test_index_stage_records_a_missed_latency_budget(tmp_path):
     """A budget no search can keep (1 microsecond) still gives a working pack: the fastest setting is
     kept, the build log warns, and the manifest records what the index was tuned for."""
-    from lib_replicheck.builder import index_stage
+    from lib_replicheck.builder.stages import index_stage
     from lib_replicheck.embedders import sscd
 
     rng = np.random.default_rng(0)
@@ -241,7 +245,7 @@ def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
     """150k clustered synthetic 512-d vectors (stand-ins for SSCD descriptors): an IVF index, nprobe
     tuned to recall@10 >= 0.95, recorded in the manifest with the share of copies it finds, applied
     and memory-mapped on load."""
-    from lib_replicheck.builder import index_stage, metadata_stage
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir
 
@@ -275,7 +279,7 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
     reaches to the target, and similarities come out exact."""
     import faiss
 
-    from lib_replicheck.builder import index_stage, metadata_stage
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir
     from lib_replicheck.packs.rerank import RERANK_FILE
@@ -434,14 +438,15 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
     target is the old or the new pack at every moment; with two renames it is missing until the next
     build or install, which first renames the old pack back (and so refuses to build over it)."""
     from lib_replicheck.embedders import load
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.publish import check_target
 
     pdq = load("pdq")
     src_old, src_new = _folder(tmp_path / "old", photos_small[:2]), _folder(tmp_path / "new", photos_small[2:5])
     out = tmp_path / "packs" / "mine"
-    build_pack(folder_records(src_old), pdq, out, log=lambda s: None)
-    build_pack(folder_records(src_new), pdq, tmp_path / "packs" / "other", log=lambda s: None)
+    build_from_items(sources.folder(src_old), pdq, out, log=lambda s: None)
+    build_from_items(sources.folder(src_new), pdq, tmp_path / "packs" / "other", log=lambda s: None)
     new = (tmp_path / "packs" / "other").rename(tmp_path / "packs" / ".mine.partial-1")  # staged, verified
     code = PUBLISH_KILLED.format(repo=str(REPO), no_exchange=no_exchange, new=str(new), out=str(out))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -458,25 +463,28 @@ def test_publish_killed_midway_keeps_a_pack(tmp_path, photos_small, no_exchange)
 
 def test_publish_failing_at_the_second_rename_keeps_the_old_pack(tmp_path, photos_small, monkeypatch):
     from lib_replicheck.embedders import load
-    from lib_replicheck.packs import build as pb
+    from lib_replicheck.builder import pipeline as pb
+    from lib_replicheck.builder import sources
     from lib_replicheck.packs import publish as pp
 
     pdq = load("pdq")
     out = tmp_path / "mine"
-    pb.build_pack(pb.folder_records(_folder(tmp_path / "a", photos_small[:2])), pdq, out, log=lambda s: None)
+    pb.build_from_items(sources.folder(_folder(tmp_path / "a", photos_small[:2])), pdq, out,
+                        log=lambda s: None)
     monkeypatch.setattr(pp, "_exchange", lambda a, b: False)
     real, calls = os.replace, []
 
     def fail_second(a, b):
-        calls.append(1)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
+        if Path(a).parent == tmp_path:  # the publish's renames, not the files of the work folder's shards
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
         return real(a, b)
 
     monkeypatch.setattr(os, "replace", fail_second)
     with pytest.raises(OSError):
-        pb.build_pack(pb.folder_records(_folder(tmp_path / "b", photos_small[2:5])), pdq, out, overwrite=True,
-                      log=lambda s: None)
+        pb.build_from_items(sources.folder(_folder(tmp_path / "b", photos_small[2:5])), pdq, out,
+                            overwrite=True, log=lambda s: None)
     monkeypatch.undo()
     assert Pack(out).manifest.count == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "mine"]
 
@@ -533,3 +541,26 @@ def test_tuning_choice_does_not_move_with_machine_load(monkeypatch):
     assert quiet["within_budget"] and 1 < quiet["params"]["nprobe"] <= 16
     assert loaded["params"] == quiet["params"] and loaded["query_ms"] == quiet["query_ms"]
     assert set(clock.threads) == {1} and faiss.omp_get_max_threads() == threads  # one thread, then restored
+
+
+def test_build_from_items_writes_the_pack_build_writes(tmp_path, photos_small):
+    """One writer: images a program holds go through the same stages as a source on disk, so the two
+    entries write the same index, metadata, thumbnails and manifest (but for the time it took)."""
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.embedders import load
+
+    src = _folder(tmp_path / "src", photos_small[:5])
+    from_disk = build(src, tmp_path / "a" / "mine", _opts(thumbnails=True), log=lambda s: None)
+    from_items = build_from_items(sources.folder(src), load("pdq"), tmp_path / "b" / "mine", log=lambda s: None)
+    assert (from_items.count, from_items.vectors, from_items.skipped) == (from_disk.count, from_disk.vectors,
+                                                                          from_disk.skipped)
+    a, b = Pack(from_disk.path), Pack(from_items.path)
+    rows = list(range(a.manifest.count))
+    assert a.metadata.get(rows) == b.metadata.get(rows) and b.metadata.get([0])[0].thumbnail == "thumbnails/0.jpg"
+    da, db = (json.loads((p / "manifest.json").read_text()) for p in (from_disk.path, from_items.path))
+    for d in (da, db):
+        d.pop("built_at")
+        d["index"].pop("query_ms")
+    assert da == db and db["index"]["type"] == "BFlat"
+    assert not [p.name for p in (tmp_path / "b").iterdir() if p.name != "mine"]  # no work folder left behind

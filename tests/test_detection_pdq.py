@@ -8,7 +8,8 @@ from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.checker import Checker
 from lib_replicheck.images import load_image
-from lib_replicheck.packs.build import build_pack, folder_records
+from lib_replicheck.builder import sources
+from lib_replicheck.builder.pipeline import build_from_items
 from lib_replicheck.packs.pack import Pack
 from lib_replicheck.thresholds import Verdict
 
@@ -20,8 +21,8 @@ PDQ_EDITS = ("resized 0.5x", "JPEG q=30", "cropped 90% centre", "brightened +15%
 @pytest.fixture(scope="module")
 def pdq_pack(tmp_path_factory, pack_photos):
     folder = photo_folder(tmp_path_factory.mktemp("photos"), pack_photos)
-    result = build_pack(folder_records(folder), embedders.load("pdq"), tmp_path_factory.mktemp("packs") / "photos",
-                        thumbnails=False, log=lambda s: None)
+    result = build_from_items(sources.folder(folder), embedders.load("pdq"),
+                              tmp_path_factory.mktemp("packs") / "photos", thumbnails=False, log=lambda s: None)
     return result, Pack(result.path)
 
 

@@ -13,7 +13,8 @@ from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.checker import Checker
 from lib_replicheck.images import load_image
-from lib_replicheck.packs.build import build_pack, folder_records
+from lib_replicheck.builder import sources
+from lib_replicheck.builder.pipeline import build_from_items
 from lib_replicheck.packs.pack import Pack
 
 
@@ -25,8 +26,8 @@ def sscd(sscd_onnx):
 @pytest.fixture(scope="module")
 def sscd_pack(tmp_path_factory, pack_photos, sscd):
     folder = photo_folder(tmp_path_factory.mktemp("photos"), pack_photos)
-    result = build_pack(folder_records(folder), sscd, tmp_path_factory.mktemp("packs") / "photos-sscd",
-                        thumbnails=False, log=lambda s: None)
+    result = build_from_items(sources.folder(folder), sscd, tmp_path_factory.mktemp("packs") / "photos-sscd",
+                              thumbnails=False, log=lambda s: None)
     return Pack(result.path)
 
 
@@ -101,7 +102,7 @@ def test_pack_built_from_rotated_originals_matches_upright_copies(sscd, sscd_onn
     originals = [load_image(p) for p in pack_photos[:2]]
     for i, im in enumerate(originals):
         stored_rotated(im, 6, folder / f"{i}.jpg")
-    built = build_pack(folder_records(folder), sscd, tmp_path / "pack", thumbnails=False, log=lambda s: None)
+    built = build_from_items(sources.folder(folder), sscd, tmp_path / "pack", thumbnails=False, log=lambda s: None)
     pack = Pack(built.path)
     checker = Checker([pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
     for i, r in enumerate(checker.check(originals)):

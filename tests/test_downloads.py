@@ -22,7 +22,9 @@ from conftest import REPO
 from httpfaults import FaultServer
 from lib_replicheck.download import DownloadError, Policy
 from lib_replicheck.registry import registry
-from lib_replicheck.registry.install import InstallError, Installer, pack_lock, safe_extract
+from lib_replicheck.errors import InstallError
+from lib_replicheck.registry.archive import safe_extract
+from lib_replicheck.registry.install import Installer, pack_lock
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "registry" / "demo"

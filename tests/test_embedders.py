@@ -151,11 +151,12 @@ def test_clip_with_random_weights(images):
 def test_clip_pack_reports_semantic_similarity(images, tmp_path):
     from lib_replicheck.checker import SEMANTIC_NOTE, Checker
     from lib_replicheck.embedders.clip import ClipEmbedder
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.pack import Pack
 
     e = ClipEmbedder("ViT-B-32", pretrained=None)
-    out = build_pack(folder_records(PHOTOS[0].parent), e, tmp_path / "clip", thumbnails=False, log=lambda s: None)
+    out = build_from_items(sources.folder(PHOTOS[0].parent), e, tmp_path / "clip", thumbnails=False, log=lambda s: None)
     pack = Pack(out.path)
     assert pack.embedder.id == "clip:ViT-B-32/random"
     checker = Checker([pack])

@@ -16,7 +16,9 @@ from lib_replicheck import embedders
 from lib_replicheck.embedders.base import COSINE, Embedder, EmbedderSpec
 from lib_replicheck.errors import ImageError, PackError
 from lib_replicheck.packs import index as faiss_index
-from lib_replicheck.packs.build import Record, build_pack, folder_records
+from lib_replicheck.builder import sources
+from lib_replicheck.builder.pipeline import build_from_items
+from lib_replicheck.builder.sources import SourceItem
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "lib_replicheck" / "demo_images" / "pack"
@@ -25,7 +27,7 @@ DEMO = REPO / "lib_replicheck" / "demo_images" / "pack"
 @pytest.fixture(scope="module")
 def demo_pack(tmp_path_factory):
     out = tmp_path_factory.mktemp("packs") / "demo"
-    build_pack(folder_records(DEMO, license="CC0"), embedders.load("pdq"), out, title="Demo", log=lambda s: None)
+    build_from_items(sources.folder(DEMO, license="CC0"), embedders.load("pdq"), out, title="Demo", log=lambda s: None)
     return out
 
 
@@ -174,7 +176,7 @@ def test_build_skips_bad_images_and_names_them(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(DEMO, src)
     (src / "broken.jpg").write_bytes(b"not a jpeg")
-    result = build_pack(folder_records(src), embedders.load("pdq"), tmp_path / "p", log=lambda s: None)
+    result = build_from_items(sources.folder(src), embedders.load("pdq"), tmp_path / "p", log=lambda s: None)
     assert result.count == 4
     assert any("broken.jpg" in s and "not an image" in s for s in result.skipped)
 
@@ -187,9 +189,9 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_pack(demo_pack, tmp_path)
     def boom():
         raise RuntimeError("disk on fire")
 
-    records = list(folder_records(DEMO)) + [Record(load=boom, label="boom")]
+    records = list(sources.folder(DEMO)) + [SourceItem(key="boom", load=boom)]
     with pytest.raises(RuntimeError):
-        build_pack(records, embedders.load("pdq"), out, overwrite=True, batch=2, log=lambda s: None)
+        build_from_items(records, embedders.load("pdq"), out, overwrite=True, batch=2, log=lambda s: None)
     assert (out / "manifest.json").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # no partial folder left behind
     Pack(out).verify()
@@ -197,13 +199,14 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_pack(demo_pack, tmp_path)
 
 def test_existing_pack_is_not_overwritten_without_force(demo_pack):
     with pytest.raises(PackError, match="already exists"):
-        build_pack(folder_records(DEMO), embedders.load("pdq"), demo_pack, log=lambda s: None)
+        build_from_items(sources.folder(DEMO), embedders.load("pdq"), demo_pack, log=lambda s: None)
 
 
 def test_overwrite_replaces_atomically(demo_pack, tmp_path):
     out = tmp_path / "p"
-    build_pack(folder_records(DEMO), embedders.load("pdq"), out, log=lambda s: None)
-    build_pack(folder_records(DEMO), embedders.load("pdq"), out, title="Second", overwrite=True, log=lambda s: None)
+    build_from_items(sources.folder(DEMO), embedders.load("pdq"), out, log=lambda s: None)
+    build_from_items(sources.folder(DEMO), embedders.load("pdq"), out, title="Second", overwrite=True,
+                     log=lambda s: None)
     assert Pack(out).manifest.title == "Second"
     assert sorted(os.listdir(tmp_path)) == ["p"]
 
@@ -211,16 +214,16 @@ def test_overwrite_replaces_atomically(demo_pack, tmp_path):
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PackError, match="no usable images"):
-        build_pack(folder_records(tmp_path / "empty"), embedders.load("pdq"), tmp_path / "p", log=lambda s: None)
+        build_from_items(sources.folder(tmp_path / "empty"), embedders.load("pdq"), tmp_path / "p", log=lambda s: None)
     assert not (tmp_path / "p").exists()
 
 
 def test_cosine_pack_round_trip(tmp_path):
     from PIL import Image
 
-    recs = [Record(load=lambda i=i: Image.new("RGB", (32, 32), (i, i, i)), label=f"grey{i}", caption=f"c{i}")
+    recs = [SourceItem(key=f"grey{i}", load=lambda i=i: Image.new("RGB", (32, 32), (i, i, i)), caption=f"c{i}")
             for i in range(10)]
-    out = build_pack(recs, _Fixed(), tmp_path / "cos", thumbnails=False, log=lambda s: None).path
+    out = build_from_items(recs, _Fixed(), tmp_path / "cos", thumbnails=False, log=lambda s: None).path
     pack = Pack(out, expect_embedder="sscd_disc_mixup")
     assert pack.manifest.vectors == 10 and faiss_index.describe(pack.index) == "IndexFlatIP"
     v = _Fixed().embed([None] * 10)

@@ -17,7 +17,8 @@ from browser import wait_for as _wait
 from conftest import edits
 from lib_replicheck import embedders
 from lib_replicheck.images import load_image
-from lib_replicheck.packs.build import Record, build_pack
+from lib_replicheck.builder.pipeline import build_from_items
+from lib_replicheck.builder.sources import SourceItem
 
 HOSTILE = [
     ("<script>window.__pwned=1</script>", "javascript:window.__pwned=2"),
@@ -38,9 +39,9 @@ def server(tmp_path_factory, pack_photos, other_photos):
 
     home = tmp_path_factory.mktemp("home")
     photos = [load_image(p) for p in pack_photos[:4]]
-    records = [Record(load=lambda im=im: im, label=f"photo{i}", caption=c, url=u, source=f"row {i}", license="CC-BY")
+    records = [SourceItem(key=f"row {i}", load=lambda im=im: im, caption=c, url=u, license="CC-BY")
                for i, (im, (c, u)) in enumerate(zip(photos, HOSTILE))]
-    build_pack(records, embedders.load("pdq"), home / "packs" / "hostile", log=lambda s: None)
+    build_from_items(records, embedders.load("pdq"), home / "packs" / "hostile", log=lambda s: None)
     service = CheckService(home / "packs", home)
     hook = Hook(service, Settings)
     generated = [edits(photos[0])["JPEG q=30"], load_image(other_photos[0]), edits(photos[1])["resized 0.5x"],
@@ -144,15 +145,15 @@ def test_download_progress_box(tmp_path_factory, browser):
 def _checked_service(home, pack_photos, other_photos):
     """A service with a small pack and one finished txt2img job (a copy and a new image)."""
     from lib_replicheck.webui.hook import Hook
-    from lib_replicheck.packs.build import folder_records
+    from lib_replicheck.builder import sources
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
 
     from conftest import photo_folder
 
     src = photo_folder(home / "src", pack_photos[:4], "photo {stem}")
-    build_pack(folder_records(src, license="test"), embedders.load("pdq"), home / "packs" / "photos",
-               log=lambda s: None)
+    build_from_items(sources.folder(src, license="test"), embedders.load("pdq"), home / "packs" / "photos",
+                     log=lambda s: None)
     service = CheckService(home / "packs", home)
     hook = Hook(service, Settings)
     state = hook.begin("txt2img", True, expected=2)

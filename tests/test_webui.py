@@ -16,7 +16,8 @@ from PIL import Image
 from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.images import load_image
-from lib_replicheck.packs.build import build_pack, folder_records
+from lib_replicheck.builder import sources
+from lib_replicheck.builder.pipeline import build_from_items
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +28,8 @@ def novel(other_photos):
 @pytest.fixture(scope="session")
 def built_pack(tmp_path_factory, pack_photos):
     src = photo_folder(tmp_path_factory.mktemp("src"), pack_photos[:8], "training image {stem}")
-    return build_pack(folder_records(src, license="test"), embedders.load("pdq"),
-                      tmp_path_factory.mktemp("built") / "photos", log=lambda s: None).path
+    return build_from_items(sources.folder(src, license="test"), embedders.load("pdq"),
+                            tmp_path_factory.mktemp("built") / "photos", log=lambda s: None).path
 
 
 @pytest.fixture

@@ -66,12 +66,15 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB) -> Plan:
     return plan
 
 
-def new_index(plan: Plan, dim: int):
+def new_index(plan: Plan, dim: int, with_ids: bool = True):
+    """The empty index of `plan`; `with_ids=False`: an exact index whose positions are the metadata
+    rows (one vector per image), so it needs no id map."""
     import faiss
 
     if plan.metric == "hamming":
         if plan.factory == "BFlat":
-            return faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(dim))
+            flat = faiss.IndexBinaryFlat(dim)
+            return faiss.IndexBinaryIDMap(flat) if with_ids else flat
         quantizer = faiss.IndexBinaryFlat(dim)
         ivf = faiss.IndexBinaryIVF(quantizer, dim, plan.nlist)
         ivf.own_fields = True
@@ -80,7 +83,7 @@ def new_index(plan: Plan, dim: int):
     index = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
     # ids are the metadata rows (several variants of one image share one); IVF indexes store ids
     # themselves, a flat index needs an IDMap for them
-    return faiss.IndexIDMap(index) if plan.exact else index
+    return faiss.IndexIDMap(index) if plan.exact and with_ids else index
 
 
 def train(index, plan: Plan, sample) -> None:

@@ -16,7 +16,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from lib_replicheck.errors import ReplicheckError
 
@@ -34,12 +34,17 @@ class SourceItem:
     caption: str | None = None
     license: str | None = None
     hash: str | None = None  # the parquet's hash column, when there is one
+    #: an image already in memory: a callable returning an RGB PIL image or raising ImageError
+    #: (packs built by a program from images it holds; such items cannot travel to Ray workers)
+    load: Callable[[], object] | None = None
 
     def open(self):
         """The decoded RGB image as displayed (EXIF orientation applied), through the one decoder
         every image goes through; ImageError naming the row when it cannot be read."""
         from lib_replicheck.images import decode
 
+        if self.load is not None:
+            return self.load()
         if self.path is not None:
             return decode(self.path)
         return decode(self.data or b"", name=self.key)
@@ -71,12 +76,21 @@ class Exclusions:
 
 
 def folder(path: str | Path, license: str | None = None) -> Iterator[SourceItem]:
+    """Images under `path`, keyed by their relative path; a sidecar `name.txt` beside `name.jpg` is
+    its caption."""
     from lib_replicheck.images import iter_image_files
 
     root = Path(path)
+    if not root.is_dir():
+        raise ReplicheckError(f"{path}: not a folder of images")
     for f in iter_image_files([root]):
         txt = f.with_suffix(".txt")
-        caption = txt.read_text(encoding="utf-8", errors="replace").strip()[:2000] if txt.is_file() else None
+        caption = None
+        if txt.is_file():
+            try:
+                caption = txt.read_text(encoding="utf-8", errors="replace").strip()[:2000]
+            except OSError:
+                caption = None  # an unreadable sidecar costs the caption, not the image
         yield SourceItem(key=f.relative_to(root).as_posix(), path=str(f), caption=caption, license=license)
 
 

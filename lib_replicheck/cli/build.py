@@ -9,7 +9,8 @@ from lib_replicheck.errors import clean_text
 
 
 def cmd_build(args) -> int:
-    from lib_replicheck.builder import GB, BuildOptions, build
+    from lib_replicheck.builder.options import BuildOptions, GB
+    from lib_replicheck.builder.pipeline import build
     from lib_replicheck.builder.sources import detect
 
     kind = detect(args.source)

@@ -27,7 +27,7 @@ def edited_copy(path: Path):
     from PIL import Image, ImageEnhance
 
     from lib_replicheck.images import load_image
-    from lib_replicheck.packs.build import centre_crop
+    from lib_replicheck.images import centre_crop
 
     im = centre_crop(load_image(path), 0.9)
     im = im.resize((im.width // 2, im.height // 2), Image.Resampling.BILINEAR)
@@ -43,7 +43,8 @@ def run_demo(json_output: bool = False, out=None) -> int:
     from lib_replicheck.cli.text import format_report
     from lib_replicheck.errors import json_text
     from lib_replicheck.images import load_image
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.packs.pack import Pack
 
     out = out or sys.stdout
@@ -55,8 +56,9 @@ def run_demo(json_output: bool = False, out=None) -> int:
             say(f"Demo pack {BUNDLED_PACK}: {pack.manifest.count} photos, {pack.manifest.vectors} PDQ hashes "
                 "(whole image and centre crops), every file's sha256 verified\n")
         else:  # a copy of the library without the repository's registry folder: build the same pack
-            result = build_pack(folder_records(DEMO_DIR / "pack", license="public domain / CC0 (see LICENSES.md)"),
-                                embedders.load("pdq"), Path(tmp) / "demo", name="demo", log=lambda s: None)
+            items = sources.folder(DEMO_DIR / "pack", license="public domain / CC0 (see LICENSES.md)")
+            result = build_from_items(items, embedders.load("pdq"), Path(tmp) / "demo", name="demo",
+                                      log=lambda s: None)
             pack = Pack(result.path)
             say(f"Built the demo pack from {DEMO_DIR / 'pack'}: {result.count} photos\n")
         checker = Checker([pack], top_k=3)

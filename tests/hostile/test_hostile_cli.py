@@ -64,14 +64,15 @@ def escape_pack(tmp_path_factory):
     from lib_replicheck import embedders
     from lib_replicheck.cli.demo import DEMO_DIR
     from lib_replicheck.images import load_image
-    from lib_replicheck.packs.build import Record, build_pack
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.builder.sources import SourceItem
 
     photos = sorted((DEMO_DIR / "pack").glob("*.jpg"))
-    records = [Record(load=lambda p=p: load_image(p), label=str(p), url=f"http://x.test/{ESC}{C1}{p.name}",
-                      caption=f"{ESC}caption {C1}", source=f"{ESC}{p.name}", license=f"{ESC}CC0")
+    records = [SourceItem(key=f"{ESC}{p.name}", load=lambda p=p: load_image(p), url=f"http://x.test/{ESC}{C1}{p.name}",
+                          caption=f"{ESC}caption {C1}", license=f"{ESC}CC0")
                for p in photos]
     out = tmp_path_factory.mktemp("packs") / "hostile"
-    build_pack(records, embedders.load("pdq"), out, name="hostile", log=lambda s: None)
+    build_from_items(records, embedders.load("pdq"), out, name="hostile", log=lambda s: None)
     return out
 
 

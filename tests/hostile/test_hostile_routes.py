@@ -24,12 +24,13 @@ HEADER = {"X-Replicheck-Request": "1"}
 def home(tmp_path_factory, pack_photos):
     """A packs folder with one small real pack, 'photos' (PDQ, faiss, SQLite)."""
     from lib_replicheck import embedders
-    from lib_replicheck.packs.build import build_pack, folder_records
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
 
     home = tmp_path_factory.mktemp("home")
     src = photo_folder(home / "src", pack_photos[:4], "photo {stem}")
-    build_pack(folder_records(src, license="test"), embedders.load("pdq"), home / "packs" / "photos",
-               log=lambda s: None)
+    build_from_items(sources.folder(src, license="test"), embedders.load("pdq"), home / "packs" / "photos",
+                     log=lambda s: None)
     return home
 
 
