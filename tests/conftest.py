@@ -84,6 +84,19 @@ def photo_folder(folder: Path, photos: list[Path], caption: str | None = None) -
     return folder
 
 
+def webdataset_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
+    """A webdataset shard as img2dataset writes it: for each (key, {ext: bytes}), files KEY.EXT."""
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
 def jpeg(im, quality: int):
     from PIL import Image
 

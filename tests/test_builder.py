@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, edits
+from conftest import REPO, edits, webdataset_tar
 from httpfaults import FaultServer
 from lib_replicheck.builder.options import BuildOptions
 from lib_replicheck.builder.pipeline import build
@@ -44,15 +43,6 @@ def photos_small(pack_photos):
     return out
 
 
-def _tar(path, samples):
-    with tarfile.open(path, "w") as tf:
-        for key, files in samples:
-            for ext, data in files.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-
-
 def _opts(**kw) -> BuildOptions:
     kw.setdefault("embedder", "pdq")
     kw.setdefault("shard_size", 4)
@@ -70,7 +60,7 @@ def test_webdataset_shards(tmp_path, photos_small):
             samples.append((key, {"jpg": _jpeg(im), "txt": f"caption {stem}".encode(), "json": json.dumps(meta).encode()}))
         samples.append((f"{s:05d}9999", {"jpg": b"this is not a jpeg", "txt": b"broken"}))
         samples.append((f"{s:05d}9998", {"json": b'{"status": "failed_to_download"}'}))  # no image: not a sample
-        _tar(shards / f"{s:05d}.tar", samples)
+        webdataset_tar(shards / f"{s:05d}.tar", samples)
     report = build(shards, tmp_path / "pack", _opts(), log=lambda s: None)
     assert report.count == 10 and report.vectors == 50
     assert sorted(s.split(":")[0] for s in report.skipped) == ["00000.tar/000009999", "00001.tar/000019999"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import webdataset_tar
 from lib_replicheck.errors import ImageError
 from lib_replicheck.images import decode, load_image
 
@@ -122,18 +123,6 @@ def test_empty_and_garbage_bytes_are_refused_by_name():
             decode(data, name="upload")
 
 
-def _tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> Path:
-    import tarfile
-
-    with tarfile.open(path, "w") as tf:
-        for key, files in samples:
-            for ext, data in files.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_bad_sidecar_json_is_said_naming_the_file(tmp_path, caplog):
     """A sample whose .json cannot be read keeps its image but loses url and license: that is logged
     with the shard and the sample's name, never silent; a flood of them is counted, not listed."""
@@ -148,7 +137,7 @@ def test_bad_sidecar_json_is_said_naming_the_file(tmp_path, caplog):
                ("deep", {"jpg": jpg, "json": b"[" * 100_000 + b"]" * 100_000}),
                ("latin", {"jpg": jpg, "json": b'{"url": "\xe9"}'}),
                ("typed", {"jpg": jpg, "json": b'{"url": {"x": 1}, "license": 5, "hash": [1]}'})]
-    shard = _tar(tmp_path / "00000.tar", samples)
+    shard = webdataset_tar(tmp_path / "00000.tar", samples)
     with caplog.at_level("WARNING", logger="replicheck"):
         items = list(webdataset([shard], license="fallback"))
     assert [i.key for i in items] == [f"00000.tar/{k}" for k, _ in samples]
@@ -158,7 +147,7 @@ def test_bad_sidecar_json_is_said_naming_the_file(tmp_path, caplog):
                      ("latin", "not UTF-8")):
         assert f"00000.tar: {key}.json: {why}" in caplog.text
     caplog.clear()
-    many = _tar(tmp_path / "00001.tar", [(f"k{i:03d}", {"jpg": jpg, "json": b"{"}) for i in range(40)])
+    many = webdataset_tar(tmp_path / "00001.tar", [(f"k{i:03d}", {"jpg": jpg, "json": b"{"}) for i in range(40)])
     with caplog.at_level("WARNING", logger="replicheck"):
         assert len(list(webdataset([many]))) == 40
     assert 2 <= len(caplog.records) <= 10 and "40 samples in all" in caplog.text
