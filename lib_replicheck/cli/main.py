@@ -114,7 +114,10 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--max-size", metavar="SIZE", help="install from a URL: the most bytes to download, e.g. "
                                                         "500M or 20G (default 64G)")
     pk.add_argument("--json", action="store_true")
-    for p in (c, b, d, cal, pk):  # --debug also after the command
+    from lib_replicheck.cli.prompt import add_parser as prompt_parser
+
+    pr = prompt_parser(sub)
+    for p in (c, b, d, cal, pk, pr):  # --debug also after the command
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
@@ -154,6 +157,10 @@ def _run(args) -> int:
         from lib_replicheck.cli.packs import cmd_packs
 
         return cmd_packs(args)
+    if args.command == "prompt":
+        from lib_replicheck.cli.prompt import cmd_prompt
+
+        return cmd_prompt(args)
     if args.command == "demo":
         from lib_replicheck.cli.demo import run_demo
 
