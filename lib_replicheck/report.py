@@ -5,6 +5,7 @@ The web UI panel, the HTTP API, the infotext and the command line all read these
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from lib_replicheck.item import Item
@@ -55,6 +56,12 @@ class Match:
     def score_text(self) -> str:
         return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
 
+    def score_label(self) -> str:
+        """The similarity as users read it everywhere (panel, infotext, report, command line): two
+        decimals, rounded down so that a score shown at a tier's cut is at or above it. PDQ's
+        Hamming distance reads as its similarity, 1 - d/256."""
+        return f"{math.floor(self.similarity * 100 + 1e-6) / 100:.2f}"
+
     def to_dict(self) -> dict:
         """Flat, as reports have always been written: the item's fields beside the score."""
         item = asdict(self.item)
@@ -79,14 +86,18 @@ class Report:
         return self.verdict.is_copy
 
     def summary(self) -> str:
-        """One line, e.g. 'likely copy 0.810 (laion-aesthetics-6.5)'; used in the infotext, which travels
-        with published images: an error is named there without its details (paths, messages)."""
+        """One line, the same words in the infotext, the panel, the HTML report and the command line:
+        'no copy (best 0.31 in laion-6.5)', 'likely copy (best 0.88 in demo)', 'not checked (error)'.
+        No comma or colon, so the web UI writes it into the infotext without quotes; an error is
+        named without its details (paths, messages), as the infotext travels with published images."""
         if self.error:
             return "not checked (error)"
         if self.best is None:
-            return "no match"
-        text = f"{self.verdict.value} {self.best.score_text()} ({self.best.pack})"
-        return text + ", already in the input image" if self.from_input else text
+            return self.verdict.value
+        where = f"best {self.best.score_label()} in {self.best.pack}"
+        if self.from_input:
+            where += "; already in the input image"
+        return f"{self.verdict.value} ({where})"
 
     def to_dict(self) -> dict:
         return {

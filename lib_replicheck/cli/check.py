@@ -1,7 +1,9 @@
-"""`python -m lib_replicheck check`: images or folders checked against installed or named packs."""
+"""`python -m lib_replicheck check`: images or folders checked against installed or named packs,
+optionally written as an HTML report (`--report`) and a CSV (`--csv`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +12,9 @@ from lib_replicheck.errors import ReplicheckError, clean_text, json_text
 from lib_replicheck.thresholds import Verdict
 
 FAIL_ON = {"possible": Verdict.POSSIBLE, "likely": Verdict.LIKELY, "duplicate": Verdict.DUPLICATE}
+#: Most images one `check` takes (a bound, not a goal: folders of this size take hours on a CPU).
+MAX_IMAGES = 1_000_000
+MAX_ENTRIES = 4_000_000
 
 
 def open_packs(names: list[str], packs_dir: Path | None):
@@ -23,38 +28,110 @@ def open_packs(names: list[str], packs_dir: Path | None):
     return [Pack(p) for p in paths]
 
 
+def check_output_path(path: Path | None, option: str) -> None:
+    """Fail before any image is checked when an output file cannot be written where asked."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ReplicheckError(f"{option} {path}: is a folder; name the file to write")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ReplicheckError(f"{option} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ReplicheckError(f"{option} {path}: the folder {parent} is not writable")
+
+
+def show_progress(mode: str, json_output: bool, stream=None) -> bool:
+    """'on' and 'off' say it; 'auto' shows the bar on a terminal unless JSON goes to stdout."""
+    if mode != "auto":
+        return mode == "on"
+    stream = stream or sys.stderr
+    return not json_output and bool(getattr(stream, "isatty", lambda: False)())
+
+
+def progress_bar(total: int, enabled: bool, unit: str = "image", desc: str = "checking"):
+    """A tqdm bar on stderr (rate and time left), or None."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=f" {unit}", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.25,
+                smoothing=0.1)
+
+
 def cmd_check(args) -> int:
+    from lib_replicheck.audit import list_images, run_audit
     from lib_replicheck.checker import Checker
-    from lib_replicheck.images import iter_image_files
+    from lib_replicheck.cli.text import format_report
     from lib_replicheck.thresholds import with_overrides
 
     if args.top_k < 1:
         raise ReplicheckError("--top-k must be at least 1")
+    report_path = getattr(args, "report", None)
+    csv_path = getattr(args, "csv", None)
+    check_output_path(report_path, "--report")
+    check_output_path(csv_path, "--csv")
     tiers = with_overrides(args.threshold)
     packs = open_packs(args.pack, args.packs_dir)
     checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
                       models_dir=args.models_dir, weights=args.weights, offline=args.offline,
                       progress=not args.json)
-    files = list(iter_image_files(args.paths))
+    files, left_out = list_images(args.paths, max_images=MAX_IMAGES, max_entries=MAX_ENTRIES, confine=False)
     if not files:
         raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
-    from lib_replicheck.cli.text import format_report
+    if left_out:
+        print(f"replicheck: {left_out} image(s) past the first {MAX_IMAGES} are not checked", file=sys.stderr)
 
     fail_on = FAIL_ON[args.fail_on]
-    copies = errors = 0
-    for report in checker.check_files(files):
+    bar = progress_bar(len(files), show_progress(getattr(args, "progress", "auto"), args.json))
+    counts = {"copies": 0, "errors": 0}
+
+    def say(text: str, stream) -> None:
+        if bar is not None:
+            bar.write(text, file=stream)
+        else:
+            print(text, file=stream, flush=True)
+
+    def on_report(report) -> None:
         if report.error:
-            errors += 1
-            print(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", file=sys.stderr)
+            counts["errors"] += 1
+            say(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", sys.stderr)
         elif report.verdict.rank >= fail_on.rank:
-            copies += 1
+            counts["copies"] += 1
         if args.json:
             print(json_text(report.to_dict()), flush=True)
         elif not report.error:
-            print(format_report(report), flush=True)
+            say(format_report(report), sys.stdout)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"{counts['copies']} flagged, {counts['errors']} error(s)", refresh=False)
+
+    try:
+        audit = run_audit(checker, files, roots=args.paths, on_report=on_report, left_out=left_out)
+    finally:
+        if bar is not None:
+            bar.close()
+    copies, errors = counts["copies"], counts["errors"]
     if not args.json:
-        print(f"\n{len(files)} image(s) checked against {', '.join(clean_text(p.name, 64) for p in packs)}: "
-              f"{copies} flagged ({args.fail_on} or above), {errors} error(s)")
+        done = len(audit.reports)
+        print(f"\n{done} image(s) checked against {', '.join(clean_text(p.name, 64) for p in packs)}: "
+              f"{copies} flagged ({args.fail_on} or above), {errors} error(s)"
+              + (f"; stopped after {done} of {len(files)}" if audit.cancelled else ""))
+    written = []
+    if report_path is not None:
+        from lib_replicheck.html_report import write_html
+
+        written.append(write_html(audit, report_path))
+    if csv_path is not None:
+        from lib_replicheck.html_report import write_csv
+
+        written.append(write_csv(audit, csv_path))
+    for path in written:
+        size = path.stat().st_size
+        print(f"wrote {clean_text(path)} ({size / 1e6:.1f} MB)" if size >= 100_000
+              else f"wrote {clean_text(path)} ({size / 1e3:.0f} kB)", file=sys.stderr if args.json else sys.stdout)
+    if audit.interrupted:
+        raise KeyboardInterrupt
     if errors:
         return EXIT_ERROR
     return EXIT_COPY if copies else EXIT_OK
