@@ -54,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--fail-on", choices=list(FAIL_ON), default="possible",
                    help="lowest verdict that makes the exit status 1 (default possible)")
     c.add_argument("--json", action="store_true", help="print JSON lines, one report per image")
+    c.add_argument("--report", type=Path, metavar="FILE.html",
+                   help="write an HTML report: the flagged images beside their training images, a histogram, "
+                        "the errors (one self-contained file, opens from disk)")
+    c.add_argument("--csv", type=Path, metavar="FILE.csv", help="write one CSV row per image")
+    c.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                   help="progress bar on stderr (auto: on a terminal, not with --json)")
     _model_args(c)
 
     b = sub.add_parser("build", help="build a pack from a folder of images, webdataset shards or a LAION parquet")
