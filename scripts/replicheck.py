@@ -19,46 +19,19 @@ from modules import paths, script_callbacks, scripts, shared  # noqa: E402
 
 from lib_replicheck import __version__  # noqa: E402
 from lib_replicheck.webui import api as rc_api  # noqa: E402
+from lib_replicheck.webui import calibrate  # noqa: E402
+from lib_replicheck.webui import platform as webui_platform  # noqa: E402
 from lib_replicheck.memorization import forge as forge_signal  # noqa: E402
-from lib_replicheck.errors import ReplicheckError  # noqa: E402
 from lib_replicheck.webui.hook import INFOTEXT_KEYS, Hook, PerImageValue  # noqa: E402
 from lib_replicheck.registry.manager import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
+from lib_replicheck.webui.tab import PacksTab  # noqa: E402
 
 log = logging.getLogger("replicheck")
 
-
-def _platform() -> str:
-    import importlib.util
-
-    if importlib.util.find_spec("modules_forge") is not None:
-        return "forge"
-    if hasattr(shared, "native") or hasattr(shared, "backend"):
-        return "sdnext"
-    return "automatic1111"
-
-
-PLATFORM = _platform()
-#: Why the memorization signal cannot be measured on this platform (None: it can).
-SIGNAL_UNAVAILABLE = {
-    "forge": None,  # measured in Forge's sampling function instead (lib_replicheck/memorization/forge.py)
-    "sdnext": "SD.Next's diffusers backend does not call the CFG callbacks this signal needs"
-              if getattr(shared, "native", False) else None,
-    "automatic1111": None,
-}[PLATFORM]
-UNSUPPORTED = {
-    "forge": [],
-    "sdnext": ["the settings section has no category (SD.Next ignores categories)"]
-              + ([f"memorization signal: {SIGNAL_UNAVAILABLE}"] if SIGNAL_UNAVAILABLE else []),
-    "automatic1111": [],
-}[PLATFORM]
-
-
-def _is_sd1() -> bool:
-    model = getattr(shared, "sd_model", None)
-    return model is not None and not any(getattr(model, a, False) for a in ("is_sdxl", "is_sd2", "is_sd3", "is_ssd"))
-
+HOST = webui_platform.detect(shared)
+PLATFORM, SIGNAL_UNAVAILABLE, UNSUPPORTED = HOST.name, HOST.signal_unavailable, list(HOST.unsupported)
 MODELS_DIR = os.path.join(getattr(paths, "models_path", os.path.join(EXT_DIR, "models")), "replicheck")
 service = CheckService(os.path.join(MODELS_DIR, "packs"), MODELS_DIR, logger=log)
 
@@ -70,23 +43,16 @@ def current_settings() -> Settings:
 hook = Hook(service, current_settings)
 manager = PackManager(service.packs_dir, MODELS_DIR, lambda: current_settings().registry_urls(),
                       on_change=service.packs_changed)
-
-
-def _generation_running() -> bool:
-    """Whether the web UI is generating: every generation, UI or API, holds call_queue's lock, and
-    lets go of it however it ends (an exception included). Unknown: assume it is."""
-    try:
-        from modules.call_queue import queue_lock
-    except ImportError:
-        return True
-    inner = getattr(queue_lock, "_lock", queue_lock)  # FIFOLock wraps a threading.Lock
-    locked = getattr(inner, "locked", None)
-    return bool(locked()) if callable(locked) else True
+packs_tab = PacksTab(gr, manager, service)
 
 
 def settle_jobs() -> None:
     """Close the live job of a generation that failed before its `postprocess` (the panel polls this)."""
-    hook.settle(_generation_running())
+    try:
+        from modules.call_queue import queue_lock
+    except ImportError:
+        queue_lock = None
+    hook.settle(webui_platform.lock_held(queue_lock))
 
 
 def _guard(what: str, fn, *args, default=None):
@@ -98,28 +64,15 @@ def _guard(what: str, fn, *args, default=None):
 
 
 def composite_as_saved(p, image):
-    """SD.Next pastes inpainting's overlay after postprocess_image and has no later hook: the image
-    it will save is that composite, made here with its own apply_overlay(image, paste_loc, index,
-    overlays) for checking only (the web UI's image is not touched). Anything else: `image`."""
-    import inspect
-
-    overlays = getattr(p, "overlay_images", None)
-    if not overlays:
-        return image
-    use = getattr(p, "mask_apply_overlay", None)
-    if use is None:
-        use = getattr(shared.opts, "mask_apply_overlay", True)
+    """The image SD.Next will save: inpainting's overlay pasted with its own apply_overlay."""
     from modules import processing
 
-    apply = getattr(processing, "apply_overlay", None)
-    if not use or apply is None or len(inspect.signature(apply).parameters) != 4:
-        return image
-    out = apply(image, getattr(p, "paste_to", None), int(getattr(p, "batch_index", 0)), overlays)
-    return out if hasattr(out, "size") else image
+    return webui_platform.composite_as_saved(p, image, getattr(processing, "apply_overlay", None),
+                                             getattr(shared.opts, "mask_apply_overlay", True))
 
 
 #: 1.10's ScriptRunner calls postprocess_image_after_composite after inpainting's overlay
-AFTER_COMPOSITE = hasattr(getattr(scripts, "ScriptRunner", None), "postprocess_image_after_composite")
+AFTER_COMPOSITE = webui_platform.has_after_composite(getattr(scripts, "ScriptRunner", None))
 
 
 class ReplicheckScript(scripts.Script):
@@ -146,7 +99,8 @@ class ReplicheckScript(scripts.Script):
         init = list(getattr(p, "init_images", None) or []) if self.is_img2img else None
         seed = int((getattr(p, "all_seeds", None) or [getattr(p, "seed", 0) or 0])[0])
         p._replicheck = _guard("starting the check", lambda: hook.begin(
-            tab, bool(enabled), expected, init, signal=SIGNAL_UNAVAILABLE, sd1=_is_sd1(), seed=seed))
+            tab, bool(enabled), expected, init, signal=SIGNAL_UNAVAILABLE,
+            sd1=webui_platform.is_sd1(getattr(shared, "sd_model", None)), seed=seed))
 
     def process_batch(self, p, *args, **kwargs):
         state = getattr(p, "_replicheck", None)
@@ -157,7 +111,7 @@ class ReplicheckScript(scripts.Script):
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Forge only: it never calls the CFG callbacks, so the signal is measured in its sampling function.
         AUTOMATIC1111 1.10 calls this hook too, and measures through the CFG callbacks instead."""
-        if PLATFORM == "forge":
+        if PLATFORM == webui_platform.FORGE:
             _guard("the memorization signal", forge_signal.attach, p, hook.tracker, log)
 
     def postprocess_image(self, p, pp, enabled=True, *args):
@@ -173,7 +127,7 @@ class ReplicheckScript(scripts.Script):
         state = getattr(p, "_replicheck", None)
         if state is None or getattr(pp, "image", None) is None:
             return
-        index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1)) + int(getattr(p, "batch_index", 0))
+        index = webui_platform.image_index(p)
         image = _guard("the inpainting overlay", composite_as_saved, p, pp.image, default=pp.image) if as_saved \
             else pp.image
         report = _guard("checking an image", hook.image, state, image, index)
@@ -192,7 +146,7 @@ def on_cfg_denoiser(params):
     tracker = hook.tracker
     if tracker is None:  # the feature is off, or no generation is measured: no work at all
         return
-    if PLATFORM == "forge":  # where no hook registered the measurement before sampling (calibration)
+    if PLATFORM == webui_platform.FORGE:  # where no hook registered the measurement before sampling (calibration)
         _guard("the memorization signal", forge_signal.attach_at_step, params, tracker, log)
     _guard("the memorization signal", tracker.on_denoiser, params)
 
@@ -205,38 +159,12 @@ def on_cfg_denoised(params):
 
 
 def measure_signal(prompt: str, seed: int) -> float:
-    """The memorization signal of one txt2img generation with the loaded model, as Wen et al. measure
-    it (DDIM, 50 steps, guidance 7.5, 512x512), stopped once the first N steps are measured."""
-    import tempfile
-
+    """Calibration: the signal of one txt2img generation with the loaded model (webui/calibrate.py)."""
     from modules import processing
     from modules.call_queue import queue_lock
 
-    from lib_replicheck.memorization.tracker import SignalTracker
-
-    if SIGNAL_UNAVAILABLE:
-        raise ReplicheckError(f"cannot calibrate here: {SIGNAL_UNAVAILABLE}")
-    s = current_settings()
-    tracker = SignalTracker(s.mem_steps, s.mem_threshold, True)
-    tracker.publish = lambda signals: shared.state.interrupt()  # measured: stop sampling
-    tracker.start_batch(0, [prompt])
-    with queue_lock, tempfile.TemporaryDirectory(prefix="replicheck-calibrate-") as out:
-        p = processing.StableDiffusionProcessingTxt2Img(
-            sd_model=shared.sd_model, prompt=prompt, seed=int(seed), steps=50, cfg_scale=7.5, width=512, height=512,
-            sampler_name="DDIM", batch_size=1, n_iter=1, do_not_save_samples=True, do_not_save_grid=True,
-            outpath_samples=out, outpath_grids=out)
-        shared.state.begin(job="replicheck-calibrate")
-        hook.tracker = tracker
-        try:
-            processing.process_images(p)
-        finally:
-            hook.tracker = None
-            shared.state.interrupted = False
-            shared.state.end()
-    magnitude = tracker.signals[0].magnitude
-    if magnitude is None:
-        raise ReplicheckError("no sampling step with an unconditional pass was measured (guidance scale 1?)")
-    return magnitude
+    return calibrate.measure_signal(prompt, seed, hook=hook, settings=current_settings(), shared=shared,
+                                    processing=processing, lock=queue_lock, unavailable=SIGNAL_UNAVAILABLE)
 
 
 def on_image_saved(params):
@@ -248,109 +176,12 @@ def on_image_saved(params):
     grids = getattr(p, "outpath_grids", None)
     if grids and os.path.abspath(params.filename).startswith(os.path.abspath(grids) + os.sep):
         return
-    index = int(getattr(p, "iteration", 0)) * int(getattr(p, "batch_size", 1)) + int(getattr(p, "batch_index", 0))
+    index = webui_platform.image_index(p)
     if hook.should_delete_saved(state, index):
         for f in (params.filename, os.path.splitext(params.filename)[0] + ".txt"):
             if os.path.isfile(f):
                 _guard("removing a flagged image", os.remove, f)
         log.warning("replicheck: image %d flagged as a copy, not saved (%s)", index + 1, params.filename)
-
-
-# -- the Replicheck tab: the pack manager ------------------------------------------------------------
-
-def _page() -> str:
-    from lib_replicheck.webui import packs_page
-    from lib_replicheck.webui.api_models import pack_model
-
-    return packs_page.render([pack_model(p, service) for p in manager.installed()], manager.available,
-                             manager.errors, refreshed=manager.refreshed is not None)
-
-
-def _names() -> list[str]:
-    return sorted({p.name for p in manager.installed()} | {p.name for p in manager.available})
-
-
-def _message(text: str, error: bool = False) -> str:
-    from lib_replicheck.webui.panel import esc
-
-    return f"<p class='{'rc-error-text' if error else 'rc-message'}'>{esc(text)}</p>"
-
-
-def _action(fn, name, done):
-    if not name:
-        return _page(), _message("Choose a pack first.", True)
-    try:
-        fn(name)
-    except ReplicheckError as e:
-        return _page(), _message(str(e), True)
-    return _page(), _message(done)
-
-
-def refresh_message() -> tuple[str, bool]:
-    """What reading the registries gave: packs listed, and which registries could not be read."""
-    count = len(manager.registries())
-    bad = len(manager.errors)
-    read = count - bad
-    text = (f"Read {read} of {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed."
-            if bad else f"Read {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed.")
-    if bad:
-        text += " Could not read: " + "; ".join(manager.errors)
-    return text, bool(bad)
-
-
-def ui_refresh():
-    try:
-        manager.refresh()
-        text, error = refresh_message()
-    except Exception as e:  # noqa: BLE001 - shown to the user, never raised into gradio
-        text, error = f"Could not read the registries: {type(e).__name__}: {e}", True
-    return _page(), gr.update(choices=_names()), _message(text, error)
-
-
-def ui_reload():
-    """The table and the pack list as they are now (page load, a download that ended)."""
-    return _page(), gr.update(choices=_names())
-
-
-def ui_download(name):
-    return _action(manager.start_download, name, f"Downloading {name}: progress below.")
-
-
-def ui_cancel(name):
-    return _action(manager.cancel, name, f"Cancelling the download of {name}.")
-
-
-def ui_verify(name):
-    return _action(manager.verify, name, f"{name}: every file matches its sha256.")
-
-
-def ui_remove(name):
-    return _action(manager.remove, name, f"Removed {name}.")
-
-
-def on_ui_tabs():
-    with gr.Blocks(analytics_enabled=False) as tab:
-        gr.HTML("<p>Packs are indexes of training images that replicheck searches. They are kept in "
-                f"<code>{MODELS_DIR}/packs</code>. Nothing is downloaded until you click.</p>")
-        with gr.Row():
-            name = gr.Dropdown(label="Pack", choices=_names(), elem_id="replicheck_pack_name")
-            refresh = gr.Button("Refresh list", elem_id="replicheck_refresh")
-            download = gr.Button("Download", variant="primary", elem_id="replicheck_download")
-            cancel = gr.Button("Cancel download", elem_id="replicheck_cancel")
-            verify = gr.Button("Verify", elem_id="replicheck_verify")
-            remove = gr.Button("Remove", elem_id="replicheck_remove")
-        message = gr.HTML(elem_id="replicheck_message")
-        gr.HTML("<div id='replicheck_downloads'></div>")
-        table = gr.HTML(_page, elem_id="replicheck_packs_table")  # callable: built again at each page load
-        # clicked by the panel's script when a download ends, so the table follows it
-        reload = gr.Button("Reload table", visible=False, elem_id="replicheck_reload")
-        reload.click(fn=ui_reload, outputs=[table, name])
-        refresh.click(fn=ui_refresh, outputs=[table, name, message])
-        download.click(fn=ui_download, inputs=[name], outputs=[table, message])
-        cancel.click(fn=ui_cancel, inputs=[name], outputs=[table, message])
-        verify.click(fn=ui_verify, inputs=[name], outputs=[table, message])
-        remove.click(fn=ui_remove, inputs=[name], outputs=[table, message])
-    return [(tab, "Replicheck", "replicheck_tab")]
 
 
 def _multiselect_component():
@@ -368,7 +199,7 @@ def _multiselect_component():
 
 
 def on_ui_settings():
-    section = ("replicheck", "Replicheck") if PLATFORM == "sdnext" else ("replicheck", "Replicheck", "postprocessing")
+    section = HOST.settings_section
     options = {}
     for d in SETTINGS:
         component, args, refresh = None, None, None
@@ -408,7 +239,7 @@ def on_script_unloaded():
 
 
 script_callbacks.on_ui_settings(on_ui_settings)
-script_callbacks.on_ui_tabs(on_ui_tabs)
+script_callbacks.on_ui_tabs(packs_tab.build)
 script_callbacks.on_app_started(on_app_started)
 script_callbacks.on_image_saved(on_image_saved)
 if hasattr(script_callbacks, "on_cfg_denoised"):

@@ -58,3 +58,53 @@ def test_platform_settings(platform, section, category):
     # does not either, but passes the predictions to post-CFG functions (tests/test_forge_signal.py)
     assert (got["signal"] is None) == (platform != "sdnext")
     assert any("memorization signal" in u for u in got["unsupported"]) == (platform == "sdnext")
+
+
+def test_webui_rooms_import_without_the_web_ui_gradio_or_torch():
+    """The platform rules, the tab and the calibration runner take the web UI's modules as arguments:
+    the library imports them with no web UI, gradio, pydantic or torch installed."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('modules', 'gradio', 'fastapi', 'pydantic', 'torch', 'faiss'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import lib_replicheck.webui.platform, lib_replicheck.webui.tab, lib_replicheck.webui.calibrate\n"
+        "print('imported')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "imported"
+
+
+def test_platform_rules_from_the_shared_module():
+    from types import SimpleNamespace
+
+    from lib_replicheck.webui import platform
+
+    a1111 = platform.detect(SimpleNamespace(opts=None))
+    assert a1111 == platform.Platform("automatic1111") and a1111.settings_section[-1] == "postprocessing"
+    native = platform.detect(SimpleNamespace(native=True))
+    assert native.name == "sdnext" and "CFG callbacks" in native.signal_unavailable
+    assert native.settings_section == ("replicheck", "Replicheck") and len(native.unsupported) == 2
+    original = platform.detect(SimpleNamespace(backend="original", native=False))  # SD.Next's original backend
+    assert original.signal_unavailable is None and original.unsupported == (platform.NO_CATEGORY,)
+    assert platform.is_sd1(SimpleNamespace()) and not platform.is_sd1(SimpleNamespace(is_sdxl=True))
+    assert not platform.is_sd1(None)
+    assert platform.image_index(SimpleNamespace(iteration=2, batch_size=3, batch_index=1)) == 7
+
+
+def test_generation_lock_as_the_web_ui_holds_it():
+    """call_queue's FIFOLock wraps a threading.Lock: held means a generation is running; a lock that
+    cannot say (or none) counts as held, so no live job is closed early."""
+    import threading
+    from types import SimpleNamespace
+
+    from lib_replicheck.webui.platform import lock_held
+
+    lock = threading.Lock()
+    fifo = SimpleNamespace(_lock=lock)
+    assert not lock_held(fifo) and not lock_held(lock)
+    with lock:
+        assert lock_held(fifo) and lock_held(lock)
+    assert lock_held(None) and lock_held(object())

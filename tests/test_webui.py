@@ -415,26 +415,26 @@ def test_pack_manager_tab(webui, registry_server, photos):
     m = webui.module
     tabs = webui.callbacks.ui_tabs_callback()
     assert [(t, e) for _, t, e in tabs] == [("Replicheck", "replicheck_tab")]
-    assert "Refresh list" in m._page() and "nothing is fetched" in m._page()
+    assert "Refresh list" in m.packs_tab.page() and "nothing is fetched" in m.packs_tab.page()
     _source(webui, [_copy(photos[0])])
     webui.txt2img()
     assert registry_server.log == []  # building the tab and generating fetched nothing
-    page, dropdown, message = m.ui_refresh()
+    page, dropdown, message = m.packs_tab.refresh()
     assert "demo" in page and "available" in page and "Read 1 registry" in message
     assert [p for p, _ in registry_server.log] == ["/r/packs.json"]
-    _, message = m.ui_download("demo")
+    _, message = m.packs_tab.download("demo")
     assert "Downloading demo" in message
     job = m.manager.wait("demo")
     assert job.state == "installed" and job.done == job.total
-    page, message = m.ui_verify("demo")
+    page, message = m.packs_tab.verify("demo")
     assert "every file matches" in message and ">installed<" in page
     edited_copy(DEMO_DIR / "pack" / "chelsea.jpg").save(webui.root / "copy.png")
     _source(webui, [load_image(webui.root / "copy.png").resize((512, 384))])
     _, processed = webui.txt2img()  # the new pack is used without a restart
     assert "Replicheck: likely copy" in processed.infotexts[0] and "(demo)" in processed.infotexts[0]
-    page, message = m.ui_remove("demo")
+    page, message = m.packs_tab.remove("demo")
     assert "Removed demo" in message and not (webui.packs_dir / "demo").exists()
-    _, message = m.ui_verify("")
+    _, message = m.packs_tab.verify("")
     assert "Choose a pack" in message
 
 
@@ -570,7 +570,7 @@ def test_broken_pack_is_listed_with_why(webui, installed, photos, client):
     index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
     listed = client.get("/replicheck/v1/packs").json()["installed"]
     assert listed[0]["name"] == "photos" and "index.faiss" in listed[0]["error"]
-    page = m._page()
+    page = m.packs_tab.page()
     assert "rc-error-text" in page and "index.faiss" in page and ">installed<" not in page
     _, processed = webui.txt2img()  # the generation goes on, the image says it was not checked
     assert "Replicheck: not checked (error)" in processed.infotexts[0]
@@ -629,7 +629,7 @@ def test_registry_errors_are_named_in_the_tab(webui, http_server):
     http_server.files["/bad/packs.json"] = b"\x00 not json"
     webui.set_option("replicheck_registries", f"{http_server.url}/bad/packs.json")
     try:
-        page, _, message = webui.module.ui_refresh()
+        page, _, message = webui.module.packs_tab.refresh()
         assert "rc-error-text" in message and "Read 0 of 1 registry" in message and "/bad/packs.json" in message
         assert "Traceback" not in message and "Traceback" not in page
     finally:

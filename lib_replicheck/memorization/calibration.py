@@ -2,7 +2,7 @@
 prompts, their ROC AUC, and the threshold at a chosen false-positive rate.
 
 `measure(prompt, seed)` is whatever produces the signal of one generation: in the web UI, the first
-steps of a txt2img run with the loaded model (scripts/replicheck.py); in tests, a simulated sampler.
+steps of a txt2img run with the loaded model (webui/calibrate.py); in tests, a simulated sampler.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""The web UI's Replicheck tab: the pack manager's buttons, the table of packs and one message line.
+
+Gradio is the web UI's own: the module is handed in (`PacksTab(gr, ...)`) and only used when the
+tab is built or a button answers, so this imports without it. Every answer is HTML made by
+packs_page.py and panel.py, escaped; errors are shown there, never raised into gradio.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.webui import packs_page
+from lib_replicheck.webui.panel import esc
+
+if TYPE_CHECKING:
+    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.service import CheckService
+
+
+def message(text: str, error: bool = False) -> str:
+    """One line under the buttons, red for an error."""
+    return f"<p class='{'rc-error-text' if error else 'rc-message'}'>{esc(text)}</p>"
+
+
+def refresh_message(manager: PackManager) -> tuple[str, bool]:
+    """What reading the registries gave: packs listed, and which registries could not be read."""
+    count = len(manager.registries())
+    bad = len(manager.errors)
+    read = count - bad
+    text = (f"Read {read} of {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed."
+            if bad else f"Read {count} registr{'y' if count == 1 else 'ies'}: {len(manager.available)} pack(s) listed.")
+    if bad:
+        text += " Could not read: " + "; ".join(manager.errors)
+    return text, bool(bad)
+
+
+class PacksTab:
+    """The tab's callbacks; `build()` is what the web UI's on_ui_tabs asks for."""
+
+    def __init__(self, gr, manager: PackManager, service: CheckService):
+        self.gr = gr
+        self.manager = manager
+        self.service = service
+
+    def page(self) -> str:
+        """The table of installed and downloadable packs, as it is now."""
+        from lib_replicheck.webui.api_models import pack_model  # pydantic: the web UI's, not needed to import
+
+        m = self.manager
+        return packs_page.render([pack_model(p, self.service) for p in m.installed()], m.available, m.errors,
+                                 refreshed=m.refreshed is not None)
+
+    def names(self) -> list[str]:
+        return sorted({p.name for p in self.manager.installed()} | {p.name for p in self.manager.available})
+
+    def _action(self, fn: Callable[[str], object], name: str, done: str) -> tuple[str, str]:
+        if not name:
+            return self.page(), message("Choose a pack first.", True)
+        try:
+            fn(name)
+        except ReplicheckError as e:
+            return self.page(), message(str(e), True)
+        return self.page(), message(done)
+
+    def refresh(self):
+        """Read the registries (the only button that fetches a list)."""
+        try:
+            self.manager.refresh()
+            text, error = refresh_message(self.manager)
+        except Exception as e:  # noqa: BLE001 - shown to the user, never raised into gradio
+            text, error = f"Could not read the registries: {type(e).__name__}: {e}", True
+        return self.page(), self.gr.update(choices=self.names()), message(text, error)
+
+    def reload(self):
+        """The table and the pack list as they are now (page load, a download that ended)."""
+        return self.page(), self.gr.update(choices=self.names())
+
+    def download(self, name):
+        return self._action(self.manager.start_download, name, f"Downloading {name}: progress below.")
+
+    def cancel(self, name):
+        return self._action(self.manager.cancel, name, f"Cancelling the download of {name}.")
+
+    def verify(self, name):
+        return self._action(self.manager.verify, name, f"{name}: every file matches its sha256.")
+
+    def remove(self, name):
+        return self._action(self.manager.remove, name, f"Removed {name}.")
+
+    def build(self) -> list[tuple]:
+        """The tab inside its own Blocks, as on_ui_tabs returns it: [(blocks, title, elem_id)]."""
+        gr = self.gr
+        with gr.Blocks(analytics_enabled=False) as tab:
+            gr.HTML("<p>Packs are indexes of training images that replicheck searches. They are kept in "
+                    f"<code>{esc(str(self.service.packs_dir))}</code>. Nothing is downloaded until you click.</p>")
+            with gr.Row():
+                name = gr.Dropdown(label="Pack", choices=self.names(), elem_id="replicheck_pack_name")
+                refresh = gr.Button("Refresh list", elem_id="replicheck_refresh")
+                download = gr.Button("Download", variant="primary", elem_id="replicheck_download")
+                cancel = gr.Button("Cancel download", elem_id="replicheck_cancel")
+                verify = gr.Button("Verify", elem_id="replicheck_verify")
+                remove = gr.Button("Remove", elem_id="replicheck_remove")
+            message_html = gr.HTML(elem_id="replicheck_message")
+            gr.HTML("<div id='replicheck_downloads'></div>")
+            table = gr.HTML(self.page, elem_id="replicheck_packs_table")  # callable: built again at each page load
+            # clicked by the panel's script when a download ends, so the table follows it
+            reload = gr.Button("Reload table", visible=False, elem_id="replicheck_reload")
+            reload.click(fn=self.reload, outputs=[table, name])
+            refresh.click(fn=self.refresh, outputs=[table, name, message_html])
+            download.click(fn=self.download, inputs=[name], outputs=[table, message_html])
+            cancel.click(fn=self.cancel, inputs=[name], outputs=[table, message_html])
+            verify.click(fn=self.verify, inputs=[name], outputs=[table, message_html])
+            remove.click(fn=self.remove, inputs=[name], outputs=[table, message_html])
+        return [(tab, "Replicheck", "replicheck_tab")]
