@@ -28,8 +28,6 @@ def cmd_prompt(args) -> int:
     for path in args.list:
         lists.append(_user_list(prompts, path))
     index = prompts.default_index() if not args.list else prompts.load(lists)
-    if "\x00" in args.text:
-        raise ReplicheckError("the prompt contains a NUL character")
     match = index.match(args.text)
     if args.json:
         print(json_text({"match": match is not None, **({"found": match.to_dict()} if match else {}),
