@@ -267,7 +267,7 @@ def _cuts(audit) -> list[tuple[str, float]]:
         for tier in TIER_NAMES:
             c = cut_of(tiers, tier)
             if c is not None:
-                cuts.append((f"{fam} {tier} {c:.2f}", c))
+                cuts.append((f"{fam} {tier} {math.floor(c * 100 + 1e-6) / 100:.2f}", c))  # as scores read
     return cuts
 
 

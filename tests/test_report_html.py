@@ -1,0 +1,300 @@
+"""The audit of a folder and its HTML report, rendered in a real headless Chromium on real photos.
+
+A PDQ pack of real photos, some with hostile captions and URLs; a folder of edited copies, novel
+photos and a file that is no image. The report opens from file:// and must request nothing from
+the network, keep pack text as text, list the flagged images most similar first with the
+histogram of best similarities, and stay under its stated size for a folder of 1,000 images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, edits
+from lib_replicheck.images import load_image
+
+HOSTILE = [
+    ("<script>window.__pwned=1</script>", "javascript:window.__pwned=2"),
+    ('<img src=x onerror="window.__pwned=3">', 'https://example.com/a"onmouseover="window.__pwned=4'),
+    ("\u202eevil\u202c <svg onload=window.__pwned=5>", "data:text/html,<script>window.__pwned=6</script>"),
+    ("A quiet photograph", "https://example.com/ok?a=1&b=2"),
+    ("=HYPERLINK(\"http://127.0.0.1:9/x\")", "http://127.0.0.1:9/nothing-listens-here.jpg"),
+]
+
+
+def run_cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "lib_replicheck", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory, pack_photos):
+    """A PDQ pack of 10 real photos with thumbnails; the first five carry hostile captions and URLs."""
+    from lib_replicheck import embedders
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.builder.sources import SourceItem
+
+    out = tmp_path_factory.mktemp("packs") / "photos"
+    records = []
+    for i, p in enumerate(pack_photos[:10]):
+        caption, url = HOSTILE[i] if i < len(HOSTILE) else (f"photo {p.stem}", f"https://example.org/{p.name}")
+        records.append(SourceItem(key=p.name, load=lambda p=p: load_image(p), caption=caption, url=url,
+                                  license="CC-BY-SA 4.0 <b>bold</b>"))
+    build_from_items(records, embedders.load("pdq"), out, log=lambda s: None, source={"dataset": "wallpapers"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, pack_photos, other_photos):
+    """Edited copies of pack photos (different edits, so different scores), novel photos, and a
+    file that is no image, in a folder with a subfolder."""
+    d = tmp_path_factory.mktemp("audit")
+    (d / "day2").mkdir()
+    names = ["JPEG q=30", "resized 0.5x", "brightened +15%", "cropped 90% centre", "JPEG q=30"]
+    for i, p in enumerate(pack_photos[:5]):
+        edits(load_image(p))[names[i]].save(d / f"copy-{i}-{p.stem}.jpg", quality=90)
+    for p in other_photos[:4]:
+        im = load_image(p)
+        im.thumbnail((900, 900))
+        im.save(d / "day2" / f"novel-{p.stem}.jpg", quality=90)
+    (d / "day2" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return d
+
+
+@pytest.fixture(scope="module")
+def cli_run(pack, folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    r = run_cli("check", folder, "--pack", pack, "--report", out / "report.html", "--csv", out / "report.csv",
+                "--progress", "on")
+    return r, out / "report.html", out / "report.csv"
+
+
+def chromium_with_log(profile_dir, width=1200, height=1600):
+    """Debian's headless Chromium with its performance log on: every request it makes is recorded."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--window-size={width},{height}", f"--user-data-dir={profile_dir}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium_with_log(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()
+
+
+def requested_urls(driver) -> list[str]:
+    urls = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg.get("method") == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    return urls
+
+
+def open_report(driver, path: Path) -> list[str]:
+    driver.get("about:blank")
+    time.sleep(0.3)
+    driver.get_log("performance")  # drop what earlier pages (the browser's new tab page) requested
+    driver.get(path.as_uri())
+    time.sleep(1.0)  # anything the page would load or run has had its chance
+    return requested_urls(driver)
+
+
+def test_cli_writes_report_and_csv_with_progress(cli_run, folder):
+    r, html_path, csv_path = cli_run
+    assert r.returncode == 2, r.stderr  # a copy was found and one file could not be read: the error wins
+    assert "broken.png" in r.stderr and "Traceback" not in r.stderr
+    # the progress bar: count, rate and time left
+    assert "10/10" in r.stderr and "image/s" in r.stderr and "<00:00" in r.stderr
+    assert html_path.is_file() and csv_path.is_file()
+    assert not list(html_path.parent.glob(".*.tmp"))  # written through a temporary file, renamed
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert len(rows) == 10
+    by_name = {Path(x["image"]).name: x for x in rows}
+    assert by_name["broken.png"]["verdict"] == "not checked" and by_name["broken.png"]["error"]
+    copies = {n for n, x in by_name.items() if x["verdict"] != "no copy" and x["verdict"] != "not checked"}
+    assert copies == {n for n in by_name if n.startswith("copy-")}
+    # a caption that reads as a spreadsheet formula is written as text
+    formula = [x for x in rows if "HYPERLINK" in x["caption"]]
+    assert formula and all(x["caption"].startswith("'=") for x in formula)
+    for x in rows:  # the words of the infotext and the panel: two decimals, rounded down
+        if x["verdict"] != "not checked":
+            best = math.floor(float(x["best_similarity"]) * 100 + 1e-6) / 100
+            assert x["summary"] == f"{x['verdict']} (best {best:.2f} in photos)"
+
+
+def test_report_opens_offline_and_lists_flagged_most_similar_first(cli_run, browser):
+    _, html_path, csv_path = cli_run
+    urls = open_report(browser, html_path)
+    assert urls and all(u.startswith(("file:", "data:")) for u in urls), urls
+    assert browser.execute_script("return window.__pwned") is None
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    rank = {"duplicate": 3, "likely copy": 2, "possible copy": 1}
+    flagged = sorted((x for x in rows if x["verdict"] in rank),
+                     key=lambda x: (rank[x["verdict"]], float(x["best_similarity"])), reverse=True)
+    shown = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#flagged .row .name')).map(e => e.textContent)")
+    assert len(flagged) == 5 and shown == [Path(x["image"]).name for x in flagged]
+    # each flagged row: the checked image and the nearest training images, the same frame size, all embedded
+    frames = browser.execute_script("""return Array.from(document.querySelectorAll('#flagged .row')).map(r =>
+        Array.from(r.querySelectorAll('.frame')).map(f => [f.clientWidth, f.clientHeight]))""")
+    assert frames and all(len(f) >= 2 and all(x == [256, 256] for x in f) for f in frames)
+    imgs = browser.execute_script("""return Array.from(document.querySelectorAll('#flagged img')).map(i =>
+        [i.getAttribute('src').slice(0, 23), i.naturalWidth, i.naturalHeight, i.complete])""")
+    assert imgs and all(s == "data:image/jpeg;base64," and 0 < w <= 256 and 0 < h <= 256 and ok
+                        for s, w, h, ok in imgs)
+    # the histogram: one count per checked image, the tier cut drawn
+    bars = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#histogram rect.bar')).map(b => +b.dataset.count)")
+    assert sum(bars) == 9
+    assert browser.execute_script("return document.querySelectorAll('#histogram line.cut').length") == 1
+    assert "pdq likely 0.87" in browser.execute_script("return document.querySelector('#histogram').textContent")
+    # the unflagged images collapsed, the unreadable one listed with its error
+    assert browser.execute_script("return document.querySelector('#unflagged').open") is False
+    assert "4 image(s) with no copy" in browser.execute_script("return document.querySelector('#unflagged summary').textContent")
+    errors = browser.execute_script("return document.querySelector('#errors').innerText")
+    assert "broken.png" in errors and "not an image" in errors
+    # the summary counts
+    text = browser.execute_script("return document.body.innerText")
+    assert "9\nimages checked" in text and "1\nunreadable" in text and "wallpapers" in text
+
+
+def test_hostile_pack_text_stays_text(cli_run, browser):
+    _, html_path, _ = cli_run
+    open_report(browser, html_path)
+    assert browser.execute_script("return window.__pwned") is None
+    page = browser.execute_script("return document.body.innerText")
+    assert "<script>window.__pwned=1</script>" in page  # shown as text
+    assert '<img src=x onerror="window.__pwned=3">' in page
+    assert "\u202e" not in page  # the bidi override is dropped
+    assert "CC-BY-SA 4.0 <b>bold</b>" in page
+    hrefs = browser.execute_script("return Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href'))")
+    assert hrefs and all(h.startswith(("https://", "http://")) for h in hrefs), hrefs
+    assert "https://example.com/ok?a=1&b=2" in hrefs
+    assert not any("javascript" in h or "onmouseover" in h or h.startswith("data:") for h in hrefs)
+    assert "javascript:window.__pwned=2" in page  # the URL that is no link is still shown, as text
+    assert browser.execute_script("return document.querySelectorAll('#flagged script, #flagged svg, iframe').length") == 0
+    handlers = browser.execute_script("""return Array.from(document.querySelectorAll('*')).flatMap(
+        e => Array.from(e.attributes).map(a => a.name)).filter(n => n.startsWith('on'))""")
+    assert handlers == []
+
+
+@pytest.fixture(scope="module")
+def tiered(pack, folder, tmp_path_factory):
+    """The same folder checked in-process with a duplicate cut between the copies' distances, so
+    that the report has two tiers; one report carries a matching region."""
+    from lib_replicheck.audit import list_images, run_audit
+    from lib_replicheck.checker import Checker
+    from lib_replicheck.html_report import write_html
+    from lib_replicheck.packs.pack import Pack
+    from lib_replicheck.thresholds import with_overrides
+
+    files, _ = list_images([folder])
+    first = run_audit(Checker([Pack(pack)]), files, roots=[folder])
+    distances = sorted(r.best.distance for r in first.flagged)
+    cut = (distances[0] + distances[-1]) // 2
+    assert distances[0] <= cut < distances[-1]
+    seen = []
+    audit = run_audit(Checker([Pack(pack)], tiers=with_overrides([f"pdq.duplicate={cut}"])), files, roots=[folder],
+                      on_progress=seen.append)
+    assert [p.done for p in seen] == list(range(len(files) + 1)) and seen[-1].total == len(files)
+    assert seen[-1].flagged == 5 and seen[-1].errors == 1
+    top = audit.flagged[0]
+    top.best.region = {"x": 0.25, "y": 0.1, "w": 0.5, "h": 0.4}  # what region search adds to a match
+    path = write_html(audit, tmp_path_factory.mktemp("tiered") / "report.html")
+    return audit, path
+
+
+def test_tier_filter_and_region_box(tiered, browser):
+    audit, path = tiered
+    open_report(browser, path)
+    tiers = browser.execute_script("return Array.from(document.querySelectorAll('#flagged .row')).map(r => r.dataset.tier)")
+    n_dup = sum(1 for r in audit.flagged if r.verdict.value == "duplicate")
+    assert tiers == ["duplicate"] * n_dup + ["likely copy"] * (5 - n_dup) and 0 < n_dup < 5
+    visible = "return Array.from(document.querySelectorAll('#flagged .row')).filter(r => !r.hidden).length"
+    browser.find_element("css selector", 'button[data-filter="likely copy"]').click()
+    assert browser.execute_script(visible) == 5 - n_dup
+    browser.find_element("css selector", 'button[data-filter="duplicate"]').click()
+    assert browser.execute_script(visible) == n_dup
+    browser.find_element("css selector", 'button[data-filter="all"]').click()
+    assert browser.execute_script(visible) == 5
+    # the matching region, boxed over the checked image of the first row, where the match says
+    box = browser.execute_script("""var img = document.querySelector('#row-1 .checked img');
+        var b = document.querySelector('#row-1 .checked .region');
+        if (!b) return null; var i = img.getBoundingClientRect(), r = b.getBoundingClientRect();
+        return [(r.left - i.left) / i.width, (r.top - i.top) / i.height, r.width / i.width, r.height / i.height];""")
+    assert box is not None and [round(v, 2) for v in box] == [0.25, 0.1, 0.5, 0.4]
+    assert browser.execute_script("return document.querySelectorAll('.region').length") == 1
+
+
+def test_report_escapes_and_bounds_without_a_browser(tiered):
+    """The page's policy forbids any fetch; links are only http(s); every thumbnail is within its bounds."""
+    import base64
+    import re
+
+    from lib_replicheck import html_report
+
+    _, path = tiered
+    text = path.read_text()
+    assert "default-src 'none'" in text and "img-src data:" in text
+    assert "<script>window.__pwned" not in text and "javascript:" not in re.sub(r">[^<]*<", "><", text)
+    for b64 in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', text):
+        assert len(base64.b64decode(b64)) <= html_report.THUMB_BYTES
+
+
+def test_a_thousand_images_with_progress_and_a_bounded_report(tmp_path, pack, pack_photos, other_photos):
+    """1,000 small crops of real photos (20 of them edited copies of pack photos): the command line
+    shows its progress bar to the end and the report stays under its stated bound."""
+    from lib_replicheck import html_report
+
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    rng = random.Random(7)
+    sources = [load_image(p) for p in other_photos[:10]]
+    for im in sources:
+        im.thumbnail((1024, 1024))
+    n = 0
+    while n < 980:
+        im = sources[n % len(sources)]
+        w, h = im.size
+        s = rng.randint(96, 200)
+        x, y = rng.randrange(0, w - s), rng.randrange(0, h - s)
+        im.crop((x, y, x + s, y + s)).save(folder / f"{n:04d}.jpg", quality=85)
+        n += 1
+    for i, p in enumerate(pack_photos[:10]):
+        im = load_image(p)
+        for j, name in enumerate(("resized 0.5x", "JPEG q=30")):
+            e = edits(im)[name]
+            e.thumbnail((512, 512))
+            e.save(folder / f"copy-{i}-{j}.jpg", quality=85)
+    report = tmp_path / "report.html"
+    r = run_cli("check", folder, "--pack", pack, "--report", report, "--progress", "on", "--json")
+    assert r.returncode == 1, r.stderr
+    reports = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(reports) == 1000
+    flagged = sum(1 for x in reports if x["is_copy"])
+    assert flagged >= 15
+    assert "1000/1000" in r.stderr and "image/s" in r.stderr
+    size = report.stat().st_size
+    bound = html_report.max_report_bytes(1000, flagged)
+    print(f"report of 1000 images, {flagged} flagged: {size / 1e6:.2f} MB (bound {bound / 1e6:.1f} MB)")
+    assert size <= bound
