@@ -74,7 +74,11 @@ class Policy:
 
 
 def check_url(url: str) -> str:
+    """http(s) URLs, and file: URLs (a registry read from disk names the files beside it; the
+    registry parser allows them only there)."""
     parts = urlsplit(url)
+    if parts.scheme == "file" and parts.path:
+        return url
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise DownloadError(f"{url!r}: only http(s) URLs are downloaded")
     return url
@@ -115,7 +119,10 @@ def fetch(urls: Sequence[str], dest: str | Path, *, size: int | None, sha256: st
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
                 try:
-                    _get(session, url, part, limit, policy, progress, cancel)
+                    if urlsplit(url).scheme == "file":
+                        _copy_local(url, part, limit, progress, cancel)
+                    else:
+                        _get(session, url, part, limit, policy, progress, cancel)
                     ok = True
                     break
                 except _Fatal as e:
@@ -255,6 +262,33 @@ def _get(session, url, part: Path, limit: _Limits, policy: Policy, progress, can
             raise _Fatal(f"cannot write {part}: {e.strerror or e}") from None
     if size is not None and got < size:
         raise _Transient(f"connection closed after {got} of {size} bytes")
+
+
+def _copy_local(url: str, part: Path, limit: "_Limits", progress, cancel) -> None:
+    """A file: URL copied to `part` under the same bounds as a download (size, disk, cancel)."""
+    from urllib.request import url2pathname
+
+    src = Path(url2pathname(urlsplit(url).path))
+    if progress and part.exists():
+        progress(-part.stat().st_size)  # a copy starts over: nothing to resume from a local file
+    try:
+        size = src.stat().st_size
+    except OSError as e:
+        raise _Permanent(f"cannot be read ({e.strerror or e})") from None
+    if size > limit.max_bytes:
+        raise _Permanent(f"is {size} bytes, more than the {limit.max_bytes} expected")
+    limit.check_space(part, size)
+    try:
+        with open(src, "rb") as f, open(part, "wb") as out:
+            while chunk := f.read(CHUNK):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        raise _Permanent(f"cannot be copied ({e.strerror or e})") from None
 
 
 def _verify(path: Path, size: int | None, sha256: str | None) -> None:

@@ -127,6 +127,8 @@ def webdataset(paths: list[Path], license: str | None = None) -> Iterator[Source
                         shard, len(bad_sidecars))
 
 
+#: The column of a recipe's rows that holds the list's own key of a row (kept as the image's source).
+SOURCE_KEY = "source_key"
 #: Unreadable sidecar JSON files named one by one in the log, per shard; the rest are counted.
 SIDECAR_WARNINGS = 5
 
@@ -147,7 +149,11 @@ def _sample_item(shard: Path, key: str, sample: dict, license: str | None,
                     log.warning("%s: %s; the image is kept without its url, license and hash", name, problem)
     caption = sample["txt"].decode("utf-8", "replace").strip() if "txt" in sample else meta.get("caption")
     url, meta_license = meta.get("url"), meta.get("license")
-    return SourceItem(key=f"{shard.name}/{os.path.basename(key)}", data=image,
+    if meta_license is None and isinstance(meta.get("LICENSE"), str):
+        meta_license = meta["LICENSE"]
+    own_key = meta.get(SOURCE_KEY)  # the list's own key of the row (a recipe's `key` column)
+    return SourceItem(key=str(own_key)[:200] if isinstance(own_key, (str, int)) and str(own_key)
+                      else f"{shard.name}/{os.path.basename(key)}", data=image,
                       url=url if isinstance(url, str) else None,
                       caption=(caption or None) and str(caption)[:2000],
                       license=(meta_license if isinstance(meta_license, str) else None) or license,
@@ -254,4 +260,190 @@ def detect(source: str | Path) -> str:
     raise ReplicheckError(f"{source}: not a folder of images, a .tar shard (or folder of them), nor a .parquet file")
 
 
+# -- a recipe's list: read, normalised, and its images fetched with img2dataset ----------------------
+
+#: The columns of a normalised list (rows.parquet), as img2dataset and `parquet_download` read them.
+ROW_COLUMNS = {"url": "URL", "caption": "TEXT", "license": "LICENSE", "hash": "hash", "key": SOURCE_KEY}
+#: Bounds on one image fetched for a recipe: bytes, pixels (before decoding), and whole seconds.
+MAX_IMAGE_BYTES = 32 * 1024**2
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+class ListError(ReplicheckError):
+    """A recipe's list cannot be used; the message names the file and the recipe field."""
+
+
+def read_list(path: str | Path, fmt: str, columns: dict[str, str], *, delimiter: str = ",", where: str = "list",
+              optional: tuple[str, ...] = ()):
+    """A list file (CSV or parquet) as a pyarrow table with the ROW_COLUMNS, all strings; rows
+    without a URL are dropped. ListError names the missing column and the recipe field naming it."""
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+            wanted = [c for c in columns.values() if c in names]
+            table = pq.read_table(path, columns=wanted)
+        else:
+            from pyarrow import csv
+
+            table = csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                                 convert_options=csv.ConvertOptions(strings_can_be_null=True))
+            names = table.column_names
+    except (OSError, pa.ArrowException) as e:
+        raise ListError(f"{path}: not a readable {fmt} file ({str(e)[:300]})") from None
+    columns = {r: c for r, c in columns.items() if c in names or r not in optional}
+    for role, col in columns.items():
+        if col not in names:
+            raise ListError(f"{path}: no column {col!r}, named by the recipe's {where}.columns.{role} "
+                            f"(columns: {', '.join(map(str, names))[:300]})")
+    out = {}
+    for role, target in ROW_COLUMNS.items():
+        col = columns.get(role)
+        if col is None:
+            continue
+        arr = table[col]
+        out[target] = arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+    result = pa.table(out)
+    import pyarrow.compute as pc
+
+    return result.filter(pc.invert(pc.is_null(result["URL"])))
+
+
+def write_rows(table, path: Path) -> Path:
+    """The normalised rows, written through a temporary file (a rerun finds them whole or not at all)."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def img2dataset_stats(folder: Path) -> dict:
+    """What img2dataset finished so far: rows done, images fetched, rows failed and why (the stats
+    file of each shard it completed)."""
+    done = ok = failed = 0
+    errors: dict[str, int] = {}
+    for f in sorted(Path(folder).glob("*_stats.json")):
+        try:
+            s = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written: counted at the next look
+        done += int(s.get("count", 0))
+        ok += int(s.get("successes", 0))
+        failed += int(s.get("failed_to_download", 0)) + int(s.get("failed_to_resize", 0))
+        for k, v in (s.get("status_dict") or {}).items():
+            if k != "success":
+                errors[k[:80]] = errors.get(k[:80], 0) + int(v)
+    return {"done": done, "ok": ok, "failed": failed, "errors": errors}
+
+
+def fetch_command(rows: Path, out: Path, *, processes: int, threads: int, timeout: int, image_size: int,
+                  shard_rows: int) -> list[str]:
+    """The command that fetches `rows`' images into webdataset shards under `out` (img2dataset in a
+    process of its own: it can be killed to cancel, and it never holds the caller's interpreter)."""
+    import sys
+
+    config = {"rows": str(rows), "out": str(out), "processes": processes, "threads": threads, "timeout": timeout,
+              "image_size": image_size, "shard_rows": shard_rows}
+    return [sys.executable, "-m", "lib_replicheck.builder.sources", "fetch", json.dumps(config)]
+
+
+def _bounded_download(row, timeout, user_agent_token, disallowed_header_directives):
+    """img2dataset's download_image with bounds: http(s) only, at most MAX_IMAGE_BYTES, and the
+    whole body within 3x `timeout` (a server trickling a byte now and then cannot hold a thread)."""
+    import io
+    import time
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    key, url = row
+    try:
+        if urlsplit(url).scheme not in ("http", "https"):
+            return key, None, "not an http(s) URL"
+        request = urllib.request.Request(url, headers={"User-Agent": "replicheck (img2dataset)"})
+        end = time.monotonic() + 3 * timeout
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            length = r.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > MAX_IMAGE_BYTES:
+                return key, None, f"larger than {MAX_IMAGE_BYTES} bytes"
+            buf = io.BytesIO()
+            while chunk := r.read(65536):
+                if buf.tell() + len(chunk) > MAX_IMAGE_BYTES:
+                    return key, None, f"larger than {MAX_IMAGE_BYTES} bytes"
+                if time.monotonic() > end:
+                    return key, None, f"not received within {3 * timeout} s"
+                buf.write(chunk)
+        buf.seek(0)
+        return key, buf, None
+    except Exception as err:  # noqa: BLE001 - as img2dataset: the row failed, with its reason
+        return key, None, str(err)[:200]
+
+
+def _bound_img2dataset() -> None:
+    """Put the bounds into img2dataset in this process: its downloads go through _bounded_download,
+    and OpenCV refuses to decode images over MAX_IMAGE_PIXELS (a decompression bomb fails)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports it: no network at import
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)
+    import img2dataset.downloader as dl
+
+    dl.download_image = _bounded_download
+
+
+def _exit_with_parent() -> None:
+    """Kill this process group when the process that started it dies (a killed build must not leave
+    img2dataset fetching on its own; the next run resumes the fetch instead)."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # its own group: fetch_command's caller starts a session
+
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        threading.Thread(target=watch, daemon=True, name="replicheck-parent-watch").start()
+
+
+def _fetch_main(config: dict) -> None:
+    _exit_with_parent()
+    _bound_img2dataset()
+    from img2dataset import download
+
+    size = int(config["image_size"])
+    download(url_list=config["rows"], input_format="parquet", url_col="URL", caption_col="TEXT",
+             output_format="webdataset", output_folder=config["out"], processes_count=int(config["processes"]),
+             thread_count=int(config["threads"]), image_size=size or 256, resize_mode="keep_ratio" if size else "no",
+             resize_only_if_bigger=True, timeout=int(config["timeout"]), retries=0, enable_wandb=False,
+             number_sample_per_shard=int(config["shard_rows"]), incremental_mode="incremental",
+             save_additional_columns=_extra_columns(config["rows"]), max_image_area=MAX_IMAGE_PIXELS, disallowed_header_directives=[],
+             distributor="multiprocessing")
+
+
+def _extra_columns(rows: str) -> list[str] | None:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(rows).names
+    return [c for c in ("LICENSE", "hash", SOURCE_KEY) if c in names] or None
+
+
 __all__ = ["SourceItem", "Exclusions", "folder", "webdataset", "webdataset_shards", "parquet_download", "detect"]
+
+
+if __name__ == "__mp_main__":  # img2dataset's worker processes (spawned) import the main module as this
+    _bound_img2dataset()
+
+if __name__ == "__main__":  # `python -m lib_replicheck.builder.sources fetch CONFIG`: see fetch_command
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "fetch":
+        sys.exit("usage: python -m lib_replicheck.builder.sources fetch CONFIG_JSON")
+    _fetch_main(json.loads(sys.argv[2]))

@@ -106,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--json", action="store_true")
 
     pk = sub.add_parser("packs", help="list, download, verify, remove and install packs")
-    pk.add_argument("action", choices=["available", "list", "download", "verify", "remove", "install", "publish"])
+    pk.add_argument("action", choices=["available", "list", "get", "download", "verify", "remove", "install",
+                                       "publish"])
     pk.add_argument("target", nargs="?", help="pack name; PATH_OR_URL for install; PACK_DIR for publish")
     pk.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
     pk.add_argument("--models-dir", type=Path, default=None, help="where the packs' model weights go")
@@ -120,6 +121,15 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--max-size", metavar="SIZE", help="install from a URL: the most bytes to download, e.g. "
                                                         "500M or 20G (default 64G)")
     pk.add_argument("--json", action="store_true")
+    g = pk.add_argument_group("get: building a recipe")
+    g.add_argument("--sample", type=int, metavar="N", help="the first N images of a large list (recipes that offer it)")
+    g.add_argument("--list", type=Path, metavar="PATH", help="your own list file (recipes that build from one)")
+    g.add_argument("--accept-unpinned", action="store_true",
+                   help="use list files whose sha256 nobody published, pinning them on first use")
+    g.add_argument("--force", action="store_true", help="replace an installed pack of the same name")
+    g.add_argument("--device", default="cpu", help="embedding device: cpu (default) or cuda")
+    g.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torchscript"], help="SSCD runtime")
+    g.add_argument("--weights", type=Path, default=None, help="a local weights file for the embedder")
     from lib_replicheck.cli.prompt import add_parser as prompt_parser
 
     pr = prompt_parser(sub)

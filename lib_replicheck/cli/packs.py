@@ -82,21 +82,24 @@ def cmd_packs(args) -> int:
             have = {p.name for p in installed(packs_dir)}
             for p in packs:
                 mark = "installed" if p.name in have else ""
-                print(f"{p.name:<24} {p.count:>10,} images  {clean_text(p.embedder.get('id', ''), ID_WIDTH):<18} "
-                      f"{p.size / 1e6:>9.1f} MB  {clean_text(p.source.get('license', ''), LICENSE_WIDTH)}  {mark}",
-                      file=out)
+                emb = clean_text(p.embedder.get('id', ''), ID_WIDTH)
+                lic = clean_text(p.source.get('license', ''), LICENSE_WIDTH)
+                if p.kind == "recipe":
+                    print(f"{p.name:<24} recipe  {recipe_line(p)}  {lic}  {mark}", file=out)
+                else:
+                    print(f"{p.name:<24} pack    {p.count:>10,} images  {emb:<18} {p.size / 1e6:>9.1f} MB  {lic}  "
+                          f"{mark}", file=out)
         return 0 if packs or not errors else 2
+    if args.action == "get":
+        return cmd_get(args, packs_dir, inst)
     if args.action == "download":
-        name = _need(args, "the name of a pack (see: packs available)")
-        packs, errors = load_all(registries(args), offline=args.offline)
-        match = next((p for p in packs if p.name == name), None)
-        if match is None:
-            raise ReplicheckError(f"no registry lists a pack named {name!r}" + (f" ({'; '.join(errors)})" if errors else ""))
-        for e in errors:
-            _warn(e)
+        match = _entry(args)
+        if match.kind == "recipe":
+            return cmd_get(args, packs_dir, inst)
+        name = match.name
         from tqdm import tqdm
 
-        with tqdm(total=match.size, unit="B", unit_scale=True, desc=name) as bar:
+        with tqdm(total=match.size, unit="B", unit_scale=True, desc=name, disable=_quiet(args)) as bar:
             path = inst.download(match, progress=bar.update)
         print(f"installed {name} ({match.count:,} images) in {clean_text(path)}", file=out)
         _ensure_weights(path, args)
@@ -125,6 +128,107 @@ def cmd_packs(args) -> int:
         print(f"{clean_text(args.registry_file)}: {entry['name']} listed with {len(entry['files'])} files", file=out)
         return 0
     raise ReplicheckError(f"unknown action {args.action}")
+
+
+def recipe_line(r) -> str:
+    """'built here: about 500 images, ~12 min with sscd on CPU / ~1 min on GPU' (times only where
+    the registry gives an embedding rate measured for that device)."""
+    emb = clean_text(r.embedder.get("id", ""), ID_WIDTH)
+    parts = [f"built here: about {r.count:,} images" if r.count else "built here from your own list"]
+    from lib_replicheck.registry.recipe import duration
+
+    times = [f"~{duration(t)} with {emb} on {d.upper()}" for d in ("cpu", "gpu") if (t := r.estimate(d))]
+    if times:
+        parts.append(" / ".join(times) + " (embedding)")
+    if r.pack_bytes:
+        parts.append(f"pack ~{r.pack_bytes / 1e6:,.0f} MB")
+    if r.sample:
+        parts.append("--sample N for a part")
+    if r.list.user:
+        parts.append("--list PATH")
+    if r.list.unpinned:
+        parts.append("list unpinned: --accept-unpinned")
+    return ", ".join(parts)
+
+
+def _quiet(args) -> bool:
+    return bool(getattr(args, "json", False)) or not sys.stderr.isatty()
+
+
+def _entry(args):
+    name = _need(args, "the name of a pack or recipe (see: packs available)")
+    packs, errors = load_all_registries(args)
+    match = next((p for p in packs if p.name == name), None)
+    if match is None:
+        raise ReplicheckError(f"no registry lists a pack or recipe named {name!r}"
+                              + (f" ({'; '.join(errors)})" if errors else ""))
+    for e in errors:
+        _warn(e)
+    return match
+
+
+def load_all_registries(args):
+    from lib_replicheck.registry.registry import load_all
+
+    return load_all(registries(args), offline=args.offline)
+
+
+def cmd_get(args, packs_dir, inst) -> int:
+    """`packs get NAME`: download a pack, or build a recipe, with one progress display across stages."""
+    from tqdm import tqdm
+
+    match = _entry(args)
+    out = sys.stdout
+    if match.kind == "pack":
+        with tqdm(total=match.size, unit="B", unit_scale=True, desc=match.name, disable=_quiet(args)) as bar:
+            path = inst.download(match, progress=bar.update)
+        print(json_text({"name": match.name, "kind": "pack", "path": str(path), "count": match.count}) if args.json
+              else f"installed {match.name} ({match.count:,} images) in {clean_text(path)}", file=out)
+        _ensure_weights(path, args)
+        return 0
+    from lib_replicheck.builder.recipe import GetOptions, get_recipe
+
+    opts = GetOptions(sample=args.sample, list_path=str(args.list) if args.list else None,
+                      accept_unpinned=args.accept_unpinned, device=args.device, runtime=args.runtime,
+                      models_dir=str(args.models_dir) if args.models_dir else None,
+                      weights=str(args.weights) if args.weights else None, offline=args.offline,
+                      overwrite=args.force)
+    quiet = _quiet(args)
+    bar = tqdm(total=0, desc=f"{match.name}: list", disable=quiet, unit=" rows")
+    stage = ["list"]
+
+    def progress(p) -> None:
+        if p.stage != stage[0]:
+            stage[0] = p.stage
+            bar.reset(total=p.total)
+            bar.set_description(f"{match.name}: {p.stage}")
+            bar.unit = {"fetch": " rows", "embed": " images"}.get(p.stage, "")
+        if p.total != bar.total:
+            bar.total = p.total
+        bar.n = p.done
+        bar.set_postfix_str(clean_text(p.message, 80), refresh=False)
+        bar.refresh()
+
+    def log(line: str) -> None:
+        if not quiet:
+            tqdm.write(clean_text(line, 1000), file=sys.stderr)
+
+    try:
+        result = get_recipe(match, packs_dir, opts, progress=progress, log=log)
+    finally:
+        bar.close()
+    if args.json:
+        print(json_text({"kind": "recipe", **result.to_dict()}), file=out)
+    else:
+        reasons = "; ".join(f"{clean_text(k, 80)}: {v}" for k, v in sorted(result.failures.items(),
+                                                                           key=lambda kv: -kv[1])[:5])
+        print(f"built {result.name}: {result.count:,} images in the pack, from {result.listed:,} listed: "
+              f"{result.fetched:,} fetched, {result.failed:,} failed" + (f" ({reasons})" if reasons else "")
+              + (f", {result.skipped:,} unusable" if result.skipped else "")
+              + (f", {result.excluded:,} excluded" if result.excluded else "")
+              + f"; {result.seconds:.0f} s; installed in {clean_text(result.path)}", file=out)
+    _ensure_weights(result.path, args)
+    return 0
 
 
 def _ensure_weights(pack_path, args) -> None:

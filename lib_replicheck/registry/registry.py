@@ -19,11 +19,14 @@ from urllib.parse import urljoin, urlsplit
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
+from lib_replicheck.registry.recipe import MAX_FIELDS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
 
 FORMAT = "replicheck-registry"
 FORMAT_VERSION = 1
-#: The registry of this repository: the demo pack, and the packs the project publishes.
-DEFAULT_REGISTRY = "https://raw.githubusercontent.com/replicheck/replicheck/main/registry/packs.json"
+#: The registry shipped in this repository (the demo pack and the recipes), read from disk: listing
+#: it and installing the demo need no network. Remote registries are added by the user (Settings,
+#: --registry, $REPLICHECK_REGISTRY); no default points at a host this project does not control.
+DEFAULT_REGISTRY = str(Path(__file__).resolve().parents[2] / "registry" / "packs.json")
 MAX_REGISTRY_BYTES = 5 * 1024 * 1024
 #: Seconds without a byte before a registry counts as stalled, and seconds for the whole read.
 TIMEOUT = 10.0
@@ -63,13 +66,16 @@ class RegistryPack:
     def to_dict(self) -> dict:
         return {"name": self.name, "title": self.title, "description": self.description, "version": self.version,
                 "source": dict(self.source), "embedder": dict(self.embedder), "count": self.count,
-                "size": self.size, "registry": self.registry}
+                "size": self.size, "registry": self.registry, "kind": "pack"}
+
+
+    kind = "pack"
 
 
 @dataclass
 class Registry:
     url: str
-    packs: list[RegistryPack] = field(default_factory=list)
+    packs: list = field(default_factory=list)  # RegistryPack and RegistryRecipe entries, in order
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,16 @@ class RegistryResult:
 
 
 def parse(data: Any, url: str) -> Registry:
-    """Validate a decoded registry; RegistryError names the registry and the bad field."""
+    """Validate a decoded registry; RegistryError names the registry and the bad field.
+
+    A registry read from a file (`url` is a file: URI) may name files beside it with relative URLs
+    (file: URLs inside its own folder); one read from the network names only http(s) URLs."""
+    from urllib.request import url2pathname
+
+    from lib_replicheck.registry.recipe import parse_recipe
+
+    local = urlsplit(url).scheme == "file"
+    base_dir = str(Path(url2pathname(urlsplit(url).path)).parent) if local else None
 
     def fail(where: str, what: str):
         raise RegistryError(f"registry {url}: {where}: {what}")
@@ -110,6 +125,12 @@ def parse(data: Any, url: str) -> Registry:
         if name in names:
             fail(f"{where}.name", f"{name!r} is listed twice")
         names.add(name)
+        kind = p.get("kind", "pack")
+        if kind == "recipe":
+            out.append(parse_recipe(p, where, url, fail, _text, allow_file_urls=local, base_dir=base_dir))
+            continue
+        if kind != "pack":
+            fail(f"{where}.kind", f"{_text(kind, 40)!r}: 'pack' or 'recipe'")
         emb = p.get("embedder")
         if not isinstance(emb, dict) or not isinstance(emb.get("id"), str):
             fail(f"{where}.embedder", "missing, or without an 'id'")
@@ -138,9 +159,7 @@ def parse(data: Any, url: str) -> Registry:
                 fail(f"{fw}.urls", "missing, empty, or not a list of strings")
             resolved = tuple(urljoin(url, u) for u in urls)
             for u in resolved:
-                parts = urlsplit(u)
-                if parts.scheme not in ("http", "https") or not parts.netloc:
-                    fail(f"{fw}.urls", f"{u!r} is not an http(s) URL")
+                _check_url(u, f"{fw}.urls", fail, allow_file_urls=local, base_dir=base_dir)
             extract = f.get("extract", False)
             if not isinstance(extract, bool) or (extract and not path.endswith(ARCHIVE_SUFFIXES)):
                 fail(f"{fw}.extract", f"only {', '.join(ARCHIVE_SUFFIXES)} archives can be extracted")
@@ -159,8 +178,6 @@ def parse(data: Any, url: str) -> Registry:
     return Registry(url, out)
 
 
-#: Lengths kept of a registry's free-text fields (what a listing can show; the rest is noise or an attack).
-MAX_TITLE, MAX_TEXT, MAX_SHORT, MAX_FIELDS = 200, 2000, 500, 32
 
 
 def _text(v: Any, n: int) -> str:

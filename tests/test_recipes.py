@@ -1,0 +1,350 @@
+"""Recipes: registry entries built into packs here, against a real HTTP server on 127.0.0.1 serving
+the list and real photos, with dead, stalled, non-image, oversized and bomb URLs; img2dataset does
+the fetching (in its own process), the builder embeds and indexes, the pack is installed atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import REPO, edits
+from httpfaults import FaultServer
+from lib_replicheck.builder.recipe import GetOptions, RecipeError, get_recipe, work_dir
+from lib_replicheck.download import Cancelled, Policy
+from lib_replicheck.images import load_image
+from lib_replicheck.packs import installed
+from lib_replicheck.registry import registry
+
+FAST = Policy(connect_timeout=2, read_timeout=1, retries=1, backoff=0.01)
+#: the broken rows every list below ends with, and why img2dataset fails each
+BAD = ("missing", "slow", "notes", "huge", "bomb")
+
+
+def _jpeg(im, q=90) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=q)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos_small(pack_photos):
+    out = []
+    for p in pack_photos[:24]:
+        im = load_image(p)
+        im.thumbnail((480, 480))
+        out.append((p.stem, im))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bad_bodies():
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, "PNG")  # 400 megapixels in a few kB
+    return {"notes": b"just some text, not an image at all\n" * 40, "huge": b"\xff\xd8" + b"\0" * (40 * 1024**2),
+            "bomb": bomb.getvalue()}
+
+
+class Site:
+    """The test server with a list of `good` photos and the BAD rows, and a registry naming it."""
+
+    def __init__(self, server: FaultServer, photos, bad_bodies, good: int, *, fmt: str = "csv", edit=None,
+                 stall: float = 6.0):
+        self.server, self.photos = server, photos[:good]
+        rows = []
+        for i, (stem, im) in enumerate(self.photos):
+            rows.append((server.add(f"/img/{i}-{stem}.jpg", _jpeg(im)), f"a photo of {stem}", f"row-{i}"))
+        rows.append((server.url + "/img/missing.jpg", "gone", "row-missing"))
+        rows.append((server.add("/img/slow.jpg", _jpeg(photos[-1][1]), "stall", stall=stall), "slow", "row-slow"))
+        rows.append((server.add("/img/notes.jpg", bad_bodies["notes"]), "text", "row-notes"))
+        rows.append((server.add("/img/huge.jpg", bad_bodies["huge"]), "huge", "row-huge"))
+        rows.append((server.add("/img/bomb.png", bad_bodies["bomb"]), "bomb", "row-bomb"))
+        self.rows = rows
+        if fmt == "csv":
+            lines = ["n;Caption;URL;Index"] + [f"{i};{c};{u};{k}" for i, (u, c, k) in enumerate(rows)]
+            body = ("\n".join(lines) + "\n").encode()
+            columns = {"url": "URL", "caption": "Caption", "key": "Index"}
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            buf = io.BytesIO()
+            pq.write_table(pa.table({"url": [r[0] for r in rows], "caption": [r[1] for r in rows],
+                                     "id": [r[2] for r in rows]}), buf)
+            body = buf.getvalue()
+            columns = {"url": "url", "caption": "caption", "key": "id"}
+        self.list_body = body
+        self.list_url = server.add(f"/lists/list.{fmt}", body)
+        self.entry = {"kind": "recipe", "name": "local-test", "title": "photos on 127.0.0.1",
+                      "source": {"dataset": "test photos", "license": "test"}, "embedder": {"id": "pdq"},
+                      "list": {"format": fmt, "delimiter": ";", "columns": columns,
+                               "files": [{"urls": [f"lists/list.{fmt}"], "size": len(body),
+                                          "sha256": hashlib.sha256(body).hexdigest()}]},
+                      "build": {"image_size": 256, "download_timeout": 2, "thumbnails": True},
+                      "expected": {"count": len(rows)}, "embed_rate": {"cpu": 50.0}}
+        if edit:
+            edit(self.entry)
+        self.registry_url = server.add("/registry.json", json.dumps(
+            {"format": "replicheck-registry", "format_version": 1, "packs": [self.entry]}).encode())
+
+    def recipe(self):
+        return registry.load(self.registry_url).packs[0]
+
+    def requests(self, path_prefix: str) -> int:
+        return sum(1 for p, _ in self.server.log if p.startswith(path_prefix))
+
+
+@pytest.fixture
+def server():
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+def cli(*args, home: Path, timeout=600, **kw):
+    env = dict(os.environ, REPLICHECK_HOME=str(home))
+    env.pop("REPLICHECK_REGISTRY", None)
+    return subprocess.run([sys.executable, "-m", "lib_replicheck", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def pack_rows(path: Path) -> list[tuple]:
+    """(url, caption, source key) of every image of a pack, sorted."""
+    from lib_replicheck.packs.pack import Pack
+
+    pack = Pack(path)
+    try:
+        rows = pack.metadata.get(list(range(pack.manifest.count)))
+        return sorted((r.url, r.caption, r.source) for r in rows.values())
+    finally:
+        pack.close()
+
+
+def test_get_builds_a_recipe_end_to_end_and_check_uses_it(server, photos_small, bad_bodies, tmp_path):
+    site = Site(server, photos_small, bad_bodies, good=6)
+    home = tmp_path / "home"
+    r = cli("packs", "available", "--registry", site.registry_url, home=home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("local-test ") and " recipe " in r.stdout
+    assert "built here: about 11 images" in r.stdout and "with pdq on CPU" in r.stdout
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert (res["listed"], res["fetched"], res["failed"], res["count"]) == (11, 6, 5, 6), res
+    assert sum(res["failures"].values()) == 5
+    assert any("larger than" in k for k in res["failures"]), res["failures"]  # the 40 MB body, cut at 32 MB
+    packs_dir = home / "packs"
+    assert [p.name for p in installed(packs_dir)] == ["local-test"]
+    assert not work_dir(packs_dir, "local-test").exists()  # the work folder goes once the pack is in
+    rows = pack_rows(packs_dir / "local-test")
+    assert [r[2] for r in rows] == sorted(f"row-{i}" for i in range(6))  # the list's own keys
+    assert not any(u.endswith(tuple(f"/img/{b}" for b in ("missing.jpg", "slow.jpg", "notes.jpg", "huge.jpg",
+                                                            "bomb.png"))) for u, _, _ in rows)
+    stem, im = site.photos[3]
+    edits(im)["resized 0.5x"].save(tmp_path / "copy.png")
+    r = cli("check", str(tmp_path / "copy.png"), "--json", home=home)
+    assert r.returncode == 1, r.stderr
+    best = json.loads(r.stdout)["best"]
+    assert best["url"].endswith(f"/img/3-{stem}.jpg") and best["caption"] == f"a photo of {stem}"
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, home=home)
+    assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_a_killed_build_resumes_to_the_same_pack(server, photos_small, bad_bodies, tmp_path):
+    """Killed (SIGKILL, its img2dataset too) after the first shard of images is fetched; the rerun
+    fetches only what was not done and installs the same pack as an uninterrupted build."""
+    site = Site(server, photos_small, bad_bodies, good=24, fmt="parquet", stall=4)
+    home = tmp_path / "home"
+    packs_dir = home / "packs"
+    env = dict(os.environ, REPLICHECK_HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "lib_replicheck", "packs", "get", "local-test", "--registry",
+                             site.registry_url], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    images = work_dir(packs_dir, "local-test") / "images"
+    end = time.time() + 120
+    while time.time() < end and not list(images.glob("*_stats.json")):
+        time.sleep(0.1)
+    assert list(images.glob("*_stats.json")), proc.communicate(timeout=60)
+    proc.kill()  # no cleanup runs: what a power cut or the OOM killer leaves
+    proc.wait(30)
+    assert not (packs_dir / "local-test").exists()
+    done = json.loads(sorted(images.glob("*_stats.json"))[0].read_text())
+    first_rows = int(done["count"])
+    hits_before = {p: n for p, n in _hits(server).items()}
+    time.sleep(1.5)  # the orphaned img2dataset notices its parent is gone and stops
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert (res["listed"], res["fetched"], res["failed"], res["count"]) == (29, 24, 5, 24), res
+    again = {p: n - hits_before.get(p, 0) for p, n in _hits(server).items()}
+    refetched = sum(1 for i in range(first_rows) if again.get(site.rows[i][0].removeprefix(server.url), 0))
+    assert refetched == 0, "the rows of the shard finished before the kill were fetched again"
+    ref = cli("packs", "get", "local-test", "--registry", site.registry_url, "--json", home=tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    assert pack_rows(packs_dir / "local-test") == pack_rows(tmp_path / "ref" / "packs" / "local-test")
+
+
+def _hits(server) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p, _ in server.log:
+        out[p] = out.get(p, 0) + 1
+    return out
+
+
+def test_cancel_leaves_no_half_pack_and_the_next_run_resumes(server, photos_small, bad_bodies, tmp_path):
+    site = Site(server, photos_small, bad_bodies, good=20, stall=30)
+    recipe = site.recipe()
+    packs_dir = tmp_path / "packs"
+    stages = []
+
+    def run(cancel_at: str | None):
+        cancel = threading.Event()
+
+        def progress(p):
+            stages.append(p.stage)
+            if cancel_at and p.stage == cancel_at and (p.stage != "embed" or p.done >= 8):
+                cancel.set()
+
+        return get_recipe(recipe, packs_dir, GetOptions(), progress=progress, cancel=cancel, policy=FAST,
+                          log=lambda s: None)
+
+    started = time.perf_counter()
+    with pytest.raises(Cancelled):
+        run("fetch")  # the stalled URL holds img2dataset for 30 s: the cancel must not wait for it
+    assert time.perf_counter() - started < 25
+    assert installed(packs_dir) == [] and not (packs_dir / "local-test").exists()
+    assert not [p for p in packs_dir.iterdir() if ".partial-" in p.name]
+    with pytest.raises(Cancelled):
+        run("embed")
+    assert installed(packs_dir) == []
+    assert (work_dir(packs_dir, "local-test") / "images" / ".complete").is_file()  # the fetch is kept
+    fetched = site.requests("/img/")
+    res = run(None)
+    assert site.requests("/img/") == fetched  # resumed: no image fetched again
+    assert (res.fetched, res.failed, res.count) == (20, 5, 20)
+    assert [p.name for p in installed(packs_dir)] == ["local-test"]
+    assert {"list", "fetch", "embed", "index"} <= set(stages)
+
+
+def test_a_list_failing_its_sha256_is_refused_naming_the_field(server, photos_small, bad_bodies, tmp_path):
+    site = Site(server, photos_small, bad_bodies, good=2,
+                edit=lambda e: e["list"]["files"][0].update(sha256="0" * 64))
+    with pytest.raises(RecipeError, match=r"list\.files\[0\]\.sha256"):
+        get_recipe(site.recipe(), tmp_path / "packs", policy=FAST, log=lambda s: None)
+    assert site.requests("/img/") == 0 and installed(tmp_path / "packs") == []
+
+
+def test_a_list_without_a_named_column_is_refused_naming_the_field(server, photos_small, bad_bodies, tmp_path):
+    site = Site(server, photos_small, bad_bodies, good=2,
+                edit=lambda e: e["list"]["columns"].update(caption="TEXT"))
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, home=tmp_path / "home")
+    assert r.returncode == 2
+    assert "no column 'TEXT'" in r.stderr and "list.columns.caption" in r.stderr and "Traceback" not in r.stderr
+    assert site.requests("/img/") == 0
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda e: e.update(kind="script"), "packs[0].kind"),
+    (lambda e: e["list"].update(format="xlsx"), "packs[0].list.format"),
+    (lambda e: e["list"].update(columns={"caption": "x"}), "packs[0].list.columns"),
+    (lambda e: e["list"]["columns"].update(evil="x"), "packs[0].list.columns.evil"),
+    (lambda e: e["list"]["files"][0].update(urls=["file:///etc/passwd"]), "not an http(s) URL"),
+    (lambda e: e["list"]["files"][0].update(sha256="abc"), "packs[0].list.files[0].sha256"),
+    (lambda e: e["list"].update(user=True), "packs[0].list"),
+    (lambda e: e["list"].update(files=[{"shipped": "../../etc/passwd", "sha256": "0" * 64}]),
+     "packs[0].list.files[0].shipped"),
+    (lambda e: e["build"].update(image_size=10**9), "packs[0].build.image_size"),
+    (lambda e: e["build"].update(run="rm -rf /"), "packs[0].build.run"),
+    (lambda e: e.update(embedder={}), "packs[0].embedder"),
+    (lambda e: e["expected"].update(count=-1), "packs[0].expected.count"),
+    (lambda e: e["embed_rate"].update(cpu="fast"), "packs[0].embed_rate.cpu"),
+])
+def test_hostile_recipes_are_refused_naming_the_field(server, photos_small, bad_bodies, edit, field):
+    site = Site(server, photos_small, bad_bodies, good=1, edit=edit)
+    with pytest.raises(registry.RegistryError) as e:
+        registry.load(site.registry_url)
+    assert field in str(e.value) and site.registry_url in str(e.value)
+
+
+def test_an_unpinned_list_needs_consent_then_is_pinned(server, photos_small, bad_bodies, tmp_path):
+    """A list nobody published a sha256 for (as PD12M's parquets): refused without --accept-unpinned;
+    with it, its sha256 is recorded on first use, and a different file later is refused."""
+    site = Site(server, photos_small, bad_bodies, good=3,
+                edit=lambda e: (e["list"].pop("files"), e["list"].update(url_pattern="lists/list.{i}.csv", parts=1),
+                                e.update(sample=True)))
+    server.add("/lists/list.0.csv", site.list_body)
+    recipe = site.recipe()
+    packs = tmp_path / "packs"
+    with pytest.raises(RecipeError, match="no published sha256.*--accept-unpinned"):
+        get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
+    assert site.requests("/lists/") == 0
+    logs = []
+    res = get_recipe(recipe, packs, GetOptions(accept_unpinned=True, sample=4), policy=FAST, log=logs.append)
+    assert (res.listed, res.fetched, res.count) == (4, 3, 3)  # the first 4 rows: 3 photos and the 404
+    pins = json.loads((packs / ".recipe-pins.json").read_text())
+    assert pins["local-test"] == {server.url + "/lists/list.0.csv": hashlib.sha256(site.list_body).hexdigest()}
+    assert any("pinned on first use" in line for line in logs)
+    server.add("/lists/list.0.csv", site.list_body.replace(b"a photo of", b"another photo of"))
+    with pytest.raises(RecipeError, match=r"list\.files\[0\]\.sha256"):
+        get_recipe(recipe, packs, GetOptions(accept_unpinned=True, sample=4, overwrite=True), policy=FAST,
+                   log=lambda s: None)
+
+
+def test_a_users_own_parquet(server, photos_small, bad_bodies, tmp_path):
+    """The laion-parquet recipe as shipped, with a LAION-style parquet of the user's (URL, TEXT, hash)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    site = Site(server, photos_small, bad_bodies, good=3)
+    own = tmp_path / "laion-aesthetics-6.5.parquet"
+    pq.write_table(pa.table({"URL": [r[0] for r in site.rows[:4]], "TEXT": [r[1] for r in site.rows[:4]],
+                             "hash": [r[2] for r in site.rows[:4]], "AESTHETIC_SCORE": [6.6] * 4}), own)
+    shipped = next(p for p in registry.load(registry.DEFAULT_REGISTRY).packs if p.name == "laion-parquet")
+    with pytest.raises(RecipeError, match="--list PATH"):
+        get_recipe(shipped, tmp_path / "packs", log=lambda s: None)
+    from dataclasses import replace
+
+    fast = replace(shipped, embedder={"id": "pdq"}, build={**shipped.build, "download_timeout": 2})
+    res = get_recipe(fast, tmp_path / "packs", GetOptions(list_path=str(own)), policy=FAST, log=lambda s: None)
+    assert (res.listed, res.fetched, res.failed, res.count) == (4, 3, 1, 3)
+
+
+def test_the_shipped_registry_is_read_from_disk_with_the_recipes(tmp_path):
+    """No network: the default registry is this repository's file; it lists the demo and the three
+    recipes, and the demo installs from it."""
+    assert registry.DEFAULT_REGISTRY == str(REPO / "registry" / "packs.json")
+    env = dict(os.environ, REPLICHECK_HOME=str(tmp_path / "home"), HTTP_PROXY="http://127.0.0.1:9",
+               HTTPS_PROXY="http://127.0.0.1:9")
+    env.pop("REPLICHECK_REGISTRY", None)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lib_replicheck", *a], cwd=REPO, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    r = run("packs", "available")
+    assert r.returncode == 0, r.stderr
+    names = [line.split()[:2] for line in r.stdout.splitlines()]
+    assert names == [["demo", "pack"], ["sd1-memorized", "recipe"], ["pd12m", "recipe"], ["laion-parquet", "recipe"]]
+    r = run("packs", "get", "demo")
+    assert r.returncode == 0 and "installed demo" in r.stdout, r.stderr
+
+
+def test_the_sd1_memorized_list_is_shipped_and_readable():
+    from lib_replicheck.builder.sources import read_list
+
+    recipe = next(p for p in registry.load(registry.DEFAULT_REGISTRY).packs if p.name == "sd1-memorized")
+    f = recipe.list.files[0]
+    path = f.shipped_path()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
+    table = read_list(path, "csv", recipe.list.columns, delimiter=recipe.list.delimiter)
+    assert table.num_rows == 500 == recipe.count
+    urls = table["URL"].to_pylist()
+    assert all(u.startswith(("http://", "https://")) for u in urls)
+    assert table["source_key"].to_pylist()[0] == "1030727993"  # LAION-2B-en row index of the first row
