@@ -22,7 +22,7 @@ from lib_replicheck.webui import api as rc_api  # noqa: E402
 from lib_replicheck.webui import calibrate  # noqa: E402
 from lib_replicheck.webui import platform as webui_platform  # noqa: E402
 from lib_replicheck.memorization import forge as forge_signal  # noqa: E402
-from lib_replicheck.webui.hook import INFOTEXT_KEYS, Hook, PerImageValue  # noqa: E402
+from lib_replicheck.webui.hook import INFOTEXT_KEYS, PROMPT_KEY, Hook, PerImageValue  # noqa: E402
 from lib_replicheck.registry.manager import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
@@ -98,9 +98,13 @@ class ReplicheckScript(scripts.Script):
         expected = int(getattr(p, "n_iter", 1)) * int(getattr(p, "batch_size", 1))
         init = list(getattr(p, "init_images", None) or []) if self.is_img2img else None
         seed = int((getattr(p, "all_seeds", None) or [getattr(p, "seed", 0) or 0])[0])
+        prompts = getattr(p, "all_prompts", None) or [getattr(p, "prompt", "")]
         p._replicheck = _guard("starting the check", lambda: hook.begin(
             tab, bool(enabled), expected, init, signal=SIGNAL_UNAVAILABLE,
-            sd1=webui_platform.is_sd1(getattr(shared, "sd_model", None)), seed=seed))
+            sd1=webui_platform.is_sd1(getattr(shared, "sd_model", None)), seed=seed, prompts=prompts))
+        known = _guard("the known-prompt check", hook.prompt_infotext, p._replicheck)
+        if known is not None:  # before sampling: the hit travels with every image whose prompt it is
+            p.extra_generation_params[PROMPT_KEY] = known
 
     def process_batch(self, p, *args, **kwargs):
         state = getattr(p, "_replicheck", None)

@@ -238,3 +238,102 @@ def test_cli_huge_prompt_is_an_answer_not_a_crash():
     assert r.returncode == 0 and r.stderr == ""
     r = cli(SONY + " " + "word " * 20_000)  # the listed prompt and one word, repeated
     assert r.returncode == 1 and SONY in r.stdout
+
+
+# --- the web UI ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ui(webui):
+    """The fake web UI with no pack installed, its options at their defaults afterwards."""
+    from PIL import Image
+
+    from modules import errors
+
+    errors.reported.clear()
+    assert not list(webui.packs_dir.glob("*/manifest.json")), "these tests need a web UI without packs"
+    seen = []
+
+    def source(p, index, seed):
+        job = webui.module.service.live.get("txt2img")
+        seen.append(list(getattr(job, "prompt_hits", None) or []))  # what the panel had before this image
+        return Image.new("RGB", (64, 48), (index * 40 % 256, 90, 140))
+
+    webui.processing.image_source = source
+    webui.seen = seen
+    yield webui
+    for key in ("replicheck_prompt_check", "replicheck_infotext"):
+        webui.set_option(key, True)
+    assert errors.reported == [], "the web UI reported an exception from a hook"
+
+
+def test_webui_shows_a_known_prompt_before_any_image_with_no_pack(ui):
+    from fastapi.testclient import TestClient
+
+    p, processed = ui.txt2img(prompt=SONY.upper(), batch_size=2)
+    assert len(ui.seen) == 2 and all(len(s) == 1 and s[0].prompt == SONY for s in ui.seen)
+    job = ui.module.service.live.get("txt2img")
+    assert job.state == "no-pack"  # no pack: the images are not checked, the prompt is
+    wording = 'Replicheck prompt: "known memorized prompt (SD 1.x, verbatim): Webster 2023"'
+    assert [t.count(wording) for t in processed.infotexts] == [0, 1, 1]  # the grid has no per-image value
+    assert "Replicheck: not checked (no pack installed)" in processed.infotexts[1]
+    live = TestClient(ui.app).get("/replicheck/v1/live", params={"tab": "txt2img"}).json()
+    assert [h["prompt"] for h in live["prompt_hits"]] == [SONY] and live["prompt_hits"][0]["type"] == "VM"
+    html = live["html"]
+    assert 'class="rc-message rc-prompt-hit" data-type="VM"' in html
+    assert "known memorized prompt (SD 1.x, verbatim): Webster 2023" in html
+    assert "<i>The Interview</i>" not in html and "&lt;i&gt;The Interview&lt;/i&gt;" in html  # listed text escaped
+
+
+def test_webui_ordinary_prompts_mixed_prompts_and_the_settings(ui):
+    _, processed = ui.txt2img(prompt="a watercolour of a lighthouse at dawn", batch_size=2)
+    assert ui.seen == [[], []] and not any("Replicheck prompt" in t for t in processed.infotexts)
+    assert "rc-prompt-hit" not in _panel(ui)
+
+    # each image's infotext speaks of its own prompt (wildcards give each image another)
+    ui.seen.clear()
+    _, processed = ui.txt2img(prompt=["a lighthouse", "Foyer painted in WHITE", "a lighthouse"], batch_size=3)
+    marks = ["known memorized prompt (SD 1.x, template)" in t for t in processed.infotexts[1:]]
+    assert marks == [False, True, False]
+
+    ui.set_option("replicheck_infotext", False)  # the panel still says it, the image does not
+    _, processed = ui.txt2img(prompt=SONY)
+    assert not any("Replicheck prompt" in t for t in processed.infotexts) and "rc-prompt-hit" in _panel(ui)
+
+    ui.set_option("replicheck_infotext", True)
+    ui.set_option("replicheck_prompt_check", False)  # off: not compared at all
+    ui.seen.clear()
+    _, processed = ui.txt2img(prompt=SONY)
+    assert ui.seen == [[]] and not any("Replicheck prompt" in t for t in processed.infotexts)
+    assert "rc-prompt-hit" not in _panel(ui)
+    assert ui.shared.opts.data_labels["replicheck_prompt_check"].default is True
+
+
+def test_webui_an_unreadable_list_leaves_the_generation_alone(ui, monkeypatch, tmp_path, caplog):
+    import numpy as np
+
+    _, before = ui.txt2img(prompt=SONY)
+    bad = tmp_path / "broken.csv"
+    bad.write_bytes(b"\xff\xfe not a list")
+    monkeypatch.setattr(P, "DEFAULT_LISTS", (P.PromptList(bad, "broken", "SD 1.x", "nobody"),))
+    P.default_index.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="replicheck"):
+            _, after = ui.txt2img(prompt=SONY)
+    finally:
+        monkeypatch.undo()
+        P.default_index.cache_clear()
+    assert len(after.images) == len(before.images)
+    for a, b in zip(before.images, after.images):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert [r.message for r in caplog.records if "known-prompt check failed" in r.message] != []
+    html = _panel(ui)
+    assert "rc-prompt-error" in html and "broken.csv" in html and "not UTF-8" in html
+
+
+def _panel(ui) -> str:
+    from lib_replicheck.webui.panel import render
+
+    job = ui.module.service.live.get("txt2img")
+    return render(job.reports, state=job.state, message=job.message, expected=job.expected,
+                  prompt_hits=getattr(job, "prompt_hits", None) or [], prompt_error=getattr(job, "prompt_error", ""))

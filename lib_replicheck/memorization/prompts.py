@@ -290,20 +290,30 @@ class PromptIndex:
             return None
         return self._match(best, "overlap", best_score)
 
-    def match_all(self, prompts: Sequence[str]) -> list[PromptMatch]:
-        """The hits among a generation's prompts (distinct ones, at most MAX_PROMPTS_PER_JOB), each once."""
-        seen: set[str] = set()
-        hits: dict[tuple[str, int], PromptMatch] = {}
-        for p in prompts:
-            if not isinstance(p, str) or p in seen:
+    def match_job(self, prompts: Sequence[str]) -> dict[int, PromptMatch]:
+        """A generation's hits: position of the prompt in the job -> its match. Each distinct prompt is
+        compared once, and at most MAX_PROMPTS_PER_JOB distinct ones (a job of thousands of wildcard
+        prompts costs no more than 64 prompts)."""
+        cache: dict[str, PromptMatch | None] = {}
+        hits: dict[int, PromptMatch] = {}
+        for pos, p in enumerate(prompts):
+            if not isinstance(p, str):
                 continue
-            seen.add(p)
-            if len(seen) > MAX_PROMPTS_PER_JOB:
-                break
-            m = self.match(p)
+            if p not in cache:
+                if len(cache) >= MAX_PROMPTS_PER_JOB:
+                    continue
+                cache[p] = self.match(p)
+            m = cache[p]
             if m is not None:
-                hits.setdefault((m.list_name, m.row), m)
-        return list(hits.values())
+                hits[pos] = m
+        return hits
+
+    def match_all(self, prompts: Sequence[str]) -> list[PromptMatch]:
+        """The distinct listed prompts a generation's prompts match, in the order first found."""
+        seen: dict[tuple[str, int], PromptMatch] = {}
+        for m in self.match_job(prompts).values():
+            seen.setdefault((m.list_name, m.row), m)
+        return list(seen.values())
 
 
 def load(lists: Sequence[PromptList] = DEFAULT_LISTS, **rule) -> PromptIndex:

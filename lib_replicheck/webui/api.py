@@ -278,12 +278,15 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
         reports = [job.reports.get(i) for i in range(n)]
         verdicts = [verdict_label(r) if r is not None else None for r in reports]
         html = None
+        prompt_hits = list(getattr(job, "prompt_hits", None) or [])
         if since != seq:
             html = render(job.reports, state=job.state, message=job.message, input_reports=job.input_reports,
-                          remote=settings().remote_thumbnails, signals=job.signals, expected=job.expected)
+                          remote=settings().remote_thumbnails, signals=job.signals, expected=job.expected,
+                          prompt_hits=prompt_hits, prompt_error=getattr(job, "prompt_error", "") or "")
         return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts,
                             flagged=[flagged(r) for r in reports], html=html,
-                            signals={str(i): sig.to_dict() for i, sig in job.signals.items()})
+                            signals={str(i): sig.to_dict() for i, sig in job.signals.items()},
+                            prompt_hits=[m.to_dict() for m in prompt_hits])
 
     def calibrate(req: CalibrateRequest) -> CalibrateResponse:
         from lib_replicheck.memorization.calibration import calibrate as run

@@ -132,6 +132,7 @@ class LiveResponse(BaseModel):
     verdicts: List[Optional[str]] = []  # per image: 'no copy', 'likely copy', ..., 'not checked', None (not yet)
     flagged: List[bool] = []  # per image: a copy the model made (not one already in the img2img input)
     signals: dict = {}  # image index -> the memorization signal
+    prompt_hits: List[dict] = []  # known memorized prompts the job's prompts match (PromptMatch.to_dict)
     html: Optional[str] = None
 
 

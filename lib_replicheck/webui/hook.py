@@ -8,6 +8,7 @@ show them while later images are still being generated.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,11 +20,16 @@ from lib_replicheck.webui.live import LiveJob
 from lib_replicheck.webui.service import CheckService, NoPackError
 from lib_replicheck.webui.settings import Settings
 from lib_replicheck.memorization.tracker import SignalTracker
+from lib_replicheck.memorization import prompts as known_prompts
+
+log = logging.getLogger("replicheck")
 
 INFOTEXT_KEY = "Replicheck"
 SIGNAL_KEY = "Replicheck memorization"
 MITIGATION_KEY = "Replicheck mitigation"
 INFOTEXT_KEYS = (INFOTEXT_KEY, SIGNAL_KEY, MITIGATION_KEY)
+#: known memorized prompt: set once per generation, before sampling (not per checked image)
+PROMPT_KEY = "Replicheck prompt"
 NO_PACK = "no pack installed"
 PACK_MISSING = "pack not installed"
 INTERRUPTED = ("The generation ended before every image was checked (it failed or was interrupted); the images "
@@ -92,6 +98,7 @@ class JobState:
     reason: str = ""  # why the images are not checked (infotext wording, no local names)
     tracker: SignalTracker | None = None
     values: dict[int, dict[str, str]] = field(default_factory=dict)  # image index -> infotext values
+    prompt_hits: dict = field(default_factory=dict)  # position in the job -> known_prompts.PromptMatch
 
 
 class Hook:
@@ -103,9 +110,11 @@ class Hook:
         self.tracker: SignalTracker | None = None
 
     def begin(self, tab: str, enabled: bool, expected: int, init_images: Sequence | None = None, *,
-              signal: str | None = None, sd1: bool = True, seed: int = 0) -> JobState | None:
+              signal: str | None = None, sd1: bool = True, seed: int = 0,
+              prompts: Sequence[str] = ()) -> JobState | None:
         """`signal`: None when the memorization signal can be measured here, else why it cannot;
-        `sd1`: whether the loaded model is SD 1.x, the family the default threshold is calibrated for."""
+        `sd1`: whether the loaded model is SD 1.x, the family the default threshold is calibrated for;
+        `prompts`: the job's prompts (p.all_prompts), compared with the known memorized prompts."""
         settings = self.settings()
         live = self.service.live
         if not enabled:
@@ -127,6 +136,7 @@ class Hook:
         if state is None:
             state = JobState(live.start(tab, expected), settings)
         self._start_signal(state, tab, signal, sd1, seed)
+        self._check_prompts(state, prompts)
         if state.skip:
             return state
         if init_images and settings.check_input:
@@ -154,6 +164,28 @@ class Hook:
         state.tracker = tracker
         if not unavailable:
             self.tracker = tracker  # the CFG callbacks measure only for this one
+
+    def _check_prompts(self, state: JobState, prompts: Sequence[str]) -> None:
+        """Known memorized prompts, before sampling: the hits go to the panel at once. A failure (an
+        unreadable list) is one panel line and one log line; the generation goes on."""
+        if not state.settings.prompt_check or not prompts:
+            return
+        try:
+            state.prompt_hits = known_prompts.default_index().match_job(list(prompts))
+            hits = list({(m.list_name, m.row): m for m in state.prompt_hits.values()}.values())
+            self.service.live.update(state.job, prompt_hits=hits)
+        except Exception as e:  # noqa: BLE001 - the prompt check must never stop a generation
+            log.warning("replicheck: the known-prompt check failed: %s: %s", type(e).__name__, e)
+            self.service.live.update(state.job, prompt_error=f"The known-prompt check failed: {e}")
+
+    def prompt_infotext(self, state: JobState | None) -> "PerImageValue | None":
+        """The infotext value of the known-prompt hits: each image whose prompt matches says which list
+        ('known memorized prompt (SD 1.x, verbatim): Webster 2023'); None when none does."""
+        if state is None or not state.prompt_hits or not state.settings.infotext:
+            return None
+        values = {i: {PROMPT_KEY: m.summary()} for i, m in state.prompt_hits.items()}
+        first = state.prompt_hits[min(state.prompt_hits)]
+        return PerImageValue(first.summary(), values, PROMPT_KEY)
 
     def batch(self, state: JobState | None, batch_number: int, prompts: list[str]) -> None:
         """A batch starts sampling (the web UI's process_batch)."""

@@ -142,6 +142,27 @@ def signal_line(sig) -> str:
     return f'<div class="rc-signal {cls}">{esc(text)}</div>'
 
 
+def prompt_block(hits: Sequence = (), error: str = "") -> str:
+    """Known memorized prompts the generation's prompts match (memorization.prompts.PromptMatch), shown
+    as soon as the generation starts: before any image exists, and with no pack installed."""
+    if error:
+        return f'<div class="rc-message rc-error-text rc-prompt-error">{esc(clip(error, 500))}</div>'
+    parts = []
+    for m in hits:
+        how = {"exact": "exactly", "normalised": "up to case, punctuation and markup"}.get(
+            m.how, f"after light edits (word overlap {m.score:.2f})")
+        what = ("it reproduces a whole training image" if m.type_label == "verbatim" else
+                "it reproduces the layout or parts of a training image" if m.type_label == "template" else
+                "it reproduces a training image")
+        parts.append(
+            f'<div class="rc-message rc-prompt-hit" data-type="{esc(clip(m.type, 16))}">'
+            f'<div class="rc-prompt-summary">{esc(clip(m.summary(), MAX_FIELD))}</div>'
+            f'<div class="rc-note">The prompt matches {esc(how)} a prompt {esc(clip(m.model, 40))} is known to copy '
+            f'a training image for ({esc(what)}); change it to avoid a copy.</div>'
+            f'<div class="rc-caption">Listed prompt: {esc(clip(m.prompt, MAX_CAPTION))}</div></div>')
+    return "".join(parts)
+
+
 def card(report: Report | None, index: int, remote: bool = False, signal=None, pending: bool = True) -> str:
     """One image's card; without a report it is 'generating…' while `pending`, else 'not checked'."""
     if report is None:  # still being generated (the signal may already be known), or never checked
@@ -175,10 +196,10 @@ def card(report: Report | None, index: int, remote: bool = False, signal=None, p
 
 def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "done", message: str = "",
            input_reports: Sequence[Report] = (), remote: bool = False, signals: Mapping | None = None,
-           expected: int = 0) -> str:
+           expected: int = 0, prompt_hits: Sequence = (), prompt_error: str = "") -> str:
     """The whole panel. `state`: 'done', 'checking', 'no-pack', 'error', 'interrupted', 'disabled',
     'idle'. Once the generation is over, each of the `expected` images without a report gets a
-    'not checked' card."""
+    'not checked' card. `prompt_hits`: known memorized prompts the prompt matches, shown first."""
     head = {
         "checking": "Checking for copies of training images…",
         "no-pack": "No pack installed",
@@ -194,7 +215,7 @@ def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "do
         head = (f"{n_flagged} of {len(reports)} image(s) flagged as possible copies" if n_flagged
                 else f"No copy found in {len(reports)} image(s)")
     parts = [f'<div class="rc-panel" data-state="{esc(state)}" data-flagged="{n_flagged}">',
-             f'<div class="rc-head">{esc(head)}</div>']
+             f'<div class="rc-head">{esc(head)}</div>', prompt_block(prompt_hits, prompt_error)]
     if message:
         css = "rc-message rc-error-text" if state in ("error", "interrupted") else "rc-message"
         parts.append(f'<div class="{css}">{esc(message)}</div>')

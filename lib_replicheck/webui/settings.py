@@ -90,6 +90,9 @@ SETTINGS: tuple[SettingDef, ...] = (
                "refresh the Replicheck tab", "text"),
     SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
                "default on; a match already in the input is reported as such, not blamed on the model"),
+    SettingDef("replicheck_prompt_check", True, "Compare the prompt with known memorized prompts",
+               "default on; needs no pack: before sampling, the prompt is compared with the 500 prompts SD 1.x is "
+               "known to copy a training image for (Webster 2023), also after light edits"),
 )
 DEFAULTS = {s.key: s.default for s in SETTINGS}
 
@@ -128,6 +131,7 @@ class Settings:
     mem_steps: int = DEFAULTS["replicheck_mem_steps"]
     mem_threshold: float = DEFAULTS["replicheck_mem_threshold"]
     mem_mitigate: bool = DEFAULTS["replicheck_mem_mitigate"]
+    prompt_check: bool = DEFAULTS["replicheck_prompt_check"]
 
     @property
     def dont_save_copies(self) -> bool:
@@ -178,6 +182,7 @@ class Settings:
             mem_steps=_int(value("replicheck_mem_steps"), DEFAULTS["replicheck_mem_steps"], 1, 50),
             mem_threshold=_float(value("replicheck_mem_threshold"), DEFAULTS["replicheck_mem_threshold"]),
             mem_mitigate=bool(value("replicheck_mem_mitigate")),
+            prompt_check=bool(value("replicheck_prompt_check")),
         )
 
     def registry_urls(self) -> list[str]:
