@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
     fh = false_hits(index, coco)
     print(f"false hits on COCO captions: {len(fh)} of {len(coco)} ({pct(len(fh), len(coco))}; target <= 0.1%)")
+    loose = P.PromptIndex(listed, min_overlap=0.0, min_shared=index.min_shared)
+    closest = max((m.score for t in coco if (m := loose.match(t)) is not None), default=0.0)
+    print(f"closest COCO caption: word overlap {closest:.3f} (a hit needs {index.min_overlap})")
     fl = false_hits(index, laion)
     print(f"false hits on unmemorized LAION captions (tuning set): {len(fl)} of {len(laion)} ({pct(len(fl), len(laion))})")
 
