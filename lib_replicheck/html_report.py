@@ -188,7 +188,8 @@ document.querySelectorAll('.filters button').forEach(function (b) {
 """
 
 
-def _csp() -> str:
+def csp() -> str:
+    """The Content-Security-Policy of the report: no fetch at all, only data: images and its own script."""
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode("ascii")
     return (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
             "form-action 'none'; base-uri 'none'")
@@ -420,7 +421,7 @@ def render(audit, title: str = "Replicheck report") -> str:
                 "read as 1 − d/256. Links lead to the training images' sources; nothing on this page loads "
                 "from the network.</p>")
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{csp()}">'
             '<meta name="referrer" content="no-referrer">'
             f'<meta name="viewport" content="width=device-width"><title>{esc(title, 120)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(body)}<script>{SCRIPT}</script></body></html>")
@@ -482,3 +483,30 @@ def render_csv(audit) -> str:
 
 def write_csv(audit, path: str | Path) -> Path:
     return write_atomic(path, render_csv(audit).encode("utf-8"))
+
+
+# -- the web UI tab's line about a folder being checked -------------------------------------------------
+
+REPORT_ROUTE = "/replicheck/v1/audits/{id}/report"
+
+
+def job_html(job) -> str:
+    """The tab's status of a folder check (audit.AuditJob): a progress bar with count, rate and time
+    left while it runs, then a link that opens the report in a new tab."""
+    p = job.progress
+    if job.state == "error":
+        return f"<p class='rc-error-text' data-state='error'>{esc(job.message, 600)}</p>"
+    if job.running:
+        pct = 100.0 * p.done / p.total if p.total else 0.0
+        left = "" if p.seconds_left is None else f", about {_fmt_seconds(p.seconds_left)} left"
+        rate = f", {p.rate:.1f} images/s" if p.rate else ""
+        what = {"listing": "listing the folder", "writing": "writing the report"}.get(
+            job.state, f"{p.done} of {p.total} images checked{rate}{left}; {p.flagged} flagged")
+        return (f"<div class='rc-audit' data-state='{esc(job.state)}' data-done='{p.done}' data-total='{p.total}'>"
+                f"<div>Checking {esc(job.folder, 300)}: {esc(what, 300)}</div>"
+                f"<progress max='100' value='{pct:.1f}' style='width:100%'></progress></div>")
+    url = REPORT_ROUTE.format(id=job.id)
+    left_out = f" {job.left_out} more image file(s) were past the limit." if job.left_out else ""
+    return (f"<div class='rc-audit' data-state='{esc(job.state)}' data-done='{p.done}' data-total='{p.total}'>"
+            f"<p>{esc(job.folder, 300)}: {esc(job.message, 300)}.{esc(left_out)} "
+            f"<a class='rc-report-link' href='{url}' target='_blank' rel='noopener noreferrer'>Open the report</a></p></div>")

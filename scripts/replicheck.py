@@ -27,6 +27,7 @@ from lib_replicheck.registry.manager import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
 from lib_replicheck.webui.tab import PacksTab  # noqa: E402
+from lib_replicheck.audit import AuditJobs, ServiceChecker  # noqa: E402
 
 log = logging.getLogger("replicheck")
 
@@ -43,7 +44,9 @@ def current_settings() -> Settings:
 hook = Hook(service, current_settings)
 manager = PackManager(service.packs_dir, MODELS_DIR, lambda: current_settings().registry_urls(),
                       on_change=service.packs_changed)
-packs_tab = PacksTab(gr, manager, service)
+audits = AuditJobs(os.path.join(MODELS_DIR, "reports"), lambda: ServiceChecker(service, current_settings()),
+                   log=log.warning)
+packs_tab = PacksTab(gr, manager, service, audits=audits)
 
 
 def settle_jobs() -> None:
@@ -230,7 +233,7 @@ def on_ui_settings():
 # interpreter, and every moment spent there is a moment /replicheck/v1 answers 404.
 ROUTES = rc_api.router(service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
                        platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager, measure=measure_signal,
-                       on_poll=settle_jobs)
+                       on_poll=settle_jobs, audits=audits)
 
 
 def on_app_started(demo, app):

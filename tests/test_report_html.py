@@ -110,11 +110,12 @@ def requested_urls(driver) -> list[str]:
     return urls
 
 
-def open_report(driver, path: Path) -> list[str]:
+def open_report(driver, where: Path | str) -> list[str]:
+    """Open a report (a file, or a URL); the URLs of every request the page made."""
     driver.get("about:blank")
     time.sleep(0.3)
     driver.get_log("performance")  # drop what earlier pages (the browser's new tab page) requested
-    driver.get(path.as_uri())
+    driver.get(where.as_uri() if isinstance(where, Path) else where)
     time.sleep(1.0)  # anything the page would load or run has had its chance
     return requested_urls(driver)
 
@@ -298,3 +299,89 @@ def test_a_thousand_images_with_progress_and_a_bounded_report(tmp_path, pack, pa
     bound = html_report.max_report_bytes(1000, flagged)
     print(f"report of 1000 images, {flagged} flagged: {size / 1e6:.2f} MB (bound {bound / 1e6:.1f} MB)")
     assert size <= bound
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory, pack, folder):
+    """The web UI's side: the check service with the pack installed, folder checks, and the API on
+    a real server on 127.0.0.1."""
+    import shutil
+
+    from fastapi import FastAPI
+
+    from browser import serve
+    from lib_replicheck.audit import AuditJobs, ServiceChecker
+    from lib_replicheck.webui import api
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
+    from lib_replicheck.webui.tab import PacksTab
+
+    home = tmp_path_factory.mktemp("webui-home")
+    shutil.copytree(pack, home / "packs" / "photos")
+    service = CheckService(home / "packs", home)
+    audits = AuditJobs(home / "reports", lambda: ServiceChecker(service, Settings()))
+    tab = PacksTab(None, None, service, audits=audits)
+    app = FastAPI()
+    api.mount(app, service, Settings, audits=audits)
+    with serve(app) as url:
+        yield tab, audits, url
+
+
+def run_tab(tab, folder_text) -> list[str]:
+    return list(tab.check_folder(folder_text))
+
+
+def test_tab_checks_a_folder_in_the_background_and_serves_its_report(web, folder, browser):
+    import requests
+
+    tab, audits, url = web
+    steps = run_tab(tab, str(folder))
+    assert len(steps) >= 2 and "data-state='done'" in steps[-1], steps
+    assert "10 image(s) checked, 5 flagged, 1 unreadable" in steps[-1]
+    job = next(j for j in audits.jobs.values() if j.state == "done")
+    assert f"/replicheck/v1/audits/{job.id}/report" in steps[-1] and "target='_blank'" in steps[-1]
+    status = requests.get(f"{url}replicheck/v1/audits/{job.id}", timeout=10).json()
+    assert status["state"] == "done" and status["done"] == status["total"] == 10 and status["flagged"] == 5
+    r = requests.get(f"{url}replicheck/v1/audits/{job.id}/report", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+    urls = open_report(browser, f"{url}replicheck/v1/audits/{job.id}/report")
+    assert [u for u in urls if not u.startswith("data:image/jpeg;base64,")] == \
+        [f"{url}replicheck/v1/audits/{job.id}/report"], urls  # the page and its embedded thumbnails, nothing else
+    assert browser.execute_script("return document.querySelectorAll('#flagged .row').length") == 5
+    assert browser.execute_script("return window.__pwned") is None
+
+
+def test_report_route_serves_only_reports_it_wrote(web, tmp_path):
+    import requests
+
+    tab, audits, url = web
+    planted = audits.reports_dir / ("0" * 32 + ".html")
+    audits.reports_dir.mkdir(parents=True, exist_ok=True)
+    planted.write_text("<p>not written by a folder check</p>")
+    for job_id in ("0" * 32, "..%2F..%2Fetc%2Fpasswd", "nothing"):
+        assert requests.get(f"{url}replicheck/v1/audits/{job_id}/report", timeout=10).status_code == 404
+        assert requests.get(f"{url}replicheck/v1/audits/{job_id}", timeout=10).status_code == 404
+
+
+def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_photos, other_photos):
+    tab, audits, _ = web
+    assert "no such folder" in run_tab(tab, str(tmp_path / "missing"))[-1]
+    assert "type the path" in run_tab(tab, "  ")[-1]
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    assert "no such folder" in run_tab(tab, str(tmp_path / "file.jpg"))[-1]
+    # inside the folder: two images, a text file, a link to an image outside, a linked folder outside
+    day = tmp_path / "day"
+    (day / "sub").mkdir(parents=True)
+    load_image(other_photos[0]).save(day / "a.jpg")
+    load_image(other_photos[1]).save(day / "sub" / "b.png")
+    (day / "notes.txt").write_text("not an image")
+    (day / "link.jpg").symlink_to(pack_photos[0])
+    (day / "linked").symlink_to(pack_photos[0].parent, target_is_directory=True)
+    (day / "c.jpg").symlink_to(day / "a.jpg")  # a link that stays inside is fine
+    steps = run_tab(tab, str(day))
+    assert "data-state='done'" in steps[-1], steps
+    job = [j for j in audits.jobs.values() if j.folder == str(day)][-1]
+    report = job.report.read_text()
+    assert job.progress.total == 3 and "a.jpg" in report and "b.png" in report and "c.jpg" in report
+    assert "link.jpg" not in report and "linked" not in report and "notes.txt" not in report

@@ -161,12 +161,14 @@ def attach(app, built) -> None:
 
 def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
            platform: str = "", unsupported: Optional[List[str]] = None, manager=None, measure=None,
-           on_poll: Optional[Callable[[], None]] = None):
+           on_poll: Optional[Callable[[], None]] = None, audits=None):
     """The /replicheck/v1 routes as a FastAPI APIRouter, built ahead of the app that will serve them.
 
     `manager`: a PackManager for the pack routes; `measure(prompt, seed) -> magnitude`: the
     memorization signal of one generation with the loaded model, for the calibration route;
-    `on_poll()`: run before /live answers (closes the job of a generation that failed)."""
+    `on_poll()`: run before /live answers (closes the job of a generation that failed); `audits`: an
+    audit.AuditJobs whose folder checks (started in the tab) are read at /audits/ID and whose reports,
+    only those, are served at /audits/ID/report."""
     from fastapi import APIRouter
 
     from lib_replicheck import __version__
@@ -297,7 +299,29 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
         except ReplicheckError as e:
             raise HTTPException(status_code=409, detail=str(e)) from None
 
+    def audit_status(job_id: str) -> dict:
+        job = audits.get(job_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail="no such folder check (the web UI keeps the last few)")
+        return {"id": job.id, "folder": job.folder, "state": job.state, "message": job.message,
+                **job.progress.to_dict(), "report": f"{PREFIX}/audits/{job.id}/report" if job.report else None}
+
+    def audit_report(job_id: str):
+        from fastapi.responses import FileResponse
+
+        from lib_replicheck.html_report import csp
+
+        path = audits.report_file(job_id)
+        if path is None:
+            raise HTTPException(status_code=404, detail="no such report (the web UI keeps the last few)")
+        return FileResponse(path, media_type="text/html; charset=utf-8", headers={
+            "Content-Security-Policy": csp(), "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-store"})
+
     app = APIRouter()
+    if audits is not None:
+        app.add_api_route(f"{PREFIX}/audits/{{job_id}}", audit_status, methods=["GET"], dependencies=read_deps)
+        app.add_api_route(f"{PREFIX}/audits/{{job_id}}/report", audit_report, methods=["GET"], dependencies=read_deps)
     if measure is not None:
         app.add_api_route(f"{PREFIX}/calibrate", calibrate, methods=["POST"], response_model=CalibrateResponse,
                           dependencies=change_deps)

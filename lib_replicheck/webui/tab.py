@@ -38,10 +38,11 @@ def refresh_message(manager: PackManager) -> tuple[str, bool]:
 class PacksTab:
     """The tab's callbacks; `build()` is what the web UI's on_ui_tabs asks for."""
 
-    def __init__(self, gr, manager: PackManager, service: CheckService):
+    def __init__(self, gr, manager: PackManager, service: CheckService, audits=None):
         self.gr = gr
         self.manager = manager
         self.service = service
+        self.audits = audits  # audit.AuditJobs: "Check a folder"
 
     def page(self) -> str:
         """The table of installed and downloadable packs, as it is now."""
@@ -88,6 +89,33 @@ class PacksTab:
     def remove(self, name):
         return self._action(self.manager.remove, name, f"Removed {name}.")
 
+    def check_folder(self, folder):
+        """Start checking a folder on the server; yields its progress until the report is written
+        (the job goes on in its thread if the page goes away)."""
+        import time
+
+        from lib_replicheck.html_report import job_html
+
+        if self.audits is None:
+            yield message("Checking a folder is not available here.", True)
+            return
+        try:
+            job = self.audits.start(folder)
+        except ReplicheckError as e:
+            yield message(str(e), True)
+            return
+        while job.running:
+            yield job_html(job)
+            time.sleep(0.5)
+        yield job_html(job)
+
+    def cancel_folder(self):
+        running = [j for j in (self.audits.jobs.values() if self.audits else ()) if j.running]
+        for j in running:
+            self.audits.cancel(j.id)
+        return message("Cancelling: the report will hold the images checked so far." if running
+                       else "No folder is being checked.")
+
     def build(self) -> list[tuple]:
         """The tab inside its own Blocks, as on_ui_tabs returns it: [(blocks, title, elem_id)]."""
         gr = self.gr
@@ -112,4 +140,14 @@ class PacksTab:
             cancel.click(fn=self.cancel, inputs=[name], outputs=[table, message_html])
             verify.click(fn=self.verify, inputs=[name], outputs=[table, message_html])
             remove.click(fn=self.remove, inputs=[name], outputs=[table, message_html])
+            gr.HTML("<h3>Check a folder</h3><p>Every image in a folder on the server (e.g. a day of "
+                    "<code>outputs</code>) against the packs chosen in Settings; the report opens in a new tab.</p>")
+            with gr.Row():
+                folder = gr.Textbox(label="Folder on the server", elem_id="replicheck_audit_folder",
+                                    placeholder="/path/to/outputs/txt2img-images/2024-05-01")
+                check = gr.Button("Check folder", variant="primary", elem_id="replicheck_audit_start")
+                stop = gr.Button("Cancel", elem_id="replicheck_audit_cancel")
+            audit_html = gr.HTML(elem_id="replicheck_audit_status")
+            check.click(fn=self.check_folder, inputs=[folder], outputs=[audit_html])
+            stop.click(fn=self.cancel_folder, outputs=[audit_html])
         return [(tab, "Replicheck", "replicheck_tab")]
