@@ -217,7 +217,7 @@ def test_cli_json():
 
 
 def test_cli_escapes_listed_text_and_refuses_bad_lists(tmp_path):
-    evil = tmp_path / "evil.csv"
+    evil = tmp_path / "evil\x1b[2J.csv"  # the file name is shown too
     with open(evil, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, delimiter=";")
         w.writerow(["Caption", "type"])
@@ -226,7 +226,7 @@ def test_cli_escapes_listed_text_and_refuses_bad_lists(tmp_path):
     assert r.returncode == 1 and "\x1b" not in r.stdout and "\x07" not in r.stdout and "\u202e" not in r.stdout
     assert "\\x1b" in r.stdout
     r = cli("evil prompt with escapes", "--list", evil, "--json")
-    assert r.returncode == 1 and "\x1b" not in r.stdout and json.loads(r.stdout)["found"]["list_name"] == "evil"
+    assert r.returncode == 1 and "\x1b" not in r.stdout and json.loads(r.stdout)["found"]["list_name"] == "evil\x1b[2J"
     bad = tmp_path / "bad.csv"
     bad.write_text("Text;type\nx;VM\n", encoding="utf-8")
     r = cli("x", "--list", bad)

@@ -38,7 +38,7 @@ def cmd_prompt(args) -> int:
     else:
         how = {"exact": "exactly", "normalised": "up to case, punctuation and markup",
                "overlap": f"by word overlap {match.score:.2f}"}.get(match.how, match.how)
-        print(f"{match.summary()}")
+        print(clean_text(match.summary(), 300))
         print(f"  matches {how}: \"{clean_text(match.prompt, 300)}\"")
         print(f"  type {clean_text(match.type or '-', 16)} ({match.type_label}), list {clean_text(match.list_name, 64)} "
               f"row {match.row}")
