@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from lib_replicheck.item import Item
+from lib_replicheck.regions import Region
 from lib_replicheck.thresholds import Verdict
 
 
@@ -24,6 +25,7 @@ class Match:
     verdict: Verdict
     embedder: str
     thumbnail: str | None = None  # the thumbnail's local file inside the pack, checked
+    region: Region | None = None  # where in the checked image it was found; None: the whole image
 
     @property
     def id(self) -> int:
@@ -67,7 +69,8 @@ class Match:
         item = asdict(self.item)
         return {"pack": self.pack, "id": self.item.id, "similarity": self.similarity, "distance": self.distance,
                 "verdict": self.verdict.value, "embedder": self.embedder,
-                **{k: v for k, v in item.items() if k not in ("id", "thumbnail")}, "thumbnail": self.thumbnail}
+                **{k: v for k, v in item.items() if k not in ("id", "thumbnail")}, "thumbnail": self.thumbnail,
+                "region": self.region.to_dict() if self.region else None}
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Report:
         return {
             "image": self.image,
             "verdict": self.verdict.value,
+            "summary": self.summary(),
             "is_copy": self.is_copy,
             "best": self.best.to_dict() if self.best else None,
             "matches": [m.to_dict() for m in self.matches],

@@ -153,3 +153,89 @@ def test_demo_does_not_import_the_command_line():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "the copy was flagged and the novel image passed" in r.stdout
+
+
+def test_verdicts_read_the_same_in_table_json_and_summary(photo_pack, audit_folder):
+    """One wording everywhere: 'likely copy (best 0.94 in originals)', similarities with two decimals
+    (PDQ's Hamming distance as 1 - d/256), rounded down so a score shown at a cut is at or above it."""
+    import math
+
+    r = run("check", audit_folder, "--pack", photo_pack, "--json")
+    reports = [json.loads(line) for line in r.stdout.splitlines()]
+    for x in reports:
+        best = math.floor(x["best"]["similarity"] * 100 + 1e-6) / 100
+        assert x["summary"] == f"{x['verdict']} (best {best:.2f} in originals)"
+        assert abs(x["best"]["similarity"] - (1 - x["best"]["distance"] / 256)) < 1e-6
+    table = run("check", audit_folder, "--pack", photo_pack, "--top-k", "1").stdout
+    for x in reports:
+        head = x["verdict"].upper() if x["is_copy"] else x["verdict"]
+        assert f"{os.path.basename(x['image'])}\n  {head:<14} {x['summary'][len(x['verdict']) + 1:]}" in table
+    assert "d=" not in table
+
+
+def _on_a_terminal(*args) -> tuple[int, str]:
+    """Run the command line with its stderr on a pseudo-terminal; its exit status and what it wrote there."""
+    import pty
+    import threading
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal 160 columns wide
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    p = subprocess.run([sys.executable, "-m", "lib_replicheck", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                       stderr=slave, timeout=600)
+    os.close(slave)
+    reader.join(10)
+    os.close(master)
+    return p.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal_quiet_otherwise(photo_pack, audit_folder):
+    code, tty = _on_a_terminal("check", audit_folder, "--pack", photo_pack)
+    assert code == 1 and "30/30" in tty and "image/s" in tty  # count, rate; time left while it runs
+    code, tty = _on_a_terminal("check", audit_folder, "--pack", photo_pack, "--json")
+    assert code == 1 and "image/s" not in tty and "30/30" not in tty  # JSON: quiet even on a terminal
+    r = run("check", audit_folder, "--pack", photo_pack)  # stderr is a pipe: quiet
+    assert r.returncode == 1 and "image/s" not in r.stderr and "%|" not in r.stderr
+    r = run("check", audit_folder, "--pack", photo_pack, "--progress", "on", "--json")
+    assert "30/30" in r.stderr and all(json.loads(line) for line in r.stdout.splitlines())  # stdout stays JSON
+
+
+def test_build_shows_progress(tmp_path, pack_photos):
+    src = photo_folder(tmp_path / "src", pack_photos[:6])
+    r = run("build", src, "--out", tmp_path / "p", "--embedder", "pdq", "--progress", "on")
+    assert r.returncode == 0, r.stderr
+    assert "embedding" in r.stderr and "6/6" in r.stderr and "image/s" in r.stderr
+    r = run("build", src, "--out", tmp_path / "q", "--embedder", "pdq")
+    assert r.returncode == 0 and "image/s]" not in r.stderr and "6/6" not in r.stderr
+
+
+def test_report_and_csv_are_written_atomically_and_checked_first(photo_pack, audit_folder, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("the previous report")
+    r = run("check", audit_folder, "--pack", photo_pack, "--report", out, "--csv", tmp_path / "rows.csv")
+    assert r.returncode == 1, r.stderr
+    text = out.read_text()
+    assert text.startswith("<!doctype html>") and text.count('class="row"') == 18
+    assert f"wrote {out}" in r.stdout and sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "rows.csv"]
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 31
+    r = run("check", audit_folder, "--pack", photo_pack, "--report", tmp_path / "no" / "such" / "r.html")
+    assert r.returncode == 2 and "does not exist" in r.stderr and r.stdout == ""  # refused before checking
+    r = run("check", audit_folder, "--pack", photo_pack, "--csv", tmp_path)
+    assert r.returncode == 2 and "is a folder" in r.stderr

@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from lib_replicheck.cli import EXIT_OK
 from lib_replicheck.errors import clean_text
+
+#: The builder's line after each shard it embedded (builder/embed.py): what moves the progress bar.
+SHARD_LINE = re.compile(r"^shard \d+: (\d+) images embedded, (\d+) skipped")
+
+
+def build_progress(args, kind: str):
+    """A tqdm bar over the images embedded (its total: the folder's image files; unknown for shards
+    and parquet lists) and the builder's `log` that moves it; (None, None) when it is off."""
+    from lib_replicheck.cli.check import progress_bar, show_progress
+
+    if not show_progress(getattr(args, "progress", "auto"), False):
+        return None, None
+    total = None
+    if kind == "folder":
+        from lib_replicheck.images import iter_image_files
+
+        total = sum(1 for _ in iter_image_files([args.source]))
+    bar = progress_bar(total, True, desc="embedding")
+
+    def log(line: str) -> None:
+        m = SHARD_LINE.match(line)
+        if m:
+            bar.update(int(m.group(1)) + int(m.group(2)))
+        bar.write(line, file=sys.stderr)
+
+    return bar, log
 
 
 def cmd_build(args) -> int:
@@ -24,8 +51,13 @@ def cmd_build(args) -> int:
         exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
         thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
         download_timeout=args.download_timeout)
-    report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,
-                   dataset=args.dataset, work=args.work, overwrite=args.force, keep_work=args.keep_work)
+    bar, log = build_progress(args, kind)
+    try:
+        report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,
+                       dataset=args.dataset, work=args.work, overwrite=args.force, keep_work=args.keep_work, log=log)
+    finally:
+        if bar is not None:
+            bar.close()
     idx = report.index
     print(f"built pack {report.path}: {report.count} images, {report.vectors} vectors, embedder {args.embedder}; "
           f"index {idx.get('type')}, recall@10 {idx.get('recall_at_10')}, {idx.get('query_ms')} ms per query; "

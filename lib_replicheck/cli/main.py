@@ -91,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
                         "when none reaches the recall target (10)")
     b.add_argument("--download-timeout", type=int, default=10, help="parquet sources: seconds per image (10)")
     b.add_argument("--force", action="store_true", help="replace an existing pack at --out (once the new one is verified)")
+    b.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                   help="progress bar on stderr (auto: on a terminal)")
     _model_args(b)
 
     d = sub.add_parser("demo", help="offline demo: a pack of public-domain photos, an edited copy and a novel image")

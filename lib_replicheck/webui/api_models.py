@@ -30,6 +30,7 @@ class MatchModel(BaseModel):
 class ReportModel(BaseModel):
     image: str
     verdict: str
+    summary: str = ""  # the infotext's words: 'no copy (best 0.31 in laion-6.5)', 'likely copy (best 0.88 in demo)'
     is_copy: bool
     best: Optional[MatchModel] = None
     matches: List[MatchModel] = []
