@@ -49,14 +49,15 @@ def show_progress(mode: str, json_output: bool, stream=None) -> bool:
     return not json_output and bool(getattr(stream, "isatty", lambda: False)())
 
 
-def progress_bar(total: int, enabled: bool, unit: str = "image", desc: str = "checking"):
-    """A tqdm bar on stderr (rate and time left), or None."""
+def progress_bar(total: int | None, enabled: bool, unit: str = "image", desc: str = "checking", **tqdm_args):
+    """A tqdm bar on stderr (count, rate and time left), or None; `tqdm_args` go to tqdm (e.g.
+    unit_scale=True for bytes)."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=f" {unit}", desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.25,
-                smoothing=0.1)
+    return tqdm(total=total, unit=f" {unit}" if not tqdm_args.get("unit_scale") else unit, desc=desc,
+                file=sys.stderr, dynamic_ncols=True, mininterval=0.25, smoothing=0.1, **tqdm_args)
 
 
 def cmd_check(args) -> int:
