@@ -224,7 +224,7 @@ def histogram_svg(values: list[float], cuts: list[tuple[str, float]], width: int
         if v is None or math.isnan(v):
             continue
         counts[min(HIST_BINS - 1, max(0, int(v * HIST_BINS)))] += 1
-    left, right, top, bottom = 40, 10, 28, 30
+    left, right, top, bottom = 40, 24, 30, 30
     pw, ph = width - left - right, height - top - bottom
     peak = max(counts) or 1
     bw = pw / HIST_BINS
