@@ -185,7 +185,8 @@ def test_a_killed_build_resumes_to_the_same_pack(server, photos_small, bad_bodie
     r = cli("packs", "get", "local-test", "--registry", site.registry_url, "--json", home=home)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert (res["listed"], res["fetched"], res["failed"], res["count"]) == (29, 24, 5, 24), res
+    assert (res["listed"], res["fetched"], res["failed"]) == (29, 24, 5), res
+    assert res["count"] == 24 - res["skipped"] and res["skipped"] <= 1  # a photo too flat for PDQ is skipped
     again = {p: n - hits_before.get(p, 0) for p, n in _hits(server).items()}
     refetched = sum(1 for i in range(first_rows) if again.get(site.rows[i][0].removeprefix(server.url), 0))
     assert refetched == 0, "the rows of the shard finished before the kill were fetched again"
@@ -231,7 +232,7 @@ def test_cancel_leaves_no_half_pack_and_the_next_run_resumes(server, photos_smal
     fetched = site.requests("/img/")
     res = run(None)
     assert site.requests("/img/") == fetched  # resumed: no image fetched again
-    assert (res.fetched, res.failed, res.count) == (20, 5, 20)
+    assert (res.fetched, res.failed) == (20, 5) and res.count == 20 - res.skipped and res.skipped <= 1
     assert [p.name for p in installed(packs_dir)] == ["local-test"]
     assert {"list", "fetch", "embed", "index"} <= set(stages)
 

@@ -42,6 +42,8 @@ STAGES = ("list", "fetch", "embed", "index")
 PINS_FILE = ".recipe-pins.json"
 #: Rows per img2dataset shard: a killed fetch redoes at most one shard per process.
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 20, 10_000
+#: Lists shorter than this are fetched by one img2dataset process (with its threads).
+SMALL_LIST = 5_000
 
 
 class RecipeError(ReplicheckError):
@@ -292,7 +294,10 @@ def fetch_stage(rows: Path, n_rows: int, work: Path, recipe: RegistryRecipe, opt
         report("fetch", n_rows, n_rows, f"{stats['ok']} images fetched earlier")
         return stats
     shard_rows = max(MIN_SHARD_ROWS, min(MAX_SHARD_ROWS, n_rows // 50 or 1))
-    cmd = fetch_command(rows, out, processes=opts.processes, threads=opts.threads,
+    # each img2dataset process imports torch (through webdataset): seconds each; one is enough for a
+    # small list, whose fetching is bound by the network, not by decoding
+    processes = 1 if n_rows < SMALL_LIST else opts.processes
+    cmd = fetch_command(rows, out, processes=processes, threads=opts.threads,
                         timeout=int(recipe.build.get("download_timeout", 10)),
                         image_size=int(recipe.build.get("image_size", 512)), shard_rows=shard_rows)
     out.mkdir(parents=True, exist_ok=True)
