@@ -722,3 +722,19 @@ def test_sdnext_grid_infotext_carries_no_images_value():
     assert "Replicheck: no copy (best d=112 in demo)" in last
     assert "d=112" not in grid and "Replicheck: not checked (grid)" in grid
     assert str(p.extra_generation_params["Replicheck"]) == "no copy (best d=112 in demo)"  # elsewhere: the value
+
+
+def test_live_job_declares_what_the_store_holds():
+    """Every value the hook stores on a live job is a declared field (the known-prompt check's hits and
+    error included); a name the job does not declare is refused instead of stored unseen."""
+    from lib_replicheck.webui.live import LiveResults
+
+    live = LiveResults()
+    job = live.start("txt2img", 2)
+    assert job.prompt_hits == [] and job.prompt_error == ""
+    seq = live.seq
+    live.update(job, prompt_hits=["hit"], prompt_error="failed")
+    assert job.prompt_hits == ["hit"] and job.prompt_error == "failed" and live.seq == seq + 1
+    with pytest.raises(AttributeError, match="prompt_hit"):
+        live.update(job, prompt_hit=["typo"])
+    assert not hasattr(job, "prompt_hit") and live.seq == seq + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from lib_replicheck.report import Report
 
@@ -22,6 +22,8 @@ class LiveJob:
     reports: dict[int, Report] = field(default_factory=dict)
     input_reports: list[Report] = field(default_factory=list)
     signals: dict = field(default_factory=dict)  # image index -> memorization.Signal
+    prompt_hits: list = field(default_factory=list)  # memorization.prompts.PromptMatch, distinct
+    prompt_error: str = ""  # why the known-prompt check could not run
 
 
 class LiveResults:
@@ -53,6 +55,10 @@ class LiveResults:
             self._touch()
 
     def update(self, job: LiveJob, **changes) -> None:
+        """Set declared fields of `job` (a misspelt name raises instead of being stored unseen)."""
+        unknown = set(changes) - {f.name for f in fields(LiveJob)}
+        if unknown:
+            raise AttributeError(f"LiveJob has no field {', '.join(sorted(unknown))}")
         with self._lock:
             for k, v in changes.items():
                 setattr(job, k, v)
