@@ -41,6 +41,7 @@ def server():
 def serve_registry(server, faults: dict[str, str] | None = None, prefix: str = "/r", edit=None, **kw) -> str:
     """Serve registry/packs.json and the demo pack's files under `prefix`, with faults per file."""
     data = json.loads((REPO / "registry" / "packs.json").read_text())
+    data["packs"] = [p for p in data["packs"] if p["name"] == "demo"]  # the recipes: tests/test_recipes.py
     for f in data["packs"][0]["files"]:
         server.add(f"{prefix}/demo/{f['path']}", (DEMO / f["path"]).read_bytes(), (faults or {}).get(f["path"], ""),
                    **kw)

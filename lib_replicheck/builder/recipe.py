@@ -441,6 +441,17 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
                         count=built.count, excluded=excluded, seconds=time.perf_counter() - started)
 
 
+def build_for_manager(recipe: RegistryRecipe, packs_dir: str | Path, *, progress=None, cancel=None, gate=None,
+                      models_dir: str | None = None, device: str = "cpu") -> RecipeResult:
+    """get_recipe as the web UI's pack manager calls it (registry.manager.PackManager(build_recipe=...)):
+    its log lines go to the 'replicheck' logger."""
+    import logging
+
+    logger = logging.getLogger("replicheck")
+    return get_recipe(recipe, packs_dir, GetOptions(models_dir=models_dir, device=device), progress=progress,
+                      cancel=cancel, gate=gate, log=lambda line: logger.info("%s: %s", recipe.name, line))
+
+
 def _exclusions(recipe: RegistryRecipe, work: Path, cancel, policy: Policy):
     """The recipe's exclusion list (verified), with its digest; None without one."""
     from lib_replicheck.builder.sources import Exclusions
@@ -466,4 +477,4 @@ def _exclusions(recipe: RegistryRecipe, work: Path, cancel, policy: Policy):
     return ex
 
 
-__all__ = ["get_recipe", "GetOptions", "Progress", "RecipeResult", "RecipeError", "STAGES", "work_dir"]
+__all__ = ["get_recipe", "build_for_manager", "GetOptions", "Progress", "RecipeResult", "RecipeError", "STAGES", "work_dir"]

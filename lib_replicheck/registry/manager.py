@@ -1,7 +1,10 @@
 """The pack manager behind the web UI's Replicheck tab and the /replicheck/v1/packs routes.
 
 Registries are read, and packs downloaded, only when the user asks (a click or an API call);
-downloads run in background threads with progress and cancel, one per pack at a time.
+downloads run in background threads with progress and cancel, one per pack at a time. A recipe is
+built the same way, by the `build_recipe` the web UI hands in (builder.recipe.get_recipe: the
+builder sits above the registry), with its stage in the job; it embeds only when `gate()` lets it
+(the web UI makes it wait while a generation runs).
 """
 
 from __future__ import annotations
@@ -24,22 +27,27 @@ class DownloadJob:
     name: str
     total: int
     done: int = 0
-    state: str = "queued"  # queued, downloading, verifying, weights, installed, failed, cancelled
+    state: str = "queued"  # queued, downloading, verifying, weights, building, installed, failed, cancelled
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    kind: str = "pack"  # or "recipe": built here, in stages
+    stage: str = ""  # a recipe's stage: list, fetch, embed, index
+    message: str = ""  # a recipe's progress in words, then its result (images fetched, failed)
 
     @property
     def active(self) -> bool:
-        return self.state in ("queued", "downloading", "verifying", "weights")
+        return self.state in ("queued", "downloading", "verifying", "weights", "building")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "total": self.total, "done": self.done, "state": self.state, "error": self.error,
-                "fraction": round(self.done / self.total, 4) if self.total else 0.0, "active": self.active}
+                "fraction": round(min(1.0, self.done / self.total), 4) if self.total else 0.0, "active": self.active,
+                "kind": self.kind, "stage": self.stage, "message": self.message}
 
 
 class PackManager:
     def __init__(self, packs_dir: str | Path, models_dir: str | Path, registries: Callable[[], list[str]], *,
-                 policy: Policy | None = None, on_change: Callable[[], None] | None = None):
+                 policy: Policy | None = None, on_change: Callable[[], None] | None = None,
+                 build_recipe: Callable | None = None, gate: Callable[[], None] | None = None):
         self.packs_dir = Path(packs_dir)
         self.models_dir = Path(models_dir)
         self.registries = registries
@@ -49,6 +57,8 @@ class PackManager:
         self.errors: list[str] = []
         self.refreshed: float | None = None
         self.jobs: dict[str, DownloadJob] = {}
+        self.build_recipe = build_recipe
+        self.gate = gate
         self._lock = threading.Lock()
 
     def refresh(self) -> list[RegistryPack]:
@@ -96,13 +106,51 @@ class PackManager:
         if rp is None:
             raise ReplicheckError(f"no registry lists a pack named {name!r}"
                                   + (f" ({'; '.join(self.errors)})" if self.errors else ""))
+        if rp.kind == "recipe" and self.build_recipe is None:
+            raise ReplicheckError(f"{name} is a recipe, and building recipes is not available here: run "
+                                  f"python -m lib_replicheck packs get {name}")
+        if rp.kind == "recipe" and (rp.list.user or rp.list.unpinned):
+            raise ReplicheckError(f"{name} needs a choice on the command line ("
+                                  + ("your own list: --list PATH" if rp.list.user else
+                                     "its list has no published sha256: --accept-unpinned")
+                                  + f"): python -m lib_replicheck packs get {name}")
         with self._lock:
             job = self.jobs.get(name)
             if job is not None and job.active:
-                raise ReplicheckError(f"pack {name!r} is already being downloaded")
-            job = self.jobs[name] = DownloadJob(name, rp.size)
-        threading.Thread(target=self._run, args=(job, rp), name=f"replicheck-download-{name}", daemon=True).start()
+                raise ReplicheckError(f"pack {name!r} is already being downloaded or built")
+            if rp.kind == "recipe" and any(j.active and j.kind == "recipe" for j in self.jobs.values()):
+                raise ReplicheckError("another recipe is being built; one at a time")
+            job = self.jobs[name] = DownloadJob(name, rp.size, kind=rp.kind)
+        target = self._build if rp.kind == "recipe" else self._run
+        threading.Thread(target=target, args=(job, rp), name=f"replicheck-download-{name}", daemon=True).start()
         return job
+
+    def _build(self, job: DownloadJob, recipe) -> None:
+        """A recipe built in this thread: the stage and its counts go to the job as they change."""
+        from lib_replicheck.embedders import ensure_for
+        from lib_replicheck.packs.manifest import read
+
+        def progress(p) -> None:
+            job.stage, job.done, job.total, job.message = p.stage, p.done, p.total, p.message
+
+        try:
+            job.state = "building"
+            result = self.build_recipe(recipe, self.packs_dir, progress=progress, cancel=job.cancel, gate=self.gate,
+                                       models_dir=str(self.models_dir))
+            self.on_change()
+            job.state = "weights"
+            ensure_for(read(result.path).embedder, self.models_dir, progress=False)
+            job.message = (f"{result.count:,} images in the pack: {result.fetched:,} of {result.listed:,} fetched, "
+                           f"{result.failed:,} failed")
+            job.state = "installed"
+        except Cancelled:
+            job.state, job.message = "cancelled", "cancelled: what was fetched is kept for the next build"
+        except ReplicheckError as e:
+            job.state, job.error = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
+            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            self.on_change()
 
     def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
         from lib_replicheck.embedders import ensure_for
@@ -134,7 +182,7 @@ class PackManager:
     def cancel(self, name: str) -> DownloadJob:
         job = self.jobs.get(name)
         if job is None or not job.active:
-            raise ReplicheckError(f"no download of {name!r} is running")
+            raise ReplicheckError(f"no download or build of {name!r} is running")
         job.cancel.set()
         return job
 
@@ -146,7 +194,7 @@ class PackManager:
         self.installer.remove(name)
         self.on_change()
 
-    def wait(self, name: str, timeout: float = 60.0) -> DownloadJob:
+    def wait(self, name: str, timeout: float = 600.0) -> DownloadJob:
         """Block until the download of `name` ends (for the command line and tests)."""
         end = time.time() + timeout
         while time.time() < end and self.jobs[name].active:
