@@ -148,7 +148,9 @@
             row.className = "rc-download rc-download-" + j.state;
             var label = document.createElement("span");
             var pct = Math.round((j.fraction || 0) * 100);
-            label.textContent = j.name + ": " + j.state + (j.active ? " " + pct + "%" : "") +
+            // a recipe's build says its stage (list, fetch, embed, index) and its counts in words
+            label.textContent = j.name + ": " + (j.active && j.stage ? j.stage + " " : "") + j.state +
+                (j.active ? " " + pct + "%" : "") + (j.message ? " - " + j.message : "") +
                 (j.error ? " - " + j.error : "");
             var bar = document.createElement("progress");
             bar.max = 1;

@@ -42,8 +42,25 @@ def current_settings() -> Settings:
 
 
 hook = Hook(service, current_settings)
+
+
+def build_recipe(recipe, packs_dir, **kw):
+    """A recipe built by the builder (imported when the first build starts)."""
+    from lib_replicheck.builder.recipe import build_for_manager
+
+    return build_for_manager(recipe, packs_dir, **kw)
+
+
+def wait_while_generating() -> None:
+    """A recipe build embeds only while the web UI is not generating (nor checking what it made)."""
+    import time
+
+    while getattr(shared.state, "job", ""):
+        time.sleep(0.5)
+
+
 manager = PackManager(service.packs_dir, MODELS_DIR, lambda: current_settings().registry_urls(),
-                      on_change=service.packs_changed)
+                      on_change=service.packs_changed, build_recipe=build_recipe, gate=wait_while_generating)
 audits = AuditJobs(os.path.join(MODELS_DIR, "reports"), lambda: ServiceChecker(service, current_settings()),
                    log=log.warning)
 packs_tab = PacksTab(gr, manager, service, audits=audits)

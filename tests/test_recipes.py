@@ -349,3 +349,56 @@ def test_the_sd1_memorized_list_is_shipped_and_readable():
     urls = table["URL"].to_pylist()
     assert all(u.startswith(("http://", "https://")) for u in urls)
     assert table["source_key"].to_pylist()[0] == "1030727993"  # LAION-2B-en row index of the first row
+
+
+def test_the_tab_builds_a_recipe_with_progress_and_waits_for_generations(webui, server, photos_small, bad_bodies):
+    """The web UI: the registries' recipes listed by the same route, Build in the background with its
+    stage in /downloads, the UI answering meanwhile, and no embedding while a generation runs."""
+    from fastapi.testclient import TestClient
+
+    panel = {"X-Replicheck-Request": "1"}
+    site = Site(server, photos_small, bad_bodies, good=4)
+    m = webui.module
+    m.manager.installer.policy = FAST
+    webui.set_option("replicheck_registries", site.registry_url)
+    client = TestClient(webui.app)
+    try:
+        r = client.get("/replicheck/v1/packs", params={"refresh": "true"}, headers=panel).json()
+        entry = next(p for p in r["available"] if p["name"] == "local-test")
+        assert entry["kind"] == "recipe" and entry["count"] == 9
+        assert "recipe: Build" in m.packs_tab.page()
+        _, msg = m.packs_tab.download("demo-that-is-not-listed")
+        assert "no registry lists" in msg
+        webui.shared.state.job = "txt2img"  # a generation is running: the build must not embed
+        _, msg = m.packs_tab.build_recipe("local-test")
+        assert "Building local-test" in msg
+        assert client.post("/replicheck/v1/packs/local-test/download", headers=panel).status_code == 409
+        seen, slowest = set(), 0.0
+        end = time.time() + 240
+        while time.time() < end:
+            t = time.perf_counter()
+            assert client.get("/replicheck/v1/status").status_code == 200
+            slowest = max(slowest, time.perf_counter() - t)
+            job = next(j for j in client.get("/replicheck/v1/downloads").json() if j["name"] == "local-test")
+            seen.add(job["stage"])
+            if job["stage"] == "embed":
+                break
+            time.sleep(0.2)
+        assert seen >= {"fetch", "embed"} and job["state"] == "building" and job["kind"] == "recipe", (seen, job)
+        time.sleep(2)
+        job = next(j for j in client.get("/replicheck/v1/downloads").json() if j["name"] == "local-test")
+        assert job["stage"] == "embed" and job["done"] == 0  # held while the generation runs
+        webui.shared.state.job = ""
+        final = m.manager.wait("local-test", timeout=240)
+        assert final.state == "installed", final.error
+        assert "4 images in the pack: 4 of 9 fetched, 5 failed" in final.message
+        assert slowest < 2.0  # the UI kept answering while the build ran
+        assert (webui.packs_dir / "local-test" / "manifest.json").is_file()
+    finally:
+        webui.shared.state.job = ""
+        webui.set_option("replicheck_registries", "")
+        m.manager.available, m.manager.refreshed = [], None
+        import shutil
+
+        shutil.rmtree(webui.packs_dir / "local-test", ignore_errors=True)
+        m.service.packs_changed()

@@ -63,6 +63,8 @@ class AvailableModel(BaseModel):
     size: int = 0
     registry: str = ""
     installed: bool = False
+    kind: str = "pack"  # or "recipe": built here (`estimate_s`: embedding time by device, where measured)
+    estimate_s: dict = {}
 
 
 class DownloadModel(BaseModel):
@@ -73,6 +75,9 @@ class DownloadModel(BaseModel):
     error: Optional[str] = None
     fraction: float = 0.0
     active: bool = False
+    kind: str = "pack"  # or "recipe"
+    stage: str = ""  # a recipe's stage: list, fetch, embed, index
+    message: str = ""
 
 
 class PacksResponse(BaseModel):

@@ -9,6 +9,22 @@ from __future__ import annotations
 from lib_replicheck.webui.panel import clip, esc, link
 
 MAX_ERROR = 600
+#: The recipe the tab suggests first: the best-documented real copies.
+SUGGESTED = "sd1-memorized"
+
+
+def _recipe_state(p) -> str:
+    """'recipe: Build (~4 min with sscd on CPU)': how a recipe is got, with the measured estimate."""
+    from lib_replicheck.registry.recipe import duration
+
+    emb = p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
+    times = []
+    for device in ("cpu", "gpu"):
+        t = p.estimate(device) if hasattr(p, "estimate") else None
+        if t:
+            times.append(f"~{duration(t)} with {emb} on {device.upper()}")
+    how = "recipe: Build" if not (p.list.user or p.list.unpinned) else "recipe: on the command line"
+    return esc(how + (f" ({' / '.join(times)})" if times else ""))
 
 
 def _t(value, limit: int = 200) -> str:
@@ -37,14 +53,22 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
         if p.name in have:
             continue
         embedder = p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
-        rows.append(f"<tr><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td><td>{int(p.count or 0):,}</td>"
-                    f"<td>{_t(embedder, 64)}</td><td>{_mb(p.size)}</td>"
+        recipe = getattr(p, "kind", "pack") == "recipe"
+        count = f"about {int(p.count or 0):,}" if recipe and p.count else f"{int(p.count or 0):,}" if not recipe else "yours"
+        size = _mb(p.size) if p.size else ("built here" if recipe else _mb(0))
+        rows.append(f"<tr class='rc-{'recipe' if recipe else 'pack'}'><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td>"
+                    f"<td>{count}</td><td>{_t(embedder, 64)}</td><td>{size}</td>"
                     f"<td>{_t((p.source or {}).get('license', ''), 120)}</td>"
-                    f"<td>{_source(p.source or {})}</td><td>available</td></tr>")
+                    f"<td>{_source(p.source or {})}</td><td>{_recipe_state(p) if recipe else 'available'}</td></tr>")
+    suggest = ""
+    if any(p.name == SUGGESTED for p in available) and SUGGESTED not in have:
+        suggest = (f"<p class='rc-message'>Suggested: <b>{SUGGESTED}</b>, the LAION images Stable Diffusion 1.x is "
+                   "known to reproduce. Choose it and click <b>Build</b>: its images are fetched from their "
+                   "original addresses (many are gone) and indexed on this machine.</p>")
     head = ("<tr><th>name</th><th>title</th><th>images</th><th>embedder</th><th>size</th><th>license</th>"
             "<th>source</th><th>state</th></tr>")
     note = "" if refreshed else ("<p class='rc-message'>Click <b>Refresh list</b> to read the pack registries "
                                  "(nothing is fetched before that).</p>")
     errs = "".join(f"<p class='rc-error-text'>{_t(e, MAX_ERROR)}</p>" for e in errors)
     body = "".join(rows) or "<tr><td colspan='8'>No pack installed yet.</td></tr>"
-    return f"<div class='rc-packs'>{note}{errs}<table class='rc-table'>{head}{body}</table></div>"
+    return f"<div class='rc-packs'>{note}{errs}{suggest}<table class='rc-table'>{head}{body}</table></div>"

@@ -81,7 +81,15 @@ class PacksTab:
         return self._action(self.manager.start_download, name, f"Downloading {name}: progress below.")
 
     def cancel(self, name):
-        return self._action(self.manager.cancel, name, f"Cancelling the download of {name}.")
+        return self._action(self.manager.cancel, name, f"Cancelling the download or build of {name}.")
+
+    def build_recipe(self, name):
+        """Build a recipe here (in the background: progress below, Cancel stops it)."""
+        kind = next((p.kind for p in self.manager.available if p.name == name), None)
+        if name and kind == "pack":
+            return self.page(), message(f"{name} is a prebuilt pack: use Download.", True)
+        return self._action(self.manager.start_download, name,
+                            f"Building {name} here: fetching its images, then embedding; progress below.")
 
     def verify(self, name):
         return self._action(self.manager.verify, name, f"{name}: every file matches its sha256.")
@@ -126,7 +134,8 @@ class PacksTab:
                 name = gr.Dropdown(label="Pack", choices=self.names(), elem_id="replicheck_pack_name")
                 refresh = gr.Button("Refresh list", elem_id="replicheck_refresh")
                 download = gr.Button("Download", variant="primary", elem_id="replicheck_download")
-                cancel = gr.Button("Cancel download", elem_id="replicheck_cancel")
+                build_button = gr.Button("Build", variant="primary", elem_id="replicheck_build")
+                cancel = gr.Button("Cancel", elem_id="replicheck_cancel")
                 verify = gr.Button("Verify", elem_id="replicheck_verify")
                 remove = gr.Button("Remove", elem_id="replicheck_remove")
             message_html = gr.HTML(elem_id="replicheck_message")
@@ -137,6 +146,7 @@ class PacksTab:
             reload.click(fn=self.reload, outputs=[table, name])
             refresh.click(fn=self.refresh, outputs=[table, name, message_html])
             download.click(fn=self.download, inputs=[name], outputs=[table, message_html])
+            build_button.click(fn=self.build_recipe, inputs=[name], outputs=[table, message_html])
             cancel.click(fn=self.cancel, inputs=[name], outputs=[table, message_html])
             verify.click(fn=self.verify, inputs=[name], outputs=[table, message_html])
             remove.click(fn=self.remove, inputs=[name], outputs=[table, message_html])
