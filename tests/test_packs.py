@@ -330,3 +330,114 @@ def test_metadata_schema_follows_item_and_matches_published_packs():
     finally:
         db.close()
     assert SCHEMA.strip().rstrip(";") == published
+
+
+# -- index designs for large packs: planned by budgets, built by the builder, searched mapped --------
+
+
+def test_planner_picks_the_design_that_fits_the_budgets():
+    """The best design that fits: uncompressed vectors within the memory budget, else PQ with float16
+    re-ranking while that fits the disk budget (none by default: packs built before keep their
+    design), else PCA + 8-bit codes (256 dimensions, 128 when 256 do not fit), else PQ codes alone."""
+    from lib_replicheck.builder.planning import GB, choose
+
+    assert choose(100_000, 512, "cosine", 1 * GB, 4 * GB).design == "ivf-flat"  # 205 MB of floats fit 1 GB
+    assert choose(12_000_000, 512, "cosine", 1 * GB).design == "pq-rerank"  # no disk budget: as before
+    laion = choose(12_000_000, 512, "cosine", 1 * GB, 4 * GB)
+    assert laion.factory == "PCA256,IVF16384_HNSW32,SQ8" and not laion.rerank
+    assert laion.disk_bytes == 12_000_000 * (256 + 8) < 4 * GB
+    assert choose(12_000_000, 512, "cosine", 1 * GB, 2 * GB).factory == "PCA128,IVF16384_HNSW32,SQ8"
+    small = choose(12_000_000, 512, "cosine", 1 * GB, 1 * GB)
+    assert small.design == "opq-pq" and small.factory == "OPQ64_512,IVF16384_HNSW32,PQ64x8" and not small.rerank
+    assert choose(1_000_000, 512, "cosine", 1 * GB, 4 * GB).design == "pq-rerank"  # 1.1 GB of float16 fit 4 GB
+    assert choose(1_000_000, 256, "cosine", 1 * GB, 0.3 * GB).factory == "IVF4096_HNSW32,SQ8"  # no PCA at 256
+    assert choose(500, 512, "cosine", design="pca-sq8").factory == "PCA256,IVF64,SQ8"  # named: as asked
+    with pytest.raises(ValueError, match="unknown index design 'hnsw'"):
+        choose(500, 512, "cosine", design="hnsw")
+
+
+@pytest.fixture(scope="module")
+def real_copies(pack_photos, sscd_onnx):
+    """SSCD descriptors (Meta's weights) of 8 real photos and of their edited copies (the tests' edits)."""
+    from conftest import edits
+    from lib_replicheck.embedders.sscd import SSCDEmbedder
+    from lib_replicheck.images import load_image
+
+    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
+    photos = [load_image(p) for p in pack_photos[:8]]
+    originals = embedder.embed(photos)
+    copies, of = [], []
+    for i, im in enumerate(photos):
+        edited = list(edits(im).values())
+        copies.append(embedder.embed(edited))
+        of += [i] * len(edited)
+    return originals, np.concatenate(copies), np.array(of)
+
+
+@pytest.mark.parametrize("design, factory", [("pca-sq8", "PCA256,IVF256,SQ8"), ("opq-pq", "OPQ64_512,IVF256,PQ64x8")])
+def test_compact_designs_build_and_find_a_copys_original_memory_mapped(tmp_path, monkeypatch, real_copies, design,
+                                                                       factory):
+    """The compact designs a large pack gets, built by the builder's index stage at small scale: real
+    originals hidden among 4,000 unrelated vectors, the pack opened memory-mapped with no re-ranking
+    file, and every real edited copy finds its original first."""
+    from lib_replicheck.builder.options import BuildOptions
+    from lib_replicheck.builder.shards import ShardStore
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
+    from lib_replicheck.embedders import sscd
+    from lib_replicheck.packs.publish import seal, staging_dir
+
+    originals, copies, of = real_copies
+    rng = np.random.default_rng(0)
+    store = ShardStore(tmp_path / "work")
+    hidden = np.arange(8) * 500 + 250
+    for s in range(2):
+        v = rng.standard_normal((2000, 512)).astype("float32") + 0.3 * originals.mean(0) / np.abs(originals.mean(0)).max()
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        inside = (hidden >= s * 2000) & (hidden < (s + 1) * 2000)
+        v[hidden[inside] - s * 2000] = originals[inside]
+        store.write(s, v[:, None, :], [{"key": str(s * 2000 + i)} for i in range(2000)], [])
+    spec = sscd.spec_for("sscd_disc_mixup")
+    tmp = staging_dir(tmp_path / design)
+    info, count, vectors = index_stage(store, spec, tmp, BuildOptions(index_design=design), lambda s: None)
+    metadata_stage(store, tmp)
+    seal(tmp, tmp_path / design, name="compact", title=None, description="", source={}, spec=spec, count=count,
+         vectors=vectors, index=info)
+    assert info["type"] == factory and info["design"] == design and "rerank" not in info
+    monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 1)  # map this small index as a large one would be
+    pack = Pack(tmp_path / design)
+    assert str(tmp_path / design / "index.faiss") in open("/proc/self/maps").read()
+    assert pack.reranker is None
+    hits = pack.search(copies, k=1)
+    assert [h[0].item.source for h in hits] == [str(hidden[i]) for i in of]
+    exact = (copies * originals[of]).sum(1)
+    got = np.array([h[0].similarity for h in hits])
+    assert np.abs(got - exact).max() < 0.1  # compressed codes: close to, not exactly, the true similarity
+    pack.close()
+
+
+def test_scalar_quantised_index_files_are_checked_before_faiss_reads_them(tmp_path):
+    """An 8-bit IVF index passes the layout check; one whose quantiser declares a type packs do not use,
+    or codes that do not match its dimension, is refused by name."""
+    import io
+
+    import faiss
+
+    x = np.random.default_rng(1).standard_normal((600, 32)).astype("float32")
+    idx = faiss.index_factory(32, "PCA16,IVF4,SQ8", faiss.METRIC_INNER_PRODUCT)
+    idx.train(x)
+    idx.add(x)
+    path = tmp_path / "index.faiss"
+    faiss_index.write(idx, path)
+    data = path.read_bytes()
+    with open(path, "rb") as f:
+        assert faiss_index.check_layout(f, len(data), COSINE, 32, 600).kind == "IxPT(IwSq(IxFI))"
+    # the quantiser's fields after "IwSq": index header (33 bytes), nlist, nprobe, the flat coarse
+    # quantiser (fourcc, header, count, 4 x 16 floats), the empty direct map (9 bytes)
+    sq = data.index(b"IwSq") + 4 + 33 + 16 + (4 + 33 + 8 + 4 * 16 * 4) + 9
+    assert np.frombuffer(data[sq: sq + 4], np.int32)[0] == 0  # QT_8bit
+    for offset, value, message in ((sq, np.int32(5), "scalar quantiser type 5"),
+                                   (sq + 12, np.uint64(8), "codes of 16 bytes for 8 dimensions")):
+        bad = bytearray(data)
+        bad[offset: offset + value.nbytes] = value.tobytes()
+        with pytest.raises(faiss_index.LayoutError, match=message):
+            faiss_index.check_layout(io.BytesIO(bytes(bad)), len(bad), COSINE, 32, 600)

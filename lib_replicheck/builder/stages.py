@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from lib_replicheck.errors import PackError
-from lib_replicheck.builder.options import BuildOptions, BuildReport, crops_for
+from lib_replicheck.builder.options import GB, BuildOptions, BuildReport, crops_for
 from lib_replicheck.builder.shards import ShardStore
 
 
@@ -27,7 +27,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         raise PackError(folder, "no usable images: nothing to build a pack from")
     variants = store.read(shards[0])[0].shape[1]
     n_vectors = n_items * variants
-    plan = fac.choose(n_vectors, spec.dim, spec.metric, opts.memory_budget)
+    plan = fac.choose(n_vectors, spec.dim, spec.metric, opts.memory_budget, opts.disk_budget, opts.index_design)
     log(f"index: {plan.factory} for {n_vectors:,} vectors of {spec.dim} dimensions"
         + (f" ({'; '.join(plan.notes)})" if plan.notes else ""))
     index = fac.new_index(plan, spec.dim, with_ids=variants > 1)
@@ -82,9 +82,11 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
             f"{opts.max_query_ms:g} ms a query; kept the " + ("most accurate within the budget" if
                                                              measured["within_budget"] else "fastest"))
     faiss_index.write(index, folder / mf.INDEX_FILE)
-    info = {"file": mf.INDEX_FILE, "type": plan.factory, "exact": plan.exact, "search_params": measured["params"],
+    info = {"file": mf.INDEX_FILE, "type": plan.factory, "design": plan.design, "exact": plan.exact,
+            "search_params": measured["params"],
             "recall_at_10": measured["recall_at_10"], "query_ms": measured["query_ms"],
-            "tuned_for": {"recall_at_10": opts.recall_target, "max_query_ms": opts.max_query_ms},
+            "tuned_for": {"recall_at_10": opts.recall_target, "max_query_ms": opts.max_query_ms,
+                          **({"disk_budget_gb": round(opts.disk_budget / GB, 3)} if opts.disk_budget else {})},
             **({"copies_found": measured["copies_found"]} if "copies_found" in measured else {}),
             "variants": [{"centre_crop": c} for c in crops_for(spec.metric)]}
     if reranker is not None:

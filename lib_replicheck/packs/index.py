@@ -262,6 +262,26 @@ def _product_quantizer(r: _Reader, where: str, d: int) -> tuple[int, int]:
     return m, nbits
 
 
+# faiss ScalarQuantizer types packs may use: qtype -> (code bytes for d dimensions, trained values)
+SQ_TYPES = {0: (lambda d: d, lambda d: 2 * d),  # QT_8bit: a range per dimension
+            2: (lambda d: d, lambda d: 2),  # QT_8bit_uniform: one range
+            4: (lambda d: 2 * d, lambda d: 0)}  # QT_fp16
+
+
+def _scalar_quantizer(r: _Reader, where: str, d: int) -> int:
+    """A ScalarQuantizer over `d` dimensions (8-bit or float16 codes); returns its code size."""
+    qtype = r.i32(f"{where}.qtype")
+    _need(qtype in SQ_TYPES, f"{where}: scalar quantiser type {qtype} is not one packs use")
+    r.i32(f"{where}.rangestat")
+    r.f32(f"{where}.rangestat_arg")
+    sq_d, code_size = r.u64(f"{where}.d"), r.u64(f"{where}.code_size")
+    size, trained = SQ_TYPES[qtype]
+    _need(sq_d == d and code_size == size(d), f"{where}: codes of {code_size} bytes for {sq_d} dimensions "
+                                              f"in an index of {d}")
+    r.array("<f4", f"{where}.trained", expect=trained(d))
+    return code_size
+
+
 def _transform(r: _Reader, where: str) -> tuple[int, int]:
     """A linear pre-transform (OPQ rotation, PCA, random rotation): (d_in, d_out)."""
     h = r.fourcc(where)
@@ -311,10 +331,10 @@ def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
             _need(d_in == dim, f"{h}.chain[{i}] takes {d_in} dimensions, gets {dim}")
             dim = d_out
         sub = _float_index(r, f"{h}.index", depth + 1, top=False)
-        _need(sub.kind.startswith(("IwFl", "IwPQ")) or sub.kind in FLAT, f"{h}: index {sub.kind} under a transform")
+        _need(sub.kind.startswith(("IwFl", "IwPQ", "IwSq")) or sub.kind in FLAT, f"{h}: index {sub.kind} under a transform")
         _need(sub.d == dim and sub.ntotal == ntotal, f"{h}: its index does not match it")
         return Layout(f"{h}({sub.kind})", d, ntotal)
-    if h in ("IwFl", "IwPQ"):
+    if h in ("IwFl", "IwPQ", "IwSq"):
         d, ntotal, metric = _header(r, h)
         nlist = r.u64(f"{h}.nlist")
         r.u64(f"{h}.nprobe")  # faiss searches at most nlist lists whatever this says
@@ -324,6 +344,10 @@ def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
         _direct_map(r, h)
         if h == "IwFl":
             code_size = d * 4
+        elif h == "IwSq":
+            code_size = _scalar_quantizer(r, f"{h}.sq", d)
+            _need(r.u64(f"{h}.code_size") == code_size, f"{h}: code size differs from its quantiser's")
+            r.flag(f"{h}.by_residual")
         else:
             by_residual = r.flag(f"{h}.by_residual")
             code_size = r.u64(f"{h}.code_size")
