@@ -12,10 +12,14 @@ from typing import Iterable, Iterator, Sequence
 
 from lib_replicheck.embedders import kind_of
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.regions import Region, check_mode
 from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers, Verdict
+from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS, Tiers, Verdict
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
+#: Embedder families whose packs are also searched with regions of the image (a copy descriptor;
+#: CLIP is semantic and PDQ packs hold crops of their own)
+REGION_FAMILIES = ("sscd",)
 
 
 class Checker:
@@ -27,13 +31,15 @@ class Checker:
 
     def __init__(self, packs: Sequence, *, top_k: int = 5, tiers: dict[str, Tiers] | None = None,
                  device: str = "cpu", runtime: str = "auto", models_dir: str | Path | None = None,
-                 weights: str | Path | None = None, offline: bool = False, progress: bool = True):
+                 weights: str | Path | None = None, offline: bool = False, progress: bool = True,
+                 regions: str | None = None):
         if not packs:
             raise ReplicheckError("no pack to search: install one (python -m lib_replicheck packs), or build one "
                                   "from a folder of images (python -m lib_replicheck build)")
         self.packs = list(packs)
         self.top_k = max(1, int(top_k))
         self.tiers = dict(tiers or DEFAULT_TIERS)
+        self.regions = check_mode(regions)
         self._embedder_args = dict(device=device, runtime=runtime, models_dir=models_dir, weights=weights,
                                    offline=offline, progress=progress)
         self._embedders: dict[str, object] = {}
@@ -62,14 +68,19 @@ class Checker:
         self._embedders.clear()
 
     def check(self, images: Sequence, labels: Sequence[str] | None = None, *, top_k: int | None = None,
-              tiers: dict[str, Tiers] | None = None) -> list[Report]:
-        """Check RGB PIL images; one report each, in order. Errors of the model propagate. `top_k` and
-        `tiers` apply to this call only (the web UI passes its current settings); the checker's own
-        are used where they are None."""
+              tiers: dict[str, Tiers] | None = None, regions: str | None = None) -> list[Report]:
+        """Check RGB PIL images; one report each, in order. Errors of the model propagate. `top_k`,
+        `tiers` and `regions` (off, fast, thorough) apply to this call only (the web UI passes its
+        current settings); the checker's own are used where they are None.
+
+        With regions, each image's regions are embedded in the same batch as the whole image and
+        searched too; a match found through a region carries its box and is judged by the region
+        tiers (more queries per image, more chances of a chance hit)."""
         import numpy as np
 
         top_k = self.top_k if top_k is None else max(1, int(top_k))
         tier_map = self.tiers if tiers is None else dict(tiers)
+        mode = self.regions if regions is None else check_mode(regions)
 
         labels = list(labels) if labels is not None else [f"image {i + 1}" for i in range(len(images))]
         reports = [Report(image=label) for label in labels]
@@ -83,9 +94,11 @@ class Checker:
         candidates: list[list[Match]] = [[] for _ in images]
         for emb_id, packs in by_id.items():
             embedder = loaded[emb_id]
-            vectors = embedder.embed(list(images))
             family = kind_of(emb_id)
             family_tiers = tier_map.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
+            region_tiers = REGION_TIERS.get(family, family_tiers)
+            queries = region_queries(images, mode if family in REGION_FAMILIES else "off")
+            vectors = embedder.embed(list(images) + [crop for _, _, crop in queries])
             low_quality = set()
             if family == "pdq":
                 from lib_replicheck.embedders.pdq import MIN_QUALITY
@@ -98,17 +111,19 @@ class Checker:
             if family == "clip":
                 for r in reports:
                     r.notes.append(SEMANTIC_NOTE)
+            owners = [(i, None) for i in range(len(images))] + [(i, box) for i, box, _ in queries]
             for pack in packs:
-                for i, hits in enumerate(pack.search(np.asarray(vectors), top_k)):
+                for (i, box), hits in zip(owners, pack.search(np.asarray(vectors), top_k)):
+                    judge = family_tiers if box is None else region_tiers
                     for h in hits:
-                        v = Verdict.NONE if i in low_quality else family_tiers.verdict(h.similarity, h.distance)
+                        v = Verdict.NONE if i in low_quality else judge.verdict(h.similarity, h.distance)
                         thumb = pack.thumbnail_path(h.item)
                         candidates[i].append(Match(pack=pack.name, item=h.item, similarity=h.similarity,
                                                    distance=h.distance, verdict=v, embedder=emb_id,
-                                                   thumbnail=str(thumb) if thumb else None))
+                                                   thumbnail=str(thumb) if thumb else None, region=box))
         elapsed = (time.perf_counter() - start) / len(images)
         for report, matches in zip(reports, candidates):
-            matches.sort(key=lambda m: (m.verdict.rank, m.similarity), reverse=True)
+            matches = best_per_item(matches)
             report.matches = matches[:top_k]
             report.best = report.matches[0] if report.matches else None
             report.verdict = report.best.verdict if report.best else Verdict.NONE
@@ -156,3 +171,28 @@ class Checker:
                 checked = iter(self.check([im for _, im in good], [label for label, _ in good]) if good else [])
                 for label, im in results:
                     yield Report(image=label, error=im.reason) if isinstance(im, ImageError) else next(checked)
+
+
+def region_queries(images: Sequence, mode: str) -> list[tuple[int, Region, object]]:
+    """(image index, box, crop) of every region searched besides the whole images."""
+    from lib_replicheck.regions import crops
+
+    if mode == "off":
+        return []
+    out = []
+    for i, im in enumerate(images):
+        for crop, box in zip(*crops(im, mode)):
+            out.append((i, box, crop))
+    return out
+
+
+def best_per_item(matches: list[Match]) -> list[Match]:
+    """One match per training image (the whole image and several regions may all find it): the
+    one with the highest verdict, then score, the whole image first on a tie; sorted best first."""
+    key = lambda m: (m.verdict.rank, m.similarity, m.region is None)  # noqa: E731 - a sort key
+    best: dict[tuple, Match] = {}
+    for m in matches:
+        k = (m.pack, m.item.id)
+        if k not in best or key(m) > key(best[k]):
+            best[k] = m
+    return sorted(best.values(), key=key, reverse=True)

@@ -68,6 +68,16 @@ DEFAULT_TIERS: dict[str, Tiers] = {
     "clip": Tiers("similarity"),
 }
 
+#: Tiers for matches found through a region of the checked image (lib_replicheck/regions.py), set
+#: from measurement, not assumed (`bench/regions.py`): a region holding most of a copy scores about
+#: as high as the copy alone, but it is one more query per region, so one more chance of a chance
+#: hit on an unrelated image. The cuts are the lowest ones at which no novel photo's best region
+#: (3,000 crops of photos not in the pack, thorough mode) reached the tier, with a margin; the
+#: duplicate cut stays the whole image's.
+REGION_TIERS: dict[str, Tiers] = {
+    "sscd": Tiers("similarity", possible=0.55, likely=0.65, duplicate=0.95),
+}
+
 
 def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = None) -> dict[str, Tiers]:
     """Apply 'family.tier=value' strings, e.g. 'sscd.possible=0.6' or 'pdq.likely=24' ('off' disables)."""

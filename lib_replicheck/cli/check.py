@@ -76,7 +76,7 @@ def cmd_check(args) -> int:
     packs = open_packs(args.pack, args.packs_dir)
     checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
                       models_dir=args.models_dir, weights=args.weights, offline=args.offline,
-                      progress=not args.json)
+                      progress=not args.json, regions=getattr(args, "regions", None))
     files, left_out = list_images(args.paths, max_images=MAX_IMAGES, max_entries=MAX_ENTRIES, confine=False)
     if not files:
         raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))

@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--csv", type=Path, metavar="FILE.csv", help="write one CSV row per image")
     c.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: on a terminal, not with --json)")
+    c.add_argument("--regions", choices=["off", "fast", "thorough"], default=None,
+                   help="also search regions of each image, for copies inside a larger picture: fast (9 tiles) or "
+                        "thorough (25 tiles); each region costs one more model pass (default off)")
     _model_args(c)
 
     b = sub.add_parser("build", help="build a pack from a folder of images, webdataset shards or a LAION parquet")
