@@ -86,8 +86,9 @@ SETTINGS: tuple[SettingDef, ...] = (
                "default off; adds Gaussian noise (lambda 0.1, Somepalli et al., NeurIPS 2023) to the text "
                "conditioning for the rest of sampling; changes the image; recorded in the infotext"),
     SettingDef("replicheck_registries", "", "Pack registries",
-               "default: this project's registry; several URLs separated by commas. Read only when you open or "
-               "refresh the Replicheck tab", "text"),
+               "default: the registry shipped with replicheck, read from disk (the demo pack and the recipes); "
+               "several URLs or files separated by commas replace it. Read only when you open or refresh the "
+               "Replicheck tab", "text"),
     SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
                "default on; a match already in the input is reported as such, not blamed on the model"),
     SettingDef("replicheck_prompt_check", True, "Compare the prompt with known memorized prompts",
