@@ -402,3 +402,27 @@ def test_the_tab_builds_a_recipe_with_progress_and_waits_for_generations(webui, 
 
         shutil.rmtree(webui.packs_dir / "local-test", ignore_errors=True)
         m.service.packs_changed()
+
+
+def test_leftovers_of_killed_builds_are_cleaned(tmp_path):
+    """A build killed while writing its pack leaves `.NAME.partial-PID`; a recipe's work folder left
+    for weeks is not worth resuming. Both go when the next Installer is made; a recent work folder
+    stays for the next build to resume."""
+    from lib_replicheck.registry.install import STALE_DOWNLOAD_SECONDS, clean_stale
+
+    packs = tmp_path / "packs"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    partial = packs / f".local-test.partial-{gone.pid}"
+    (partial / "thumbnails").mkdir(parents=True)
+    (partial / "index.faiss").write_bytes(b"half")
+    old, young = work_dir(packs, "old-build"), work_dir(packs, "young-build")
+    for w in (old, young):
+        (w / "images").mkdir(parents=True)
+        (w / "images" / "00000.tar").write_bytes(b"x")
+    weeks = time.time() - STALE_DOWNLOAD_SECONDS - 3600
+    for p in [old, *old.rglob("*")]:
+        os.utime(p, (weeks, weeks))
+    removed = clean_stale(packs)
+    assert sorted(removed) == sorted([partial.name, old.name])
+    assert not partial.exists() and not old.exists() and young.is_dir()

@@ -84,8 +84,8 @@ def _lock(fd: int) -> None:
 # -- leftovers of killed installs ------------------------------------------------------------------
 
 _WORK_RE = re.compile(r"^\.install-(\d+)-\d+$")
-_PID_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.(?P<kind>removing|old)-(?P<pid>\d+)$")
-_DOWNLOAD_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.download$")
+_PID_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.(?P<kind>removing|old|partial)-(?P<pid>\d+)$")
+_DOWNLOAD_RE = re.compile(r"^\.(?P<name>[a-z0-9][a-z0-9._-]{0,63})\.(download|recipe)$")
 
 
 def _alive(pid: int) -> bool:
@@ -131,11 +131,13 @@ def clean_stale(packs_dir: str | Path, *, now: float | None = None) -> list[str]
     """Remove what killed installs left in `packs_dir`; return the names removed.
 
     - `.install-PID-TID` work folders of processes that are gone;
-    - `.NAME.removing-PID` folders of a remove that was killed;
+    - `.NAME.removing-PID` folders of a remove that was killed, and `.NAME.partial-PID` folders of a
+      build killed while it wrote the pack (packs.publish.staging_dir);
     - `.NAME.old-PID` folders of a replaced pack (build.recover: put back when the new pack never
       arrived, else removed);
-    - `.NAME.download` folders that nobody is downloading into (their lock is free) and nobody
-      touched for STALE_DOWNLOAD_SECONDS (younger ones are kept: the next download resumes them).
+    - `.NAME.download` and `.NAME.recipe` folders that nobody is downloading into or building in
+      (their lock is free) and nobody touched for STALE_DOWNLOAD_SECONDS (younger ones are kept: the
+      next download or build resumes them).
     """
     packs_dir = Path(packs_dir)
     now = time.time() if now is None else now
