@@ -315,9 +315,18 @@ def test_a_users_own_parquet(server, photos_small, bad_bodies, tmp_path):
         get_recipe(shipped, tmp_path / "packs", log=lambda s: None)
     from dataclasses import replace
 
-    fast = replace(shipped, embedder={"id": "pdq"}, build={**shipped.build, "download_timeout": 2})
+    from lib_replicheck.registry.recipe import ListFile
+
+    # an exclusion list (opt-outs, Re-LAION's removals): one URL and one hash, dropped before fetching
+    excl = f"# removed\n{site.rows[0][0]}\n{site.rows[2][2]}\n".encode()
+    excl_url = server.add("/exclude.txt", excl)
+    fast = replace(shipped, embedder={"id": "pdq"}, build={**shipped.build, "download_timeout": 2},
+                   exclude=ListFile(urls=(excl_url,), size=len(excl), sha256=hashlib.sha256(excl).hexdigest()))
     res = get_recipe(fast, tmp_path / "packs", GetOptions(list_path=str(own)), policy=FAST, log=lambda s: None)
-    assert (res.listed, res.fetched, res.failed, res.count) == (4, 3, 1, 3)
+    assert (res.listed, res.excluded, res.fetched, res.failed, res.count) == (2, 2, 1, 1, 1)
+    assert site.requests(site.rows[0][0].removeprefix(server.url)) == 0
+    assert site.requests(site.rows[2][0].removeprefix(server.url)) == 0
+    assert pack_rows(res.path)[0][0] == site.rows[1][0]
 
 
 def test_the_shipped_registry_is_read_from_disk_with_the_recipes(tmp_path):

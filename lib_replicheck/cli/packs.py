@@ -209,8 +209,8 @@ def cmd_get(args, packs_dir, inst) -> int:
         bar.set_postfix_str(clean_text(p.message, 80), refresh=False)
         bar.refresh()
 
-    def log(line: str) -> None:
-        if not quiet:
+    def log(line: str) -> None:  # the build's log lines: on stderr unless the output is JSON
+        if not args.json:
             tqdm.write(clean_text(line, 1000), file=sys.stderr)
 
     try:
