@@ -435,3 +435,45 @@ def test_leftovers_of_killed_builds_are_cleaned(tmp_path):
     removed = clean_stale(packs)
     assert sorted(removed) == sorted([partial.name, old.name])
     assert not partial.exists() and not old.exists() and young.is_dir()
+
+
+def test_build_progress_in_headless_chromium(server, photos_small, bad_bodies, tmp_path):
+    """The tab's progress line in a real Chromium: a Build started through the route shows its stage
+    and counts as javascript/replicheck.js renders /replicheck/v1/downloads, then the result."""
+    from fastapi import FastAPI
+
+    from browser import add_page, chromium, serve
+    from browser import wait_for
+    from lib_replicheck.builder.recipe import build_for_manager
+    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui import api
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
+
+    site = Site(server, photos_small, bad_bodies, good=4, edit=lambda e: e.update(
+        title='<img src=x onerror="window.__pwned=1">'))
+    home = tmp_path / "home"
+    manager = PackManager(home / "packs", home, lambda: [site.registry_url], policy=FAST,
+                          build_recipe=build_for_manager)
+    app = FastAPI()
+    api.mount(app, CheckService(home / "packs", home), Settings, manager=manager)
+    add_page(app, "", extra_html=(
+        "<div id='replicheck_downloads'></div><button id='build' onclick=\"fetch('./replicheck/v1/packs/"
+        "local-test/download', {method: 'POST', headers: {'X-Replicheck-Request': '1'}})\">Build</button>"))
+    manager.refresh()
+    driver = chromium(tmp_path / "chromium-profile")
+    try:
+        with serve(app) as url:
+            driver.get(url)
+            driver.find_element("id", "build").click()
+            wait_for(driver, "return /local-test: fetch building \\d+% - /.test("
+                             "document.querySelector('#replicheck_downloads').textContent)", timeout=120)
+            wait_for(driver, "return document.querySelector('#replicheck_downloads').textContent.includes("
+                             "'installed')", timeout=240)
+            text = driver.execute_script("return document.querySelector('#replicheck_downloads').textContent")
+            assert text == "local-test: installed - 4 images in the pack: 4 of 9 fetched, 5 failed"
+            assert driver.execute_script("return document.querySelector('#replicheck_downloads progress').value") == 1
+            assert driver.execute_script("return window.__pwned") is None
+    finally:
+        driver.quit()
+    assert [p.name for p in installed(home / "packs")] == ["local-test"]
