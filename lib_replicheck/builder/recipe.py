@@ -379,7 +379,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     web UI makes it wait while a generation is being checked)."""
     from lib_replicheck.builder.embed import embed_stage
     from lib_replicheck.builder.options import BuildOptions, crops_for, load_embedder
-    from lib_replicheck.builder.sources import Exclusions, webdataset, webdataset_shards
+    from lib_replicheck.builder.sources import webdataset, webdataset_shards
     from lib_replicheck.builder.stages import publish_stage
     from lib_replicheck.builder.work import exclusions_digest, fingerprint, open_work
     from lib_replicheck.packs.publish import check_target
@@ -477,4 +477,5 @@ def _exclusions(recipe: RegistryRecipe, work: Path, cancel, policy: Policy):
     return ex
 
 
-__all__ = ["get_recipe", "build_for_manager", "GetOptions", "Progress", "RecipeResult", "RecipeError", "STAGES", "work_dir"]
+__all__ = ["get_recipe", "build_for_manager", "GetOptions", "Progress", "RecipeResult", "RecipeError", "STAGES",
+           "work_dir"]

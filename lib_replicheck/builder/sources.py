@@ -424,7 +424,8 @@ def _fetch_main(config: dict) -> None:
              thread_count=int(config["threads"]), image_size=size or 256, resize_mode="keep_ratio" if size else "no",
              resize_only_if_bigger=True, timeout=int(config["timeout"]), retries=0, enable_wandb=False,
              number_sample_per_shard=int(config["shard_rows"]), incremental_mode="incremental",
-             save_additional_columns=_extra_columns(config["rows"]), max_image_area=MAX_IMAGE_PIXELS, disallowed_header_directives=[],
+             save_additional_columns=_extra_columns(config["rows"]), max_image_area=MAX_IMAGE_PIXELS,
+             disallowed_header_directives=[],
              distributor="multiprocessing")
 
 

@@ -54,7 +54,10 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
             continue
         embedder = p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
         recipe = getattr(p, "kind", "pack") == "recipe"
-        count = f"about {int(p.count or 0):,}" if recipe and p.count else f"{int(p.count or 0):,}" if not recipe else "yours"
+        if recipe:
+            count = f"about {int(p.count):,}" if p.count else "yours"
+        else:
+            count = f"{int(p.count or 0):,}"
         size = _mb(p.size) if p.size else ("built here" if recipe else _mb(0))
         rows.append(f"<tr class='rc-{'recipe' if recipe else 'pack'}'><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td>"
                     f"<td>{count}</td><td>{_t(embedder, 64)}</td><td>{size}</td>"
