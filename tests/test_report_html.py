@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -262,33 +263,35 @@ def test_report_escapes_and_bounds_without_a_browser(tiered):
         assert len(base64.b64decode(b64)) <= html_report.THUMB_BYTES
 
 
-def test_a_thousand_images_with_progress_and_a_bounded_report(tmp_path, pack, pack_photos, other_photos):
-    """1,000 small crops of real photos (20 of them edited copies of pack photos): the command line
-    shows its progress bar to the end and the report stays under its stated bound."""
-    from lib_replicheck import html_report
-
-    folder = tmp_path / "outputs"
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def thousand(tmp_path_factory, pack_photos, other_photos):
+    """1,000 small crops of real photos, 20 of them edited copies of pack photos."""
+    folder = tmp_path_factory.mktemp("outputs")
     rng = random.Random(7)
     sources = [load_image(p) for p in other_photos[:10]]
     for im in sources:
         im.thumbnail((1024, 1024))
-    n = 0
-    while n < 980:
+    for n in range(980):
         im = sources[n % len(sources)]
         w, h = im.size
         s = rng.randint(96, 200)
         x, y = rng.randrange(0, w - s), rng.randrange(0, h - s)
         im.crop((x, y, x + s, y + s)).save(folder / f"{n:04d}.jpg", quality=85)
-        n += 1
     for i, p in enumerate(pack_photos[:10]):
         im = load_image(p)
         for j, name in enumerate(("resized 0.5x", "JPEG q=30")):
             e = edits(im)[name]
             e.thumbnail((512, 512))
             e.save(folder / f"copy-{i}-{j}.jpg", quality=85)
+    return folder
+
+
+def test_a_thousand_images_with_progress_and_a_bounded_report(tmp_path, pack, thousand):
+    """The command line shows its progress bar to the end and the report stays under its stated bound."""
+    from lib_replicheck import html_report
+
     report = tmp_path / "report.html"
-    r = run_cli("check", folder, "--pack", pack, "--report", report, "--progress", "on", "--json")
+    r = run_cli("check", thousand, "--pack", pack, "--report", report, "--progress", "on", "--json")
     assert r.returncode == 1, r.stderr
     reports = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(reports) == 1000
@@ -299,6 +302,32 @@ def test_a_thousand_images_with_progress_and_a_bounded_report(tmp_path, pack, pa
     bound = html_report.max_report_bytes(1000, flagged)
     print(f"report of 1000 images, {flagged} flagged: {size / 1e6:.2f} MB (bound {bound / 1e6:.1f} MB)")
     assert size <= bound
+
+
+def test_ctrl_c_writes_the_report_of_what_was_checked(tmp_path, pack, thousand):
+    import re
+    import signal
+
+    report = tmp_path / "report.html"
+    p = subprocess.Popen([sys.executable, "-m", "lib_replicheck", "check", str(thousand), "--pack", str(pack),
+                          "--report", str(report), "--progress", "on"], cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = b""
+    while True:  # wait until the bar shows some images done, then press Ctrl-C
+        chunk = os.read(p.stderr.fileno(), 4096)
+        assert chunk, seen.decode()[-2000:]
+        seen += chunk
+        done = [int(x) for x in re.findall(rb"(\d+)/1000", seen)]
+        if done and max(done) >= 20:
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, (seen + err).decode()[-2000:]
+    assert b"interrupted" in err and b"Traceback" not in seen + err
+    text = report.read_text()
+    checked = int(re.search(r"Cancelled after (\d+) of 1000 images", text).group(1))
+    assert 20 <= checked < 1000
+    assert f"<b>{checked}</b>images checked" in text  # the images checked before Ctrl-C, all of them in the report
 
 
 @pytest.fixture(scope="module")
