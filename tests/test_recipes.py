@@ -476,3 +476,39 @@ def test_build_progress_in_headless_chromium(server, photos_small, bad_bodies, t
     finally:
         driver.quit()
     assert [p.name for p in installed(home / "packs")] == ["local-test"]
+
+
+def test_the_image_fetch_is_bounded_and_http_only(server, bad_bodies):
+    """What img2dataset's workers run for each row (they import the fetch module as their main):
+    http(s) only, redirects too, and no body over MAX_IMAGE_BYTES read into memory."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from lib_replicheck.builder import sources
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd" if self.path == "/file" else "ftp://127.0.0.1/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    redirect = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirect.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{redirect.server_address[1]}"
+    try:
+        for url, why in (("file:///etc/passwd", "not an http(s) URL"), (base + "/file", "is not allowed"),
+                         (base + "/ftp", "redirect to a non-http(s) URL")):
+            key, stream, err = sources._bounded_download((1, url), 2, None, [])
+            assert stream is None and why in err, (url, err)
+        server.add("/huge", bad_bodies["huge"])
+        server.add("/huge-unannounced", bad_bodies["huge"], "endless", limit=64 * 1024**2)
+        for path in ("/huge", "/huge-unannounced"):
+            key, stream, err = sources._bounded_download((2, server.url + path), 5, None, [])
+            assert stream is None and err == f"larger than {sources.MAX_IMAGE_BYTES} bytes", err
+        key, stream, err = sources._bounded_download((3, server.add("/ok", b"\xff\xd8 tiny")), 2, None, [])
+        assert err is None and stream.read() == b"\xff\xd8 tiny"
+    finally:
+        redirect.shutdown()

@@ -36,7 +36,7 @@ from typing import Callable
 
 from lib_replicheck.download import Cancelled, Policy, fetch
 from lib_replicheck.errors import ReplicheckError
-from lib_replicheck.registry.recipe import RegistryRecipe
+from lib_replicheck.registry.recipe import MAX_LIST_BYTES, RegistryRecipe
 
 STAGES = ("list", "fetch", "embed", "index")
 PINS_FILE = ".recipe-pins.json"
@@ -190,7 +190,8 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
                 dest.unlink()
             if not dest.is_file():
                 try:
-                    fetch(f.urls, dest, size=f.size, sha256=expected, policy=policy, cancel=cancel)
+                    fetch(f.urls, dest, size=f.size, sha256=expected, policy=policy, cancel=cancel,
+                          max_bytes=MAX_LIST_BYTES)
                 except Cancelled:
                     raise
                 except ReplicheckError as e:

@@ -354,6 +354,21 @@ def fetch_command(rows: Path, out: Path, *, processes: int, threads: int, timeou
     return [sys.executable, "-m", "lib_replicheck.builder.sources", "fetch", json.dumps(config)]
 
 
+def _opener():
+    """urllib's opener, following redirects to http(s) only (urllib's own also follows ftp:)."""
+    import urllib.request
+    from urllib.error import HTTPError
+    from urllib.parse import urlsplit
+
+    class HttpOnly(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            if urlsplit(newurl).scheme not in ("http", "https"):
+                raise HTTPError(newurl, code, "redirect to a non-http(s) URL", headers, fp)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(HttpOnly)
+
+
 def _bounded_download(row, timeout, user_agent_token, disallowed_header_directives):
     """img2dataset's download_image with bounds: http(s) only, at most MAX_IMAGE_BYTES, and the
     whole body within 3x `timeout` (a server trickling a byte now and then cannot hold a thread)."""
@@ -368,7 +383,7 @@ def _bounded_download(row, timeout, user_agent_token, disallowed_header_directiv
             return key, None, "not an http(s) URL"
         request = urllib.request.Request(url, headers={"User-Agent": "replicheck (img2dataset)"})
         end = time.monotonic() + 3 * timeout
-        with urllib.request.urlopen(request, timeout=timeout) as r:
+        with _opener().open(request, timeout=timeout) as r:
             length = r.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > MAX_IMAGE_BYTES:
                 return key, None, f"larger than {MAX_IMAGE_BYTES} bytes"
