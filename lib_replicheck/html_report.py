@@ -273,25 +273,37 @@ def _cuts(audit) -> list[tuple[str, float]]:
 
 
 def _region_style(region, width: int, height: int) -> str | None:
-    """CSS for the box of the matching region (x, y, w, h in pixels of the checked image, or as
-    fractions when all are at most 1), as percentages; None when there is no usable region."""
+    """CSS for the box of the matching region over the checked image's thumbnail, as percentages.
+    `region`: a regions.Region (x, y, w, h in pixels of the checked image, and that image's size
+    image_w, image_h), or the same as a dict; without image_w/image_h the box is in pixels of an
+    image `width` x `height`, or in fractions of it when all four values are at most 1. None when
+    there is no usable region."""
     if region is None:
         return None
+
+    def get(key):
+        return region.get(key) if isinstance(region, dict) else getattr(region, key, None)
+
     try:
-        if isinstance(region, dict):
-            x, y, w, h = (float(region[k]) for k in ("x", "y", "w", "h"))
-        elif isinstance(region, (tuple, list)):
-            x, y, w, h = (float(v) for v in region[:4])
+        x, y, w, h = (float(get(k)) for k in ("x", "y", "w", "h"))
+        iw, ih = get("image_w"), get("image_h")
+        iw, ih = (float(iw), float(ih)) if iw is not None and ih is not None else (None, None)
+    except (TypeError, ValueError):
+        return None
+    if not all(map(math.isfinite, (x, y, w, h))) or w <= 0 or h <= 0:
+        return None
+    if iw is None:
+        if max(x, y, w, h) <= 1.0:
+            iw = ih = 1.0
         else:
-            x, y, w, h = (float(getattr(region, k)) for k in ("x", "y", "w", "h"))
-    except (KeyError, AttributeError, TypeError, ValueError):
+            iw, ih = float(width or 0), float(height or 0)
+    if not iw or not ih or not math.isfinite(iw) or not math.isfinite(ih) or iw <= 0 or ih <= 0:
         return None
-    if not all(map(math.isfinite, (x, y, w, h))) or w <= 0 or h <= 0 or not width or not height:
-        return None
-    if max(x, y, w, h) > 1.0:
-        x, w, y, h = x / width, w / width, y / height, h / height
+    x, w, y, h = x / iw, w / iw, y / ih, h / ih
     x, y = min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
     w, h = min(w, 1.0 - x), min(h, 1.0 - y)
+    if w <= 0 or h <= 0:
+        return None
     return f"left:{x * 100:.2f}%;top:{y * 100:.2f}%;width:{w * 100:.2f}%;height:{h * 100:.2f}%"
 
 

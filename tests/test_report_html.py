@@ -414,3 +414,40 @@ def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_p
     report = job.report.read_text()
     assert job.progress.total == 3 and "a.jpg" in report and "b.png" in report and "c.jpg" in report
     assert "link.jpg" not in report and "linked" not in report and "notes.txt" not in report
+
+
+def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos, other_photos, sscd_onnx, browser):
+    """A training photo pasted into a larger picture, found by region search (real SSCD weights):
+    the report draws the box over the checked image where the paste is."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from regions import paste, random_crop, shrink
+
+    from lib_replicheck import embedders
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.builder.sources import SourceItem
+
+    sscd = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    photos = pack_photos[:6]
+    pack = build_from_items([SourceItem(key=p.name, load=lambda p=p: load_image(p), caption=f"photo {p.stem}")
+                             for p in photos], sscd, tmp_path / "packs" / "sscd", log=lambda s: None).path
+    rng = random.Random(16)
+    bg = random_crop(rng, shrink(load_image(other_photos[0])), (512, 512))
+    im, box = paste(rng, shrink(load_image(photos[1])), bg, 0.55)
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    im.save(folder / "pasted.png")
+    report = tmp_path / "report.html"
+    r = run_cli("check", folder, "--pack", pack, "--runtime", "onnx", "--weights", sscd_onnx, "--offline",
+                "--regions", "fast", "--report", report)
+    assert r.returncode == 1, r.stdout + r.stderr
+    open_report(browser, report)
+    found = browser.execute_script("""var img = document.querySelector('#row-1 .checked img');
+        var b = document.querySelector('#row-1 .checked .region');
+        if (!b) return null; var i = img.getBoundingClientRect(), r = b.getBoundingClientRect();
+        return [(r.left - i.left) / i.width, (r.top - i.top) / i.height, r.width / i.width, r.height / i.height];""")
+    assert found is not None
+    x, y, w, h = found
+    W, H = im.size
+    px, py, pw, ph = box.x / W, box.y / H, box.w / W, box.h / H
+    inter = max(0.0, min(x + w, px + pw) - max(x, px)) * max(0.0, min(y + h, py + ph) - max(y, py))
+    assert inter / (pw * ph) >= 0.5, (found, box)
