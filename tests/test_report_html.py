@@ -451,3 +451,31 @@ def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos
     px, py, pw, ph = box.x / W, box.y / H, box.w / W, box.h / H
     inter = max(0.0, min(x + w, px + pw) - max(x, px)) * max(0.0, min(y + h, py + ph) - max(y, py))
     assert inter / (pw * ph) >= 0.5, (found, box)
+
+
+def test_tab_cancel_keeps_the_report_of_what_was_checked(web, thousand):
+    tab, audits, _ = web
+    job = audits.start(str(thousand))
+    end = time.time() + 120
+    while job.progress.done < 8 and job.running and time.time() < end:
+        time.sleep(0.05)
+    assert "Cancelling" in tab.cancel_folder()
+    while job.running and time.time() < end:
+        time.sleep(0.05)
+    assert job.state == "cancelled", (job.state, job.message)
+    assert 8 <= job.progress.done < 1000
+    text = audits.report_file(job.id).read_text()
+    assert f"Cancelled after {job.progress.done} of 1000 images." in text
+    assert "No folder is being checked." in tab.cancel_folder()
+
+
+def test_tab_without_a_pack_says_so(tmp_path, folder):
+    from lib_replicheck.audit import AuditJobs, ServiceChecker
+    from lib_replicheck.webui.service import CheckService
+    from lib_replicheck.webui.settings import Settings
+    from lib_replicheck.webui.tab import PacksTab
+
+    service = CheckService(tmp_path / "packs", tmp_path)
+    tab = PacksTab(None, None, service, audits=AuditJobs(tmp_path / "reports", lambda: ServiceChecker(service, Settings())))
+    steps = list(tab.check_folder(str(folder)))
+    assert "data-state='error'" in steps[-1] and "no pack installed" in steps[-1]
