@@ -479,3 +479,16 @@ def test_tab_without_a_pack_says_so(tmp_path, folder):
     tab = PacksTab(None, None, service, audits=AuditJobs(tmp_path / "reports", lambda: ServiceChecker(service, Settings())))
     steps = list(tab.check_folder(str(folder)))
     assert "data-state='error'" in steps[-1] and "no pack installed" in steps[-1]
+
+
+def test_text_output_names_the_region():
+    from lib_replicheck.cli.text import format_report
+    from lib_replicheck.item import Item
+    from lib_replicheck.regions import Region
+    from lib_replicheck.report import Match, Report
+    from lib_replicheck.thresholds import Verdict
+
+    m = Match(pack="demo", item=Item(id=3, caption="a cup"), similarity=0.8123, distance=None,
+              verdict=Verdict.LIKELY, embedder="sscd_disc_mixup", region=Region(10, 20, 300, 200, 640, 480))
+    text = format_report(Report(image="x.png", verdict=Verdict.LIKELY, best=m, matches=[m]))
+    assert "LIKELY COPY    (best 0.81 in demo)" in text and "(in the region 300x200 at (10, 20))" in text

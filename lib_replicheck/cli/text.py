@@ -16,7 +16,9 @@ def format_report(report, max_matches: int = 3) -> str:
     for i, m in enumerate(report.matches[:max_matches], 1):
         caption = _clip_text(m.caption or "", 60)
         where = clean_text(m.url or m.source or f"#{m.id}", 200)
-        lines.append(f"  {i}. {m.score_label():>5}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else ""))
+        region = getattr(m, "region", None)
+        lines.append(f"  {i}. {m.score_label():>5}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else "")
+                     + (f"  (in the region {region.text()})" if region is not None else ""))
     lines.extend(f"  note: {clean_text(n, 500)}" for n in report.notes)
     return "\n".join(lines)
 
