@@ -414,7 +414,8 @@ def render(audit, title: str = "Replicheck report") -> str:
     roots_text = ", ".join(esc(r, 300) for r in roots) or "the images named"
     body = [f"<h1>{esc(title, 120)}</h1>",
             f'<div class="muted">{roots_text} · started {esc(audit.started)} · took {_fmt_seconds(audit.seconds)}'
-            f'{rate} (loading the model {_fmt_seconds(audit.load_seconds)})</div>',
+            f'{rate}' + (f" (of which loading the model {_fmt_seconds(audit.load_seconds)})"
+                         if audit.load_seconds >= 0.1 else "") + "</div>",
             *(f"<p><b>{esc(n, 300)}</b></p>" for n in notes),
             f'<div class="counts">{counts}</div>',
             "<h2>Packs searched</h2><table><tr><th>pack</th><th>embedder</th><th>images</th><th>dataset</th>"
