@@ -512,3 +512,18 @@ def test_the_image_fetch_is_bounded_and_http_only(server, bad_bodies):
         assert err is None and stream.read() == b"\xff\xd8 tiny"
     finally:
         redirect.shutdown()
+
+
+def test_the_tab_suggests_sd1_memorized_before_any_click(webui):
+    """With the default registry (a file), the tab lists the demo and the recipes at once, without
+    the network, and suggests building sd1-memorized."""
+    m = webui.module
+    webui.set_option("replicheck_registries", "")
+    m.manager.available, m.manager.refreshed = [], None
+    try:
+        page = m.packs_tab.page()
+        assert "Suggested: <b>sd1-memorized</b>" in page and "recipe: Build" in page
+        assert [p.name for p in m.manager.available] == ["demo", "sd1-memorized", "pd12m", "laion-parquet"]
+        assert m.manager.refreshed is None and "Refresh list" in page  # remote registries: still on a click
+    finally:
+        m.manager.available, m.manager.refreshed = [], None

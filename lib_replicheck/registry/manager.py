@@ -74,6 +74,20 @@ class PackManager:
         self.refreshed = time.time()
         return self.available
 
+    def read_local(self) -> None:
+        """Until the registries are read, read those that are files (the one shipped with replicheck):
+        no network, so the tab lists the demo and the recipes before any click. Never raises."""
+        from urllib.parse import urlsplit
+
+        if self.refreshed is not None or self.available:
+            return
+        try:
+            local = [u for u in self.registries() if urlsplit(u).scheme not in ("http", "https")]
+            if local:
+                self.available, _ = load_all(local, offline=True)
+        except Exception:  # noqa: BLE001 - the tab shows the registries' errors after Refresh list
+            self.available = []
+
     def installed(self) -> list[Path]:
         return installed_packs(self.packs_dir)
 

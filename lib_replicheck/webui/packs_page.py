@@ -74,4 +74,6 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
                                  "(nothing is fetched before that).</p>")
     errs = "".join(f"<p class='rc-error-text'>{_t(e, MAX_ERROR)}</p>" for e in errors)
     body = "".join(rows) or "<tr><td colspan='8'>No pack installed yet.</td></tr>"
+    if not installed and rows:
+        note += "<p class='rc-message'>No pack installed yet: download or build one below.</p>"
     return f"<div class='rc-packs'>{note}{errs}{suggest}<table class='rc-table'>{head}{body}</table></div>"

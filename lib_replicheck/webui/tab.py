@@ -49,6 +49,7 @@ class PacksTab:
         from lib_replicheck.webui.api_models import pack_model  # pydantic: the web UI's, not needed to import
 
         m = self.manager
+        m.read_local()  # the shipped registry is a file: its packs and recipes are listed before any click
         return packs_page.render([pack_model(p, self.service) for p in m.installed()], m.available, m.errors,
                                  refreshed=m.refreshed is not None)
 
