@@ -471,13 +471,21 @@ def write_html(audit, path: str | Path, title: str = "Replicheck report") -> Pat
 
 
 CSV_COLUMNS = ["image", "verdict", "summary", "best_similarity", "best_distance", "pack", "embedder", "training_id",
-               "url", "source", "caption", "license", "error"]
+               "url", "source", "caption", "license", "region", "error"]
 
 
 def _cell(text) -> str:
     """A text cell a spreadsheet will not run: one that starts like a formula gets a leading quote."""
     s = clip(text, 2000) if text is not None else ""
     return "'" + s if s[:1] in ("=", "+", "-", "@") else s
+
+
+def _region_text(region) -> str:
+    """'x,y,w,h' in pixels of the checked image, or '' (the whole image)."""
+    try:
+        return ",".join(str(int(getattr(region, k))) for k in ("x", "y", "w", "h")) if region is not None else ""
+    except (TypeError, ValueError, AttributeError):
+        return ""
 
 
 def render_csv(audit) -> str:
@@ -490,7 +498,8 @@ def render_csv(audit) -> str:
                     f"{b.similarity:.4f}" if b else "", b.distance if b and b.distance is not None else "",
                     _cell(b.pack) if b else "", _cell(b.embedder) if b else "", b.id if b else "",
                     _cell(b.url) if b else "", _cell(b.source) if b else "", _cell(b.caption) if b else "",
-                    _cell(b.license) if b else "", _cell(r.error) if r.error else ""])
+                    _cell(b.license) if b else "", _region_text(getattr(b, "region", None)) if b else "",
+                    _cell(r.error) if r.error else ""])
     return buf.getvalue()
 
 

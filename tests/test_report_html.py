@@ -438,8 +438,11 @@ def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos
     im.save(folder / "pasted.png")
     report = tmp_path / "report.html"
     r = run_cli("check", folder, "--pack", pack, "--runtime", "onnx", "--weights", sscd_onnx, "--offline",
-                "--regions", "fast", "--report", report)
+                "--regions", "fast", "--report", report, "--csv", tmp_path / "rows.csv")
     assert r.returncode == 1, r.stdout + r.stderr
+    row = next(csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text())))
+    rx, ry, rw, rh = map(int, row["region"].split(","))  # the box, in pixels of the checked image
+    assert rw > 0 and rh > 0 and rx + rw <= im.width and ry + rh <= im.height
     open_report(browser, report)
     found = browser.execute_script("""var img = document.querySelector('#row-1 .checked img');
         var b = document.querySelector('#row-1 .checked .region');
