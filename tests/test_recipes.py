@@ -525,5 +525,6 @@ def test_the_tab_suggests_sd1_memorized_before_any_click(webui):
         assert "Suggested: <b>sd1-memorized</b>" in page and "recipe: Build" in page
         assert [p.name for p in m.manager.available] == ["demo", "sd1-memorized", "pd12m", "laion-parquet"]
         assert m.manager.refreshed is None and "Refresh list" in page  # remote registries: still on a click
+        assert m.packs_tab.suggested() == "sd1-memorized" and "sd1-memorized" in m.packs_tab.names()
     finally:
         m.manager.available, m.manager.refreshed = [], None

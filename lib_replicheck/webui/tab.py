@@ -54,7 +54,14 @@ class PacksTab:
                                  refreshed=m.refreshed is not None)
 
     def names(self) -> list[str]:
+        self.manager.read_local()
         return sorted({p.name for p in self.manager.installed()} | {p.name for p in self.manager.available})
+
+    def suggested(self) -> str | None:
+        """The pack chosen when the tab opens: the recipe to build first, until it is installed."""
+        names = self.names()
+        have = {p.name for p in self.manager.installed()}
+        return packs_page.SUGGESTED if packs_page.SUGGESTED in names and packs_page.SUGGESTED not in have else None
 
     def _action(self, fn: Callable[[str], object], name: str, done: str) -> tuple[str, str]:
         if not name:
@@ -132,7 +139,8 @@ class PacksTab:
             gr.HTML("<p>Packs are indexes of training images that replicheck searches. They are kept in "
                     f"<code>{esc(str(self.service.packs_dir))}</code>. Nothing is downloaded until you click.</p>")
             with gr.Row():
-                name = gr.Dropdown(label="Pack", choices=self.names(), elem_id="replicheck_pack_name")
+                name = gr.Dropdown(label="Pack", choices=self.names(), value=self.suggested(),
+                                   elem_id="replicheck_pack_name")
                 refresh = gr.Button("Refresh list", elem_id="replicheck_refresh")
                 download = gr.Button("Download", variant="primary", elem_id="replicheck_download")
                 build_button = gr.Button("Build", variant="primary", elem_id="replicheck_build")
