@@ -34,16 +34,24 @@ GRIDS: dict[str, tuple[tuple[float, int], ...]] = {
 
 #: Regions narrower than this many pixels are not searched: too little for a descriptor to judge.
 MIN_SIDE = 32
+#: Regions with less detail than this are not searched: the mean step in grey level (0-255) between
+#: neighbouring pixels, on the image shrunk to DETAIL_SIDE pixels. A flat tile (sky, a plain
+#: background) scores up to 1.0 against any flat training image, which says nothing about copying.
+MIN_DETAIL = 0.5
+DETAIL_SIDE = 128
 
 
 @dataclass(frozen=True)
 class Region:
-    """A box in pixels of the checked image: left, top, width, height."""
+    """A box in pixels of the checked image: left, top, width, height; and the size of that image,
+    so the box can be drawn over it (the panel, the HTML report) without the image at hand."""
 
     x: int
     y: int
     w: int
     h: int
+    image_w: int
+    image_h: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,7 +76,8 @@ def grid(width: int, height: int, share: float, per_row: int) -> list[Region]:
     """`per_row` x `per_row` tiles of `share` of each side, spread evenly from edge to edge."""
     tw, th = max(1, round(width * share)), max(1, round(height * share))
     steps = [i / (per_row - 1) for i in range(per_row)] if per_row > 1 else [0.5]
-    return [Region(round((width - tw) * fx), round((height - th) * fy), tw, th) for fy in steps for fx in steps]
+    return [Region(round((width - tw) * fx), round((height - th) * fy), tw, th, width, height)
+            for fy in steps for fx in steps]
 
 
 def propose(width: int, height: int, mode: str) -> list[Region]:
@@ -82,7 +91,35 @@ def propose(width: int, height: int, mode: str) -> list[Region]:
     return regions
 
 
+def detail_map(image):
+    """The image in grey, shrunk so its long side is DETAIL_SIDE pixels, as a float array."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = image.size
+    s = min(1.0, DETAIL_SIDE / max(w, h))
+    grey = image.convert("L").resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
+    return np.asarray(grey, dtype=np.float32), s
+
+
+def detail(grey, scale: float, box: Region) -> float:
+    """Mean absolute step between neighbouring pixels inside `box` (see MIN_DETAIL)."""
+    import numpy as np
+
+    x0, y0 = int(box.x * scale), int(box.y * scale)
+    x1, y1 = max(x0 + 2, round((box.x + box.w) * scale)), max(y0 + 2, round((box.y + box.h) * scale))
+    a = grey[y0:y1, x0:x1]
+    if a.shape[0] < 2 or a.shape[1] < 2:
+        return 0.0
+    return float((np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean()) / 2)
+
+
 def crops(image, mode: str) -> tuple[list, list[Region]]:
-    """The region crops of a PIL image and their boxes, in the same order."""
+    """The region crops of a PIL image and their boxes, in the same order; featureless regions
+    (below MIN_DETAIL) are left out."""
     boxes = propose(image.size[0], image.size[1], mode)
+    if not boxes:
+        return [], []
+    grey, scale = detail_map(image)
+    boxes = [b for b in boxes if detail(grey, scale, b) >= MIN_DETAIL]
     return [image.crop(b.crop_box()) for b in boxes], boxes

@@ -10,6 +10,16 @@ class CheckRequest(BaseModel):
     image: str  # base64, optionally a data: URL
     packs: Optional[List[str]] = None  # default: the packs chosen in Settings
     top_k: Optional[int] = None
+    regions: Optional[str] = None  # off, fast or thorough; default: the setting
+
+
+class RegionModel(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+    image_w: int  # the checked image's size, which the box lies in
+    image_h: int
 
 
 class MatchModel(BaseModel):
@@ -25,6 +35,7 @@ class MatchModel(BaseModel):
     height: Optional[int] = None
     source: Optional[str] = None
     license: Optional[str] = None
+    region: Optional[RegionModel] = None  # where in the checked image it was found; null: the whole image
 
 
 class ReportModel(BaseModel):

@@ -112,6 +112,27 @@ def _thumbnail(m: Match, remote: bool) -> str:
     return '<div class="rc-thumb rc-nothumb" aria-hidden="true"></div>'
 
 
+def region_figure(m: Match) -> str:
+    """Where in the checked image a match was found: an SVG of the image's outline with the region's
+    box drawn in it (numbers only, all of them ints of our own computing), and the box in words.
+    Empty for a match of the whole image."""
+    r = m.region
+    if r is None:
+        return ""
+    W, H = max(1, int(r.image_w)), max(1, int(r.image_h))
+    x, y, w, h = int(r.x), int(r.y), int(r.w), int(r.h)
+    stroke = max(2, round(max(W, H) / 100))
+    words = f"found in the region {w}x{h} at ({x}, {y}) of the {W}x{H} image"
+    return (f'<figure class="rc-region" data-box="{x},{y},{w},{h}">'
+            f'<svg class="rc-region-map" viewBox="0 0 {W} {H}" width="96" height="{max(1, round(96 * H / W))}" '
+            f'role="img" aria-label="{esc(words)}"><title>{esc(words)}</title>'
+            f'<rect class="rc-region-image" x="0" y="0" width="{W}" height="{H}" fill="#8884" stroke="#888" '
+            f'stroke-width="{stroke}"/>'
+            f'<rect class="rc-region-box" x="{x}" y="{y}" width="{w}" height="{h}" fill="#f003" stroke="#e00" '
+            f'stroke-width="{stroke}"/></svg>'
+            f'<figcaption class="rc-note">{esc(words)}</figcaption></figure>')
+
+
 def _match(m: Match, remote: bool) -> str:
     caption = clip(m.caption, MAX_CAPTION)
     source = m.url or m.source or f"#{m.id}"
@@ -126,7 +147,7 @@ def _match(m: Match, remote: bool) -> str:
         f'<div class="rc-caption">{esc(caption) or "<i>no caption</i>"}</div>'
         f'<div class="rc-source">{link(source, host)} · pack {esc(clip(m.pack))}'
         f'{" · " + esc(license_) if license_ else ""}</div>'
-        f"</div></li>"
+        f"{region_figure(m)}</div></li>"
     )
 
 

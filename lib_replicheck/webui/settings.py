@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lib_replicheck.memorization.signal import DEFAULT_THRESHOLD
+from lib_replicheck.regions import DEFAULT_MODE as DEFAULT_REGIONS, MODES as REGION_MODES
 from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers
 
 ON_COPY_WARN = "Warn only"
@@ -58,6 +59,10 @@ SETTINGS: tuple[SettingDef, ...] = (
     _tier("sscd", "likely", "SSCD: likely copy at similarity",
           "about 90% precision on DISC2021, Pizzi et al., CVPR 2022"),
     _tier("sscd", "duplicate", "SSCD: duplicate at similarity", "Somepalli et al.'s duplicate cut"),
+    SettingDef("replicheck_regions", DEFAULT_REGIONS, "Search regions of each image (copies inside a larger picture)",
+               f"default {DEFAULT_REGIONS}; fast searches 9 tiles besides the whole image, thorough 25; each tile is "
+               "one more pass of the model (see the README for what each finds and costs)", "radio",
+               choices=REGION_MODES),
     _tier("pdq", "likely", "PDQ: likely copy at Hamming distance", "Meta's PDQ match threshold"),
     _tier("pdq", "duplicate", "PDQ: duplicate at Hamming distance", "no published cut"),
     _tier("clip", "possible", "CLIP: possible copy at similarity",
@@ -133,6 +138,7 @@ class Settings:
     mem_threshold: float = DEFAULTS["replicheck_mem_threshold"]
     mem_mitigate: bool = DEFAULTS["replicheck_mem_mitigate"]
     prompt_check: bool = DEFAULTS["replicheck_prompt_check"]
+    regions: str = DEFAULTS["replicheck_regions"]
 
     @property
     def dont_save_copies(self) -> bool:
@@ -184,6 +190,7 @@ class Settings:
             mem_threshold=_float(value("replicheck_mem_threshold"), DEFAULTS["replicheck_mem_threshold"]),
             mem_mitigate=bool(value("replicheck_mem_mitigate")),
             prompt_check=bool(value("replicheck_prompt_check")),
+            regions=regions if (regions := str(value("replicheck_regions"))) in REGION_MODES else DEFAULT_REGIONS,
         )
 
     def registry_urls(self) -> list[str]:
