@@ -339,8 +339,18 @@ def img2dataset_stats(folder: Path) -> dict:
         failed += int(s.get("failed_to_download", 0)) + int(s.get("failed_to_resize", 0))
         for k, v in (s.get("status_dict") or {}).items():
             if k != "success":
-                errors[k[:80]] = errors.get(k[:80], 0) + int(v)
+                why = failure_reason(k)
+                errors[why] = errors.get(why, 0) + int(v)
     return {"done": done, "ok": ok, "failed": failed, "errors": errors}
+
+
+def failure_reason(message: str) -> str:
+    """img2dataset's error for a row, in a few words (OpenCV's pixel bound is a multi-line assertion)."""
+    if "imgcodecs" in message and ("-215" in message or "validateInputImageSize" in message):
+        return f"more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+    if message.startswith("Image decoding error"):
+        return "not an image"
+    return " ".join(message.split())[:80]
 
 
 def fetch_command(rows: Path, out: Path, *, processes: int, threads: int, timeout: int, image_size: int,
