@@ -738,3 +738,51 @@ def test_live_job_declares_what_the_store_holds():
     with pytest.raises(AttributeError, match="prompt_hit"):
         live.update(job, prompt_hit=["typo"])
     assert not hasattr(job, "prompt_hit") and live.seq == seq + 1
+
+
+@pytest.fixture
+def sscd_installed(webui, pack_photos, sscd_onnx, tmp_path):
+    """An SSCD pack of eight photos in the web UI's packs folder, the ONNX weights in its models folder."""
+    models = webui.packs_dir.parent
+    webui.packs_dir.mkdir(parents=True, exist_ok=True)
+    weights = models / sscd_onnx.name
+    if not weights.exists():
+        weights.symlink_to(sscd_onnx)
+    sscd = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    folder = photo_folder(tmp_path / "src", pack_photos[:8])
+    build_from_items(sources.folder(folder, license="test"), sscd, webui.packs_dir / "sscd-photos",
+                     log=lambda s: None)
+    yield
+    webui.module.service.unload()
+    shutil.rmtree(webui.packs_dir / "sscd-photos", ignore_errors=True)
+
+
+def test_regions_setting_reaches_the_check(webui, sscd_installed, pack_photos, other_photos):
+    """The region setting reaches the web UI's check: with it off only the whole image is searched;
+    set to fast, a training photo pasted into another photo is also searched region by region, and
+    matches found through a region carry their box."""
+    import random
+    import sys
+
+    from conftest import REPO
+    from lib_replicheck.regions import DEFAULT_MODE
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from regions import paste, random_crop, shrink
+
+    rng = random.Random(16)
+    backgrounds = [p for p in other_photos if p.suffix == ".jpg"] or other_photos
+    background = random_crop(rng, shrink(load_image(backgrounds[rng.randrange(len(backgrounds))])), (512, 512))
+    im, _ = paste(rng, shrink(load_image(pack_photos[1])), background, 0.55)
+    service = webui.module.service
+    webui.set_option("replicheck_regions", "off")
+    off = service.check([im], ["pasted"], webui.module.current_settings())[0]
+    webui.set_option("replicheck_regions", "fast")
+    try:
+        fast = service.check([im], ["pasted"], webui.module.current_settings())[0]
+    finally:
+        webui.set_option("replicheck_regions", DEFAULT_MODE)
+    assert off.error is None and fast.error is None
+    assert off.matches and all(m.region is None for m in off.matches)
+    assert any(m.region is not None for m in fast.matches)
+    assert fast.best.similarity >= off.best.similarity

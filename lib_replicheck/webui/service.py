@@ -142,7 +142,8 @@ class CheckService:
         self._busy_since = time.monotonic()
         try:
             with self._lock:
-                reports = self.checker(settings).check(images, labels, top_k=settings.top_k, tiers=settings.tiers)
+                reports = self.checker(settings).check(images, labels, top_k=settings.top_k, tiers=settings.tiers,
+                                                      regions=settings.regions)
             self.last_error = None
             self.checked += len(reports)
             return reports
