@@ -206,13 +206,15 @@ def test_cancel_leaves_no_half_pack_and_the_next_run_resumes(server, photos_smal
     site = Site(server, photos_small, bad_bodies, good=20, stall=30)
     recipe = site.recipe()
     packs_dir = tmp_path / "packs"
-    stages = []
+    stages, niceness = [], []
 
     def run(cancel_at: str | None):
         cancel = threading.Event()
 
         def progress(p):
             stages.append(p.stage)
+            if p.stage == "fetch":
+                niceness.extend(_fetch_niceness())
             if cancel_at and p.stage == cancel_at and (p.stage != "embed" or p.done >= 8):
                 cancel.set()
 
@@ -235,6 +237,21 @@ def test_cancel_leaves_no_half_pack_and_the_next_run_resumes(server, photos_smal
     assert (res.fetched, res.failed) == (20, 5) and res.count == 20 - res.skipped and res.skipped <= 1
     assert [p.name for p in installed(packs_dir)] == ["local-test"]
     assert {"list", "fetch", "embed", "index"} <= set(stages)
+    assert niceness and max(niceness) >= os.nice(0) + 10  # the fetch yields the CPU to generations
+
+
+def _fetch_niceness() -> list[int]:
+    """The niceness of the fetch process this test started (img2dataset's workers inherit it)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            cmd = (stat.parent / "cmdline").read_bytes()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"lib_replicheck.builder.sources" in cmd and int(fields[1]) == os.getpid():  # field 4: parent
+            out.append(int(fields[16]))  # field 19: nice
+    return out
 
 
 def test_a_list_failing_its_sha256_is_refused_naming_the_field(server, photos_small, bad_bodies, tmp_path):

@@ -438,8 +438,14 @@ def _exit_with_parent() -> None:
         threading.Thread(target=watch, daemon=True, name="replicheck-parent-watch").start()
 
 
+#: Niceness of the fetch process and its workers: a generation on the same machine goes first.
+FETCH_NICENESS = 10
+
+
 def _fetch_main(config: dict) -> None:
     _exit_with_parent()
+    if hasattr(os, "nice"):
+        os.nice(FETCH_NICENESS)  # inherited by img2dataset's worker processes
     _bound_img2dataset()
     from img2dataset import download
 
