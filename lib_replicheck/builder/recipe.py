@@ -153,8 +153,12 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
     ext = recipe.list.format
     if recipe.list.user:
         if not opts.list_path:
-            raise RecipeError(f"recipe {recipe.name}: give your own list file: --list PATH (a {ext} file with "
-                              f"the columns {', '.join(recipe.list.columns.values())})")
+            cols = recipe.list.columns
+            need = [c for r, c in cols.items() if r not in recipe.list.optional]
+            maybe = [c for r, c in cols.items() if r in recipe.list.optional]
+            raise RecipeError(f"recipe {recipe.name}: give your own list file: --list PATH (a {ext} file with the "
+                              f"columns {', '.join(need)}" + (f"; {', '.join(maybe)} kept when present" if maybe else "")
+                              + ")")
         p = Path(opts.list_path).expanduser()
         if not p.is_file():
             raise RecipeError(f"recipe {recipe.name}: --list {opts.list_path}: no such file")
