@@ -45,10 +45,11 @@ hook = Hook(service, current_settings)
 
 
 def build_recipe(recipe, packs_dir, **kw):
-    """A recipe built by the builder (imported when the first build starts)."""
+    """A recipe built by the builder (imported when the first build starts), on the embedder's device
+    chosen in Settings."""
     from lib_replicheck.builder.recipe import build_for_manager
 
-    return build_for_manager(recipe, packs_dir, **kw)
+    return build_for_manager(recipe, packs_dir, device=current_settings().device, **kw)
 
 
 def wait_while_generating() -> None:
