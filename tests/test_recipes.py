@@ -546,3 +546,53 @@ def test_the_tab_suggests_sd1_memorized_before_any_click(webui):
         assert m.packs_tab.suggested() == "sd1-memorized" and "sd1-memorized" in m.packs_tab.names()
     finally:
         m.manager.available, m.manager.refreshed = [], None
+
+
+def test_a_build_cut_off_from_the_network_resumes(server, photos_small, tmp_path):
+    """The images' host is unreachable during the first run (connection refused): the build stops
+    saying the network seems down and keeps what it got; the next run, with the network back,
+    fetches only the rows that failed to connect and installs the whole pack."""
+    import socket
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = f"http://127.0.0.1:{port}"
+    bodies = {f"/img/{i}.jpg": _jpeg(im) for i, (_, im) in enumerate(photos_small[:20])}
+    rows = [f"{down}/img/{i}.jpg;far photo {i}" for i in range(20)]
+    rows += [f"{server.add(f'/near/{i}.jpg', _jpeg(photos_small[20 + i][1]))};near photo {i}" for i in range(2)]
+    body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
+    server.add("/cut.csv", body)
+    entry = {"kind": "recipe", "name": "cut", "embedder": {"id": "pdq"},
+             "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
+                      "files": [{"urls": ["cut.csv"], "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}]},
+             "build": {"image_size": 256, "download_timeout": 2}}
+    url = server.add("/cut.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
+                                               "packs": [entry]}).encode())
+    recipe = registry.load(url).packs[0]
+    packs = tmp_path / "packs"
+    with pytest.raises(RecipeError, match="1 shard.*network seems down"):
+        get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
+    assert installed(packs) == [] and sum(1 for p, _ in server.log if p.startswith("/near/")) == 2
+
+    class Images(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            data = bodies.get(self.path)
+            self.send_response(200 if data else 404)
+            self.send_header("Content-Length", str(len(data or b"")))
+            self.end_headers()
+            self.wfile.write(data or b"")
+
+        def log_message(self, *a):
+            pass
+
+    back = ThreadingHTTPServer(("127.0.0.1", port), Images)
+    threading.Thread(target=back.serve_forever, daemon=True).start()
+    try:
+        res = get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
+    finally:
+        back.shutdown()
+    assert (res.listed, res.fetched, res.failed) == (22, 22, 0)
+    assert sum(1 for p, _ in server.log if p.startswith("/near/")) == 2  # the shard that got through is kept
+    assert [p.name for p in installed(packs)] == ["cut"]

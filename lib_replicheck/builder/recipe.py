@@ -329,11 +329,54 @@ def fetch_stage(rows: Path, n_rows: int, work: Path, recipe: RegistryRecipe, opt
         raise RecipeError(f"recipe {recipe.name}: img2dataset stopped after {stats['done']} of {n_rows} rows "
                           f"(exit status {proc.returncode}); run the build again to go on from there"
                           + (f": {tail.splitlines()[-1]}" if tail else ""))
+    cut_off = _shards_cut_off(out)
+    if cut_off:
+        raise RecipeError(f"recipe {recipe.name}: {len(cut_off)} shard(s) of {shard_rows} rows got no image, every row "
+                          "failing to connect: the network seems down. Run the build again once it is back: those "
+                          "rows are fetched again (once), the others are kept")
     tmp = done_marker.with_name(".complete.tmp")
     tmp.write_text(json.dumps(stats), encoding="utf-8")
     os.replace(tmp, done_marker)
     report("fetch", n_rows, n_rows, f"{stats['ok']} fetched, {stats['failed']} failed")
     return stats
+
+
+#: What urllib says when the network (not the image's host) is the problem.
+NETWORK_DOWN = ("Connection refused", "Network is unreachable", "No route to host",
+                "Temporary failure in name resolution", "timed out")
+RETRIED_FILE = "retried.json"
+
+
+def _shards_cut_off(out: Path) -> list[str]:
+    """Shards where not one image came and every row failed to connect: fetched while the network
+    was down. Their files are removed so that img2dataset fetches them again at the next run; a
+    shard is given that second chance once (recorded in RETRIED_FILE), so rows whose hosts are
+    really gone end as failures."""
+    retried_path = out.parent / RETRIED_FILE
+    try:
+        retried = set(json.loads(retried_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        retried = set()
+    cut = []
+    for stats_file in sorted(out.glob("*_stats.json")):
+        shard = stats_file.name.split("_")[0]
+        try:
+            s = json.loads(stats_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        errors = {k: v for k, v in (s.get("status_dict") or {}).items() if k != "success"}
+        if shard in retried or int(s.get("successes", 0)) or not errors:
+            continue
+        if all(any(n in k for n in NETWORK_DOWN) for k in errors):
+            cut.append(shard)
+    if cut:
+        tmp = retried_path.with_name(RETRIED_FILE + ".tmp")
+        tmp.write_text(json.dumps(sorted(retried | set(cut))), encoding="utf-8")
+        os.replace(tmp, retried_path)
+        for shard in cut:  # the stats file last: without it img2dataset redoes the shard
+            for suffix in (".tar", ".parquet", "_stats.json"):
+                (out / f"{shard}{suffix}").unlink(missing_ok=True)
+    return cut
 
 
 def _child_env() -> dict:
