@@ -239,3 +239,22 @@ def test_report_and_csv_are_written_atomically_and_checked_first(photo_pack, aud
     assert r.returncode == 2 and "does not exist" in r.stderr and r.stdout == ""  # refused before checking
     r = run("check", audit_folder, "--pack", photo_pack, "--csv", tmp_path)
     assert r.returncode == 2 and "is a folder" in r.stderr
+
+
+def test_build_reports_progress_batch_by_batch(tmp_path, pack_photos):
+    """The bar moves after each batch (and for shards kept from an earlier run), not once per shard."""
+    from lib_replicheck.builder.options import BuildOptions
+    from lib_replicheck.builder.pipeline import build
+
+    src = photo_folder(tmp_path / "src", pack_photos[:5])
+    calls = []
+    build(src, tmp_path / "p", BuildOptions(embedder="pdq", batch=2, shard_size=4, progress=calls.append),
+          log=lambda s: None)
+    assert calls == [2, 2, 1]  # shard 0: two batches of 2; shard 1: one image
+    kept = []
+    build(src, tmp_path / "q", BuildOptions(embedder="pdq", batch=2, shard_size=4, progress=kept.append),
+          work=tmp_path / "work", keep_work=True, log=lambda s: None)
+    again = []
+    build(src, tmp_path / "r", BuildOptions(embedder="pdq", batch=2, shard_size=4, progress=again.append),
+          work=tmp_path / "work", log=lambda s: None)
+    assert sum(kept) == sum(again) == 5 and again == [4, 1]  # both shards kept from the first run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Iterable, Iterator
 
 from lib_replicheck.errors import ImageError
@@ -42,9 +43,10 @@ def _thumbnail(im) -> bytes:
 
 
 def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: ThreadPoolExecutor,
-                thumbnails: bool = False):
+                thumbnails: bool = False, progress=None):
     """Vectors [rows, variants, width], metadata rows, skipped rows and thumbnails (JPEG bytes, when
-    asked) of a list of items; images are decoded in the pool, a batch ahead of the model."""
+    asked) of a list of items; images are decoded in the pool, a batch ahead of the model.
+    `progress(n)` is called after each batch of n items."""
     import numpy as np
 
     from lib_replicheck.embedders.pdq import MIN_QUALITY
@@ -66,6 +68,8 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
         good = [(it, im) for it, im, err in decoded if im is not None]
         skipped += [f"{it.key}: {err}" for it, im, err in decoded if im is None]
         if not good:
+            if progress:
+                progress(len(decoded))
             continue
         vecs = embedder.embed([centre_crop(im, c) for _, im in good for c in crops])
         vecs = vecs.reshape(len(good), len(crops), -1)
@@ -78,6 +82,8 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
             metas.append(_meta(it, im))
             if thumbnails:
                 thumbs.append(_thumbnail(im))
+        if progress:
+            progress(len(decoded))
     width = embedder.spec.dim // 8 if embedder.metric == "hamming" else embedder.spec.dim
     dtype = np.uint8 if embedder.metric == "hamming" else np.float32
     arr = np.stack(vectors) if vectors else np.zeros((0, len(crops), width), dtype=dtype)
@@ -162,6 +168,8 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
                 if store.source(i) == digest:
                     try:
                         store.read(i)
+                        if opts.progress:
+                            opts.progress(len(chunk))  # kept from an earlier run
                         continue
                     except CorruptShard as e:
                         log(f"{e}: embedding it again")
@@ -170,10 +178,12 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
                 store.discard(i)
             t = time.perf_counter()
             if opts.ray:
-                vectors, metas, skipped, thumbs = embed_with_ray(chunk, opts, crops, spec)
+                vectors, metas, skipped, thumbs = embed_with_ray(chunk, replace(opts, progress=None), crops, spec)
+                if opts.progress:
+                    opts.progress(len(chunk))
             else:
                 vectors, metas, skipped, thumbs = embed_items(chunk, embedder, crops, opts.batch, pool,
-                                                              opts.thumbnails)
+                                                              opts.thumbnails, progress=opts.progress)
             store.write(i, vectors, metas, skipped, thumbs, source=digest)
             rate = len(chunk) / max(1e-9, time.perf_counter() - t)
             log(f"shard {i:05d}: {len(metas)} images embedded, {len(skipped)} skipped ({rate:.1f} images/s)")

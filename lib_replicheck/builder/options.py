@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 GB = 1024**3
 #: PDQ is not robust to cropping, so PDQ packs also store hashes of these centre crops of each
@@ -37,6 +38,9 @@ class BuildOptions:
     download_processes: int = 2
     download_threads: int = 16
     download_timeout: int = 10
+    #: called with the number of source items of each batch done (embedded, skipped or kept from an
+    #: earlier run): what moves the command line's progress bar; never sent to Ray actors
+    progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

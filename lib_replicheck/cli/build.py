@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import sys
 
 from lib_replicheck.cli import EXIT_OK
 from lib_replicheck.errors import clean_text
 
-#: The builder's line after each shard it embedded (builder/embed.py): what moves the progress bar.
-SHARD_LINE = re.compile(r"^shard \d+: (\d+) images embedded, (\d+) skipped")
-
-
 def build_progress(args, kind: str):
-    """A tqdm bar over the images embedded (its total: the folder's image files; unknown for shards
-    and parquet lists) and the builder's `log` that moves it; (None, None) when it is off."""
+    """A tqdm bar over the source's images (its total: the folder's image files; unknown for shards
+    and parquet lists), and the builder's `log` written above it; (None, None) when it is off."""
     from lib_replicheck.cli.check import progress_bar, show_progress
 
     if not show_progress(getattr(args, "progress", "auto"), False):
@@ -27,9 +22,6 @@ def build_progress(args, kind: str):
     bar = progress_bar(total, True, desc="embedding")
 
     def log(line: str) -> None:
-        m = SHARD_LINE.match(line)
-        if m:
-            bar.update(int(m.group(1)) + int(m.group(2)))
         bar.write(line, file=sys.stderr)
 
     return bar, log
@@ -41,6 +33,7 @@ def cmd_build(args) -> int:
     from lib_replicheck.builder.sources import detect
 
     kind = detect(args.source)
+    bar, log = build_progress(args, kind)
     opts = BuildOptions(
         embedder=args.embedder, runtime=args.runtime, device=args.device,
         models_dir=str(args.models_dir) if args.models_dir else None,
@@ -50,8 +43,7 @@ def cmd_build(args) -> int:
         max_query_ms=args.max_query_ms,
         exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
         thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
-        download_timeout=args.download_timeout)
-    bar, log = build_progress(args, kind)
+        download_timeout=args.download_timeout, progress=bar.update if bar is not None else None)
     try:
         report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,
                        dataset=args.dataset, work=args.work, overwrite=args.force, keep_work=args.keep_work, log=log)
