@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import re
 import shutil
 import time
 
@@ -120,9 +121,10 @@ def test_batches_are_checked_live_with_infotext(webui, installed, photos, novel)
     assert verdicts == ["likely copy", "no copy", "no copy", "likely copy"]
     assert job.reports[0].best.caption == f"training image {installed_stem(installed, job.reports[0])}"
     infotexts = processed.infotexts[1:]
-    assert "Replicheck: likely copy d=" in infotexts[0] and "(photos)" in infotexts[0]
-    assert "Replicheck: no match" not in infotexts[1] and "Replicheck: no copy (best d=" in infotexts[1]
-    assert "Replicheck: likely copy d=" in infotexts[3]
+    assert re.search(r"Replicheck: likely copy \(best [01]\.\d\d in photos\)", infotexts[0])
+    assert "Replicheck: no match" not in infotexts[1] and "Replicheck: no copy (best 0." in infotexts[1]
+    assert re.search(r"Replicheck: likely copy \(best [01]\.\d\d in photos\)", infotexts[3])
+    assert "d=" not in "".join(infotexts)
     # the grid comes first and is not checked: it carries no image's verdict
     assert "Replicheck" not in processed.infotexts[0]
     grids = sorted((webui.root / "outputs" / "txt2img-images-grids").glob("*.png"))
@@ -431,7 +433,7 @@ def test_pack_manager_tab(webui, registry_server, photos):
     edited_copy(DEMO_DIR / "pack" / "chelsea.jpg").save(webui.root / "copy.png")
     _source(webui, [load_image(webui.root / "copy.png").resize((512, 384))])
     _, processed = webui.txt2img()  # the new pack is used without a restart
-    assert "Replicheck: likely copy" in processed.infotexts[0] and "(demo)" in processed.infotexts[0]
+    assert "Replicheck: likely copy" in processed.infotexts[0] and " in demo)" in processed.infotexts[0]
     page, message = m.packs_tab.remove("demo")
     assert "Removed demo" in message and not (webui.packs_dir / "demo").exists()
     _, message = m.packs_tab.verify("")
@@ -714,14 +716,14 @@ def test_sdnext_grid_infotext_carries_no_images_value():
         params_text = ", ".join([k if k == v else f'{k}: {quote(v)}' for k, v in args.items()])
         return f"{all_prompts[index]}\n{params_text}"
 
-    values = {0: {"Replicheck": "no copy (best d=116 in demo)"}, 3: {"Replicheck": "no copy (best d=112 in demo)"}}
+    values = {0: {"Replicheck": "no copy (best 0.54 in demo)"}, 3: {"Replicheck": "no copy (best 0.56 in demo)"}}
     p = SimpleNamespace(extra_generation_params={
         "Replicheck": PerImageValue(values[3]["Replicheck"], values, "Replicheck")})
     last = create_infotext(p, ["a rocket"] * 4, index=3)
     grid = create_infotext(p, ["a rocket"] * 4, index=0, grid="2x2")
-    assert "Replicheck: no copy (best d=112 in demo)" in last
-    assert "d=112" not in grid and "Replicheck: not checked (grid)" in grid
-    assert str(p.extra_generation_params["Replicheck"]) == "no copy (best d=112 in demo)"  # elsewhere: the value
+    assert "Replicheck: no copy (best 0.56 in demo)" in last
+    assert "0.56" not in grid and "Replicheck: not checked (grid)" in grid
+    assert str(p.extra_generation_params["Replicheck"]) == "no copy (best 0.56 in demo)"  # elsewhere: the value
 
 
 def test_live_job_declares_what_the_store_holds():

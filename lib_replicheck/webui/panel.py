@@ -35,20 +35,13 @@ def verdict_label(report: Report | None) -> str:
 
 
 def infotext(report: Report | None, reason: str = "error") -> str:
-    """The verdict as it travels with a published image: e.g. 'no copy (best 0.310 in demo)',
-    'likely copy d=28 (demo)', 'not checked (no pack installed)'; no comma or colon, so the web UI
+    """The verdict as it travels with a published image: e.g. 'no copy (best 0.31 in demo)',
+    'likely copy (best 0.89 in demo)', 'not checked (no pack installed)'; no comma or colon, so the web UI
     writes it without quotes. An error is named without its details (paths, messages); `reason`
     says why an image was not checked."""
     if report is None or report.error:
         return f"{NOT_CHECKED} ({reason if report is None else 'error'})"
-    best = report.best
-    if best is None:
-        return LABEL["no copy"]
-    if not report.is_copy:
-        return f"{LABEL['no copy']} (best {best.score_text()} in {best.pack})"
-    if report.from_input:
-        return f"{verdict_label(report)} {best.score_text()} ({best.pack}; already in the input image)"
-    return f"{verdict_label(report)} {best.score_text()} ({best.pack})"
+    return report.summary()  # the words of the report, the command line and the API
 
 
 def flagged(report: Report | None) -> bool:
@@ -197,7 +190,7 @@ def card(report: Report | None, index: int, remote: bool = False, signal=None, p
         badge = f'<span class="rc-badge rc-error">{NOT_CHECKED}</span>'
         body = f'<div class="rc-message rc-error-text">{esc(report.error)}</div>'
     else:
-        best = f" · best {esc(report.best.score_text())}" if report.best else ""
+        best = f" · best {esc(report.best.score_label())}" if report.best else ""
         css = BADGE.get(verdict, "rc-none") if not report.from_input else "rc-input-match"
         text = verdict_label(report) + (" (in the input image)" if report.from_input else "")
         badge = f'<span class="rc-badge {css}">{esc(text)}</span>{best}'

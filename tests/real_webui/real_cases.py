@@ -65,9 +65,10 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _distance(value: str | None) -> int | None:
-    m = re.search(r"\bd=(\d+)", value or "")
-    return int(m.group(1)) if m else None
+def _best(value: str | None) -> str | None:
+    """The best similarity an infotext or a report summary names: 'likely copy (best 0.94 in demo)' -> '0.94'."""
+    m = re.search(r"\bbest (-?\d+\.\d\d) in ", value or "")
+    return m.group(1) if m else None
 
 
 def _open(ui, browser, w) -> None:
@@ -272,7 +273,7 @@ def case_inpainting_passthrough(w, prof: Profile) -> None:
 def case_inpainting_overlay(w, prof: Profile) -> None:
     """Inpainting without passthrough (a 40x40 mask, fill 1, not full-res, denoising 0.1): the web UI
     pastes the result onto the input photo; the verdict written into the image must be the verdict of
-    that final image (same distance as checking the returned image), not of the model's raw output."""
+    that final image (the same best similarity as checking the returned image), not of the model's raw output."""
     w.ensure()
     w.install_demo_pack()
     out = w.img2img(**_inpaint_request("a cup of coffee"))
@@ -281,7 +282,7 @@ def case_inpainting_overlay(w, prof: Profile) -> None:
     check = w.check_image(rh.png_bytes(final)).body
     assert check.get("best"), check
     assert value is not None, "no Replicheck entry in the inpainting infotext"
-    assert _distance(value) == check["best"]["distance"] and \
+    assert _best(value) is not None and _best(value) == _best(check["summary"]) and \
         (rh.verdict_word(value) in COPY_VERDICTS) == check["is_copy"], \
         f"the infotext says {value!r}; the image it was written into checks as {check['verdict']} " \
         f"d={check['best']['distance']}"
