@@ -130,7 +130,7 @@ def _match(m: Match, remote: bool) -> str:
     caption = clip(m.caption, MAX_CAPTION)
     source = m.url or m.source or f"#{m.id}"
     host = clip(urlsplit(m.url).netloc if safe_url(m.url) else (m.source or f"#{m.id}"))
-    score = f"distance {m.distance}" if m.distance is not None else f"similarity {m.similarity:.3f}"
+    score = f"similarity {m.score_label()}" + (f" (Hamming distance {m.distance})" if m.distance is not None else "")
     license_ = clip(m.license)
     return (
         f'<li class="rc-match {BADGE.get(m.verdict.value, "rc-none")}">'
