@@ -162,8 +162,9 @@ class PacksTab:
             gr.HTML("<h3>Check a folder</h3><p>Every image in a folder on the server (e.g. a day of "
                     "<code>outputs</code>) against the packs chosen in Settings; the report opens in a new tab.</p>")
             with gr.Row():
-                folder = gr.Textbox(label="Folder on the server", elem_id="replicheck_audit_folder",
-                                    placeholder="/path/to/outputs/txt2img-images/2024-05-01")
+                folder = gr.Textbox(label="Folder on the server (absolute, or relative to the web UI's folder)",
+                                    elem_id="replicheck_audit_folder",
+                                    placeholder="outputs/txt2img-images/2024-05-01")
                 check = gr.Button("Check folder", variant="primary", elem_id="replicheck_audit_start")
                 stop = gr.Button("Cancel", elem_id="replicheck_audit_cancel")
             audit_html = gr.HTML(elem_id="replicheck_audit_status")
