@@ -393,7 +393,7 @@ def test_report_route_serves_only_reports_it_wrote(web, tmp_path):
         assert requests.get(f"{url}replicheck/v1/audits/{job_id}", timeout=10).status_code == 404
 
 
-def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_photos, other_photos):
+def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_photos, other_photos, monkeypatch):
     tab, audits, _ = web
     assert "no such folder" in run_tab(tab, str(tmp_path / "missing"))[-1]
     assert "type the path" in run_tab(tab, "  ")[-1]
@@ -414,6 +414,9 @@ def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_p
     report = job.report.read_text()
     assert job.progress.total == 3 and "a.jpg" in report and "b.png" in report and "c.jpg" in report
     assert "link.jpg" not in report and "linked" not in report and "notes.txt" not in report
+    monkeypatch.chdir(tmp_path)  # the web UI's folder: a relative path starts there
+    steps = run_tab(tab, "day")
+    assert "data-state='done'" in steps[-1] and f"{tmp_path / 'day'}: 3 image(s) checked" in steps[-1], steps[-1]
 
 
 def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos, other_photos, sscd_onnx, browser):
