@@ -457,6 +457,8 @@ def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos
     px, py, pw, ph = box.x / W, box.y / H, box.w / W, box.h / H
     inter = max(0.0, min(x + w, px + pw) - max(x, px)) * max(0.0, min(y + h, py + ph) - max(y, py))
     assert inter / (pw * ph) >= 0.5, (found, box)
+    text = browser.execute_script("return document.querySelector('#row-1 .match .found').textContent")
+    assert text == f"found in the region {rw}×{rh} at ({rx}, {ry}) of the checked image"
 
 
 def test_tab_cancel_keeps_the_report_of_what_was_checked(web, thousand):
