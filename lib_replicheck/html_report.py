@@ -325,9 +325,11 @@ def _match_figure(m: Match, with_images: bool) -> str:
     source = f'<div class="source">source: {link(m.url, where)}</div>' if where else ""
     lic = f'<div class="license">license: {esc(m.license)}</div>' if m.license else ""
     pack = f'<div class="pack muted">pack {esc(m.pack, 64)} · #{int(m.id)} · {esc(m.embedder, 64)}</div>'
-    box = _region_text(getattr(m, "region", None))
-    where_found = (f'<div class="found muted">found in the region {esc(box.split(",")[2])}×{esc(box.split(",")[3])} '
-                   f'at ({esc(box.split(",")[0])}, {esc(box.split(",")[1])}) of the checked image</div>' if box else "")
+    box = _region_text(getattr(m, "region", None))  # digits and commas only
+    where_found = ""
+    if box:
+        x, y, w, h = box.split(",")
+        where_found = f'<div class="found muted">found in the region {w}×{h} at ({x}, {y}) of the checked image</div>'
     return (f'<figure class="match">{_img(thumb, f"training image {m.id}", missing)}<figcaption>{score}'
             f'<span class="badge {TIER_CLASS.get(m.verdict, "t-none")}">{esc(m.verdict.value)}</span>{distance}'
             f'{caption}{source}{lic}{pack}{where_found}</figcaption></figure>')
