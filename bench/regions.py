@@ -1,0 +1,279 @@
+"""Region search: partial copies found, false hits on novel photos, whole-image copies, and cost,
+with Meta's real SSCD weights (int8 ONNX) on the real photos tests/setup.sh installs.
+
+    python bench/regions.py [--seed 1] [--pastes 15] [--negatives 2000] [--region-negatives 150]
+
+The real photos the tests install (Debian's mate/nature and *_by_* wallpapers, 31) are split by
+photo: every other one goes into the pack, the rest are the novel photos (the other images those
+packages install are vector art and plain colours, not photos). Pack: built with the builder's one
+writer (build_from_items) from its photos plus the tests' 400 clip art drawings as distractors.
+Copies: a pack photo scaled so its larger side is 35%, 55% or 75% of the side of a background,
+pasted at a random spot into a random crop of a novel photo (512x512, 512x768 or 768x512: the
+generation sizes), plain, or with light edits afterwards (JPEG quality 75 and colour +20%).
+Negatives: random crops (30-100%) and rescales of the novel photos: there are 15 of them, so the
+2,000 negatives are distinct crops, not distinct photos; crops with no detail at all (a flat patch
+of sky) are left out and counted. Whole-image copies: the tests' edits of every pack photo.
+Everything random comes from `--seed`:
+the region tiers in lib_replicheck/thresholds.py were set from a run with `--seed 0`, and the
+figures reported come from `--seed 1`.
+
+Every image is embedded once with its thorough regions; each mode's verdict is then made by the
+checker's own code (its tiers and its choice of the best match) over that mode's queries, and
+Checker.check itself is run on a sample to confirm it gives the same best match. Cost: one image
+at a time through Checker.check in each mode, interleaved in one run (medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+SCALES = (0.35, 0.55, 0.75)
+SIZES = ((512, 512), (512, 768), (768, 512))
+MODES = ("off", "fast", "thorough")
+
+
+def shrink(im, side: int = 1024):
+    """At most `side` pixels on the long side (the photos are up to 5K; pastes need no more)."""
+    from PIL import Image
+
+    s = side / max(im.size)
+    return im if s >= 1 else im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.Resampling.BILINEAR)
+
+
+def random_crop(rng: random.Random, photo, size: tuple[int, int], least: float = 0.5):
+    """A crop of `photo` with the aspect of `size`, between `least` and all of the largest such
+    crop, resized to `size`."""
+    from PIL import Image
+
+    w, h = photo.size
+    aspect = size[0] / size[1]
+    cw, ch = (w, round(w / aspect)) if w / h < aspect else (round(h * aspect), h)
+    f = rng.uniform(least, 1.0)
+    cw, ch = max(8, round(cw * f)), max(8, round(ch * f))
+    x, y = rng.randrange(w - cw + 1), rng.randrange(h - ch + 1)
+    return photo.crop((x, y, x + cw, y + ch)).resize(size, Image.Resampling.BILINEAR)
+
+
+def light_edit(im):
+    """JPEG quality 75 after colour +20%: what a copy goes through on its way around."""
+    from PIL import Image, ImageEnhance
+
+    buf = io.BytesIO()
+    ImageEnhance.Color(im).enhance(1.2).save(buf, "JPEG", quality=75)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def paste(rng: random.Random, original, background, scale: float):
+    """`original` scaled so its larger side is `scale` of the background's, pasted at a random spot;
+    the composite and the box it landed in."""
+    from PIL import Image
+
+    from lib_replicheck.regions import Region
+
+    W, H = background.size
+    s = scale * min(W / original.size[0], H / original.size[1])
+    pw, ph = max(1, round(original.size[0] * s)), max(1, round(original.size[1] * s))
+    x, y = rng.randrange(W - pw + 1), rng.randrange(H - ph + 1)
+    out = background.copy()
+    out.paste(original.resize((pw, ph), Image.Resampling.BILINEAR), (x, y))
+    return out, Region(x, y, pw, ph, W, H)
+
+
+class Judge:
+    """Each image embedded once with its thorough regions; verdicts per mode by the checker's code."""
+
+    def __init__(self, checker, pack, embedder):
+        self.checker, self.pack, self.embedder = checker, pack, embedder
+
+    def reports(self, images: list, upto: str = "thorough") -> list[dict]:
+        """Per image, per mode up to `upto`: the best Match (None when nothing was found)."""
+        import numpy as np
+
+        from lib_replicheck.checker import best_per_item
+        from lib_replicheck.regions import propose
+        from lib_replicheck.report import Match
+        from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS
+
+        if not images:
+            return []
+        queries, owners = [], []
+        for i, im in enumerate(images):
+            queries.append(im)
+            owners.append((i, None, "off"))
+            fast = propose(im.size[0], im.size[1], "fast")
+            for box in propose(im.size[0], im.size[1], upto):
+                queries.append(im.crop(box.crop_box()))
+                owners.append((i, box, "fast" if box in fast else "thorough"))
+        vectors = np.concatenate([self.embedder.embed(queries[j:j + 64]) for j in range(0, len(queries), 64)])
+        modes = MODES[:MODES.index(upto) + 1]
+        found: list[dict[str, list]] = [{m: [] for m in modes} for _ in images]
+        for (i, box, level), hits in zip(owners, self.pack.search(vectors, 1)):
+            tiers = DEFAULT_TIERS["sscd"] if box is None else REGION_TIERS["sscd"]
+            for h in hits:
+                m = Match(pack=self.pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
+                          verdict=tiers.verdict(h.similarity), embedder=self.embedder.id, region=box)
+                for mode in modes[MODES.index(level):]:
+                    found[i][mode].append(m)
+        return [{mode: (best_per_item(ms) or [None])[0] for mode, ms in f.items()} for f in found]
+
+
+def share(flags: list[bool]) -> str:
+    return f"{100 * sum(flags) / max(1, len(flags)):.1f}% of {len(flags)}"
+
+
+def on_paste(box, paste) -> float:
+    """Their intersection over the smaller of the two: the box lies on the paste, or holds it."""
+    w = min(box.x + box.w, paste.x + paste.w) - max(box.x, paste.x)
+    h = min(box.y + box.h, paste.y + paste.h) - max(box.y, paste.y)
+    return max(0, w) * max(0, h) / min(box.w * box.h, paste.w * paste.h)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=1, help="0 is the run the region tiers were set from")
+    ap.add_argument("--pastes", type=int, default=15, help="pasted copies per scale, plain and edited each")
+    ap.add_argument("--negatives", type=int, default=2000, help="novel crops judged on the whole image (off)")
+    ap.add_argument("--region-negatives", type=int, default=150, help="of those, judged in fast and thorough too")
+    ap.add_argument("--whole-photos", type=int, default=1000, help="pack photos whose edited copies are judged")
+    ap.add_argument("--timing", type=int, default=5, help="images timed through Checker.check per mode")
+    ap.add_argument("--confirm", type=int, default=2, help="images checked by Checker.check to confirm the verdicts")
+    args = ap.parse_args()
+
+    import numpy as np
+
+    from conftest import BACKGROUNDS, CLIPART, SSCD_ONNX, edits
+    from lib_replicheck import embedders
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.builder.sources import SourceItem
+    from lib_replicheck.checker import Checker
+    from lib_replicheck.images import load_image
+    from lib_replicheck.packs.pack import Pack
+    from lib_replicheck.regions import MIN_DETAIL, Region, detail, detail_map
+    from lib_replicheck.thresholds import REGION_TIERS, Verdict
+
+    if not SSCD_ONNX.is_file():
+        sys.exit(f"needs {SSCD_ONNX} (bash tests/setup.sh puts it there)")
+    started = time.perf_counter()
+    photos = sorted((BACKGROUNDS / "mate" / "nature").glob("*.jpg")) + sorted(BACKGROUNDS.glob("*_by_*.jpg"))
+    pack_files, other_files = photos[0::2], photos[1::2]  # split by photo: the novel ones are never in the pack
+    drawings = sorted(CLIPART.rglob("*.png"))
+    drawings = drawings[:: max(1, len(drawings) // 400)][:400]
+    originals = [shrink(load_image(p)) for p in pack_files]
+    others = [shrink(load_image(p)) for p in other_files]
+    sscd = embedders.load("sscd", runtime="onnx", weights=SSCD_ONNX)
+    tmp = Path(tempfile.mkdtemp(prefix="replicheck-regions-"))
+    items = [SourceItem(key=p.name, path=str(p)) for p in pack_files + drawings]
+    pack = Pack(build_from_items(items, sscd, tmp / "pack", thumbnails=False, log=lambda s: None).path)
+    by_source = {pack.metadata.get([r])[r].source: r for r in range(pack.manifest.count)}
+    own_ids = [pack.metadata.get([by_source[p.name]])[by_source[p.name]].id for p in pack_files]
+    checker = Checker([pack], top_k=1, runtime="onnx", weights=SSCD_ONNX, offline=True)
+    checker.embedder(pack)
+    judge = Judge(checker, pack, sscd)
+    rng = random.Random(args.seed)
+    tiers = REGION_TIERS["sscd"]
+    print(f"region search: SSCD int8 ONNX (sscd_disc_mixup), pack of {len(pack_files)} photos + {len(drawings)} "
+          f"drawings, seed {args.seed}; region tiers: possible {tiers.possible}, likely {tiers.likely} "
+          f"(whole image: 0.5, 0.75)")
+
+    # pasted copies
+    cases = []
+    for scale in SCALES:
+        for edited in (False, True):
+            for _ in range(args.pastes):
+                k = rng.randrange(len(originals))
+                bg = random_crop(rng, others[rng.randrange(len(others))], SIZES[rng.randrange(len(SIZES))])
+                im, box = paste(rng, originals[k], bg, scale)
+                cases.append((scale, edited, k, light_edit(im) if edited else im, box))
+    judged = judge.reports([c[3] for c in cases])
+    print("pasted copies into other photos (plain / JPEG 75 + colour), share reaching the tier with their own "
+          "original as the best match:")
+    for scale in SCALES:
+        for tier in (Verdict.POSSIBLE, Verdict.LIKELY):
+            cols = []
+            for mode in MODES:
+                ok = [b is not None and b.item.id == own_ids[k] and b.verdict.rank >= tier.rank
+                      for (s, _, k, _, _), r in zip(cases, judged) if s == scale for b in [r[mode]]]
+                cols.append(f"{mode} {share(ok)}")
+            print(f"  {round(scale * 100)}% pastes, {tier.value:>13}: " + ", ".join(cols))
+    for mode in ("fast", "thorough"):
+        inside = [on_paste(r[mode].region, box) >= 0.5 for (_, _, k, _, box), r in zip(cases, judged)
+                  if r[mode] is not None and r[mode].region is not None and r[mode].item.id == own_ids[k]
+                  and r[mode].verdict.is_copy]
+        print(f"  {mode}: the reported region and the paste overlap by at least half of the smaller in "
+              f"{share(inside)} of the copies found through a region")
+    big = [(c, r) for c, r in zip(cases, judged) if c[0] >= 0.55]
+    small = [(c, r) for c, r in zip(cases, judged) if c[0] == 0.35]
+    for mode in ("fast", "thorough"):
+        likely = [r[mode] is not None and r[mode].item.id == own_ids[c[2]] and r[mode].verdict.rank >= Verdict.LIKELY.rank
+                  for c, r in big]
+        possible = [r[mode] is not None and r[mode].item.id == own_ids[c[2]] and r[mode].verdict.is_copy for c, r in small]
+        print(f"  targets, {mode}: >= 55% pastes reaching likely copy {share(likely)} (target 90%); "
+              f"35% pastes reaching possible copy {share(possible)} (target 80%)")
+
+    # novel photos
+    negatives, flat = [], 0
+    while len(negatives) < args.negatives:
+        im = random_crop(rng, others[rng.randrange(len(others))], SIZES[rng.randrange(len(SIZES))], least=0.3)
+        grey, s = detail_map(im)
+        if detail(grey, s, Region(0, 0, im.size[0], im.size[1], *im.size)) < MIN_DETAIL:
+            flat += 1  # a flat picture matches any flat training image, regions or not
+            continue
+        negatives.append(im)
+    scores: dict[str, list[float]] = {m: [] for m in MODES}
+    flagged: dict[str, list[bool]] = {m: [] for m in MODES}
+    for start in range(0, len(negatives), 50):
+        chunk = negatives[start:start + 50]
+        for r in judge.reports(chunk, "thorough" if start < args.region_negatives else "off"):
+            for mode in r:
+                scores[mode].append(r[mode].similarity)
+                flagged[mode].append(r[mode].verdict.is_copy)
+    print(f"novel photos ({len(negatives)} crops and rescales of the {len(others)} other photos, not in the pack; {flat} "
+          "featureless crops left out), best score over the whole image and its regions, share flagged at the "
+          "default tiers:")
+    for mode in MODES:
+        s = np.asarray(scores[mode])
+        print(f"  {mode:>8}: n={len(s)} max {s.max():.3f}, 99.9th pct {np.percentile(s, 99.9):.3f}, "
+              f"99th pct {np.percentile(s, 99):.3f}; flagged {share(flagged[mode])} (target 0.1%)")
+
+    # whole-image copies
+    whole = [(k, im) for k, o in enumerate(originals[:args.whole_photos]) for im in edits(o).values()]
+    wj = judge.reports([im for _, im in whole], "fast") if whole else []
+    for mode in ("off", "fast") if whole else ():
+        ok = [r[mode].item.id == own_ids[k] and r[mode].verdict.rank >= Verdict.LIKELY.rank for (k, _), r in zip(whole, wj)]
+        lowest = min(r[mode].similarity for r in wj)
+        print(f"whole-image copies (the tests' 5 edits of {len(originals)} photos), {mode:>8}: own original at likely "
+              f"copy or above {share(ok)}, lowest best score {lowest:.3f}")
+
+    # the checker itself on a sample, and the cost side by side
+    sample = [c[3] for c in cases[:: max(1, len(cases) // max(1, args.confirm))][:args.confirm]]
+    same = 0
+    for im, r in zip(sample, judge.reports(sample)):
+        for mode in MODES:
+            rep = checker.check([im], regions=mode)[0]
+            same += (rep.best.item.id, rep.best.region, rep.verdict) == (r[mode].item.id, r[mode].region, r[mode].verdict)
+    print(f"Checker.check gives the same best match, region and verdict as above in {same} of {len(sample) * len(MODES)}")
+    timed = {m: [] for m in MODES}
+    for im in [c[3] for c in cases[1::max(1, len(cases) // max(1, args.timing))][:args.timing]]:
+        for mode in MODES:
+            t = time.perf_counter()
+            checker.check([im], regions=mode)
+            timed[mode].append(time.perf_counter() - t)
+    off = statistics.median(timed["off"])
+    print(f"cost per image, Checker.check one image at a time, interleaved, median of {len(timed['off'])}: "
+          + ", ".join(f"{m} {1000 * statistics.median(timed[m]):.0f} ms ({statistics.median(timed[m]) / off:.1f}x)"
+                      for m in MODES) + " (target for fast: 2x)")
+    print(f"run took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
