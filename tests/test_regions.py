@@ -162,3 +162,41 @@ def test_panel_draws_the_box_and_escapes_text(checker, pasted):
     assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     off = checker.check([im], regions="off")[0]
     assert "rc-region" not in render([off])  # a whole-image match draws no box
+
+
+def test_http_api_regions_field(webui, pack, pasted):
+    """POST /replicheck/v1/check with `regions`: the best match's box in the answer; a bad value is a 422."""
+    import base64
+    import io
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    service = webui.module.service
+    dst = webui.packs_dir / "region-photos"
+    onnx = service.models_dir / "sscd_disc_mixup.onnx"
+    had_onnx = onnx.is_file()
+    shutil.copytree(pack.path, dst)
+    if not had_onnx:
+        onnx.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / ".cache" / "sscd_disc_mixup.onnx", onnx)
+    try:
+        client = TestClient(webui.app)
+        im, box, source = pasted[1]
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        body = {"image": base64.b64encode(buf.getvalue()).decode(), "packs": ["region-photos"], "top_k": 1}
+        off = client.post("/replicheck/v1/check", json=body)
+        fast = client.post("/replicheck/v1/check", json={**body, "regions": "fast"})
+        assert off.status_code == 200 and fast.status_code == 200, (off.text, fast.text)
+        assert off.json()["best"]["region"] is None and not off.json()["is_copy"]
+        best = fast.json()["best"]
+        assert fast.json()["is_copy"] and best["source"] == source
+        assert overlap(Region(**best["region"]), box) >= 0.5
+        bad = client.post("/replicheck/v1/check", json={**body, "regions": "<b>all</b>"})
+        assert bad.status_code == 422 and "regions" in bad.text
+    finally:
+        service.unload()
+        shutil.rmtree(dst, ignore_errors=True)
+        if not had_onnx:
+            onnx.unlink(missing_ok=True)
