@@ -185,10 +185,10 @@ def test_index_choice_follows_the_vector_count():
     assert fac.choose(500, 512, "cosine").factory == "Flat"
     assert fac.choose(300_000, 512, "cosine").factory == "IVF2048,Flat"
     assert fac.choose(1_000_000, 512, "cosine").factory == "IVF4096_HNSW32,Flat"  # 2 GB fit 4 GB
-    assert fac.choose(1_000_000, 512, "cosine", memory_budget=1 * fac.GB).rerank  # they do not fit 1 GB
-    big = fac.choose(12_000_000, 512, "cosine", memory_budget=1 * fac.GB)
+    assert fac.choose(1_000_000, 512, "cosine", memory_budget=1 * fac.GB).design == "sq8"  # they do not fit 1 GB
+    big = fac.choose(12_000_000, 512, "cosine", memory_budget=1 * fac.GB, design="pq-rerank")
     assert big.factory == "OPQ64_512,IVF16384_HNSW32,PQ64x8"  # 64 bytes a vector fit 1 GB
-    assert fac.choose(12_000_000, 512, "cosine").factory == "IVF16384_HNSW32,PQ256x8"  # 4 GB: no OPQ
+    assert fac.choose(12_000_000, 512, "cosine", design="pq-rerank").factory == "IVF16384_HNSW32,PQ256x8"  # no OPQ
     assert fac.choose(5_000_000, 256, "hamming").factory.startswith("BIVF")
 
 
@@ -264,8 +264,8 @@ def test_ivf_pack_is_tuned_and_memory_mapped(tmp_path):
 
 
 def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
-    """A memory budget too small for uncompressed vectors gives an IVF-PQ index; its candidates are
-    re-ranked from float16 vectors on disk (read row by row), which lifts recall@10 from what PQ alone
+    """The re-ranking design, named, with a memory budget too small for uncompressed vectors: an IVF-PQ
+    index whose candidates are re-ranked from float16 vectors on disk (read row by row), which lifts recall@10 from what PQ alone
     reaches to the target, and similarities come out exact."""
     import faiss
 
@@ -284,7 +284,8 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
     spec = sscd.spec_for("sscd_disc_mixup")
     tmp = staging_dir(tmp_path / "pq")
     logs = []
-    info, count, vectors = index_stage(store, spec, tmp, _opts(embedder="sscd", memory_budget=5 * 1024**2), logs.append)
+    info, count, vectors = index_stage(store, spec, tmp, _opts(embedder="sscd", memory_budget=5 * 1024**2,
+                                                                 index_design="pq-rerank"), logs.append)
     metadata_stage(store, tmp)
     seal(tmp, tmp_path / "pq", name="pq", title=None, description="", source={}, spec=spec,
          count=count, vectors=vectors, index=info)

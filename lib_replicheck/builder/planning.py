@@ -4,13 +4,14 @@ autofaiss chooses (see science.md), best design first among those that fit:
 - `flat`: exact search while a flat index is small (under 100k vectors) and fits the memory budget;
 - `ivf-flat`: IVF with uncompressed vectors whenever they fit the memory budget: 4*sqrt(N) lists (at
   most 65k), with an HNSW coarse quantiser from 1M vectors;
-- `pq-rerank`: the same IVF + PQ (with an OPQ rotation up to 64 bytes), as many PQ bytes per vector
-  as the memory budget allows, candidates re-ranked exactly from float16 vectors on disk; chosen
-  while those vectors fit the disk budget (none by default);
-- `pca-sq8`: PCA to 256 dimensions (128 where 256 does not fit the disk budget) and 8-bit scalar
-  codes in the IVF lists, no re-ranking file: a pack a quarter of the float16 one, whose first hit
-  is a copy's original as often (bench/index_scale.py);
-- `opq-pq`: OPQ + PQ codes alone, as many bytes as the disk budget allows, for budgets below that.
+- `sq8`, `sq4`: the same IVF with 8-bit scalar codes of every dimension where they fit the disk
+  budget (none by default), else 4-bit ones: a pack a half or a quarter of float16 vectors, whose
+  similarities stay within 0.002 (8-bit) or 0.02 (4-bit) of the exact ones. PCA before the codes was
+  measured and left out: without re-normalising it scored copies 0.3 too low, with it up to 0.08 off
+  (bench/index_scale.py);
+- `opq-pq`: OPQ + PQ codes alone, as many bytes as the disk budget allows, for budgets below that;
+- `pq-rerank` (only when named; packs built with it stay readable): IVF + PQ, as many PQ bytes as
+  the memory budget allows, candidates re-ranked exactly from float16 vectors on disk.
 
 Binary (PDQ) packs: BFlat under 1M codes, else binary IVF. The memory budget bounds what the
 searching process holds of its own; an index's inverted lists are memory-mapped, and pages of a
@@ -24,8 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 GB = 1024**3
-DESIGNS = ("auto", "flat", "ivf-flat", "pq-rerank", "pca-sq8", "opq-pq")
-PCA_DIMS = (256, 128)  # PCA output sizes tried for `pca-sq8`, largest first
+DESIGNS = ("auto", "flat", "ivf-flat", "sq8", "sq4", "opq-pq", "pq-rerank")
 ID_BYTES = 8  # an IVF list stores each vector's 64-bit id beside its code
 SLACK = 1.1  # list overheads, the quantiser and the manifest on top of the codes
 
@@ -77,21 +77,19 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB, disk_budg
         # uncompressed vectors fit: nothing to lose to quantisation
         return Plan(f"{coarse},Flat", metric, nlist=nlist, train_size=ivf_train, design="ivf-flat",
                     disk_bytes=n * (dim * 4 + ID_BYTES))
+    for bits in (8, 4):  # scalar codes: 8 bits a dimension where they fit the disk budget, else 4
+        disk = n * (dim * bits // 8 + ID_BYTES)
+        if design == f"sq{bits}" or design == "auto" and _fits(disk, disk_budget):
+            plan = Plan(f"{coarse},SQ{bits}", metric, nlist=nlist, train_size=ivf_train, design=f"sq{bits}",
+                        disk_bytes=disk)
+            plan.notes.append(f"{bits}-bit scalar codes: {disk / GB:.1f} GB on disk"
+                              + (f", within a disk budget of {disk_budget / GB:.1f} GB" if disk_budget else ""))
+            return plan
     m = _pq_bytes(n, dim, memory_budget)
-    rerank_disk = n * (m + ID_BYTES + dim * 2)
-    if design == "pq-rerank" or design == "auto" and _fits(rerank_disk, disk_budget):
-        return _pq_plan(n, dim, metric, coarse, nlist, m, rerank=True, disk=rerank_disk,
+    if design == "pq-rerank":
+        return _pq_plan(n, dim, metric, coarse, nlist, m, rerank=True, disk=n * (m + ID_BYTES + dim * 2),
                         why=f"{m} PQ bytes per vector fit a memory budget of {memory_budget / GB:.1f} GB; "
                             f"candidates re-ranked exactly from {n * dim * 2 / GB:.1f} GB of float16 vectors on disk")
-    for p in (PCA_DIMS if dim > PCA_DIMS[0] else (dim,)):
-        if design == "pca-sq8" or design == "auto" and _fits(n * (p + ID_BYTES), disk_budget):
-            prefix = f"PCA{p}," if p < dim else ""
-            plan = Plan(f"{prefix}{coarse},SQ8", metric, nlist=nlist, train_size=ivf_train, design="pca-sq8",
-                        disk_bytes=n * (p + ID_BYTES))
-            plan.notes.append(f"{'PCA to ' + str(p) + ' dimensions and ' if prefix else ''}8-bit codes: "
-                              f"{n * (p + ID_BYTES) / GB:.1f} GB on disk"
-                              + (f" within a disk budget of {disk_budget / GB:.1f} GB" if disk_budget else ""))
-            return plan
     m = _pq_bytes(n, dim, disk_budget if disk_budget is not None else memory_budget)
     return _pq_plan(n, dim, metric, coarse, nlist, m, rerank=False, disk=n * (m + ID_BYTES),
                     why=f"{m} PQ bytes per vector fit a disk budget of {(disk_budget or 0) / GB:.1f} GB; "

@@ -264,12 +264,13 @@ def _product_quantizer(r: _Reader, where: str, d: int) -> tuple[int, int]:
 
 # faiss ScalarQuantizer types packs may use: qtype -> (code bytes for d dimensions, trained values)
 SQ_TYPES = {0: (lambda d: d, lambda d: 2 * d),  # QT_8bit: a range per dimension
+            1: (lambda d: (d + 1) // 2, lambda d: 2 * d),  # QT_4bit: a range per dimension
             2: (lambda d: d, lambda d: 2),  # QT_8bit_uniform: one range
             4: (lambda d: 2 * d, lambda d: 0)}  # QT_fp16
 
 
 def _scalar_quantizer(r: _Reader, where: str, d: int) -> int:
-    """A ScalarQuantizer over `d` dimensions (8-bit or float16 codes); returns its code size."""
+    """A ScalarQuantizer over `d` dimensions (8-bit, 4-bit or float16 codes); returns its code size."""
     qtype = r.i32(f"{where}.qtype")
     _need(qtype in SQ_TYPES, f"{where}: scalar quantiser type {qtype} is not one packs use")
     r.i32(f"{where}.rangestat")
