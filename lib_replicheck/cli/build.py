@@ -40,7 +40,8 @@ def cmd_build(args) -> int:
         weights=str(args.weights) if args.weights else None, offline=args.offline, shard_size=max(1, args.shard_size),
         batch=max(1, args.batch), workers=max(1, args.workers), ray=args.ray or bool(args.ray_address),
         ray_address=args.ray_address, memory_budget=int(args.memory_budget * GB), recall_target=args.recall_target,
-        max_query_ms=args.max_query_ms,
+        max_query_ms=args.max_query_ms, index_design=getattr(args, "index_design", "auto"),
+        disk_budget=int(args.disk_budget * GB) if getattr(args, "disk_budget", None) else None,
         exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
         thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
         download_timeout=args.download_timeout, progress=bar.update if bar is not None else None)

@@ -88,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--ray", action="store_true", help="embed on Ray Data (local unless --ray-address)")
     b.add_argument("--ray-address", help="an existing Ray cluster, e.g. ray://head:10001 (implies --ray)")
     b.add_argument("--memory-budget", type=float, default=4.0, help="GB the index may take in RAM (4)")
+    b.add_argument("--disk-budget", type=float, default=None,
+                   help="GB the index may take on disk, i.e. in the download (default: no limit); large packs "
+                        "then get 8-bit, else 4-bit codes")
+    b.add_argument("--index-design", default="auto",
+                   choices=("auto", "flat", "ivf-flat", "sq8", "sq4", "opq-pq", "pq-rerank"),
+                   help="index design (auto: the best that fits the budgets)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the index is tuned to (0.95)")
     b.add_argument("--max-query-ms", type=float, default=10.0,
                    help="latency budget of one search, in ms; the most accurate setting within it is kept "
