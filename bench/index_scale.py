@@ -170,12 +170,20 @@ def main() -> None:
     ap.add_argument("--real", help="the real descriptors' .npz (default: made from the images, cached in .cache)")
     ap.add_argument("--work", default=None, help="folder for shards and packs (default: a temp folder)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--table", help="print the rows of a file of --json output as a table, and nothing else")
     ap.add_argument("--keep", action="store_true", help="keep the shards and the packs")
     ap.add_argument("--search-pack", help=argparse.SUPPRESS)  # the searching process
     ap.add_argument("--queries", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.search_pack:
         print(json.dumps(search_pack(Path(args.search_pack), Path(args.queries))))
+        return
+    if args.table:  # rows measured earlier (bench/results/), printed as a table
+        rows = [json.loads(line) for line in Path(args.table).read_text(encoding="utf-8").splitlines()
+                if line.startswith("{")]
+        for r in rows:
+            print(table_row(r))
+        print(laion_pack(rows))
         return
     work = Path(tempfile.mkdtemp(prefix="replicheck-scale-", dir=args.work))
     try:
@@ -203,14 +211,24 @@ def run(args, n: int, work: Path) -> None:
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir
 
-    real = real_set(args.real)
-    originals, copies, copy_of = distinct_originals(real["originals"], real["copies"], real["copy_of"])
     rng = np.random.default_rng(0)
-    generate = sscd_cov_model(real["basis"])
+    if n >= 10_000:
+        real = real_set(args.real)
+        originals, copies, copy_of = distinct_originals(real["originals"], real["copies"], real["copy_of"])
+        generate = sscd_cov_model(real["basis"])
+    else:  # too small a haystack to say anything: random unit vectors, no real images needed
+        log(f"{n} vectors: random unit vectors, no real copies hidden")
+        originals = copies = np.zeros((0, 512), dtype=np.float32)
+        copy_of = np.zeros(0, dtype=np.int64)
+
+        def generate(m, rng):
+            v = rng.standard_normal((m, 512)).astype("float32")
+            return v / np.linalg.norm(v, axis=1, keepdims=True)
     # the originals hide at spread-out rows; every other row is a distractor
     hidden = np.linspace(0, n - 1, len(originals) + 2).astype(np.int64)[1:-1]
     store, t = ShardStore(work / "work"), time.perf_counter()
-    standin_rows = np.sort(rng.choice(np.setdiff1d(np.arange(n), hidden), args.standins, replace=False))
+    rows = np.setdiff1d(np.arange(n), hidden)
+    standin_rows = np.sort(rng.choice(rows, min(args.standins, len(rows)), replace=False))
     standin_src = []
     starts = list(range(0, n, args.shard))
     workers = min(8, os.cpu_count() or 1)  # numpy's generators and BLAS release the GIL
@@ -291,7 +309,23 @@ def table_row(r: dict) -> str:
             f"stand-ins {r['standins_found_050']:.1%} at 0.5, {r['standins_found_075']:.1%} at 0.75; "
             f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; private {r['private_mb']:.0f} MB; "
             f"disk {r['disk_mb']:,.0f} MB ({r['disk_mb_laion']:,.0f} MB with LAION metadata); "
-            f"built in {r['build_s']:.0f} s")
+            f"built in {r['build_s']:.0f} s"
+            + (f"; exact search finds {r['copies_exact_first_050']:.1%} / {r['copies_exact_first_075']:.1%}"
+               if "copies_exact_first_050" in r else "") + f" [{r['machine']}]")
+
+
+def laion_pack(rows: list[dict], images: int = 12_000_000) -> str:
+    """What a pack of `images` (LAION-Aesthetics 6+: 12M) takes on disk with the design the planner
+    picks for the budgets of the measured `rows`, with LAION-sized metadata rows."""
+    from lib_replicheck.builder.planning import GB, choose
+
+    b = rows[-1]["budgets"]
+    plan = choose(images, 512, "cosine", int(b["memory_gb"] * GB), int(b["disk_gb"] * GB) if b["disk_gb"] else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = laion_metadata_bytes_per_row(Path(tmp)) * images
+    return (f"a pack of {images:,} images (LAION-Aesthetics 6+) within these budgets: {plan.factory} ({plan.design}), "
+            f"index {plan.disk_bytes / 1e9:.2f} GB + LAION-sized metadata {meta / 1e9:.2f} GB = "
+            f"{(plan.disk_bytes + meta) / 1e9:.2f} GB to download")
 
 
 def private_mb(skip: tuple[str, ...]) -> float:
