@@ -1,17 +1,15 @@
 """Query-side regions: parts of the checked image searched beside the whole image.
 
 A whole-image descriptor misses a training image reproduced inside a larger picture (a "template"
-or partial copy): pasted at 55% of the side into another photo, Meta's SSCD scores a median of
-about 0.4 against its original. Searching crops of the checked image finds it: a crop that holds
-most of the copy scores about as high as the copy on its own. Each crop is one more forward pass
-of the model (SSCD needs its crops at 288 pixels: at 160 they lose most of their score), so the
-sets are small and chosen by `bench/regions.py`:
+or partial copy): pasted at 55% of the side into another photo, Meta's SSCD scores well below the
+0.5 cut against its original. A crop that holds most of the copy scores much higher. Each crop is
+one more forward pass of the model at its own input size (crops shrunk further lose most of their
+score), so the sets are small; `bench/regions.py` measures what each finds and costs:
 
-- `off`: the whole image only (one forward pass).
-- `fast`: a 3x3 grid of half-size tiles, overlapping by half (9 regions): every copy that covers
-  at least about 55% of the side lies mostly inside one of them.
-- `thorough`: `fast` plus a 4x4 grid of tiles of 35% of the side (25 regions): copies down to
-  about a third of the side.
+- `off`: the whole image only (one forward pass); the default, for the cost.
+- `fast`: a 3x3 grid of half-size tiles, overlapping by half (9 regions), for copies about half
+  the side across or larger.
+- `thorough`: `fast` plus a 4x4 grid of tiles of 35% of the side (25 regions), for smaller ones.
 
 Boxes are in pixels of the checked image, as it was given to the check.
 """
