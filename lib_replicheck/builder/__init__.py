@@ -4,6 +4,7 @@
 - `sources.py`: folder, webdataset or parquet rows as SourceItems; exclusion lists
 - `embed.py`: the embed stage (threads or Ray Data), into `shards.py`'s shard store
 - `work.py`: the work folder's fingerprint, so a resumed build reuses only its own shards
-- `index_factory.py` and `stages.py`: index, metadata, publish
+- `planning.py` (which index, by count and budgets), `index_factory.py` (make, train it), `tuning.py`
+  (its search settings) and `stages.py`: index, metadata, publish
 - `pipeline.py`: `build` (a source on disk, resumable) and `build_from_items` (images a program holds)
 """
