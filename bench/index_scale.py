@@ -304,7 +304,7 @@ def run(args, n: int, work: Path) -> None:
 
 
 def table_row(r: dict) -> str:
-    return (f"n={r['n']:,} {r['index']} ({r['design']}): real copies found first {r['copies_found_050']:.1%} "
+    return (f"n={r['n']:,} {r['index']} ({r['design']}, tuned within {r['budgets']['max_query_ms']:g} ms): real copies found first {r['copies_found_050']:.1%} "
             f"of {r['copies_050']} at >= 0.5, {r['copies_found_075']:.1%} of {r['copies_075']} at >= 0.75; "
             f"stand-ins {r['standins_found_050']:.1%} at 0.5, {r['standins_found_075']:.1%} at 0.75; "
             f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; private {r['private_mb']:.0f} MB; "
