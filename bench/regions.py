@@ -100,7 +100,7 @@ class Judge:
         import numpy as np
 
         from lib_replicheck.checker import best_per_item
-        from lib_replicheck.regions import propose
+        from lib_replicheck.regions import crops, propose
         from lib_replicheck.report import Match
         from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS
 
@@ -111,8 +111,8 @@ class Judge:
             queries.append(im)
             owners.append((i, None, "off"))
             fast = propose(im.size[0], im.size[1], "fast")
-            for box in propose(im.size[0], im.size[1], upto):
-                queries.append(im.crop(box.crop_box()))
+            for crop, box in zip(*crops(im, upto)):  # the checker's own regions (featureless ones left out)
+                queries.append(crop)
                 owners.append((i, box, "fast" if box in fast else "thorough"))
         vectors = np.concatenate([self.embedder.embed(queries[j:j + 64]) for j in range(0, len(queries), 64)])
         modes = MODES[:MODES.index(upto) + 1]
