@@ -77,9 +77,10 @@ def esc(text, limit: int = MAX_FIELD) -> str:
     return html.escape(clip(text, limit), quote=True)
 
 
-def safe_url(url) -> str | None:
-    """The URL if it is a plain http(s) URL with a host and nothing that could end an attribute."""
-    if not isinstance(url, str) or not url or len(url) > MAX_URL:
+def safe_url(url, limit: int = MAX_URL) -> str | None:
+    """The URL if it is a plain http(s) URL with a host and nothing that could end an attribute
+    (the web UI panel uses it too, with its own length limit)."""
+    if not isinstance(url, str) or not url or len(url) > limit:
         return None
     url = url.strip()
     if any(ord(c) < 33 or c in "\"'<>`\\" for c in url):

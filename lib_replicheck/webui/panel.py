@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from lib_replicheck.html_report import safe_url as report_safe_url
 from lib_replicheck.report import Match, Report
 
 BADGE = {"no copy": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
@@ -23,6 +24,7 @@ LABEL = {"no copy": "no copy", "possible copy": "possible copy", "likely copy": 
          "duplicate": "duplicate"}
 NOT_CHECKED = "not checked"
 MAX_CAPTION = 300
+MAX_URL = 2000
 MAX_FIELD = 200  # license, source, host: one line each
 MAX_THUMB_BYTES = 200_000
 
@@ -68,18 +70,7 @@ def esc(text) -> str:
 
 def safe_url(url) -> str | None:
     """The URL if it is a plain http(s) URL with a host, else None."""
-    if not url or not isinstance(url, str) or len(url) > 2000:
-        return None
-    url = url.strip()
-    if any(ord(c) < 33 or c in "\"'<>`\\" for c in url):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return None
-    return url
+    return report_safe_url(url, MAX_URL)
 
 
 def link(url, text) -> str:
