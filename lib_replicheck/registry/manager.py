@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -139,6 +140,23 @@ class PackManager:
         threading.Thread(target=target, args=(job, rp), name=f"replicheck-download-{name}", daemon=True).start()
         return job
 
+    @contextmanager
+    def _reported(self, job: DownloadJob, cancelled: str = ""):
+        """How a download or build thread ended goes to its job, whatever it was: a background thread must
+        report, never die silently."""
+        try:
+            yield
+        except Cancelled:
+            job.state = "cancelled"
+            if cancelled:
+                job.message = cancelled
+        except ReplicheckError as e:
+            job.state, job.error = "failed", str(e)
+        except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
+            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            self.on_change()
+
     def _build(self, job: DownloadJob, recipe) -> None:
         """A recipe built in this thread: the stage and its counts go to the job as they change."""
         from lib_replicheck.embedders import ensure_for
@@ -147,7 +165,7 @@ class PackManager:
         def progress(p) -> None:
             job.stage, job.done, job.total, job.message = p.stage, p.done, p.total, p.message
 
-        try:
+        with self._reported(job, cancelled="cancelled: what was fetched is kept for the next build"):
             job.state = "building"
             result = self.build_recipe(recipe, self.packs_dir, progress=progress, cancel=job.cancel, gate=self.gate,
                                        models_dir=str(self.models_dir))
@@ -157,14 +175,6 @@ class PackManager:
             job.message = (f"{result.count:,} images in the pack: {result.fetched:,} of {result.listed:,} fetched, "
                            f"{result.failed:,} failed")
             job.state = "installed"
-        except Cancelled:
-            job.state, job.message = "cancelled", "cancelled: what was fetched is kept for the next build"
-        except ReplicheckError as e:
-            job.state, job.error = "failed", str(e)
-        except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
-            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
-        finally:
-            self.on_change()
 
     def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
         from lib_replicheck.embedders import ensure_for
@@ -177,21 +187,13 @@ class PackManager:
             if job.done >= job.total and job.state == "downloading":
                 job.state = "verifying"
 
-        try:
+        with self._reported(job):
             job.state = "downloading"
             self.on_change()  # let go of open packs before one is replaced
             path = self.installer.download(rp, progress=progress, cancel=job.cancel)
             job.state = "weights"
             ensure_for(read(path).embedder, self.models_dir, progress=False)
             job.state = "installed"
-        except Cancelled:
-            job.state = "cancelled"
-        except ReplicheckError as e:
-            job.state, job.error = "failed", str(e)
-        except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
-            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
-        finally:
-            self.on_change()
 
     def cancel(self, name: str) -> DownloadJob:
         job = self.jobs.get(name)
