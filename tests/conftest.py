@@ -97,12 +97,16 @@ def webdataset_tar(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> P
     return path
 
 
+def jpeg_bytes(im, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def jpeg(im, quality: int):
     from PIL import Image
 
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return Image.open(io.BytesIO(jpeg_bytes(im, quality))).convert("RGB")
 
 
 def edits(im) -> dict:

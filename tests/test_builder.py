@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, edits, webdataset_tar
+from conftest import REPO, edits, jpeg_bytes, webdataset_tar
 from httpfaults import FaultServer
 from lib_replicheck.builder.options import BuildOptions
 from lib_replicheck.builder.pipeline import build
@@ -25,12 +25,6 @@ from lib_replicheck.checker import Checker
 from lib_replicheck.errors import PackError
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack
-
-
-def _jpeg(im, q=90) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=q)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +51,7 @@ def test_webdataset_shards(tmp_path, photos_small):
         for i, (stem, im) in enumerate(photos_small[s * 5:(s + 1) * 5]):
             key = f"{s:05d}{i:04d}"
             meta = {"url": f"https://example.org/{stem}.jpg", "caption": f"caption {stem}", "hash": f"h{stem}"}
-            samples.append((key, {"jpg": _jpeg(im), "txt": f"caption {stem}".encode(), "json": json.dumps(meta).encode()}))
+            samples.append((key, {"jpg": jpeg_bytes(im), "txt": f"caption {stem}".encode(), "json": json.dumps(meta).encode()}))
         samples.append((f"{s:05d}9999", {"jpg": b"this is not a jpeg", "txt": b"broken"}))
         samples.append((f"{s:05d}9998", {"json": b'{"status": "failed_to_download"}'}))  # no image: not a sample
         webdataset_tar(shards / f"{s:05d}.tar", samples)
@@ -82,9 +76,9 @@ def laion(tmp_path, photos_small):
     server = FaultServer()
     rows = []
     for stem, im in photos_small[:8]:
-        rows.append((server.add(f"/img/{stem}.jpg", _jpeg(im)), f"a photo of {stem}", f"hash-{stem}"))
+        rows.append((server.add(f"/img/{stem}.jpg", jpeg_bytes(im)), f"a photo of {stem}", f"hash-{stem}"))
     rows.append((server.url + "/img/missing.jpg", "gone", "hash-404"))
-    rows.append((server.add("/img/slow.jpg", _jpeg(photos_small[8][1]), "stall", stall=6), "slow", "hash-slow"))
+    rows.append((server.add("/img/slow.jpg", jpeg_bytes(photos_small[8][1]), "stall", stall=6), "slow", "hash-slow"))
     rows.append((server.add("/img/notes.jpg", b"just some text, not an image at all" * 20), "text", "hash-text"))
     bomb = io.BytesIO()
     Image.new("1", (20000, 20000)).save(bomb, "PNG")

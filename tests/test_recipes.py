@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO, edits
+from conftest import REPO, edits, jpeg_bytes
 from httpfaults import FaultServer
 from lib_replicheck.builder.recipe import GetOptions, RecipeError, get_recipe, work_dir
 from lib_replicheck.download import Cancelled, Policy
@@ -29,12 +29,6 @@ from lib_replicheck.registry import registry
 FAST = Policy(connect_timeout=2, read_timeout=1, retries=1, backoff=0.01)
 #: the broken rows every list below ends with, and why img2dataset fails each
 BAD = ("missing", "slow", "notes", "huge", "bomb")
-
-
-def _jpeg(im, q=90) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=q)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +57,9 @@ class Site:
         self.server, self.photos = server, photos[:good]
         rows = []
         for i, (stem, im) in enumerate(self.photos):
-            rows.append((server.add(f"/img/{i}-{stem}.jpg", _jpeg(im)), f"a photo of {stem}", f"row-{i}"))
+            rows.append((server.add(f"/img/{i}-{stem}.jpg", jpeg_bytes(im)), f"a photo of {stem}", f"row-{i}"))
         rows.append((server.url + "/img/missing.jpg", "gone", "row-missing"))
-        rows.append((server.add("/img/slow.jpg", _jpeg(photos[-1][1]), "stall", stall=stall), "slow", "row-slow"))
+        rows.append((server.add("/img/slow.jpg", jpeg_bytes(photos[-1][1]), "stall", stall=stall), "slow", "row-slow"))
         rows.append((server.add("/img/notes.jpg", bad_bodies["notes"]), "text", "row-notes"))
         rows.append((server.add("/img/huge.jpg", bad_bodies["huge"]), "huge", "row-huge"))
         rows.append((server.add("/img/bomb.png", bad_bodies["bomb"]), "bomb", "row-bomb"))
@@ -559,9 +553,9 @@ def test_a_build_cut_off_from_the_network_resumes(server, photos_small, tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     down = f"http://127.0.0.1:{port}"
-    bodies = {f"/img/{i}.jpg": _jpeg(im) for i, (_, im) in enumerate(photos_small[:20])}
+    bodies = {f"/img/{i}.jpg": jpeg_bytes(im) for i, (_, im) in enumerate(photos_small[:20])}
     rows = [f"{down}/img/{i}.jpg;far photo {i}" for i in range(20)]
-    rows += [f"{server.add(f'/near/{i}.jpg', _jpeg(photos_small[20 + i][1]))};near photo {i}" for i in range(2)]
+    rows += [f"{server.add(f'/near/{i}.jpg', jpeg_bytes(photos_small[20 + i][1]))};near photo {i}" for i in range(2)]
     body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
     server.add("/cut.csv", body)
     entry = {"kind": "recipe", "name": "cut", "embedder": {"id": "pdq"},
