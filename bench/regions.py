@@ -1,7 +1,7 @@
 """Region search: partial copies found, false hits on novel photos, whole-image copies, and cost,
 with Meta's real SSCD weights (int8 ONNX) on the real photos tests/setup.sh installs.
 
-    python bench/regions.py [--seed 1] [--pastes 15] [--negatives 2000] [--region-negatives 150]
+    python bench/regions.py [--seed 1] [--pastes 15] [--negatives 2000] [--region-negatives 2000]
 
 The real photos the tests install (Debian's mate/nature and *_by_* wallpapers, 31) are split by
 photo: every other one goes into the pack, the rest are the novel photos (the other images those
@@ -17,9 +17,10 @@ Everything random comes from `--seed`:
 the region tiers in lib_replicheck/thresholds.py were set from a run with `--seed 0`, and the
 figures reported come from `--seed 1`.
 
-Every image is embedded once with its thorough regions; each mode's verdict is then made by the
-checker's own code (its tiers and its choice of the best match) over that mode's queries, and
-Checker.check itself is run on a sample to confirm it gives the same best match. Cost: one image
+Every image is embedded once per mode by the embedder's own regions (`embed_regions`); each mode's
+verdict is then made by the checker's rules (its tiers, only copies from regions, its choice of the
+best match) over that mode's queries, and Checker.check itself is run on a sample to confirm it
+gives the same best match. Cost: one image
 at a time through Checker.check in each mode, interleaved in one run (medians).
 """
 
@@ -40,6 +41,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 SCALES = (0.35, 0.55, 0.75)
 SIZES = ((512, 512), (512, 768), (768, 512))
 MODES = ("off", "fast", "thorough")
+#: negatives with less detail than this (lib_replicheck/regions.py's measure) are left out: a
+#: featureless crop (a patch of sky) is no photo to judge
+FLAT = 0.5
 
 
 def shrink(im, side: int = 1024):
@@ -100,26 +104,37 @@ class Judge:
         import numpy as np
 
         from lib_replicheck.checker import best_per_item
-        from lib_replicheck.regions import crops, propose
         from lib_replicheck.report import Match
         from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS
 
         if not images:
             return []
         queries, owners = [], []
-        for i, im in enumerate(images):
-            queries.append(im)
-            owners.append((i, None, "off"))
-            fast = propose(im.size[0], im.size[1], "fast")
-            for crop, box in zip(*crops(im, upto)):  # the checker's own regions (featureless ones left out)
-                queries.append(crop)
-                owners.append((i, box, "fast" if box in fast else "thorough"))
-        vectors = np.concatenate([self.embedder.embed(queries[j:j + 64]) for j in range(0, len(queries), 64)])
+        for chunk in range(0, len(images), 16):
+            part = images[chunk:chunk + 16]
+            whole, fast = self.embedder.embed_regions(part, "fast" if upto != "off" else "off")
+            thorough = self.embedder.embed_regions(part, "thorough")[1] if upto == "thorough" else []
+            for i, v in enumerate(whole):
+                queries.append(v)
+                owners.append((chunk + i, None, "off"))
+            # fast's regions count in fast and thorough; thorough's own (its first pass repeats
+            # fast's boxes, which find the same) in thorough only
+            for level, found in (("fast", fast), ("thorough", thorough)):
+                for i, box, v in found:
+                    queries.append(v)
+                    owners.append((chunk + i, box, level))
+        vectors = np.stack(queries)
         modes = MODES[:MODES.index(upto) + 1]
         found: list[dict[str, list]] = [{m: [] for m in modes} for _ in images]
+        #: per image, per mode: the highest score of any query (copy or not), for the tails
+        self.top = [{m: 0.0 for m in modes} for _ in images]
         for (i, box, level), hits in zip(owners, self.pack.search(vectors, 1)):
             tiers = DEFAULT_TIERS["sscd"] if box is None else REGION_TIERS["sscd"]
-            for h in hits:
+            for h in hits[:1]:
+                for mode in modes[MODES.index(level):]:
+                    self.top[i][mode] = max(self.top[i][mode], h.similarity)
+                if box is not None and not tiers.verdict(h.similarity).is_copy:
+                    continue  # as the checker: a region adds only the copies it finds
                 m = Match(pack=self.pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
                           verdict=tiers.verdict(h.similarity), embedder=self.embedder.id, region=box)
                 for mode in modes[MODES.index(level):]:
@@ -143,7 +158,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="0 is the run the region tiers were set from")
     ap.add_argument("--pastes", type=int, default=15, help="pasted copies per scale, plain and edited each")
     ap.add_argument("--negatives", type=int, default=2000, help="novel crops judged on the whole image (off)")
-    ap.add_argument("--region-negatives", type=int, default=150, help="of those, judged in fast and thorough too")
+    ap.add_argument("--region-negatives", type=int, default=2000, help="of those, judged in fast and thorough too")
     ap.add_argument("--whole-photos", type=int, default=1000, help="pack photos whose edited copies are judged")
     ap.add_argument("--timing", type=int, default=5, help="images timed through Checker.check per mode")
     ap.add_argument("--confirm", type=int, default=2, help="images checked by Checker.check to confirm the verdicts")
@@ -158,7 +173,7 @@ def main() -> None:
     from lib_replicheck.checker import Checker
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.pack import Pack
-    from lib_replicheck.regions import MIN_DETAIL, Region, detail, detail_map
+    from lib_replicheck.regions import Region, detail, detail_map
     from lib_replicheck.thresholds import REGION_TIERS, Verdict
 
     if not SSCD_ONNX.is_file():
@@ -225,7 +240,7 @@ def main() -> None:
     while len(negatives) < args.negatives:
         im = random_crop(rng, others[rng.randrange(len(others))], SIZES[rng.randrange(len(SIZES))], least=0.3)
         grey, s = detail_map(im)
-        if detail(grey, s, Region(0, 0, im.size[0], im.size[1], *im.size)) < MIN_DETAIL:
+        if detail(grey, s, Region(0, 0, im.size[0], im.size[1], *im.size)) < FLAT:
             flat += 1  # a flat picture matches any flat training image, regions or not
             continue
         negatives.append(im)
@@ -233,9 +248,9 @@ def main() -> None:
     flagged: dict[str, list[bool]] = {m: [] for m in MODES}
     for start in range(0, len(negatives), 50):
         chunk = negatives[start:start + 50]
-        for r in judge.reports(chunk, "thorough" if start < args.region_negatives else "off"):
+        for r, top in zip(judge.reports(chunk, "thorough" if start < args.region_negatives else "off"), judge.top):
             for mode in r:
-                scores[mode].append(r[mode].similarity)
+                scores[mode].append(top[mode])
                 flagged[mode].append(r[mode].verdict.is_copy)
     print(f"novel photos ({len(negatives)} crops and rescales of the {len(others)} other photos, not in the pack; {flat} "
           "featureless crops left out), best score over the whole image and its regions, share flagged at the "
@@ -268,6 +283,9 @@ def main() -> None:
             t = time.perf_counter()
             checker.check([im], regions=mode)
             timed[mode].append(time.perf_counter() - t)
+    if not timed["off"]:
+        print(f"run took {time.perf_counter() - started:.0f} s")
+        return
     off = statistics.median(timed["off"])
     print(f"cost per image, Checker.check one image at a time, interleaved, median of {len(timed['off'])}: "
           + ", ".join(f"{m} {1000 * statistics.median(timed[m]):.0f} ms ({statistics.median(timed[m]) / off:.1f}x)"

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator, Sequence
 
 from lib_replicheck.embedders import kind_of
 from lib_replicheck.errors import ReplicheckError
-from lib_replicheck.regions import Region, check_mode
+from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
 from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS, Tiers, Verdict
 
@@ -97,8 +97,7 @@ class Checker:
             family = kind_of(emb_id)
             family_tiers = tier_map.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
             region_tiers = REGION_TIERS.get(family, family_tiers)
-            queries = region_queries(images, mode if family in REGION_FAMILIES else "off")
-            vectors = embedder.embed(list(images) + [crop for _, _, crop in queries])
+            vectors, queries = embed(embedder, images, mode if family in REGION_FAMILIES else "off", reports)
             low_quality = set()
             if family == "pdq":
                 from lib_replicheck.embedders.pdq import MIN_QUALITY
@@ -112,11 +111,15 @@ class Checker:
                 for r in reports:
                     r.notes.append(SEMANTIC_NOTE)
             owners = [(i, None) for i in range(len(images))] + [(i, box) for i, box, _ in queries]
+            if queries:
+                vectors = np.concatenate([vectors, np.stack([v for _, _, v in queries])])
             for pack in packs:
-                for (i, box), hits in zip(owners, pack.search(np.asarray(vectors), top_k)):
+                for r, ((i, box), hits) in enumerate(zip(owners, pack.search(np.asarray(vectors), top_k))):
                     judge = family_tiers if box is None else region_tiers
-                    for h in hits:
+                    for h in hits[:top_k if box is None else 1]:
                         v = Verdict.NONE if i in low_quality else judge.verdict(h.similarity, h.distance)
+                        if box is not None and not v.is_copy:
+                            continue  # a region adds copies it finds; the nearest images come from the whole image
                         thumb = pack.thumbnail_path(h.item)
                         candidates[i].append(Match(pack=pack.name, item=h.item, similarity=h.similarity,
                                                    distance=h.distance, verdict=v, embedder=emb_id,
@@ -173,17 +176,19 @@ class Checker:
                     yield Report(image=label, error=im.reason) if isinstance(im, ImageError) else next(checked)
 
 
-def region_queries(images: Sequence, mode: str) -> list[tuple[int, Region, object]]:
-    """(image index, box, crop) of every region searched besides the whole images."""
-    from lib_replicheck.regions import crops
-
-    if mode == "off":
-        return []
-    out = []
-    for i, im in enumerate(images):
-        for crop, box in zip(*crops(im, mode)):
-            out.append((i, box, crop))
-    return out
+def embed(embedder, images: Sequence, mode: str, reports: list[Report]):
+    """The whole images' vectors, and (image index, box, vector) of the regions searched beside
+    them; when the embedder cannot give regions, none, and each report says why."""
+    if mode != "off":
+        why = getattr(embedder, "regions_available", "this model does not search regions")
+        if not why:
+            try:
+                return embedder.embed_regions(list(images), mode)
+            except ReplicheckError as e:
+                why = str(e)
+        for r in reports:
+            r.notes.append(f"regions: {why}")
+    return embedder.embed(list(images)), []
 
 
 def best_per_item(matches: list[Match]) -> list[Match]:

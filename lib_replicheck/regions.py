@@ -2,16 +2,23 @@
 
 A whole-image descriptor misses a training image reproduced inside a larger picture (a "template"
 or partial copy): pasted at 55% of the side into another photo, Meta's SSCD scores well below the
-0.5 cut against its original. A crop that holds most of the copy scores much higher. Each crop is
-one more forward pass of the model at its own input size (crops shrunk further lose most of their
-score), so the sets are small; `bench/regions.py` measures what each finds and costs:
+0.5 cut against its original. A box that holds the copy scores much higher.
 
-- `off`: the whole image only (one forward pass); the default, for the cost.
-- `fast`: a 3x3 grid of half-size tiles, overlapping by half (9 regions), for copies about half
-  the side across or larger.
-- `thorough`: `fast` plus a 4x4 grid of tiles of 35% of the side (25 regions), for smaller ones.
+Boxes are not cropped and embedded one by one (a forward pass each). SSCD ends in a feature map
+that it pools (GeM, p=3) into one vector through a linear layer; pooling a box of that map instead
+of all of it gives that box's descriptor for the cost of a sum, so one forward pass yields hundreds
+of regions (`embedders/sscd.py` reads the map; this module chooses and pools the boxes):
 
-Boxes are in pixels of the checked image, as it was given to the check.
+- `off`: the whole image only; the default: `fast` costs about 1.5x the check on a small pack,
+  but its few hundred regions are each one more query, which a pack of millions pays for.
+- `fast`: boxes of the feature map the whole-image pass already made (288 pixels on the short
+  side): no extra forward pass. Finds copies of about half the side and more.
+- `thorough`: `fast` plus a second pass at twice the side (576 pixels), where copies of a third of
+  the side are as large as the training images were when they were embedded.
+
+Boxes of 35% to 100% of the short side, square and 4:3 either way, are laid out a third of their
+size apart; `bench/regions.py` measures what each mode finds and costs.
+Boxes are reported in pixels of the checked image, as it was given to the check.
 """
 
 from __future__ import annotations
@@ -23,20 +30,25 @@ from lib_replicheck.errors import ReplicheckError
 MODES = ("off", "fast", "thorough")
 DEFAULT_MODE = "off"
 
-#: (tile side as a share of the image side, tiles per row) of each mode's grids
-GRIDS: dict[str, tuple[tuple[float, int], ...]] = {
-    "off": (),
-    "fast": ((0.5, 3),),
-    "thorough": ((0.5, 3), (0.35, 4)),
-}
-
-#: Regions narrower than this many pixels are not searched: too little for a descriptor to judge.
-MIN_SIDE = 32
+#: per mode, the passes: the model's input side as a multiple of its usual side (1.0: the
+#: whole-image pass itself)
+PASSES: dict[str, tuple[float, ...]] = {"off": (), "fast": (1.0,), "thorough": (1.0, 2.0)}
+#: box sides as shares of the feature map's short side, and box aspects (width / height)
+BOX_SIDES = (0.35, 0.5, 0.65, 0.8, 1.0)
+BOX_ASPECTS = (1.0, 4 / 3, 3 / 4)
+#: boxes step by this share of their own size
+BOX_STEP = 1 / 3
+#: boxes smaller than this many cells a side are not pooled: too little for a descriptor to judge
+MIN_CELLS = 2
 #: Regions with less detail than this are not searched: the mean step in grey level (0-255) between
-#: neighbouring pixels, on the image shrunk to DETAIL_SIDE pixels. A flat tile (sky, a plain
-#: background) scores up to 1.0 against any flat training image, which says nothing about copying.
-MIN_DETAIL = 0.5
+#: neighbouring pixels, on the image shrunk to DETAIL_SIDE pixels. A flat region (sky, a plain
+#: background) scores high against flat training images (flags, patterns), which says nothing
+#: about copying: in `bench/regions.py`, every region of a novel photo that reached 0.5 against
+#: one of the pack's drawings but one had a detail under 1.2 (most photos have 3 to 15).
+MIN_DETAIL = 1.2
 DETAIL_SIDE = 128
+#: GeM's exponent in SSCD's head (the pooling below takes cube roots)
+GEM_P = 3
 
 
 @dataclass(frozen=True)
@@ -70,23 +82,52 @@ def check_mode(mode: str | None) -> str:
     return mode
 
 
-def grid(width: int, height: int, share: float, per_row: int) -> list[Region]:
-    """`per_row` x `per_row` tiles of `share` of each side, spread evenly from edge to edge."""
-    tw, th = max(1, round(width * share)), max(1, round(height * share))
-    steps = [i / (per_row - 1) for i in range(per_row)] if per_row > 1 else [0.5]
-    return [Region(round((width - tw) * fx), round((height - th) * fy), tw, th, width, height)
-            for fy in steps for fx in steps]
+def cell_boxes(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
+    """Boxes of a rows x cols feature map, as (x0, y0, x1, y1) in cells, the whole map left out
+    (the whole image is searched anyway)."""
+    short = min(rows, cols)
+    out: set[tuple[int, int, int, int]] = set()
+    for side in BOX_SIDES:
+        for aspect in BOX_ASPECTS:
+            bh = max(MIN_CELLS, round(short * side / aspect ** 0.5))
+            bw = max(MIN_CELLS, round(short * side * aspect ** 0.5))
+            if bh > rows or bw > cols:
+                continue
+            sy, sx = max(1, round(bh * BOX_STEP)), max(1, round(bw * BOX_STEP))
+            for y in sorted({*range(0, rows - bh + 1, sy), rows - bh}):
+                for x in sorted({*range(0, cols - bw + 1, sx), cols - bw}):
+                    out.add((x, y, x + bw, y + bh))
+    out.discard((0, 0, cols, rows))
+    return sorted(out)
 
 
-def propose(width: int, height: int, mode: str) -> list[Region]:
-    """The regions searched for an image of this size, besides the whole image; none in `off`
-    mode or when the image is too small for them."""
-    regions: list[Region] = []
-    for share, per_row in GRIDS[check_mode(mode)]:
-        for r in grid(width, height, share, per_row):
-            if min(r.w, r.h) >= MIN_SIDE and r not in regions:
-                regions.append(r)
-    return regions
+def to_region(cells: tuple[int, int, int, int], rows: int, cols: int, width: int, height: int) -> Region:
+    """A box of a rows x cols feature map as pixels of a width x height image."""
+    x0, y0, x1, y1 = cells
+    left, top = round(x0 * width / cols), round(y0 * height / rows)
+    right, bottom = round(x1 * width / cols), round(y1 * height / rows)
+    return Region(left, top, right - left, bottom - top, width, height)
+
+
+def gem_pool(feature_map, cells: list[tuple[int, int, int, int]]):
+    """GeM (p=3) of each box of a C x rows x cols feature map: [len(cells), C] float32. One
+    summed-area table serves every box; it is float64, as a channel near zero inside a box but
+    large elsewhere loses its value to float32's rounding, which the cube root then magnifies."""
+    import numpy as np
+
+    c, rows, cols = feature_map.shape
+    cubed = np.clip(feature_map, 1e-6, None, dtype=np.float32).astype(np.float64) ** GEM_P
+    table = np.zeros((rows + 1, cols + 1, c), dtype=np.float64)
+    table[1:, 1:] = cubed.transpose(1, 2, 0).cumsum(0).cumsum(1)
+    b = np.asarray(cells, dtype=np.int64).reshape(-1, 4)
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    sums = table[y1, x1]
+    sums -= table[y0, x1]
+    sums -= table[y1, x0]
+    sums += table[y0, x0]
+    np.maximum(sums, 0.0, out=sums)
+    sums /= ((x1 - x0) * (y1 - y0)).astype(np.float64)[:, None]
+    return np.cbrt(sums, out=sums).astype(np.float32)
 
 
 def detail_map(image):
@@ -102,22 +143,36 @@ def detail_map(image):
 
 def detail(grey, scale: float, box: Region) -> float:
     """Mean absolute step between neighbouring pixels inside `box` (see MIN_DETAIL)."""
+    return featured_scores(grey, scale, [box])[0]
+
+
+def featured_scores(grey, scale: float, boxes: list[Region]) -> list[float]:
+    """`detail` of many boxes at once, from summed-area tables of the steps."""
     import numpy as np
 
-    x0, y0 = int(box.x * scale), int(box.y * scale)
-    x1, y1 = max(x0 + 2, round((box.x + box.w) * scale)), max(y0 + 2, round((box.y + box.h) * scale))
-    a = grey[y0:y1, x0:x1]
-    if a.shape[0] < 2 or a.shape[1] < 2:
-        return 0.0
-    return float((np.abs(np.diff(a, axis=0)).mean() + np.abs(np.diff(a, axis=1)).mean()) / 2)
+    h, w = grey.shape
+    steps = {}
+    for axis, d in ((0, np.abs(np.diff(grey, axis=0))), (1, np.abs(np.diff(grey, axis=1)))):
+        t = np.zeros((d.shape[0] + 1, d.shape[1] + 1), dtype=np.float64)
+        t[1:, 1:] = d.cumsum(0).cumsum(1)
+        steps[axis] = t
+    out = []
+    for box in boxes:
+        x0, y0 = min(int(box.x * scale), w - 2), min(int(box.y * scale), h - 2)
+        x1, y1 = min(w, max(x0 + 2, round((box.x + box.w) * scale))), min(h, max(y0 + 2, round((box.y + box.h) * scale)))
+        if x0 < 0 or y0 < 0 or x1 - x0 < 2 or y1 - y0 < 2:
+            out.append(0.0)
+            continue
+        means = []
+        for axis, (ya, yb, xa, xb) in ((0, (y0, y1 - 1, x0, x1)), (1, (y0, y1, x0, x1 - 1))):
+            t = steps[axis]
+            total = t[yb, xb] - t[ya, xb] - t[yb, xa] + t[ya, xa]
+            means.append(total / max(1, (yb - ya) * (xb - xa)))
+        out.append(float(sum(means) / 2))
+    return out
 
 
-def crops(image, mode: str) -> tuple[list, list[Region]]:
-    """The region crops of a PIL image and their boxes, in the same order; featureless regions
-    (below MIN_DETAIL) are left out."""
-    boxes = propose(image.size[0], image.size[1], mode)
-    if not boxes:
-        return [], []
+def featured(image, regions: list[Region]) -> list[bool]:
+    """Whether each region has enough detail to be searched (see MIN_DETAIL)."""
     grey, scale = detail_map(image)
-    boxes = [b for b in boxes if detail(grey, scale, b) >= MIN_DETAIL]
-    return [image.crop(b.crop_box()) for b in boxes], boxes
+    return [d >= MIN_DETAIL for d in featured_scores(grey, scale, regions)]

@@ -69,11 +69,11 @@ DEFAULT_TIERS: dict[str, Tiers] = {
 }
 
 #: Tiers for matches found through a region of the checked image (lib_replicheck/regions.py), set
-#: from measurement, not assumed (`bench/regions.py`): a region holding most of a copy scores about
-#: as high as the copy alone, but each region is one more query, so one more chance of a chance hit
-#: on an unrelated image. "possible" is the lowest cut in steps of 0.05 above the best region score
-#: of every novel photo in the tuning run (`--seed 0`, thorough mode: highest 0.581); "likely" is
-#: 0.10 above it; the duplicate cut stays the whole image's.
+#: from measurement, not assumed (`bench/regions.py`): each region is one more query, so one more
+#: chance of a chance hit on an unrelated image. "possible" is the lowest cut in steps of 0.05 above
+#: the best region score of every novel photo in the tuning run (`--seed 0`, 300 novel crops,
+#: thorough mode: highest 0.581, a region of a photo against a drawing); "likely" is 0.10 above it;
+#: the duplicate cut stays the whole image's.
 REGION_TIERS: dict[str, Tiers] = {
     "sscd": Tiers("similarity", possible=0.60, likely=0.70, duplicate=0.95),
 }

@@ -441,7 +441,7 @@ def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos
     im.save(folder / "pasted.png")
     report = tmp_path / "report.html"
     r = run_cli("check", folder, "--pack", pack, "--runtime", "onnx", "--weights", sscd_onnx, "--offline",
-                "--regions", "fast", "--report", report, "--csv", tmp_path / "rows.csv")
+                "--regions", "thorough", "--report", report, "--csv", tmp_path / "rows.csv")
     assert r.returncode == 1, r.stdout + r.stderr
     row = next(csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text())))
     rx, ry, rw, rh = map(int, row["region"].split(","))  # the box, in pixels of the checked image

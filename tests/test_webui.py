@@ -761,7 +761,7 @@ def sscd_installed(webui, pack_photos, sscd_onnx, tmp_path):
 
 def test_regions_setting_reaches_the_check(webui, sscd_installed, pack_photos, other_photos):
     """The region setting reaches the web UI's check: with it off only the whole image is searched;
-    set to fast, a training photo pasted into another photo is also searched region by region, and
+    set to thorough, a training photo pasted into another photo is also searched region by region, and
     matches found through a region carry their box."""
     from lib_replicheck.regions import DEFAULT_MODE
 
@@ -770,7 +770,7 @@ def test_regions_setting_reaches_the_check(webui, sscd_installed, pack_photos, o
     service = webui.module.service
     webui.set_option("replicheck_regions", "off")
     off = service.check([im], ["pasted"], webui.module.current_settings())[0]
-    webui.set_option("replicheck_regions", "fast")
+    webui.set_option("replicheck_regions", "thorough")
     try:
         fast = service.check([im], ["pasted"], webui.module.current_settings())[0]
     finally:

@@ -121,6 +121,7 @@ class SSCDEmbedder(Embedder):
         self.device = device
         self._torch_model = None
         self._session = None
+        self._head = None
         if runtime == "auto" and weights_path:
             runtime = weights_runtime(weights_path)
         if runtime in ("auto", "onnx"):
@@ -164,11 +165,24 @@ class SSCDEmbedder(Embedder):
         providers = ["CPUExecutionProvider"]
         if self.device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
+        opts = session_options(ort)
+        self._head = None
         try:
-            opts = session_options(ort)
-            self._session = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise WeightsError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+            head = _region_head(path)  # the same model, also returning its last feature map
+        except (OSError, ValueError) as e:
+            log.warning("replicheck: %s: region search unavailable (%s)", path, str(e)[:200])
+            head = None
+        if head is not None:
+            try:
+                self._session = ort.InferenceSession(head[0], opts, providers=providers)
+                self._head = head[1:]
+            except Exception as e:  # noqa: BLE001 - regions are optional; the whole-image model is loaded below
+                log.warning("replicheck: %s: region search unavailable (%s)", path, str(e).splitlines()[0][:200])
+        if self._head is None:
+            try:
+                self._session = ort.InferenceSession(str(path), opts, providers=providers)
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+                raise WeightsError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         self._uint8_nhwc = inp.type == "tensor(uint8)"
@@ -212,13 +226,18 @@ class SSCDEmbedder(Embedder):
                 out[chunk] = self._run(np.stack([arrays[i] for i in chunk]))
         return l2_normalise(out)
 
-    def _run(self, batch_u8):
+    def _run(self, batch_u8, feature_map: bool = False):
+        """The model's vectors for a batch; with `feature_map`, (vectors, last feature maps)."""
         import numpy as np
 
+        fmap = None
         try:
             if self._session is not None:
                 x = batch_u8 if self._uint8_nhwc else _normalise_nchw(batch_u8)
-                y = self._session.run(None, {self._input_name: x})[0]
+                outputs = self._session.run(None, {self._input_name: x})
+                y = outputs[0]
+                if feature_map:
+                    fmap = np.asarray(outputs[1], dtype=np.float32)
             else:
                 import torch
 
@@ -232,11 +251,109 @@ class SSCDEmbedder(Embedder):
         y = np.asarray(y, dtype=np.float32)
         if y.ndim != 2 or y.shape[1] != self.spec.dim:
             raise EmbedderError(f"the {self.runtime} model returned shape {y.shape}, expected [n, {self.spec.dim}]")
+        if feature_map:
+            if fmap is None or fmap.ndim != 4 or fmap.shape[0] != y.shape[0]:
+                raise EmbedderError("the model gave no feature map for region search")
+            return y, fmap
         return y
+
+    # -- regions --------------------------------------------------------------------------------
+
+    @property
+    def regions_available(self) -> str | None:
+        """None when this embedder can search regions; otherwise why not, in one line."""
+        if self._session is None:
+            return "region search needs SSCD's ONNX runtime (pip install onnxruntime); the whole image was checked"
+        if getattr(self, "_head", None) is None:
+            return "region search needs an SSCD ONNX file whose head can be read; the whole image was checked"
+        return None
+
+    def embed_regions(self, images: Sequence, mode: str):
+        """The whole images' vectors, exactly as `embed` gives them, and the regions searched
+        beside them: a list of (image index, Region, vector), from boxes of the model's own
+        feature maps (see lib_replicheck/regions.py)."""
+        import numpy as np
+
+        from lib_replicheck import regions
+
+        why = self.regions_available
+        if why:
+            raise EmbedderError(why)
+        images = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        whole = None
+        found: list = []
+        for scale in regions.PASSES[regions.check_mode(mode)] or (1.0,):
+            side = round(SHORT_SIDE * scale)
+            arrays = [np.asarray(resize_short_side(im, side, MAX_ASPECT), dtype=np.uint8) for im in images]
+            vectors = np.zeros((len(arrays), self.spec.dim), dtype=np.float32)
+            maps: list = [None] * len(arrays)
+            for idx in group_by_size(arrays).values():
+                for start in range(0, len(idx), self.batch_size):
+                    chunk = idx[start:start + self.batch_size]
+                    y, fmap = self._run(np.stack([arrays[i] for i in chunk]), feature_map=True)
+                    vectors[chunk] = y
+                    for j, i in enumerate(chunk):
+                        maps[i] = fmap[j]
+            if scale == 1.0:
+                whole = l2_normalise(vectors)
+            if mode == "off":
+                break
+            for i, (im, fmap) in enumerate(zip(images, maps)):
+                rows, cols = fmap.shape[1:]
+                if scale == 1.0:
+                    self._check_head(fmap, vectors[i])
+                cells = regions.cell_boxes(rows, cols)
+                boxes = [regions.to_region(c, rows, cols, im.size[0], im.size[1]) for c in cells]
+                keep = [k for k, ok in enumerate(regions.featured(im, boxes)) if ok]
+                if not keep:
+                    continue
+                pooled = regions.gem_pool(fmap, [cells[k] for k in keep])
+                for k, v in zip(keep, self._project(pooled)):
+                    found.append((i, boxes[k], v))
+        return whole, found
+
+    def _project(self, pooled):
+        """SSCD's linear layer and L2 norm after pooling."""
+        import numpy as np
+
+        weight, bias = self._head
+        y = pooled.astype(np.float32) @ (weight.T if weight.shape[1] == pooled.shape[1] else weight)
+        return l2_normalise(y + bias if bias is not None else y)
+
+    def _check_head(self, fmap, vector) -> None:
+        """Pooling the whole map must give the model's own vector: proof that the head was read
+        right, on every image, for the cost of one product."""
+        import numpy as np
+
+        from lib_replicheck.regions import gem_pool
+
+        rows, cols = fmap.shape[1:]
+        mine = self._project(gem_pool(fmap, [(0, 0, cols, rows)]))[0]
+        theirs = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        if float(mine @ theirs) < 0.999:
+            self._head = None
+            raise EmbedderError("this SSCD ONNX file's head is not GeM + linear as expected: "
+                                "region search is off for it")
 
     def close(self) -> None:
         self._session = None
         self._torch_model = None
+
+
+def _region_head(path: Path):
+    """(model bytes that also return the feature map, weight, bias) of SSCD's GeM head, or None
+    when the graph does not end in one; see onnx_graph.py."""
+    from lib_replicheck.embedders import onnx_graph
+
+    model = Path(path).read_bytes()
+    head = onnx_graph.find_gem_head(onnx_graph.nodes(model))
+    if head is None:
+        return None
+    weight = onnx_graph.initializer(model, head.weight)
+    bias = onnx_graph.initializer(model, head.bias) if head.bias else None
+    if weight is None or weight.ndim != 2:
+        return None
+    return onnx_graph.with_output(model, head.feature_map), weight, bias
 
 
 def _normalise_nchw(batch_u8):
