@@ -6,7 +6,8 @@ autofaiss chooses (see science.md), best design first among those that fit:
   most 65k), with an HNSW coarse quantiser from 1M vectors;
 - `sq8`, `sq4`: the same IVF with 8-bit scalar codes of every dimension where they fit the disk
   budget (none by default), else 4-bit ones: a pack a half or a quarter of float16 vectors, whose
-  similarities stay within 0.002 (8-bit) or 0.02 (4-bit) of the exact ones. PCA before the codes was
+  similarities stay within 0.002 (8-bit) or 0.02 (4-bit) of the exact ones. The 8-bit codes share
+  one range for all dimensions (faster to scan than a range each, index_factory.new_index). PCA before the codes was
   measured and left out: without re-normalising it scored copies 0.3 too low, with it up to 0.08 off
   (bench/index_scale.py);
 - `opq-pq`: OPQ + PQ codes alone, as many bytes as the disk budget allows, for budgets below that;
