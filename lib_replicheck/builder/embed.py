@@ -158,7 +158,7 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
     if embedder is None:
         embedder = load_embedder(opts)
     spec = embedder.spec
-    crops = crops_for(spec.metric)
+    crops = crops_for(spec.metric, opts.centre_crops)
     chunks = 0
     with ThreadPoolExecutor(max(1, opts.workers)) as pool:
         for i, chunk in enumerate(_chunks(items, opts.shard_size)):

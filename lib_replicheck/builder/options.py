@@ -12,6 +12,10 @@ GB = 1024**3
 #: image (fractions of width and height); a cosine pack stores the whole image only.
 PDQ_CROPS = (1.0, 0.95, 0.9, 0.85, 0.8)
 THUMB_SIZE = 256
+#: A cosine pack may also store descriptors of centre crops of each image (`build --centre-crops`):
+#: a part of a training image enlarged to fill a picture scores higher against a crop of it than
+#: against the whole (bench/reference_crops.py measures what they find and cost).
+MAX_CENTRE_CROPS = 3
 
 
 @dataclass
@@ -35,6 +39,7 @@ class BuildOptions:
     exclude: str | None = None
     license: str | None = None
     thumbnails: bool = False  # store a 256-pixel thumbnail per image in the pack
+    centre_crops: tuple[float, ...] = ()  # cosine packs: centre crops stored beside each whole image
     download_processes: int = 2
     download_threads: int = 16
     download_timeout: int = 10
@@ -53,8 +58,27 @@ class BuildReport:
     seconds: float = 0.0
 
 
-def crops_for(metric: str) -> tuple[float, ...]:
-    return PDQ_CROPS if metric == "hamming" else (1.0,)
+def crops_for(metric: str, centre_crops: tuple[float, ...] = ()) -> tuple[float, ...]:
+    """The crops of each image a pack stores (fractions of width and height; 1.0 the whole)."""
+    return PDQ_CROPS if metric == "hamming" else (1.0, *centre_crops)
+
+
+def parse_centre_crops(text: str | None) -> tuple[float, ...]:
+    """`--centre-crops 0.7,0.5`: distinct fractions between 0.3 and 0.95, at most
+    MAX_CENTRE_CROPS; a clear error naming the option otherwise."""
+    from lib_replicheck.errors import ReplicheckError
+
+    if not text or not str(text).strip():
+        return ()
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ReplicheckError(f"--centre-crops {text!r}: give fractions of the side, e.g. 0.7,0.5") from None
+    if len(values) > MAX_CENTRE_CROPS or len(set(values)) != len(values) or not all(0.3 <= v <= 0.95 for v in values):
+        raise ReplicheckError(f"--centre-crops {text!r}: at most {MAX_CENTRE_CROPS} distinct fractions "
+                              "between 0.3 and 0.95")
+    return values
 
 
 def load_embedder(opts: BuildOptions):

@@ -65,7 +65,7 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
     work = Path(work) if work else out.parent / f".{out.name}.work"
     kind = sources.detect(source)
     embedder = load_embedder(opts)
-    options = {"shard_size": opts.shard_size, "crops": list(crops_for(embedder.spec.metric)),
+    options = {"shard_size": opts.shard_size, "crops": list(crops_for(embedder.spec.metric, opts.centre_crops)),
                "thumbnails": opts.thumbnails, "license": opts.license, "exclude": exclusions_digest(opts.exclude)}
     store = open_work(work, fingerprint(source, kind, embedder.spec, options), chosen_by_user=chosen_by_user,
                       log=log)
@@ -83,6 +83,7 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
 def build_from_items(items: Iterable[SourceItem], embedder, out: str | Path, *, name: str | None = None,
                      title: str | None = None, description: str = "", source: dict | None = None,
                      thumbnails: bool = True, overwrite: bool = False, batch: int = 64,
+                     centre_crops: tuple[float, ...] = (),
                      log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `items` (files, bytes or images in memory, see SourceItem) with an
     embedder already loaded, through the same stages as `build`: programs that hold their images
@@ -94,7 +95,7 @@ def build_from_items(items: Iterable[SourceItem], embedder, out: str | Path, *, 
     started = time.perf_counter()
     out = Path(out)
     name = check_target(out, name, overwrite)
-    opts = BuildOptions(batch=batch, thumbnails=thumbnails)
+    opts = BuildOptions(batch=batch, thumbnails=thumbnails, centre_crops=tuple(centre_crops))
     work = out.parent / f".{out.name}.work-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     try:

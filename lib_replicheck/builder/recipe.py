@@ -469,7 +469,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
                              license=recipe.source.get("license") or None)
         report("embed", 0, stats["ok"], "loading the embedder")
         embedder = load_embedder(bopts)
-        options = {"shard_size": bopts.shard_size, "crops": list(crops_for(embedder.spec.metric)),
+        options = {"shard_size": bopts.shard_size, "crops": list(crops_for(embedder.spec.metric, bopts.centre_crops)),
                    "thumbnails": bopts.thumbnails, "license": bopts.license, "exclude": exclusions_digest(None)}
         store = open_work(work / "build", fingerprint(rows, "parquet", embedder.spec, options),
                           chosen_by_user=False, log=log)

@@ -88,7 +88,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
             "tuned_for": {"recall_at_10": opts.recall_target, "max_query_ms": opts.max_query_ms,
                           **({"disk_budget_gb": round(opts.disk_budget / GB, 3)} if opts.disk_budget else {})},
             **({"copies_found": measured["copies_found"]} if "copies_found" in measured else {}),
-            "variants": [{"centre_crop": c} for c in crops_for(spec.metric)]}
+            "variants": [{"centre_crop": c} for c in crops_for(spec.metric, opts.centre_crops)]}
     if reranker is not None:
         info["rerank"] = {"file": RERANK_FILE, "dtype": "float16", "candidates": measured["candidates"]}
     return info, n_items, n_vectors

@@ -28,7 +28,7 @@ def build_progress(args, kind: str):
 
 
 def cmd_build(args) -> int:
-    from lib_replicheck.builder.options import BuildOptions, GB
+    from lib_replicheck.builder.options import GB, BuildOptions, parse_centre_crops
     from lib_replicheck.builder.pipeline import build
     from lib_replicheck.builder.sources import detect
 
@@ -44,6 +44,7 @@ def cmd_build(args) -> int:
         disk_budget=int(args.disk_budget * GB) if getattr(args, "disk_budget", None) else None,
         exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
         thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
+        centre_crops=parse_centre_crops(getattr(args, "centre_crops", None)),
         download_timeout=args.download_timeout, progress=bar.update if bar is not None else None)
     try:
         report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,

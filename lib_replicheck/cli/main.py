@@ -78,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", default="", help="source dataset, recorded in the manifest")
     b.add_argument("--license", default="", help="license of the images, recorded per image and in the manifest")
     b.add_argument("--exclude", type=Path, help="exclusion list: URLs or hashes, one a line (e.g. Re-LAION removals)")
+    b.add_argument("--centre-crops", metavar="F,F", help="SSCD/CLIP packs: also store centre crops of each image, "
+                   "as fractions of the side (e.g. 0.7,0.5): finds parts of training images enlarged to fill a "
+                   "picture, for one more index vector per crop (see bench/reference_crops.py)")
     b.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=None,
                    help="store 256-pixel thumbnails in the pack (default: for folders only)")
     b.add_argument("--work", type=Path, help="work folder for downloads and shards (default: beside --out); "
