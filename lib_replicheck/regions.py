@@ -9,8 +9,8 @@ that it pools (GeM, p=3) into one vector through a linear layer; pooling a box o
 of all of it gives that box's descriptor for the cost of a sum, so one forward pass yields hundreds
 of regions (`embedders/sscd.py` reads the map; this module chooses and pools the boxes):
 
-- `off`: the whole image only; the default: `fast` costs about 1.5x the check on a small pack,
-  but its few hundred regions are each one more query, which a pack of millions pays for.
+- `off`: the whole image only; the default: `fast` costs about 2x the check on a small pack,
+  and its few hundred regions are each one more query, which a pack of millions pays for.
 - `fast`: boxes of the feature map the whole-image pass already made (288 pixels on the short
   side): no extra forward pass. Finds copies of about half the side and more.
 - `thorough`: `fast` plus passes at 1.5, 2 and 3 times the side, where copies of about 2/3, 1/2

@@ -62,8 +62,8 @@ def parser() -> argparse.ArgumentParser:
                    help="progress bar on stderr (auto: on a terminal, not with --json)")
     c.add_argument("--regions", choices=["off", "fast", "thorough"], default=None,
                    help="also search regions of each image, for copies inside a larger picture: fast (boxes of the "
-                        "whole-image pass, about 1.5x the check) or thorough (plus a pass at twice the size, "
-                        "for smaller copies, about 5x) (default off)")
+                        "whole-image pass, about 2x the check) or thorough (plus passes at 1.5 to 3 times the size, "
+                        "for smaller copies, about 15x) (default off)")
     _model_args(c)
 
     b = sub.add_parser("build", help="build a pack from a folder of images, webdataset shards or a LAION parquet")

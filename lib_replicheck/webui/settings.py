@@ -60,8 +60,8 @@ SETTINGS: tuple[SettingDef, ...] = (
           "about 90% precision on DISC2021, Pizzi et al., CVPR 2022"),
     _tier("sscd", "duplicate", "SSCD: duplicate at similarity", "Somepalli et al.'s duplicate cut"),
     SettingDef("replicheck_regions", DEFAULT_REGIONS, "Search regions of each image (copies inside a larger picture)",
-               f"default {DEFAULT_REGIONS}; fast searches boxes of the whole-image pass (about 1.5x the check), thorough "
-               "adds a pass at twice the size for smaller copies (about 5x); see the README", "radio",
+               f"default {DEFAULT_REGIONS}; fast searches boxes of the whole-image pass (about 2x the check), thorough "
+               "adds passes at 1.5 to 3 times the size for smaller copies (about 15x); see the README", "radio",
                choices=REGION_MODES),
     _tier("pdq", "likely", "PDQ: likely copy at Hamming distance", "Meta's PDQ match threshold"),
     _tier("pdq", "duplicate", "PDQ: duplicate at Hamming distance", "no published cut"),
