@@ -114,7 +114,7 @@ class Checker:
             if queries:
                 vectors = np.concatenate([vectors, np.stack([v for _, _, v in queries])])
             for pack in packs:
-                for r, ((i, box), hits) in enumerate(zip(owners, pack.search(np.asarray(vectors), top_k))):
+                for (i, box), hits in zip(owners, pack.search(np.asarray(vectors), top_k)):
                     judge = family_tiers if box is None else region_tiers
                     for h in hits[:top_k if box is None else 1]:
                         v = Verdict.NONE if i in low_quality else judge.verdict(h.similarity, h.distance)

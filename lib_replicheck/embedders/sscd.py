@@ -216,15 +216,25 @@ class SSCDEmbedder(Embedder):
         return np.asarray(resize_short_side(im, SHORT_SIDE, MAX_ASPECT), dtype=np.uint8)
 
     def embed(self, images: Sequence):
+        return l2_normalise(self._forward([self.preprocess(im) for im in images])[0])
+
+    def _forward(self, arrays, feature_map: bool = False):
+        """The model's vectors [n, dim] for uint8 arrays, batched by size; with `feature_map`, also
+        each array's last feature map (else a list of None)."""
         import numpy as np
 
-        arrays = [self.preprocess(im) for im in images]
         out = np.zeros((len(arrays), self.spec.dim), dtype=np.float32)
+        maps: list = [None] * len(arrays)
         for idx in group_by_size(arrays).values():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start:start + self.batch_size]
-                out[chunk] = self._run(np.stack([arrays[i] for i in chunk]))
-        return l2_normalise(out)
+                y = self._run(np.stack([arrays[i] for i in chunk]), feature_map=feature_map)
+                if feature_map:
+                    y, fmap = y
+                    for j, i in enumerate(chunk):
+                        maps[i] = fmap[j]
+                out[chunk] = y
+        return out, maps
 
     def _run(self, batch_u8, feature_map: bool = False):
         """The model's vectors for a batch; with `feature_map`, (vectors, last feature maps)."""
@@ -285,15 +295,7 @@ class SSCDEmbedder(Embedder):
         for scale in regions.PASSES[regions.check_mode(mode)] or (1.0,):
             side = round(SHORT_SIDE * scale)
             arrays = [np.asarray(resize_short_side(im, side, MAX_ASPECT), dtype=np.uint8) for im in images]
-            vectors = np.zeros((len(arrays), self.spec.dim), dtype=np.float32)
-            maps: list = [None] * len(arrays)
-            for idx in group_by_size(arrays).values():
-                for start in range(0, len(idx), self.batch_size):
-                    chunk = idx[start:start + self.batch_size]
-                    y, fmap = self._run(np.stack([arrays[i] for i in chunk]), feature_map=True)
-                    vectors[chunk] = y
-                    for j, i in enumerate(chunk):
-                        maps[i] = fmap[j]
+            vectors, maps = self._forward(arrays, feature_map=True)
             if scale == 1.0:
                 whole = l2_normalise(vectors)
             if mode == "off":
