@@ -4,12 +4,19 @@ autofaiss chooses (see science.md), best design first among those that fit:
 - `flat`: exact search while a flat index is small (under 100k vectors) and fits the memory budget;
 - `ivf-flat`: IVF with uncompressed vectors whenever they fit the memory budget: 4*sqrt(N) lists (at
   most 65k), with an HNSW coarse quantiser from 1M vectors;
-- `sq8`, `sq4`: the same IVF with 8-bit scalar codes of every dimension where they fit the disk
-  budget (none by default), else 4-bit ones: a pack a half or a quarter of float16 vectors, whose
-  similarities stay within 0.002 (8-bit) or 0.02 (4-bit) of the exact ones. The 8-bit codes share
+- `sq8`: the same IVF with 8-bit scalar codes of every dimension where they fit the disk budget
+  (none by default): half the size of float16 vectors, similarities within 0.002 of the exact ones. The 8-bit codes share
   one range for all dimensions (faster to scan than a range each, index_factory.new_index). PCA before the codes was
   measured and left out: without re-normalising it scored copies 0.3 too low, with it up to 0.08 off
   (bench/index_scale.py);
+- `fastscan`: where 8-bit codes do not fit, the same IVF with 4-bit PQ codes of 8 dimensions each
+  (faiss's fast-scan: a 512-d vector in 32 bytes, scanned from SIMD registers), whose 100 best
+  candidates are re-ranked from 4-bit scalar codes on disk (packs.rerank, within 0.02 of the exact
+  similarity). At 1M vectors it scanned a quarter of the lists in 2.2 ms a query where 8-bit codes
+  took 11: copies at similarity 0.5 need that many lists (their original's list ranks up to 1,600th
+  of 4,096), so the scan's speed is what decides a large pack's query time;
+- `sq4` (only when named): the IVF with 4-bit scalar codes; as small as `fastscan` but as slow to
+  scan per probe as 8-bit codes, so within a latency budget it searched too few lists at 12M;
 - `opq-pq`: OPQ + PQ codes alone, as many bytes as the disk budget allows, for budgets below that;
 - `pq-rerank` (only when named; packs built with it stay readable): IVF + PQ, as many PQ bytes as
   the memory budget allows, candidates re-ranked exactly from float16 vectors on disk.
@@ -26,7 +33,7 @@ import math
 from dataclasses import dataclass, field
 
 GB = 1024**3
-DESIGNS = ("auto", "flat", "ivf-flat", "sq8", "sq4", "opq-pq", "pq-rerank")
+DESIGNS = ("auto", "flat", "ivf-flat", "sq8", "fastscan", "sq4", "opq-pq", "pq-rerank")
 ID_BYTES = 8  # an IVF list stores each vector's 64-bit id beside its code
 SLACK = 1.1  # list overheads, the quantiser and the manifest on top of the codes
 
@@ -37,7 +44,8 @@ class Plan:
     metric: str
     nlist: int = 0
     exact: bool = False
-    rerank: bool = False  # a lossy (PQ) index: exact re-ranking from float16 vectors on disk
+    rerank: bool = False  # a lossy (PQ) index: re-ranking from vectors on disk ...
+    rerank_dtype: str = "float16"  # ... stored as float16 or as 4-bit codes (packs.rerank)
     train_size: int = 0
     notes: list[str] = field(default_factory=list)
     design: str = ""
@@ -78,14 +86,22 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB, disk_budg
         # uncompressed vectors fit: nothing to lose to quantisation
         return Plan(f"{coarse},Flat", metric, nlist=nlist, train_size=ivf_train, design="ivf-flat",
                     disk_bytes=n * (dim * 4 + ID_BYTES))
-    for bits in (8, 4):  # scalar codes: 8 bits a dimension where they fit the disk budget, else 4
+    for bits in (8, 4):  # scalar codes: 8 bits a dimension where they fit the disk budget; 4 only by name
         disk = n * (dim * bits // 8 + ID_BYTES)
-        if design == f"sq{bits}" or design == "auto" and _fits(disk, disk_budget):
+        if design == f"sq{bits}" or design == "auto" and bits == 8 and _fits(disk, disk_budget):
             plan = Plan(f"{coarse},SQ{bits}", metric, nlist=nlist, train_size=ivf_train, design=f"sq{bits}",
                         disk_bytes=disk)
             plan.notes.append(f"{bits}-bit scalar codes: {disk / GB:.1f} GB on disk"
                               + (f", within a disk budget of {disk_budget / GB:.1f} GB" if disk_budget else ""))
             return plan
+        if bits == 8 and dim % 8 == 0:
+            fs = n * (dim // 16 + ID_BYTES + (dim + 1) // 2)
+            if design == "fastscan" or design == "auto" and _fits(fs, disk_budget):
+                plan = Plan(f"{coarse},PQ{dim // 8}x4fs", metric, nlist=nlist, train_size=ivf_train,
+                            design="fastscan", rerank=True, rerank_dtype="sq4", disk_bytes=fs)
+                plan.notes.append(f"4-bit fast-scan codes re-ranked from 4-bit scalar codes: {fs / GB:.1f} GB on "
+                                  "disk" + (f", within a disk budget of {disk_budget / GB:.1f} GB" if disk_budget else ""))
+                return plan
     m = _pq_bytes(n, dim, memory_budget)
     if design == "pq-rerank":
         return _pq_plan(n, dim, metric, coarse, nlist, m, rerank=True, disk=n * (m + ID_BYTES + dim * 2),

@@ -54,12 +54,18 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         if time.perf_counter() - shown > 60 or added == n_vectors:
             log(f"index: {added:,} of {n_vectors:,} vectors added ({time.perf_counter() - t:.0f} s)")
             shown = time.perf_counter()
-    reranker = None
+    reranker = rerank_info = None
     if plan.rerank:
-        from lib_replicheck.packs.rerank import RERANK_FILE, Reranker, write_rows
+        from lib_replicheck.packs import rerank as rr
 
-        write_rows(folder / RERANK_FILE, (v for _, v in chunks()), n_vectors, spec.dim)
-        reranker = Reranker(folder / RERANK_FILE, n_vectors, spec.dim, variants)
+        value_range = rr.sq4_range(sample) if plan.rerank_dtype == "sq4" else None
+        name = rr.SQ4_FILE if plan.rerank_dtype == "sq4" else rr.RERANK_FILE
+        t = time.perf_counter()
+        rr.write_rows(folder / name, (v for _, v in chunks()), n_vectors, spec.dim, plan.rerank_dtype, value_range)
+        log(f"index: re-ranking rows ({plan.rerank_dtype}) written ({time.perf_counter() - t:.0f} s)")
+        reranker = rr.Reranker(folder / name, n_vectors, spec.dim, variants, plan.rerank_dtype, value_range)
+        rerank_info = {"file": name, "dtype": plan.rerank_dtype,
+                       **({"range": list(value_range)} if value_range else {})}
     # recall@10 against exact search for queries drawn from the data, each left out of its own
     # results (as if held out: the pack keeps every image, and a query's own vector is no neighbour)
     rng = np.random.default_rng(1)
@@ -91,7 +97,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
             **({"copies_found": measured["copies_found"]} if "copies_found" in measured else {}),
             "variants": [{"centre_crop": c} for c in crops_for(spec.metric, opts.centre_crops)]}
     if reranker is not None:
-        info["rerank"] = {"file": RERANK_FILE, "dtype": "float16", "candidates": measured["candidates"]}
+        info["rerank"] = {**rerank_info, "candidates": measured["candidates"]}
     return info, n_items, n_vectors
 
 

@@ -59,6 +59,9 @@ def recall_at(found, truth, k: int = 10) -> float:
 
 
 CANDIDATES = (50, 100, 200, 400, 1000)  # re-ranked candidates tried for a lossy index
+# for fast-scan codes: at 1M vectors the original of 99.8% of real copies at similarity 0.5 was among
+# the first 100 as often as among the first 300; one count keeps the tuning of 12M vectors short
+FASTSCAN_CANDIDATES = (100,)
 TIMED_QUERIES = 20  # single queries per timing pass
 TIMING_PASSES = 5  # passes; the fastest counts
 
@@ -208,7 +211,8 @@ def tune(index, plan: Plan, queries, truth, target: float = 0.95, k: int = 10, r
     if plan.exact:
         return verdict(measure({}, k))
     tried = []
-    for cand in (CANDIDATES if reranker is not None else (k,)):
+    grid = (k,) if reranker is None else FASTSCAN_CANDIDATES if plan.design == "fastscan" else CANDIDATES
+    for cand in grid:
         scores = []
         for nprobe in nprobe_grid(plan.nlist):
             params = {"nprobe": nprobe}

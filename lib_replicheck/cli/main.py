@@ -94,9 +94,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--memory-budget", type=float, default=4.0, help="GB the index may take in RAM (4)")
     b.add_argument("--disk-budget", type=float, default=None,
                    help="GB the index may take on disk, i.e. in the download (default: no limit); large packs "
-                        "then get 8-bit, else 4-bit codes")
+                        "then get 8-bit codes, else 4-bit fast-scan codes re-ranked from 4-bit codes on disk")
     b.add_argument("--index-design", default="auto",
-                   choices=("auto", "flat", "ivf-flat", "sq8", "sq4", "opq-pq", "pq-rerank"),
+                   choices=("auto", "flat", "ivf-flat", "sq8", "fastscan", "sq4", "opq-pq", "pq-rerank"),
                    help="index design (auto: the best that fits the budgets)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the index is tuned to (0.95)")
     b.add_argument("--max-query-ms", type=float, default=10.0,

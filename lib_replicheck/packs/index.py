@@ -224,6 +224,30 @@ def _inverted_lists(r: _Reader, where: str, nlist: int, code_size: int, ntotal: 
     r.skip(total * (code_size + 8), f"{where} inverted lists")
 
 
+def _block_inverted_lists(r: _Reader, where: str, nlist: int, code_size: int, ntotal: int, bbs: int,
+                          m2: int) -> None:
+    """BlockInvertedLists (fast-scan codes in blocks of `bbs` vectors): per list, its ids then its
+    codes, each block `bbs` * `m2` / 2 bytes."""
+    h = r.fourcc(f"{where}.invlists")
+    if h in REFUSED:
+        raise LayoutError(f"{where} uses {REFUSED[h]} ('{h}'): not accepted")
+    _need(h == "ilbl", f"{where} stores its fast-scan lists as '{h}'; only blocks inside the file ('ilbl') are accepted")
+    _need(r.u64(f"{where}.invlists.nlist") == nlist, f"{where}: inverted lists and index disagree on nlist")
+    # faiss writes INVALID_CODE_SIZE (size_t -1) here: a block list's codes are not one per vector
+    _need(r.u64(f"{where}.invlists.code_size") == 2**64 - 1, f"{where}: block lists declare a code size")
+    per_block, block = r.u64(f"{where}.invlists.n_per_block"), r.u64(f"{where}.invlists.block_size")
+    _need(per_block == bbs and block == bbs * m2 // 2, f"{where}: blocks of {per_block} vectors in {block} bytes "
+                                                       f"for a fast-scan index of bbs {bbs}, M2 {m2}")
+    total = 0
+    for i in range(nlist):
+        n = r.vector(8, f"{where}.invlists[{i}].ids")
+        total += n
+        _need(total <= ntotal, f"{where}: inverted lists hold more vectors than the index's {ntotal}")
+        codes = r.vector(1, f"{where}.invlists[{i}].codes")
+        _need(codes == -(-n // per_block) * block, f"{where}: list {i} holds {n} ids but {codes} code bytes")
+    _need(total == ntotal, f"{where}: inverted lists hold {total} vectors, the index says {ntotal}")
+
+
 def _hnsw(r: _Reader, where: str, ntotal: int) -> None:
     """An HNSW graph (a coarse quantiser's): every neighbour and offset checked, as faiss < 1.15 does not."""
     import numpy as np
@@ -332,10 +356,11 @@ def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
             _need(d_in == dim, f"{h}.chain[{i}] takes {d_in} dimensions, gets {dim}")
             dim = d_out
         sub = _float_index(r, f"{h}.index", depth + 1, top=False)
-        _need(sub.kind.startswith(("IwFl", "IwPQ", "IwSq")) or sub.kind in FLAT, f"{h}: index {sub.kind} under a transform")
+        _need(sub.kind.startswith(("IwFl", "IwPQ", "IwSq", "IwPf")) or sub.kind in FLAT,
+              f"{h}: index {sub.kind} under a transform")
         _need(sub.d == dim and sub.ntotal == ntotal, f"{h}: its index does not match it")
         return Layout(f"{h}({sub.kind})", d, ntotal)
-    if h in ("IwFl", "IwPQ", "IwSq"):
+    if h in ("IwFl", "IwPQ", "IwSq", "IwPf"):
         d, ntotal, metric = _header(r, h)
         nlist = r.u64(f"{h}.nlist")
         r.u64(f"{h}.nprobe")  # faiss searches at most nlist lists whatever this says
@@ -343,6 +368,17 @@ def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
         q = _quantizer(r, f"{h}.quantizer", depth)
         _need(q.d == d and q.ntotal == nlist, f"{h}: quantiser of {q.ntotal} x {q.d} for {nlist} lists of {d}")
         _direct_map(r, h)
+        if h == "IwPf":  # fast-scan PQ: 4-bit codes, stored in blocks
+            _need(not r.flag(f"{h}.by_residual"), f"{h}: codes by residual (packs encode vectors as they are)")
+            code_size = r.u64(f"{h}.code_size")
+            bbs, m2 = r.i32(f"{h}.bbs"), r.u64(f"{h}.M2")
+            r.i32(f"{h}.implem")
+            r.u64(f"{h}.qbs2")
+            m, nbits = _product_quantizer(r, f"{h}.pq", d)
+            _need(nbits == 4 and code_size == (m * nbits + 7) // 8 and m2 == m + m % 2 and 0 < bbs <= 1024
+                  and bbs % 32 == 0, f"{h}: PQ{m}x{nbits} in codes of {code_size} bytes, bbs {bbs}, M2 {m2}")
+            _block_inverted_lists(r, h, nlist, code_size, ntotal, bbs, m2)
+            return Layout(f"{h}({q.kind})", d, ntotal)
         if h == "IwFl":
             code_size = d * 4
         elif h == "IwSq":

@@ -7,6 +7,7 @@ wrong types and file paths that leave the pack folder are refused with the field
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -164,6 +165,14 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
     rerank = optional(index, "rerank", dict, "index.")
     if rerank is not None:
         relative(need(rerank, "file", str, "index.rerank."), "index.rerank.file")
+        dtype = optional(rerank, "dtype", str, "index.rerank.", "float16")
+        if dtype not in ("float16", "sq4"):
+            raise bad("index.rerank.dtype", f"should be float16 or sq4, not {dtype!r}"[:200])
+        if dtype == "sq4":
+            lo_hi = need(rerank, "range", list, "index.rerank.")
+            if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                          and math.isfinite(v) for v in lo_hi) or not lo_hi[0] < lo_hi[1]:
+                raise bad("index.rerank.range", "should be two finite numbers, the lower first")
         candidates = need(rerank, "candidates", int, "index.rerank.")
         if not 0 < candidates <= MAX_CANDIDATES:
             raise bad("index.rerank.candidates", f"should be from 1 to {MAX_CANDIDATES}, not {candidates}")

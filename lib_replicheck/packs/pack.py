@@ -76,7 +76,9 @@ class Pack:
             if rerank:
                 from lib_replicheck.packs.rerank import Reranker
 
-                reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, variants)
+                reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, variants,
+                                    rerank.get("dtype", "float16"),
+                                    tuple(rerank["range"]) if rerank.get("dtype") == "sq4" else None)
                 candidates = rerank["candidates"]
         except BaseException:
             metadata.close()

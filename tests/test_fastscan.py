@@ -1,0 +1,164 @@
+"""The `fastscan` index design, the one a 12M pack gets within a 4 GB download: 4-bit fast-scan PQ
+codes in the lists, their candidates re-ranked from 4-bit scalar codes on disk. Real photos and
+their edited copies (Meta's SSCD, int8 ONNX) are hidden among clustered distractors, and the copies
+must find their original first through the pack users open, with similarities close to the exact
+ones; the files such a pack adds are checked before faiss or numpy trusts them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from conftest import edits
+from lib_replicheck.builder import index_factory as fac
+from lib_replicheck.builder.options import BuildOptions
+from lib_replicheck.builder.shards import ShardStore
+from lib_replicheck.errors import PackError
+from lib_replicheck.packs import index as pack_index
+from lib_replicheck.packs.pack import Pack
+from lib_replicheck.packs.rerank import SQ4_FILE, sq4_decode, sq4_encode, sq4_range
+
+HAYSTACK = 3 * 12_000
+
+
+@pytest.fixture(scope="module")
+def real(sscd_onnx, photos):
+    """SSCD descriptors of eight photos and of five edited copies of each."""
+    from lib_replicheck.embedders.sscd import SSCDEmbedder
+
+    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
+    originals = embedder.embed(photos)
+    copies, copy_of = [], []
+    for i, im in enumerate(photos):
+        out = list(edits(im).values())
+        copies.append(embedder.embed(out))
+        copy_of += [i] * len(out)
+    return originals, np.concatenate(copies), np.array(copy_of)
+
+
+def _haystack(tmp_path, originals):
+    """Clustered unit vectors in three shards, the originals hidden at spread-out rows."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((200, 512)).astype("float32")
+    hidden = np.linspace(0, HAYSTACK - 1, len(originals) + 2).astype(int)[1:-1]
+    store = ShardStore(tmp_path / "work")
+    per = HAYSTACK // 3
+    for s in range(3):
+        v = centres[rng.integers(0, 200, per)] + 0.8 * rng.standard_normal((per, 512)).astype("float32")
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        inside = (hidden >= s * per) & (hidden < (s + 1) * per)
+        v[hidden[inside] - s * per] = originals[inside]
+        store.write(s, v[:, None, :], [{"key": f"{s}-{i}"} for i in range(per)], [])
+    return store, hidden
+
+
+def test_sq4_codes_keep_similarities_of_real_copies(real):
+    """4-bit codes on one range: a real copy's similarity to its coded original stays within 0.02 of
+    the exact one (what the re-ranked score shows the user), and the codes are a quarter of float16."""
+    originals, copies, copy_of = real
+    rng = np.random.default_rng(3)
+    lo, hi = sq4_range(np.concatenate([originals, copies, rng.standard_normal((200, 512)).astype("float32") * 0.045]))
+    codes = sq4_encode(originals, lo, hi)
+    assert codes.shape == (len(originals), 256) and codes.dtype == np.uint8
+    exact = (copies * originals[copy_of]).sum(1)
+    coded = (copies * sq4_decode(codes, 512, lo, hi)[copy_of]).sum(1)
+    assert np.abs(coded - exact).max() < 0.02
+    odd = sq4_decode(sq4_encode(np.full((1, 3), lo), lo, hi), 3, lo, hi)  # odd dimension counts round-trip
+    assert odd.shape == (1, 3) and np.allclose(odd, lo + (hi - lo) / 32)
+
+
+def test_fastscan_pack_finds_real_copies_first(tmp_path, real, monkeypatch):
+    """Built by the builder's own index stage with design auto and a disk budget that 8-bit codes do
+    not fit; opened as `check` opens it; every real edited copy finds its original first."""
+    from lib_replicheck.builder.stages import index_stage, metadata_stage
+    from lib_replicheck.embedders import sscd
+    from lib_replicheck.packs.publish import seal, staging_dir
+
+    originals, copies, copy_of = real
+    store, hidden = _haystack(tmp_path, originals)
+    spec = sscd.spec_for("sscd_disc_mixup")
+    sq8 = HAYSTACK * (512 + 8)
+    plan = fac.choose(HAYSTACK, 512, "cosine", 1024**3, sq8)
+    assert plan.design == "fastscan" and plan.factory == "IVF1024,PQ64x4fs" and plan.disk_bytes < sq8 * 0.6
+    tmp, logs = staging_dir(tmp_path / "fs"), []
+    opts = BuildOptions(embedder="sscd", memory_budget=1024**3, disk_budget=sq8, max_query_ms=50)
+    info, count, vectors = index_stage(store, spec, tmp, opts, logs.append)
+    metadata_stage(store, tmp)
+    seal(tmp, tmp_path / "fs", name="fs", title=None, description="", source={}, spec=spec,
+         count=count, vectors=vectors, index=info)
+    assert info["design"] == "fastscan" and info["rerank"]["file"] == SQ4_FILE and info["rerank"]["dtype"] == "sq4"
+    assert info["rerank"]["candidates"] == 100 and len(info["rerank"]["range"]) == 2
+    assert any("fast-scan" in line for line in logs)
+    assert (tmp_path / "fs" / SQ4_FILE).stat().st_size < HAYSTACK * 260
+
+    monkeypatch.setattr(pack_index, "MMAP_MIN_BYTES", 1)
+    pack = Pack(tmp_path / "fs")
+    assert SQ4_FILE in {f.path for f in pack.manifest.files}
+    hits = pack.search(copies, k=5)
+    first = np.array([row[0].item.id for row in hits])
+    assert (first == hidden[copy_of]).all()
+    exact = (copies * originals[copy_of]).sum(1)
+    shown = np.array([row[0].similarity for row in hits])
+    assert np.abs(shown - exact).max() < 0.02
+    # the fast-scan codes alone would show scores far off: the re-ranking is what makes them usable
+    raw, _ = pack.index.search(copies, 1)
+    assert np.abs(raw[:, 0] - exact).max() > 0.05
+    pack.close()
+
+    # a re-ranking file of the wrong shape, or a manifest without the codes' range, is refused by name
+    m = json.loads((tmp_path / "fs" / "manifest.json").read_text())
+    bad = json.loads(json.dumps(m))
+    del bad["index"]["rerank"]["range"]
+    (tmp_path / "fs" / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PackError, match="index.rerank.range"):
+        Pack(tmp_path / "fs")
+    bad["index"]["rerank"]["range"], bad["index"]["rerank"]["dtype"] = [0.2, -0.2], "sq4"
+    (tmp_path / "fs" / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PackError, match="index.rerank.range"):
+        Pack(tmp_path / "fs")
+    bad["index"]["rerank"]["dtype"] = "int3"
+    (tmp_path / "fs" / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PackError, match="index.rerank.dtype"):
+        Pack(tmp_path / "fs")
+    np.save(tmp_path / "fs" / SQ4_FILE, np.zeros((count, 512), dtype=np.uint8))
+    for f in m["files"]:
+        if f["path"] == SQ4_FILE:
+            f["size"] = (tmp_path / "fs" / SQ4_FILE).stat().st_size
+    (tmp_path / "fs" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(PackError, match=f"re-ranking file {SQ4_FILE}"):
+        Pack(tmp_path / "fs")
+
+
+def test_fastscan_index_file_is_checked_before_faiss_reads_it(tmp_path):
+    """Block lists declare their sizes list by list; a cut or inflated one is a clear error naming the
+    list, before faiss allocates what it declares."""
+    import faiss
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6000, 64)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = faiss.index_factory(64, "IVF32_HNSW32,PQ8x4fs", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    path = tmp_path / "index.faiss"
+    faiss.write_index(index, str(path))
+    data = path.read_bytes()
+    layout = pack_index.check_layout(io.BytesIO(data), len(data), "cosine", 64, 6000)
+    assert layout.kind == "IwPf(IHNf(IxFI))"
+    assert pack_index.read(path, "cosine", 64, 6000).ntotal == 6000
+    for cut in (len(data) // 2, len(data) - 1):
+        with pytest.raises(pack_index.LayoutError, match=r"IwPf.invlists\[\d+\]"):
+            pack_index.check_layout(io.BytesIO(data[:cut]), cut, "cosine", 64, 6000)
+    # the first list's id count set to 2^40: refused from its declared size, nothing allocated
+    il = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    first = data.rindex(b"ilbl") + 4 + 4 * 8
+    assert int.from_bytes(data[first: first + 8], "little") == il.list_size(0)
+    bad = data[:first] + (1 << 40).to_bytes(8, "little") + data[first + 8:]
+    with pytest.raises(pack_index.LayoutError, match=r"IwPf.invlists\[0\].ids declares"):
+        pack_index.check_layout(io.BytesIO(bad), len(bad), "cosine", 64, 6000)
+    path.write_bytes(bad)
+    with pytest.raises(PackError, match="index.faiss is corrupt"):
+        pack_index.read(path, "cosine", 64, 6000)
