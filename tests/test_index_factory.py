@@ -113,3 +113,16 @@ def test_tuning_wants_more_copies_found_than_the_recall_target():
     for m in tried:  # no copies measured (binary codes): recall alone decides
         del m["copies_found"]
     assert pick(tried, 0.95, 15.0)["params"] == {"nprobe": 768}
+
+
+def test_tuning_goes_on_while_copies_found_grow():
+    """When recall@10 of unrelated neighbours stays flat (re-ranking from 4-bit codes cannot order
+    ten neighbours that lie within 0.01 of each other) but copies found still grow, the setting kept
+    within the budget is the one that finds the most copies, not an arbitrary one of equal recall."""
+    from lib_replicheck.builder.tuning import pick
+
+    tried = [{"params": {"nprobe": p}, "recall_at_10": r, "query_ms": ms, "copies_found": c}
+             for p, r, ms, c in ((512, 0.275, 3.9, 0.95), (768, 0.274, 5.3, 0.97), (1024, 0.276, 7.0, 0.985),
+                                 (1536, 0.274, 10.4, 0.9975), (2048, 0.275, 13.8, 0.998), (3072, 0.274, 20.5, 0.999))]
+    assert pick(tried, 0.95, 15.0)["params"] == {"nprobe": 2048}
+    assert pick(tried, 0.95, 11.0)["params"] == {"nprobe": 1536}
