@@ -39,15 +39,19 @@ def real(sscd_onnx, photos):
     return originals, np.concatenate(copies), np.array(copy_of)
 
 
-def _haystack(tmp_path, originals):
-    """Clustered unit vectors in three shards, the originals hidden at spread-out rows."""
+def _haystack(tmp_path, originals, copies):
+    """Clustered unit vectors in three shards, the originals hidden at spread-out rows. The cluster
+    centres are random mixtures of the real descriptors, so that the haystack lies where SSCD
+    descriptors lie (clusters of random directions would leave the originals in no list's region)."""
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((200, 512)).astype("float32")
+    real = np.concatenate([originals, copies])
+    mixed = rng.standard_normal((200, len(real))).astype("float32") @ (real - real.mean(0))
+    centres = real.mean(0) + 0.5 * mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
     hidden = np.linspace(0, HAYSTACK - 1, len(originals) + 2).astype(int)[1:-1]
     store = ShardStore(tmp_path / "work")
     per = HAYSTACK // 3
     for s in range(3):
-        v = centres[rng.integers(0, 200, per)] + 0.8 * rng.standard_normal((per, 512)).astype("float32")
+        v = centres[rng.integers(0, 200, per)] + 0.03 * rng.standard_normal((per, 512)).astype("float32")
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         inside = (hidden >= s * per) & (hidden < (s + 1) * per)
         v[hidden[inside] - s * per] = originals[inside]
@@ -78,7 +82,7 @@ def test_fastscan_pack_finds_real_copies_first(tmp_path, real, monkeypatch):
     from lib_replicheck.packs.publish import seal, staging_dir
 
     originals, copies, copy_of = real
-    store, hidden = _haystack(tmp_path, originals)
+    store, hidden = _haystack(tmp_path, originals, copies)
     spec = sscd.spec_for("sscd_disc_mixup")
     sq8 = HAYSTACK * (512 + 8)
     plan = fac.choose(HAYSTACK, 512, "cosine", 1024**3, sq8)
@@ -90,7 +94,7 @@ def test_fastscan_pack_finds_real_copies_first(tmp_path, real, monkeypatch):
     seal(tmp, tmp_path / "fs", name="fs", title=None, description="", source={}, spec=spec,
          count=count, vectors=vectors, index=info)
     assert info["design"] == "fastscan" and info["rerank"]["file"] == SQ4_FILE and info["rerank"]["dtype"] == "sq4"
-    assert info["rerank"]["candidates"] == 100 and len(info["rerank"]["range"]) == 2
+    assert info["rerank"]["candidates"] == 200 and len(info["rerank"]["range"]) == 2
     assert any("fast-scan" in line for line in logs)
     assert (tmp_path / "fs" / SQ4_FILE).stat().st_size < HAYSTACK * 260
 

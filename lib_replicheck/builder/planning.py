@@ -10,7 +10,7 @@ autofaiss chooses (see science.md), best design first among those that fit:
   measured and left out: without re-normalising it scored copies 0.3 too low, with it up to 0.08 off
   (bench/index_scale.py);
 - `fastscan`: where 8-bit codes do not fit, the same IVF with 4-bit PQ codes of 8 dimensions each
-  (faiss's fast-scan: a 512-d vector in 32 bytes, scanned from SIMD registers), whose 100 best
+  (faiss's fast-scan: a 512-d vector in 32 bytes, scanned from SIMD registers), whose 200 best
   candidates are re-ranked from 4-bit scalar codes on disk (packs.rerank, within 0.02 of the exact
   similarity). At 1M vectors it scanned a quarter of the lists in 2.2 ms a query where 8-bit codes
   took 11: copies at similarity 0.5 need that many lists (their original's list ranks up to 1,600th
