@@ -67,6 +67,24 @@ def photos(pack_photos):
 
 
 @pytest.fixture(scope="session")
+def real_copies(photos, sscd_onnx):
+    """SSCD descriptors (Meta's weights) of the eight `photos` and of their edited copies (`edits`):
+    (originals [8, 512], copies [40, 512], the original of each copy)."""
+    import numpy as np
+
+    from lib_replicheck.embedders.sscd import SSCDEmbedder
+
+    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
+    originals = embedder.embed(photos)
+    copies, of = [], []
+    for i, im in enumerate(photos):
+        edited = list(edits(im).values())
+        copies.append(embedder.embed(edited))
+        of += [i] * len(edited)
+    return originals, np.concatenate(copies), np.array(of)
+
+
+@pytest.fixture(scope="session")
 def webui(tmp_path_factory):
     """The fake web UI with the extension loaded (once per test session: it owns `modules`)."""
     from webui.harness import FakeWebUI

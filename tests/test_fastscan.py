@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 
-from conftest import edits
 from lib_replicheck.builder import index_factory as fac
 from lib_replicheck.builder.options import BuildOptions
 from lib_replicheck.builder.shards import ShardStore
@@ -22,21 +21,6 @@ from lib_replicheck.packs.pack import Pack
 from lib_replicheck.packs.rerank import SQ4_FILE, sq4_decode, sq4_encode, sq4_range
 
 HAYSTACK = 3 * 12_000
-
-
-@pytest.fixture(scope="module")
-def real(sscd_onnx, photos):
-    """SSCD descriptors of eight photos and of five edited copies of each."""
-    from lib_replicheck.embedders.sscd import SSCDEmbedder
-
-    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
-    originals = embedder.embed(photos)
-    copies, copy_of = [], []
-    for i, im in enumerate(photos):
-        out = list(edits(im).values())
-        copies.append(embedder.embed(out))
-        copy_of += [i] * len(out)
-    return originals, np.concatenate(copies), np.array(copy_of)
 
 
 def _haystack(tmp_path, originals, copies):
@@ -59,10 +43,10 @@ def _haystack(tmp_path, originals, copies):
     return store, hidden
 
 
-def test_sq4_codes_keep_similarities_of_real_copies(real):
+def test_sq4_codes_keep_similarities_of_real_copies(real_copies):
     """4-bit codes on one range: a real copy's similarity to its coded original stays within 0.02 of
     the exact one (what the re-ranked score shows the user), and the codes are a quarter of float16."""
-    originals, copies, copy_of = real
+    originals, copies, copy_of = real_copies
     rng = np.random.default_rng(3)
     lo, hi = sq4_range(np.concatenate([originals, copies, rng.standard_normal((200, 512)).astype("float32") * 0.045]))
     codes = sq4_encode(originals, lo, hi)
@@ -74,14 +58,14 @@ def test_sq4_codes_keep_similarities_of_real_copies(real):
     assert odd.shape == (1, 3) and np.allclose(odd, lo + (hi - lo) / 32)
 
 
-def test_fastscan_pack_finds_real_copies_first(tmp_path, real, monkeypatch):
+def test_fastscan_pack_finds_real_copies_first(tmp_path, real_copies, monkeypatch):
     """Built by the builder's own index stage with design auto and a disk budget that 8-bit codes do
     not fit; opened as `check` opens it; every real edited copy finds its original first."""
     from lib_replicheck.builder.stages import index_stage, metadata_stage
     from lib_replicheck.embedders import sscd
     from lib_replicheck.packs.publish import seal, staging_dir
 
-    originals, copies, copy_of = real
+    originals, copies, copy_of = real_copies
     store, hidden = _haystack(tmp_path, originals, copies)
     spec = sscd.spec_for("sscd_disc_mixup")
     sq8 = HAYSTACK * (512 + 8)

@@ -357,24 +357,6 @@ def test_planner_picks_the_design_that_fits_the_budgets():
         choose(500, 512, "cosine", design="hnsw")
 
 
-@pytest.fixture(scope="module")
-def real_copies(pack_photos, sscd_onnx):
-    """SSCD descriptors (Meta's weights) of 8 real photos and of their edited copies (the tests' edits)."""
-    from conftest import edits
-    from lib_replicheck.embedders.sscd import SSCDEmbedder
-    from lib_replicheck.images import load_image
-
-    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
-    photos = [load_image(p) for p in pack_photos[:8]]
-    originals = embedder.embed(photos)
-    copies, of = [], []
-    for i, im in enumerate(photos):
-        edited = list(edits(im).values())
-        copies.append(embedder.embed(edited))
-        of += [i] * len(edited)
-    return originals, np.concatenate(copies), np.array(of)
-
-
 @pytest.mark.parametrize("design, factory, error", [("sq8", "IVF256,SQ8", 0.005), ("sq4", "IVF256,SQ4", 0.05),
                                                    ("opq-pq", "IVF256,PQ256x8", 0.1)])
 def test_compact_designs_build_and_find_a_copys_original_memory_mapped(tmp_path, monkeypatch, real_copies, design,
