@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from lib_replicheck import __version__
+from lib_replicheck.builder.planning import DESIGNS
 from lib_replicheck.cli import EXIT_ERROR, EXIT_OK
 from lib_replicheck.cli.build import cmd_build
 from lib_replicheck.cli.check import FAIL_ON, cmd_check
@@ -96,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
                    help="GB the index may take on disk, i.e. in the download (default: no limit); large packs "
                         "then get 8-bit codes, else 4-bit fast-scan codes re-ranked from 4-bit codes on disk")
     b.add_argument("--index-design", default="auto",
-                   choices=("auto", "flat", "ivf-flat", "sq8", "fastscan", "sq4", "opq-pq", "pq-rerank"),
+                   choices=DESIGNS,
                    help="index design (auto: the best that fits the budgets)")
     b.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the index is tuned to (0.95)")
     b.add_argument("--max-query-ms", type=float, default=10.0,

@@ -15,6 +15,7 @@ from typing import Any
 
 from lib_replicheck.embedders.base import METRICS, EmbedderSpec
 from lib_replicheck.errors import PackError
+from lib_replicheck.packs.rerank import DTYPES
 
 FORMAT = "replicheck-pack"
 FORMAT_VERSION = 1
@@ -166,8 +167,8 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
     if rerank is not None:
         relative(need(rerank, "file", str, "index.rerank."), "index.rerank.file")
         dtype = optional(rerank, "dtype", str, "index.rerank.", "float16")
-        if dtype not in ("float16", "sq4"):
-            raise bad("index.rerank.dtype", f"should be float16 or sq4, not {dtype!r}"[:200])
+        if dtype not in DTYPES:
+            raise bad("index.rerank.dtype", f"should be one of {', '.join(DTYPES)}, not {dtype!r}"[:200])
         if dtype == "sq4":
             lo_hi = need(rerank, "range", list, "index.rerank.")
             if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
