@@ -18,8 +18,10 @@ What a pack is for is that a copy's original comes back first, so that is what t
   given, then searched by a fresh process (pinned to `--query-cores` with taskset if given) that opens
   the pack memory-mapped as `check` does and runs one query at a time (top 5, metadata lookup
   included). `private_mb` is that process's own memory (Private_* of /proc/self/smaps, pages of the
-  pack's mapped files left out); `disk_mb` the whole pack; `disk_mb_laion` the same with metadata rows
-  of LAION's sizes (bytes per row measured on 20,000 such rows here), which a real pack carries.
+  pack's mapped files left out); `disk_mb` the whole pack, whose metadata rows have LAION's sizes (a
+  100-character URL and a 60-character caption each, as a real pack carries; the disk budget is the
+  whole pack's, so the planner sees them); `disk_mb_laion` the same from 20,000 such rows measured
+  apart (rows measured before the haystack carried them had key-only metadata).
 `--json` prints one JSON object per configuration; without it, a table.
 """
 
@@ -245,7 +247,7 @@ def run(args, n: int, work: Path) -> None:
         v[hidden[inside] - start] = originals[inside]
         take = standin_rows[(standin_rows >= start) & (standin_rows < start + m)]
         standin_src.append(v[take - start].copy())
-        store.write(s, v[:, None, :], [{"key": str(start + i)} for i in range(m)], [])
+        store.write(s, v[:, None, :], [laion_meta(start + i) for i in range(m)], [])
     log(f"{n:,} vectors ({len(originals)} real originals, the rest sscd-cov distractors) written as shards "
         f"in {time.perf_counter() - t:.0f} s")
     standins = np.concatenate(standin_src)
@@ -406,16 +408,22 @@ def exact_first(store, copies, keys):
     return first[:, 0] == np.asarray(keys)
 
 
+def laion_meta(i: int) -> dict:
+    """A metadata row of LAION's sizes: a 100-character URL and a 60-character caption (LAION-Aesthetics'
+    typical lengths), the image size and the row's key (how the search finds which image came back)."""
+    return {"key": str(i), "url": f"https://images.example-cdn.com/uploads/2019/{i % 997:04d}/{i:012d}-a-photo-of-"
+                                  f"something-large-{i * 7919 % 100003:06d}.jpg",
+            "caption": f"A photograph of item {i} on a wooden table, soft light {i % 13}", "width": 1024, "height": 768}
+
+
 def laion_metadata_bytes_per_row(work: Path, rows: int = 20_000) -> float:
-    """Bytes per row of metadata.sqlite with LAION-sized rows: a 100-character URL and a 60-character
-    caption (LAION-Aesthetics' typical lengths), key, licence and size, written by the pack writer."""
+    """Bytes per row of metadata.sqlite with LAION-sized rows (laion_meta), written by the pack writer."""
     from lib_replicheck.packs.metadata import Item, MetadataWriter
 
     path = work / "laion-metadata.sqlite"
     w = MetadataWriter(path)
-    w.add(Item(i, f"https://images.example-cdn.com/uploads/2019/{i % 997:04d}/{i:012d}-a-photo-of-something-"
-                  f"large-{i * 7919 % 100003:06d}.jpg", f"A photograph of item {i} on a wooden table, "
-                  f"soft light {i % 13}", 1024, 768, f"{i:09d}", None, None) for i in range(rows))
+    w.add(Item(i, m["url"], m["caption"], m["width"], m["height"], f"{i:09d}", None, None)
+          for i, m in ((i, laion_meta(i)) for i in range(rows)))
     w.close()
     size = path.stat().st_size
     path.unlink()

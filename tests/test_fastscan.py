@@ -1,5 +1,6 @@
 """The `fastscan` index design, the one a 12M pack gets within a 4 GB download: 4-bit fast-scan PQ
-codes in the lists, their candidates re-ranked from 4-bit scalar codes on disk. Real photos and
+codes in the lists, their candidates re-ranked from 4-bit scalar codes or, where those do not fit
+the disk budget beside the metadata, from PQ codes with a length factor on disk. Real photos and
 their edited copies (Meta's SSCD, int8 ONNX) are hidden among clustered distractors, and the copies
 must find their original first through the pack users open, with similarities close to the exact
 ones; the files such a pack adds are checked before faiss or numpy trusts them."""
@@ -18,19 +19,32 @@ from lib_replicheck.builder.shards import ShardStore
 from lib_replicheck.errors import PackError
 from lib_replicheck.packs import index as pack_index
 from lib_replicheck.packs.pack import Pack
-from lib_replicheck.packs.rerank import SQ4_FILE, sq4_decode, sq4_encode, sq4_range
+from lib_replicheck.packs.rerank import (PQ_CODEBOOK, PQ_FILE, SQ4_FILE, pq_decode, pq_encode, pq_train, sq4_decode,
+                                         sq4_encode, sq4_range)
 
 HAYSTACK = 3 * 12_000
 
 
-def _haystack(tmp_path, originals, copies):
+def _laion_row(s, i):
+    """A metadata row of LAION's typical sizes: a 100-character URL, a 60-character caption."""
+    return {"key": f"{s}-{i}", "url": f"https://images.example-cdn.com/uploads/2019/{s:04d}/{i:012d}-a-photo-of-"
+                                      f"something-large-{i * 7919 % 100003:06d}.jpg",
+            "caption": f"A photograph of item {i:06d} on a wooden table, soft light {i % 13:02d}", "width": 1024,
+            "height": 768}
+
+
+def _centres(rng, originals, copies):
+    real = np.concatenate([originals, copies])
+    mixed = rng.standard_normal((200, len(real))).astype("float32") @ (real - real.mean(0))
+    return real.mean(0) + 0.5 * mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+
+
+def _haystack(tmp_path, originals, copies, meta=lambda s, i: {"key": f"{s}-{i}"}):
     """Clustered unit vectors in three shards, the originals hidden at spread-out rows. The cluster
     centres are random mixtures of the real descriptors, so that the haystack lies where SSCD
     descriptors lie (clusters of random directions would leave the originals in no list's region)."""
     rng = np.random.default_rng(0)
-    real = np.concatenate([originals, copies])
-    mixed = rng.standard_normal((200, len(real))).astype("float32") @ (real - real.mean(0))
-    centres = real.mean(0) + 0.5 * mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+    centres = _centres(rng, originals, copies)
     hidden = np.linspace(0, HAYSTACK - 1, len(originals) + 2).astype(int)[1:-1]
     store = ShardStore(tmp_path / "work")
     per = HAYSTACK // 3
@@ -39,7 +53,7 @@ def _haystack(tmp_path, originals, copies):
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         inside = (hidden >= s * per) & (hidden < (s + 1) * per)
         v[hidden[inside] - s * per] = originals[inside]
-        store.write(s, v[:, None, :], [{"key": f"{s}-{i}"} for i in range(per)], [])
+        store.write(s, v[:, None, :], [meta(s, i) for i in range(per)], [])
     return store, hidden
 
 
@@ -70,7 +84,8 @@ def test_fastscan_pack_finds_real_copies_first(tmp_path, real_copies, monkeypatc
     spec = sscd.spec_for("sscd_disc_mixup")
     sq8 = HAYSTACK * (512 + 8)
     plan = fac.choose(HAYSTACK, 512, "cosine", 1024**3, sq8)
-    assert plan.design == "fastscan" and plan.factory == "IVF1024,PQ64x4fs" and plan.disk_bytes < sq8 * 0.6
+    assert plan.design == "fastscan" and plan.factory == "IVF1024,PQ64x4fs" \
+        and plan.disk_bytes < fac.choose(HAYSTACK, 512, "cosine", design="sq8").disk_bytes * 0.7
     tmp, logs = staging_dir(tmp_path / "fs"), []
     opts = BuildOptions(embedder="sscd", memory_budget=1024**3, disk_budget=sq8, max_query_ms=50)
     info, count, vectors = index_stage(store, spec, tmp, opts, logs.append)
@@ -118,6 +133,91 @@ def test_fastscan_pack_finds_real_copies_first(tmp_path, real_copies, monkeypatc
     (tmp_path / "fs" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(PackError, match=f"re-ranking file {SQ4_FILE}"):
         Pack(tmp_path / "fs")
+
+
+def test_pq_codes_with_their_factor_keep_similarities_of_real_copies(real_copies):
+    """PQ codes (10 bits per 8 dimensions) with the float16 factor x . x^: a real copy's score, q . x^
+    divided by the factor, lands within 0.04 of the exact one, where q . x^ alone is biased low."""
+    import faiss
+
+    originals, copies, copy_of = real_copies
+    rng = np.random.default_rng(4)
+    sample = _centres(rng, originals, copies)[rng.integers(0, 200, 40_000)]  # like the haystack below
+    sample += 0.03 * rng.standard_normal(sample.shape).astype("float32")
+    book = pq_train(sample / np.linalg.norm(sample, axis=1, keepdims=True), 64)
+    assert book.shape == (64, 1024, 8) and book.dtype == np.float32
+    rows = pq_encode(originals, book)
+    assert rows.shape == (len(originals), 82) and rows.dtype == np.uint8
+    recon, factor = pq_decode(rows, book)
+    pq = faiss.ProductQuantizer(512, 64, 10)  # the bit packing is faiss's own
+    faiss.copy_array_to_vector(book.ravel(), pq.centroids)
+    assert np.array_equal(recon, pq.decode(np.ascontiguousarray(rows[:, :80])))
+    assert np.allclose(factor, (originals * recon).sum(1), atol=2e-3)
+    exact = (copies * originals[copy_of]).sum(1)
+    estimate = (copies * recon[copy_of]).sum(1) / factor[copy_of]
+    assert np.abs(estimate - exact).max() < 0.04
+    assert np.abs((copies * recon[copy_of]).sum(1) - exact).max() > 0.04
+
+
+def test_pq_reranked_pack_with_laion_metadata_fits_its_disk_budget(tmp_path, real_copies, monkeypatch):
+    """A disk budget is the whole pack's: with LAION-sized captions and URLs the planner leaves 4-bit
+    scalar rows out for PQ rows, the sealed pack fits the budget, and every real edited copy still
+    finds its original first with a score close to the exact one. Its codebook is checked as a
+    stranger's file."""
+    from lib_replicheck.builder.stages import index_stage, metadata_row_bytes, metadata_stage
+    from lib_replicheck.embedders import sscd
+    from lib_replicheck.packs.publish import seal, staging_dir
+
+    originals, copies, copy_of = real_copies
+    store, hidden = _haystack(tmp_path, originals, copies, meta=_laion_row)
+    meta = sum(metadata_row_bytes(_laion_row(s, i)) for s in range(3) for i in range(HAYSTACK // 3))
+    pq_index = fac.choose(HAYSTACK, 512, "cosine", 1024**3, design="fastscan").disk_bytes - HAYSTACK * (256 - 82) \
+        + 64 * 1024 * 8 * 4  # the index with PQ rows and their codebook instead of 4-bit scalar rows
+    budget = int(meta + pq_index * 1.15)  # sq4 rows (174 more bytes a vector) do not fit
+    plan = fac.choose(HAYSTACK, 512, "cosine", 1024**3, budget, metadata_bytes=meta)
+    assert plan.design == "fastscan" and plan.rerank_dtype == "pq"
+    assert fac.choose(HAYSTACK, 512, "cosine", 1024**3, budget).rerank_dtype == "sq4"  # the index alone fits
+    tmp = staging_dir(tmp_path / "pq")
+    opts = BuildOptions(embedder="sscd", memory_budget=1024**3, disk_budget=budget, max_query_ms=50)
+    info, count, vectors = index_stage(store, spec := sscd.spec_for("sscd_disc_mixup"), tmp, opts, lambda *a: None)
+    metadata_stage(store, tmp)
+    # the estimate that planned the budget is close to what SQLite writes
+    assert 0.9 < meta / (tmp / "metadata.sqlite").stat().st_size < 1.1
+    seal(tmp, tmp_path / "pq", name="pq", title=None, description="", source={}, spec=spec,
+         count=count, vectors=vectors, index=info)
+    assert info["rerank"]["dtype"] == "pq" and info["rerank"]["file"] == PQ_FILE
+    assert info["rerank"]["codebook"] == PQ_CODEBOOK
+    assert sum(p.stat().st_size for p in (tmp_path / "pq").iterdir()) <= budget
+
+    monkeypatch.setattr(pack_index, "MMAP_MIN_BYTES", 1)
+    pack = Pack(tmp_path / "pq")
+    assert {PQ_FILE, PQ_CODEBOOK} <= {f.path for f in pack.manifest.files}
+    hits = pack.search(copies, k=5)
+    assert (np.array([row[0].item.id for row in hits]) == hidden[copy_of]).all()
+    exact = (copies * originals[copy_of]).sum(1)
+    assert np.abs(np.array([row[0].similarity for row in hits]) - exact).max() < 0.04
+    assert hits[0][0].item.caption.startswith("A photograph of item")
+    pack.close()
+
+    m = json.loads((tmp_path / "pq" / "manifest.json").read_text())
+    bad = json.loads(json.dumps(m))
+    del bad["index"]["rerank"]["codebook"]
+    (tmp_path / "pq" / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(PackError, match="index.rerank.codebook"):
+        Pack(tmp_path / "pq")
+    book = np.load(tmp_path / "pq" / PQ_CODEBOOK)
+    for hostile, why in [(book[:, :1000], "holds float32"), (np.where(book > 0, np.nan, book).astype("float32"),
+                                                              "not finite"),
+                         (np.array([{"a": 1}], dtype=object), "cannot be read")]:
+        buf = io.BytesIO()
+        np.save(buf, hostile, allow_pickle=True)
+        (tmp_path / "pq" / PQ_CODEBOOK).write_bytes(buf.getvalue())
+        for f in m["files"]:
+            if f["path"] == PQ_CODEBOOK:
+                f["size"] = len(buf.getvalue())
+        (tmp_path / "pq" / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(PackError, match=f"codebook {PQ_CODEBOOK}.*{why}|{why}.*"):
+            Pack(tmp_path / "pq")
 
 
 def test_fastscan_index_file_is_checked_before_faiss_reads_it(tmp_path):

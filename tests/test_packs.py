@@ -337,7 +337,7 @@ def test_metadata_schema_follows_item_and_matches_published_packs():
 
 def test_planner_picks_the_design_that_fits_the_budgets():
     """The best design that fits: uncompressed vectors within the memory budget, else 8-bit scalar codes
-    while they fit the disk budget, else fast-scan codes re-ranked from 4-bit codes, else PQ codes
+    while they fit the disk budget, else fast-scan codes re-ranked from 4-bit or PQ codes, else PQ codes
     alone; 4-bit scalar codes alone, and PQ with float16 re-ranking (the design of earlier large
     packs), only when named."""
     from lib_replicheck.builder.planning import GB, choose
@@ -346,7 +346,13 @@ def test_planner_picks_the_design_that_fits_the_budgets():
     assert choose(1_000_000, 512, "cosine", 1 * GB, 4 * GB).factory == "IVF4096_HNSW32,SQ8"  # 2 GB do not
     laion = choose(12_000_000, 512, "cosine", 1 * GB, 4 * GB)  # 8-bit codes (6.2 GB) do not fit 4 GB
     assert laion.factory == "IVF16384_HNSW32,PQ64x4fs" and laion.rerank and laion.rerank_dtype == "sq4"
-    assert laion.disk_bytes == 12_000_000 * (32 + 8 + 256) < 4 * GB
+    assert 12_000_000 * (32 + 8 + 256) < laion.disk_bytes < 12_000_000 * (32 + 8 + 256) * 1.02 < 4 * GB
+    # the disk budget is the whole pack's: LAION's captions and URLs (about 200 bytes a row) leave
+    # 1.8 GB for the index, where PQ re-ranking rows (82 bytes) fit and 4-bit scalar rows (256) do not
+    meta = 12_000_000 * 200
+    with_meta = choose(12_000_000, 512, "cosine", 1 * GB, 4 * GB, metadata_bytes=meta)
+    assert with_meta.factory == laion.factory and with_meta.rerank_dtype == "pq"
+    assert with_meta.disk_bytes * 1.1 + meta <= 4 * GB
     assert choose(12_000_000, 512, "cosine", 1 * GB).factory == "IVF16384_HNSW32,SQ8"  # no disk budget
     small = choose(12_000_000, 512, "cosine", 1 * GB, 1 * GB)
     assert small.design == "opq-pq" and small.factory == "OPQ64_512,IVF16384_HNSW32,PQ64x8" and not small.rerank

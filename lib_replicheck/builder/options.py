@@ -32,7 +32,7 @@ class BuildOptions:
     ray: bool = False
     ray_address: str | None = None
     memory_budget: int = 4 * GB
-    disk_budget: int | None = None  # bytes the index may take on disk (None: no limit); see builder.planning
+    disk_budget: int | None = None  # bytes the pack may take on disk, metadata included (None: no limit)
     index_design: str = "auto"  # or one of builder.planning.DESIGNS, to compare designs
     recall_target: float = 0.95
     max_query_ms: float = 10.0  # latency budget of one query, as autofaiss's default

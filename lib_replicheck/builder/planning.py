@@ -11,8 +11,9 @@ autofaiss chooses (see science.md), best design first among those that fit:
   (bench/index_scale.py);
 - `fastscan`: where 8-bit codes do not fit, the same IVF with 4-bit PQ codes of 8 dimensions each
   (faiss's fast-scan: a 512-d vector in 32 bytes, scanned from SIMD registers), whose 200 best
-  candidates are re-ranked from 4-bit scalar codes on disk (packs.rerank, within 0.02 of the exact
-  similarity). At 1M vectors it scanned a quarter of the lists in 2.2 ms a query where 8-bit codes
+  candidates are re-ranked from codes on disk (packs.rerank): 4-bit scalar codes (256 bytes for
+  512-d, similarities within 0.02 of the exact ones) where they fit the disk budget, else PQ codes
+  with a length factor (82 bytes, within 0.04), which let a 12M pack with LAION's metadata fit 4 GB. At 1M vectors it scanned a quarter of the lists in 2.2 ms a query where 8-bit codes
   took 11: copies at similarity 0.5 need that many lists (their original's list ranks up to 1,600th
   of 4,096), so the scan's speed is what decides a large pack's query time;
 - `sq4` (only when named): the IVF with 4-bit scalar codes; as small as `fastscan` but as slow to
@@ -32,6 +33,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from lib_replicheck.packs.rerank import PQ_NBITS
+
 GB = 1024**3
 DESIGNS = ("auto", "flat", "ivf-flat", "sq8", "fastscan", "sq4", "opq-pq", "pq-rerank")
 ID_BYTES = 8  # an IVF list stores each vector's 64-bit id beside its code
@@ -45,7 +48,7 @@ class Plan:
     nlist: int = 0
     exact: bool = False
     rerank: bool = False  # a lossy (PQ) index: re-ranking from vectors on disk ...
-    rerank_dtype: str = "float16"  # ... stored as float16 or as 4-bit codes (packs.rerank)
+    rerank_dtype: str = "float16"  # ... stored as float16, 4-bit scalar codes or PQ codes (packs.rerank)
     train_size: int = 0
     notes: list[str] = field(default_factory=list)
     design: str = ""
@@ -61,11 +64,16 @@ def _fits(nbytes: float, budget: int | None) -> bool:
 
 
 def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB, disk_budget: int | None = None,
-           design: str = "auto") -> Plan:
+           design: str = "auto", metadata_bytes: int = 0) -> Plan:
     """The index for `n` vectors of `dim`: the first design of the module's list that fits both
-    budgets (bytes; `disk_budget` None: no limit), or the one `design` names."""
+    budgets (bytes; `disk_budget` None: no limit), or the one `design` names. The disk budget is the
+    whole pack's (its download): the index gets what `metadata_bytes` leave of it."""
     if design not in DESIGNS:
         raise ValueError(f"unknown index design {design!r}; one of {', '.join(DESIGNS)}")
+    within = "" if disk_budget is None else f", within a disk budget of {disk_budget / GB:.1f} GB" + (
+        f" less {metadata_bytes / GB:.1f} GB of metadata" if metadata_bytes else "")
+    if disk_budget is not None:
+        disk_budget -= metadata_bytes
     if metric == "hamming":
         if n < 1_000_000:
             return Plan("BFlat", metric, exact=True, design="flat", disk_bytes=n * dim // 8)
@@ -86,28 +94,33 @@ def choose(n: int, dim: int, metric: str, memory_budget: int = 4 * GB, disk_budg
         # uncompressed vectors fit: nothing to lose to quantisation
         return Plan(f"{coarse},Flat", metric, nlist=nlist, train_size=ivf_train, design="ivf-flat",
                     disk_bytes=n * (dim * 4 + ID_BYTES))
+    # beside the codes: the coarse centroids (float32) and their HNSW links
+    centroids = nlist * (dim * 4 + (64 * 4 if n >= 1_000_000 else 0))
     for bits in (8, 4):  # scalar codes: 8 bits a dimension where they fit the disk budget; 4 only by name
-        disk = n * (dim * bits // 8 + ID_BYTES)
+        disk = n * (dim * bits // 8 + ID_BYTES) + centroids
         if design == f"sq{bits}" or design == "auto" and bits == 8 and _fits(disk, disk_budget):
             plan = Plan(f"{coarse},SQ{bits}", metric, nlist=nlist, train_size=ivf_train, design=f"sq{bits}",
                         disk_bytes=disk)
-            plan.notes.append(f"{bits}-bit scalar codes: {disk / GB:.1f} GB on disk"
-                              + (f", within a disk budget of {disk_budget / GB:.1f} GB" if disk_budget else ""))
+            plan.notes.append(f"{bits}-bit scalar codes: {disk / GB:.1f} GB on disk" + within)
             return plan
         if bits == 8 and dim % 8 == 0:
-            fs = n * (dim // 16 + ID_BYTES + (dim + 1) // 2)
-            if design == "fastscan" or design == "auto" and _fits(fs, disk_budget):
+            # fast-scan lists are stored in blocks of 32 vectors: half a block of padding per list
+            codes = n * (dim // 16 + ID_BYTES) + centroids + nlist * 16 * (dim // 16 + ID_BYTES)
+            book = dim // 8 * 2**PQ_NBITS * 8 * 4  # the PQ codebook, float32
+            sq4, pq = codes + n * ((dim + 1) // 2), codes + n * (dim // 8 * PQ_NBITS // 8 + 2) + book
+            if design == "fastscan" or design == "auto" and _fits(pq, disk_budget):
+                dtype, fs = ("sq4", sq4) if _fits(sq4, disk_budget) else ("pq", pq)
                 plan = Plan(f"{coarse},PQ{dim // 8}x4fs", metric, nlist=nlist, train_size=ivf_train,
-                            design="fastscan", rerank=True, rerank_dtype="sq4", disk_bytes=fs)
-                plan.notes.append(f"4-bit fast-scan codes re-ranked from 4-bit scalar codes: {fs / GB:.1f} GB on "
-                                  "disk" + (f", within a disk budget of {disk_budget / GB:.1f} GB" if disk_budget else ""))
+                            design="fastscan", rerank=True, rerank_dtype=dtype, disk_bytes=fs)
+                plan.notes.append(f"4-bit fast-scan codes re-ranked from {'4-bit scalar' if dtype == 'sq4' else 'PQ'} "
+                                  f"codes: {fs / GB:.1f} GB on disk" + within)
                 return plan
     m = _pq_bytes(n, dim, memory_budget)
     if design == "pq-rerank":
         return _pq_plan(n, dim, metric, coarse, nlist, m, rerank=True, disk=n * (m + ID_BYTES + dim * 2),
                         why=f"{m} PQ bytes per vector fit a memory budget of {memory_budget / GB:.1f} GB; "
                             f"candidates re-ranked exactly from {n * dim * 2 / GB:.1f} GB of float16 vectors on disk")
-    m = _pq_bytes(n, dim, disk_budget if disk_budget is not None else memory_budget)
+    m = _pq_bytes(n, dim, max(0, disk_budget) if disk_budget is not None else memory_budget)
     return _pq_plan(n, dim, metric, coarse, nlist, m, rerank=False, disk=n * (m + ID_BYTES),
                     why=f"{m} PQ bytes per vector fit a disk budget of {(disk_budget or 0) / GB:.1f} GB; "
                         "no re-ranking")

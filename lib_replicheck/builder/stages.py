@@ -21,13 +21,17 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     from lib_replicheck.builder import index_factory as fac
 
     shards = store.indices()
-    counts = [len(store.read(i)[1]) for i in shards]
-    n_items = sum(counts)
+    n_items = meta_bytes = 0
+    for i in shards:
+        metas = store.read(i)[1]
+        n_items += len(metas)
+        meta_bytes += sum(metadata_row_bytes(m) for m in metas)
     if n_items == 0:
         raise PackError(folder, "no usable images: nothing to build a pack from")
     variants = store.read(shards[0])[0].shape[1]
     n_vectors = n_items * variants
-    plan = fac.choose(n_vectors, spec.dim, spec.metric, opts.memory_budget, opts.disk_budget, opts.index_design)
+    plan = fac.choose(n_vectors, spec.dim, spec.metric, opts.memory_budget, opts.disk_budget, opts.index_design,
+                      metadata_bytes=meta_bytes)
     log(f"index: {plan.factory} for {n_vectors:,} vectors of {spec.dim} dimensions"
         + (f" ({'; '.join(plan.notes)})" if plan.notes else ""))
     index = fac.new_index(plan, spec.dim, with_ids=variants > 1)
@@ -58,14 +62,16 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     if plan.rerank:
         from lib_replicheck.packs import rerank as rr
 
-        value_range = rr.sq4_range(sample) if plan.rerank_dtype == "sq4" else None
-        name = rr.SQ4_FILE if plan.rerank_dtype == "sq4" else rr.RERANK_FILE
-        t = time.perf_counter()
-        rr.write_rows(folder / name, (v for _, v in chunks()), n_vectors, spec.dim, plan.rerank_dtype, value_range)
-        log(f"index: re-ranking rows ({plan.rerank_dtype}) written ({time.perf_counter() - t:.0f} s)")
-        reranker = rr.Reranker(folder / name, n_vectors, spec.dim, variants, plan.rerank_dtype, value_range)
-        rerank_info = {"file": name, "dtype": plan.rerank_dtype,
-                       **({"range": list(value_range)} if value_range else {})}
+        dtype, name, t = plan.rerank_dtype, rr.FILES[plan.rerank_dtype], time.perf_counter()
+        value_range = rr.sq4_range(sample) if dtype == "sq4" else None
+        codebook = rr.pq_train(sample, spec.dim // 8) if dtype == "pq" else None
+        if codebook is not None:
+            np.save(folder / rr.PQ_CODEBOOK, codebook)
+        rr.write_rows(folder / name, (v for _, v in chunks()), n_vectors, spec.dim, dtype, value_range, codebook)
+        log(f"index: re-ranking rows ({dtype}) written ({time.perf_counter() - t:.0f} s)")
+        reranker = rr.Reranker(folder / name, n_vectors, spec.dim, variants, dtype, value_range, codebook)
+        rerank_info = {"file": name, "dtype": dtype, **({"range": list(value_range)} if value_range else {}),
+                       **({"codebook": rr.PQ_CODEBOOK} if codebook is not None else {})}
     # recall@10 against exact search for queries drawn from the data, each left out of its own
     # results (as if held out: the pack keeps every image, and a query's own vector is no neighbour)
     rng = np.random.default_rng(1)
@@ -99,6 +105,19 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     if reranker is not None:
         info["rerank"] = {**rerank_info, "candidates": measured["candidates"]}
     return info, n_items, n_vectors
+
+
+METADATA_ROW_BYTES = 24  # SQLite's record header, row id and page overhead per row, measured (tests)
+
+
+def metadata_row_bytes(meta: dict) -> int:
+    """What one shard row will take in metadata.sqlite, estimated from its values' lengths, so that
+    the disk budget covers the whole pack."""
+    return METADATA_ROW_BYTES + sum(len(v.encode("utf-8", "replace")) if isinstance(v, str) else 4
+                                    for k, v in meta.items() if v is not None and k in METADATA_KEYS)
+
+
+METADATA_KEYS = ("url", "caption", "width", "height", "key", "license")
 
 
 def _sample_chunks(chunks, take, total, rng):

@@ -94,8 +94,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--ray-address", help="an existing Ray cluster, e.g. ray://head:10001 (implies --ray)")
     b.add_argument("--memory-budget", type=float, default=4.0, help="GB the index may take in RAM (4)")
     b.add_argument("--disk-budget", type=float, default=None,
-                   help="GB the index may take on disk, i.e. in the download (default: no limit); large packs "
-                        "then get 8-bit codes, else 4-bit fast-scan codes re-ranked from 4-bit codes on disk")
+                   help="GB the pack may take on disk, i.e. the download: index, re-ranking rows and metadata "
+                        "(default: no limit); large packs then get 8-bit codes, else 4-bit fast-scan codes "
+                        "re-ranked from 4-bit or PQ codes on disk")
     b.add_argument("--index-design", default="auto",
                    choices=DESIGNS,
                    help="index design (auto: the best that fits the budgets)")

@@ -174,6 +174,8 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
             if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                           and math.isfinite(v) for v in lo_hi) or not lo_hi[0] < lo_hi[1]:
                 raise bad("index.rerank.range", "should be two finite numbers, the lower first")
+        if dtype == "pq":
+            relative(need(rerank, "codebook", str, "index.rerank."), "index.rerank.codebook")
         candidates = need(rerank, "candidates", int, "index.rerank.")
         if not 0 < candidates <= MAX_CANDIDATES:
             raise bad("index.rerank.candidates", f"should be from 1 to {MAX_CANDIDATES}, not {candidates}")
@@ -188,7 +190,7 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
             raise PackError(origin, f"manifest field 'files[{i}]' has a bad size or sha256")
         files.append(FileEntry(path, size, sha))
     paths = {f.path for f in files}
-    for required in (index_file, METADATA_FILE) + ((rerank["file"],) if rerank else ()):
+    for required in (index_file, METADATA_FILE) + rerank_files(index):
         if required not in paths:
             raise PackError(origin, f"manifest does not list the file {required!r}")
     tool = optional(data, "tool", dict, "", {})
@@ -240,3 +242,11 @@ def write(pack_dir: str | Path, manifest: Manifest) -> Path:
     path = Path(pack_dir) / MANIFEST
     path.write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def rerank_files(index: dict) -> tuple[str, ...]:
+    """The re-ranking files an index's manifest entry names: the rows and, for pq, the codebook."""
+    rerank = index.get("rerank")
+    if not rerank:
+        return ()
+    return (rerank["file"],) + ((rerank["codebook"],) if rerank.get("dtype") == "pq" else ())

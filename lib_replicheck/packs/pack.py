@@ -52,7 +52,7 @@ class Pack:
             raise PackError(self.path, f"was built with the embedder {m.embedder.id!r}, not "
                                        f"{self.expect_embedder!r}; its vectors cannot be compared")
         rerank = m.index.get("rerank")
-        watched = [m.index.get("file", mf.INDEX_FILE), mf.METADATA_FILE] + ([rerank["file"]] if rerank else [])
+        watched = [m.index.get("file", mf.INDEX_FILE), mf.METADATA_FILE] + list(mf.rerank_files(m.index))
         stamps = {mf.MANIFEST: manifest_stamp, **{name: _stamp(self.path / name) for name in watched}}
         for f in m.files:
             p = self.path / f.path
@@ -74,11 +74,13 @@ class Pack:
             reranker, candidates = None, 0
             variants = max(1, m.vectors // max(1, m.count)) if m.count else 1
             if rerank:
-                from lib_replicheck.packs.rerank import Reranker
+                from lib_replicheck.packs.rerank import Reranker, load_codebook
 
-                reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, variants,
-                                    rerank.get("dtype", "float16"),
-                                    tuple(rerank["range"]) if rerank.get("dtype") == "sq4" else None)
+                dtype = rerank.get("dtype", "float16")
+                reranker = Reranker(self.path / rerank["file"], m.vectors, m.embedder.dim, variants, dtype,
+                                    tuple(rerank["range"]) if dtype == "sq4" else None,
+                                    load_codebook(self.path / rerank["codebook"], m.embedder.dim)
+                                    if dtype == "pq" else None)
                 candidates = rerank["candidates"]
         except BaseException:
             metadata.close()

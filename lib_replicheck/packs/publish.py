@@ -52,8 +52,7 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
     from lib_replicheck.embedders.weights import sha256_file
     from lib_replicheck.packs.pack import Pack
 
-    files = [mf.INDEX_FILE, mf.METADATA_FILE] + ([index["rerank"]["file"]] if index.get("rerank") else []) \
-        + list(extra_files)
+    files = [mf.INDEX_FILE, mf.METADATA_FILE] + list(mf.rerank_files(index)) + list(extra_files)
     manifest = mf.Manifest(
         name=name, title=title or name, description=description, source=dict(source or {}), embedder=spec,
         count=count, vectors=vectors, index=index,
