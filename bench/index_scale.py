@@ -322,11 +322,13 @@ def laion_pack(rows: list[dict], images: int = 12_000_000) -> str:
     from lib_replicheck.builder.planning import GB, choose
 
     b = rows[-1]["budgets"]
-    plan = choose(images, 512, "cosine", int(b["memory_gb"] * GB), int(b["disk_gb"] * GB) if b["disk_gb"] else None)
     with tempfile.TemporaryDirectory() as tmp:
         meta = laion_metadata_bytes_per_row(Path(tmp)) * images
-    return (f"a pack of {images:,} images (LAION-Aesthetics 6+) within these budgets: {plan.factory} ({plan.design}), "
-            f"index {plan.disk_bytes / 1e9:.2f} GB + LAION-sized metadata {meta / 1e9:.2f} GB = "
+    plan = choose(images, 512, "cosine", int(b["memory_gb"] * GB), int(b["disk_gb"] * GB) if b["disk_gb"] else None,
+                  metadata_bytes=int(meta))  # the disk budget is the whole pack's
+    rerank = f", {plan.rerank_dtype} re-ranking rows" if plan.rerank else ""
+    return (f"a pack of {images:,} images (LAION-Aesthetics 6+) within these budgets: {plan.factory} ({plan.design}"
+            f"{rerank}), index {plan.disk_bytes / 1e9:.2f} GB (planned) + LAION-sized metadata {meta / 1e9:.2f} GB = "
             f"{(plan.disk_bytes + meta) / 1e9:.2f} GB to download")
 
 

@@ -197,6 +197,15 @@ def test_pq_reranked_pack_with_laion_metadata_fits_its_disk_budget(tmp_path, rea
     exact = (copies * originals[copy_of]).sum(1)
     assert np.abs(np.array([row[0].similarity for row in hits]) - exact).max() < 0.04
     assert hits[0][0].item.caption.startswith("A photograph of item")
+    # rows whose length factor is zero or not finite (a stranger's file) are no match, not a division by 0
+    rows = np.load(tmp_path / "pq" / PQ_FILE, mmap_mode="r+")
+    own = hidden[copy_of[0]]
+    rows[own, -2:] = np.array([0.0], dtype=np.float16).view(np.uint8)
+    rows[hidden[copy_of[-1]], -2:] = np.array([np.nan], dtype=np.float16).view(np.uint8)
+    rows.flush()
+    del rows
+    sims, ids = pack.reranker.rescore(copies[[0, -1]], np.array([[own, 5], [hidden[copy_of[-1]], -1]]))
+    assert ids.tolist() == [[5, -1], [-1, -1]] and np.isfinite(sims[0, 0]) and (sims[0, 1:] == -np.inf).all()
     pack.close()
 
     m = json.loads((tmp_path / "pq" / "manifest.json").read_text())

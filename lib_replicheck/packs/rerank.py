@@ -225,8 +225,8 @@ class Reranker:
             if self.dtype == "pq":
                 recon, factor = self._read(cand)
                 ok = np.isfinite(factor) & (factor > 0.05)  # a stranger's file: no division by ~0
-                s = np.where(ok, (recon @ q) / np.where(ok, factor, 1), -np.inf)
-                s = np.clip(s, -1, 1).max(axis=1)
+                s = np.where(ok, np.clip((recon @ q) / np.where(ok, factor, 1), -1, 1), -np.inf).max(axis=1)
+                cand, s = cand[s > -np.inf], s[s > -np.inf]  # rows with no usable factor are no match
             else:
                 s = (self._read(cand) @ q).max(axis=1)
             order = np.argsort(-s, kind="stable")
