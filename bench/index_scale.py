@@ -309,8 +309,10 @@ def table_row(r: dict) -> str:
     return (f"n={r['n']:,} {r['index']} ({r['design']}, tuned within {r['budgets']['max_query_ms']:g} ms): real copies found first {r['copies_found_050']:.1%} "
             f"of {r['copies_050']} at >= 0.5, {r['copies_found_075']:.1%} of {r['copies_075']} at >= 0.75; "
             f"stand-ins {r['standins_found_050']:.1%} at 0.5, {r['standins_found_075']:.1%} at 0.75; "
-            f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; private {r['private_mb']:.0f} MB; "
-            f"disk {r['disk_mb']:,.0f} MB ({r['disk_mb_laion']:,.0f} MB with LAION metadata); "
+            + (f"shown similarity within {r['similarity_error_p99']:.3f} of the exact one (p99); "
+               if "similarity_error_p99" in r else "")
+            + f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms; private {r['private_mb']:.0f} MB; "
+            f"disk {r['disk_mb']:,.0f} MB as built ({r['disk_mb_laion']:,.0f} MB with LAION-sized metadata, estimated); "
             f"built in {r['build_s']:.0f} s"
             + (f"; exact search finds {r['copies_exact_first_050']:.1%} / {r['copies_exact_first_075']:.1%}"
                if "copies_exact_first_050" in r else "") + f" [{r['machine']}]")
