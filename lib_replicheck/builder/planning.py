@@ -13,8 +13,8 @@ autofaiss chooses (see science.md), best design first among those that fit:
   (faiss's fast-scan: a 512-d vector in 32 bytes, scanned from SIMD registers), whose 200 best
   candidates are re-ranked from codes on disk (packs.rerank): 4-bit scalar codes (256 bytes for
   512-d, similarities within 0.02 of the exact ones) where they fit the disk budget, else PQ codes
-  with a length factor (82 bytes, within 0.04), which let a 12M pack with LAION's metadata fit 4 GB. At 1M vectors it scanned a quarter of the lists in 2.2 ms a query where 8-bit codes
-  took 11: copies at similarity 0.5 need that many lists (their original's list ranks up to 1,600th
+  with a length factor (82 bytes, within 0.04), which let a 12M pack with LAION's metadata fit 4 GB.
+  At 1M vectors it scanned a quarter of the lists in 2.2 ms a query where 8-bit codes took 11: copies at similarity 0.5 need that many lists (their original's list ranks up to 1,600th
   of 4,096), so the scan's speed is what decides a large pack's query time;
 - `sq4` (only when named): the IVF with 4-bit scalar codes; as small as `fastscan` but as slow to
   scan per probe as 8-bit codes, so within a latency budget it searched too few lists at 12M;

@@ -110,6 +110,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
 
 
 METADATA_ROW_BYTES = 24  # SQLite's record header, row id and page overhead per row, measured (tests)
+METADATA_KEYS = ("url", "caption", "width", "height", "key", "license")  # the shard fields metadata keeps
 
 
 def metadata_row_bytes(meta: dict) -> int:
@@ -117,9 +118,6 @@ def metadata_row_bytes(meta: dict) -> int:
     the disk budget covers the whole pack (within 10% for LAION-sized rows, tests/test_fastscan.py)."""
     return METADATA_ROW_BYTES + sum(len(v.encode("utf-8", "replace")) if isinstance(v, str) else 4
                                     for k, v in meta.items() if v is not None and k in METADATA_KEYS)
-
-
-METADATA_KEYS = ("url", "caption", "width", "height", "key", "license")
 
 
 def _sample_chunks(chunks, take, total, rng):

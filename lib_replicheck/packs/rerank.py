@@ -5,7 +5,7 @@ neighbourhood but orders near neighbours poorly (recall@10 around 0.3 with 64 by
 descriptors, and similarities off by up to 0.66 with 4-bit fast-scan codes). The pack therefore
 also stores every vector once more, and a query reads only its candidates' rows (positioned reads,
 not a memory map: mapped pages would count as the process's memory, a whole 64 KB around each row),
-whose similarity decides the order. Resident memory stays that of the index. Two row formats:
+whose similarity decides the order. Resident memory stays that of the index. Three row formats:
 
 - `float16` (`vectors.f16.npy`, 2 bytes a dimension): exact similarities;
 - `sq4` (`vectors.sq4.npy`, half a byte a dimension): 4-bit codes on one range for all dimensions
