@@ -136,9 +136,11 @@ def load_codebook(path: str | Path, dim: int):
     ok = book.dtype == np.float32 and book.ndim == 3 and 0 < book.shape[0] <= dim \
         and book.shape[0] * book.shape[2] == dim and 2 <= book.shape[1] <= 4096 \
         and book.shape[1] & (book.shape[1] - 1) == 0
-    if not ok or not np.isfinite(book).all():
-        raise PackError(path.parent, f"re-ranking codebook {path.name} holds {book.dtype} {book.shape}, not finite "
+    if not ok:
+        raise PackError(path.parent, f"re-ranking codebook {path.name} holds {book.dtype} {book.shape}, not "
                                      f"float32 [m, 2**nbits, {dim} / m]")
+    if not np.isfinite(book).all():
+        raise PackError(path.parent, f"re-ranking codebook {path.name} holds values that are not finite")
     return np.ascontiguousarray(book)
 
 
