@@ -94,6 +94,16 @@ def _pq_shape(codebook) -> tuple[int, int, int, int]:
     return m, nbits, m * dsub, (m * nbits + 7) // 8
 
 
+def _row_layout(dtype: str, dim: int, codebook=None):
+    """(numpy dtype, columns) of one row of the `.npy` re-ranking file: what the writer writes and
+    the reader expects."""
+    import numpy as np
+
+    if dtype == "float16":
+        return np.float16, dim
+    return np.uint8, (dim + 1) // 2 if dtype == "sq4" else _pq_shape(codebook)[3] + 2
+
+
 def pq_encode(vectors, codebook):
     """Rows uint8 [n, code bytes + 2]: the PQ codes of `vectors`, then their float16 factor x . x^."""
     import faiss
@@ -169,11 +179,8 @@ class Reranker:
         except (OSError, ValueError) as e:
             f.close()
             raise PackError(path.parent, f"re-ranking file {path.name} cannot be read ({e})") from None
-        if dtype == "float16":
-            want, width, cols = np.float16, dim * 2, dim
-        else:
-            want = np.uint8
-            width = cols = (dim + 1) // 2 if dtype == "sq4" else _pq_shape(codebook)[3] + 2
+        want, cols = _row_layout(dtype, dim, codebook)
+        width = cols * np.dtype(want).itemsize
         if stored != want or fortran or tuple(shape) != (vectors, cols) or size != self._offset + vectors * width:
             f.close()
             raise PackError(path.parent, f"re-ranking file {path.name} holds {stored} {tuple(shape)}, "
@@ -246,12 +253,8 @@ def write_rows(path: str | Path, chunks, total: int, dim: int, dtype: str = "flo
     `dtype` (float16, sq4 codes on `value_range`, or pq codes of `codebook`)."""
     import numpy as np
 
-    if dtype == "sq4":
-        out = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.uint8, shape=(total, (dim + 1) // 2))
-    elif dtype == "pq":
-        out = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.uint8, shape=(total, _pq_shape(codebook)[3] + 2))
-    else:
-        out = np.lib.format.open_memmap(str(path), mode="w+", dtype=np.float16, shape=(total, dim))
+    want, cols = _row_layout(dtype, dim, codebook)
+    out = np.lib.format.open_memmap(str(path), mode="w+", dtype=want, shape=(total, cols))
     pos = 0
     for vecs in chunks:
         out[pos: pos + len(vecs)] = sq4_encode(vecs, *value_range) if dtype == "sq4" else \
