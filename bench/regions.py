@@ -6,7 +6,9 @@ with Meta's real SSCD weights (int8 ONNX) on the real photos tests/setup.sh inst
 The real photos the tests install (Debian's mate/nature and *_by_* wallpapers, 31) are split by
 photo: every other one goes into the pack, the rest are the novel photos (the other images those
 packages install are vector art and plain colours, not photos). Pack: built with the builder's one
-writer (build_from_items) from its photos plus the tests' 400 clip art drawings as distractors.
+writer (build_from_items) from its photos plus the tests' 400 clip art drawings as distractors, and
+a background set of 2,000 other drawings (`--background 0`: none, so regions are judged on their
+raw similarity at the older tiers).
 Copies: a pack photo scaled so its larger side is 35%, 55% or 75% of the side of a background,
 pasted at a random spot into a random crop of a novel photo (512x512, 512x768 or 768x512: the
 generation sizes), plain, or with light edits afterwards (JPEG quality 75 and colour +20%).
@@ -103,9 +105,9 @@ class Judge:
         """Per image, per mode up to `upto`: the best Match (None when nothing was found)."""
         import numpy as np
 
-        from lib_replicheck.checker import best_per_item
+        from lib_replicheck.checker import background_offsets, best_per_item
         from lib_replicheck.report import Match
-        from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS
+        from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS
 
         if not images:
             return []
@@ -126,17 +128,28 @@ class Judge:
         vectors = np.stack(queries)
         modes = MODES[:MODES.index(upto) + 1]
         found: list[dict[str, list]] = [{m: [] for m in modes} for _ in images]
-        #: per image, per mode: the highest score of any query (copy or not), for the tails
+        #: per image, per mode: the highest score of any query (copy or not), and the highest
+        #: normalised score of any region, for the tails
         self.top = [{m: 0.0 for m in modes} for _ in images]
-        for (i, box, level), hits in zip(owners, self.pack.search(vectors, 1)):
-            tiers = DEFAULT_TIERS["sscd"] if box is None else REGION_TIERS["sscd"]
+        self.top_normalised = [{m: None for m in modes} for _ in images]
+        hits_all = self.pack.search(vectors, 1)
+        offsets = background_offsets(self.pack, vectors, [(i, box) for i, box, _ in owners], hits_all, [])
+        for row, ((i, box, level), hits) in enumerate(zip(owners, hits_all)):
+            offset = offsets.get(row)
+            tiers = DEFAULT_TIERS["sscd"] if box is None else \
+                NORMALISED_REGION_TIERS["sscd"] if offset is not None else REGION_TIERS["sscd"]
             for h in hits[:1]:
+                score = h.similarity if offset is None else h.similarity - offset
                 for mode in modes[MODES.index(level):]:
                     self.top[i][mode] = max(self.top[i][mode], h.similarity)
-                if box is not None and not tiers.verdict(h.similarity).is_copy:
+                    if offset is not None:
+                        prev = self.top_normalised[i][mode]
+                        self.top_normalised[i][mode] = score if prev is None else max(prev, score)
+                verdict = tiers.verdict(score)
+                if box is not None and not verdict.is_copy:
                     continue  # as the checker: a region adds only the copies it finds
                 m = Match(pack=self.pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
-                          verdict=tiers.verdict(h.similarity), embedder=self.embedder.id, region=box)
+                          verdict=verdict, embedder=self.embedder.id, region=box, background=offset)
                 for mode in modes[MODES.index(level):]:
                     found[i][mode].append(m)
         return [{mode: (best_per_item(ms) or [None])[0] for mode, ms in f.items()} for f in found]
@@ -162,6 +175,8 @@ def main() -> None:
     ap.add_argument("--whole-photos", type=int, default=1000, help="pack photos whose edited copies are judged")
     ap.add_argument("--timing", type=int, default=5, help="images timed through Checker.check per mode")
     ap.add_argument("--confirm", type=int, default=2, help="images checked by Checker.check to confirm the verdicts")
+    ap.add_argument("--background", type=int, default=2000,
+                    help="clip art drawings not in the pack, as the pack's background set (0: none, raw tiers)")
     args = ap.parse_args()
 
     import numpy as np
@@ -174,7 +189,7 @@ def main() -> None:
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.regions import Region, detail, detail_map
-    from lib_replicheck.thresholds import REGION_TIERS, Verdict
+    from lib_replicheck.thresholds import NORMALISED_REGION_TIERS, REGION_TIERS, Verdict
 
     if not SSCD_ONNX.is_file():
         sys.exit(f"needs {SSCD_ONNX} (bash tests/setup.sh puts it there)")
@@ -187,18 +202,27 @@ def main() -> None:
     others = [shrink(load_image(p)) for p in other_files]
     sscd = embedders.load("sscd", runtime="onnx", weights=SSCD_ONNX)
     tmp = Path(tempfile.mkdtemp(prefix="replicheck-regions-"))
+    chosen = set(drawings)
+    background = [SourceItem(key=p.name, path=str(p)) for p in sorted(CLIPART.rglob("*.png")) if p not in chosen][::3]
     items = [SourceItem(key=p.name, path=str(p)) for p in pack_files + drawings]
-    pack = Pack(build_from_items(items, sscd, tmp / "pack", thumbnails=False, log=lambda s: None).path)
+    pack = Pack(build_from_items(items, sscd, tmp / "pack", thumbnails=False, log=lambda s: None,
+                                 background=background if args.background else None,
+                                 background_size=max(1, args.background)).path)
     by_source = {pack.metadata.get([r])[r].source: r for r in range(pack.manifest.count)}
     own_ids = [pack.metadata.get([by_source[p.name]])[by_source[p.name]].id for p in pack_files]
     checker = Checker([pack], top_k=1, runtime="onnx", weights=SSCD_ONNX, offline=True)
     checker.embedder(pack)
     judge = Judge(checker, pack, sscd)
     rng = random.Random(args.seed)
-    tiers = REGION_TIERS["sscd"]
+    normalised = pack.manifest.background is not None
+    tiers = (NORMALISED_REGION_TIERS if normalised else REGION_TIERS)["sscd"]
     print(f"region search: SSCD int8 ONNX (sscd_disc_mixup), pack of {len(pack_files)} photos + {len(drawings)} "
-          f"drawings, seed {args.seed}; region tiers: possible {tiers.possible}, likely {tiers.likely} "
-          f"(whole image: 0.5, 0.75)")
+          f"drawings, seed {args.seed}; "
+          + (f"background set: {pack.manifest.background['count']} other drawings "
+             f"({pack.manifest.background['dropped_as_copies']} dropped as copies of pack images); region tiers on "
+             f"the normalised score (similarity less the mean of the 3 nearest background images): "
+             if normalised else "no background set; region tiers on the similarity: ")
+          + f"possible {tiers.possible}, likely {tiers.likely} (whole image, on the similarity: 0.5, 0.75)")
 
     # pasted copies
     cases = []
@@ -245,20 +269,31 @@ def main() -> None:
             continue
         negatives.append(im)
     scores: dict[str, list[float]] = {m: [] for m in MODES}
+    normalised_scores: dict[str, list[float]] = {m: [] for m in MODES}
     flagged: dict[str, list[bool]] = {m: [] for m in MODES}
+    by_region: dict[str, list[bool]] = {m: [] for m in MODES}
     for start in range(0, len(negatives), 50):
         chunk = negatives[start:start + 50]
-        for r, top in zip(judge.reports(chunk, "thorough" if start < args.region_negatives else "off"), judge.top):
+        judged_chunk = judge.reports(chunk, "thorough" if start < args.region_negatives else "off")
+        for r, top, top_n in zip(judged_chunk, judge.top, judge.top_normalised):
             for mode in r:
                 scores[mode].append(top[mode])
+                if top_n[mode] is not None:
+                    normalised_scores[mode].append(top_n[mode])
                 flagged[mode].append(r[mode].verdict.is_copy)
+                by_region[mode].append(r[mode].verdict.is_copy and r[mode].region is not None)
     print(f"novel photos ({len(negatives)} crops and rescales of the {len(others)} other photos, not in the pack; {flat} "
           "featureless crops left out), best score over the whole image and its regions, share flagged at the "
           "default tiers:")
     for mode in MODES:
         s = np.asarray(scores[mode])
         print(f"  {mode:>8}: n={len(s)} max {s.max():.3f}, 99.9th pct {np.percentile(s, 99.9):.3f}, "
-              f"99th pct {np.percentile(s, 99):.3f}; flagged {share(flagged[mode])} (target 0.1%)")
+              f"99th pct {np.percentile(s, 99):.3f}; flagged {share(flagged[mode])} (target 0.1%), "
+              f"of which through a region {share(by_region[mode])}")
+        if normalised_scores[mode]:
+            n = np.asarray(normalised_scores[mode])
+            print(f"  {mode:>8}: best normalised region score (regions reaching {tiers.possible} before "
+                  f"normalisation, in {len(n)} crops): max {n.max():.3f}, 99.9th pct {np.percentile(n, 99.9):.3f}")
 
     # whole-image copies
     whole = [(k, im) for k, o in enumerate(originals[:args.whole_photos]) for im in edits(o).values()]

@@ -14,7 +14,7 @@ from lib_replicheck.embedders import kind_of
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS, Tiers, Verdict
+from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Tiers, Verdict
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
 #: Embedder families whose packs are also searched with regions of the image (a copy descriptor;
@@ -114,16 +114,25 @@ class Checker:
             if queries:
                 vectors = np.concatenate([vectors, np.stack([v for _, _, v in queries])])
             for pack in packs:
-                for (i, box), hits in zip(owners, pack.search(np.asarray(vectors), top_k)):
+                found = pack.search(np.asarray(vectors), top_k)
+                offsets = background_offsets(pack, vectors, owners, found, reports) if queries else {}
+                for row, ((i, box), hits) in enumerate(zip(owners, found)):
                     judge = family_tiers if box is None else region_tiers
                     for h in hits[:top_k if box is None else 1]:
-                        v = Verdict.NONE if i in low_quality else judge.verdict(h.similarity, h.distance)
+                        offset = offsets.get(row)
+                        if i in low_quality:
+                            v = Verdict.NONE
+                        elif offset is not None:
+                            v = NORMALISED_REGION_TIERS[family].verdict(h.similarity - offset)
+                        else:
+                            v = judge.verdict(h.similarity, h.distance)
                         if box is not None and not v.is_copy:
                             continue  # a region adds copies it finds; the nearest images come from the whole image
                         thumb = pack.thumbnail_path(h.item)
                         candidates[i].append(Match(pack=pack.name, item=h.item, similarity=h.similarity,
                                                    distance=h.distance, verdict=v, embedder=emb_id,
-                                                   thumbnail=str(thumb) if thumb else None, region=box))
+                                                   thumbnail=str(thumb) if thumb else None, region=box,
+                                                   background=offset))
         elapsed = (time.perf_counter() - start) / len(images)
         for report, matches in zip(reports, candidates):
             matches = best_per_item(matches)
@@ -189,6 +198,30 @@ def embed(embedder, images: Sequence, mode: str, reports: list[Report]):
         for r in reports:
             r.notes.append(f"regions: {why}")
     return embedder.embed(list(images)), []
+
+
+def background_offsets(pack, vectors, owners, found, reports) -> dict[int, float]:
+    """Per row of `vectors` that is a region whose nearest training image could reach a region tier
+    once normalised, what score normalisation subtracts (packs/background.py); none when the pack
+    has no background set, and each report then says its regions were judged on raw similarity."""
+    import numpy as np
+
+    if pack.background is None:
+        for r in reports:
+            r.notes.append(f"regions: pack {pack.name} has no background set (build --background), so its region "
+                           "matches are judged on raw similarity")
+        return {}
+    family = kind_of(pack.embedder.id)
+    if family not in NORMALISED_REGION_TIERS:
+        return {}
+    lowest = min(t for t in (NORMALISED_REGION_TIERS[family].possible, NORMALISED_REGION_TIERS[family].likely)
+                 if t is not None)
+    rows = [row for row, ((_, box), hits) in enumerate(zip(owners, found))
+            if box is not None and hits and hits[0].similarity >= lowest]
+    if not rows:
+        return {}
+    values = pack.background_offsets(np.asarray(vectors)[rows])
+    return {row: float(v) for row, v in zip(rows, values)}
 
 
 def best_per_item(matches: list[Match]) -> list[Match]:

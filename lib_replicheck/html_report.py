@@ -330,7 +330,10 @@ def _match_figure(m: Match, with_images: bool) -> str:
     where_found = ""
     if box:
         x, y, w, h = box.split(",")
-        where_found = f'<div class="found muted">found in the region {w}×{h} at ({x}, {y}) of the checked image</div>'
+        above = m.normalised if isinstance(getattr(m, "normalised", None), float) else None
+        judged = f"; {above:.2f} above the pack's background, which its verdict is judged on" if above is not None else ""
+        where_found = (f'<div class="found muted">found in the region {w}×{h} at ({x}, {y}) of the checked '
+                       f'image{esc(judged)}</div>')
     return (f'<figure class="match">{_img(thumb, f"training image {m.id}", missing)}<figcaption>{score}'
             f'<span class="badge {TIER_CLASS.get(m.verdict, "t-none")}">{esc(m.verdict.value)}</span>{distance}'
             f'{caption}{source}{lic}{pack}{where_found}</figcaption></figure>')

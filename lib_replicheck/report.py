@@ -26,6 +26,9 @@ class Match:
     embedder: str
     thumbnail: str | None = None  # the thumbnail's local file inside the pack, checked
     region: Region | None = None  # where in the checked image it was found; None: the whole image
+    #: a region's mean similarity to the pack's nearest background images, which its verdict is
+    #: judged after subtracting (packs/background.py); None: judged on the similarity itself
+    background: float | None = None
 
     @property
     def id(self) -> int:
@@ -55,6 +58,11 @@ class Match:
     def license(self) -> str | None:
         return self.item.license
 
+    @property
+    def normalised(self) -> float | None:
+        """The similarity less the background's, when the verdict was judged on it."""
+        return None if self.background is None else self.similarity - self.background
+
     def score_text(self) -> str:
         return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
 
@@ -70,7 +78,9 @@ class Match:
         return {"pack": self.pack, "id": self.item.id, "similarity": self.similarity, "distance": self.distance,
                 "verdict": self.verdict.value, "embedder": self.embedder,
                 **{k: v for k, v in item.items() if k not in ("id", "thumbnail")}, "thumbnail": self.thumbnail,
-                "region": self.region.to_dict() if self.region else None}
+                "region": self.region.to_dict() if self.region else None,
+                "background": None if self.background is None else round(self.background, 4),
+                "normalised": None if self.background is None else round(self.normalised, 4)}
 
 
 @dataclass

@@ -78,6 +78,16 @@ REGION_TIERS: dict[str, Tiers] = {
     "sscd": Tiers("similarity", possible=0.60, likely=0.70, duplicate=0.95),
 }
 
+#: Tiers for region matches in a pack with a background set, on the normalised score: the
+#: similarity less the mean similarity of the region to its three nearest background images
+#: (SSCD's score normalisation, Pizzi et al. CVPR 2022, beta 1; lib_replicheck/packs/background.py).
+#: Set the same way as REGION_TIERS (`bench/regions.py --seed 0`, 600 novel crops in thorough mode,
+#: every region searched: the best normalised region score was 0.217): "possible" is the lowest
+#: cut in steps of 0.05 above it, "likely" 0.10 above that. No region reaches "duplicate".
+NORMALISED_REGION_TIERS: dict[str, Tiers] = {
+    "sscd": Tiers("similarity", possible=0.25, likely=0.35),
+}
+
 
 def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = None) -> dict[str, Tiers]:
     """Apply 'family.tier=value' strings, e.g. 'sscd.possible=0.6' or 'pdq.likely=24' ('off' disables)."""

@@ -18,7 +18,7 @@ from lib_replicheck.checker import Checker
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack
 from lib_replicheck.regions import MODES, Region, cell_boxes, check_mode, gem_pool, to_region
-from lib_replicheck.thresholds import Verdict
+from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Verdict
 
 sys.path.insert(0, str(REPO / "bench"))
 from regions import paste, random_crop, shrink  # noqa: E402 - the benchmark's own copy maker
@@ -36,11 +36,29 @@ def split(pack_photos):
 
 
 @pytest.fixture(scope="module")
-def pack(tmp_path_factory, split, sscd):
+def background_folder(tmp_path_factory, clipart):
+    """150 drawings that are not in any pack here (numbered: drawings of different folders share names)."""
+    folder = tmp_path_factory.mktemp("background")
+    for i, p in enumerate(clipart[1::2][:150]):
+        (folder / f"{i:03d}-{p.name}").symlink_to(p)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory, split, sscd, background_folder):
+    """The photos in the pack, with a background set: region matches are judged normalised."""
     folder = photo_folder(tmp_path_factory.mktemp("photos"), split[0])
     built = build_from_items(sources.folder(folder), sscd, tmp_path_factory.mktemp("packs") / "photos",
-                             thumbnails=True, log=lambda s: None)
+                             thumbnails=True, background=sources.folder(background_folder), log=lambda s: None)
     return Pack(built.path)
+
+
+@pytest.fixture(scope="module")
+def raw_pack(tmp_path_factory, split, sscd):
+    """The same photos without a background set: region matches are judged on their similarity."""
+    folder = photo_folder(tmp_path_factory.mktemp("photos"), split[0])
+    return Pack(build_from_items(sources.folder(folder), sscd, tmp_path_factory.mktemp("packs") / "raw",
+                                 thumbnails=False, log=lambda s: None).path)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +201,62 @@ def test_pasted_copy_missed_whole_is_found_with_its_box(checker, pasted):
         r = fast.best.region
         assert fast.to_dict()["best"]["region"] == {"x": r.x, "y": r.y, "w": r.w, "h": r.h, "image_w": 512,
                                                     "image_h": 512}
+        # judged on the score above the pack's background, which the report gives beside the similarity
+        b = fast.best
+        assert b.background is not None and 0 < b.background < b.similarity
+        assert fast.verdict is NORMALISED_REGION_TIERS["sscd"].verdict(b.similarity - b.background)
+        assert fast.to_dict()["best"]["normalised"] == round(b.similarity - b.background, 4)
+        assert not any("no background set" in n for n in fast.notes)
     assert found >= 3
+
+
+def test_without_a_background_regions_are_judged_on_similarity(raw_pack, sscd_onnx, pasted):
+    """A pack built without --background still searches regions, at the region tiers on the raw
+    similarity, and each report says so."""
+    checker = Checker([raw_pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    for im, box, source in pasted[:2]:
+        report = checker.check([im], regions="thorough")[0]
+        assert any("has no background set" in n for n in report.notes), report.notes
+        assert all(m.background is None for m in report.matches)
+        assert report.verdict is (REGION_TIERS["sscd"].verdict(report.best.similarity) if report.best.region
+                                  else DEFAULT_TIERS["sscd"].verdict(report.best.similarity))
+        assert report.to_dict()["best"]["normalised"] is None
+    assert not any("background" in n for n in checker.check([pasted[0][0]], regions="off")[0].notes)
+
+
+def test_builder_keeps_a_background_without_copies_of_the_pack(pack, split, sscd, tmp_path, background_folder):
+    """The background set: embedded by the builder, copies of pack images dropped (one pack photo
+    among 150 drawings), float16 rows of unit length named with their sha256 in the manifest."""
+    import numpy as np
+
+    from lib_replicheck.packs import background as bg
+
+    entry = pack.manifest.background
+    assert entry["file"] == bg.FILE and pack.manifest.file(bg.FILE) is not None
+    assert entry["count"] == len(pack.background) and entry["count"] > 100
+    rows = np.load(pack.path / bg.FILE, allow_pickle=False)
+    assert rows.dtype == np.float16 and rows.shape == (entry["count"], 512)
+    # with a pack photo among the background images, that one is dropped
+    folder = photo_folder(tmp_path / "bg", [split[0][3]])
+    for p in sorted(background_folder.iterdir())[:20]:
+        (folder / p.name).symlink_to(p.resolve())
+    built = build_from_items(sources.folder(photo_folder(tmp_path / "photos", split[0][:6])), sscd,
+                             tmp_path / "pack", thumbnails=False, background=sources.folder(folder),
+                             log=lambda s: None)
+    again = Pack(built.path)
+    assert again.manifest.background["dropped_as_copies"] == 1
+    assert again.manifest.background["count"] == 20
+    assert float((again.background @ np.asarray(sscd.embed([load_image(split[0][3])]))[0]).max()) < 0.75
+
+
+def test_background_is_refused_for_bit_codes(split, tmp_path):
+    from lib_replicheck.errors import ReplicheckError
+
+    folder = photo_folder(tmp_path / "photos", split[0][:2])
+    with pytest.raises(ReplicheckError, match="--background: score normalisation is for similarity descriptors"):
+        build_from_items(sources.folder(folder), embedders.load("pdq"), tmp_path / "pack",
+                         background=sources.folder(folder), log=lambda s: None)
+    assert not (tmp_path / "pack").exists()
 
 
 def test_whole_image_copies_keep_their_verdict(checker, split):
@@ -216,6 +289,7 @@ def test_command_line_json_gives_the_box(pack, pasted, sscd_onnx, tmp_path):
     best = runs["thorough"]["best"]
     assert best["source"] == source and best["verdict"] in ("possible copy", "likely copy", "duplicate")
     assert overlap(Region(**best["region"]), box) >= 0.5
+    assert abs(best["normalised"] - (best["similarity"] - best["background"])) < 2e-4 and best["normalised"] >= 0.25
     bad = subprocess.run([sys.executable, "-m", "lib_replicheck", *map(str, args), "--regions", "tiles"], cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--regions" in bad.stderr and "Traceback" not in bad.stderr
@@ -235,6 +309,7 @@ def test_panel_draws_the_box_and_escapes_text(checker, pasted):
     assert f'<rect class="rc-region-box" x="{r.x}" y="{r.y}" width="{r.w}" height="{r.h}"' in page
     assert f'viewBox="0 0 {r.image_w} {r.image_h}"' in page
     assert f"found in the region {r.w}x{r.h} at ({r.x}, {r.y}) of the 512x512 image" in page
+    assert f"{report.best.normalised:.2f} above the pack&#x27;s background, which its verdict is judged on" in page
     assert "<script>" not in page and "<img src=x" not in page and "javascript:" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     off = checker.check([im], regions="off")[0]
@@ -277,3 +352,55 @@ def test_http_api_regions_field(webui, pack, pasted):
         shutil.rmtree(dst, ignore_errors=True)
         if not had_onnx:
             onnx.unlink(missing_ok=True)
+
+
+def test_hostile_background_files_are_refused_by_name(pack, tmp_path):
+    """The background file comes with a downloaded pack: a cut file, a pickle, the wrong shape,
+    values that are not finite or not of unit length, a count the file does not hold, a path out of
+    the pack or a file the manifest does not list are each a PackError naming what is wrong."""
+    import io
+    import shutil
+
+    import numpy as np
+
+    from lib_replicheck.embedders.weights import sha256_file
+    from lib_replicheck.errors import PackError
+    from lib_replicheck.packs import background as bg
+    from lib_replicheck.packs import manifest as mf
+
+    good = np.load(pack.path / bg.FILE, allow_pickle=False)
+
+    def npy(a) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=True)
+        return buf.getvalue()
+
+    def refused(name: str, data: bytes | None, expect: str, **entry) -> None:
+        folder = tmp_path / name
+        shutil.copytree(pack.path, folder)
+        if data is not None:
+            (folder / bg.FILE).write_bytes(data)
+        m = mf.read(folder)
+        m.background = {**m.background, **entry}
+        m.files = [mf.FileEntry(f.path, (folder / f.path).stat().st_size, sha256_file(folder / f.path))
+                   if f.path == bg.FILE else f for f in m.files]
+        mf.write(folder, m)
+        with pytest.raises(PackError) as e:
+            Pack(folder)
+        assert expect in str(e.value) and "Traceback" not in str(e.value), str(e.value)
+
+    nan, long = good.astype(np.float32), good.astype(np.float32)
+    nan[3, 7] = np.nan
+    long[5] *= 2
+    refused("cut", (pack.path / bg.FILE).read_bytes()[:1000], f"background {bg.FILE} cannot be read")
+    refused("pickle", npy(np.array([{"a": 1}], dtype=object)), f"background {bg.FILE} cannot be read")
+    refused("shape", npy(good[:, :256]), f"background {bg.FILE} holds float16 ({len(good)}, 256), not float16 or "
+                                        "float32 [1 to 50,000, 512]")
+    refused("nan", npy(nan), f"background {bg.FILE} holds values that are not finite")
+    refused("length", npy(long), f"background {bg.FILE} holds rows that are not of unit length")
+    refused("count", None, f"background {bg.FILE} holds {len(good)} rows, the manifest says {len(good) + 1}",
+            count=len(good) + 1)
+    refused("zero", None, "manifest field 'background.count' should be from 1 to 50,000, not 0", count=0)
+    refused("escape", None, "manifest field 'background.file' '../background.npy' leaves the pack folder",
+            file="../background.npy")
+    refused("unlisted", None, "manifest does not list the file 'other.npy'", file="other.npy")

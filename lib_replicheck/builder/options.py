@@ -40,6 +40,10 @@ class BuildOptions:
     license: str | None = None
     thumbnails: bool = False  # store a 256-pixel thumbnail per image in the pack
     centre_crops: tuple[float, ...] = ()  # cosine packs: centre crops stored beside each whole image
+    #: SSCD packs: a folder or shards of images outside the pack, for score normalisation of region
+    #: matches (packs/background.py); at most `background_size` of them are embedded
+    background: str | None = None
+    background_size: int = 5_000
     download_processes: int = 2
     download_threads: int = 16
     download_timeout: int = 10

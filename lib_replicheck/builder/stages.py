@@ -170,7 +170,7 @@ def metadata_stage(store: ShardStore, folder: Path) -> list[str]:
 
 
 def publish_stage(store: ShardStore, spec, out: Path, opts: BuildOptions, log, *, name: str, title: str | None,
-                  description: str, source: dict, started: float) -> BuildReport:
+                  description: str, source: dict, started: float, background=None) -> BuildReport:
     """Index and metadata from the shards into a staging folder beside `out`, sealed and moved into
     place (packs.publish); nothing is left behind when a stage fails."""
     from lib_replicheck.packs.publish import seal, staging_dir
@@ -180,7 +180,7 @@ def publish_stage(store: ShardStore, spec, out: Path, opts: BuildOptions, log, *
         info, count, vectors = index_stage(store, spec, tmp, opts, log)
         thumbs = metadata_stage(store, tmp)
         seal(tmp, out, name=name, title=title, description=description, source=source, spec=spec, count=count,
-             vectors=vectors, index=info, extra_files=thumbs)
+             vectors=vectors, index=info, extra_files=thumbs, background=background, log=log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -82,6 +82,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--centre-crops", metavar="F,F", help="SSCD/CLIP packs: also store centre crops of each image, "
                    "as fractions of the side (e.g. 0.7,0.5): finds parts of training images enlarged to fill a "
                    "picture, for one more index vector per crop (see bench/reference_crops.py)")
+    b.add_argument("--background", metavar="SOURCE",
+                   help="SSCD packs: images that are not in the pack (a folder, shards or a parquet list, e.g. a "
+                        "random sample of the same dataset), for score normalisation: region matches are then judged "
+                        "by how far they stand out from these (see README, Region search); those that are copies "
+                        "of a pack image are dropped")
+    b.add_argument("--background-size", type=int, default=5_000, metavar="N",
+                   help="at most this many background images are embedded (5000)")
     b.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=None,
                    help="store 256-pixel thumbnails in the pack (default: for folders only)")
     b.add_argument("--work", type=Path, help="work folder for downloads and shards (default: beside --out); "

@@ -15,6 +15,7 @@ from typing import Any
 
 from lib_replicheck.embedders.base import METRICS, EmbedderSpec
 from lib_replicheck.errors import PackError
+from lib_replicheck.packs.background import MAX_ROWS as MAX_BACKGROUND
 from lib_replicheck.packs.rerank import DTYPES
 
 FORMAT = "replicheck-pack"
@@ -48,6 +49,8 @@ class Manifest:
     tool_version: str
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    #: file and count of the background set for score normalisation (packs/background.py), if any
+    background: dict[str, Any] | None = None
 
     @property
     def metric(self) -> str:
@@ -66,6 +69,7 @@ class Manifest:
             "count": self.count,
             "vectors": self.vectors,
             "index": self.index,
+            **({"background": self.background} if self.background else {}),
             "files": [asdict(f) for f in self.files],
             "built_at": self.built_at,
             "tool": {"name": "replicheck", "version": self.tool_version},
@@ -179,6 +183,12 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
         candidates = need(rerank, "candidates", int, "index.rerank.")
         if not 0 < candidates <= MAX_CANDIDATES:
             raise bad("index.rerank.candidates", f"should be from 1 to {MAX_CANDIDATES}, not {candidates}")
+    background = optional(data, "background", dict, "")
+    if background is not None:
+        relative(need(background, "file", str, "background."), "background.file")
+        rows = need(background, "count", int, "background.")
+        if not 0 < rows <= MAX_BACKGROUND:
+            raise bad("background.count", f"should be from 1 to {MAX_BACKGROUND:,}, not {rows}")
     files = []
     for i, f in enumerate(need(data, "files", list, "")):
         if not isinstance(f, dict):
@@ -190,7 +200,7 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
             raise PackError(origin, f"manifest field 'files[{i}]' has a bad size or sha256")
         files.append(FileEntry(path, size, sha))
     paths = {f.path for f in files}
-    for required in (index_file, METADATA_FILE) + rerank_files(index):
+    for required in (index_file, METADATA_FILE) + rerank_files(index) + background_files(background):
         if required not in paths:
             raise PackError(origin, f"manifest does not list the file {required!r}")
     tool = optional(data, "tool", dict, "", {})
@@ -210,6 +220,7 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
         tool_version=str(optional(tool, "version", (str, int, float), "tool.", "")),
         format_version=version,
         extra=extra,
+        background=background,
     )
 
 
@@ -250,3 +261,8 @@ def rerank_files(index: dict) -> tuple[str, ...]:
     if not rerank:
         return ()
     return (rerank["file"],) + ((rerank["codebook"],) if rerank.get("dtype") == "pq" else ())
+
+
+def background_files(background: dict | None) -> tuple[str, ...]:
+    """The background set's file, if the pack has one."""
+    return (background["file"],) if background else ()

@@ -39,7 +39,7 @@ class Pack:
         self.expect_embedder = expect_embedder
         self.mmap_min_bytes = faiss_index.MMAP_MIN_BYTES if mmap else None
         self._lock = threading.RLock()
-        self.index = self.metadata = self.reranker = None
+        self.index = self.metadata = self.reranker = self.background = None
         self._open()
 
     def _open(self) -> None:
@@ -52,7 +52,8 @@ class Pack:
             raise PackError(self.path, f"was built with the embedder {m.embedder.id!r}, not "
                                        f"{self.expect_embedder!r}; its vectors cannot be compared")
         rerank = m.index.get("rerank")
-        watched = [m.index.get("file", mf.INDEX_FILE), mf.METADATA_FILE] + list(mf.rerank_files(m.index))
+        watched = [m.index.get("file", mf.INDEX_FILE), mf.METADATA_FILE] + list(mf.rerank_files(m.index)) \
+            + list(mf.background_files(m.background))
         stamps = {mf.MANIFEST: manifest_stamp, **{name: _stamp(self.path / name) for name in watched}}
         for f in m.files:
             p = self.path / f.path
@@ -82,10 +83,18 @@ class Pack:
                                     load_codebook(self.path / rerank["codebook"], m.embedder.dim)
                                     if dtype == "pq" else None)
                 candidates = rerank["candidates"]
+            background = None
+            if m.background:
+                from lib_replicheck.packs import background as bg
+
+                background = bg.load(self.path / m.background["file"], m.embedder.dim)
+                if len(background) != m.background["count"]:
+                    raise PackError(self.path, f"background {m.background['file']} holds {len(background)} rows, "
+                                               f"the manifest says {m.background['count']}")
         except BaseException:
             metadata.close()
             raise
-        self.index, self.metadata, self.reranker = index, metadata, reranker
+        self.index, self.metadata, self.reranker, self.background = index, metadata, reranker, background
         self.variants, self.candidates = variants, candidates
         self._stamps = stamps
 
@@ -151,6 +160,15 @@ class Pack:
             out.append(hits)
         return out
 
+    def background_offsets(self, queries):
+        """Per query, what score normalisation subtracts (packs/background.py); None when the pack
+        has no background set."""
+        from lib_replicheck.packs import background as bg
+
+        with self._lock:
+            self._ensure_current()
+            return None if self.background is None else bg.offsets(self.background, queries)
+
     def thumbnail_path(self, item: Item) -> Path | None:
         """The local thumbnail of an item, only if it is a file listed inside the pack."""
         if not item.thumbnail:
@@ -178,7 +196,7 @@ class Pack:
             self.metadata.close()
         if self.reranker is not None:
             self.reranker.close()
-        self.index = self.metadata = self.reranker = None
+        self.index = self.metadata = self.reranker = self.background = None
 
     def close(self) -> None:
         with self._lock:

@@ -46,9 +46,10 @@ def staging_dir(out: Path) -> Path:
 
 
 def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str, source: dict | None, spec,
-         count: int, vectors: int, index: dict, extra_files: list[str] = ()) -> None:
+         count: int, vectors: int, index: dict, extra_files: list[str] = (), background=None, log=None) -> None:
     """Write the manifest of the pack in `tmp` (index and metadata already there), re-open it, check
-    every sha256, and only then move it to `out`."""
+    every sha256, and only then move it to `out`. `background`: vectors of images outside the pack
+    for score normalisation (packs/background.py); those that are copies of a pack image are dropped."""
     from lib_replicheck.embedders.weights import sha256_file
     from lib_replicheck.packs.pack import Pack
 
@@ -59,10 +60,43 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
         files=[mf.FileEntry(p, (tmp / p).stat().st_size, sha256_file(tmp / p)) for p in files],
         built_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), tool_version=__version__)
     mf.write(tmp, manifest)
+    if background is not None and len(background):
+        add_background(tmp, manifest, background, log or (lambda s: print(s, file=sys.stderr)))
     check = Pack(tmp, expect_embedder=spec.id)
     check.verify()
     check.close()
     publish(tmp, out)
+
+
+def add_background(tmp: Path, manifest: mf.Manifest, rows, log) -> None:
+    """Write the background set into the pack in `tmp` and name it in its manifest. A row whose
+    nearest pack image reaches the whole image's likely-copy cut is a copy of it and would lower the
+    normalised score of that image's copies: it is dropped."""
+    import numpy as np
+
+    from lib_replicheck.embedders.weights import sha256_file
+    from lib_replicheck.packs import background as bg
+    from lib_replicheck.packs.pack import Pack
+    from lib_replicheck.thresholds import DEFAULT_TIERS
+
+    if manifest.metric == "hamming":
+        raise PackError(tmp, "a background set is for similarity descriptors such as SSCD, not bit codes")
+    rows = np.asarray(rows, dtype=np.float32)[:bg.MAX_ROWS]
+    cut = DEFAULT_TIERS["sscd"].likely
+    pack = Pack(tmp, expect_embedder=manifest.embedder.id)
+    try:
+        nearest = [hits[0].similarity if hits else 0.0 for hits in pack.search(rows, 1)]
+    finally:
+        pack.close()
+    keep = np.asarray(nearest) < cut
+    log(f"background: {int(keep.sum())} images kept, {int((~keep).sum())} dropped as copies of pack images "
+        f"(similarity >= {cut})")
+    if not keep.any():
+        return
+    bg.save(tmp / bg.FILE, rows[keep])
+    manifest.background = {"file": bg.FILE, "count": int(keep.sum()), "dropped_as_copies": int((~keep).sum())}
+    manifest.files.append(mf.FileEntry(bg.FILE, (tmp / bg.FILE).stat().st_size, sha256_file(tmp / bg.FILE)))
+    mf.write(tmp, manifest)
 
 
 def publish(tmp: Path, out: Path) -> None:
