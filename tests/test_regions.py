@@ -404,3 +404,22 @@ def test_hostile_background_files_are_refused_by_name(pack, tmp_path):
     refused("escape", None, "manifest field 'background.file' '../background.npy' leaves the pack folder",
             file="../background.npy")
     refused("unlisted", None, "manifest does not list the file 'other.npy'", file="other.npy")
+
+
+def test_command_line_build_takes_a_background(split, background_folder, sscd_onnx, tmp_path):
+    """`build --background SOURCE --background-size N`: the command users run writes the set."""
+    folder = photo_folder(tmp_path / "photos", split[0][:4])
+    out = tmp_path / "pack"
+    p = subprocess.run([sys.executable, "-m", "lib_replicheck", "build", str(folder), "--out", str(out),
+                        "--runtime", "onnx", "--weights", str(sscd_onnx), "--offline", "--background",
+                        str(background_folder), "--background-size", "40", "--progress", "off"],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "background: 40 images embedded" in p.stderr
+    built = Pack(out)
+    assert built.manifest.background["count"] + built.manifest.background["dropped_as_copies"] == 40
+    bad = subprocess.run([sys.executable, "-m", "lib_replicheck", "build", str(folder), "--out", str(tmp_path / "x"),
+                          "--embedder", "pdq", "--background", str(background_folder), "--progress", "off"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--background: score normalisation is for similarity descriptors" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
