@@ -81,8 +81,9 @@ REGION_TIERS: dict[str, Tiers] = {
 #: Tiers for region matches in a pack with a background set, on the normalised score: the
 #: similarity less the mean similarity of the region to its three nearest background images
 #: (SSCD's score normalisation, Pizzi et al. CVPR 2022, beta 1; lib_replicheck/packs/background.py).
-#: Set the same way as REGION_TIERS (`bench/regions.py --seed 0`, 600 novel crops in thorough mode,
-#: every region searched: the best normalised region score was 0.217): "possible" is the lowest
+#: Set the same way as REGION_TIERS (`bench/regions.py --seed 0 --negatives 600 --region-negatives
+#: 600`: 600 novel crops in thorough mode, every region searched, against a pack whose background
+#: set is 1411 other drawings; the best normalised region score was 0.217): "possible" is the lowest
 #: cut in steps of 0.05 above it, "likely" 0.10 above that. No region reaches "duplicate".
 NORMALISED_REGION_TIERS: dict[str, Tiers] = {
     "sscd": Tiers("similarity", possible=0.25, likely=0.35),
