@@ -330,8 +330,7 @@ def _match_figure(m: Match, with_images: bool) -> str:
     where_found = ""
     if box:
         x, y, w, h = box.split(",")
-        above = m.normalised if isinstance(getattr(m, "normalised", None), float) else None
-        judged = f"; {above:.2f} above the pack's background, which its verdict is judged on" if above is not None else ""
+        judged = f"; {m.background_text()}" if m.background is not None else ""
         where_found = (f'<div class="found muted">found in the region {w}×{h} at ({x}, {y}) of the checked '
                        f'image{esc(judged)}</div>')
     return (f'<figure class="match">{_img(thumb, f"training image {m.id}", missing)}<figcaption>{score}'

@@ -63,6 +63,12 @@ class Match:
         """The similarity less the background's, when the verdict was judged on it."""
         return None if self.background is None else self.similarity - self.background
 
+    def background_text(self) -> str:
+        """How far above the pack's background a region stood, for the panel and the HTML report;
+        empty when the verdict was judged on the similarity itself."""
+        above = self.normalised
+        return "" if above is None else f"{above:.2f} above the pack's background, which its verdict is judged on"
+
     def score_text(self) -> str:
         return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
 

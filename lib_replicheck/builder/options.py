@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lib_replicheck.packs.background import DEFAULT_ROWS as DEFAULT_BACKGROUND_ROWS
+
 GB = 1024**3
 #: PDQ is not robust to cropping, so PDQ packs also store hashes of these centre crops of each
 #: image (fractions of width and height); a cosine pack stores the whole image only.
@@ -43,7 +45,7 @@ class BuildOptions:
     #: SSCD packs: a folder or shards of images outside the pack, for score normalisation of region
     #: matches (packs/background.py); at most `background_size` of them are embedded
     background: str | None = None
-    background_size: int = 5_000
+    background_size: int = DEFAULT_BACKGROUND_ROWS
     download_processes: int = 2
     download_threads: int = 16
     download_timeout: int = 10

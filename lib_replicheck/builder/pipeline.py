@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from lib_replicheck.builder.embed import embed_stage
-from lib_replicheck.builder.options import BuildOptions, BuildReport, crops_for, load_embedder
+from lib_replicheck.builder.options import (DEFAULT_BACKGROUND_ROWS, BuildOptions, BuildReport, crops_for,
+                                            load_embedder)
 from lib_replicheck.builder.shards import ShardStore
 from lib_replicheck.builder.sources import Exclusions, SourceItem
 from lib_replicheck.builder.stages import publish_stage
@@ -49,7 +50,7 @@ def items_of(source: str | Path, opts: BuildOptions, work: Path, log) -> Iterato
         log(f"exclusion list: {dropped} image(s) dropped")
 
 
-def check_background(embedder, kind: str | None = None) -> None:
+def check_background(embedder) -> None:
     """A background set is for similarity descriptors (before anything long runs)."""
     if embedder.spec.metric == "hamming":
         raise ReplicheckError(f"--background: score normalisation is for similarity descriptors such as SSCD, "
@@ -67,18 +68,19 @@ def embed_background(items: Iterable[SourceItem], embedder, limit: int, batch: i
 
     check_background(embedder)
     limit = max(1, min(int(limit), bg.MAX_ROWS))
-    out, pending, skipped = [], [], 0
+    out, pending, skipped, done = [], [], 0, 0
     for item in items:
         try:
             pending.append(item.open())
         except ImageError:
             skipped += 1
             continue
-        if len(pending) >= batch or sum(map(len, out)) + len(pending) >= limit:
+        if len(pending) >= batch or done + len(pending) >= limit:
             out.append(np.asarray(embedder.embed(pending), dtype=np.float32))
+            done += len(pending)
             pending = []
-        if sum(map(len, out)) >= limit:
-            break
+            if done >= limit:
+                break
     if pending:
         out.append(np.asarray(embedder.embed(pending), dtype=np.float32))
     rows = np.concatenate(out)[:limit] if out else None
@@ -105,7 +107,8 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
     kind = sources.detect(source)
     embedder = load_embedder(opts)
     if opts.background:
-        check_background(embedder, sources.detect(opts.background))
+        check_background(embedder)
+        sources.detect(opts.background)  # a source that is not one is refused before the long embedding
     options = {"shard_size": opts.shard_size, "crops": list(crops_for(embedder.spec.metric, opts.centre_crops)),
                "thumbnails": opts.thumbnails, "license": opts.license, "exclude": exclusions_digest(opts.exclude)}
     store = open_work(work, fingerprint(source, kind, embedder.spec, options), chosen_by_user=chosen_by_user,
@@ -129,7 +132,7 @@ def build_from_items(items: Iterable[SourceItem], embedder, out: str | Path, *, 
                      title: str | None = None, description: str = "", source: dict | None = None,
                      thumbnails: bool = True, overwrite: bool = False, batch: int = 64,
                      centre_crops: tuple[float, ...] = (), background: Iterable[SourceItem] | None = None,
-                     background_size: int = 5_000, log: Callable[[str], None] | None = None) -> BuildReport:
+                     background_size: int = DEFAULT_BACKGROUND_ROWS, log: Callable[[str], None] | None = None) -> BuildReport:
     """Build a pack at `out` from `items` (files, bytes or images in memory, see SourceItem) with an
     embedder already loaded, through the same stages as `build`: programs that hold their images
     (the demo, the docs' figures, benchmarks) get the packs users build. The shards go to a hidden

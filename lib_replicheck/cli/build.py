@@ -45,8 +45,8 @@ def cmd_build(args) -> int:
         exclude=str(args.exclude) if args.exclude else None, license=args.license or None,
         thumbnails=(kind == "folder") if args.thumbnails is None else args.thumbnails,
         centre_crops=parse_centre_crops(getattr(args, "centre_crops", None)),
-        background=str(args.background) if getattr(args, "background", None) else None,
-        background_size=max(1, getattr(args, "background_size", 5_000)),
+        background=str(args.background) if args.background else None,
+        background_size=max(1, args.background_size),
         download_timeout=args.download_timeout, progress=bar.update if bar is not None else None)
     try:
         report = build(args.source, args.out, opts, name=args.name, title=args.title, description=args.description,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lib_replicheck import __version__
 from lib_replicheck.builder.planning import DESIGNS
+from lib_replicheck.packs.background import DEFAULT_ROWS as DEFAULT_BACKGROUND_ROWS
 from lib_replicheck.cli import EXIT_ERROR, EXIT_OK
 from lib_replicheck.cli.build import cmd_build
 from lib_replicheck.cli.check import FAIL_ON, cmd_check
@@ -87,8 +88,8 @@ def parser() -> argparse.ArgumentParser:
                         "random sample of the same dataset), for score normalisation: region matches are then judged "
                         "by how far they stand out from these (see README, Region search); those that are copies "
                         "of a pack image are dropped")
-    b.add_argument("--background-size", type=int, default=5_000, metavar="N",
-                   help="at most this many background images are embedded (5000)")
+    b.add_argument("--background-size", type=int, default=DEFAULT_BACKGROUND_ROWS, metavar="N",
+                   help=f"at most this many background images are embedded ({DEFAULT_BACKGROUND_ROWS})")
     b.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=None,
                    help="store 256-pixel thumbnails in the pack (default: for folders only)")
     b.add_argument("--work", type=Path, help="work folder for downloads and shards (default: beside --out); "

@@ -45,7 +45,7 @@ def load(path: str | Path, dim: int):
     try:
         if path.stat().st_size > MAX_BYTES:
             raise ValueError(f"over {MAX_BYTES // 1024**2} MB")
-        rows = np.load(path, allow_pickle=False, mmap_mode=None)
+        rows = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise PackError(path.parent, f"background {path.name} cannot be read ({e})"[:400]) from None
     if rows.dtype not in (np.float16, np.float32) or rows.ndim != 2 or rows.shape[1] != dim \

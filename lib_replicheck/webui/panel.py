@@ -107,8 +107,7 @@ def region_figure(m: Match) -> str:
     x, y, w, h = int(r.x), int(r.y), int(r.w), int(r.h)
     stroke = max(2, round(max(W, H) / 100))
     words = f"found in the region {w}x{h} at ({x}, {y}) of the {W}x{H} image"
-    above = m.normalised
-    caption = words if above is None else f"{words}; {above:.2f} above the pack's background, which its verdict is judged on"
+    caption = f"{words}; {m.background_text()}" if m.background is not None else words
     return (f'<figure class="rc-region" data-box="{x},{y},{w},{h}">'
             f'<svg class="rc-region-map" viewBox="0 0 {W} {H}" width="96" height="{max(1, round(96 * H / W))}" '
             f'role="img" aria-label="{esc(words)}"><title>{esc(words)}</title>'
