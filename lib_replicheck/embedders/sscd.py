@@ -302,15 +302,17 @@ class SSCDEmbedder(Embedder):
                 break
             for i, (im, fmap) in enumerate(zip(images, maps)):
                 rows, cols = fmap.shape[1:]
-                if scale == 1.0:
-                    self._check_head(fmap, vectors[i])
                 cells = regions.cell_boxes(rows, cols)
                 boxes = [regions.to_region(c, rows, cols, im.size[0], im.size[1]) for c in cells]
                 keep = [k for k, ok in enumerate(regions.featured(im, boxes)) if ok]
-                if not keep:
+                # in the whole-image pass the whole map is pooled with the boxes, to check the head
+                whole_box = [(0, 0, cols, rows)] if scale == 1.0 else []
+                if not keep and not whole_box:
                     continue
-                pooled = regions.gem_pool(fmap, [cells[k] for k in keep])
-                for k, v in zip(keep, self._project(pooled)):
+                projected = self._project(regions.gem_pool(fmap, [cells[k] for k in keep] + whole_box))
+                if whole_box:
+                    self._check_head(projected[-1], vectors[i])
+                for k, v in zip(keep, projected):
                     found.append((i, boxes[k], v))
         return whole, found
 
@@ -322,15 +324,11 @@ class SSCDEmbedder(Embedder):
         y = pooled.astype(np.float32) @ (weight.T if weight.shape[1] == pooled.shape[1] else weight)
         return l2_normalise(y + bias if bias is not None else y)
 
-    def _check_head(self, fmap, vector) -> None:
-        """Pooling the whole map must give the model's own vector: proof that the head was read
-        right, on every image, for the cost of one product."""
+    def _check_head(self, mine, vector) -> None:
+        """Pooling the whole map through the head (`mine`) must give the model's own vector: proof
+        that the head was read right, on every image, for the cost of one more box."""
         import numpy as np
 
-        from lib_replicheck.regions import gem_pool
-
-        rows, cols = fmap.shape[1:]
-        mine = self._project(gem_pool(fmap, [(0, 0, cols, rows)]))[0]
         theirs = vector / max(float(np.linalg.norm(vector)), 1e-12)
         if float(mine @ theirs) < 0.999:
             self._head = None
