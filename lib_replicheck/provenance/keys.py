@@ -35,7 +35,7 @@ class Credentials:
     tsa_url: str | None = None  # a timestamp authority, only when the user names one
 
 
-def _read_pem(path: Path, what: str) -> bytes:
+def read_pem(path: Path, what: str) -> bytes:
     try:
         size = path.stat().st_size
         if size > MAX_PEM_BYTES:
@@ -83,8 +83,8 @@ def load_files(cert_path: str | Path, key_path: str | Path, *, origin: str | Non
 
     cert_path, key_path = Path(cert_path).expanduser(), Path(key_path).expanduser()
     check_key_permissions(key_path)
-    key_pem = _read_pem(key_path, "key")
-    chain_pem = _read_pem(cert_path, "certificate")
+    key_pem = read_pem(key_path, "key")
+    chain_pem = read_pem(cert_path, "certificate")
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
@@ -147,7 +147,7 @@ def local_ca(home: str | Path) -> bytes | None:
     """The local certificate authority's certificate (PEM), if this install has made one."""
     path = local_folder(home) / CA_FILE
     try:
-        return _read_pem(path, "certificate") if path.is_file() else None
+        return read_pem(path, "certificate") if path.is_file() else None
     except ProvenanceError:
         return None
 
@@ -206,3 +206,15 @@ def _issue():
           .sign(ca_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
     return ca.public_bytes(pem), ee.public_bytes(pem) + ca.public_bytes(pem), key
+
+
+def local_serial(home: str | Path) -> str | None:
+    """The serial number (decimal) of this install's local signing certificate, if it has one."""
+    from cryptography import x509
+
+    path = local_folder(home) / CHAIN_FILE
+    try:
+        return str(x509.load_pem_x509_certificates(read_pem(path, "certificate"))[0].serial_number) \
+            if path.is_file() else None
+    except (ProvenanceError, ValueError):
+        return None
