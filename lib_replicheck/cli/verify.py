@@ -24,8 +24,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="read the signed record of a check (C2PA) back from images")
     v.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     v.add_argument("--trust", action="append", default=[], type=Path, metavar="CERT.pem",
-                   help="a certificate (or CA) whose records you trust (repeatable); this install's local "
-                        "certificate and your own (--sign-cert, $REPLICHECK_SIGN_CERT) are trusted already")
+                   help="the CA certificate (or whole chain) of a signer whose records you trust (repeatable); "
+                        "this install's local certificate and your own (--sign-cert, $REPLICHECK_SIGN_CERT) are "
+                        "trusted already")
     v.add_argument("--sign-cert", type=Path, metavar="CHAIN.pem", help="your own certificate chain, trusted")
     v.add_argument("--any-signer", action="store_true",
                    help="accept a record signed by any certificate: it then proves only that the image is "
@@ -34,29 +35,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return v
 
 
-def _trusted_pems(args) -> tuple[list[bytes], list[bytes]]:
-    """(anchors, allowed certificates): this install's local CA and the --trust files as anchors,
-    and also as allowed certificates (a --trust file may be the signer's own certificate); the
-    user's own chain's first certificate as allowed."""
+def trusted_anchors(args) -> list[bytes]:
+    """The certificate authorities whose records count as trusted: this install's local CA, the
+    --trust files, and the user's own chain (its CA)."""
     import os
 
     from lib_replicheck.home import default_home
     from lib_replicheck.provenance import keys
 
-    anchors, allowed = [], []
+    anchors = []
     local = keys.local_ca(default_home())
     if local:
         anchors.append(local)
-    for path in args.trust:
+    own = args.sign_cert or os.environ.get(keys.CERT_ENV)
+    for path, option in [(p, "--trust") for p in args.trust] + ([(Path(own), "--sign-cert")] if own else []):
         pem = keys.read_pem(path.expanduser(), "certificate")
         if b"-----BEGIN CERTIFICATE-----" not in pem:
-            raise ReplicheckError(f"--trust {path}: not a PEM certificate")
+            raise ReplicheckError(f"{option} {path}: not a PEM certificate")
         anchors.append(pem)
-        allowed.append(pem)
-    own = args.sign_cert or os.environ.get(keys.CERT_ENV)
-    if own:
-        allowed.append(keys.read_pem(Path(own).expanduser(), "certificate"))
-    return anchors, allowed
+    return anchors
 
 
 def verdict_of(record: dict) -> str:
@@ -147,11 +144,11 @@ def cmd_verify(args) -> int:
     c2pa_module()
     if len(args.images) > MAX_IMAGES:
         raise ReplicheckError(f"{len(args.images)} images named; verify reads at most {MAX_IMAGES} at once")
-    anchors, allowed = _trusted_pems(args)
+    anchors = trusted_anchors(args)
     local_serial = keys.local_serial(default_home())
     worst = EXIT_OK
     for path in args.images:
-        v = verify_file(path, anchors, allowed)
+        v = verify_file(path, anchors)
         status = status_of(v, args.any_signer)
         if args.json:
             print(json_text({"image": str(path), "state": v.state, "valid": v.intact, "trusted": v.trusted,

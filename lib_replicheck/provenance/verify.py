@@ -50,18 +50,17 @@ class Verification:
         return bool(self.record and self.record.get("is_copy") is True)
 
 
-def trust_settings(anchors: list[bytes], allowed: list[bytes]) -> dict:
+def trust_settings(anchors: list[bytes]) -> dict:
+    """c2pa-rs settings that trust the certificate authorities `anchors` (PEM) and nothing fetched.
+    A signer is trusted when its chain leads to one of them (c2pa-rs trusts no end-entity
+    certificate on its own, so a chain file counts through its CA)."""
     from lib_replicheck.provenance.sign import OFFLINE
 
-    trust = {}
-    if anchors:
-        trust["user_anchors"] = b"".join(anchors).decode("ascii", "replace")
-    if allowed:
-        trust["allowed_list"] = b"".join(allowed).decode("ascii", "replace")
+    trust = {"user_anchors": b"\n".join(anchors).decode("ascii", "replace")} if anchors else {}
     return {**OFFLINE, "verify": {**OFFLINE["verify"], "verify_trust": True}, **({"trust": trust} if trust else {})}
 
 
-def verify_file(path: str | Path, anchors: list[bytes] = (), allowed: list[bytes] = ()) -> Verification:
+def verify_file(path: str | Path, anchors: list[bytes] = ()) -> Verification:
     """Verify the record in one file; never raises for what the file holds (the state says it)."""
     path = Path(path)
     label = str(path)
@@ -86,14 +85,13 @@ def verify_file(path: str | Path, anchors: list[bytes] = (), allowed: list[bytes
         data = path.read_bytes()
     except OSError as e:
         return Verification(label, UNREADABLE, f"cannot be read ({e.strerror})")
-    return verify_bytes(data, layout.kind, label, anchors, allowed)
+    return verify_bytes(data, layout.kind, label, anchors)
 
 
-def verify_bytes(data: bytes, kind: str, label: str, anchors: list[bytes] = (),
-                 allowed: list[bytes] = ()) -> Verification:
+def verify_bytes(data: bytes, kind: str, label: str, anchors: list[bytes] = ()) -> Verification:
     c2pa = c2pa_module()
     try:
-        context = c2pa.Context(c2pa.Settings.from_dict(trust_settings(list(anchors), list(allowed))))
+        context = c2pa.Context(c2pa.Settings.from_dict(trust_settings(list(anchors))))
     except c2pa.C2paError as e:
         raise ProvenanceError(f"the trusted certificates cannot be used: {clean_text(e, 300)}") from None
     try:
