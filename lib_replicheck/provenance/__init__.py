@@ -16,6 +16,10 @@ from lib_replicheck.errors import ReplicheckError
 LABEL = "org.replicheck.check"
 #: The version of that assertion's layout, so a reader knows which fields to expect.
 RECORD_VERSION = 1
+#: c2pa-rs settings for signing and reading: nothing fetched (no remote manifest, no OCSP), no
+#: thumbnail copied into the manifest (the image is right there; one adds tens of kB to each file)
+OFFLINE = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+           "builder": {"thumbnail": {"enabled": False}}}
 MISSING = ("signing needs the c2pa-python package, which is not installed: "
            "pip install c2pa-python (into the Python that runs replicheck)")
 

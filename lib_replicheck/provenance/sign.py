@@ -10,17 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib_replicheck.provenance import ProvenanceError, c2pa_module
+from lib_replicheck.provenance import OFFLINE, ProvenanceError, c2pa_module
 from lib_replicheck.provenance import container
 from lib_replicheck.provenance.keys import Credentials
 
-#: c2pa-rs settings for signing and reading: nothing fetched, no thumbnail copied into the manifest
-#: (the image is right there; a thumbnail would add tens of kB to each file)
-OFFLINE = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
-           "builder": {"thumbnail": {"enabled": False}}}
 
-
-def _c2pa_error(c2pa, e: Exception) -> str:
+def _c2pa_error(e: Exception) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:300]
 
@@ -38,7 +33,7 @@ def sign_bytes(data: bytes, kind: str, definition: dict, creds: Credentials) -> 
         with c2pa.Builder(definition, context) as builder:
             builder.sign(signer, container.MIME[kind], io.BytesIO(data), out)
     except c2pa.C2paError as e:
-        raise ProvenanceError(f"signing failed: {_c2pa_error(c2pa, e)}"
+        raise ProvenanceError(f"signing failed: {_c2pa_error(e)}"
                               + (" (the certificate must be issued by a CA, with digitalSignature key usage; "
                                  "C2PA refuses self-signed end-entity certificates)"
                                  if "certificate" in str(e).lower() else "")) from None

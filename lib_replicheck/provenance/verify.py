@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib_replicheck.errors import clean_text
-from lib_replicheck.provenance import LABEL, ProvenanceError, c2pa_module, container
+from lib_replicheck.provenance import LABEL, OFFLINE, ProvenanceError, c2pa_module, container
 
 ABSENT, UNREADABLE, INVALID, VALID = "absent", "unreadable", "invalid", "valid"
 #: validation codes that say the image's bytes changed after signing (the hard binding broke)
@@ -54,8 +54,6 @@ def trust_settings(anchors: list[bytes]) -> dict:
     """c2pa-rs settings that trust the certificate authorities `anchors` (PEM) and nothing fetched.
     A signer is trusted when its chain leads to one of them (c2pa-rs trusts no end-entity
     certificate on its own, so a chain file counts through its CA)."""
-    from lib_replicheck.provenance.sign import OFFLINE
-
     trust = {"user_anchors": b"\n".join(anchors).decode("ascii", "replace")} if anchors else {}
     return {**OFFLINE, "verify": {**OFFLINE["verify"], "verify_trust": True}, **({"trust": trust} if trust else {})}
 
