@@ -242,31 +242,7 @@ def test_a_record_signed_again_with_another_key_is_not_trusted(signed_png, tmp_p
     assert "record valid, signed by replicheck local signer" in capsys.readouterr().out
 
 
-# -- hostile files -------------------------------------------------------------------------------
-
-def test_an_unreadable_manifest_is_refused_in_one_line(signed_png, tmp_path, capsys):
-    chunks = [(k, (b"\x00\x00\x00\x20jumb" + os.urandom(len(d) - 8)) if k == b"caBX" else d)
-              for k, d in png_chunks(signed_png.read_bytes())]
-    broken = tmp_path / "broken.png"
-    broken.write_bytes(png_bytes(chunks))
-    capsys.readouterr()
-    assert verify(broken) == 2
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[1].startswith("  record refused: its C2PA manifest cannot be read"), lines
-
-
-def test_an_oversized_manifest_is_refused_before_it_is_read(signed_png, tmp_path, capsys):
-    from lib_replicheck.provenance.container import MAX_MANIFEST_BYTES
-
-    chunks = png_chunks(signed_png.read_bytes())
-    chunks.insert(1, (b"caBX", b"\x00" * (MAX_MANIFEST_BYTES + 1)))
-    big = tmp_path / "big.png"
-    big.write_bytes(png_bytes(chunks))
-    capsys.readouterr()
-    assert verify(big) == 2
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and "more than the 4194304 read; not read" in lines[1], lines
-
+# -- files without a record (hostile manifests: tests/hostile/test_hostile_manifests.py) ----------
 
 def test_an_image_without_a_record(images, capsys, home):
     assert verify(images / "novel.webp", REPO / "README.md") == 2
