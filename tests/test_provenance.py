@@ -7,16 +7,15 @@ import io
 import logging
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image, PngImagePlugin
 
 from conftest import REPO, edits, photo_folder
+from pngchunks import png_bytes, png_chunks
 from lib_replicheck.cli.main import main
 from lib_replicheck.images import load_image
 
@@ -162,20 +161,6 @@ def test_sign_in_place_and_nothing_without_a_destination(images, home, tmp_path,
 
 
 # -- tampering ---------------------------------------------------------------------------------
-
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 8
-    while pos < len(data):
-        (n,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        out.append((kind, data[pos + 8:pos + 8 + n]))
-        pos += 12 + n
-    return out
-
-
-def png_bytes(chunks) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
-                                           for k, d in chunks)
-
 
 @pytest.fixture
 def signed_png(images, home, tmp_path):

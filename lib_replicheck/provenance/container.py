@@ -62,20 +62,31 @@ def _read(f, n: int) -> bytes:
     return b
 
 
-def _png(f) -> int:
-    f.seek(8)
+def _chunks(f, start: int, header: str, name_first: bool, wanted: bytes, until: bytes | None, pad: bool) -> int:
+    """Bytes in the `wanted` chunks of a chunked file (PNG: length then type, data then CRC; RIFF:
+    type then little-endian length, data padded to even), walking headers only."""
+    f.seek(start)
     total = 0
     for _ in range(MAX_PARTS):
         head = f.read(8)
         if len(head) < 8:
             return total
-        length, kind = struct.unpack(">I4s", head)
-        if kind == b"caBX":
+        a, b = struct.unpack(header, head)
+        kind, length = (a, b) if name_first else (b, a)
+        if kind == wanted:
             total += length
-        if kind == b"IEND":
+        if kind == until:
             return total
-        f.seek(length + 4, 1)  # data and CRC
-    raise LayoutError(f"more than {MAX_PARTS} PNG chunks")
+        f.seek(length + (length & 1 if pad else 4), 1)
+    raise LayoutError(f"more than {MAX_PARTS} chunks")
+
+
+def _png(f) -> int:
+    return _chunks(f, 8, ">I4s", False, b"caBX", b"IEND", pad=False)
+
+
+def _webp(f) -> int:
+    return _chunks(f, 12, "<4sI", True, b"C2PA", None, pad=True)
 
 
 def _jpeg(f) -> int:
@@ -97,17 +108,3 @@ def _jpeg(f) -> int:
             total += length - 2
         f.seek(length - 2, 1)
     raise LayoutError(f"more than {MAX_PARTS} JPEG segments")
-
-
-def _webp(f) -> int:
-    f.seek(12)
-    total = 0
-    for _ in range(MAX_PARTS):
-        head = f.read(8)
-        if len(head) < 8:
-            return total
-        kind, length = struct.unpack("<4sI", head)
-        if kind == b"C2PA":
-            total += length
-        f.seek(length + (length & 1), 1)
-    raise LayoutError(f"more than {MAX_PARTS} WebP chunks")

@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
+from pngchunks import png_bytes, png_chunks
 from lib_replicheck.cli.main import main
 from lib_replicheck.images import load_image
 from lib_replicheck.provenance import container, keys, record, sign
 from lib_replicheck.report import Report
-
-
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    out, pos = [], 8
-    while pos < len(data):
-        (n,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        out.append((kind, data[pos + 8:pos + 8 + n]))
-        pos += 12 + n
-    return out
-
-
-def png_bytes(chunks) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
-                                           for k, d in chunks)
 
 
 @pytest.fixture
