@@ -160,6 +160,16 @@ def test_sign_in_place_and_nothing_without_a_destination(images, home, tmp_path,
     assert verify(folder / "novel.jpg") == 0
 
 
+def test_signed_copies_keep_the_folder_layout(images, home, tmp_path, capsys):
+    """Two images of the same name in two subfolders get two signed copies, not one over the other."""
+    for sub, name in (("a", "copy.jpg"), ("b", "novel.jpg")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(images / name, tmp_path / "in" / sub / "same.jpg")
+    assert sign_folder(tmp_path / "in", tmp_path / "out") == 1
+    capsys.readouterr()
+    assert verify(tmp_path / "out" / "a" / "same.jpg") == 1 and verify(tmp_path / "out" / "b" / "same.jpg") == 0
+
+
 # -- tampering ---------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -4,6 +4,7 @@ into --sign-dir, or into the image itself only with --sign-in-place."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,10 +53,10 @@ class FolderSigner:
     def destination(self, image: Path) -> Path:
         if self.out is None:
             return image
-        for root in self.roots:
+        for root in self.roots:  # the path under the folder given, links not followed (they may lead anywhere)
             if root.is_dir():
                 try:
-                    return self.out / image.resolve().relative_to(root.resolve())
+                    return self.out / Path(os.path.abspath(image)).relative_to(os.path.abspath(root))
                 except ValueError:
                     continue
         return self.out / image.name

@@ -41,8 +41,7 @@ class CheckContext:
     @classmethod
     def of_checker(cls, checker, **kw) -> "CheckContext":
         """The packs, loaded embedders, thresholds and region mode of a Checker."""
-        embedders = [checker._embedders[k] for k in sorted(getattr(checker, "_embedders", {}))]
-        return cls(packs=list(checker.packs), embedders=embedders, tiers=dict(checker.tiers),
+        return cls(packs=list(checker.packs), embedders=checker.embedders_loaded(), tiers=dict(checker.tiers),
                    regions=checker.regions, **kw)
 
 
