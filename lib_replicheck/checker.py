@@ -62,6 +62,10 @@ class Checker:
     def loaded_embedders(self) -> list[str]:
         return sorted(self._embedders)
 
+    def embedders_loaded(self) -> list:
+        """The embedders loaded so far (their specs name the weights' sha256), by id."""
+        return [self._embedders[k] for k in sorted(self._embedders)]
+
     def unload(self) -> None:
         for e in self._embedders.values():
             e.close()

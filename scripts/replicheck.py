@@ -26,6 +26,7 @@ from lib_replicheck.webui.hook import INFOTEXT_KEYS, PROMPT_KEY, Hook, PerImageV
 from lib_replicheck.registry.manager import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
+from lib_replicheck.webui.signing import SavedImageSigner, generator  # noqa: E402
 from lib_replicheck.webui.tab import PacksTab  # noqa: E402
 from lib_replicheck.audit import AuditJobs, ServiceChecker  # noqa: E402
 
@@ -82,6 +83,21 @@ def _guard(what: str, fn, *args, default=None):
     except Exception as e:  # noqa: BLE001 - a failure of ours must never reach the generation
         log.warning("replicheck: %s failed: %s: %s", what, type(e).__name__, e)
         return default
+
+
+def webui_version() -> str | None:
+    """The web UI's version as it names itself (its git tag), read once at load; None where it has no
+    launch_utils.git_tag (SD.Next)."""
+    try:
+        from modules import launch_utils
+
+        return launch_utils.git_tag()
+    except (ImportError, AttributeError):
+        return None
+
+
+saved_signer = SavedImageSigner(service, MODELS_DIR, generator(PLATFORM, _guard("reading the web UI's version",
+                                                                               webui_version)))
 
 
 def composite_as_saved(p, image):
@@ -193,7 +209,8 @@ def measure_signal(prompt: str, seed: int) -> float:
 
 
 def on_image_saved(params):
-    """'Warn and do not save': remove the file the web UI just wrote for a flagged image."""
+    """'Warn and do not save': remove the file the web UI just wrote for a flagged image; with the
+    signed record on, sign the file the web UI wrote (its PNG info included)."""
     p = params.p
     state = getattr(p, "_replicheck", None)
     if state is None or not params.filename:
@@ -207,6 +224,8 @@ def on_image_saved(params):
             if os.path.isfile(f):
                 _guard("removing a flagged image", os.remove, f)
         log.warning("replicheck: image %d flagged as a copy, not saved (%s)", index + 1, params.filename)
+        return
+    _guard("signing the saved image", saved_signer.sign_saved, state, index, params.filename)
 
 
 def _multiselect_component():

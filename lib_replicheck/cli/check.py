@@ -73,10 +73,15 @@ def cmd_check(args) -> int:
     check_output_path(report_path, "--report")
     check_output_path(csv_path, "--csv")
     tiers = with_overrides(args.threshold)
+    from lib_replicheck.cli.sign import signer_for
+
+    signer = signer_for(args, args.paths)  # the certificate and key are checked before any image is
     packs = open_packs(args.pack, args.packs_dir)
     checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
                       models_dir=args.models_dir, weights=args.weights, offline=args.offline,
                       progress=not args.json, regions=getattr(args, "regions", None))
+    if signer is not None:
+        signer.checker = checker
     files, left_out = list_images(args.paths, max_images=MAX_IMAGES, max_entries=MAX_ENTRIES, confine=False)
     if not files:
         raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
@@ -94,6 +99,8 @@ def cmd_check(args) -> int:
             print(text, file=stream, flush=True)
 
     def on_report(report) -> None:
+        if signer is not None:
+            signer(report)
         if report.error:
             counts["errors"] += 1
             say(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", sys.stderr)
@@ -133,6 +140,6 @@ def cmd_check(args) -> int:
               else f"wrote {clean_text(path)} ({size / 1e3:.0f} kB)", file=sys.stderr if args.json else sys.stdout)
     if audit.interrupted:
         raise KeyboardInterrupt
-    if errors:
+    if errors or (signer is not None and signer.failures):
         return EXIT_ERROR
     return EXIT_COPY if copies else EXIT_OK

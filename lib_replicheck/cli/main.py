@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
                         "whole-image pass, about 2x the check) or thorough (plus passes at 1.5 to 3 times the size, "
                         "for smaller copies, about 15x) (default off)")
     _model_args(c)
+    from lib_replicheck.cli.sign import add_options as sign_options
+
+    sign_options(c)
 
     b = sub.add_parser("build", help="build a pack from a folder of images, webdataset shards or a LAION parquet")
     b.add_argument("source", type=Path, metavar="SOURCE",
@@ -158,7 +161,10 @@ def parser() -> argparse.ArgumentParser:
     from lib_replicheck.cli.prompt import add_parser as prompt_parser
 
     pr = prompt_parser(sub)
-    for p in (c, b, d, cal, pk, pr):  # --debug also after the command
+    from lib_replicheck.cli.verify import add_parser as verify_parser
+
+    ve = verify_parser(sub)
+    for p in (c, b, d, cal, pk, pr, ve):  # --debug also after the command
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
@@ -202,6 +208,10 @@ def _run(args) -> int:
         from lib_replicheck.cli.prompt import cmd_prompt
 
         return cmd_prompt(args)
+    if args.command == "verify":
+        from lib_replicheck.cli.verify import cmd_verify
+
+        return cmd_verify(args)
     if args.command == "demo":
         from lib_replicheck.cli.demo import run_demo
 

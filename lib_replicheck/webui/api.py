@@ -290,7 +290,8 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
         if since != seq:
             html = render(job.reports, state=job.state, message=job.message, input_reports=job.input_reports,
                           remote=settings().remote_thumbnails, signals=job.signals, expected=job.expected,
-                          prompt_hits=prompt_hits, prompt_error=getattr(job, "prompt_error", "") or "")
+                          prompt_hits=prompt_hits, prompt_error=getattr(job, "prompt_error", "") or "",
+                          sign_error=getattr(job, "sign_error", "") or "")
         return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts,
                             flagged=[flagged(r) for r in reports], html=html,
                             signals={str(i): sig.to_dict() for i, sig in job.signals.items()},

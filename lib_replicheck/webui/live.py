@@ -24,6 +24,7 @@ class LiveJob:
     signals: dict = field(default_factory=dict)  # image index -> memorization.Signal
     prompt_hits: list = field(default_factory=list)  # memorization.prompts.PromptMatch, distinct
     prompt_error: str = ""  # why the known-prompt check could not run
+    sign_error: str = ""  # why a saved image was not signed (webui/signing.py)
 
 
 class LiveResults:

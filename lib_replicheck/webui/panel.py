@@ -202,7 +202,7 @@ def card(report: Report | None, index: int, remote: bool = False, signal=None, p
 
 def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "done", message: str = "",
            input_reports: Sequence[Report] = (), remote: bool = False, signals: Mapping | None = None,
-           expected: int = 0, prompt_hits: Sequence = (), prompt_error: str = "") -> str:
+           expected: int = 0, prompt_hits: Sequence = (), prompt_error: str = "", sign_error: str = "") -> str:
     """The whole panel. `state`: 'done', 'checking', 'no-pack', 'error', 'interrupted', 'disabled',
     'idle'. Once the generation is over, each of the `expected` images without a report gets a
     'not checked' card. `prompt_hits`: known memorized prompts the prompt matches, shown first."""
@@ -225,6 +225,8 @@ def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "do
     if message:
         css = "rc-message rc-error-text" if state in ("error", "interrupted") else "rc-message"
         parts.append(f'<div class="{css}">{esc(message)}</div>')
+    if sign_error:
+        parts.append(f'<div class="rc-message rc-error-text rc-sign-error">{esc(clip(sign_error, 500))}</div>')
     for r in input_reports:
         parts.append('<div class="rc-input">Input image: ' + card(r, -1, remote) + "</div>")
     high = sum(1 for sig in signals.values() if sig.high and sig.calibrated)

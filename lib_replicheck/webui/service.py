@@ -99,6 +99,11 @@ class CheckService:
                 self._key = key
             return self._checker
 
+    @property
+    def loaded_checker(self) -> Checker | None:
+        """The Checker now loaded, read without the lock (a stuck check never blocks the reader)."""
+        return self._checker
+
     def unload(self) -> None:
         """Let go of the packs and the model. Never waits long: while a stuck check holds them,
         they are dropped here and closed by that check's thread when (if) it ends."""

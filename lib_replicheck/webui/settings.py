@@ -96,6 +96,18 @@ SETTINGS: tuple[SettingDef, ...] = (
                "Replicheck tab", "text"),
     SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
                "default on; a match already in the input is reported as such, not blamed on the model"),
+    SettingDef("replicheck_sign", "off", "Signed record of the check in saved images (C2PA)",
+               "default off; sign: each image the web UI saves gets a signed C2PA manifest with the verdict, the "
+               "packs and thresholds used and the memorization signal, written after the web UI's own PNG info "
+               "(which stays). Read it back with `python -m lib_replicheck verify IMAGE`. Needs `pip install "
+               "c2pa-python`. Without a certificate below, a local one is made once in models/replicheck/signing: "
+               "it proves the image was not changed since, not who signed it", "radio", choices=("off", "sign")),
+    SettingDef("replicheck_sign_cert", "", "Signed record: your certificate chain (PEM file)",
+               "default empty: this install's local certificate; else the path of your certificate chain", "text"),
+    SettingDef("replicheck_sign_key", "", "Signed record: your private key (PEM file, mode 600)",
+               "default empty; a key file other users can read is refused", "text"),
+    SettingDef("replicheck_sign_tsa", "", "Signed record: timestamp authority URL",
+               "default empty: no timestamp, nothing leaves this machine; a URL is asked at each save", "text"),
     SettingDef("replicheck_prompt_check", True, "Compare the prompt with known memorized prompts",
                "default on; needs no pack: before sampling, the prompt is compared with the 500 prompts SD 1.x is "
                "known to copy a training image for (Webster 2023), also after light edits"),
@@ -139,6 +151,10 @@ class Settings:
     mem_mitigate: bool = DEFAULTS["replicheck_mem_mitigate"]
     prompt_check: bool = DEFAULTS["replicheck_prompt_check"]
     regions: str = DEFAULTS["replicheck_regions"]
+    sign: str = DEFAULTS["replicheck_sign"]  # off, sign (webui/signing.py)
+    sign_cert: str = ""
+    sign_key: str = ""
+    sign_tsa: str = ""
 
     @property
     def dont_save_copies(self) -> bool:
@@ -191,6 +207,10 @@ class Settings:
             mem_mitigate=bool(value("replicheck_mem_mitigate")),
             prompt_check=bool(value("replicheck_prompt_check")),
             regions=regions if (regions := str(value("replicheck_regions"))) in REGION_MODES else DEFAULT_REGIONS,
+            sign="sign" if str(value("replicheck_sign")) == "sign" else "off",
+            sign_cert=str(value("replicheck_sign_cert") or "").strip(),
+            sign_key=str(value("replicheck_sign_key") or "").strip(),
+            sign_tsa=str(value("replicheck_sign_tsa") or "").strip(),
         )
 
     def registry_urls(self) -> list[str]:

@@ -288,6 +288,39 @@ def case_inpainting_overlay(w, prof: Profile) -> None:
         f"d={check['best']['distance']}"
 
 
+def case_signed_record(w, prof: Profile) -> None:
+    """Settings → Replicheck → Signed record on: the image the web UI saves carries a C2PA manifest that
+    `verify` (c2pa-python here) reads back as valid, signed by the install's local certificate, with the
+    same verdict as the infotext; the PNG info is still there. The web UI's Python needs c2pa-python."""
+    import json
+    import os
+    import sys
+
+    from PIL import Image
+
+    w.ensure()
+    w.install_demo_pack()
+    w.set_options({"replicheck_sign": "sign"})
+    try:
+        t0 = time.time() - 1
+        out = w.txt2img(prompt="a cup of coffee on a saucer", seed=7, save_images=True, **prof_kw(prof))
+        value = rh.infotext_value(rh.infotexts(out)[-1], "Replicheck")
+        saved = _newest_png(w.install / "outputs", t0)
+        assert saved is not None, "no PNG saved"
+        html = case_live_panel_after(w).get("html") or ""
+        assert "rc-sign-error" not in html, f"the panel says the image was not signed: {html[-600:]}"
+        assert rh.infotext_value(Image.open(saved).info.get("parameters", ""), "Replicheck") == value
+        ca = w.install / "models" / "replicheck" / "signing" / "local-ca.pem"
+        r = subprocess.run([sys.executable, "-m", "lib_replicheck", "verify", "--json", "--trust", str(ca), str(saved)],
+                           cwd=rh.REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        got = json.loads(r.stdout.splitlines()[-1])
+        assert got["valid"] and got["trusted"] and not got["changed"], got
+        assert got["verdict"] == rh.verdict_word(value), (got["verdict"], value)
+        assert r.returncode == (1 if got["verdict"] in COPY_VERDICTS else 0), r.stdout
+    finally:
+        w.set_options({"replicheck_sign": "off"})
+
+
 # -- 5. No pack ------------------------------------------------------------------------------------------
 
 def case_no_pack(w, browser, ui, prof: Profile) -> None:

@@ -44,6 +44,10 @@ def test_inpainting_verdict_is_of_the_saved_image(a1111):
     rc.case_inpainting_overlay(a1111, P)
 
 
+def test_saved_image_carries_a_signed_record(a1111):
+    rc.case_signed_record(a1111, P)
+
+
 def test_no_pack_infotext_and_panel(a1111, browser, ui):
     rc.case_no_pack(a1111, browser, ui, P)
 

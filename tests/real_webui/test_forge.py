@@ -37,6 +37,10 @@ def test_batch_grid_infotext_is_not_the_last_images(forge):
     rc.case_batch_grid_infotext(forge, P)
 
 
+def test_saved_image_carries_a_signed_record(forge):
+    rc.case_signed_record(forge, P)
+
+
 def test_no_pack_infotext_and_panel(forge, browser, ui):
     rc.case_no_pack(forge, browser, ui, P)
 
