@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from _craft_packs import OPEN_IN_CHILD, faiss_bytes, flat_index, relist, run_child, write_pack
+from test_hostile_routes import home  # noqa: F401 - the fixture of a small real PDQ pack
 
 GB = 1024**3
 DIM = 16
@@ -169,23 +170,8 @@ def test_reranking_within_the_bounds_decodes_in_chunks(tmp_path):
 # -- through the HTTP API: /check says which file, the pack list shows the pack as broken -------------------
 
 
-@pytest.fixture(scope="module")
-def pdq_home(tmp_path_factory, pack_photos):
-    from lib_replicheck import embedders
-    from lib_replicheck.builder import sources
-    from lib_replicheck.builder.pipeline import build_from_items
-
-    from conftest import photo_folder
-
-    home = tmp_path_factory.mktemp("home")
-    src = photo_folder(home / "src", pack_photos[:4], "photo {stem}")
-    build_from_items(sources.folder(src, license="test"), embedders.load("pdq"), home / "packs" / "photos",
-                     log=lambda s: None)
-    return home
-
-
 @pytest.mark.parametrize("label,header,message", HOSTILE_HEADERS[:2], ids=[h[0] for h in HOSTILE_HEADERS[:2]])
-def test_check_route_names_the_broken_file_and_the_pack_list_shows_it(pdq_home, tmp_path, pack_photos, label,
+def test_check_route_names_the_broken_file_and_the_pack_list_shows_it(home, tmp_path, pack_photos, label,  # noqa: F811
                                                                       header, message):
     """Before, every /check said 'unexpected error: TokenError' (or ran out of memory) while the
     pack list showed the pack as fine."""
@@ -199,11 +185,11 @@ def test_check_route_names_the_broken_file_and_the_pack_list_shows_it(pdq_home, 
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
 
-    home = tmp_path / "home"
-    shutil.copytree(pdq_home / "packs", home / "packs")
-    _with_background(home / "packs" / "photos", header)
+    packs = tmp_path / "packs"
+    shutil.copytree(home / "packs", packs)  # the small real PDQ pack 'photos'
+    _with_background(packs / "photos", header)
     app = FastAPI()
-    api.mount(app, CheckService(home / "packs", home), Settings)
+    api.mount(app, CheckService(packs, tmp_path), Settings)
     image = base64.b64encode(pack_photos[0].read_bytes()).decode()
     with serve(app) as url, httpx.Client(base_url=url, timeout=120) as c:
         r = c.post("/replicheck/v1/check", json={"image": image})
