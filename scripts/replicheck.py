@@ -23,6 +23,7 @@ from lib_replicheck.webui import calibrate  # noqa: E402
 from lib_replicheck.webui import platform as webui_platform  # noqa: E402
 from lib_replicheck.memorization import forge as forge_signal  # noqa: E402
 from lib_replicheck.webui.hook import INFOTEXT_KEYS, PROMPT_KEY, Hook, PerImageValue  # noqa: E402
+from lib_replicheck.webui.hosts import ServerAddress  # noqa: E402
 from lib_replicheck.registry.manager import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
@@ -270,7 +271,7 @@ def on_ui_settings():
 # interpreter, and every moment spent there is a moment /replicheck/v1 answers 404.
 ROUTES = rc_api.router(service, current_settings, api_auth=getattr(shared.cmd_opts, "api_auth", None),
                        platform=PLATFORM, unsupported=UNSUPPORTED, manager=manager, measure=measure_signal,
-                       on_poll=settle_jobs, audits=audits)
+                       on_poll=settle_jobs, audits=audits, server=ServerAddress.from_cmd_opts(shared.cmd_opts))
 
 
 def on_app_started(demo, app):

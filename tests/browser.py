@@ -89,8 +89,9 @@ def serve(app):
         thread.join(5)
 
 
-def chromium(profile_dir, width: int = 1000, height: int = 1400):
-    """Debian's headless Chromium through its chromedriver (no driver or browser download)."""
+def chromium(profile_dir, width: int = 1000, height: int = 1400, flags: tuple[str, ...] = ()):
+    """Debian's headless Chromium through its chromedriver (no driver or browser download); `flags`
+    are added to its command line."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -98,7 +99,7 @@ def chromium(profile_dir, width: int = 1000, height: int = 1400):
     opts.binary_location = "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--window-size={width},{height}", f"--user-data-dir={profile_dir}"):
+                 "--disable-sync", f"--window-size={width},{height}", f"--user-data-dir={profile_dir}", *flags):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 

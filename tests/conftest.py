@@ -7,6 +7,7 @@ skips it.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# Starlette's TestClient addresses its requests to the host 'testserver': the tests that use it stand
+# for the web UI's own page, so that name is on the API's allow-list (webui/hosts.py)
+os.environ.setdefault("REPLICHECK_ALLOWED_HOSTS", "testserver")
 
 BACKGROUNDS = Path("/usr/share/backgrounds")
 CLIPART = Path("/usr/share/openclipart/png")

@@ -239,6 +239,25 @@ def test_calibration_route_and_command(webui, sampling, tmp_path):
     assert bad.status_code == 409
 
 
+def test_calibrate_without_a_web_ui_says_where_it_looked(tmp_path, capsys):
+    """No web UI at --url: one line naming the address and what to do, exit status 2 (before, a raw
+    'HTTPConnectionPool(...): Max retries exceeded ... Connection refused')."""
+    import socket
+
+    from lib_replicheck.cli.main import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    (tmp_path / "p.txt").write_text("a prompt\n")
+    code = main(["calibrate", "--url", url, "--memorized", str(tmp_path / "p.txt"), "--ordinary",
+                 str(tmp_path / "p.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"replicheck: error: no web UI answers at {url}: start the web UI") and "--url" in err, err
+    assert "HTTPConnectionPool" not in err and "Max retries" not in err
+
+
 def test_default_threshold_is_the_documented_one():
     assert DEFAULT_THRESHOLD == 5.0
     assert np.isclose(magnitudes(torch.full((1, 4, 64, 64), 5.0 / 128))[0], 5.0)

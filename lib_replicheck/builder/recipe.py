@@ -36,7 +36,7 @@ from typing import Callable
 
 from lib_replicheck.download import Cancelled, Policy, fetch
 from lib_replicheck.errors import ReplicheckError
-from lib_replicheck.registry.recipe import MAX_LIST_BYTES, RegistryRecipe
+from lib_replicheck.registry.recipe import MAX_EXCLUDE_BYTES, MAX_LIST_BYTES, RegistryRecipe
 
 STAGES = ("list", "fetch", "embed", "index")
 PINS_FILE = ".recipe-pins.json"
@@ -513,7 +513,8 @@ def _exclusions(recipe: RegistryRecipe, work: Path, cancel, policy: Policy):
         path = work / "lists" / "exclude.txt"
         if not path.is_file():
             try:
-                fetch(f.urls, path, size=f.size, sha256=f.sha256, policy=policy, cancel=cancel)
+                fetch(f.urls, path, size=f.size, sha256=f.sha256, policy=policy, cancel=cancel,
+                      max_bytes=MAX_EXCLUDE_BYTES)
             except Cancelled:
                 raise
             except ReplicheckError as e:

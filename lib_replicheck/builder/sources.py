@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.registry.recipe import MAX_EXCLUDE_BYTES, MAX_EXCLUDE_ENTRIES
 
 log = logging.getLogger("replicheck")
 
@@ -50,17 +51,28 @@ class SourceItem:
         return decode(self.data or b"", name=self.key)
 
 
+def check_exclusion_list(path: str | Path) -> int:
+    """The size of an exclusion list file; ReplicheckError naming it when it cannot be read or is
+    larger than MAX_EXCLUDE_BYTES (checked before a byte of it is read)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError as e:
+        raise ReplicheckError(f"exclusion list {path}: {e.strerror or e}") from None
+    if size > MAX_EXCLUDE_BYTES:
+        raise ReplicheckError(f"exclusion list {path}: {size:,} bytes, more than the {MAX_EXCLUDE_BYTES // 1024**2} "
+                              "MB an exclusion list may have")
+    return size
+
+
 class Exclusions:
-    """URLs and hashes to drop (Re-LAION's removals, opt-outs): one per line, '#' comments."""
+    """URLs and hashes to drop (Re-LAION's removals, opt-outs): one per line, '#' comments; at most
+    MAX_EXCLUDE_BYTES and MAX_EXCLUDE_ENTRIES, refused naming the file before they are exceeded."""
 
     def __init__(self, path: str | Path | None = None):
         self.values: set[str] = set()
         if path:
-            try:
-                lines = Path(path).read_text(encoding="utf-8").splitlines()
-            except OSError as e:
-                raise ReplicheckError(f"exclusion list {path}: {e}") from None
-            self.values = {x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")}
+            check_exclusion_list(path)
+            self.values = _exclusion_values(path)
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -73,6 +85,30 @@ class Exclusions:
         if item.data is not None:
             return hashlib.sha256(item.data).hexdigest() in self.values
         return False
+
+
+def _exclusion_values(path: str | Path) -> set[str]:
+    """The entries of an exclusion list, read a line at a time and never past the bounds (the file
+    may have grown since its size was checked)."""
+    values: set[str] = set()
+    read = 0
+    try:
+        with open(path, "rb") as f:
+            while line := f.readline(MAX_EXCLUDE_BYTES + 1 - read):
+                read += len(line)
+                if read > MAX_EXCLUDE_BYTES:
+                    raise ReplicheckError(f"exclusion list {path}: more than the {MAX_EXCLUDE_BYTES // 1024**2} MB "
+                                          "an exclusion list may have")
+                entry = line.decode("utf-8").strip()
+                if entry and not entry.startswith("#"):
+                    values.add(entry)
+                    if len(values) > MAX_EXCLUDE_ENTRIES:
+                        raise ReplicheckError(f"exclusion list {path}: more than {MAX_EXCLUDE_ENTRIES:,} entries")
+    except OSError as e:
+        raise ReplicheckError(f"exclusion list {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ReplicheckError(f"exclusion list {path}: not UTF-8 text (byte {read - len(line) + e.start})") from None
+    return values
 
 
 def folder(path: str | Path, license: str | None = None) -> Iterator[SourceItem]:

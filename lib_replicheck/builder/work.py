@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.builder.shards import ShardStore
+from lib_replicheck.builder.sources import check_exclusion_list
 
 FINGERPRINT_FILE = "fingerprint.json"
 #: what a work folder may hold besides the fingerprint: embedded shards and parquet downloads
@@ -74,6 +75,7 @@ def exclusions_digest(path: str | None) -> str | None:
     """sha256 of an exclusion list's bytes: another list drops other rows."""
     if not path:
         return None
+    check_exclusion_list(path)
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as e:

@@ -249,6 +249,10 @@ def _silence_stdout() -> None:
         pass
 
 
+#: Seconds `calibrate` waits for the web UI to accept its connection.
+CONNECT_SECONDS = 10
+
+
 def cmd_calibrate(args) -> int:
     import requests
 
@@ -264,10 +268,23 @@ def cmd_calibrate(args) -> int:
     url = args.url.rstrip("/") + "/replicheck/v1/calibrate"
     try:
         # The header the routes require of changing requests (webui.api_auth.CSRF_HEADER; that imports FastAPI).
-        r = requests.post(url, json=body, auth=auth, timeout=24 * 3600,
+        # Connecting takes at most CONNECT_SECONDS; the generations may take hours.
+        r = requests.post(url, json=body, auth=auth, timeout=(CONNECT_SECONDS, 24 * 3600),
                           headers={"X-Replicheck-Request": "1"})
+    except requests.ConnectionError as e:
+        from urllib3.exceptions import NewConnectionError
+
+        reason = getattr(e.args[0], "reason", None) if e.args else None
+        if isinstance(e, requests.ConnectTimeout) or isinstance(reason, NewConnectionError):
+            raise ReplicheckError(f"no web UI answers at {args.url}: start the web UI with the replicheck extension "
+                                  "(e.g. ./webui.sh in its folder), or pass --url with the address of one that "
+                                  "runs") from None
+        raise ReplicheckError(f"{url}: the web UI closed the connection ({type(e).__name__})") from None
     except requests.RequestException as e:
-        raise ReplicheckError(f"{url}: {e}") from None
+        raise ReplicheckError(f"{url}: {type(e).__name__}: {str(e)[:300]}") from None
+    if r.status_code == 404:
+        raise ReplicheckError(f"the web UI at {args.url} has no replicheck API ({url}: HTTP 404): is the replicheck "
+                              "extension installed and enabled there?")
     if r.status_code != 200:
         raise ReplicheckError(f"{url}: HTTP {r.status_code}: {clean_text(r.text[:300])}")
     res = r.json()

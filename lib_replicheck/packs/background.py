@@ -11,8 +11,8 @@ one. The similarity less the background's separates the two where the raw simila
 cuts on the raw similarity (a copy of a simple drawing has a high background too, and whole-image
 copies must not be lost).
 
-The file is `background.npy`: float16 [n, dim], L2-normalised rows, read without pickle and
-checked before use. The builder embeds it from images the user names (`build --background`) and
+The file is `background.npy`: float16 [n, dim], L2-normalised rows, read by packs/npy.py (its
+header bounded and checked against the file before anything is allocated) and checked before use. The builder embeds it from images the user names (`build --background`) and
 drops those that are copies of a pack image, since they would lower the scores of that image's copies.
 """
 
@@ -41,13 +41,10 @@ def load(path: str | Path, dim: int):
     or float32 (no pickle), 1 to MAX_ROWS rows of `dim`, finite, of unit length."""
     import numpy as np
 
+    from lib_replicheck.packs import npy
+
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"over {MAX_BYTES // 1024**2} MB")
-        rows = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise PackError(path.parent, f"background {path.name} cannot be read ({e})"[:400]) from None
+    rows = npy.load(path, "background", MAX_BYTES)
     if rows.dtype not in (np.float16, np.float32) or rows.ndim != 2 or rows.shape[1] != dim \
             or not 0 < rows.shape[0] <= MAX_ROWS:
         raise PackError(path.parent, f"background {path.name} holds {rows.dtype} {rows.shape}, not float16 or "

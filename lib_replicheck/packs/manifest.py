@@ -92,7 +92,11 @@ def check_relative_path(p: str, where: str) -> str:
 
 MAX_MANIFEST_BYTES = 16 * 1024**2
 MAX_DIM = 1 << 16
-MAX_CANDIDATES = 100_000
+#: Bounds on re-ranking (packs/rerank.py), what one query may cost: candidates re-scored from disk
+#: (the builder tries up to 1,000), variants of one image, and the dimension of the rows
+MAX_CANDIDATES = 2_000
+MAX_RERANK_VARIANTS = 64
+MAX_RERANK_DIM = 4096
 
 
 def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
@@ -182,7 +186,12 @@ def parse(data: Any, origin: str | Path = MANIFEST) -> Manifest:
             relative(need(rerank, "codebook", str, "index.rerank."), "index.rerank.codebook")
         candidates = need(rerank, "candidates", int, "index.rerank.")
         if not 0 < candidates <= MAX_CANDIDATES:
-            raise bad("index.rerank.candidates", f"should be from 1 to {MAX_CANDIDATES}, not {candidates}")
+            raise bad("index.rerank.candidates", f"should be from 1 to {MAX_CANDIDATES:,}, not {candidates}")
+        if emb["dim"] > MAX_RERANK_DIM:
+            raise bad("embedder.dim", f"is {emb['dim']}: re-ranking rows take at most {MAX_RERANK_DIM} dimensions")
+        if count and vectors // count > MAX_RERANK_VARIANTS:
+            raise bad("vectors", f"is {vectors} for {count} images: re-ranking takes at most {MAX_RERANK_VARIANTS} "
+                                 "vectors an image")
     background = optional(data, "background", dict, "")
     if background is not None:
         relative(need(background, "file", str, "background."), "background.file")

@@ -39,7 +39,14 @@ PQ_FILE = "vectors.pq.npy"
 PQ_CODEBOOK = "rerank.pq-codebook.npy"
 DTYPES = ("float16", "sq4", "pq")
 PQ_NBITS = 10  # 1,024 centroids per 8 dimensions: 80 bytes for 512-d (64 and 96 bytes: p99 errors 0.048 and 0.035)
+#: Bounds on a stranger's codebook: its bytes, bits per code (4,096 centroids) and sub-quantisers
+#: (the builder makes dim / 8 of 10 bits: 64 for SSCD's 512 dimensions)
 MAX_CODEBOOK_BYTES = 64 * 1024**2
+MAX_PQ_NBITS = 12
+MAX_PQ_M = 256
+#: Candidate rows decoded and scored at a time: what a query holds in memory beyond its candidate
+#: list, whatever the pack asks for (1,024 rows of 4,096 float32 dimensions: 16 MB)
+CHUNK_ROWS = 1024
 FILES = {"float16": RERANK_FILE, "sq4": SQ4_FILE, "pq": PQ_FILE}
 
 
@@ -118,37 +125,51 @@ def pq_encode(vectors, codebook):
     return np.concatenate([codes, factor.view(np.uint8).reshape(len(v), 2)], axis=1)
 
 
+def _pq_codes(rows, m: int, nbits: int, nbytes: int):
+    """The codes [n, m] of PQ rows: code j is bits j*nbits.. of a row, least significant first, read
+    from the (at most three) bytes it spans: 12 bytes of work a code, not one int64 a bit."""
+    import numpy as np
+
+    padded = np.zeros((len(rows), nbytes + 2), dtype=np.uint8)
+    padded[:, :nbytes] = rows[:, :nbytes]
+    start = np.arange(m) * nbits
+    first, shift = start // 8, (start % 8).astype(np.uint32)
+    v = padded[:, first].astype(np.uint32)
+    v |= padded[:, first + 1].astype(np.uint32) << 8
+    v |= padded[:, first + 2].astype(np.uint32) << 16
+    return (v >> shift) & np.uint32((1 << nbits) - 1)
+
+
 def pq_decode(rows, codebook):
     """(reconstructions float32 [n, dim], factors float32 [n]) of rows written by pq_encode."""
     import numpy as np
 
     m, nbits, dim, nbytes = _pq_shape(codebook)
     rows = np.asarray(rows, dtype=np.uint8)
-    bits = np.unpackbits(rows[:, :nbytes], axis=1, bitorder="little")[:, : m * nbits].reshape(len(rows), m, nbits)
-    idx = (bits.astype(np.int64) << np.arange(nbits)).sum(axis=2)
+    idx = _pq_codes(rows, m, nbits, nbytes)
     recon = codebook[np.arange(m), idx].reshape(len(rows), dim)
     factor = np.ascontiguousarray(rows[:, nbytes: nbytes + 2]).view(np.float16)[:, 0].astype(np.float32)
     return recon, factor
 
 
 def load_codebook(path: str | Path, dim: int):
-    """A pack's PQ codebook, checked before use: a float32 .npy (no pickle) of [m, 2**nbits, dim / m],
-    nbits 1-12, finite values."""
+    """A pack's PQ codebook, checked before use: a float32 .npy (read by packs/npy.py, no pickle) of
+    [m, 2**nbits, dim / m], m at most MAX_PQ_M, nbits 1 to MAX_PQ_NBITS, finite values."""
     import numpy as np
 
+    from lib_replicheck.packs import npy
+
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_CODEBOOK_BYTES:
-            raise ValueError(f"over {MAX_CODEBOOK_BYTES // 1024**2} MB")
-        book = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise PackError(path.parent, f"re-ranking codebook {path.name} cannot be read ({e})"[:400]) from None
+    book = npy.load(path, "re-ranking codebook", MAX_CODEBOOK_BYTES)
     ok = book.dtype == np.float32 and book.ndim == 3 and 0 < book.shape[0] <= dim \
-        and book.shape[0] * book.shape[2] == dim and 2 <= book.shape[1] <= 4096 \
+        and book.shape[0] * book.shape[2] == dim and 2 <= book.shape[1] <= 2**MAX_PQ_NBITS \
         and book.shape[1] & (book.shape[1] - 1) == 0
     if not ok:
         raise PackError(path.parent, f"re-ranking codebook {path.name} holds {book.dtype} {book.shape}, not "
-                                     f"float32 [m, 2**nbits, {dim} / m]")
+                                     f"float32 [m, 2**nbits, {dim} / m] with nbits 1 to {MAX_PQ_NBITS}")
+    if book.shape[0] > MAX_PQ_M:
+        raise PackError(path.parent, f"re-ranking codebook {path.name} has {book.shape[0]} sub-quantisers "
+                                     f"(m), at most {MAX_PQ_M}")
     if not np.isfinite(book).all():
         raise PackError(path.parent, f"re-ranking codebook {path.name} holds values that are not finite")
     return np.ascontiguousarray(book)
@@ -159,31 +180,20 @@ class Reranker:
                  value_range: tuple[float, float] | None = None, codebook=None):
         import numpy as np
 
+        from lib_replicheck.packs import npy
+
         path = Path(path)
         if dtype not in DTYPES or (dtype == "sq4") != (value_range is not None) \
                 or (dtype == "pq") != (codebook is not None):
             raise ValueError(f"re-ranking rows of {dtype!r} with range {value_range!r}")
-        try:
-            f = open(path, "rb", buffering=0)
-        except OSError as e:
-            raise PackError(path.parent, f"re-ranking file {path.name} cannot be read ({e})") from None
-        try:
-            version = np.lib.format.read_magic(f)
-            if version not in ((1, 0), (2, 0)):
-                raise ValueError(f"unsupported .npy version {version}")
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, stored = header(f)
-            self._offset = f.tell()
-            size = os.fstat(f.fileno()).st_size
-        except (OSError, ValueError) as e:
-            f.close()
-            raise PackError(path.parent, f"re-ranking file {path.name} cannot be read ({e})") from None
+        # rows are read where a query needs them, never whole: the header's shape need only match the file
+        f, header = npy.open_checked(path, "re-ranking file", 1 << 62)
+        self._offset = header.offset
         want, cols = _row_layout(dtype, dim, codebook)
         width = cols * np.dtype(want).itemsize
-        if stored != want or fortran or tuple(shape) != (vectors, cols) or size != self._offset + vectors * width:
+        if header.dtype != np.dtype(want).name or header.shape != (vectors, cols):
             f.close()
-            raise PackError(path.parent, f"re-ranking file {path.name} holds {stored} {tuple(shape)}, "
+            raise PackError(path.parent, f"re-ranking file {path.name} holds {header.dtype} {header.shape}, "
                                          f"the manifest says {dtype} ({vectors}, {cols})")
         if hasattr(os, "posix_fadvise"):  # scattered reads: read-ahead would only fill the page cache
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
@@ -230,18 +240,32 @@ class Reranker:
             cand = np.unique(ids[r][ids[r] >= 0])  # sorted, so reads go forward through the file
             if not len(cand):
                 continue
-            q = np.asarray(queries[r], dtype=np.float32)
+            s = self._scores(cand, np.asarray(queries[r], dtype=np.float32))
             if self.dtype == "pq":
-                recon, factor = self._read(cand)
-                ok = np.isfinite(factor) & (factor > 0.05)  # a stranger's file: no division by ~0
-                s = np.where(ok, np.clip((recon @ q) / np.where(ok, factor, 1), -1, 1), -np.inf).max(axis=1)
                 cand, s = cand[s > -np.inf], s[s > -np.inf]  # rows with no usable factor are no match
-            else:
-                s = (self._read(cand) @ q).max(axis=1)
             order = np.argsort(-s, kind="stable")
             sims[r, : len(cand)] = s[order]
             out[r, : len(cand)] = cand[order]
         return sims, out
+
+    def _scores(self, cand, q):
+        """The similarity to `q` of each candidate id's closest variant (-inf: none usable), its rows
+        read and decoded CHUNK_ROWS at a time, so a query's memory is bounded whatever the pack
+        asks for."""
+        import numpy as np
+
+        out = np.empty(len(cand), dtype=np.float32)
+        per = max(1, CHUNK_ROWS // self.variants)
+        for start in range(0, len(cand), per):
+            part = cand[start: start + per]
+            if self.dtype == "pq":
+                recon, factor = self._read(part)
+                ok = np.isfinite(factor) & (factor > 0.05)  # a stranger's file: no division by ~0
+                s = np.where(ok, np.clip((recon @ q) / np.where(ok, factor, 1), -1, 1), -np.inf)
+            else:
+                s = self._read(part) @ q
+            out[start: start + len(part)] = s.max(axis=1)
+        return out
 
     def close(self) -> None:
         self._file.close()

@@ -9,7 +9,7 @@ options, an optional exclusion list, and what the build is expected to give. `pa
 A recipe comes from a registry, which comes from the network: it is parsed as strictly as a pack
 entry, every error naming the field. Its list is one of:
 - `files`: one or more files at http(s) URLs, each with its size and sha256 (verified before use);
-- `url_pattern` + `parts`: numbered files (`{i}` formatted) whose sha256 nobody published: they are
+- `url_pattern` + `parts`: numbered files (`{i}`, or `{i:02d}` zero-padded) whose sha256 nobody published: they are
   used only when the user accepts to pin them on first use (`unpinned`), see builder/recipe.py;
 - `shipped`: a file shipped inside the lib_replicheck package, with its sha256;
 - `user`: a file the user names when building (`packs get NAME --list PATH`).
@@ -17,6 +17,7 @@ entry, every error naming the field. Its list is one of:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,16 @@ LIST_FORMATS = ("csv", "parquet")
 COLUMNS = ("url", "caption", "license", "key", "hash")
 #: Bounds on what a recipe may ask for.
 MAX_PARTS = 10_000
+#: A url_pattern is a URL (at most this long) with one field, `{i}` or a zero-padded `{i:02d}` ..
+#: `{i:09d}`, expanded by our own code: str.format on a stranger's text would build whatever its
+#: format spec asks for (`{i:>200000000}`) or reach into attributes (`{i.__class__}`).
+MAX_PATTERN = 2000
+PATTERN_FIELD = re.compile(r"\{i(?::0([1-9])d)?\}")
 MAX_LIST_BYTES = 4 * 1024**3
+#: An exclusion list is read whole into a set, so it is bounded (declared size, download, file and
+#: entries) before it is read: a million URLs take about 200 MB as a set.
+MAX_EXCLUDE_BYTES = 64 * 1024**2
+MAX_EXCLUDE_ENTRIES = 1_000_000
 MAX_COUNT = 10_000_000_000
 IMAGE_SIZES = (0, 4096)  # 0: images kept as fetched; else the longest side, in pixels
 #: Options a recipe may set for the builder, with their types and bounds.
@@ -158,6 +168,20 @@ def _check_url(u: str, where: str, fail, *, allow_file_urls: bool, base_dir: str
     fail(where, f"{u!r} is not an http(s) URL")
 
 
+def pattern_urls(pattern: Any, parts: int, where: str, fail) -> list[str]:
+    """The `parts` URLs of a url_pattern: its one field `{i}` (or `{i:0Nd}`, N from 1 to 9) replaced
+    by 0 .. parts - 1. Anything else (another field, a brace, a format spec) is refused by
+    `fail(where, what)` before a URL is built."""
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN:
+        fail(where, f"not a URL of at most {MAX_PATTERN} characters")
+    fields = list(PATTERN_FIELD.finditer(pattern))
+    if len(fields) != 1 or pattern.count("{") != 1 or pattern.count("}") != 1:
+        fail(where, "should hold one field, {i} or {i:02d} .. {i:09d} for zero-padded numbers, and no other "
+                    "braces")
+    head, tail, pad = pattern[:fields[0].start()], pattern[fields[0].end():], int(fields[0].group(1) or 0)
+    return [f"{head}{str(i).zfill(pad)}{tail}" for i in range(parts)]
+
+
 def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: bool = False,
                  base_dir: str | None = None) -> RegistryRecipe:
     """One registry entry of kind 'recipe'; `fail(where, what)` raises the registry's error."""
@@ -199,16 +223,10 @@ def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: 
         files = [_list_file(f, f"{where}.list.files[{j}]", url, fail, allow_file_urls=allow_file_urls,
                             base_dir=base_dir) for j, f in enumerate(lst["files"])]
     elif kinds[0] == "url_pattern":
-        pattern, parts = lst["url_pattern"], lst.get("parts")
-        if not isinstance(pattern, str) or "{i" not in pattern:
-            fail(f"{where}.list.url_pattern", "not a URL with an {i} field")
+        parts = lst.get("parts")
         if not _int(parts, 1, MAX_PARTS):
             fail(f"{where}.list.parts", f"not an integer from 1 to {MAX_PARTS}")
-        for i in range(parts):
-            try:
-                u = pattern.format(i=i)
-            except (ValueError, IndexError, KeyError, AttributeError) as e:
-                fail(f"{where}.list.url_pattern", f"cannot be formatted ({type(e).__name__})")
+        for u in pattern_urls(lst["url_pattern"], parts, f"{where}.list.url_pattern", fail):
             files.append(_list_file({"urls": [u]}, f"{where}.list.url_pattern", url, fail,
                                     allow_file_urls=allow_file_urls, base_dir=base_dir))
     elif lst.get("user") is not True:
@@ -237,6 +255,9 @@ def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: 
                              base_dir=base_dir)
         if exclude.sha256 is None:
             fail(f"{where}.exclude.sha256", "an exclusion list needs its sha256")
+        if exclude.size is not None and exclude.size > MAX_EXCLUDE_BYTES:
+            fail(f"{where}.exclude.size", f"{exclude.size:,} bytes: an exclusion list may have at most "
+                                          f"{MAX_EXCLUDE_BYTES // 1024**2} MB")
     rate = p.get("embed_rate", {})
     if not isinstance(rate, dict):
         fail(f"{where}.embed_rate", "not an object")

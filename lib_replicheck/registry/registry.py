@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
-from lib_replicheck.registry.recipe import MAX_FIELDS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
+from lib_replicheck.registry.recipe import MAX_FIELDS, MAX_PARTS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
 
 FORMAT = "replicheck-registry"
 FORMAT_VERSION = 1
@@ -114,7 +114,7 @@ def parse(data: Any, url: str) -> Registry:
     packs = data.get("packs")
     if not isinstance(packs, list):
         fail("packs", "missing or not a list")
-    out, names = [], set()
+    out, names, listed = [], set(), 0
     for i, p in enumerate(packs):
         where = f"packs[{i}]"
         if not isinstance(p, dict):
@@ -128,6 +128,9 @@ def parse(data: Any, url: str) -> Registry:
         kind = p.get("kind", "pack")
         if kind == "recipe":
             out.append(parse_recipe(p, where, url, fail, _text, allow_file_urls=local, base_dir=base_dir))
+            listed += len(out[-1].list.files)  # each recipe is bounded; so are all of them together
+            if listed > MAX_PARTS:
+                fail(f"{where}.list", f"the registry's recipes name more than {MAX_PARTS:,} list files in all")
             continue
         if kind != "pack":
             fail(f"{where}.kind", f"{_text(kind, 40)!r}: 'pack' or 'recipe'")

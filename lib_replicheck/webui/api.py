@@ -13,6 +13,9 @@ Who may call what (every page in the user's browser can reach the web UI's port)
   same-origin request (Origin and Referer, when sent, name the web UI's host) that carries the
   `X-Replicheck-Request` header, even without --api-auth: a cross-site page can only send it after a
   CORS preflight, which the web UI refuses, and a no-cors form or fetch cannot add it at all.
+- Every route answers only requests addressed to a host the web UI is served under (webui/hosts.py:
+  loopback, the addresses and names it listens on, the allow-list); others get 403, which keeps out
+  a page that reaches the web UI by DNS rebinding, Origin and Host both its own name.
 - /check needs a JSON body (`Content-Type: application/json`, which a no-cors request cannot send)
   and no foreign Origin; its body is read as a stream with a hard cap, and images are decoded off
   the event loop, a few at a time.
@@ -31,6 +34,7 @@ from typing import Callable, List, Optional
 from fastapi import Depends, HTTPException, Request
 
 from lib_replicheck.webui.api_auth import guards
+from lib_replicheck.webui.hosts import ServerAddress, allow_list, refusal
 from lib_replicheck.webui.api_models import (AvailableModel, CalibrateRequest, CalibrateResponse, CheckRequest,
                                             DownloadModel, LiveResponse, MessageResponse, PacksResponse,
                                             ReportModel, StatusResponse, report_model, pack_model)
@@ -162,8 +166,11 @@ def attach(app, built) -> None:
 
 def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str] = None,
            platform: str = "", unsupported: Optional[List[str]] = None, manager=None, measure=None,
-           on_poll: Optional[Callable[[], None]] = None, audits=None):
+           on_poll: Optional[Callable[[], None]] = None, audits=None, server: Optional[ServerAddress] = None):
     """The /replicheck/v1 routes as a FastAPI APIRouter, built ahead of the app that will serve them.
+
+    `server`: where the web UI is served (its --listen, --server-name, --share, --ngrok; default:
+    this machine only), which with the allow-list decides the host names requests may name.
 
     `manager`: a PackManager for the pack routes; `measure(prompt, seed) -> magnitude`: the
     memorization signal of one generation with the loaded model, for the calibration route;
@@ -176,7 +183,9 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
     from lib_replicheck.errors import ReplicheckError
     from lib_replicheck.webui.panel import flagged, render, verdict_label
 
-    read_guard, change_guard, check_guard = guards(api_auth)
+    server = server or ServerAddress()
+    read_guard, change_guard, check_guard = guards(
+        api_auth, lambda host: refusal(host, server, allow_list(settings().allowed_hosts)))
     read_deps, change_deps, check_deps = [Depends(read_guard)], [Depends(change_guard)], [Depends(check_guard)]
     slots = _Slots(MAX_CHECKS_IN_FLIGHT)
     decoder = ThreadPoolExecutor(max_workers=MAX_DECODES, thread_name_prefix="replicheck-decode")

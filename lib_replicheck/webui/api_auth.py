@@ -1,10 +1,11 @@
 """Who may call the HTTP API: HTTP basic credentials (--api-auth), the web UI's own page (its
-session, or same origin with the panel's header), and nothing from another site's page."""
+session, or same origin with the panel's header), and nothing from another site's page, nor from a
+page that reaches the web UI under a name it is not served under (DNS rebinding, webui/hosts.py)."""
 
 import base64
 import binascii
 import secrets
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
@@ -78,15 +79,23 @@ def _unauthorized():
                          headers={"WWW-Authenticate": "Basic"})
 
 
-def guards(api_auth: Optional[str]):
-    """FastAPI dependencies for read-only routes, changing routes and /check."""
+def guards(api_auth: Optional[str], host_refusal: Optional[Callable[[Optional[str]], Optional[str]]] = None):
+    """FastAPI dependencies for read-only routes, changing routes and /check. `host_refusal(host)`
+    says why a request addressed to `host` is refused (None: answered); every route asks it first."""
     users = parse_credentials(api_auth)
 
+    def host(request: Request):
+        why = host_refusal(request.headers.get("host")) if host_refusal is not None else None
+        if why:
+            raise HTTPException(status_code=403, detail=why)
+
     def read(request: Request):
+        host(request)
         if users and not (_basic_ok(request, users) or page_session(request)):
             raise _unauthorized()
 
     def change(request: Request):
+        host(request)
         if not same_origin(request):
             raise HTTPException(status_code=403, detail="cross-site request refused: changing routes only answer "
                                                         "requests from the web UI's own origin")
@@ -97,6 +106,7 @@ def guards(api_auth: Optional[str]):
             raise _unauthorized()
 
     def check(request: Request):
+        host(request)
         if request.headers.get("origin") is not None and not same_origin(request):
             raise HTTPException(status_code=403, detail="cross-site request refused")
         kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()

@@ -87,11 +87,14 @@ class CheckService:
                 try:
                     for p in paths:
                         opened.append(Pack(p))
-                except ReplicheckError as e:
+                except Exception as e:  # noqa: BLE001 - whatever stops a pack opening is that pack's error
                     for pack in opened:
                         pack.close()
-                    self.pack_errors[p.name] = str(e)
-                    raise
+                    known = isinstance(e, ReplicheckError)
+                    self.pack_errors[p.name] = str(e) if known else f"pack {p}: cannot be opened ({type(e).__name__})"
+                    if known:
+                        raise
+                    raise ReplicheckError(self.pack_errors[p.name]) from None
                 for p in paths:
                     self.pack_errors.pop(p.name, None)
                 self._checker = Checker(opened, device=settings.device, models_dir=self.models_dir,

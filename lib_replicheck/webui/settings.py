@@ -94,6 +94,11 @@ SETTINGS: tuple[SettingDef, ...] = (
                "default: the registry shipped with replicheck, read from disk (the demo pack and the recipes); "
                "several URLs or files separated by commas replace it. Read only when you open or refresh the "
                "Replicheck tab", "text"),
+    SettingDef("replicheck_allowed_hosts", "", "Allowed host names for the API",
+               "default: none beyond this machine's own (localhost, and its addresses and name with --listen); "
+               "names, comma-separated, under which the web UI is also reached, e.g. a reverse proxy's "
+               "(*.example.org for every name under it). Other names are refused: they are how DNS rebinding "
+               "reaches the web UI. Also $REPLICHECK_ALLOWED_HOSTS", "text"),
     SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
                "default on; a match already in the input is reported as such, not blamed on the model"),
     SettingDef("replicheck_sign", "off", "Signed record of the check in saved images (C2PA)",
@@ -145,6 +150,7 @@ class Settings:
     infotext: bool = DEFAULTS["replicheck_infotext"]
     check_input: bool = DEFAULTS["replicheck_check_input"]
     registries: list[str] = field(default_factory=list)  # empty: the default registry
+    allowed_hosts: list[str] = field(default_factory=list)  # host names the API answers besides its own
     mem_enabled: bool = DEFAULTS["replicheck_mem_enabled"]
     mem_steps: int = DEFAULTS["replicheck_mem_steps"]
     mem_threshold: float = DEFAULTS["replicheck_mem_threshold"]
@@ -201,6 +207,7 @@ class Settings:
             infotext=bool(value("replicheck_infotext")),
             check_input=bool(value("replicheck_check_input")),
             registries=[u.strip() for u in str(value("replicheck_registries") or "").split(",") if u.strip()],
+            allowed_hosts=[h.strip() for h in str(value("replicheck_allowed_hosts") or "").split(",") if h.strip()],
             mem_enabled=bool(value("replicheck_mem_enabled")),
             mem_steps=_int(value("replicheck_mem_steps"), DEFAULTS["replicheck_mem_steps"], 1, 50),
             mem_threshold=_float(value("replicheck_mem_threshold"), DEFAULTS["replicheck_mem_threshold"]),

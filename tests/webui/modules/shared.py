@@ -42,7 +42,9 @@ class FakeModel:
 state = State()
 config_filename = None  # cmd_opts.ui_settings_file: config.json in the web UI's folder
 sd_model = FakeModel()
-cmd_opts = argparse.Namespace(api_auth=None, skip_install=False, nowebui=False, freeze_settings=False)
+# as modules/cmd_args.py defines them: --listen, --server-name, --port, --share, --ngrok among others
+cmd_opts = argparse.Namespace(api_auth=None, skip_install=False, nowebui=False, freeze_settings=False, listen=False,
+                              server_name=None, port=None, share=False, ngrok=None)
 options_templates: dict = {}
 opts = options.Options(options_templates, [])
 
