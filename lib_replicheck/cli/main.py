@@ -37,8 +37,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offline", action="store_true", help="never download; fail if weights are missing")
 
 
+def _prog() -> str:
+    """How the user ran it: the installed `replicheck` command or `python -m lib_replicheck`."""
+    return "replicheck" if Path(sys.argv[0]).name == "replicheck" else "python -m lib_replicheck"
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m lib_replicheck",
+    ap = argparse.ArgumentParser(prog=_prog(),
                                  description="Find out whether images copy training images (LAION) of Stable Diffusion.")
     ap.add_argument("--version", action="version", version=f"replicheck {__version__}")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
