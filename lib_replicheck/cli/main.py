@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check images or folders of images against packs")
     c.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     c.add_argument("--pack", action="append", default=[], metavar="NAME_OR_DIR",
-                   help="pack to search (repeatable); default: every installed pack")
+                   help="pack to search (repeatable): a bare name is an installed pack's, anything with a / "
+                        "is a folder's path (./mywalls); default: every installed pack")
     c.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
     c.add_argument("--top-k", type=int, default=5, help="nearest training images to report (default 5)")
     c.add_argument("--threshold", action="append", default=[], metavar="FAMILY.TIER=VALUE",
@@ -138,7 +139,8 @@ def parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("packs", help="list, download, verify, remove and install packs")
     pk.add_argument("action", choices=["available", "list", "get", "download", "verify", "remove", "install",
                                        "publish"])
-    pk.add_argument("target", nargs="?", help="pack name; PATH_OR_URL for install; PACK_DIR for publish")
+    pk.add_argument("target", nargs="?", help="pack name (verify also takes a folder's path, with a /); PATH_OR_URL "
+                                              "for install; PACK_DIR for publish")
     pk.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
     pk.add_argument("--models-dir", type=Path, default=None, help="where the packs' model weights go")
     pk.add_argument("--registry", action="append", default=[], metavar="URL",

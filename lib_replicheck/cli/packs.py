@@ -49,7 +49,7 @@ def _warn(message: str) -> None:
 
 
 def cmd_packs(args) -> int:
-    from lib_replicheck.packs import default_packs_dir, installed
+    from lib_replicheck.packs import default_packs_dir, installed, is_name
     from lib_replicheck.registry.install import Installer
     from lib_replicheck.registry.registry import load_all
 
@@ -110,12 +110,15 @@ def cmd_packs(args) -> int:
         _ensure_weights(path, args)
         return 0
     if args.action == "verify":
-        name = _need(args, "the name of an installed pack")
+        name = _need(args, "the name of an installed pack, or a pack folder's path")
         inst.verify(name)
         print(f"{name}: every file matches its sha256", file=out)
         return 0
     if args.action == "remove":
         name = _need(args, "the name of an installed pack")
+        if not is_name(name):
+            raise ReplicheckError(f"packs remove {name}: give the name of an installed pack (see: packs list), "
+                                  "not a path")
         inst.remove(name)
         print(f"removed {name}", file=out)
         return 0
