@@ -109,3 +109,22 @@ def test_the_installed_command_lists_and_installs_the_shipped_registry(venv, tmp
     r = subprocess.run([replicheck, "check", REPO / "lib_replicheck" / "demo_images" / "pack" / "coffee.jpg",
                         *env_args], cwd=tmp_path, env=_quiet_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "LIKELY COPY    (best 1.00 in demo)" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_readme_try_it_commands_do_what_they_say(tmp_path):
+    """Each `python -m lib_replicheck ...` line of the README's Try it section runs, from the clone,
+    with the exit status its comment gives (0 where it gives none): the photo paths it names exist."""
+    import re
+    import shlex
+
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## Try it", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for block in re.findall(r"```bash\n(.*?)```", section, re.S) for ln in block.splitlines()
+             if ln.startswith("python -m lib_replicheck ")]
+    assert any("demo_images/pack/coffee.jpg" in ln for ln in lines) and any(" demo" in ln for ln in lines)
+    env = dict(_quiet_env(), REPLICHECK_HOME=str(tmp_path / "home"))
+    for line in lines:
+        command, _, comment = line.partition("#")
+        expect = int(m.group(1)) if (m := re.search(r"exit (\d)", comment)) else 0
+        r = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == expect, f"{line}: {r.stdout[-1000:]}{r.stderr[-1000:]}"
