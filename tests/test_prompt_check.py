@@ -110,11 +110,45 @@ def test_ordinary_prompts_do_not_match(index, prompt):
     assert index.match(prompt) is None
 
 
-def test_no_coco_caption_matches(index):
-    coco = P.read_list(P.PromptList(REPO / "bench" / "data" / "coco2014_val_10000.csv", "coco", "-", "COCO",
-                                    type_column=None))
+TAGS = ", best quality, highly detailed, sharp focus"
+
+
+@pytest.mark.parametrize("prompt, listed", [
+    (SONY + TAGS, SONY),  # the issue's example: tags after the listed prompt
+    ("(masterpiece:1.2), " + SONY + ", <lora:add_detail:0.8>, 8k, trending on artstation", SONY),
+    ("masterpiece, best quality, Foyer painted in WHITE, cinematic lighting, by greg rutkowski",
+     "Foyer painted in WHITE"),  # a template: the sibling with its own colour, not another
+    ("Mothers influence on her young hippo, oil on canvas, (best quality:1.4), octane render, volumetric "
+     "lighting, film grain, dslr, absurdres", "Mothers influence on her young hippo"),
+])
+def test_listed_prompts_with_tags_added_match(index, prompt, listed):
+    assert P.PromptIndex(index.listed, min_contained=2.0).match(prompt) is None  # the overlap rule misses them
+    m = index.match(prompt)
+    assert m is not None and m.prompt == listed and m.how == "contained" and m.score >= P.MIN_CONTAINED
+    assert m.how_text().startswith("with words added (")
+
+
+@pytest.mark.parametrize("prompt", [
+    "a photo of an astronaut riding a horse on mars" + TAGS + ", (masterpiece:1.2), <lora:add_detail:0.8>",
+    "the interview, masterpiece, best quality, 8k",  # two words of a listed prompt, and tags
+    "sony headquarters release party, night" + TAGS,
+    "masterpiece, best quality, highly detailed, sharp focus, 8k, trending on artstation",  # tags alone
+])
+def test_ordinary_prompts_with_tags_do_not_match(index, prompt):
+    assert index.match(prompt) is None
+
+
+def test_no_coco_caption_matches_as_it_is_with_tags_or_in_long_prompts(index):
+    import random
+
+    coco = [lp.text for lp in P.read_list(P.PromptList(REPO / "bench" / "data" / "coco2014_val_10000.csv", "coco",
+                                                       "-", "COCO", type_column=None))]
     assert len(coco) == 10_000
-    hits = [(lp.text, m.prompt) for lp in coco if (m := index.match(lp.text)) is not None]
+    rng = random.Random(0)
+    tags = ["best quality", "(masterpiece:1.2)", "highly detailed", "sharp focus", "<lora:add_detail:0.8>", "8k"]
+    tagged = [c + ", " + ", ".join(rng.sample(tags, 3)) for c in coco]
+    long = [", ".join(rng.sample(coco, 5)) + TAGS for _ in range(1000)]  # about 60 words each
+    hits = [(t, m.prompt) for t in coco + tagged + long if (m := index.match(t)) is not None]
     assert hits == []
 
 
@@ -235,10 +269,65 @@ def test_cli_escapes_listed_text_and_refuses_bad_lists(tmp_path):
 
 def test_cli_huge_prompt_is_an_answer_not_a_crash():
     words = " ".join(f"w{i}" for i in range(20_000))  # about 130 kB on the command line
-    r = cli(SONY + " " + words)  # the listed prompt drowned in other words
+    r = cli(SONY + " " + words)  # the listed prompt, then many other words: it is contained in the head compared
+    assert r.returncode == 1 and "matches with words added (1.00 of its weighted words" in r.stdout
+    r = cli(words + " " + SONY)  # past the head that is compared
     assert r.returncode == 0 and r.stderr == ""
     r = cli(SONY + " " + "word " * 20_000)  # the listed prompt and one word, repeated
     assert r.returncode == 1 and SONY in r.stdout
+
+
+@pytest.mark.parametrize("parameters, prompt", [
+    (f"{SONY}, best quality\nNegative prompt: blurry, lowres\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1",
+     f"{SONY}, best quality"),
+    ("a lighthouse,\nat dawn\nSteps: 20, Sampler: Euler a, Seed: 1", "a lighthouse,\nat dawn"),  # no negative
+    ("a lighthouse\nNegative prompt: " + SONY + "\nSteps: 20", "a lighthouse"),  # the negative is not the prompt
+    ("\nNegative prompt: ugly\nSteps: 20, Sampler: Euler a", ""),
+    ("Steps: 20, Sampler: Euler a", ""),
+    ("a prompt written by hand", "a prompt written by hand"),
+])
+def test_the_prompt_of_a_web_ui_infotext(parameters, prompt):
+    from lib_replicheck.memorization.infotext import prompt_of
+
+    assert prompt_of(parameters) == prompt
+
+
+def _png(path, parameters=None, colour=(120, 90, 60)):
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if parameters is not None:
+        info.add_text("parameters", parameters)  # as the web UI saves it
+    Image.new("RGB", (96, 64), colour).save(path, pnginfo=info)
+    return path
+
+
+def test_check_reports_the_known_memorized_prompt_stored_in_a_png(tmp_path):
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    _png(folder / "a-hit.png", f"(masterpiece:1.2), {SONY}, best quality, highly detailed, sharp focus, "
+                               "<lora:add_detail:0.8>\nNegative prompt: lowres\nSteps: 20, Sampler: Euler a, Seed: 7")
+    _png(folder / "b-ordinary.png", "a lighthouse at dawn\nNegative prompt: " + SONY + "\nSteps: 20, Seed: 7",
+         (20, 60, 200))
+    _png(folder / "c-no-parameters.png", None, (200, 30, 30))
+    _png(folder / "d-hostile.png", "\x1b[2J" + SONY + "\x07" + " x" * 40_000 + "\nSteps: 20", (0, 200, 0))
+    demo = REPO / "registry" / "demo"
+    r = subprocess.run([sys.executable, "-m", "lib_replicheck", "check", folder, "--pack", demo, "--json"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr  # a memorized prompt is no copy: the exit status is the images'
+    reports = {Path(x["image"]).name: x for x in map(json.loads, r.stdout.splitlines())}
+    hit = reports["a-hit.png"]["prompt_match"]
+    assert hit["prompt"] == SONY and hit["type"] == "VM" and hit["how"] == "contained"
+    assert hit["summary"] == "known memorized prompt (SD 1.x, verbatim): Webster 2023"
+    assert reports["b-ordinary.png"]["prompt_match"] is None and reports["c-no-parameters.png"]["prompt_match"] is None
+    assert reports["d-hostile.png"]["prompt_match"]["prompt"] == SONY  # the head of a huge text, as data
+    r = subprocess.run([sys.executable, "-m", "lib_replicheck", "check", folder, "--pack", demo], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert r.returncode == 0 and "\x1b" not in r.stdout and "\x07" not in r.stdout
+    block = r.stdout.split("a-hit.png", 1)[1].split(".png", 1)[0]
+    assert ('  prompt: known memorized prompt (SD 1.x, verbatim): Webster 2023, matching with words added '
+            f'(1.00 of its weighted words in the prompt): "{SONY}"') in block
+    assert r.stdout.count("known memorized prompt") == 2  # a-hit and d-hostile, not the others
 
 
 # --- the web UI ------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ def cmd_check(args) -> int:
     from lib_replicheck.audit import list_images, run_audit
     from lib_replicheck.checker import Checker
     from lib_replicheck.cli.text import format_report
+    from lib_replicheck.memorization.infotext import known_prompt
     from lib_replicheck.thresholds import with_overrides
 
     if args.top_k < 1:
@@ -106,10 +107,12 @@ def cmd_check(args) -> int:
             say(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", sys.stderr)
         elif report.verdict.rank >= fail_on.rank:
             counts["copies"] += 1
+        hit = None if report.error else known_prompt(report.image)  # the prompt the web UI stored in a PNG
         if args.json:
-            print(json_text(report.to_dict()), flush=True)
+            print(json_text({**report.to_dict(), "prompt_match": hit.to_dict() if hit else None}), flush=True)
         elif not report.error:
-            say(format_report(report), sys.stdout)
+            say(format_report(report) + (f"\n  prompt: {clean_text(hit.summary(), 300)}, matching {hit.how_text()}: "
+                                         f"\"{clean_text(hit.prompt, 300)}\"" if hit else ""), sys.stdout)
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(f"{counts['copies']} flagged, {counts['errors']} error(s)", refresh=False)

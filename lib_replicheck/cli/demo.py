@@ -15,9 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lib_replicheck.home import shipped_registry
+
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo_images"
 #: The demo pack as published in this repository's registry (built from DEMO_DIR/pack).
-BUNDLED_PACK = Path(__file__).resolve().parent.parent.parent / "registry" / "demo"
+BUNDLED_PACK = shipped_registry() / "demo"
 COPIED = "coffee.jpg"
 
 

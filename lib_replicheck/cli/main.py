@@ -37,8 +37,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--offline", action="store_true", help="never download; fail if weights are missing")
 
 
+def _prog() -> str:
+    """How the user ran it: the installed `replicheck` command or `python -m lib_replicheck`."""
+    return "replicheck" if Path(sys.argv[0]).name == "replicheck" else "python -m lib_replicheck"
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m lib_replicheck",
+    ap = argparse.ArgumentParser(prog=_prog(),
                                  description="Find out whether images copy training images (LAION) of Stable Diffusion.")
     ap.add_argument("--version", action="version", version=f"replicheck {__version__}")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
@@ -48,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check images or folders of images against packs")
     c.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
     c.add_argument("--pack", action="append", default=[], metavar="NAME_OR_DIR",
-                   help="pack to search (repeatable); default: every installed pack")
+                   help="pack to search (repeatable): a bare name is an installed pack's, anything with a / "
+                        "is a folder's path (./mywalls); default: every installed pack")
     c.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
     c.add_argument("--top-k", type=int, default=5, help="nearest training images to report (default 5)")
     c.add_argument("--threshold", action="append", default=[], metavar="FAMILY.TIER=VALUE",
@@ -136,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("packs", help="list, download, verify, remove and install packs")
     pk.add_argument("action", choices=["available", "list", "get", "download", "verify", "remove", "install",
                                        "publish"])
-    pk.add_argument("target", nargs="?", help="pack name; PATH_OR_URL for install; PACK_DIR for publish")
+    pk.add_argument("target", nargs="?", help="pack name (verify also takes a folder's path, with a /); PATH_OR_URL "
+                                              "for install; PACK_DIR for publish")
     pk.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
     pk.add_argument("--models-dir", type=Path, default=None, help="where the packs' model weights go")
     pk.add_argument("--registry", action="append", default=[], metavar="URL",

@@ -49,7 +49,7 @@ def _warn(message: str) -> None:
 
 
 def cmd_packs(args) -> int:
-    from lib_replicheck.packs import default_packs_dir, installed
+    from lib_replicheck.packs import default_packs_dir, installed, is_name
     from lib_replicheck.registry.install import Installer
     from lib_replicheck.registry.registry import load_all
 
@@ -71,13 +71,15 @@ def cmd_packs(args) -> int:
             print(f"{clean_text(r.name, 64):<24} {r.count:>10,} images  {clean_text(r.embedder, ID_WIDTH):<18} "
                   f"{r.size_bytes / 1e6:>9.1f} MB  {clean_text(r.source.get('license', ''), LICENSE_WIDTH)}{state}",
                   file=out)
+        _embedder_licenses([r.embedder for r in rows], out)
         return 0
     if args.action == "available":
         packs, errors = load_all(registries(args), offline=args.offline)
         for e in errors:
             _warn(e)
         if args.json:
-            print(json_text([p.to_dict() for p in packs]), file=out)
+            print(json_text([{**p.to_dict(), "embedder_license": _license_dict(p.embedder.get("id"))}
+                             for p in packs]), file=out)
         else:
             have = {p.name for p in installed(packs_dir)}
             for p in packs:
@@ -89,6 +91,7 @@ def cmd_packs(args) -> int:
                 else:
                     print(f"{p.name:<24} pack    {p.count:>10,} images  {emb:<18} {p.size / 1e6:>9.1f} MB  {lic}  "
                           f"{mark}", file=out)
+            _embedder_licenses([p.embedder.get("id") for p in packs], out)
         return 0 if packs or not errors else 2
     if args.action == "get":
         return cmd_get(args, packs_dir, inst)
@@ -110,12 +113,15 @@ def cmd_packs(args) -> int:
         _ensure_weights(path, args)
         return 0
     if args.action == "verify":
-        name = _need(args, "the name of an installed pack")
+        name = _need(args, "the name of an installed pack, or a pack folder's path")
         inst.verify(name)
         print(f"{name}: every file matches its sha256", file=out)
         return 0
     if args.action == "remove":
         name = _need(args, "the name of an installed pack")
+        if not is_name(name):
+            raise ReplicheckError(f"packs remove {name}: give the name of an installed pack (see: packs list), "
+                                  "not a path")
         inst.remove(name)
         print(f"removed {name}", file=out)
         return 0
@@ -128,6 +134,21 @@ def cmd_packs(args) -> int:
         print(f"{clean_text(args.registry_file)}: {entry['name']} listed with {len(entry['files'])} files", file=out)
         return 0
     raise ReplicheckError(f"unknown action {args.action}")
+
+
+def _embedder_licenses(embedder_ids, out) -> None:
+    """Under a listing: the license of each embedder it shows (the model's; the column is the images')."""
+    from lib_replicheck.embedders.licenses import license_lines
+
+    for line in license_lines(embedder_ids):
+        print(f"embedder license: {line}", file=out)
+
+
+def _license_dict(embedder_id) -> dict | None:
+    from lib_replicheck.embedders.licenses import license_of
+
+    lic = license_of(embedder_id)
+    return lic.to_dict() if lic else None
 
 
 def recipe_line(r) -> str:

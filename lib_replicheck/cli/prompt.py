@@ -36,10 +36,8 @@ def cmd_prompt(args) -> int:
     elif match is None:
         print(f"no match among {len(index)} known memorized prompts")
     else:
-        how = {"exact": "exactly", "normalised": "up to case, punctuation and markup",
-               "overlap": f"by word overlap {match.score:.2f}"}.get(match.how, match.how)
         print(clean_text(match.summary(), 300))
-        print(f"  matches {how}: \"{clean_text(match.prompt, 300)}\"")
+        print(f"  matches {match.how_text()}: \"{clean_text(match.prompt, 300)}\"")
         print(f"  type {clean_text(match.type or '-', 16)} ({match.type_label}), list {clean_text(match.list_name, 64)} "
               f"row {match.row}")
     return EXIT_COPY if match is not None else EXIT_OK

@@ -7,7 +7,9 @@ prompt with such lists costs microseconds, needs no pack and no model, and answe
 exists. A prompt matches a listed one when they are equal once normalised (case, HTML markup and
 entities, punctuation, whitespace, accents and other unicode variants, the web UI's attention
 weights), or when they share nearly all their words, weighted by how rare each word is among the
-listed prompts, so that a word dropped or added still matches while ordinary prompts do not.
+listed prompts, so that a word dropped or added still matches while ordinary prompts do not, or
+when the prompt contains nearly all of a listed prompt's rarity-weighted words, so that a listed
+prompt with tags added ("best quality, highly detailed", "(masterpiece:1.2)") still matches.
 
 A list is a CSV file with a caption column and, optionally, a memorization-type column
 (`PromptList`); more lists can be added beside the shipped one. Lists are read as data, with their
@@ -47,6 +49,11 @@ MAX_PROMPTS_PER_JOB = 64
 #: common, and how many words they must share at the least
 MIN_OVERLAP = 0.6
 MIN_SHARED_WORDS = 2
+#: the containment rule, for prompts with tags added (bench/prompt_check.py --tune): the
+#: rarity-weighted share of the listed prompt's words that the prompt contains, however many words
+#: it adds (at least MIN_SHARED_WORDS of them); the loosest cut that no ordinary prompt of the tuning
+#: reaches (LAION captions, with tags, and long prompts of five captions with tags; the closest: 0.754)
+MIN_CONTAINED = 0.8
 
 TYPE_LABELS = {"VM": "verbatim", "TM": "template", "MV": "verbatim", "TV": "template", "RV": "retrieval verbatim"}
 
@@ -96,8 +103,15 @@ class PromptMatch:
     source: str  # Webster 2023
     list_name: str
     row: int
-    how: str  # "exact", "normalised" (case, punctuation, markup...), or "overlap" (words added or dropped)
-    score: float  # 1.0 for exact and normalised; the weighted word overlap otherwise
+    how: str  # "exact", "normalised" (case, punctuation, markup...), "overlap" (a word added or dropped)
+    #           or "contained" (the listed prompt's words within a longer prompt: tags added)
+    score: float  # 1.0 for exact and normalised; the weighted word overlap, or the share contained
+
+    def how_text(self) -> str:
+        """How the prompt matches, in words: 'exactly', 'after light edits (word overlap 0.83)'..."""
+        return {"exact": "exactly", "normalised": "up to case, punctuation and markup",
+                "contained": f"with words added ({self.score:.2f} of its weighted words in the prompt)"}.get(
+            self.how, f"after light edits (word overlap {self.score:.2f})")
 
     def summary(self) -> str:
         """The infotext / panel wording, e.g. 'known memorized prompt (SD 1.x, verbatim): Webster 2023'."""
@@ -208,9 +222,10 @@ class PromptIndex:
     index with their rarity weights."""
 
     def __init__(self, listed: Iterable[ListedPrompt], min_overlap: float = MIN_OVERLAP,
-                 min_shared: int = MIN_SHARED_WORDS):
+                 min_shared: int = MIN_SHARED_WORDS, min_contained: float = MIN_CONTAINED):
         self.min_overlap = min_overlap
         self.min_shared = min_shared
+        self.min_contained = min_contained
         self.listed: list[ListedPrompt] = list(listed)
         self._by_raw: dict[str, int] = {}
         self._by_text: dict[str, int] = {}
@@ -279,16 +294,25 @@ class PromptIndex:
                 shared_weight[i] = shared_weight.get(i, 0.0) + wt
                 shared_count[i] = shared_count.get(i, 0) + 1
         best, best_score = -1, 0.0
+        held, held_score = -1, 0.0  # the listed prompt most contained in this one
         for i, common in shared_weight.items():
             if shared_count[i] < self.min_shared:
                 continue
-            union = query_weight + self._entries[i].weight - common
+            entry = self._entries[i]
+            union = query_weight + entry.weight - common
             score = common / union if union > 0 else 0.0
             if score > best_score or (score == best_score and i < best):
                 best, best_score = i, score
-        if best < 0 or best_score < self.min_overlap:
-            return None
-        return self._match(best, "overlap", best_score)
+            if entry.weight > 0:
+                share = common / entry.weight
+                if share > held_score or (held >= 0 and share == held_score
+                                          and entry.weight > self._entries[held].weight):
+                    held, held_score = i, share
+        if best >= 0 and best_score >= self.min_overlap:
+            return self._match(best, "overlap", best_score)
+        if held >= 0 and held_score >= self.min_contained - 1e-9:  # a sum in another order: 1.0 may be 0.99...
+            return self._match(held, "contained", held_score)
+        return None
 
     def match_job(self, prompts: Sequence[str]) -> dict[int, PromptMatch]:
         """A generation's hits: position of the prompt in the job -> its match. Each distinct prompt is

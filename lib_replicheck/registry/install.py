@@ -343,10 +343,12 @@ class Installer:
 
     # -- the rest ---------------------------------------------------------------------------------
 
-    def verify(self, name: str) -> None:
+    def verify(self, name_or_path: str) -> None:
+        """Check every file of an installed pack (a name) or of a pack folder (a path) against its sha256."""
+        from lib_replicheck.packs import resolve
         from lib_replicheck.packs.pack import Pack
 
-        pack = Pack(self._installed(name))
+        pack = Pack(resolve(name_or_path, self.packs_dir))
         try:
             pack.verify()
         finally:

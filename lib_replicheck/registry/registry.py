@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.home import shipped_registry
 from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
 from lib_replicheck.registry.recipe import MAX_FIELDS, MAX_PARTS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
 
@@ -26,7 +27,7 @@ FORMAT_VERSION = 1
 #: The registry shipped in this repository (the demo pack and the recipes), read from disk: listing
 #: it and installing the demo need no network. Remote registries are added by the user (Settings,
 #: --registry, $REPLICHECK_REGISTRY); no default points at a host this project does not control.
-DEFAULT_REGISTRY = str(Path(__file__).resolve().parents[2] / "registry" / "packs.json")
+DEFAULT_REGISTRY = str(shipped_registry() / "packs.json")
 MAX_REGISTRY_BYTES = 5 * 1024 * 1024
 #: Seconds without a byte before a registry counts as stalled, and seconds for the whole read.
 TIMEOUT = 10.0

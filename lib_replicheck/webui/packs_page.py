@@ -6,6 +6,7 @@ escape and format characters before it is escaped (a 1 MB license stays a line o
 
 from __future__ import annotations
 
+from lib_replicheck.embedders.licenses import license_lines
 from lib_replicheck.webui.panel import clip, esc, link
 
 MAX_ERROR = 600
@@ -76,4 +77,10 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
     body = "".join(rows) or "<tr><td colspan='8'>No pack installed yet.</td></tr>"
     if not installed and rows:
         note += "<p class='rc-message'>No pack installed yet: download or build one below.</p>"
-    return f"<div class='rc-packs'>{note}{errs}{suggest}<table class='rc-table'>{head}{body}</table></div>"
+    ids = [p.embedder for p in installed] + [p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
+                                              for p in available]
+    licenses = "".join(f"<br>{esc(line)}" for line in license_lines(ids))
+    if licenses:
+        licenses = f"<p class='rc-message rc-embedder-licenses'>Embedder licenses (the models'):{licenses}</p>"
+    return (f"<div class='rc-packs'>{note}{errs}{suggest}<table class='rc-table'>{head}{body}</table>"
+            f"{licenses}</div>")

@@ -155,8 +155,7 @@ def prompt_block(hits: Sequence = (), error: str = "") -> str:
         return f'<div class="rc-message rc-error-text rc-prompt-error">{esc(clip(error, 500))}</div>'
     parts = []
     for m in hits:
-        how = {"exact": "exactly", "normalised": "up to case, punctuation and markup"}.get(
-            m.how, f"after light edits (word overlap {m.score:.2f})")
+        how = m.how_text()
         what = ("it reproduces a whole training image" if m.type_label == "verbatim" else
                 "it reproduces the layout or parts of a training image" if m.type_label == "template" else
                 "it reproduces a training image")

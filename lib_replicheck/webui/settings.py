@@ -115,7 +115,7 @@ SETTINGS: tuple[SettingDef, ...] = (
                "default empty: no timestamp, nothing leaves this machine; a URL is asked at each save", "text"),
     SettingDef("replicheck_prompt_check", True, "Compare the prompt with known memorized prompts",
                "default on; needs no pack: before sampling, the prompt is compared with the 500 prompts SD 1.x is "
-               "known to copy a training image for (Webster 2023), also after light edits"),
+               "known to copy a training image for (Webster 2023), also after light edits or with tags added"),
 )
 DEFAULTS = {s.key: s.default for s in SETTINGS}
 
