@@ -1,0 +1,17 @@
+"""ComfyUI custom node pack: ComfyUI loads this file from `custom_nodes/replicheck/` (a `git clone`
+of this repository, or ComfyUI-Manager's install from its git URL). The nodes live in
+`lib_replicheck/comfyui/`; the AUTOMATIC1111-family web UIs never read this file."""
+
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from lib_replicheck.comfyui.register import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, setup  # noqa: E402
+
+WEB_DIRECTORY = "./web"
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+
+setup()
