@@ -215,11 +215,15 @@ def test_the_repository_root_is_a_comfyui_node_pack(comfy, monkeypatch):
     give NODE_CLASS_MAPPINGS and WEB_DIRECTORY, with the frontend file in it."""
     import importlib.util
 
+    import comfy.model_management as mm
+
+    monkeypatch.setattr(mm, "unload_all_models", mm.unload_all_models)  # setup() wraps it
     spec = importlib.util.spec_from_file_location("custom_nodes_replicheck", REPO / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "custom_nodes_replicheck", module)
     spec.loader.exec_module(module)
-    assert set(module.NODE_CLASS_MAPPINGS) == {"ReplicheckCheck", "ReplicheckGate"}
+    assert set(module.NODE_CLASS_MAPPINGS) == {"ReplicheckCheck", "ReplicheckGate", "ReplicheckSignal"}
+    assert getattr(mm.unload_all_models, "replicheck_unload", False)
     assert module.NODE_DISPLAY_NAME_MAPPINGS["ReplicheckCheck"] == "Replicheck Check"
     assert (REPO / module.WEB_DIRECTORY / "replicheck.js").is_file()
 
@@ -230,3 +234,56 @@ def test_pyproject_has_the_comfy_registrys_section():
     comfy = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"]
     assert all((REPO / p).exists() for p in comfy["includes"])
+
+
+def _cfg(model_options, cond_pred, uncond_pred, sigma, scale=7.0):
+    """ComfyUI's comfy/samplers.py cfg_function after guiding: every post-CFG function gets these."""
+    cfg_result = uncond_pred + (cond_pred - uncond_pred) * scale
+    for fn in model_options.get("sampler_post_cfg_function", []):
+        args = {"denoised": cfg_result, "cond": [{"strength": 1.0}], "uncond": [{"strength": 1.0}],
+                "cond_scale": scale, "model": None, "uncond_denoised": uncond_pred, "cond_denoised": cond_pred,
+                "sigma": sigma, "model_options": model_options, "input": None}
+        cfg_result = fn(args)
+    return cfg_result
+
+
+def test_the_memorization_signal_is_measured_through_comfyuis_post_cfg_function(demo):
+    import torch
+    from comfy.model_patcher import ModelPatcher
+
+    from lib_replicheck.comfyui.signal import MEASUREMENTS, ReplicheckSignal
+    from lib_replicheck.memorization.signal import forge_guidance_difference, magnitudes
+
+    SD15 = type("SD15", (), {})  # the class name ComfyUI's supported_models gives SD 1.5
+    model = ModelPatcher(type("BaseModel", (), {"model_config": SD15()})())
+    patched = ReplicheckSignal().patch(model, steps=1, threshold=5.0)[0]
+    assert patched is not model and "sampler_post_cfg_function" not in model.model_options
+    gen = torch.Generator().manual_seed(0)
+    x0_c, x0_u = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 4, 8, 8, generator=gen)
+    sigma = torch.tensor([14.6, 14.6])
+    guided = _cfg(patched.model_options, x0_c, x0_u, sigma)
+    assert torch.equal(guided, x0_u + (x0_c - x0_u) * 7.0)  # sampling is untouched
+    _cfg(patched.model_options, x0_u, x0_c, sigma * 0.5)  # a later step: not counted (steps=1)
+    want = magnitudes(forge_guidance_difference(x0_c, x0_u, sigma, [1.0]))
+    out = run_check(batch(PACK_PHOTOS / "coffee.jpg", NOVEL), extra := {})
+    measured = json.loads(out["result"][3])["memorization_signal"]
+    assert [m["magnitude"] for m in measured] == pytest.approx(want)
+    assert extra["Replicheck memorization"] == [f"{w:.2f} ({'high' if w >= 5 else 'normal'})" for w in want]
+    assert "Memorization signal: " in out["ui"]["replicheck_html"][0]
+    # read once: the next prompt without a sampling through the patched model has none
+    again = json.loads(run_check(batch(NOVEL))["result"][3])["memorization_signal"]
+    assert again == [{"note": "not measured: put the Replicheck Memorization Signal node between the model loader "
+                               "and the sampler"}]
+    # a new sampling (the noise level rises again) is measured afresh
+    _cfg(patched.model_options, x0_u, x0_c, sigma)
+    assert MEASUREMENTS.take()[0].magnitude == pytest.approx(magnitudes(forge_guidance_difference(x0_u, x0_c, sigma, [1.0]))[0])
+
+
+def test_without_a_post_cfg_function_the_signal_node_says_it_is_unavailable(demo):
+    from lib_replicheck.comfyui.signal import ReplicheckSignal
+
+    model = object()
+    assert ReplicheckSignal().patch(model)[0] is model
+    measured = json.loads(run_check(batch(NOVEL))["result"][3])["memorization_signal"]
+    assert measured[0]["magnitude"] is None
+    assert "no set_model_sampler_post_cfg_function" in measured[0]["note"]

@@ -17,12 +17,13 @@ from typing import Any
 
 from lib_replicheck.comfyui import runtime
 from lib_replicheck.comfyui.prompt_text import visible_prompts
+from lib_replicheck.comfyui.signal import MEASUREMENTS, NOT_IN_WORKFLOW, ReplicheckSignal
 from lib_replicheck.memorization import prompts as known_prompts
 from lib_replicheck.regions import MODES as REGION_MODES
 from lib_replicheck.report import Report
 from lib_replicheck.thresholds import Verdict
 from lib_replicheck.webui import panel
-from lib_replicheck.webui.hook import INFOTEXT_KEY, NO_PACK, PACK_MISSING, PROMPT_KEY
+from lib_replicheck.webui.hook import INFOTEXT_KEY, NO_PACK, PACK_MISSING, PROMPT_KEY, SIGNAL_KEY
 from lib_replicheck.webui.settings import DEFAULTS, DEVICES, SETTINGS, Settings
 
 log = logging.getLogger("replicheck")
@@ -73,13 +74,18 @@ def verdict_lines(reports: list[Report], reason: str = "") -> list[str]:
     return [panel.infotext(None, reason) if reason else panel.infotext(r) for r in reports]
 
 
-def record_in_png(extra_pnginfo, lines: list[str], prompt_hit: str = "") -> bool:
-    """Put the verdicts into the `extra_pnginfo` ComfyUI's SaveImage writes into each PNG beside the
-    workflow: one verdict for a single image, the list in batch order for a batch. False when the
-    prompt carries no extra_pnginfo (queued through the API without it)."""
+def record_in_png(extra_pnginfo, lines: list[str], prompt_hit: str = "", signals: list[str] = ()) -> bool:
+    """Put the verdicts (and the memorization signal, the known memorized prompt) into the
+    `extra_pnginfo` ComfyUI's SaveImage writes into each PNG beside the workflow, in the infotext's
+    words: one value for a single image, the list in batch order for a batch. False when the prompt
+    carries no extra_pnginfo (queued through the API without it)."""
     if not isinstance(extra_pnginfo, dict):
         return False
-    extra_pnginfo[PNG_KEY] = lines[0] if len(lines) == 1 else list(lines)
+    for key, values in ((PNG_KEY, list(lines)), (SIGNAL_KEY, list(signals))):
+        if values:
+            extra_pnginfo[key] = values[0] if len(values) == 1 else values
+        else:
+            extra_pnginfo.pop(key, None)
     if prompt_hit:
         extra_pnginfo[PROMPT_KEY] = prompt_hit
     else:
@@ -132,14 +138,16 @@ class ReplicheckCheck:
         reports, reason = self._reports(images, settings)
         lines = verdict_lines(reports, reason)
         hit_text = hit.summary() if hit else ""
-        record_in_png(extra_pnginfo, lines, hit_text)
+        signals = {i: s for i, s in MEASUREMENTS.take().items() if i < len(reports)}
+        record_in_png(extra_pnginfo, lines, hit_text, [signals[i].infotext() for i in sorted(signals)])
         best = max((r.best.similarity for r in reports if r.best is not None and not r.error), default=0.0)
         state = "no-pack" if reason == NO_PACK else "done"
         html = panel.render(reports, state=state, message=reports[0].error if reason and reports else "",
-                            prompt_hits=[hit] if hit else [], prompt_error=hit_error)
+                            prompt_hits=[hit] if hit else [], prompt_error=hit_error, signals=signals)
         report = {"verdicts": lines, "best_similarity": best, "images": [r.to_dict() for r in reports],
                   "known_memorized_prompt": hit.to_dict() if hit else None,
-                  "memorization_signal": "unavailable: not measured by these nodes"}
+                  "memorization_signal": [signals[i].to_dict() if i in signals else {"note": NOT_IN_WORKFLOW}
+                                          for i in range(len(reports))]}
         ui = {"replicheck_html": [html], "verdicts": lines}
         return {"ui": ui, "result": (images, "\n".join(lines), float(best), json.dumps(report))}
 
@@ -247,5 +255,7 @@ class ReplicheckGate:
         return {"ui": ui, "result": (images[keep],)}
 
 
-NODE_CLASS_MAPPINGS = {"ReplicheckCheck": ReplicheckCheck, "ReplicheckGate": ReplicheckGate}
-NODE_DISPLAY_NAME_MAPPINGS = {"ReplicheckCheck": "Replicheck Check", "ReplicheckGate": "Replicheck Gate"}
+NODE_CLASS_MAPPINGS = {"ReplicheckCheck": ReplicheckCheck, "ReplicheckGate": ReplicheckGate,
+                       "ReplicheckSignal": ReplicheckSignal}
+NODE_DISPLAY_NAME_MAPPINGS = {"ReplicheckCheck": "Replicheck Check", "ReplicheckGate": "Replicheck Gate",
+                              "ReplicheckSignal": "Replicheck Memorization Signal"}
