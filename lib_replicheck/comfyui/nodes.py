@@ -132,6 +132,12 @@ class ReplicheckCheck:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
+    @classmethod
+    def IS_CHANGED(cls, **inputs):
+        """Run at every prompt, never from ComfyUI's cache: the verdict must reach this prompt's
+        extra_pnginfo, which a cached result would leave out of the saved PNG."""
+        return float("nan")
+
     def check(self, images, prompt=None, extra_pnginfo=None, unique_id=None, **inputs):
         settings = settings_from(inputs)
         hit, hit_error = self._prompt_check(prompt, settings)
