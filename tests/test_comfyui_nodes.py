@@ -216,6 +216,7 @@ def test_the_repository_root_is_a_comfyui_node_pack(comfy, monkeypatch):
     import importlib.util
 
     import comfy.model_management as mm
+    import folder_paths  # noqa: F401 - ComfyUI imports it before it loads custom nodes
 
     monkeypatch.setattr(mm, "unload_all_models", mm.unload_all_models)  # setup() wraps it
     spec = importlib.util.spec_from_file_location("custom_nodes_replicheck", REPO / "__init__.py")
@@ -287,3 +288,14 @@ def test_without_a_post_cfg_function_the_signal_node_says_it_is_unavailable(demo
     measured = json.loads(run_check(batch(NOVEL))["result"][3])["memorization_signal"]
     assert measured[0]["magnitude"] is None
     assert "no set_model_sampler_post_cfg_function" in measured[0]["note"]
+
+
+def test_the_root_package_outside_comfyui_registers_nothing(monkeypatch):
+    """pytest (or any tool) importing the repository root as a package must not start the nodes."""
+    import importlib.util
+
+    monkeypatch.delitem(sys.modules, "folder_paths", raising=False)
+    spec = importlib.util.spec_from_file_location("repository_root", REPO / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.NODE_CLASS_MAPPINGS == {} and "lib_replicheck.comfyui.register" not in vars(module)
