@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from real_harness import EXT_SRC, HARNESS_LIB, REPO, HarnessError
+from real_harness import EXT_SRC, HARNESS_LIB, REPO, HarnessError, repo_head
 
 ENV_VAR = "REPLICHECK_COMFYUI"
 LIB = HARNESS_LIB / "comfyui"
@@ -125,6 +125,13 @@ class Comfy:
     def installed_head(self) -> str:
         return subprocess.run(["git", "-C", str(self.node_dir), "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
+
+    def serve(self) -> None:
+        """serve_ext.sh until it serves EXT_SRC's HEAD (a git worktree's first bare clone takes main)."""
+        self.script("serve_ext.sh")
+        if self.served_head() != repo_head():
+            self.script("serve_ext.sh")
+        assert self.served_head() == repo_head()
 
     def served_head(self) -> str:
         return subprocess.run(["git", "-C", str(self.root / "serve" / f"{NAME}.git"), "rev-parse", "HEAD"],

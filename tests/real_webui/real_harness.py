@@ -68,6 +68,12 @@ class HarnessError(RuntimeError):
     pass
 
 
+def repo_head() -> str:
+    """The commit the tests install: EXT_SRC's HEAD."""
+    return subprocess.run(["git", "-C", str(EXT_SRC), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def locate(flavor: str) -> tuple[Path, Path] | None:
     """(harness root, web UI folder) from the flavor's environment variable, or None when it is unset.
 
@@ -292,7 +298,12 @@ class WebUI:
         tmp.rename(self.ext_dir)
 
     def serve_ext(self) -> str:
-        return self.script("serve_ext.sh")
+        """serve_ext.sh; run again when it serves another commit than EXT_SRC's HEAD (the first bare
+        clone of a git worktree takes the repository's main branch, the second run fetches HEAD)."""
+        out = self.script("serve_ext.sh")
+        if self.served_head() != repo_head():
+            out = self.script("serve_ext.sh")
+        return out
 
     def served_head(self) -> str:
         """The commit serve_ext.sh serves (the repository's HEAD when it last ran)."""

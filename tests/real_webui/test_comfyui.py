@@ -34,7 +34,7 @@ def comfy():
     c.stop()
     c.remove_node()
     shutil.rmtree(c.comfy / "models" / "replicheck", ignore_errors=True)
-    c.script("serve_ext.sh")
+    c.serve()
     c.start(MANAGER)
     yield c
     c.stop()
