@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from real_harness import EXT_SRC, HARNESS_LIB, REPO, HarnessError, repo_head
+from real_harness import EXT_SRC, HARNESS_LIB, REPO, HarnessError, WebUI, repo_head
 
 ENV_VAR = "REPLICHECK_COMFYUI"
 LIB = HARNESS_LIB / "comfyui"
@@ -94,15 +94,9 @@ class Comfy:
         return out
 
     # -- the process ----------------------------------------------------------------------------------
-    def mark_log(self) -> None:
-        self.log_mark = self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def log_since_mark(self) -> str:
-        if not self.log_path.exists():
-            return ""
-        with open(self.log_path, "rb") as f:
-            f.seek(self.log_mark)
-            return f.read().decode("utf-8", "replace")
+    # the log, as the web UI harnesses' (reads log_path, keeps log_mark)
+    mark_log = WebUI.mark_log
+    log_since_mark = WebUI.log_since_mark
 
     def start(self, *flags: str) -> None:
         self.mark_log()
