@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import time
 
@@ -22,7 +23,8 @@ from real_harness import DEMO_IMAGES
 
 pytestmark = rq.skip_unless_configured()
 MANAGER = "--enable-manager-legacy-ui"
-COPY = "likely copy (best 1.00 in demo)"
+#: coffee.jpg as ComfyUI's LoadImage decodes it: a likely copy, PDQ similarity 0.99 or 1.00
+COPY = re.compile(r"likely copy \(best (0\.99|1\.00) in demo\)")
 NODES = ("ReplicheckCheck", "ReplicheckGate", "ReplicheckSignal")
 PAGE = {"X-Replicheck-Request": "1", "Origin": rq.Comfy.url}
 
@@ -90,10 +92,10 @@ def test_a_copy_is_a_likely_copy_in_the_node_output_and_the_saved_png(installed)
     entry = installed.run(rq.check_image("rc_coffee.jpg", prefix="rc_copy"))
     assert entry["status"]["status_str"] == "success", entry["status"]
     ui = entry["outputs"]["10"]
-    assert ui["verdicts"] == [COPY]
+    assert len(ui["verdicts"]) == 1 and COPY.fullmatch(ui["verdicts"][0]), ui["verdicts"]
     assert 'data-verdict="likely copy"' in ui["replicheck_html"][0] and "rc-thumb" in ui["replicheck_html"][0]
     png = installed.saved_png(entry, "9")
-    assert json.loads(png.text["Replicheck"]) == COPY
+    assert json.loads(png.text["Replicheck"]) == ui["verdicts"][0]
     assert "workflow" in png.text and "prompt" in png.text
 
 
@@ -105,7 +107,7 @@ def test_the_gate_blocks_a_copy_or_swaps_it_for_a_placeholder(installed):
     entry = installed.run(rq.check_image("rc_coffee.jpg", gate="placeholder", prefix="rc_grey"))
     png = installed.saved_png(entry, "9").convert("RGB")
     assert set(png.getdata()) == {(128, 128, 128)}  # 0.5 grey as SaveImage writes it (int(127.5))
-    assert json.loads(png.text["Replicheck"]) == COPY
+    assert COPY.fullmatch(json.loads(png.text["Replicheck"]))
 
 
 def test_a_workflow_without_the_nodes_is_untouched_and_the_signal_changes_nothing(installed):
@@ -143,7 +145,7 @@ def test_a_missing_pack_and_a_truncated_pack_give_a_message_and_the_workflow_fin
         assert "index.faiss" in {p["name"]: p for p in listing["packs"]}["demo-truncated"]["error"]
     finally:
         shutil.rmtree(broken, ignore_errors=True)
-    assert installed.run(rq.check_image("rc_coffee.jpg", prefix="rc_after"))["outputs"]["10"]["verdicts"] == [COPY]
+    assert COPY.fullmatch(installed.run(rq.check_image("rc_coffee.jpg", prefix="rc_after"))["outputs"]["10"]["verdicts"][0])
 
 
 def test_the_packs_route_answers_comfyuis_page_only_and_free_memory_unloads(installed):
