@@ -105,8 +105,8 @@ def test_the_gate_blocks_a_copy_or_swaps_it_for_a_placeholder(installed):
     assert not entry["outputs"].get("9", {}).get("images"), entry["outputs"].get("9")  # nothing saved
     assert entry["outputs"]["11"]["replicheck_gate"] == ["1 of 1 image(s) at or above 'likely copy': blocked"]
     entry = installed.run(rq.check_image("rc_coffee.jpg", gate="placeholder", prefix="rc_grey"))
-    png = installed.saved_png(entry, "9").convert("RGB")
-    assert set(png.getdata()) == {(127, 127, 127)}  # 0.5 grey as SaveImage writes it (uint8 of 127.5)
+    png = installed.saved_png(entry, "9")
+    assert set(png.convert("RGB").getdata()) == {(127, 127, 127)}  # 0.5 grey as SaveImage writes it (uint8 of 127.5)
     assert COPY.fullmatch(json.loads(png.text["Replicheck"]))
 
 
