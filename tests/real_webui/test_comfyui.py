@@ -27,6 +27,7 @@ MANAGER = "--enable-manager-legacy-ui"
 COPY = re.compile(r"likely copy \(best (0\.99|1\.00) in demo\)")
 NODES = ("ReplicheckCheck", "ReplicheckGate", "ReplicheckSignal")
 PAGE = {"X-Replicheck-Request": "1", "Origin": rq.Comfy.url}
+SONY = "Sony Won't Release <i>The Interview</i> on VOD"  # a known memorized prompt (Webster 2023)
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +112,13 @@ def test_the_gate_blocks_a_copy_or_swaps_it_for_a_placeholder(installed):
 
 
 def test_a_workflow_without_the_nodes_is_untouched_and_the_signal_changes_nothing(installed):
+    """The same txt2img without and with the nodes; its prompt is a known memorized one (Webster 2023)."""
     seed = random.randrange(1, 2**31)
-    plain = installed.run(rq.txt2img("a lighthouse at dawn", seed, prefix="rc_plain"))
-    checked = installed.run(rq.txt2img("a lighthouse at dawn", seed, check=True, signal=True, prefix="rc_checked"))
+    plain = installed.run(rq.txt2img(SONY, seed, prefix="rc_plain"))
+    checked = installed.run(rq.txt2img(SONY, seed, check=True, signal=True, prefix="rc_checked"))
     a, b = installed.saved_png(plain, "9"), installed.saved_png(checked, "9")
     assert set(a.text) == {"prompt", "workflow"}
+    assert json.loads(b.text["Replicheck prompt"]) == "known memorized prompt (SD 1.x, verbatim): Webster 2023"
     assert list(a.convert("RGB").getdata()) == list(b.convert("RGB").getdata())  # same pixels, same seed
     verdict = json.loads(b.text["Replicheck"])
     assert verdict.startswith("no copy (best "), verdict
