@@ -1,5 +1,9 @@
 """Run by the web UI (Extensions tab install, and at every start): install what replicheck needs.
 
+ComfyUI-Manager runs it too, after it pip-installed requirements.txt, with ComfyUI's Python and no
+web UI around it (no `launch` module): it then checks the same requirements and installs what is
+missing with that Python's own pip.
+
 Only what is missing or too old is installed, with the web UI's own pip helper; torch is never
 touched (the web UI owns it); --skip-install is honoured. Everything the web UI already installed is
 kept at its version (pip gets it as constraints), so installing replicheck never upgrades a package
@@ -21,7 +25,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-import launch
+try:
+    import launch
+except ImportError:  # ComfyUI-Manager, or by hand: no web UI's launch helpers
+    launch = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,33 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def is_installed(module: str) -> bool:
+    if launch is not None:
+        return launch.is_installed(module)
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run_pip(command: str, desc: str) -> None:
+    """The web UI's pip helper, or this Python's own pip (ComfyUI); RuntimeError with pip's output."""
+    if launch is not None:
+        launch.run_pip(command, desc)
+        return
+    import shlex
+
+    print(f"Installing {desc}")
+    done = subprocess.run([sys.executable, "-m", "pip", *shlex.split(command), "--prefer-binary"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"Couldn't install {desc}.\n{done.stdout}\n{done.stderr}")
+
+
 def missing_or_old(req: Requirement) -> bool:
-    if not launch.is_installed(req.module):
+    if not is_installed(req.module):
         return True
     try:
         have = importlib.metadata.version(req.dist)
@@ -133,7 +165,7 @@ def main() -> int:
             f.write("\n".join(installed_pins({_normalise(r.dist) for r in wanted})) + "\n")
         for r in wanted:
             try:
-                launch.run_pip(f'install "{r.spec}" -c "{constraints}"', f"replicheck requirement: {r.spec}")
+                run_pip(f'install "{r.spec}" -c "{constraints}"', f"replicheck requirement: {r.spec}")
             except Exception as e:  # noqa: BLE001 - run_pip raises RuntimeError with pip's output
                 pip_errors[r.dist] = _pip_error(e)
     finally:

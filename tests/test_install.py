@@ -243,3 +243,22 @@ def test_a_silently_refused_install_is_not_called_installed(template_venv, tmp_p
             "ModuleNotFoundError: No module named 'onnxruntime')") in lines[-2]
     assert f'install it by hand: "{venv / "bin" / "python"}" -m pip install "onnxruntime>=1.16.0"' in lines[-2]
     assert lines[-1] == "replicheck: cannot check images until onnxruntime is installed"
+
+
+def test_comfyui_manager_runs_it_without_the_web_uis_launch_module(template_venv, tmp_path):
+    """ComfyUI-Manager runs install.py with ComfyUI's Python, where no `launch` module exists: the
+    same requirements are checked and what is missing is installed with that Python's own pip,
+    keeping what is installed where it is (protobuf 3.20.0 stays)."""
+    venv, index = _webui_venv(template_venv, tmp_path)
+    env = _pip_env(index)
+    env["PIP_INDEX_URL"] = index.as_uri()
+    done = subprocess.run([str(venv / "bin" / "python"), str(REPO / "install.py")], capture_output=True, text=True,
+                          env=env, timeout=600, cwd=str(venv))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "No module named 'launch'" not in done.stderr
+    have = _versions(venv)
+    assert have["protobuf"] == "3.20.0" and have["onnxruntime"] == "1.26.0", have
+    assert done.stdout.strip().splitlines()[-1] == "replicheck: installed onnxruntime 1.26.0"
+    again = subprocess.run([str(venv / "bin" / "python"), str(REPO / "install.py")], capture_output=True, text=True,
+                           env=env, timeout=600, cwd=str(venv))
+    assert (again.returncode, again.stdout.strip()) == (0, "replicheck: requirements present")

@@ -1,7 +1,7 @@
 """The library's import layers: no import loop between modules, and no module importing from a layer
 above its own. Every import counts, including those inside functions, so a lazy import cannot hide
 a loop. Layers, low to high: core < embedders < packs < checker < registry < builder < memorization
-< webui, cli (webui and cli never import each other)."""
+< webui, cli < comfyui (webui and cli never import each other, nor comfyui and cli)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ LAYERS = {
     "webui": 7,
     "cli": 7,
     "__main__": 7,
+    "comfyui": 8,  # ComfyUI's nodes reuse the web UI's check service, settings and panel
 }
-#: top-level rooms of the same rank that must not import each other
-APART = [("webui", "cli")]
+#: top-level rooms that must not import each other
+APART = [("webui", "cli"), ("comfyui", "cli")]
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:

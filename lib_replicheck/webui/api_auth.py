@@ -6,12 +6,10 @@ import base64
 import binascii
 import secrets
 from typing import Callable, Optional
-from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
 
-#: The header the panel's script sends; required on changing routes.
-CSRF_HEADER = "X-Replicheck-Request"
+from lib_replicheck.webui.origin import CSRF_HEADER, same_origin  # noqa: F401 - shared with ComfyUI's route
 
 
 def parse_credentials(credentials_text: Optional[str]) -> dict:
@@ -35,27 +33,6 @@ def _basic_ok(request: Request, users: dict) -> bool:
         return False
     expected = users.get(user)
     return bool(sep) and expected is not None and secrets.compare_digest(password.encode(), expected.encode())
-
-
-def _netloc(url: str) -> Optional[str]:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    return parts.netloc.lower() if parts.scheme in ("http", "https") and parts.netloc else None
-
-
-def same_origin(request: Request) -> bool:
-    """Origin and Referer, where the browser sent them, name the host the request was sent to.
-    A page of another site (or an opaque origin, 'null') fails; a client that sends neither passes."""
-    host = (request.headers.get("host") or "").lower()
-    origin = request.headers.get("origin")
-    if origin is not None and (not host or _netloc(origin) != host):
-        return False
-    referer = request.headers.get("referer")
-    if referer and (not host or _netloc(referer) != host):
-        return False
-    return True
 
 
 def _panel_header(request: Request) -> bool:

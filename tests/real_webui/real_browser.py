@@ -59,7 +59,7 @@ def ui_module(flavor: str):
     for p in (str(HARNESS_LIB), str(HARNESS_LIB / "forge")):
         if p not in sys.path:
             sys.path.insert(0, p)
-    if flavor == "forge":
+    if flavor in ("forge", "forgeneo"):  # gradio 4 pages
         import ui_forge
 
         return ui_forge

@@ -36,6 +36,8 @@ class Profile:
 
 A1111 = Profile("automatic1111", "txt2img", True)
 FORGE = Profile("forge", "Txt2img", False)
+#: Forge Neo runs the Forge glue (platform "forge"); its sampling hands the post-CFG functions what Forge's does
+FORGE_NEO = Profile("forge", "Txt2img", True)
 
 
 def _rb():

@@ -58,6 +58,14 @@ def forge():
 
 
 @pytest.fixture(scope="module")
+def forgeneo():
+    w = open_webui("forgeneo")
+    _prepare(w)
+    yield w
+    _finish(w)
+
+
+@pytest.fixture(scope="module")
 def sdnext():
     w = open_webui("sdnext")
     _prepare(w)

@@ -56,6 +56,9 @@ FLAVORS = {
                     "stop_webui.sh", 7861, 9418, 8765, "webui.log", "webui.pgid", "PY311"),
     "forge": Flavor("forge", "REPLICHECK_FORGE", HARNESS_LIB / "forge", "FORGE_ROOT", "FORGE", "webui",
                     "start_forge.sh", "stop_forge.sh", 7862, 9419, 8766, "forge.log", "forge.pgid", "PY310"),
+    "forgeneo": Flavor("forgeneo", "REPLICHECK_FORGENEO", HARNESS_LIB / "forgeneo", "NEO_ROOT", "NEO", "webui",
+                       "start_forgeneo.sh", "stop_forgeneo.sh", 7864, 9423, 8768, "forgeneo.log", "forgeneo.pgid",
+                       "PY311"),
     "sdnext": Flavor("sdnext", "REPLICHECK_SDNEXT", HARNESS_LIB / "sdnext", "SDNEXT_ROOT", "SDNEXT", "sdnext",
                      "start_sdnext.sh", "stop_sdnext.sh", 7863, 9420, 8767, "sdnext.log", "sdnext.pgid", "PY311"),
 }
@@ -63,6 +66,12 @@ FLAVORS = {
 
 class HarnessError(RuntimeError):
     pass
+
+
+def repo_head() -> str:
+    """The commit the tests install: EXT_SRC's HEAD."""
+    return subprocess.run(["git", "-C", str(EXT_SRC), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def locate(flavor: str) -> tuple[Path, Path] | None:
@@ -263,7 +272,7 @@ class WebUI:
         for p in (self.ext_dir, self.install / "extensions" / "harness-passthrough",
                   self.install / "models" / "replicheck", self.install / "outputs"):
             shutil.rmtree(p, ignore_errors=True)
-        if self.flavor.name == "forge":
+        if self.flavor.name in ("forge", "forgeneo"):
             for name in ("config.json", "ui-config.json"):
                 (self.install / name).unlink(missing_ok=True)
         else:  # SD.Next: config.json holds the harness's theme and model choice; only our keys go
@@ -289,7 +298,12 @@ class WebUI:
         tmp.rename(self.ext_dir)
 
     def serve_ext(self) -> str:
-        return self.script("serve_ext.sh")
+        """serve_ext.sh; run again when it serves another commit than EXT_SRC's HEAD (the first bare
+        clone of a git worktree takes the repository's main branch, the second run fetches HEAD)."""
+        out = self.script("serve_ext.sh")
+        if self.served_head() != repo_head():
+            out = self.script("serve_ext.sh")
+        return out
 
     def served_head(self) -> str:
         """The commit serve_ext.sh serves (the repository's HEAD when it last ran)."""
@@ -299,13 +313,13 @@ class WebUI:
 
     def serve_registry(self) -> str:
         """The installed extension's registry/ over HTTP on 127.0.0.1 (harness serve_registry.sh)."""
-        if self.flavor.name == "sdnext":  # no script of its own: the AUTOMATIC1111 one, pointed at SD.Next
+        if self.flavor.name in ("sdnext", "forgeneo"):  # no script of its own: the AUTOMATIC1111 one, pointed here
             env = self.env() | {"HARNESS_ROOT": str(self.root), "WEBUI": str(self.install)}
             return self.script("serve_registry.sh", str(self.ext_dir / "registry"), lib=HARNESS_LIB, env=env)
         return self.script("serve_registry.sh", str(self.ext_dir / "registry"))
 
     def stop_helpers(self) -> None:
-        for name, lib in (("serve_ext.sh", None), ("serve_registry.sh", HARNESS_LIB if self.flavor.name == "sdnext"
+        for name, lib in (("serve_ext.sh", None), ("serve_registry.sh", HARNESS_LIB if self.flavor.name in ("sdnext", "forgeneo")
                                                      else None)):
             try:
                 env = self.env() | ({"HARNESS_ROOT": str(self.root)} if lib else {})
