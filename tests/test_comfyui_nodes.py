@@ -202,6 +202,16 @@ def test_the_packs_route_answers_comfyuis_own_page_only(demo):
     assert status == 403 and "cross-site" in why
     status, why = routes.refusal(_request({"Referer": "http://127.0.0.1:8188/"}))
     assert status == 403 and "X-Replicheck-Request" in why
+    # DNS rebinding: a page of evil.example whose name now points at 127.0.0.1 is same-origin with
+    # itself and may add the header; only the Host gives it away
+    rebound = {"host": "evil.example:8188", "Origin": "http://evil.example:8188", "X-Replicheck-Request": "1"}
+    status, why = routes.refusal(_request(rebound))
+    assert status == 403 and "'evil.example' is not a name" in why
+    listening = routes.server_address("0.0.0.0,::")
+    assert routes.refusal(_request({**rebound, "host": "192.168.1.20:8188",
+                                    "Origin": "http://192.168.1.20:8188"}), listening) is None
+    assert routes.refusal(_request(rebound), listening)[0] == 403
+    assert routes.refusal(_request(rebound), routes.server_address("127.0.0.1"))[0] == 403
     answer = routes.packs_answer(runtime.service())
     assert [(p["name"], p["count"], p["loaded"], p["error"]) for p in answer["packs"]] == [("demo", 4, False, None)]
     run_check(batch(NOVEL))

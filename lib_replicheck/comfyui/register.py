@@ -18,12 +18,22 @@ STYLESHEET = Path(__file__).resolve().parents[2] / "style.css"
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "setup"]
 
 
+def _listen() -> str | None:
+    """ComfyUI's --listen value (None where its arguments cannot be read: loopback is assumed)."""
+    try:
+        from comfy.cli_args import args  # ComfyUI's
+
+        return args.listen
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def setup() -> None:
     """Register the route and the unload hook on the running ComfyUI; never raises."""
     try:
         from server import PromptServer  # ComfyUI's
 
-        add_routes(PromptServer.instance.routes, runtime.service)
+        add_routes(PromptServer.instance.routes, runtime.service, _listen())
         add_style_route(PromptServer.instance.routes, STYLESHEET)
     except Exception as e:  # noqa: BLE001 - the nodes work without the route
         log.warning("replicheck: the packs route is not available (%s: %s)", type(e).__name__, e)
