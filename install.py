@@ -51,6 +51,9 @@ REQUIREMENTS = (
     Requirement("requests", "requests", "2.25.0"),
     Requirement("tqdm", "tqdm", "4.60.0"),
     Requirement("pdqhash", "pdqhash", "0.2.2", optional=True, without="the pdq embedder is disabled, sscd and clip work"),
+    # the signed record of the check (C2PA); a prebuilt wheel for every Python 3 on Linux, macOS and Windows
+    Requirement("c2pa-python", "c2pa", "0.38.0", optional=True,
+                without="the signed record (Settings -> Replicheck -> Signed record) is off"),
 )
 
 #: bounds the import check of freshly installed packages (faiss and onnxruntime load large libraries)
