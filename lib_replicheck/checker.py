@@ -147,8 +147,7 @@ class Checker:
         elapsed = (time.perf_counter() - start) / len(images)
         order = [pack.name for pack in self.packs]
         for i, (report, matches) in enumerate(zip(reports, candidates)):
-            matches = best_per_item(matches, order)
-            report.matches = matches[:top_k]
+            report.matches = per_pack(best_per_item(matches, order), top_k)
             report.best = report.matches[0] if report.matches else None
             report.verdict = report.best.verdict if report.best else Verdict.NONE
             report.seconds = elapsed
@@ -248,6 +247,17 @@ def flat_images(images: Sequence, families: list[str]) -> set[int]:
     if not any(f in LEARNED_FAMILIES for f in families):
         return set()
     return {i for i, im in enumerate(images) if is_flat(im)}
+
+
+def per_pack(matches: list[Match], k: int) -> list[Match]:
+    """The first `k` matches of each pack, in their order: a pack whose scores run higher (another
+    embedder) never hides another pack's nearest images."""
+    kept, seen = [], {}
+    for m in matches:
+        seen[m.pack] = seen.get(m.pack, 0) + 1
+        if seen[m.pack] <= k:
+            kept.append(m)
+    return kept
 
 
 def best_per_item(matches: list[Match], packs: Sequence[str] = ()) -> list[Match]:

@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--pack", action="append", default=[], metavar="NAME_OR_DIR",
                    help="pack to search (repeatable); default: every installed pack")
     c.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
-    c.add_argument("--top-k", type=int, default=5, help="nearest training images to report (default 5)")
+    c.add_argument("--top-k", type=int, default=5, help="nearest training images to report from each pack (default 5)")
     c.add_argument("--threshold", action="append", default=[], metavar="FAMILY.TIER=VALUE",
                    help="override a tier, e.g. sscd.possible=0.6, pdq.likely=24, clip.possible=off")
     c.add_argument("--fail-on", choices=list(FAIL_ON), default="possible",

@@ -6,8 +6,9 @@ from __future__ import annotations
 def format_report(report, max_matches: int = 3) -> str:
     """A few readable lines: the verdict in the words of Report.summary ('no copy (best 0.31 in
     demo)', 'LIKELY COPY (region 0.42 above background; raw 0.67 in demo)', 'not checked (flat
-    image)'), then the nearest training images with their similarity, each with its pack when they
-    come from several (scores of different packs are not comparable). Everything that came from a
+    image)'), then the nearest training images with their similarity, at most `max_matches` of
+    each pack, each with its pack when they come from several (scores of different packs are not
+    comparable). Everything that came from a
     pack (URL, source, caption, notes) or a file name is cleaned of control characters."""
     from lib_replicheck.errors import clean_text
 
@@ -20,7 +21,9 @@ def format_report(report, max_matches: int = 3) -> str:
         detail = f"({clean_text(report.detail(), 300)})" if report.best else "(no training image near)"
     lines = [f"{clean_text(report.image)}\n  {head:<14} {detail}"]
     several = len({m.pack for m in report.matches}) > 1
-    for i, m in enumerate(report.matches[:max_matches], 1):
+    shown = [m for n, m in enumerate(report.matches)
+             if sum(1 for o in report.matches[:n] if o.pack == m.pack) < max_matches]  # at most max_matches a pack
+    for i, m in enumerate(shown, 1):
         caption = _clip_text(m.caption or "", 60)
         where = clean_text(m.url or m.source or f"#{m.id}", 200)
         region = getattr(m, "region", None)
