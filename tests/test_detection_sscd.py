@@ -167,6 +167,12 @@ def test_flat_images_get_no_verdict_and_the_builder_warns(walls, pack_photos, ss
     text = run_cli("check", white, *args)
     assert text.returncode == 0 and f"{white}\n  not checked    (flat image)" in text.stdout
     assert "1 image: 0 flagged, 0 no copy, 1 not checked (1 flat image)" in text.stdout
+    from lib_replicheck.webui.panel import infotext, render  # the web UI's panel and infotext say the same
+
+    report = Checker([Pack(pack)], runtime="onnx", weights=sscd_onnx, offline=True).check([load_image(white)])[0]
+    assert infotext(report) == "not checked (flat image)"
+    page = render([report])
+    assert 'data-verdict="not-checked"' in page and ">not checked (flat image)<" in page and 'data-flagged="0"' in page
 
 
 def test_packs_of_different_embedders_are_ranked_by_tier_then_pack(walls, pack_photos, sscd_onnx, tmp_path):

@@ -347,6 +347,14 @@ def test_http_api_regions_field(webui, pack, pasted):
         best = fast.json()["best"]
         assert fast.json()["is_copy"] and best["source"] == source
         assert overlap(Region(**best["region"]), box) >= 0.5
+        assert best["judged_on"] == "region above background" and "above background; raw" in fast.json()["summary"]
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (512, 512), "white").save(buf, "PNG")  # flat: no verdict from SSCD
+        flat = client.post("/replicheck/v1/check", json={**body, "image": base64.b64encode(buf.getvalue()).decode()})
+        assert flat.status_code == 200 and (flat.json()["verdict"], flat.json()["summary"], flat.json()["withheld"]) \
+            == ("not checked", "not checked (flat image)", "flat image"), flat.text
         bad = client.post("/replicheck/v1/check", json={**body, "regions": "<b>all</b>"})
         assert bad.status_code == 422 and "regions" in bad.text
     finally:
