@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.images import IMAGE_SUFFIXES
-from lib_replicheck.report import Report
+from lib_replicheck.report import NOT_CHECKED, Report
 from lib_replicheck.thresholds import Tiers, Verdict
 
 #: Most images one audit takes from a folder (the web UI's bound; the command line passes its own).
@@ -53,6 +53,55 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Counts:
+    """How many images got which verdict: what the command line's last line, the HTML report and the
+    tab all say, in the same words (`text`)."""
+
+    images: int
+    duplicate: int = 0
+    likely: int = 0
+    possible: int = 0
+    none: int = 0
+    errors: int = 0  # could not be read
+    withheld: int = 0  # read, but no verdict (a flat image)
+
+    @property
+    def flagged(self) -> int:
+        return self.duplicate + self.likely + self.possible
+
+    @property
+    def not_checked(self) -> int:
+        return self.errors + self.withheld
+
+    def of(self, verdict: Verdict) -> int:
+        return {Verdict.DUPLICATE: self.duplicate, Verdict.LIKELY: self.likely, Verdict.POSSIBLE: self.possible,
+                Verdict.NONE: self.none}[verdict]
+
+    def text(self) -> str:
+        """'10 images: 5 flagged (2 duplicate, 3 likely copy), 4 no copy, 1 not checked (1 error)'."""
+        tiers = ", ".join(f"{self.of(v)} {v.value}" for v in (Verdict.DUPLICATE, Verdict.LIKELY, Verdict.POSSIBLE)
+                          if self.of(v))
+        why = ", ".join(_plural(n, word) for n, word in ((self.errors, "error"), (self.withheld, "flat image")) if n)
+        return (f"{_plural(self.images, 'image')}: {self.flagged} flagged" + (f" ({tiers})" if tiers else "")
+                + f", {self.none} {Verdict.NONE.value}, {self.not_checked} {NOT_CHECKED}" + (f" ({why})" if why else ""))
+
+
+def count(reports: Iterable[Report]) -> Counts:
+    """The Counts of a list of reports."""
+    n = {"images": 0, "duplicate": 0, "likely": 0, "possible": 0, "none": 0, "errors": 0, "withheld": 0}
+    field_of = {Verdict.DUPLICATE: "duplicate", Verdict.LIKELY: "likely", Verdict.POSSIBLE: "possible",
+                Verdict.NONE: "none"}
+    for r in reports:
+        n["images"] += 1
+        n["errors" if r.error else "withheld" if r.withheld else field_of[r.verdict]] += 1
+    return Counts(**n)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+@dataclass(frozen=True)
 class PackUsed:
     """What the report says about a pack it searched."""
 
@@ -82,20 +131,29 @@ class Audit:
 
     @property
     def checked(self) -> list[Report]:
-        return [r for r in self.reports if not r.error]
+        """Reports with a verdict."""
+        return [r for r in self.reports if r.checked]
 
     @property
     def errors(self) -> list[Report]:
         return [r for r in self.reports if r.error]
 
     @property
+    def not_checked(self) -> list[Report]:
+        """Reports without a verdict: the files that could not be read, the flat images."""
+        return [r for r in self.reports if not r.checked]
+
+    @property
     def flagged(self) -> list[Report]:
         """Reports with a copy verdict, most similar first."""
-        return sorted((r for r in self.reports if not r.error and r.is_copy),
+        return sorted((r for r in self.reports if r.checked and r.is_copy),
                       key=lambda r: (r.verdict.rank, r.best.similarity if r.best else 0.0), reverse=True)
 
+    def counts(self) -> Counts:
+        return count(self.reports)
+
     def count(self, verdict: Verdict) -> int:
-        return sum(1 for r in self.reports if not r.error and r.verdict is verdict)
+        return self.counts().of(verdict)
 
 
 def list_images(paths: Sequence[str | Path], max_images: int = MAX_IMAGES, max_entries: int = MAX_ENTRIES,
@@ -347,8 +405,7 @@ class AuditJobs:
                               title=f"Replicheck report: {Path(job.folder).name or job.folder}")
             job.report = path
             job.state = "cancelled" if audit.cancelled else "done"
-            job.message = (f"{len(audit.reports)} image(s) checked, {len(audit.flagged)} flagged, "
-                           f"{len(audit.errors)} unreadable" + (" (cancelled)" if audit.cancelled else ""))
+            job.message = audit.counts().text() + (" (cancelled)" if audit.cancelled else "")
         except ReplicheckError as e:
             job.state, job.message = "error", str(e)
         except Exception as e:  # noqa: BLE001 - a background job: the tab shows it, nothing is raised

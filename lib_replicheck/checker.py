@@ -20,6 +20,12 @@ SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not eviden
 #: Embedder families whose packs are also searched with regions of the image (a copy descriptor;
 #: CLIP is semantic and PDQ packs hold crops of their own)
 REGION_FAMILIES = ("sscd",)
+#: Learned descriptors: they map every flat image (images.is_flat) close to every other, so a flat
+#: image gets no verdict from them. PDQ has its own gate (its hash quality).
+LEARNED_FAMILIES = ("sscd", "clip")
+FLAT = "flat image"
+FLAT_NOTE = ("flat image (a plain colour, a smooth gradient, or mostly transparent): learned descriptors (SSCD, "
+             "CLIP) place all such images close together, so their matches are shown without a verdict")
 
 
 class Checker:
@@ -96,6 +102,8 @@ class Checker:
         loaded = {emb_id: self.embedder(packs[0]) for emb_id, packs in by_id.items()}  # before the clock starts
         start = time.perf_counter()
         candidates: list[list[Match]] = [[] for _ in images]
+        flat = flat_images(images, [kind_of(emb_id) for emb_id in by_id])
+        judged = [False] * len(images)  # whether any family gave image i a verdict
         for emb_id, packs in by_id.items():
             embedder = loaded[emb_id]
             family = kind_of(emb_id)
@@ -114,6 +122,9 @@ class Checker:
             if family == "clip":
                 for r in reports:
                     r.notes.append(SEMANTIC_NOTE)
+            unjudged = low_quality | (flat if family in LEARNED_FAMILIES else set())
+            for i in range(len(images)):
+                judged[i] = judged[i] or i not in unjudged
             owners = [(i, None) for i in range(len(images))] + [(i, box) for i, box, _ in queries]
             if queries:
                 vectors = np.concatenate([vectors, np.stack([v for _, _, v in queries])])
@@ -124,7 +135,7 @@ class Checker:
                     judge = family_tiers if box is None else region_tiers
                     for h in hits[:top_k if box is None else 1]:
                         offset = offsets.get(row)
-                        if i in low_quality:
+                        if i in unjudged:
                             v = Verdict.NONE
                         elif offset is not None:
                             v = NORMALISED_REGION_TIERS[family].verdict(h.similarity - offset)
@@ -138,12 +149,16 @@ class Checker:
                                                    thumbnail=str(thumb) if thumb else None, region=box,
                                                    background=offset))
         elapsed = (time.perf_counter() - start) / len(images)
-        for report, matches in zip(reports, candidates):
-            matches = best_per_item(matches)
-            report.matches = matches[:top_k]
+        order = [pack.name for pack in self.packs]
+        for i, (report, matches) in enumerate(zip(reports, candidates)):
+            report.matches = per_pack(best_per_item(matches, order), top_k)
             report.best = report.matches[0] if report.matches else None
             report.verdict = report.best.verdict if report.best else Verdict.NONE
             report.seconds = elapsed
+            if i in flat:
+                report.notes.append(FLAT_NOTE)
+                if not judged[i]:
+                    report.withheld = FLAT
         return reports
 
     def check_files(self, paths: Iterable[str | Path], batch: int = 8, workers: int = 2) -> Iterator[Report]:
@@ -228,13 +243,38 @@ def background_offsets(pack, vectors, owners, found, reports) -> dict[int, float
     return {row: float(v) for row, v in zip(rows, values)}
 
 
-def best_per_item(matches: list[Match]) -> list[Match]:
+def flat_images(images: Sequence, families: list[str]) -> set[int]:
+    """Indices of the flat images (images.is_flat), when a learned family is searched; else none
+    (PDQ judges flat images by its own quality gate)."""
+    from lib_replicheck.images import is_flat
+
+    if not any(f in LEARNED_FAMILIES for f in families):
+        return set()
+    return {i for i, im in enumerate(images) if is_flat(im)}
+
+
+def per_pack(matches: list[Match], k: int) -> list[Match]:
+    """The first `k` matches of each pack, in their order: a pack whose scores run higher (another
+    embedder) never hides another pack's nearest images."""
+    kept, seen = [], {}
+    for m in matches:
+        seen[m.pack] = seen.get(m.pack, 0) + 1
+        if seen[m.pack] <= k:
+            kept.append(m)
+    return kept
+
+
+def best_per_item(matches: list[Match], packs: Sequence[str] = ()) -> list[Match]:
     """One match per training image (the whole image and several regions may all find it): the
-    one with the highest verdict, then score, the whole image first on a tie; sorted best first."""
+    one with the highest verdict, then score, the whole image first on a tie. Sorted by verdict,
+    then pack (in the order of `packs`), then score: scores of packs of different embedders
+    measure different things, so they are compared within a pack only."""
     key = lambda m: (m.verdict.rank, m.similarity, m.region is None)  # noqa: E731 - a sort key
     best: dict[tuple, Match] = {}
     for m in matches:
         k = (m.pack, m.item.id)
         if k not in best or key(m) > key(best[k]):
             best[k] = m
-    return sorted(best.values(), key=key, reverse=True)
+    place = {name: n for n, name in enumerate(packs)}
+    return sorted(best.values(), key=lambda m: (-m.verdict.rank, place.get(m.pack, len(place)), -m.similarity,
+                                                m.region is not None))

@@ -41,12 +41,23 @@ class WeightsError(EmbedderError):
     """A weights file is missing, could not be downloaded, or failed its sha256 check."""
 
 
+def name_text(s: str) -> str:
+    """A file name as text that can be written anywhere: the bytes of a name that is not UTF-8
+    (which Python keeps as lone surrogates, U+DC80 to U+DCFF) shown as \\xNN, any other lone
+    surrogate as U+FFFD. Text without surrogates comes back as it is."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in s):
+        return s
+    return "".join(f"\\x{ord(ch) - 0xDC00:02x}" if "\udc80" <= ch <= "\udcff" else
+                   "\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in s)
+
+
 def clean_text(value: object, limit: int | None = None) -> str:
     """Text that came from outside (a pack, a registry, a URL, a file name) made safe to print on one
     line: line breaks and tabs become spaces; other characters that are not printable (terminal
     escape sequences, C1 controls, bidirectional overrides, zero-width marks) are shown as \\xNN or
-    \\uNNNN instead of being sent to the terminal; past `limit` characters it is cut and ends in '…'."""
-    s = str(value)
+    \\uNNNN instead of being sent to the terminal, and a file name's bytes that are not UTF-8 as
+    \\xNN (name_text); past `limit` characters it is cut and ends in '…'."""
+    s = name_text(str(value))
     cut = limit is not None and len(s) > limit
     if cut:
         s = s[:limit]

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import TIER_NAMES, Tiers, Verdict
+from lib_replicheck.errors import ReplicheckError, name_text
+from lib_replicheck.report import NOT_CHECKED, Match, Report
+from lib_replicheck.thresholds import NORMALISED_REGION_TIERS, REGION_TIERS, TIER_NAMES, Tiers, Verdict
 
 THUMB_SIDE = 256  # pixels, the longer side of every thumbnail
 THUMB_BYTES = 24_000  # JPEG bytes of one thumbnail at most (quality lowered, then size, to fit)
@@ -65,7 +66,7 @@ def max_report_bytes(n_images: int, n_flagged: int) -> int:
 def clip(text, limit: int = MAX_FIELD) -> str:
     """One line of at most `limit` characters: control and format characters (bidi overrides,
     zero-width marks) dropped, whitespace runs collapsed."""
-    s = "" if text is None else str(text)[: limit * 4]
+    s = "" if text is None else name_text(str(text)[: limit * 4])  # a file name that is not UTF-8 stays writable
     s = "".join(" " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in s
                 if unicodedata.category(ch) != "Cf")
     s = " ".join(s.split())
@@ -217,20 +218,36 @@ def cut_of(tiers: Tiers, tier: str) -> float | None:
     return 1.0 - float(t) / 256.0 if tiers.measure == "distance" else float(t)
 
 
-def histogram_svg(values: list[float], cuts: list[tuple[str, float]], width: int = 720, height: int = 220) -> str:
-    """Bars of the best similarity per image over [0, 1] (below 0 counts in the first bin), with
-    each tier's cut drawn as a labelled vertical line."""
+#: What a histogram shows, per kind of score a verdict was judged on (Match.judged_on): its id and
+#: the caption of its axis. Each has its own tier cuts, so each score goes on its own histogram.
+HISTOGRAMS = {"whole image": ("histogram", "best similarity per image"),
+              "region": ("histogram-region", "best region similarity per image (judged by the region tiers)"),
+              "region above background": ("histogram-region-background",
+                                          "best region score above the pack's background per image")}
+#: Width of a character of the histogram's labels (11 px system-ui), in pixels, rounded up.
+LABEL_CHAR_PX = 7
+
+
+def histogram_svg(values: list[float], cuts: list[tuple[str, float]], width: int = 720, height: int = 220,
+                  svg_id: str = "histogram", caption: str = "best similarity per image") -> str:
+    """Bars of a score per image over [0, 1] (below 0 counts in the first bin), with each tier's
+    cut drawn as a labelled vertical line. Labels are laid out in as many rows above the plot as
+    they need not to overlap, and one that would run past the right edge ends at its line."""
     counts = [0] * HIST_BINS
     for v in values:
         if v is None or math.isnan(v):
             continue
         counts[min(HIST_BINS - 1, max(0, int(v * HIST_BINS)))] += 1
-    left, right, top, bottom = 40, 24, 30, 30
-    pw, ph = width - left - right, height - top - bottom
+    left, right, bottom, row_h = 40, 24, 30, 13
+    pw = width - left - right
+    labels, rows = _label_rows(cuts, left, pw, width)
+    top = 12 + row_h * max(1, rows)
+    height += top - 30  # the plot keeps its height whatever the labels take
+    ph = height - top - bottom
     peak = max(counts) or 1
     bw = pw / HIST_BINS
-    parts = [f'<svg id="histogram" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="best similarity per image">',
+    parts = [f'<svg id="{esc(svg_id, 60)}" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{esc(caption)}">',
              f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#999"/>',
              f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{peak}</text>',
              f'<text x="{left - 6}" y="{top + ph}" text-anchor="end">0</text>']
@@ -241,29 +258,50 @@ def histogram_svg(values: list[float], cuts: list[tuple[str, float]], width: int
         lo = i / HIST_BINS
         parts.append(f'<rect class="bar" data-count="{c}" x="{left + i * bw + 1:.1f}" y="{top + ph - h:.1f}" '
                      f'width="{max(1.0, bw - 2):.1f}" height="{h:.1f}" fill="#6b7280">'
-                     f'<title>{c} image(s) with best {lo:.2f}–{lo + 1 / HIST_BINS:.2f}</title></rect>')
+                     f'<title>{c} image(s) at {lo:.2f}–{lo + 1 / HIST_BINS:.2f}</title></rect>')
     for t in (0.0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{left + t * pw:.1f}" y="{top + ph + 16}" text-anchor="middle">{t:.2f}</text>')
     colours = {"possible": "#b26b00", "likely": "#c2410c", "duplicate": "#b91c1c"}
-    for n, (label, cut) in enumerate(cuts):
-        x = left + max(0.0, min(1.0, cut)) * pw
+    for label, x, row, at_end in labels:
         colour = colours.get(label.split()[-2] if len(label.split()) > 1 else "", "#b91c1c")
-        parts.append(f'<line class="cut" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + ph}" stroke="{colour}" '
-                     f'stroke-width="2" stroke-dasharray="5 3"/>')
-        parts.append(f'<text x="{x + 3:.1f}" y="{top - 8 - (n % 2) * 11}" fill="{colour}">{esc(label, 60)}</text>')
-    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 2}" text-anchor="middle">best similarity per image'
+        y_text = top - 8 - row * row_h
+        parts.append(f'<line class="cut" x1="{x:.1f}" y1="{y_text + 3}" x2="{x:.1f}" y2="{top + ph}" '
+                     f'stroke="{colour}" stroke-width="2" stroke-dasharray="5 3"/>')
+        parts.append(f'<text class="cut-label" x="{x - 3 if at_end else x + 3:.1f}" y="{y_text}" fill="{colour}"'
+                     + (' text-anchor="end"' if at_end else "") + f">{esc(label, 60)}</text>")
+    parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 2}" text-anchor="middle">{esc(caption)}'
                  '</text></svg>')
     return "".join(parts)
 
 
-def _cuts(audit) -> list[tuple[str, float]]:
+def _label_rows(cuts: list[tuple[str, float]], left: float, pw: float, width: int):
+    """Where each cut's label goes: (label, x of its line, row above the plot, whether it ends at the
+    line), rows filled left to right so no two labels of a row overlap; and the number of rows."""
+    placed, row_ends = [], []  # row_ends[r]: the right end of the last label in row r
+    for label, cut in sorted(cuts, key=lambda c: c[1]):
+        x = left + max(0.0, min(1.0, cut)) * pw
+        span = LABEL_CHAR_PX * len(clip(label, 60)) + 3
+        at_end = x + span > width
+        start, stop = (x - span, x) if at_end else (x, x + span)
+        row = next((r for r, e in enumerate(row_ends) if start > e + 4), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(stop)
+        row_ends[row] = stop
+        placed.append((label, x, row, at_end))
+    return placed, len(row_ends)
+
+
+def _cuts(audit, judged_on: str = "whole image") -> list[tuple[str, float]]:
+    """The tier cuts scores judged `judged_on` (Match.judged_on) are judged by, as (label, cut)."""
     families = []
     for p in audit.packs:
         if p.family not in families:
             families.append(p.family)
+    table = {"whole image": audit.tiers, "region": REGION_TIERS,
+             "region above background": NORMALISED_REGION_TIERS}[judged_on]
     cuts = []
     for fam in families:
-        tiers = audit.tiers.get(fam)
+        tiers = table.get(fam)
         if tiers is None:
             continue
         for tier in TIER_NAMES:
@@ -271,6 +309,24 @@ def _cuts(audit) -> list[tuple[str, float]]:
             if c is not None:
                 cuts.append((f"{fam} {tier} {math.floor(c * 100 + 1e-6) / 100:.2f}", c))  # as scores read
     return cuts
+
+
+def histograms(audit) -> str:
+    """One histogram per kind of score the verdicts were judged on: the best similarity of the
+    whole image (always), and where region search judged some images, their regions' scores, each
+    with its own tier cuts. An image counts once, on the histogram of its best match's score."""
+    values: dict[str, list[float]] = {kind: [] for kind in HISTOGRAMS}
+    for r in audit.reports:
+        if r.checked and r.best is not None:
+            values[r.best.judged_on].append(r.best.judged_score())
+    parts = []
+    for kind, (svg_id, caption) in HISTOGRAMS.items():
+        if kind != "whole image" and not values[kind]:
+            continue
+        if kind != "whole image":
+            parts.append(f"<h3>{len(values[kind])} image(s) judged on a region: {esc(caption)}</h3>")
+        parts.append(histogram_svg(values[kind], _cuts(audit, kind), svg_id=svg_id, caption=caption))
+    return "".join(parts)
 
 
 def _region_style(region, width: int, height: int) -> str | None:
@@ -361,6 +417,11 @@ def flagged_row(report: Report, rank: int, roots: list[str], with_images: bool =
             f'<div class="pair">{checked}{matches}</div></section>')
 
 
+def _why_not_checked(report: Report) -> str:
+    """The error, or the note that explains a withheld verdict (e.g. the flat image's)."""
+    return report.error or next((n for n in report.notes if n.startswith(report.withheld or "")), report.withheld)
+
+
 def _fmt_seconds(s: float) -> str:
     if s < 120:
         return f"{s:.1f} s"
@@ -372,17 +433,18 @@ def render(audit, title: str = "Replicheck report") -> str:
     """The whole report as one HTML string (audit: an audit.Audit)."""
     roots = audit.roots
     flagged = audit.flagged
-    errors = audit.errors
-    others = sorted((r for r in audit.reports if not r.error and not r.is_copy),
+    unchecked = audit.not_checked
+    others = sorted((r for r in audit.reports if r.checked and not r.is_copy),
                     key=lambda r: r.best.similarity if r.best else -2.0, reverse=True)
-    n_checked = len(audit.reports) - len(errors)
+    tally = audit.counts()
+    n_read = tally.images - tally.errors
     tiers_present = [v for v in (Verdict.DUPLICATE, Verdict.LIKELY, Verdict.POSSIBLE)]
-    counts = "".join(f'<div class="count"><b>{audit.count(v)}</b><span class="badge {TIER_CLASS[v]}">'
+    counts = "".join(f'<div class="count"><b>{tally.of(v)}</b><span class="badge {TIER_CLASS[v]}">'
                      f'{esc(v.value)}</span></div>' for v in tiers_present)
-    counts = (f'<div class="count"><b>{n_checked}</b>images checked</div>{counts}'
-              f'<div class="count"><b>{audit.count(Verdict.NONE)}</b><span class="badge t-none">no copy</span></div>'
-              f'<div class="count"><b>{len(errors)}</b>unreadable</div>')
-    rate = f", {n_checked / audit.seconds:.1f} images/s" if audit.seconds > 0 and n_checked else ""
+    counts = (f'<div class="count"><b>{tally.images}</b>images</div>{counts}'
+              f'<div class="count"><b>{tally.none}</b><span class="badge t-none">{esc(Verdict.NONE.value)}</span></div>'
+              f'<div class="count"><b>{tally.not_checked}</b><span class="badge t-error">{NOT_CHECKED}</span></div>')
+    rate = f", {n_read / audit.seconds:.1f} images/s" if audit.seconds > 0 and n_read else ""
     notes = []
     if audit.cancelled:
         notes.append(f"Cancelled after {len(audit.reports)} of {audit.total} images.")
@@ -403,7 +465,6 @@ def render(audit, title: str = "Replicheck report") -> str:
         cells = "".join(f"<td>{esc(name)}: {'off' if getattr(t, name) is None else f'{measure} {getattr(t, name):g}'}</td>"
                         for name in TIER_NAMES)
         tier_rows += f"<tr><td>{esc(fam)}</td>{cells}</tr>"
-    values = [r.best.similarity for r in audit.reports if not r.error and r.best is not None]
     with_images = flagged[:MAX_IMAGE_ROWS]
     rows = "".join(flagged_row(r, i + 1, roots, True) for i, r in enumerate(with_images))
     rows += "".join(flagged_row(r, i + 1, roots, False) for i, r in enumerate(flagged[MAX_IMAGE_ROWS:], MAX_IMAGE_ROWS))
@@ -417,31 +478,31 @@ def render(audit, title: str = "Replicheck report") -> str:
     other_rows = "".join(f'<tr><td>{esc(display_name(r.image, roots))}</td><td>{esc(r.summary(), 300)}</td>'
                          f'<td>{esc(r.best.caption, 120) if r.best and r.best.caption else ""}</td></tr>'
                          for r in others)
-    error_rows = "".join(f'<tr><td>{esc(display_name(r.image, roots))}</td><td>{esc(r.error, MAX_ERROR)}</td></tr>'
-                         for r in errors)
+    unchecked_rows = "".join(f'<tr><td>{esc(display_name(r.image, roots))}</td><td>{esc(r.summary())}</td>'
+                             f'<td>{esc(_why_not_checked(r), MAX_ERROR)}</td></tr>' for r in unchecked)
     roots_text = ", ".join(esc(r, 300) for r in roots) or "the images named"
     body = [f"<h1>{esc(title, 120)}</h1>",
             f'<div class="muted">{roots_text} · started {esc(audit.started)} · took {_fmt_seconds(audit.seconds)}'
             f'{rate}' + (f" (of which loading the model {_fmt_seconds(audit.load_seconds)})"
                          if audit.load_seconds >= 0.1 else "") + "</div>",
             *(f"<p><b>{esc(n, 300)}</b></p>" for n in notes),
-            f'<div class="counts">{counts}</div>',
+            f'<p id="count-line">{esc(tally.text(), 300)}</p><div class="counts">{counts}</div>',
             "<h2>Packs searched</h2><table><tr><th>pack</th><th>embedder</th><th>images</th><th>dataset</th>"
             f"<th>license</th></tr>{pack_rows}</table>",
             f"<h2>Thresholds</h2><table>{tier_rows}</table>",
-            "<h2>Best similarity per image</h2>", histogram_svg(values, _cuts(audit)),
+            "<h2>Best similarity per image</h2>", histograms(audit),
             f"<h2>Flagged images, most similar first ({len(flagged)})</h2>",
             filters if flagged else '<p>No image was flagged.</p>', f'<div id="flagged">{rows}</div>',
             f'<details id="unflagged"><summary>{len(others)} image(s) with no copy, closest first</summary>'
             f"<table><tr><th>image</th><th>verdict</th><th>nearest training image</th></tr>{other_rows}"
             "</table></details>"]
-    if errors:
-        body.append(f'<details id="errors" open><summary>{len(errors)} file(s) could not be read</summary>'
-                    f"<table><tr><th>file</th><th>error</th></tr>{error_rows}</table></details>")
+    if unchecked:
+        body.append(f'<details id="errors" open><summary>{len(unchecked)} image(s) {NOT_CHECKED}</summary>'
+                    f"<table><tr><th>file</th><th>verdict</th><th>why</th></tr>{unchecked_rows}</table></details>")
     body.append('<p class="muted">Made by replicheck. Scores are SSCD/CLIP cosine similarities; PDQ distances '
                 "read as 1 − d/256. Links lead to the training images' sources; nothing on this page loads "
                 "from the network.</p>")
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">" + REPORT_MARKER +
             f'<meta http-equiv="Content-Security-Policy" content="{csp()}">'
             '<meta name="referrer" content="no-referrer">'
             f'<meta name="viewport" content="width=device-width"><title>{esc(title, 120)}</title>'
@@ -449,6 +510,48 @@ def render(audit, title: str = "Replicheck report") -> str:
 
 
 # -- files -----------------------------------------------------------------------------------------
+
+#: In the head of every report: how `is_own_output` recognises a file it may replace.
+REPORT_MARKER = '<meta name="generator" content="replicheck">'
+#: Bytes read from an existing file to recognise it.
+RECOGNISE_BYTES = 4096
+
+
+def is_own_output(path: str | Path) -> bool:
+    """Whether the existing file at `path` is a report or CSV written by replicheck (its marker, the
+    title of a report written before the marker, or the CSV's header row), or empty: a file that
+    may be replaced without --force."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(RECOGNISE_BYTES)
+    except OSError:
+        return False
+    text = head.decode("utf-8", "replace")
+    if not text.strip():
+        return True
+    return (REPORT_MARKER in text or text.startswith(",".join(CSV_COLUMNS[:4]) + ",")
+            or (text.lower().startswith("<!doctype html>") and "<title>Replicheck report" in text))
+
+
+def check_overwrite(path: str | Path, option: str, force: bool = False) -> None:
+    """ReplicheckError when writing `path` would replace what is not ours: an existing file that is
+    not a replicheck report or CSV (unless `force`), or anything but a regular file (a folder, a
+    device, a pipe: never, even with `force`)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ReplicheckError(f"{option} {name_text(str(path))}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ReplicheckError(f"{option} {name_text(str(path))}: is a folder; name the file to write")
+    if not stat.S_ISREG(st.st_mode):
+        raise ReplicheckError(f"{option} {name_text(str(path))}: is not a regular file; name a file to write")
+    if not force and not is_own_output(path):
+        raise ReplicheckError(f"{option} {name_text(str(path))}: the file exists and is not a replicheck report; "
+                              "name another file, or pass --force to replace it")
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`:
@@ -502,7 +605,7 @@ def render_csv(audit) -> str:
     w.writerow(CSV_COLUMNS)
     for r in audit.reports:
         b = r.best if not r.error else None
-        w.writerow([_cell(r.image), "not checked" if r.error else r.verdict.value, _cell(r.summary()),
+        w.writerow([_cell(r.image), r.verdict_text, _cell(r.summary()),
                     f"{b.similarity:.4f}" if b else "", b.distance if b and b.distance is not None else "",
                     _cell(b.pack) if b else "", _cell(b.embedder) if b else "", b.id if b else "",
                     _cell(b.url) if b else "", _cell(b.source) if b else "", _cell(b.caption) if b else "",

@@ -234,6 +234,42 @@ def _grey_to_uint8(im):
     return out
 
 
+#: An image whose structure (below) is under this is "flat": a plain colour, a near-plain gradient,
+#: or a mostly transparent picture shown on white. A learned descriptor (SSCD, CLIP) maps all such
+#: images close together (a plain white 512x512 image scored 0.90 against transparent wallpapers
+#: put on white, and those 1.00 against each other), so they get no verdict from it. The cut is set
+#: from `python bench/flat_images.py` on the test fixtures: the least structured real photo
+#: (umang_by_Abhishek_Mudgal.jpg, soft gradients with one shape) measures 0.314, wallpaper
+#: (lomiri-default-background.png, a gradient with faint shapes) 0.146 and drawing of
+#: openclipart-png (a small drawing on a large transparent page) 0.280; plain colours and a full
+#: black-to-white gradient measure at most 0.039 and MATE's transparent wallpapers on white at most
+#: 0.008. 0.10 lies between the two groups.
+FLAT_STRUCTURE = 0.10
+#: the long side, in pixels, at which structure is measured
+STRUCTURE_SIDE = 128
+
+
+def structure(im) -> float:
+    """How much an image holds besides flat areas and smooth gradients: the mean absolute
+    difference, in grey levels (0-255), between the image in grey shrunk to STRUCTURE_SIDE pixels
+    on its long side and the same blurred (Gaussian, radius 2). A gradient, however steep, is
+    unchanged by the blur and measures about 0; edges, lines and texture do not."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    w, h = im.size
+    s = min(1.0, STRUCTURE_SIDE / max(w, h))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    grey = im.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0).convert("L")  # shrunk first: cheap on 4K
+    blurred = grey.filter(ImageFilter.GaussianBlur(2))
+    return float(np.abs(np.asarray(grey, dtype=np.float32) - np.asarray(blurred, dtype=np.float32)).mean())
+
+
+def is_flat(im) -> bool:
+    """Whether `im` (RGB, as `decode` gives it) is flat (see FLAT_STRUCTURE)."""
+    return structure(im) < FLAT_STRUCTURE
+
+
 def centre_crop(im, fraction: float):
     """The centre `fraction` of the image's width and height: the crop PDQ packs store hashes of
     (PDQ is not robust to cropping) and the edit the demo and tests apply to a copy."""

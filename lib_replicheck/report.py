@@ -12,6 +12,10 @@ from lib_replicheck.item import Item
 from lib_replicheck.regions import Region
 from lib_replicheck.thresholds import Verdict
 
+#: What every output calls an image that got no verdict (an error, or a flat image): the JSON and
+#: CSV `verdict`, the HTML report, the panel, the API and the command line's text.
+NOT_CHECKED = "not checked"
+
 
 @dataclass
 class Match:
@@ -67,7 +71,30 @@ class Match:
         """How far above the pack's background a region stood, for the panel and the HTML report;
         empty when the verdict was judged on the similarity itself."""
         above = self.normalised
-        return "" if above is None else f"{above:.2f} above the pack's background, which its verdict is judged on"
+        return "" if above is None else f"{_label(above)} above the pack's background, which its verdict is judged on"
+
+    def judged_score(self) -> float:
+        """The number the verdict was judged on: the similarity, or for a region judged against the
+        pack's background, how far above the background it stood."""
+        above = self.normalised
+        return self.similarity if above is None else above
+
+    @property
+    def judged_on(self) -> str:
+        """What `judged_score` is: 'whole image', 'region' (a region's similarity, judged by the
+        region tiers) or 'region above background' (judged by the normalised region tiers)."""
+        if self.region is None:
+            return "whole image"
+        return "region" if self.background is None else "region above background"
+
+    def judged_text(self) -> str:
+        """The judged number in words, as every output shows it: 'best 0.81', 'region 0.72', or
+        'region 0.42 above background; raw 0.67' (no comma or colon: it goes into the infotext)."""
+        if self.region is None:
+            return f"best {self.score_label()}"
+        if self.background is None:
+            return f"region {self.score_label()}"
+        return f"region {_label(self.judged_score())} above background; raw {self.score_label()}"
 
     def score_text(self) -> str:
         return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
@@ -76,7 +103,7 @@ class Match:
         """The similarity as users read it everywhere (panel, infotext, report, command line): two
         decimals, rounded down so that a score shown at a tier's cut is at or above it. PDQ's
         Hamming distance reads as its similarity, 1 - d/256."""
-        return f"{math.floor(self.similarity * 100 + 1e-6) / 100:.2f}"
+        return _label(self.similarity)
 
     def to_dict(self) -> dict:
         """Flat, as reports have always been written: the item's fields beside the score."""
@@ -86,7 +113,13 @@ class Match:
                 **{k: v for k, v in item.items() if k not in ("id", "thumbnail")}, "thumbnail": self.thumbnail,
                 "region": self.region.to_dict() if self.region else None,
                 "background": None if self.background is None else round(self.background, 4),
-                "normalised": None if self.background is None else round(self.normalised, 4)}
+                "normalised": None if self.background is None else round(self.normalised, 4),
+                "judged_on": self.judged_on, "judged_score": round(self.judged_score(), 4)}
+
+
+def _label(score: float) -> str:
+    """Two decimals, rounded down (see Match.score_label)."""
+    return f"{math.floor(score * 100 + 1e-6) / 100:.2f}"
 
 
 @dataclass
@@ -99,30 +132,54 @@ class Report:
     error: str | None = None
     seconds: float = 0.0
     from_input: bool = False  # img2img: the best match was already in the input image
+    #: why the image, though read, got no verdict (e.g. 'flat image'); its matches are still listed
+    withheld: str | None = None
 
     @property
     def is_copy(self) -> bool:
         return self.verdict.is_copy
 
+    @property
+    def checked(self) -> bool:
+        """Whether the image got a verdict (it was read, and not withheld)."""
+        return not self.error and not self.withheld
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict as every output names it: 'no copy', ..., 'duplicate', or 'not checked'."""
+        return self.verdict.value if self.checked else NOT_CHECKED
+
     def summary(self) -> str:
         """One line, the same words in the infotext, the panel, the HTML report and the command line:
-        'no copy (best 0.31 in laion-6.5)', 'likely copy (best 0.88 in demo)', 'not checked (error)'.
-        No comma or colon, so the web UI writes it into the infotext without quotes; an error is
-        named without its details (paths, messages), as the infotext travels with published images."""
+        'no copy (best 0.31 in laion-6.5)', 'likely copy (region 0.42 above background; raw 0.67 in
+        demo)', 'not checked (error)', 'not checked (flat image)'. The number is the one the verdict
+        was judged on (Match.judged_text). No comma or colon, so the web UI writes it into the
+        infotext without quotes; an error is named without its details (paths, messages), as the
+        infotext travels with published images."""
         if self.error:
-            return "not checked (error)"
+            return f"{NOT_CHECKED} (error)"
+        if self.withheld:
+            return f"{NOT_CHECKED} ({self.withheld})"
         if self.best is None:
             return self.verdict.value
-        where = f"best {self.best.score_label()} in {self.best.pack}"
+        return f"{self.verdict.value} ({self.detail()})"
+
+    def detail(self) -> str:
+        """The summary's words in brackets: 'best 0.88 in demo', 'region 0.72 in demo; already in
+        the input image'; empty without a match."""
+        if self.best is None:
+            return ""
+        where = f"{self.best.judged_text()} in {self.best.pack}"
         if self.from_input:
             where += "; already in the input image"
-        return f"{self.verdict.value} ({where})"
+        return where
 
     def to_dict(self) -> dict:
         return {
             "image": self.image,
-            "verdict": self.verdict.value,
+            "verdict": self.verdict_text,
             "summary": self.summary(),
+            "withheld": self.withheld,
             "is_copy": self.is_copy,
             "best": self.best.to_dict() if self.best else None,
             "matches": [m.to_dict() for m in self.matches],

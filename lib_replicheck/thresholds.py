@@ -111,4 +111,22 @@ def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = 
             if tiers[family].measure == "distance" and not 0 <= v <= 256:
                 raise ReplicheckError(f"threshold {o!r}: a Hamming distance lies between 0 and 256")
         tiers[family] = replace(tiers[family], **{tier: v})
+    for family, t in tiers.items():
+        check_order(family, t)
     return tiers
+
+
+def check_order(family: str, tiers: Tiers) -> None:
+    """ReplicheckError naming the tiers when they are out of order: each tier that is on must be at
+    least as strict as the ones below it (similarity: possible <= likely <= duplicate; Hamming
+    distance: the other way round), or a 'likely copy' would be judged on a lower cut than a
+    'possible copy'."""
+    on = [(name, getattr(tiers, name)) for name in TIER_NAMES if getattr(tiers, name) is not None]
+    for (low, a), (high, b) in zip(on, on[1:]):
+        similarity = tiers.measure == "similarity"
+        if b < a if similarity else b > a:
+            rule = ("each tier's similarity must be at least the one below it" if similarity
+                    else "each tier's Hamming distance must be at most the one below it")
+            raise ReplicheckError(f"threshold {family}.{high}={b:g} is {'below' if similarity else 'above'} "
+                                  f"{family}.{low}={a:g}: {rule} ({', '.join(TIER_NAMES)}); set {family}.{low} "
+                                  f"too, or switch it off with {family}.{low}=off")

@@ -63,7 +63,7 @@ def test_check_table_output(photo_pack, audit_folder):
     r = run("check", audit_folder, "--pack", photo_pack, "--top-k", "2")
     assert r.returncode == 1
     assert "LIKELY COPY" in r.stdout and "no copy" in r.stdout
-    assert "30 image(s) checked against originals: 18 flagged (possible or above), 0 error(s)" in r.stdout
+    assert "30 images: 18 flagged (18 likely copy), 12 no copy, 0 not checked; packs searched: originals" in r.stdout
 
 
 def test_check_novel_images_exit_zero(photo_pack, audit_folder):
@@ -75,7 +75,7 @@ def test_threshold_override_changes_the_verdict(photo_pack, audit_folder):
     copy = sorted(audit_folder.glob("copy-*"))[0]
     r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.likely=off", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["verdict"] == "no copy"
-    r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.duplicate=40", "--json")
+    r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.duplicate=31", "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["verdict"] == "duplicate"
     r = run("check", copy, "--pack", photo_pack, "--threshold", "pdq.likely=-3")
     assert r.returncode == 2 and "Hamming distance" in r.stderr
@@ -228,7 +228,7 @@ def test_build_shows_progress(tmp_path, pack_photos):
 
 def test_report_and_csv_are_written_atomically_and_checked_first(photo_pack, audit_folder, tmp_path):
     out = tmp_path / "report.html"
-    out.write_text("the previous report")
+    out.write_text("<!doctype html><html><head><title>Replicheck report</title></head></html>")  # an older report
     r = run("check", audit_folder, "--pack", photo_pack, "--report", out, "--csv", tmp_path / "rows.csv")
     assert r.returncode == 1, r.stderr
     text = out.read_text()
@@ -258,3 +258,138 @@ def test_build_reports_progress_batch_by_batch(tmp_path, pack_photos):
     build(src, tmp_path / "r", BuildOptions(embedder="pdq", batch=2, shard_size=4, progress=again.append),
           work=tmp_path / "work", log=lambda s: None)
     assert sum(kept) == sum(again) == 5 and again == [4, 1]  # both shards kept from the first run
+
+
+def _folder_with_unreadable_files(tmp_path, audit_folder):
+    """One copy, two novel photos, two files that are no image."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for f in sorted(audit_folder.glob("copy-*"))[:1] + sorted(audit_folder.glob("novel-*"))[:2]:
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    (folder / "notes.jpg").write_text("not an image")
+    return folder
+
+
+def test_unreadable_files_are_not_checked_in_every_output(photo_pack, audit_folder, tmp_path):
+    """One verdict for a file that cannot be read, 'not checked', in the text, the JSON, the CSV and
+    the HTML report; and one count line, the same in the terminal, under --json and in the report."""
+    import csv
+    import html
+
+    folder = _folder_with_unreadable_files(tmp_path, audit_folder)
+    counts = "5 images: 1 flagged (1 likely copy), 2 no copy, 2 not checked (2 errors)"
+    r = run("check", folder, "--pack", photo_pack, "--report", tmp_path / "r.html", "--csv", tmp_path / "r.csv")
+    assert r.returncode == 2, r.stderr
+    assert f"{counts}; packs searched: originals" in r.stdout
+    assert f"{folder / 'broken.png'}\n  not checked    (error)" in r.stdout and "notes.jpg: not an image" in r.stderr
+    j = run("check", folder, "--pack", photo_pack, "--json")
+    reports = {os.path.basename(x["image"]): x for x in map(json.loads, j.stdout.splitlines())}
+    for name in ("broken.png", "notes.jpg"):
+        x = reports[name]
+        assert (x["verdict"], x["summary"], x["is_copy"]) == ("not checked", "not checked (error)", False), x
+    assert {x["verdict"] for n, x in reports.items() if n.startswith("novel-")} == {"no copy"}
+    assert f"{counts}; packs searched: originals" in j.stderr  # stdout stays one report per line
+    rows = {os.path.basename(x["image"]): x for x in csv.DictReader(io_text(tmp_path / "r.csv"))}
+    assert rows["broken.png"]["verdict"] == rows["notes.jpg"]["verdict"] == "not checked"
+    assert rows["broken.png"]["summary"] == "not checked (error)"
+    page = (tmp_path / "r.html").read_text()
+    assert f'<p id="count-line">{html.escape(counts)}</p>' in page
+    assert '<b>2</b><span class="badge t-error">not checked</span>' in page and "unreadable<" not in page
+
+
+def io_text(path):
+    import io
+
+    return io.StringIO(path.read_text())
+
+
+def test_tiers_out_of_order_are_refused(photo_pack, audit_folder):
+    """A tier below the one under it is an error naming both, before any image is checked; lowering
+    both together is fine."""
+    copy = sorted(audit_folder.glob("copy-*"))[0]
+    for overrides, words in ((["sscd.likely=0.1"], "threshold sscd.likely=0.1 is below sscd.possible=0.5"),
+                             (["sscd.possible=0.8"], "threshold sscd.likely=0.75 is below sscd.possible=0.8"),
+                             (["pdq.duplicate=40"], "threshold pdq.duplicate=40 is above pdq.likely=31")):
+        r = run("check", copy, "--pack", photo_pack, *[a for o in overrides for a in ("--threshold", o)])
+        assert r.returncode == 2 and words in r.stderr and r.stdout == "", (overrides, r.stderr)
+        assert "Traceback" not in r.stderr
+    r = run("check", copy, "--pack", photo_pack, "--threshold", "sscd.likely=0.4", "--threshold", "sscd.possible=0.3")
+    assert r.returncode == 1, r.stderr
+
+
+def test_a_damaged_pack_is_skipped_and_listed_as_damaged(photo_pack, audit_folder, tmp_path):
+    """A pack missing one thumbnail is skipped with one line naming it and the file; the other packs
+    are still searched and their results printed (exit status 2: an error happened); `packs list`
+    shows the damage."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(REPO / "registry" / "demo", home / "packs" / "demo")
+    damaged = home / "packs" / "originals"
+    shutil.copytree(photo_pack, damaged)
+    thumb = sorted((damaged / "thumbnails").iterdir())[0]
+    thumb.unlink()
+    copy = sorted(audit_folder.glob("copy-*"))[0]
+    coffee = REPO / "lib_replicheck" / "demo_images" / "pack" / "coffee.jpg"
+    r = run("check", copy, coffee, env=home)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert (f"replicheck: error: pack {damaged}: file thumbnails/{thumb.name} listed in the manifest is missing; "
+            "skipped, the other packs are searched") in r.stderr
+    assert f"{coffee}\n  LIKELY COPY    (best 1.00 in demo)" in r.stdout
+    assert "packs searched: demo; 1 damaged pack(s) skipped" in r.stdout
+    listed = run("packs", "list", env=home)
+    line = next(x for x in listed.stdout.splitlines() if x.startswith("originals"))
+    assert f"ERROR: damaged: file thumbnails/{thumb.name} listed in the manifest is missing" in line
+    assert "ERROR" not in next(x for x in listed.stdout.splitlines() if x.startswith("demo"))
+
+
+def test_outputs_never_replace_what_is_not_a_report(photo_pack, audit_folder, tmp_path):
+    """--report and --csv refuse, before any image is checked, a file that is not a replicheck report
+    (an image being checked, the user's notes) unless --force, and one file named twice; our own
+    report and CSV are replaced."""
+    import shutil
+
+    image = tmp_path / "keep.jpg"
+    shutil.copy(sorted(audit_folder.glob("copy-*"))[0], image)
+    before = image.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    refused = (([image, "--report", image], f"--report {image}: the file exists and is not a replicheck report"),
+               ([image, "--csv", notes], f"--csv {notes}: the file exists and is not a replicheck report"),
+               ([image, "--report", tmp_path / "r.out", "--csv", tmp_path / "r.out"],
+                f"--report and --csv both name {tmp_path / 'r.out'}"))
+    for args, words in refused:
+        r = run("check", *args, "--pack", photo_pack)
+        assert r.returncode == 2 and words in r.stderr and r.stdout == "", r.stderr
+    assert image.read_bytes() == before and notes.read_text() == "my notes" and not (tmp_path / "r.out").exists()
+    for _ in range(2):  # the second run replaces the first run's files
+        r = run("check", image, "--pack", photo_pack, "--report", tmp_path / "r.html", "--csv", tmp_path / "r.csv")
+        assert r.returncode == 1, r.stderr
+    r = run("check", image, "--pack", photo_pack, "--csv", notes, "--force")
+    assert r.returncode == 1 and notes.read_text().startswith("image,verdict,summary")
+
+
+def test_flagged_only_lists_only_the_flagged_images(photo_pack, audit_folder):
+    r = run("check", audit_folder, "--pack", photo_pack, "--flagged-only")
+    assert r.returncode == 1
+    listed = [x for x in r.stdout.splitlines() if x.startswith(str(audit_folder))]
+    assert len(listed) == 18 and all(os.path.basename(x).startswith("copy-") for x in listed)
+    assert "30 images: 18 flagged (18 likely copy), 12 no copy, 0 not checked" in r.stdout
+    j = run("check", audit_folder, "--pack", photo_pack, "--flagged-only", "--json")
+    assert [json.loads(x)["verdict"] for x in j.stdout.splitlines()] == ["likely copy"] * 18
+    r = run("check", audit_folder, "--pack", photo_pack, "--flagged-only", "--fail-on", "duplicate")
+    assert r.returncode == 0 and str(audit_folder) not in r.stdout and "30 images: 18 flagged" in r.stdout
+
+
+def test_help_explains_every_argument_and_the_exit_status():
+    r = run("check", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    assert "IMAGE_OR_DIR images, or folders searched for images" in text
+    for line in ("0 no copy found", "1 a copy found: an image at or above --fail-on", "2 an error:", "130 interrupted"):
+        assert line in text, line
+    d = " ".join(run("demo", "--help").stdout.split())
+    assert "--json print the two reports as JSON lines" in d

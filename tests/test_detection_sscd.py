@@ -108,3 +108,97 @@ def test_pack_built_from_rotated_originals_matches_upright_copies(sscd, sscd_onn
     for i, r in enumerate(checker.check(originals)):
         assert r.best.source == f"{i}.jpg" and r.best.similarity > 0.95, (i, r.best.similarity)
         assert (r.best.width, r.best.height) == originals[i].size  # the displayed size, not the stored one
+
+
+def run_cli(*args, env=None):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    e = dict(os.environ, **({"REPLICHECK_HOME": str(env)} if env else {}))
+    return subprocess.run([sys.executable, "-m", "lib_replicheck", *map(str, args)], cwd=REPO, env=e,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def walls(tmp_path_factory, pack_photos, sscd_onnx):
+    """An SSCD pack of four photos and MATE's six transparent wallpapers, built through the command
+    line: (the pack, what the build wrote on stderr)."""
+    from conftest import BACKGROUNDS
+
+    transparent = sorted((BACKGROUNDS / "mate" / "abstract").glob("*.png"))
+    src = photo_folder(tmp_path_factory.mktemp("walls"), pack_photos[:4] + transparent)
+    out = tmp_path_factory.mktemp("packs") / "walls"
+    r = run_cli("build", src, "--out", out, "--embedder", "sscd", "--runtime", "onnx", "--weights", sscd_onnx,
+                "--offline")
+    assert r.returncode == 0, r.stderr
+    return out, r.stderr
+
+
+def test_flat_images_get_no_verdict_and_the_builder_warns(walls, pack_photos, sscd_onnx, tmp_path):
+    """A plain white image scored 0.90 (likely copy) against transparent wallpapers put on white, and
+    another transparent wallpaper 1.00 (duplicate): flat images now get no verdict from SSCD, and
+    the build names the flat images it indexed. Copies of the photos are still found."""
+    import json
+
+    from PIL import Image
+
+    from conftest import BACKGROUNDS
+
+    pack, build_log = walls
+    assert ("warning: 6 flat image(s) indexed (Arc-Colors-Transparent-Wallpaper.png, Flow.png, Gulp.png, Silk.png, "
+            "Spring.png, ...)") in build_log
+    white = tmp_path / "white.png"
+    Image.new("RGB", (512, 512), "white").save(white)
+    stripes = BACKGROUNDS / "mate" / "desktop" / "MATE-Stripes-Light.png"  # transparent, not in the pack
+    copy = tmp_path / "copy.jpg"
+    edits(load_image(pack_photos[1]))["cropped 90% centre"].save(copy, quality=90)
+    args = ("--pack", pack, "--runtime", "onnx", "--weights", sscd_onnx, "--offline")
+    r = run_cli("check", white, stripes, copy, *args, "--json")
+    assert r.returncode == 1, r.stderr  # the copy; a flat image is neither a copy nor an error
+    reports = [json.loads(x) for x in r.stdout.splitlines()]
+    for x in reports[:2]:
+        assert (x["verdict"], x["summary"], x["is_copy"], x["withheld"]) == \
+            ("not checked", "not checked (flat image)", False, "flat image"), x
+        assert x["best"]["similarity"] > 0.85  # what used to be judged a copy
+    assert reports[2]["is_copy"] and reports[2]["best"]["source"] == pack_photos[1].name
+    text = run_cli("check", white, *args)
+    assert text.returncode == 0 and f"{white}\n  not checked    (flat image)" in text.stdout
+    assert "1 image: 0 flagged, 0 no copy, 1 not checked (1 flat image)" in text.stdout
+    from lib_replicheck.webui.panel import infotext, render  # the web UI's panel and infotext say the same
+
+    report = Checker([Pack(pack)], runtime="onnx", weights=sscd_onnx, offline=True).check([load_image(white)])[0]
+    assert infotext(report) == "not checked (flat image)"
+    page = render([report])
+    assert 'data-verdict="not-checked"' in page and ">not checked (flat image)<" in page and 'data-flagged="0"' in page
+
+
+def test_packs_of_different_embedders_are_ranked_by_tier_then_pack(walls, pack_photos, sscd_onnx, tmp_path):
+    """An SSCD pack and the PDQ demo pack: similarities of different embedders measure different
+    things, so matches are listed by verdict, then pack by pack (in the packs' order), each line
+    naming its pack; a PDQ 0.53 no longer sits above SSCD's own nearest images."""
+    import json
+    import shutil
+
+    from conftest import REPO
+
+    home = tmp_path / "home"
+    shutil.copytree(walls[0], home / "packs" / "a-walls")  # listed first
+    shutil.copytree(REPO / "registry" / "demo", home / "packs" / "demo")
+    photo = tmp_path / "photo.jpg"
+    load_image(pack_photos[8]).save(photo, quality=90)  # in neither pack
+    args = ("--runtime", "onnx", "--weights", sscd_onnx, "--offline", "--top-k", "6")
+    r = run_cli("check", photo, *args, "--json", env=home)
+    assert r.returncode == 0, r.stderr
+    matches = json.loads(r.stdout)["matches"]
+    assert {m["verdict"] for m in matches} == {"no copy"}
+    packs = [m["pack"] for m in matches]
+    assert packs == sorted(packs, key=["walls", "demo"].index) and set(packs) == {"walls", "demo"}, packs
+    sims = {p: [m["similarity"] for m in matches if m["pack"] == p] for p in ("walls", "demo")}
+    assert all(a >= b for s in sims.values() for a, b in zip(s, s[1:]))  # by similarity within a pack
+    assert max(sims["demo"]) > max(sims["walls"])  # what ranking on one list would have put first
+    text = run_cli("check", photo, *args, env=home).stdout
+    assert "[walls, sscd_disc_mixup]" in text and "[demo, pdq]" in text
+    assert "no copy        (best" in text and "in walls)" in text

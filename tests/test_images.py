@@ -193,3 +193,27 @@ def test_sixteen_bit_grey_is_scaled_in_integers_without_float_copies(tmp_path):
     assert (a[..., 0] == expect).all()
     # the 16-bit pixels (2 bytes each), the 8-bit result and one band; a float64 copy alone is 8
     assert peak < 4.5 * g.size, peak
+
+
+def test_flat_images_are_measured_not_guessed(pack_photos, other_photos, clipart):
+    """images.is_flat on the fixtures (what bench/flat_images.py measures): no real photo, wallpaper
+    or drawing is flat; plain colours, smooth gradients and MATE's transparent wallpapers shown on
+    white are. A few fixtures are no picture but a gradient or a transparent wallpaper themselves."""
+    from conftest import BACKGROUNDS
+    from lib_replicheck.images import FLAT_STRUCTURE, is_flat, structure
+
+    not_pictures = ("/gradients/", "MATE-Stripes-Light.png")
+    pictures = [p for p in pack_photos + other_photos + clipart if not any(n in str(p) for n in not_pictures)]
+    assert len(pictures) >= 400
+    flat = [(str(p), round(structure(load_image(p)), 3)) for p in pictures if is_flat(load_image(p))]
+    assert flat == []
+    ramp = np.linspace(0, 255, 512, dtype=np.float32)[None, :].repeat(512, 0)
+    made = [Image.new("RGB", (512, 512), c) for c in ("white", "black", (200, 30, 30))]
+    made += [Image.fromarray(ramp.astype(np.uint8)).convert("RGB"),
+             Image.fromarray((100 + ramp * 40 / 255).astype(np.uint8)).convert("RGB")]
+    transparent = sorted((BACKGROUNDS / "mate" / "abstract").glob("*.png"))
+    fixtures = [p for p in other_photos + clipart if any(n in str(p) for n in not_pictures)]
+    assert len(transparent) >= 5 and fixtures
+    for im in made + [load_image(p) for p in transparent + fixtures]:
+        assert is_flat(im), structure(im)
+    assert structure(load_image(pack_photos[0])) > 10 * FLAT_STRUCTURE

@@ -4,6 +4,7 @@ into another photo, which the whole image misses, is found through a region, wit
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -309,7 +310,8 @@ def test_panel_draws_the_box_and_escapes_text(checker, pasted):
     assert f'<rect class="rc-region-box" x="{r.x}" y="{r.y}" width="{r.w}" height="{r.h}"' in page
     assert f'viewBox="0 0 {r.image_w} {r.image_h}"' in page
     assert f"found in the region {r.w}x{r.h} at ({r.x}, {r.y}) of the 512x512 image" in page
-    assert f"{report.best.normalised:.2f} above the pack&#x27;s background, which its verdict is judged on" in page
+    above = f"{math.floor(report.best.normalised * 100 + 1e-6) / 100:.2f}"  # rounded down, as every score reads
+    assert f"{above} above the pack&#x27;s background, which its verdict is judged on" in page
     assert "<script>" not in page and "<img src=x" not in page and "javascript:" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     off = checker.check([im], regions="off")[0]
@@ -345,6 +347,14 @@ def test_http_api_regions_field(webui, pack, pasted):
         best = fast.json()["best"]
         assert fast.json()["is_copy"] and best["source"] == source
         assert overlap(Region(**best["region"]), box) >= 0.5
+        assert best["judged_on"] == "region above background" and "above background; raw" in fast.json()["summary"]
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (512, 512), "white").save(buf, "PNG")  # flat: no verdict from SSCD
+        flat = client.post("/replicheck/v1/check", json={**body, "image": base64.b64encode(buf.getvalue()).decode()})
+        assert flat.status_code == 200 and (flat.json()["verdict"], flat.json()["summary"], flat.json()["withheld"]) \
+            == ("not checked", "not checked (flat image)", "flat image"), flat.text
         bad = client.post("/replicheck/v1/check", json={**body, "regions": "<b>all</b>"})
         assert bad.status_code == 422 and "regions" in bad.text
     finally:
@@ -423,3 +433,40 @@ def test_command_line_build_takes_a_background(split, background_folder, sscd_on
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "--background: score normalisation is for similarity descriptors" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "x").exists()
+
+
+def test_the_judged_number_is_shown_and_named_everywhere(pack, checker, pasted, sscd_onnx, tmp_path):
+    """A region judged against the pack's background is judged on how far it stands above it, not on
+    its similarity (a 0.67 could be a likely copy under the 0.75 cut): the text, the JSON, the HTML
+    report's histogram and the panel show that number, say what it is, and give the raw one beside it."""
+    import html
+
+    from lib_replicheck.webui.panel import render
+
+    def floor(v: float) -> str:
+        return f"{math.floor(v * 100 + 1e-6) / 100:.2f}"
+
+    im, box, source = pasted[0]
+    f = tmp_path / "pasted.png"
+    im.save(f)
+    args = [sys.executable, "-m", "lib_replicheck", "check", str(f), "--pack", str(pack.path), "--runtime", "onnx",
+            "--weights", str(sscd_onnx), "--offline", "--regions", "thorough"]
+    j = subprocess.run(args + ["--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    report = json.loads(j.stdout.splitlines()[0])
+    best = report["best"]
+    assert best["judged_on"] == "region above background" and best["source"] == source
+    assert abs(best["judged_score"] - best["normalised"]) < 1e-4 and best["verdict"] == report["verdict"] != "no copy"
+    words = f"region {floor(best['normalised'])} above background; raw {floor(best['similarity'])}"
+    assert report["summary"] == f"{report['verdict']} ({words} in photos)"
+    text = subprocess.run(args + ["--report", str(tmp_path / "r.html")], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert f"{report['verdict'].upper():<14} ({words} in photos)" in text.stdout, text.stdout
+    page = (tmp_path / "r.html").read_text()
+    region_svg = page[page.index('<svg id="histogram-region-background"'):]
+    region_svg = region_svg[:region_svg.index("</svg>")]
+    lo = math.floor(best["normalised"] * 50) / 50
+    assert 'data-count="1"' in region_svg and f"1 image(s) at {lo:.2f}" in region_svg
+    assert "sscd possible 0.25" in region_svg and "sscd likely 0.35" in region_svg
+    assert 'class="bar"' not in page[page.index('<svg id="histogram"'):page.index('<svg id="histogram-region')]
+    card = checker.check([im], regions="thorough")[0]
+    assert html.escape(card.best.judged_text()) in render([card]) and card.best.judged_text() == words

@@ -177,7 +177,8 @@ def test_report_opens_offline_and_lists_flagged_most_similar_first(cli_run, brow
     assert "broken.png" in errors and "not an image" in errors
     # the summary counts
     text = browser.execute_script("return document.body.innerText")
-    assert "9\nimages checked" in text and "1\nunreadable" in text and "wallpapers" in text
+    assert "10\nimages" in text and "1\nnot checked" in text and "wallpapers" in text
+    assert "10 images: 5 flagged (5 likely copy), 4 no copy, 1 not checked (1 error)" in text
 
 
 def test_hostile_pack_text_stays_text(cli_run, browser):
@@ -327,7 +328,7 @@ def test_ctrl_c_writes_the_report_of_what_was_checked(tmp_path, pack, thousand):
     text = report.read_text()
     checked = int(re.search(r"Cancelled after (\d+) of 1000 images", text).group(1))
     assert 20 <= checked < 1000
-    assert f"<b>{checked}</b>images checked" in text  # the images checked before Ctrl-C, all of them in the report
+    assert f"<b>{checked}</b>images</div>" in text  # the images checked before Ctrl-C, all of them in the report
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +367,7 @@ def test_tab_checks_a_folder_in_the_background_and_serves_its_report(web, folder
     tab, audits, url = web
     steps = run_tab(tab, str(folder))
     assert len(steps) >= 2 and "data-state='done'" in steps[-1], steps
-    assert "10 image(s) checked, 5 flagged, 1 unreadable" in steps[-1]
+    assert "10 images: 5 flagged (5 likely copy), 4 no copy, 1 not checked (1 error)" in steps[-1]
     job = next(j for j in audits.jobs.values() if j.state == "done")
     assert f"/replicheck/v1/audits/{job.id}/report" in steps[-1] and "target='_blank'" in steps[-1]
     status = requests.get(f"{url}replicheck/v1/audits/{job.id}", timeout=10).json()
@@ -416,7 +417,7 @@ def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_p
     assert "link.jpg" not in report and "linked" not in report and "notes.txt" not in report
     monkeypatch.chdir(tmp_path)  # the web UI's folder: a relative path starts there
     steps = run_tab(tab, "day")
-    assert "data-state='done'" in steps[-1] and f"{tmp_path / 'day'}: 3 image(s) checked" in steps[-1], steps[-1]
+    assert "data-state='done'" in steps[-1] and f"{tmp_path / 'day'}: 3 images: " in steps[-1], steps[-1]
 
 
 def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos, other_photos, sscd_onnx, browser):
@@ -459,6 +460,14 @@ def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos
     assert inter / (pw * ph) >= 0.5, (found, box)
     text = browser.execute_script("return document.querySelector('#row-1 .match .found').textContent")
     assert text == f"found in the region {rw}×{rh} at ({rx}, {ry}) of the checked image"
+    # judged on the region's similarity, by the region tiers: said in the summary, drawn on its own histogram
+    score = math.floor(float(row["best_similarity"]) * 100 + 1e-6) / 100
+    assert row["summary"] == f"{row['verdict']} (region {score:.2f} in sscd)"
+    assert row["summary"] in browser.execute_script("return document.querySelector('#row-1 header').textContent")
+    bars = "return Array.from(document.querySelectorAll('#%s rect.bar')).map(b => +b.dataset.count)"
+    assert browser.execute_script(bars % "histogram") == [] and browser.execute_script(bars % "histogram-region") == [1]
+    cuts = browser.execute_script("return document.querySelector('#histogram-region').textContent")
+    assert "sscd possible 0.60" in cuts and "sscd likely 0.70" in cuts
 
 
 def test_tab_cancel_keeps_the_report_of_what_was_checked(web, thousand):
@@ -499,4 +508,30 @@ def test_text_output_names_the_region():
     m = Match(pack="demo", item=Item(id=3, caption="a cup"), similarity=0.8123, distance=None,
               verdict=Verdict.LIKELY, embedder="sscd_disc_mixup", region=Region(10, 20, 300, 200, 640, 480))
     text = format_report(Report(image="x.png", verdict=Verdict.LIKELY, best=m, matches=[m]))
-    assert "LIKELY COPY    (best 0.81 in demo)" in text and "(in the region 300x200 at (10, 20))" in text
+    assert "LIKELY COPY    (region 0.81 in demo)" in text and "(in the region 300x200 at (10, 20))" in text
+
+
+def test_histogram_labels_stay_inside_it(browser, tmp_path):
+    """Every cut's label is drawn whole inside the histogram, none over another: SSCD's three tiers
+    and PDQ's, as a report of packs of both draws them (the duplicate label at 0.95 was cut off)."""
+    from lib_replicheck.html_report import STYLE, histogram_svg
+
+    cuts = [("sscd possible 0.50", 0.5), ("sscd likely 0.75", 0.75), ("sscd duplicate 0.95", 0.95),
+            ("pdq likely 0.87", 1 - 31 / 256)]
+    page = tmp_path / "h.html"
+    page.write_text(f"<!doctype html><html><head><style>{STYLE}</style></head><body>"
+                    f"{histogram_svg([0.3, 0.8, 0.97], cuts)}</body></html>")  # the report's own style
+    open_report(browser, page)
+    boxes = browser.execute_script("""var s = document.querySelector('#histogram').getBoundingClientRect();
+        return Array.from(document.querySelectorAll('#histogram text[fill]')).map(t => {
+            var r = t.getBoundingClientRect();
+            return [t.textContent, r.left - s.left, r.right - s.left, r.top - s.top, r.bottom - s.top, s.width]; });""")
+    assert sorted(b[0] for b in boxes) == sorted(c[0] for c in cuts)
+    for label, left, right, top, bottom, width in boxes:
+        assert 0 <= left and right <= width and 0 <= top, (label, left, right, width)
+    for a in boxes:
+        for b in boxes:
+            if a is not b:
+                overlap_x = min(a[2], b[2]) - max(a[1], b[1])
+                overlap_y = min(a[4], b[4]) - max(a[3], b[3])
+                assert overlap_x <= 0 or overlap_y <= 0, (a, b)

@@ -1,5 +1,6 @@
 """The embed stage: source items decoded (in threads, a batch ahead of the model, or on Ray Data
-actors), embedded with their PDQ crop variants, filtered by PDQ quality, and written as shards."""
+actors), embedded with their PDQ crop variants, filtered by PDQ quality, and written as shards.
+Flat images (images.is_flat) given to a learned descriptor are indexed, and counted for a warning."""
 
 from __future__ import annotations
 
@@ -43,14 +44,15 @@ def _thumbnail(im) -> bytes:
 
 
 def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: ThreadPoolExecutor,
-                thumbnails: bool = False, progress=None):
+                thumbnails: bool = False, progress=None, flat: list[str] | None = None):
     """Vectors [rows, variants, width], metadata rows, skipped rows and thumbnails (JPEG bytes, when
     asked) of a list of items; images are decoded in the pool, a batch ahead of the model.
-    `progress(n)` is called after each batch of n items."""
+    `progress(n)` is called after each batch of n items; the keys of flat images indexed are added
+    to `flat` when it is given."""
     import numpy as np
 
     from lib_replicheck.embedders.pdq import MIN_QUALITY
-    from lib_replicheck.images import centre_crop
+    from lib_replicheck.images import centre_crop, is_flat
 
     def decode(item):
         try:
@@ -80,6 +82,8 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
                 continue
             vectors.append(vecs[j])
             metas.append(_meta(it, im))
+            if flat is not None and is_flat(im):
+                flat.append(it.key)
             if thumbnails:
                 thumbs.append(_thumbnail(im))
         if progress:
@@ -93,10 +97,11 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
 class _RayEmbed:
     """A Ray Data actor: loads the embedder once, embeds batches of items."""
 
-    def __init__(self, opts: BuildOptions, crops):
+    def __init__(self, opts: BuildOptions, crops, learned: bool = False):
         self.embedder = load_embedder(opts)
         self.crops = crops
         self.thumbnails = opts.thumbnails
+        self.learned = learned
         self.pool = ThreadPoolExecutor(2)
 
     def __call__(self, batch: dict) -> dict:
@@ -106,18 +111,21 @@ class _RayEmbed:
                             caption=c or None, license=lic or None)
                  for k, d, p, u, c, lic in zip(batch["key"], batch["data"], batch["path"], batch["url"],
                                                batch["caption"], batch["license"], strict=True)]
+        flat: list[str] | None = [] if self.learned else None
         vectors, metas, skipped, thumbs = embed_items(items, self.embedder, self.crops, len(items), self.pool,
-                                                      self.thumbnails)
+                                                      self.thumbnails, flat=flat)
         import json
 
         pad = [b""] * len(skipped)
+        flat_keys = set(flat or ())
         return {"vectors": np.array([v.tobytes() for v in vectors] + pad, dtype=object),
                 "meta": np.array([json.dumps(m) for m in metas] + [""] * len(skipped), dtype=object),
                 "thumb": np.array((thumbs or [b""] * len(metas)) + pad, dtype=object),
-                "skipped": np.array([""] * len(metas) + skipped, dtype=object)}
+                "skipped": np.array([""] * len(metas) + skipped, dtype=object),
+                "flat": np.array([m["key"] in flat_keys for m in metas] + [False] * len(skipped), dtype=bool)}
 
 
-def embed_with_ray(items: list[SourceItem], opts: BuildOptions, crops, spec):
+def embed_with_ray(items: list[SourceItem], opts: BuildOptions, crops, spec, flat: list[str] | None = None):
     import json
 
     import numpy as np
@@ -132,19 +140,22 @@ def embed_with_ray(items: list[SourceItem], opts: BuildOptions, crops, spec):
     rows = [{"key": it.key, "data": it.data or b"", "path": it.path or "", "url": it.url or "",
              "caption": it.caption or "", "license": it.license or ""} for it in items]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), opts.workers * 4)))
-    out = ds.map_batches(_RayEmbed, fn_constructor_kwargs={"opts": opts, "crops": crops}, batch_size=opts.batch,
+    out = ds.map_batches(_RayEmbed, fn_constructor_kwargs={"opts": opts, "crops": crops, "learned": flat is not None},
+                         batch_size=opts.batch,
                          concurrency=max(1, opts.workers), num_cpus=1, batch_format="numpy")
     width = spec.dim // 8 if spec.metric == "hamming" else spec.dim
     dtype = np.uint8 if spec.metric == "hamming" else np.float32
     vectors, metas, skipped, thumbs = [], [], [], []
     for b in out.iter_batches(batch_size=None, batch_format="numpy"):
-        for v, m, t, s in zip(b["vectors"], b["meta"], b["thumb"], b["skipped"], strict=True):
+        for v, m, t, s, f in zip(b["vectors"], b["meta"], b["thumb"], b["skipped"], b["flat"], strict=True):
             if s:
                 skipped.append(str(s))
             else:
                 vectors.append(np.frombuffer(v, dtype=dtype).reshape(len(crops), width))
                 metas.append(json.loads(m))
                 thumbs.append(bytes(t))
+                if f and flat is not None:
+                    flat.append(metas[-1]["key"])
     arr = np.stack(vectors) if vectors else np.zeros((0, len(crops), width), dtype=dtype)
     return arr, metas, skipped, thumbs if opts.thumbnails else []
 
@@ -155,10 +166,14 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
     are dropped. `embedder`: one already loaded (else it is loaded here)."""
     from lib_replicheck.builder.work import row_digest
 
+    from lib_replicheck.checker import LEARNED_FAMILIES
+    from lib_replicheck.embedders import kind_of
+
     if embedder is None:
         embedder = load_embedder(opts)
     spec = embedder.spec
     crops = crops_for(spec.metric, opts.centre_crops)
+    flat: list[str] | None = [] if kind_of(spec.id) in LEARNED_FAMILIES else None
     chunks = 0
     with ThreadPoolExecutor(max(1, opts.workers)) as pool:
         for i, chunk in enumerate(_chunks(items, opts.shard_size)):
@@ -178,12 +193,13 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
                 store.discard(i)
             t = time.perf_counter()
             if opts.ray:
-                vectors, metas, skipped, thumbs = embed_with_ray(chunk, replace(opts, progress=None), crops, spec)
+                vectors, metas, skipped, thumbs = embed_with_ray(chunk, replace(opts, progress=None), crops, spec,
+                                                                 flat)
                 if opts.progress:
                     opts.progress(len(chunk))
             else:
                 vectors, metas, skipped, thumbs = embed_items(chunk, embedder, crops, opts.batch, pool,
-                                                              opts.thumbnails, progress=opts.progress)
+                                                              opts.thumbnails, progress=opts.progress, flat=flat)
             store.write(i, vectors, metas, skipped, thumbs, source=digest)
             rate = len(chunk) / max(1e-9, time.perf_counter() - t)
             log(f"shard {i:05d}: {len(metas)} images embedded, {len(skipped)} skipped ({rate:.1f} images/s)")
@@ -191,4 +207,16 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
         if i >= chunks:
             log(f"shard {i:05d}: past the end of the source: dropped")
             store.discard(i)
+    if flat:
+        log(flat_warning(flat))
     return spec
+
+
+def flat_warning(keys: list[str], named: int = 5) -> str:
+    """The builder's warning about the flat images it indexed: how many, and the first few."""
+    from lib_replicheck.errors import clean_text
+
+    names = ", ".join(clean_text(k, 100) for k in keys[:named]) + (", ..." if len(keys) > named else "")
+    return (f"warning: {len(keys)} flat image(s) indexed ({names}): plain colours, smooth gradients or mostly "
+            "transparent pictures, which a learned descriptor places close to every other flat image; checks "
+            "of flat images get no verdict from it")

@@ -17,7 +17,10 @@ MAX_IMAGES = 1_000_000
 MAX_ENTRIES = 4_000_000
 
 
-def open_packs(names: list[str], packs_dir: Path | None):
+def open_packs(names: list[str], packs_dir: Path | None, warn=None):
+    """The packs to search, opened, and the errors of those that would not open. A damaged pack
+    (a file its manifest lists is missing, truncated or replaced) is skipped, `warn` called with its
+    error, and the others are searched; ReplicheckError when none opens."""
     from lib_replicheck import packs
     from lib_replicheck.packs.pack import Pack
 
@@ -25,20 +28,47 @@ def open_packs(names: list[str], packs_dir: Path | None):
     if not paths:
         raise ReplicheckError(f"no pack installed in {packs_dir or packs.default_packs_dir()}; pass --pack DIR, or "
                               "build one with: python -m lib_replicheck build FOLDER --out PACK")
-    return [Pack(p) for p in paths]
+    opened, failed = [], []
+    for path in paths:
+        try:
+            opened.append(Pack(path))
+        except ReplicheckError as e:
+            failed.append(str(e))
+    if not opened:
+        if len(failed) == 1:
+            raise ReplicheckError(failed[0])
+        raise ReplicheckError(f"none of the {len(failed)} packs opens: " + "; ".join(failed))
+    for error in failed:
+        (warn or (lambda s: None))(f"{error}; skipped, the other packs are searched")
+    return opened, failed
 
 
-def check_output_path(path: Path | None, option: str) -> None:
-    """Fail before any image is checked when an output file cannot be written where asked."""
+def check_output_path(path: Path | None, option: str, force: bool = False) -> None:
+    """Fail before any image is checked when an output file cannot be written where asked, or would
+    replace a file that is not a replicheck report without `force`."""
+    from lib_replicheck.html_report import check_overwrite
+
     if path is None:
         return
-    if path.is_dir():
-        raise ReplicheckError(f"{option} {path}: is a folder; name the file to write")
+    check_overwrite(path, option, force)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ReplicheckError(f"{option} {path}: the folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise ReplicheckError(f"{option} {path}: the folder {parent} is not writable")
+
+
+def check_outputs(outputs: dict[str, Path | None], force: bool = False) -> None:
+    """Each output file checked (check_output_path), and no file named twice (one would be lost)."""
+    seen: dict[str, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        check_output_path(path, option, force)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ReplicheckError(f"{seen[real]} and {option} both name {path}; give each its own file")
+        seen[real] = option
 
 
 def show_progress(mode: str, json_output: bool, stream=None) -> bool:
@@ -71,13 +101,13 @@ def cmd_check(args) -> int:
         raise ReplicheckError("--top-k must be at least 1")
     report_path = getattr(args, "report", None)
     csv_path = getattr(args, "csv", None)
-    check_output_path(report_path, "--report")
-    check_output_path(csv_path, "--csv")
     tiers = with_overrides(args.threshold)
+    check_outputs({"--report": report_path, "--csv": csv_path}, force=getattr(args, "force", False))
     from lib_replicheck.cli.sign import signer_for
 
     signer = signer_for(args, args.paths)  # the certificate and key are checked before any image is
-    packs = open_packs(args.pack, args.packs_dir)
+    packs, pack_errors = open_packs(args.pack, args.packs_dir,
+                                    warn=lambda e: print(f"replicheck: error: {clean_text(e, 1000)}", file=sys.stderr))
     checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
                       models_dir=args.models_dir, weights=args.weights, offline=args.offline,
                       progress=not args.json, regions=getattr(args, "regions", None))
@@ -90,6 +120,7 @@ def cmd_check(args) -> int:
         print(f"replicheck: {left_out} image(s) past the first {MAX_IMAGES} are not checked", file=sys.stderr)
 
     fail_on = FAIL_ON[args.fail_on]
+    flagged_only = getattr(args, "flagged_only", False)
     bar = progress_bar(len(files), show_progress(getattr(args, "progress", "auto"), args.json))
     counts = {"copies": 0, "errors": 0}
 
@@ -108,9 +139,10 @@ def cmd_check(args) -> int:
         elif report.verdict.rank >= fail_on.rank:
             counts["copies"] += 1
         hit = None if report.error else known_prompt(report.image)  # the prompt the web UI stored in a PNG
-        if args.json:
+        shown = not flagged_only or (report.checked and report.verdict.rank >= fail_on.rank)
+        if shown and args.json:
             print(json_text({**report.to_dict(), "prompt_match": hit.to_dict() if hit else None}), flush=True)
-        elif not report.error:
+        elif shown:
             say(format_report(report) + (f"\n  prompt: {clean_text(hit.summary(), 300)}, matching {hit.how_text()}: "
                                          f"\"{clean_text(hit.prompt, 300)}\"" if hit else ""), sys.stdout)
         if bar is not None:
@@ -123,11 +155,14 @@ def cmd_check(args) -> int:
         if bar is not None:
             bar.close()
     copies, errors = counts["copies"], counts["errors"]
-    if not args.json:
-        done = len(audit.reports)
-        print(f"\n{done} image(s) checked against {', '.join(clean_text(p.name, 64) for p in packs)}: "
-              f"{copies} flagged ({args.fail_on} or above), {errors} error(s)"
-              + (f"; stopped after {done} of {len(files)}" if audit.cancelled else ""))
+    done = len(audit.reports)
+    print(("" if args.json else "\n") + audit.counts().text()
+          + (f"; {copies} at or above {fail_on.value} (--fail-on {args.fail_on})" if fail_on is not Verdict.POSSIBLE
+             else "")
+          + f"; packs searched: {', '.join(clean_text(p.name, 64) for p in packs)}"
+          + (f"; {len(pack_errors)} damaged pack(s) skipped" if pack_errors else "")
+          + (f"; stopped after {done} of {len(files)}" if audit.cancelled else ""),
+          file=sys.stderr if args.json else sys.stdout)
     written = []
     if report_path is not None:
         from lib_replicheck.html_report import write_html
@@ -143,6 +178,6 @@ def cmd_check(args) -> int:
               else f"wrote {clean_text(path)} ({size / 1e3:.0f} kB)", file=sys.stderr if args.json else sys.stdout)
     if audit.interrupted:
         raise KeyboardInterrupt
-    if errors or (signer is not None and signer.failures):
+    if errors or pack_errors or (signer is not None and signer.failures):
         return EXIT_ERROR
     return EXIT_COPY if copies else EXIT_OK

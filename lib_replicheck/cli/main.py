@@ -26,6 +26,16 @@ from lib_replicheck.errors import ReplicheckError, clean_text, json_text
 
 
 
+CHECK_EPILOG = """exit status:
+  0    no copy found
+  1    a copy found: an image at or above --fail-on (never an error)
+  2    an error: an image that could not be read, a damaged pack (skipped; the others are still
+       searched), a bad argument, an output file refused; the other images are still checked, and
+       2 wins over 1
+  130  interrupted (Ctrl-C); the report of what was checked is still written
+"""
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -50,22 +60,30 @@ def parser() -> argparse.ArgumentParser:
                                                          "(also REPLICHECK_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("check", help="check images or folders of images against packs")
-    c.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR")
+    c = sub.add_parser("check", help="check images or folders of images against packs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CHECK_EPILOG)
+    c.add_argument("paths", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
+                   help="images, or folders searched for images (PNG, JPEG, WebP, GIF, BMP, TIFF)")
     c.add_argument("--pack", action="append", default=[], metavar="NAME_OR_DIR",
                    help="pack to search (repeatable): a bare name is an installed pack's, anything with a / "
                         "is a folder's path (./mywalls); default: every installed pack")
     c.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
-    c.add_argument("--top-k", type=int, default=5, help="nearest training images to report (default 5)")
+    c.add_argument("--top-k", type=int, default=5, help="nearest training images to report from each pack (default 5)")
     c.add_argument("--threshold", action="append", default=[], metavar="FAMILY.TIER=VALUE",
                    help="override a tier, e.g. sscd.possible=0.6, pdq.likely=24, clip.possible=off")
     c.add_argument("--fail-on", choices=list(FAIL_ON), default="possible",
                    help="lowest verdict that makes the exit status 1 (default possible)")
-    c.add_argument("--json", action="store_true", help="print JSON lines, one report per image")
+    c.add_argument("--json", action="store_true", help="print JSON lines, one report per image (the count line "
+                                                         "goes to stderr)")
+    c.add_argument("--flagged-only", action="store_true",
+                   help="list only the images at or above --fail-on (text or JSON); the count line still ends the "
+                        "output and errors still go to stderr")
     c.add_argument("--report", type=Path, metavar="FILE.html",
                    help="write an HTML report: the flagged images beside their training images, a histogram, "
                         "the errors (one self-contained file, opens from disk)")
     c.add_argument("--csv", type=Path, metavar="FILE.csv", help="write one CSV row per image")
+    c.add_argument("--force", action="store_true",
+                   help="let --report and --csv replace an existing file that is not a replicheck report")
     c.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: on a terminal, not with --json)")
     c.add_argument("--regions", choices=["off", "fast", "thorough"], default=None,
@@ -128,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
     _model_args(b)
 
     d = sub.add_parser("demo", help="offline demo: a pack of public-domain photos, an edited copy and a novel image")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the two reports as JSON lines, as check --json does")
 
     cal = sub.add_parser("calibrate", help="calibrate the memorization threshold of the web UI's loaded model")
     cal.add_argument("--url", default="http://127.0.0.1:7860", help="the web UI (default http://127.0.0.1:7860)")

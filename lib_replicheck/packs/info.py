@@ -47,11 +47,15 @@ def pack_info(path: str | Path) -> PackInfo:
         return _broken(folder, f"pack {path}: {mf.MANIFEST} is nested too deeply")
     except Exception as e:  # noqa: BLE001 - a manifest shape the parser did not foresee
         return _broken(folder, f"pack {path}: {mf.MANIFEST} cannot be read ({type(e).__name__}: {e})")
+    from lib_replicheck.packs.pack import files_problem
+
+    problem = files_problem(path, m)  # a stat per file: a missing thumbnail is damage a check would refuse
     return PackInfo(
         name=clean_text(m.name, MAX_NAME), title=clean_text(m.title, MAX_TITLE),
         description=clean_text(m.description, MAX_TEXT), embedder=clean_text(m.embedder.id, MAX_NAME),
         metric=clean_text(m.metric, MAX_NAME), count=m.count, size_bytes=sum(f.size for f in m.files),
-        source={clean_text(k, MAX_NAME): clean_text(v, MAX_FIELD) for k, v in list(m.source.items())[:32]})
+        source={clean_text(k, MAX_NAME): clean_text(v, MAX_FIELD) for k, v in list(m.source.items())[:32]},
+        error=clean_text(f"damaged: {problem}", MAX_ERROR) if problem else None)
 
 
 def _broken(folder: str, error: str) -> PackInfo:

@@ -55,13 +55,9 @@ class Pack:
         watched = [m.index.get("file", mf.INDEX_FILE), mf.METADATA_FILE] + list(mf.rerank_files(m.index)) \
             + list(mf.background_files(m.background))
         stamps = {mf.MANIFEST: manifest_stamp, **{name: _stamp(self.path / name) for name in watched}}
-        for f in m.files:
-            p = self.path / f.path
-            if not p.is_file():
-                raise PackError(self.path, f"file {f.path} listed in the manifest is missing")
-            if p.stat().st_size != f.size:
-                raise PackError(self.path, f"file {f.path} is {p.stat().st_size} bytes, the manifest says "
-                                           f"{f.size} (truncated or replaced?)")
+        problem = files_problem(self.path, m)
+        if problem:
+            raise PackError(self.path, problem)
         index = faiss_index.read(self.path / watched[0], m.metric, m.embedder.dim, m.vectors, self.mmap_min_bytes)
         if (index.d, index.ntotal) != (m.embedder.dim, m.vectors):  # check_layout saw the same; faiss agrees
             raise PackError(self.path, f"index holds {index.ntotal} vectors of dimension {index.d}, the manifest "
@@ -201,6 +197,24 @@ class Pack:
     def close(self) -> None:
         with self._lock:
             self._release()
+
+
+def files_problem(path: str | Path, manifest) -> str | None:
+    """Why a pack's files do not match its manifest, from a stat of each (nothing is read): a listed
+    file missing, or of another size than listed; None when they match. What opening a pack
+    refuses, and what `packs list` and the web UI show as the pack's damage."""
+    import stat
+
+    for f in manifest.files:
+        try:
+            st = os.stat(Path(path) / f.path)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return f"file {f.path} listed in the manifest is missing"
+        if st.st_size != f.size:
+            return f"file {f.path} is {st.st_size} bytes, the manifest says {f.size} (truncated or replaced?)"
+    return None
 
 
 def _stamp(path: Path) -> tuple | None:

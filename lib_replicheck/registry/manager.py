@@ -105,14 +105,10 @@ class PackManager:
             return str(e)
         except Exception as e:  # noqa: BLE001 - a manifest shape the parser did not foresee
             return f"manifest.json cannot be read ({type(e).__name__})"
-        for f in m.files:
-            try:
-                size = (pack_dir / f.path).stat().st_size
-            except OSError:
-                return f"file {f.path} listed in the manifest is missing"
-            if size != f.size:
-                return f"file {f.path} is {size} bytes, the manifest says {f.size} (damaged: verify or download again)"
-        return None
+        from lib_replicheck.packs.pack import files_problem
+
+        problem = files_problem(pack_dir, m)
+        return f"{problem} (damaged: verify or download again)" if problem else None
 
     def start_download(self, name: str) -> DownloadJob:
         if self.refreshed is None:

@@ -36,6 +36,8 @@ class MatchModel(BaseModel):
     source: Optional[str] = None
     license: Optional[str] = None
     region: Optional[RegionModel] = None  # where in the checked image it was found; null: the whole image
+    judged_on: str = "whole image"  # what the verdict was judged on: whole image, region, region above background
+    judged_score: Optional[float] = None  # that number (Match.judged_score)
 
 
 class ReportModel(BaseModel):
@@ -47,6 +49,7 @@ class ReportModel(BaseModel):
     matches: List[MatchModel] = []
     notes: List[str] = []
     error: Optional[str] = None
+    withheld: Optional[str] = None  # why a readable image got no verdict ('flat image'): verdict 'not checked'
     from_input: bool = False
     seconds: float = 0.0
 

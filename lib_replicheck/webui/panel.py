@@ -16,13 +16,12 @@ from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from lib_replicheck.html_report import safe_url as report_safe_url
-from lib_replicheck.report import Match, Report
+from lib_replicheck.report import NOT_CHECKED, Match, Report
 
 BADGE = {"no copy": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
 #: One vocabulary for the panel, the infotext and the HTTP API: what each verdict is called.
 LABEL = {"no copy": "no copy", "possible copy": "possible copy", "likely copy": "likely copy",
          "duplicate": "duplicate"}
-NOT_CHECKED = "not checked"
 MAX_CAPTION = 300
 MAX_URL = 2000
 MAX_FIELD = 200  # license, source, host: one line each
@@ -30,8 +29,9 @@ MAX_THUMB_BYTES = 200_000
 
 
 def verdict_label(report: Report | None) -> str:
-    """'no copy', 'possible copy', 'likely copy', 'duplicate', or 'not checked' (no report, or an error)."""
-    if report is None or report.error:
+    """'no copy', 'possible copy', 'likely copy', 'duplicate', or 'not checked' (no report, an error,
+    or a verdict withheld, as for a flat image)."""
+    if report is None or not report.checked:
         return NOT_CHECKED
     return LABEL.get(report.verdict.value, report.verdict.value)
 
@@ -176,25 +176,28 @@ def card(report: Report | None, index: int, remote: bool = False, signal=None, p
         return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{"pending" if pending else "not-checked"}">'
                 f'<header><span class="rc-image">image {int(index) + 1}</span> '
                 f'{badge}</header>{signal_line(signal)}</section>')
-    verdict = report.verdict.value
+    verdict = verdict_label(report)
     if report.error:
         badge = f'<span class="rc-badge rc-error">{NOT_CHECKED}</span>'
         body = f'<div class="rc-message rc-error-text">{esc(report.error)}</div>'
     else:
-        best = f" · best {esc(report.best.score_label())}" if report.best else ""
+        # the number the verdict was judged on, and what it is: 'best 0.81', 'region 0.42 above background; raw 0.67'
+        best = f" · {esc(report.best.judged_text())}" if report.best and report.checked else ""
         css = BADGE.get(verdict, "rc-none") if not report.from_input else "rc-input-match"
-        text = verdict_label(report) + (" (in the input image)" if report.from_input else "")
-        badge = f'<span class="rc-badge {css}">{esc(text)}</span>{best}'
+        text = (verdict if report.checked else report.summary()) + (" (in the input image)" if report.from_input else "")
+        badge = f'<span class="rc-badge {"rc-error" if not report.checked else css}">{esc(text)}</span>{best}'
         body = "".join(f'<div class="rc-note">{esc(n)}</div>' for n in report.notes)
         copies = [m for m in report.matches if m.verdict.is_copy]
         others = [m for m in report.matches if not m.verdict.is_copy]
         if copies:
             body += '<ol class="rc-matches">' + "".join(_match(m, remote) for m in copies) + "</ol>"
         if others:
-            body += (f'<details class="rc-others"><summary>{len(others)} nearest training image(s) below the '
-                     'thresholds</summary><ol class="rc-matches">' + "".join(_match(m, remote) for m in others)
+            below = "below the thresholds" if report.checked else "shown without a verdict"
+            body += (f'<details class="rc-others"><summary>{len(others)} nearest training image(s) {below}'
+                     '</summary><ol class="rc-matches">' + "".join(_match(m, remote) for m in others)
                      + "</ol></details>")
-    return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{esc(verdict)}">'
+    data = verdict if report.checked else "not-checked"
+    return (f'<section class="rc-card" data-index="{int(index)}" data-verdict="{esc(data)}">'
             f'<header><span class="rc-image">{esc(report.image)}</span> {badge}</header>{signal_line(signal)}'
             f'{body}</section>')
 
