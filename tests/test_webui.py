@@ -581,6 +581,30 @@ def test_broken_pack_is_listed_with_why(webui, installed, photos, client):
     assert client.get("/replicheck/v1/status").json()["last_error"] is None  # nothing left of the removed pack
 
 
+def test_a_damaged_pack_is_skipped_and_the_others_searched(webui, installed, photos, client, caplog):
+    """One pack with a file cut short must not stop the check against the others: the image is
+    checked against the sound pack, its report says which pack was skipped and why, the console gets
+    one line, and the pack list shows the damaged pack with its error."""
+    damaged = installed.parent / "photos-damaged"
+    shutil.copytree(installed, damaged)
+    index = damaged / "index.faiss"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+    caplog.set_level(logging.WARNING, logger="replicheck")
+    try:
+        _source(webui, [_copy(photos[0])])
+        _, processed = webui.txt2img()
+        assert "Replicheck: likely copy" in processed.infotexts[0]
+        report = webui.module.service.live.get("txt2img").reports[0]
+        assert [n for n in report.notes if n.startswith("pack skipped:")] and "index.faiss" in " ".join(report.notes)
+        lines = [r.getMessage() for r in caplog.records if r.name == "replicheck"]
+        assert len(lines) == 1 and "photos-damaged" in lines[0] and "index.faiss" in lines[0]
+        errors = [p["error"] for p in client.get("/replicheck/v1/packs").json()["installed"]]  # both named photos
+        assert len(errors) == 2 and None in errors and "index.faiss" in "".join(e or "" for e in errors)
+    finally:
+        webui.module.service.unload()
+        shutil.rmtree(damaged, ignore_errors=True)
+
+
 def test_pack_fields_are_cut_and_cleaned_in_the_tab(webui):
     from lib_replicheck.webui import packs_page
     from lib_replicheck.webui.api_models import PackModel

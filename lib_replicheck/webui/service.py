@@ -52,6 +52,7 @@ class CheckService:
         self._logged: set[str] = set()
         self.last_error: str | None = None
         self.pack_errors: dict[str, str] = {}  # pack folder name -> why it could not be opened
+        self.skipped: list[str] = []  # notes for the reports: the damaged packs the loaded checker left out
         self.checked = 0
 
     # -- packs ----------------------------------------------------------------------------------
@@ -72,7 +73,6 @@ class CheckService:
 
     def checker(self, settings: Settings) -> Checker:
         """The Checker for these settings, reused while packs and device stay the same."""
-        from lib_replicheck.packs.pack import Pack
 
         with self._lock:
             paths = self.pack_paths(settings)
@@ -83,24 +83,35 @@ class CheckService:
             key = (stamp, settings.device)
             if self._checker is None or self._key != key:
                 self.unload()
-                opened = []
-                try:
-                    for p in paths:
-                        opened.append(Pack(p))
-                except Exception as e:  # noqa: BLE001 - whatever stops a pack opening is that pack's error
-                    for pack in opened:
-                        pack.close()
-                    known = isinstance(e, ReplicheckError)
-                    self.pack_errors[p.name] = str(e) if known else f"pack {p}: cannot be opened ({type(e).__name__})"
-                    if known:
-                        raise
-                    raise ReplicheckError(self.pack_errors[p.name]) from None
-                for p in paths:
-                    self.pack_errors.pop(p.name, None)
+                opened = self._open(paths)
                 self._checker = Checker(opened, device=settings.device, models_dir=self.models_dir,
                                         offline=True, progress=False)
                 self._key = key
             return self._checker
+
+    def _open(self, paths: list[Path]) -> list:
+        """Open each pack; a damaged one is skipped (its error kept for the pack list and put into
+        every report as a note, logged once), the others are searched. When none opens, the first
+        error is the check's error."""
+        from lib_replicheck.packs.pack import Pack
+
+        opened, skipped = [], []
+        for p in paths:
+            try:
+                opened.append(Pack(p))
+                self.pack_errors.pop(p.name, None)
+            except Exception as e:  # noqa: BLE001 - whatever stops a pack opening is that pack's error
+                known = isinstance(e, ReplicheckError)
+                self.pack_errors[p.name] = str(e) if known else f"pack {p}: cannot be opened ({type(e).__name__})"
+                skipped.append(self.pack_errors[p.name])
+        if not opened:
+            raise ReplicheckError(skipped[0])
+        for why in skipped:
+            if why not in self._logged:
+                self._logged.add(why)
+                self.log.warning("replicheck: pack skipped: %s", why)
+        self.skipped = [f"pack skipped: {why}" for why in skipped]
+        return opened
 
     @property
     def loaded_checker(self) -> Checker | None:
@@ -152,6 +163,8 @@ class CheckService:
             with self._lock:
                 reports = self.checker(settings).check(images, labels, top_k=settings.top_k, tiers=settings.tiers,
                                                       regions=settings.regions)
+            for report in reports:
+                report.notes.extend(self.skipped)
             self.last_error = None
             self.checked += len(reports)
             return reports
