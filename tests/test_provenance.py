@@ -379,14 +379,18 @@ def test_webui_signs_saved_images_after_their_png_info(webui, webui_pack, signin
     assert job.sign_error == ""
 
 
-def test_webui_signing_failure_leaves_the_image_as_saved(webui, webui_pack, signing_on, other_photos, user_cert,
-                                                         caplog):
+@pytest.fixture
+def loose_key(webui, signing_on, user_cert, other_photos):
+    """Signing on with the user's own key, readable by other users (refused), and a new photo to generate."""
     cert, key = user_cert
     key.chmod(0o644)
     webui.set_option("replicheck_sign_cert", str(cert))
     webui.set_option("replicheck_sign_key", str(key))
     novel = load_image(other_photos[1]).resize((512, 384))
     webui.processing.image_source = lambda p, index, seed: novel
+
+
+def test_webui_signing_failure_leaves_the_image_as_saved(webui, webui_pack, loose_key, caplog):
     with caplog.at_level(logging.WARNING, logger="replicheck"):
         p, processed = webui.txt2img(batch_size=1)
     saved = sorted(Path(webui.outdir).glob("*.png"))
@@ -539,14 +543,7 @@ def test_webui_api_images_untouched_with_signing_off(webui, webui_pack, other_ph
     assert "Replicheck:" in Image.open(io.BytesIO(returned[0])).info["parameters"]
 
 
-def test_webui_api_signing_failure_returns_the_web_uis_bytes(webui, webui_pack, signing_on, other_photos,
-                                                            user_cert, caplog):
-    cert, key = user_cert
-    key.chmod(0o644)
-    webui.set_option("replicheck_sign_cert", str(cert))
-    webui.set_option("replicheck_sign_key", str(key))
-    novel = load_image(other_photos[1]).resize((512, 384))
-    webui.processing.image_source = lambda p, index, seed: novel
+def test_webui_api_signing_failure_returns_the_web_uis_bytes(webui, webui_pack, loose_key, caplog):
     with caplog.at_level(logging.WARNING, logger="replicheck"):
         returned, infotexts = api_txt2img(webui, batch_size=1)
     assert returned[0] == web_ui_encoding(returned[0])
