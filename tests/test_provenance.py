@@ -565,6 +565,22 @@ def test_webui_api_leaves_other_images_alone(webui, webui_pack, signing_on, othe
     assert b"caBX" not in [k for k, _ in png_chunks(base64.b64decode(encoded))]
 
 
+def test_webui_api_encoder_is_wrapped_once_across_reloads(webui):
+    """Reloading the scripts wraps the web UI's own encoder again, never the previous wrapper."""
+    from modules.api import api
+
+    from lib_replicheck.webui.signing import wrap_api_encoders
+
+    first = api.encode_pil_to_base64
+    original = first.__replicheck_original__
+    assert original.__module__ == "modules.api.api" and not hasattr(original, "__replicheck_original__")
+    try:
+        assert wrap_api_encoders(webui.module.saved_signer) == ["modules.api.api"]
+        assert api.encode_pil_to_base64 is not first and api.encode_pil_to_base64.__replicheck_original__ is original
+    finally:
+        api.encode_pil_to_base64 = first
+
+
 def test_webui_setting_says_what_it_does(webui):
     labels = webui.shared.opts.data_labels
     info = labels["replicheck_sign"]
