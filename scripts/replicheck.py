@@ -27,7 +27,7 @@ from lib_replicheck.webui.hosts import ServerAddress  # noqa: E402
 from lib_replicheck.registry.manager import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
-from lib_replicheck.webui.signing import SavedImageSigner, generator  # noqa: E402
+from lib_replicheck.webui.signing import SavedImageSigner, generator, wrap_api_encoders  # noqa: E402
 from lib_replicheck.webui.tab import PacksTab  # noqa: E402
 from lib_replicheck.audit import AuditJobs, ServiceChecker  # noqa: E402
 
@@ -173,6 +173,10 @@ class ReplicheckScript(scripts.Script):
         image = _guard("the inpainting overlay", composite_as_saved, p, pp.image, default=pp.image) if as_saved \
             else pp.image
         report = _guard("checking an image", hook.image, state, image, index)
+        # the object the web UI appends to processed.images (1.10, Forge: pp.image after the overlay;
+        # SD.Next: its postprocess_image's image, or the overlay pasted as it will save it)
+        for returned in {id(pp.image): pp.image, id(image): image}.values():
+            _guard("remembering the image for the API", saved_signer.remember, returned, state, index)
         values = _guard("the infotext", hook.image_values, state, index, report, default={})
         for key in INFOTEXT_KEYS:
             if key in values:
@@ -276,6 +280,7 @@ ROUTES = rc_api.router(service, current_settings, api_auth=getattr(shared.cmd_op
 
 def on_app_started(demo, app):
     rc_api.attach(app, ROUTES)
+    _guard("signing the API's images", wrap_api_encoders, saved_signer)
     log.info("replicheck %s: API at %s, packs in %s", __version__, rc_api.PREFIX, service.packs_dir)
 
 

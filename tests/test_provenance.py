@@ -379,14 +379,18 @@ def test_webui_signs_saved_images_after_their_png_info(webui, webui_pack, signin
     assert job.sign_error == ""
 
 
-def test_webui_signing_failure_leaves_the_image_as_saved(webui, webui_pack, signing_on, other_photos, user_cert,
-                                                         caplog):
+@pytest.fixture
+def loose_key(webui, signing_on, user_cert, other_photos):
+    """Signing on with the user's own key, readable by other users (refused), and a new photo to generate."""
     cert, key = user_cert
     key.chmod(0o644)
     webui.set_option("replicheck_sign_cert", str(cert))
     webui.set_option("replicheck_sign_key", str(key))
     novel = load_image(other_photos[1]).resize((512, 384))
     webui.processing.image_source = lambda p, index, seed: novel
+
+
+def test_webui_signing_failure_leaves_the_image_as_saved(webui, webui_pack, loose_key, caplog):
     with caplog.at_level(logging.WARNING, logger="replicheck"):
         p, processed = webui.txt2img(batch_size=1)
     saved = sorted(Path(webui.outdir).glob("*.png"))
@@ -398,6 +402,183 @@ def test_webui_signing_failure_leaves_the_image_as_saved(webui, webui_pack, sign
     from lib_replicheck.webui.panel import render
 
     assert "rc-sign-error" in render(job.reports, state=job.state, sign_error=job.sign_error)
+
+
+def api_txt2img(webui, **request):
+    """POST /sdapi/v1/txt2img with replicheck on; the returned images' bytes (decoded) and the infotexts."""
+    import base64
+    import json
+
+    from fastapi.testclient import TestClient
+
+    r = TestClient(webui.app).post("/sdapi/v1/txt2img", json={
+        "prompt": "x", "alwayson_scripts": {"replicheck": {"args": [True]}}, **request})
+    assert r.status_code == 200, r.text
+    return [base64.b64decode(b) for b in r.json()["images"]], json.loads(r.json()["info"])["infotexts"]
+
+
+def web_ui_encoding(data: bytes) -> bytes:
+    """What the web UI's own encode_pil_to_base64 makes of the image in `data` (PNG text included)."""
+    import base64
+
+    from modules.api import api
+
+    original = getattr(api.encode_pil_to_base64, "__replicheck_original__")
+    return base64.b64decode(original(Image.open(io.BytesIO(data))))
+
+
+def test_webui_api_returns_signed_images(webui, webui_pack, signing_on, pack_photos, other_photos, tmp_path,
+                                         capsys):
+    import json
+
+    copy = edits(load_image(pack_photos[2]))["resized 0.5x"].resize((512, 384))
+    novel = load_image(other_photos[1]).resize((512, 384))
+    webui.processing.image_source = lambda p, index, seed: [copy, novel][index % 2]
+    webui.set_option("replicheck_keep_loaded", False)  # the packs are unloaded before the API encodes
+    try:
+        returned, infotexts = api_txt2img(webui, batch_size=2)
+    finally:
+        webui.set_option("replicheck_keep_loaded", True)
+    assert webui.module.service.loaded_checker is None
+    assert len(returned) == 2 and not list(Path(webui.outdir).glob("*.png"))  # the API's default: nothing saved
+    files = []
+    for i, data in enumerate(returned):
+        files.append(tmp_path / f"returned-{i}.png")
+        files[-1].write_bytes(data)
+    ca = Path(webui.module.MODELS_DIR) / "signing" / "local-ca.pem"
+    capsys.readouterr()
+    assert verify("--json", "--trust", ca, files[0]) == 1  # the copy: valid, flagged, by the packs checked
+    j = json.loads(capsys.readouterr().out)
+    assert j["valid"] and j["trusted"] and j["record"]["verdict"] == "likely copy"
+    assert [p["name"] for p in j["record"]["packs"]] == ["photos"] and j["record"]["embedders"][0]["id"] == "pdq"
+    assert verify("--trust", ca, files[1]) == 0
+    out = capsys.readouterr().out
+    assert "record valid" in out and "made with AUTOMATIC1111" in out
+    for f, text in zip(files, infotexts):  # the web UI's PNG text is inside what was signed, and nothing else
+        assert Image.open(f).info["parameters"] == text and "Replicheck:" in text
+        assert Image.open(f).text == {"parameters": text}
+    assert webui.module.service.live.get("txt2img").sign_error == ""
+
+
+def test_webui_api_signs_the_images_not_the_grid(webui, webui_pack, signing_on, other_photos, tmp_path, capsys):
+    novel = load_image(other_photos[1]).resize((512, 384))
+    webui.processing.image_source = lambda p, index, seed: novel
+    returned, infotexts = api_txt2img(webui, batch_size=2, save_images=True)
+    assert len(returned) == 3  # the grid first, not checked: returned as the web UI made it
+    assert returned[0] == web_ui_encoding(returned[0])
+    for i, data in enumerate(returned[1:]):
+        (tmp_path / f"r{i}.png").write_bytes(data)
+    ca = Path(webui.module.MODELS_DIR) / "signing" / "local-ca.pem"
+    assert verify("--trust", ca, tmp_path / "r0.png", tmp_path / "r1.png") == 0
+    saved = sorted(Path(webui.outdir).glob("*.png"))
+    assert len(saved) == 2 and verify("--trust", ca, *saved) == 0
+
+
+def test_webui_api_signs_the_inpainted_image_as_checked(webui, webui_pack, signing_on, pack_photos, other_photos,
+                                                       tmp_path, capsys):
+    """Inpainting a small area of a training photo: the image returned is the overlay pasted (a new
+    object made after sampling), and its record says what its check said: a likely copy, composite."""
+    import base64
+    import json
+
+    from fastapi.testclient import TestClient
+
+    copy = edits(load_image(pack_photos[2]))["resized 0.5x"].resize((512, 384))
+    webui.processing.image_source = lambda p, index, seed: load_image(other_photos[1]).resize((512, 384))
+    mask = Image.new("L", (512, 384), 0)
+    mask.paste(255, (236, 172, 276, 212))
+
+    def b64(im):
+        buf = io.BytesIO()
+        im.save(buf, "PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    webui.set_option("replicheck_check_input", False)
+    try:
+        r = TestClient(webui.app).post("/sdapi/v1/img2img", json={
+            "init_images": [b64(copy)], "mask": b64(mask), "prompt": "x", "width": 512, "height": 384,
+            "inpainting_fill": 1, "inpaint_full_res": False, "denoising_strength": 0.1})
+    finally:
+        webui.set_option("replicheck_check_input", True)
+    assert r.status_code == 200, r.text
+    assert "Replicheck: likely copy" in json.loads(r.json()["info"])["infotexts"][0]
+    f = tmp_path / "inpainted.png"
+    f.write_bytes(base64.b64decode(r.json()["images"][0]))
+    ca = Path(webui.module.MODELS_DIR) / "signing" / "local-ca.pem"
+    capsys.readouterr()
+    assert verify("--json", "--trust", ca, f) == 1
+    j = json.loads(capsys.readouterr().out)
+    assert j["valid"] and j["trusted"] and j["record"]["verdict"] == "likely copy"
+    with c2pa.Reader(str(f)) as reader:
+        active = reader.get_active_manifest()
+    actions = next(a for a in active["assertions"] if a["label"].startswith("c2pa.actions"))["data"]["actions"]
+    assert actions[0]["digitalSourceType"].endswith("/compositeWithTrainedAlgorithmicMedia")
+
+
+def test_remembered_images_are_the_objects_themselves():
+    """A copy of a remembered image, or a new image that got a dead one's id, is not taken for it;
+    the oldest are forgotten past the limit."""
+    from lib_replicheck.webui.signing import Remembered, RememberedImages
+
+    remembered, state = RememberedImages(limit=2), object()
+    a = Image.new("RGB", (8, 8))
+    remembered.remember(a, Remembered(state, 0, None))
+    assert remembered.find(a) == Remembered(state, 0, None) and remembered.find(a.copy()) is None
+    del a
+    b = Image.new("RGB", (8, 8))  # CPython usually hands the freed id to the next object
+    assert remembered.find(b) is None
+    c, d = Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))
+    for i, im in enumerate((b, c, d)):
+        remembered.remember(im, Remembered(state, i + 1, None))
+    assert len(remembered) == 2 and remembered.find(b) is None and remembered.find(d).index == 3
+
+
+def test_webui_api_images_untouched_with_signing_off(webui, webui_pack, other_photos, capsys):
+    assert webui.shared.opts.replicheck_sign == "off"
+    novel = load_image(other_photos[1]).resize((512, 384))
+    webui.processing.image_source = lambda p, index, seed: novel
+    returned, infotexts = api_txt2img(webui, batch_size=1)
+    assert returned[0] == web_ui_encoding(returned[0])
+    assert b"caBX" not in [k for k, _ in png_chunks(returned[0])]
+    assert "Replicheck:" in Image.open(io.BytesIO(returned[0])).info["parameters"]
+
+
+def test_webui_api_signing_failure_returns_the_web_uis_bytes(webui, webui_pack, loose_key, caplog):
+    with caplog.at_level(logging.WARNING, logger="replicheck"):
+        returned, infotexts = api_txt2img(webui, batch_size=1)
+    assert returned[0] == web_ui_encoding(returned[0])
+    assert Image.open(io.BytesIO(returned[0])).info["parameters"] == infotexts[0]
+    lines = [r.getMessage() for r in caplog.records if "not signed" in r.getMessage()]
+    assert len(lines) == 1 and "returned by the API" in lines[0] and "can be read by other users" in lines[0]
+
+
+def test_webui_api_leaves_other_images_alone(webui, webui_pack, signing_on, other_photos):
+    """An image no checked job made (the extras API, the live preview) is encoded as the web UI does."""
+    import base64
+
+    from modules.api import api
+
+    im = load_image(other_photos[1]).resize((256, 192))
+    im.info["parameters"] = "upscaled"
+    encoded = api.encode_pil_to_base64(im)
+    assert isinstance(encoded, bytes) and encoded == api.encode_pil_to_base64.__replicheck_original__(im)
+    assert b"caBX" not in [k for k, _ in png_chunks(base64.b64decode(encoded))]
+
+
+def test_webui_api_encoder_is_wrapped_once_across_reloads(webui):
+    """Reloading the scripts wraps the web UI's own encoder again, never the previous wrapper."""
+    from modules.api import api
+
+    from lib_replicheck.webui.signing import wrap_api_encoders
+
+    first = api.encode_pil_to_base64
+    original = first.__replicheck_original__
+    assert original.__module__ == "modules.api.api" and not hasattr(original, "__replicheck_original__")
+    try:
+        assert wrap_api_encoders(webui.module.saved_signer) == ["modules.api.api"]
+        assert api.encode_pil_to_base64 is not first and api.encode_pil_to_base64.__replicheck_original__ is original
+    finally:
+        api.encode_pil_to_base64 = first
 
 
 def test_webui_setting_says_what_it_does(webui):

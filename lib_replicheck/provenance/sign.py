@@ -60,12 +60,19 @@ def sign_file(source: str | Path, dest: str | Path, definition: dict, creds: Cre
     """Sign `source` into `dest` (which may be `source` itself: it is then replaced whole, once the
     signed copy has been read back and found valid)."""
     from lib_replicheck.html_report import write_atomic
-    from lib_replicheck.provenance.verify import verify_bytes
 
     source, dest = Path(source), Path(dest)
     data, kind = read_image(source)
+    return write_atomic(dest, sign_checked(data, kind, definition, creds, str(source)))
+
+
+def sign_checked(data: bytes, kind: str, definition: dict, creds: Credentials, name: str) -> bytes:
+    """sign_bytes, then the signed bytes read back and validated: ProvenanceError naming `name`
+    when they do not, so nothing unverified is ever handed on."""
+    from lib_replicheck.provenance.verify import verify_bytes
+
     signed = sign_bytes(data, kind, definition, creds)
-    check = verify_bytes(signed, kind, str(source))
+    check = verify_bytes(signed, kind, name)
     if not check.intact:
-        raise ProvenanceError(f"{source}: the signed copy does not validate ({check.problem}); nothing written")
-    return write_atomic(dest, signed)
+        raise ProvenanceError(f"{name}: the signed copy does not validate ({check.problem}); nothing written")
+    return signed

@@ -102,11 +102,12 @@ SETTINGS: tuple[SettingDef, ...] = (
     SettingDef("replicheck_check_input", True, "Also check the input image of img2img",
                "default on; a match already in the input is reported as such, not blamed on the model"),
     SettingDef("replicheck_sign", "off", "Signed record of the check in saved images (C2PA)",
-               "default off; sign: each image the web UI saves gets a signed C2PA manifest with the verdict, the "
-               "packs and thresholds used and the memorization signal, written after the web UI's own PNG info "
-               "(which stays). Read it back with `python -m lib_replicheck verify IMAGE`. Needs `pip install "
-               "c2pa-python`. Without a certificate below, a local one is made once in models/replicheck/signing: "
-               "it proves the image was not changed since, not who signed it", "radio", choices=("off", "sign")),
+               "default off; sign: each image the web UI saves or its API returns gets a signed C2PA manifest with "
+               "the verdict, the packs and thresholds used and the memorization signal, written after the web "
+               "UI's own PNG info (which stays). Read it back with `python -m lib_replicheck verify IMAGE`. "
+               "Needs `pip install c2pa-python`. Without a certificate below, a local one is made once in "
+               "models/replicheck/signing: it proves the image was not changed since, not who signed it",
+               "radio", choices=("off", "sign")),
     SettingDef("replicheck_sign_cert", "", "Signed record: your certificate chain (PEM file)",
                "default empty: this install's local certificate; else the path of your certificate chain", "text"),
     SettingDef("replicheck_sign_key", "", "Signed record: your private key (PEM file, mode 600)",

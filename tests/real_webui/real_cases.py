@@ -294,10 +294,6 @@ def case_signed_record(w, prof: Profile) -> None:
     """Settings → Replicheck → Signed record on: the image the web UI saves carries a C2PA manifest that
     `verify` (c2pa-python here) reads back as valid, signed by the install's local certificate, with the
     same verdict as the infotext; the PNG info is still there. The web UI's Python needs c2pa-python."""
-    import json
-    import os
-    import sys
-
     from PIL import Image
 
     w.ensure()
@@ -312,13 +308,63 @@ def case_signed_record(w, prof: Profile) -> None:
         html = case_live_panel_after(w).get("html") or ""
         assert "rc-sign-error" not in html, f"the panel says the image was not signed: {html[-600:]}"
         assert rh.infotext_value(Image.open(saved).info.get("parameters", ""), "Replicheck") == value
-        ca = w.install / "models" / "replicheck" / "signing" / "local-ca.pem"
-        r = subprocess.run([sys.executable, "-m", "lib_replicheck", "verify", "--json", "--trust", str(ca), str(saved)],
-                           cwd=rh.REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
-        got = json.loads(r.stdout.splitlines()[-1])
-        assert got["valid"] and got["trusted"] and not got["changed"], got
-        assert got["verdict"] == rh.verdict_word(value), (got["verdict"], value)
-        assert r.returncode == (1 if got["verdict"] in COPY_VERDICTS else 0), r.stdout
+        _assert_signed(w, saved, value)
+    finally:
+        w.set_options({"replicheck_sign": "off"})
+
+
+def _verify(w, path):
+    """`verify --json --trust <the install's local CA>` on `path`: (exit code, its JSON answer)."""
+    import json
+    import os
+    import sys
+
+    ca = w.install / "models" / "replicheck" / "signing" / "local-ca.pem"
+    r = subprocess.run([sys.executable, "-m", "lib_replicheck", "verify", "--json", "--trust", str(ca), str(path)],
+                       cwd=rh.REPO, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    return r.returncode, json.loads(r.stdout.splitlines()[-1])
+
+
+def _assert_signed(w, path, value) -> None:
+    """`path` carries a valid record signed by the install's local certificate, with the verdict `value`."""
+    code, got = _verify(w, path)
+    assert got["valid"] and got["trusted"] and not got["changed"], got
+    assert got["verdict"] == rh.verdict_word(value), (got["verdict"], value)
+    assert code == (1 if got["verdict"] in COPY_VERDICTS else 0), got
+
+
+def case_signed_record_api(w, prof: Profile) -> None:
+    """Signed record on: the image /sdapi/v1/txt2img returns (base64, nothing saved) carries the same
+    record as a saved one would: `verify` reads it back as valid, with the infotext's verdict, and its
+    PNG text is the web UI's `parameters` alone. Signing off: the API's image carries no record."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    w.ensure()
+    w.install_demo_pack()
+    w.set_options({"replicheck_sign": "sign"})
+    try:
+        out = w.txt2img(prompt="a cup of coffee on a saucer", seed=7, save_images=False, **prof_kw(prof))
+        text = rh.infotexts(out)[-1]
+        value = rh.infotext_value(text, "Replicheck")
+        assert value is not None, f"infotext {text!r}"
+        html = case_live_panel_after(w).get("html") or ""
+        assert "rc-sign-error" not in html, f"the panel says the image was not signed: {html[-600:]}"
+        with tempfile.TemporaryDirectory() as d:
+            returned = Path(d) / "returned.png"
+            returned.write_bytes(base64.b64decode(out["images"][-1]))
+            assert Image.open(returned).text == {"parameters": text}, Image.open(returned).text
+            _assert_signed(w, returned, value)
+            w.set_options({"replicheck_sign": "off"})
+            out = w.txt2img(prompt="a cup of coffee on a saucer", seed=7, save_images=False, **prof_kw(prof))
+            unsigned = Path(d) / "unsigned.png"
+            unsigned.write_bytes(base64.b64decode(out["images"][-1]))
+            code, got = _verify(w, unsigned)
+            assert code == 2 and not got["valid"], got
+            assert Image.open(unsigned).info.get("parameters") == rh.infotexts(out)[-1]
     finally:
         w.set_options({"replicheck_sign": "off"})
 

@@ -48,6 +48,10 @@ def test_saved_image_carries_a_signed_record(a1111):
     rc.case_signed_record(a1111, P)
 
 
+def test_api_image_carries_a_signed_record(a1111):
+    rc.case_signed_record_api(a1111, P)
+
+
 def test_no_pack_infotext_and_panel(a1111, browser, ui):
     rc.case_no_pack(a1111, browser, ui, P)
 

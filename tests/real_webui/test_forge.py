@@ -41,6 +41,10 @@ def test_saved_image_carries_a_signed_record(forge):
     rc.case_signed_record(forge, P)
 
 
+def test_api_image_carries_a_signed_record(forge):
+    rc.case_signed_record_api(forge, P)
+
+
 def test_no_pack_infotext_and_panel(forge, browser, ui):
     rc.case_no_pack(forge, browser, ui, P)
 

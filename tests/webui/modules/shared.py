@@ -50,5 +50,6 @@ opts = options.Options(options_templates, [])
 
 # the web UI's own options that the processing loop reads
 for _key, _default in (("samples_save", True), ("grid_save", True), ("return_grid", True), ("save_txt", False),
-                       ("enable_pnginfo", True), ("overlay_inpaint", True)):
+                       ("enable_pnginfo", True), ("overlay_inpaint", True), ("samples_format", "png"),
+                       ("jpeg_quality", 80)):
     opts.add_option(_key, OptionInfo(_default, _key, section=("saving-images", "Saving images/grids")))

@@ -1,4 +1,6 @@
-"""modules/api/api.py (1.10.1): the /sdapi/v1 routes replicheck meets, with the real --api-auth handling.
+"""modules/api/api.py (1.10.1): the /sdapi/v1 routes replicheck meets, with the real --api-auth handling,
+and the real encode_pil_to_base64 (copied from 1.10.1), which the routes call through the module's
+name as the real ones do (`map(encode_pil_to_base64, processed.images)`).
 
 txt2img/img2img take the real request fields that matter here (save_images defaults to False,
 alwayson_scripts args by lowercased script title) and answer images, parameters and info.
@@ -11,15 +13,49 @@ from secrets import compare_digest
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from modules import processing, shared
+from modules.shared import opts
+
+try:  # the web UI always has piexif (its requirements); only encode_pil_to_base64's JPEG/WebP branch uses it
+    import piexif
+    import piexif.helper
+except ImportError:
+    piexif = None
 
 
 def encode_pil_to_base64(image):
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue())
+    with io.BytesIO() as output_bytes:
+        if isinstance(image, str):
+            return image
+        if opts.samples_format.lower() == 'png':
+            use_metadata = False
+            metadata = PngImagePlugin.PngInfo()
+            for key, value in image.info.items():
+                if isinstance(key, str) and isinstance(value, str):
+                    metadata.add_text(key, value)
+                    use_metadata = True
+            image.save(output_bytes, format="PNG", pnginfo=(metadata if use_metadata else None), quality=opts.jpeg_quality)
+
+        elif opts.samples_format.lower() in ("jpg", "jpeg", "webp"):
+            if image.mode in ("RGBA", "P"):
+                image = image.convert("RGB")
+            parameters = image.info.get('parameters', None)
+            exif_bytes = piexif.dump({
+                "Exif": { piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(parameters or "", encoding="unicode") }
+            })
+            if opts.samples_format.lower() in ("jpg", "jpeg"):
+                image.save(output_bytes, format="JPEG", exif = exif_bytes, quality=opts.jpeg_quality)
+            else:
+                image.save(output_bytes, format="WEBP", exif = exif_bytes, quality=opts.jpeg_quality)
+
+        else:
+            raise HTTPException(status_code=500, detail="Invalid image format")
+
+        bytes_data = output_bytes.getvalue()
+
+    return base64.b64encode(bytes_data)
 
 
 def decode_base64_to_image(encoding):
@@ -75,7 +111,9 @@ class Api:
                 processed = processing.process_images(p)
             finally:
                 shared.state.end()
-        images = [encode_pil_to_base64(im).decode() for im in processed.images]
+        b64images = list(map(encode_pil_to_base64, processed.images))
+        # the response model's List[str] field turns the bytes into text
+        images = [b.decode() if isinstance(b, bytes) else b for b in b64images]
         return {"images": images, "parameters": {}, "info": processed.js()}
 
     def text2imgapi(self, txt2imgreq: dict):
