@@ -32,6 +32,10 @@ def cmd_build(args) -> int:
     from lib_replicheck.builder.pipeline import build
     from lib_replicheck.builder.sources import detect
 
+    if getattr(args, "embeddings", None) is not None or args.source is None:
+        from lib_replicheck.cli.build_embeddings import cmd_build_embeddings
+
+        return cmd_build_embeddings(args)
     kind = detect(args.source)
     bar, log = build_progress(args, kind)
     opts = BuildOptions(

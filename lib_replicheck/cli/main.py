@@ -96,10 +96,14 @@ def parser() -> argparse.ArgumentParser:
     sign_options(c)
 
     b = sub.add_parser("build", help="build a pack from a folder of images, webdataset shards or a LAION parquet")
-    b.add_argument("source", type=Path, metavar="SOURCE",
+    b.add_argument("source", type=Path, metavar="SOURCE", nargs="?",
                    help="a folder of images (captions from sidecar .txt files), img2dataset webdataset .tar shards "
                         "(a file or a folder of them), or a LAION-style .parquet (URL, TEXT, ...) to download")
     b.add_argument("--out", type=Path, required=True, help="the pack folder to create")
+    b.add_argument("--embeddings", type=Path, metavar="PATH|URL-LIST",
+                   help="instead of SOURCE: published CLIP embeddings, a folder in clip-retrieval's layout "
+                        "(img_emb/, metadata/) or PD12M's (embeddings/, metadata/), or a text file of their URLs; "
+                        "--embedder names the model that made them (e.g. clip:ViT-L-14/openai)")
     b.add_argument("--embedder", default="sscd", help="sscd (default), sscd_disc_large, clip[:MODEL/TAG] or pdq")
     b.add_argument("--name", help="pack name (default: from --out)")
     b.add_argument("--title")

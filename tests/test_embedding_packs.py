@@ -1,0 +1,198 @@
+"""Packs from published CLIP embeddings (`build --embeddings`): clip-retrieval's and PD12M's layouts,
+from a folder or from URLs served on 127.0.0.1, built without fetching an image or running a model.
+
+The vectors are those of the model the manifest names: real photos embedded by replicheck's own CLIP
+embedder (ViT-B-32 architecture, random weights: they cannot be fetched here), so a check with the
+same embedder must find each photo, among random distractor rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.embedding_layouts import clip_retrieval_folder, distractors, pd12m_folder
+from tests.httpfaults import FaultServer
+
+EMBEDDER = "clip:ViT-B-32/random"
+PHOTO_ROWS = (17, 150, 230, 299)  # where the photos sit among 300 rows (two files: 200 + 100)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from lib_replicheck.embedders.clip import ClipEmbedder
+
+    return ClipEmbedder("ViT-B-32", pretrained=None)
+
+
+@pytest.fixture(scope="module")
+def rows(clip, photos):
+    """300 rows: (vectors, metadata) with the first four photos' real CLIP vectors at PHOTO_ROWS."""
+    vectors = distractors(300, clip.dim)
+    vectors[list(PHOTO_ROWS)] = clip.embed(photos[:4])
+    meta = [{"image_path": f"{i:09d}.jpg", "caption": f"caption {i}", "url": f"https://img.example/{i}.jpg",
+             "key": f"{i:09d}", "id": f"id-{i}", "width": 640, "height": 480} for i in range(300)]
+    return vectors, meta
+
+
+def split(rows, at: int = 200):
+    vectors, meta = rows
+    return [(vectors[:at], meta[:at]), (vectors[at:], meta[at:])]
+
+
+def checker_for(pack_path: Path, clip):
+    from lib_replicheck.checker import Checker
+    from lib_replicheck.packs.pack import Pack
+
+    pack = Pack(pack_path)
+    checker = Checker([pack])
+    checker._embedders[clip.id] = clip  # random weights cannot be re-created from the spec's tag
+    return pack, checker
+
+
+def assert_finds_photos(pack_path: Path, clip, photos):
+    pack, checker = checker_for(pack_path, clip)
+    for photo, row in zip(photos[:4], PHOTO_ROWS):
+        best = checker.check([photo])[0].best
+        assert best.url == f"https://img.example/{row}.jpg" and best.similarity > 0.99
+    return pack
+
+
+def test_clip_retrieval_folder_builds_a_pack_that_finds_the_photos(tmp_path, rows, clip, photos, capsys):
+    from lib_replicheck.cli.main import main
+
+    folder = clip_retrieval_folder(tmp_path / "laion", split(rows))
+    assert (folder / "img_emb" / "img_emb_0.npy").is_file() and (folder / "metadata" / "metadata_1.parquet").is_file()
+    rc = main(["build", "--embeddings", str(folder), "--out", str(tmp_path / "packs" / "laion-clip"),
+               "--embedder", EMBEDDER, "--shard-size", "64", "--progress", "off"])
+    assert rc == 0, capsys.readouterr().err
+    assert "300 images from published embeddings" in capsys.readouterr().out
+    pack = assert_finds_photos(tmp_path / "packs" / "laion-clip", clip, photos)
+    manifest = json.loads((pack.path / "manifest.json").read_text())
+    assert manifest["embedder"]["id"] == EMBEDDER and manifest["embedder"]["dim"] == 512
+    assert manifest["count"] == 300 and manifest["source"]["embeddings"]["layout"] == "clip-retrieval"
+    item = pack.metadata.get([PHOTO_ROWS[0]])[PHOTO_ROWS[0]]
+    assert item.caption == f"caption {PHOTO_ROWS[0]}" and item.source == f"{PHOTO_ROWS[0]:09d}"
+    assert (item.width, item.height) == (640, 480)
+    assert not (tmp_path / "packs" / ".laion-clip.work").exists()  # the work folder is removed
+
+
+def test_pd12m_folder_builds_a_pack_with_its_licenses(tmp_path, rows, clip, photos, capsys):
+    from lib_replicheck.cli.main import main
+
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows, 120))
+    rc = main(["build", "--embeddings", str(folder), "--out", str(tmp_path / "pd12m-clip"), "--embedder", EMBEDDER,
+               "--progress", "off"])
+    assert rc == 0, capsys.readouterr().err
+    pack = assert_finds_photos(tmp_path / "pd12m-clip", clip, photos)
+    _, checker = checker_for(pack.path, clip)
+    best = checker.check([photos[0]])[0].best
+    assert best.item.license == "https://creativecommons.org/publicdomain/zero/1.0/"
+    assert best.item.caption == f"caption {PHOTO_ROWS[0]}"
+
+
+def test_the_model_must_be_named_and_match_the_files(tmp_path, rows, capsys):
+    from lib_replicheck.cli.main import main
+
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows))
+    assert main(["build", "--embeddings", str(folder), "--out", str(tmp_path / "p")]) == 2
+    assert "--embedder clip:MODEL/TAG" in capsys.readouterr().err
+    assert main(["build", "--embeddings", str(folder), "--out", str(tmp_path / "p"),
+                 "--embedder", "clip:ViT-L-14/openai"]) == 2
+    err = capsys.readouterr().err
+    assert "512 dimensions but CLIP ViT-L-14 makes 768" in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_build_stopped_by_a_bad_file_resumes_from_the_finished_shards(tmp_path, rows, clip, photos):
+    import numpy as np
+
+    from lib_replicheck.builder.embedding_source import EmbeddingSourceError, build_from_embeddings
+    from lib_replicheck.builder.options import BuildOptions
+
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows))
+    good = np.load(folder / "embeddings" / "pd12m.01.npy")
+    bad = good.copy()
+    bad[50, 3] = np.nan
+    np.save(folder / "embeddings" / "pd12m.01.npy", bad)
+    opts = BuildOptions(embedder=EMBEDDER, shard_size=50)
+    logs: list[str] = []
+    with pytest.raises(EmbeddingSourceError, match=r"pd12m\.01\.npy: row 50 is not finite"):
+        build_from_embeddings(folder, tmp_path / "pack", opts, log=logs.append)
+    assert not (tmp_path / "pack").exists()
+    np.save(folder / "embeddings" / "pd12m.01.npy", good)
+    logs.clear()
+    build_from_embeddings(folder, tmp_path / "pack", opts, log=logs.append)
+    read = [line for line in logs if line.startswith("shard ") and " rows of " in line]
+    assert sum("kept from an earlier run (pd12m.00.npy" in line for line in logs) == 4
+    assert all("pd12m.01.npy" in line for line in read) and len(read) == 2  # only the replaced file again
+    assert_finds_photos(tmp_path / "pack", clip, photos)
+
+
+@pytest.fixture
+def server():
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+def serve(server: FaultServer, folder: Path, prefix: str = "/hub") -> list[str]:
+    urls = []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            urls.append(server.add(f"{prefix}/{p.relative_to(folder).as_posix()}", p.read_bytes()))
+    return urls
+
+
+def test_a_url_list_is_downloaded_verified_and_built(tmp_path, rows, clip, photos, server, capsys):
+    import hashlib
+
+    from lib_replicheck.cli.main import main
+
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows))
+    urls = serve(server, folder)
+    pinned = hashlib.sha256((folder / "metadata" / "pd12m.00.parquet").read_bytes()).hexdigest()
+    lines = [u + (f" {pinned}" if u.endswith("metadata/pd12m.00.parquet") else "") for u in urls]
+    listing = tmp_path / "urls.txt"
+    listing.write_text("# PD12M, two files\n" + "\n".join(lines) + "\n")
+    rc = main(["build", "--embeddings", str(listing), "--out", str(tmp_path / "pack"), "--embedder", EMBEDDER,
+               "--progress", "off"])
+    assert rc == 0, capsys.readouterr().err
+    pack = assert_finds_photos(tmp_path / "pack", clip, photos)
+    files = json.loads((pack.path / "manifest.json").read_text())["source"]["embeddings"]["files"]
+    by_path = {f["path"]: f for f in files}
+    assert by_path["metadata/pd12m.00.parquet"]["sha256"] == pinned
+    npy = folder / "embeddings" / "pd12m.01.npy"
+    assert by_path["embeddings/pd12m.01.npy"]["sha256"] == hashlib.sha256(npy.read_bytes()).hexdigest()
+
+
+def test_a_stall_and_a_404_stop_the_build_and_the_next_run_goes_on(tmp_path, rows, clip, photos, server):
+    from lib_replicheck.builder.embedding_source import build_from_embeddings
+    from lib_replicheck.builder.options import BuildOptions
+    from lib_replicheck.download import DownloadError, Policy
+
+    fast = Policy(connect_timeout=2, read_timeout=0.5, retries=1, backoff=0.01)
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows))
+    urls = serve(server, folder)
+    listing = tmp_path / "urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    opts = BuildOptions(embedder=EMBEDDER)
+    stalled = "/hub/embeddings/pd12m.01.npy"
+    server.routes[stalled].fault, server.routes[stalled].stall = "stall", 2.0
+    with pytest.raises(DownloadError, match=r"pd12m\.01\.npy: could not be downloaded"):
+        build_from_embeddings(listing, tmp_path / "pack", opts, log=lambda s: None, policy=fast)
+    assert not (tmp_path / "pack").exists()
+    server.routes[stalled].fault = ""
+    listing.write_text("\n".join(urls + [server.url + "/hub/embeddings/pd12m.02.npy"]) + "\n")
+    server.log.clear()
+    with pytest.raises(DownloadError, match=r"pd12m\.02\.npy.*404"):
+        build_from_embeddings(listing, tmp_path / "pack", opts, log=lambda s: None, policy=fast)
+    assert "/hub/embeddings/pd12m.00.npy" not in [path for path, _ in server.log]  # kept from the first run
+    assert stalled in [path for path, _ in server.log]  # fetched again once it answers
+    listing.write_text("\n".join(urls) + "\n")
+    server.log.clear()
+    build_from_embeddings(listing, tmp_path / "pack", opts, log=lambda s: None, policy=fast)
+    assert server.log == []  # every file was there
+    assert_finds_photos(tmp_path / "pack", clip, photos)
