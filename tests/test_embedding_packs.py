@@ -196,3 +196,62 @@ def test_a_stall_and_a_404_stop_the_build_and_the_next_run_goes_on(tmp_path, row
     build_from_embeddings(listing, tmp_path / "pack", opts, log=lambda s: None, policy=fast)
     assert server.log == []  # every file was there
     assert_finds_photos(tmp_path / "pack", clip, photos)
+
+
+def shipped_entry(name: str) -> dict:
+    from conftest import REPO
+
+    return next(e for e in json.loads((REPO / "registry" / "packs.json").read_text())["packs"] if e["name"] == name)
+
+
+def test_packs_get_pd12m_clip_sample_1_from_a_local_mirror(tmp_path, server, monkeypatch, capsys):
+    """The shipped pd12m-clip recipe, its URLs pointed at a mirror of the hub's layout on 127.0.0.1:
+    `--sample 1` fetches the first embedding file and its metadata file only, pins what has no sha256,
+    refuses nothing it should accept, and installs a pack of ViT-L-14 rows (768 float32, as published)."""
+    import hashlib
+
+    from lib_replicheck.cli.main import main
+    from lib_replicheck.packs.pack import Pack
+
+    meta = [{"id": f"id-{i}", "url": f"https://pd12m.example/{i}.jpeg", "caption": f"caption {i}", "width": 800,
+             "height": 600} for i in range(150)]
+    mirror = pd12m_folder(tmp_path / "mirror", [(distractors(150, 768), meta)])
+    entry = shipped_entry("pd12m-clip")
+    for f in entry["list"]["files"]:
+        path = f["urls"][0].removeprefix("https://huggingface.co")
+        f["urls"] = [server.url + path]
+        local = mirror / "/".join(path.split("/")[-2:])
+        if local.is_file():
+            server.add(path, local.read_bytes())
+            if "sha256" in f:  # the hub's sha256 of the real file: here the mirror's
+                f["sha256"] = hashlib.sha256(local.read_bytes()).hexdigest()
+    registry = {"format": "replicheck-registry", "format_version": 1, "packs": [entry]}
+    url = server.add("/registry.json", json.dumps(registry).encode())
+    monkeypatch.setenv("REPLICHECK_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REPLICHECK_REGISTRY", raising=False)
+    args = ["packs", "get", "pd12m-clip", "--sample", "1", "--registry", url]
+    assert main(args) == 2
+    assert "--accept-unpinned" in capsys.readouterr().err  # the metadata files have no published sha256
+    assert main(args + ["--accept-unpinned"]) == 0, capsys.readouterr().err
+    assert "built pd12m-clip: 150 images in the pack" in capsys.readouterr().out
+    fetched = {path for path, _ in server.log if path != "/registry.json"}
+    assert {p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p in fetched} == {
+        "embeddings/pd12m.00.npy", "metadata/pd12m.00.parquet"}
+    pack = Pack(tmp_path / "home" / "packs" / "pd12m-clip")
+    assert pack.embedder.id == "clip:ViT-L-14/openai" and pack.embedder.dim == 768 and pack.manifest.count == 150
+    assert pack.metadata.get([7])[7].url == "https://pd12m.example/7.jpeg"
+    pins = json.loads((tmp_path / "home" / "packs" / ".recipe-pins.json").read_text())["pd12m-clip"]
+    assert list(pins) == [server.url + next(iter(p for p in fetched if p.endswith(".parquet")))]
+    assert not list((tmp_path / "home" / "packs").glob(".pd12m-clip.*"))  # no work folder left
+
+
+def test_packs_available_lists_the_embedding_recipes(monkeypatch, capsys, tmp_path):
+    from lib_replicheck.cli.main import main
+
+    monkeypatch.setenv("REPLICHECK_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("REPLICHECK_REGISTRY", raising=False)
+    assert main(["packs", "available"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    for name in ("pd12m-clip", "pd3m-clip", "laion-clip"):
+        assert lines[name].split()[1] == "recipe"
+    assert "download ~" in lines["pd12m-clip"] and "build" in lines["pd12m-clip"]

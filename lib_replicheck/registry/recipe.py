@@ -27,7 +27,7 @@ from lib_replicheck.packs.manifest import NAME_RE, SHA256_RE, check_relative_pat
 
 #: Lengths kept of a registry's free-text fields (what a listing can show; the rest is noise or an attack).
 MAX_TITLE, MAX_TEXT, MAX_SHORT, MAX_FIELDS = 200, 2000, 500, 32
-LIST_FORMATS = ("csv", "parquet")
+LIST_FORMATS = ("csv", "parquet", "embeddings")  # embeddings: published vectors (builder/embedding_recipe.py)
 #: The columns a recipe may name; `url` is required.
 COLUMNS = ("url", "caption", "license", "key", "hash")
 #: Bounds on what a recipe may ask for.
@@ -198,7 +198,7 @@ def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: 
     delimiter = lst.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
         fail(f"{where}.list.delimiter", "not one character")
-    cols = lst.get("columns")
+    cols = lst.get("columns", {"url": "url"} if fmt == "embeddings" else None)  # their files name their columns
     if not isinstance(cols, dict) or not isinstance(cols.get("url"), str) or not cols["url"]:
         fail(f"{where}.list.columns", "missing, or without a 'url' column")
     columns = {}

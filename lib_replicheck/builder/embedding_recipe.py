@@ -1,0 +1,108 @@
+"""Recipes of published embeddings (`list.format: "embeddings"`): `packs get pd12m-clip [--sample N]`.
+
+The list's files are the embedding files and their metadata files, in either layout that
+builder/embedding_source.py reads (their URLs end in `img_emb/..`, `embeddings/..` or `metadata/..`).
+They are downloaded into the recipe's work folder with the project's downloader, each checked against
+the sha256 the registry gives or, where nobody published one, pinned on first use as image recipes
+are (`--accept-unpinned`, `.recipe-pins.json`); then the pack is built by build_from_embeddings and
+installed atomically. `--sample N` takes the first N embedding files (with their metadata files).
+A recipe with `user: true` (laion-clip) builds from the user's own folder or URL list (`--list`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from lib_replicheck.errors import ReplicheckError
+
+
+def chosen_files(recipe, sample: int | None) -> list:
+    """The recipe's list files to use: all, or those of its first `sample` embedding files."""
+    from lib_replicheck.builder.embedding_source import local_name
+    from lib_replicheck.builder.recipe import RecipeError
+
+    named = []
+    for i, f in enumerate(recipe.list.files):
+        try:
+            named.append((local_name(f.urls[0]), f))
+        except ReplicheckError as e:
+            raise RecipeError(f"recipe {recipe.name}: list.files[{i}].urls: {e}") from None
+    if not sample:
+        return [f for _, f in named]
+    vectors = [rel for rel, _ in named if not rel.startswith("metadata/")][:sample]
+    stems = {Path(rel).stem.removeprefix("img_emb_") for rel in vectors}
+    keep = set(vectors) | {rel for rel, _ in named if rel.startswith("metadata/")
+                           and Path(rel).stem.removeprefix("metadata_") in stems}
+    return [f for rel, f in named if rel in keep]
+
+
+def get_embedding_recipe(recipe, packs_dir: str | Path, opts, *, progress=None, cancel=None, policy=None,
+                         log: Callable[[str], None] | None = None):
+    """Build an embeddings recipe into `packs_dir/NAME` (see the module's docstring); a RecipeResult."""
+    from lib_replicheck.builder.embedding_source import build_from_embeddings, fetch_files
+    from lib_replicheck.builder.options import BuildOptions
+    from lib_replicheck.builder.recipe import (PINS_FILE, RecipeError, RecipeResult, _pins, _Reporter, _save_pins,
+                                               work_dir)
+    from lib_replicheck.download import Policy
+    from lib_replicheck.packs.publish import check_target
+    from lib_replicheck.registry.install import pack_lock
+
+    log = log or (lambda s: print(s, file=sys.stderr))
+    report = _Reporter(progress, log)
+    packs_dir = Path(packs_dir)
+    started = time.perf_counter()
+    out = packs_dir / recipe.name
+    check_target(out, recipe.name, opts.overwrite)
+    if opts.sample is not None and (opts.sample < 1 or not recipe.sample):
+        raise RecipeError(f"recipe {recipe.name}: --sample N takes the first N embedding files"
+                          + ("" if recipe.sample else "; this recipe does not offer it"))
+    with pack_lock(packs_dir, recipe.name):
+        work = work_dir(packs_dir, recipe.name)
+        work.mkdir(parents=True, exist_ok=True)
+        if recipe.list.user:
+            if not opts.list_path:
+                raise RecipeError(f"recipe {recipe.name}: give your own embeddings: --list PATH (a folder in "
+                                  "clip-retrieval's layout, img_emb/ and metadata/, or a text file of their URLs)")
+            source = Path(opts.list_path).expanduser()
+            if not source.exists():
+                raise RecipeError(f"recipe {recipe.name}: --list {opts.list_path}: no such file or folder")
+        else:
+            files = chosen_files(recipe, opts.sample)
+            if any(f.sha256 is None for f in files) and not opts.accept_unpinned:
+                raise RecipeError(
+                    f"recipe {recipe.name}: some of its files ({files[0].urls[0]} ...) have no sha256 in the "
+                    "registry, so what is downloaded cannot be checked against anything. To use them anyway, pass "
+                    f"--accept-unpinned: each file's sha256 is then recorded on first use in {packs_dir / PINS_FILE} "
+                    "and later builds refuse a file that differs.")
+            if opts.offline:
+                raise RecipeError(f"recipe {recipe.name}: its files are downloaded; network access is off (--offline)")
+            pins = _pins(packs_dir)
+            mine = pins.setdefault(recipe.name, {})
+            source = work / "downloads"
+            for i, f in enumerate(files):
+                if cancel is not None and cancel.is_set():
+                    from lib_replicheck.download import Cancelled
+
+                    raise Cancelled()
+                report("list", i, len(files), f"file {i + 1} of {len(files)}")
+                expected = f.sha256 or mine.get(f.urls[0])
+                got = fetch_files([(f.urls[0], expected)], source, log, policy or Policy())[0]
+                if expected is None:
+                    mine[f.urls[0]] = got.sha256
+                    _save_pins(packs_dir, pins)
+                    log(f"{f.urls[0]}: no published sha256; pinned on first use as {got.sha256} (in {PINS_FILE})")
+            report("list", len(files), len(files), "files ready")
+        report("index", 0, 1, "building the pack")
+        bopts = BuildOptions(embedder=recipe.embedder["id"], shard_size=int(recipe.build.get("shard_size", 100_000)),
+                             license=recipe.source.get("license") or None, thumbnails=False)
+        built = build_from_embeddings(source, out, bopts, name=recipe.name, title=recipe.title,
+                                      description=recipe.description, dataset=recipe.source.get("dataset", ""),
+                                      work=work / "build", overwrite=opts.overwrite, log=log, policy=policy)
+        report("index", 1, 1, "installed")
+        shutil.rmtree(work, ignore_errors=True)
+    return RecipeResult(path=built.path, name=recipe.name, listed=built.count, fetched=built.count, failed=0,
+                        count=built.count, seconds=time.perf_counter() - started)
