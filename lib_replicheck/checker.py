@@ -14,7 +14,8 @@ from lib_replicheck.embedders import kind_of
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Tiers, Verdict
+from lib_replicheck.thresholds import (DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Tiers, Verdict,
+                                      candidate_verdict)
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
 #: Embedder families whose packs are also searched with regions of the image (a copy descriptor;
@@ -140,7 +141,7 @@ class Checker:
                         elif offset is not None:
                             v = NORMALISED_REGION_TIERS[family].verdict(h.similarity - offset)
                         else:
-                            v = judge.verdict(h.similarity, h.distance)
+                            v = candidate_verdict(family, judge.verdict(h.similarity, h.distance))
                         if box is not None and not v.is_copy:
                             continue  # a region adds copies it finds; the nearest images come from the whole image
                         thumb = pack.thumbnail_path(h.item)

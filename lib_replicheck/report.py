@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from lib_replicheck.item import Item
 from lib_replicheck.regions import Region
-from lib_replicheck.thresholds import Verdict
+from lib_replicheck.thresholds import CANDIDATE_FAMILIES, Verdict
 
 #: What every output calls an image that got no verdict (an error, or a flat image): the JSON and
 #: CSV `verdict`, the HTML report, the panel, the API and the command line's text.
@@ -96,6 +96,18 @@ class Match:
             return f"region {self.score_label()}"
         return f"region {_label(self.judged_score())} above background; raw {self.score_label()}"
 
+    @property
+    def unverified(self) -> bool:
+        """A copy verdict from a family whose matches are candidates only (CLIP): not evidence."""
+        return self.verdict.is_copy and self.embedder.split(":", 1)[0] in CANDIDATE_FAMILIES
+
+    def verdict_text(self) -> str:
+        """The verdict in words: 'likely copy', ..., or for a candidate 'possible copy (unverified: CLIP
+        0.93)'."""
+        if self.unverified:
+            return f"{self.verdict.value} (unverified: {self.embedder.split(':', 1)[0].upper()} {self.score_label()})"
+        return self.verdict.value
+
     def score_text(self) -> str:
         return f"d={self.distance}" if self.distance is not None else f"{self.similarity:.3f}"
 
@@ -109,7 +121,8 @@ class Match:
         """Flat, as reports have always been written: the item's fields beside the score."""
         item = asdict(self.item)
         return {"pack": self.pack, "id": self.item.id, "similarity": self.similarity, "distance": self.distance,
-                "verdict": self.verdict.value, "embedder": self.embedder,
+                "verdict": self.verdict.value, "verdict_text": self.verdict_text(), "unverified": self.unverified,
+                "embedder": self.embedder,
                 **{k: v for k, v in item.items() if k not in ("id", "thumbnail")}, "thumbnail": self.thumbnail,
                 "region": self.region.to_dict() if self.region else None,
                 "background": None if self.background is None else round(self.background, 4),
@@ -154,14 +167,17 @@ class Report:
         'no copy (best 0.31 in laion-6.5)', 'likely copy (region 0.42 above background; raw 0.67 in
         demo)', 'not checked (error)', 'not checked (flat image)'. The number is the one the verdict
         was judged on (Match.judged_text). No comma or colon, so the web UI writes it into the
-        infotext without quotes; an error is named without its details (paths, messages), as the
-        infotext travels with published images."""
+        infotext without quotes, except for a CLIP candidate, 'possible copy (unverified: CLIP 0.93
+        in pd12m-clip)' (quoted there); an error is named without its details (paths, messages), as
+        the infotext travels with published images."""
         if self.error:
             return f"{NOT_CHECKED} (error)"
         if self.withheld:
             return f"{NOT_CHECKED} ({self.withheld})"
         if self.best is None:
             return self.verdict.value
+        if self.best.unverified:  # a candidate: 'possible copy (unverified: CLIP 0.93 in pd12m-clip)'
+            return f"{self.best.verdict_text()[:-1]} in {self.best.pack})"
         return f"{self.verdict.value} ({self.detail()})"
 
     def detail(self) -> str:

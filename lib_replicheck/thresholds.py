@@ -6,7 +6,10 @@
 - PDQ (Hamming distance of 256 bits): <= 31 is Meta's match threshold; a match is reported as a
   "likely copy". PDQ has no published cut for the other tiers.
 - CLIP: none. CLIP similarity is semantic (same subject, style or layout), not evidence of a copy;
-  a user may still set thresholds for it.
+  a user may still set thresholds for it. A CLIP match at a threshold the user set is a candidate,
+  never evidence: its verdict is at most "possible copy", and it reads "possible copy (unverified:
+  CLIP 0.93)" (CANDIDATE_FAMILIES). No default cut is set: one would have to be measured on real
+  CLIP weights (copies and look-alikes), which this project's tests cannot download.
 """
 
 from __future__ import annotations
@@ -60,6 +63,16 @@ class Tiers:
             elif similarity >= t:
                 return verdict
         return Verdict.NONE
+
+
+#: Families whose matches are candidates to verify on the image itself, never evidence: their verdict
+#: is capped at "possible copy" and reads as unverified (report.Match.verdict_text).
+CANDIDATE_FAMILIES = ("clip",)
+
+
+def candidate_verdict(family: str, verdict: Verdict) -> Verdict:
+    """`verdict` as a family of CANDIDATE_FAMILIES may give it: at most 'possible copy'."""
+    return Verdict.POSSIBLE if family in CANDIDATE_FAMILIES and verdict.is_copy else verdict
 
 
 DEFAULT_TIERS: dict[str, Tiers] = {

@@ -255,3 +255,28 @@ def test_packs_available_lists_the_embedding_recipes(monkeypatch, capsys, tmp_pa
     for name in ("pd12m-clip", "pd3m-clip", "laion-clip"):
         assert lines[name].split()[1] == "recipe"
     assert "download ~" in lines["pd12m-clip"] and "build" in lines["pd12m-clip"]
+
+
+def test_a_clip_match_is_a_candidate_never_likely(tmp_path, rows, clip, photos):
+    """Even at similarity 1 and with the user's CLIP tiers up to 'duplicate', a match from a CLIP pack
+    is at most a possible copy, and reads as unverified in the text, the JSON and the summary (the
+    words the panel's infotext carries)."""
+    from lib_replicheck.builder.embedding_source import build_from_embeddings
+    from lib_replicheck.builder.options import BuildOptions
+    from lib_replicheck.cli.text import format_report
+    from lib_replicheck.thresholds import Verdict, with_overrides
+
+    folder = clip_retrieval_folder(tmp_path / "laion", split(rows))
+    build_from_embeddings(folder, tmp_path / "laion-clip", BuildOptions(embedder=EMBEDDER), log=lambda s: None)
+    _, checker = checker_for(tmp_path / "laion-clip", clip)
+    tiers = with_overrides(["clip.possible=0.9", "clip.likely=0.95", "clip.duplicate=0.99"])
+    report = checker.check([photos[0]], tiers=tiers)[0]
+    assert report.best.similarity > 0.99 and report.verdict is Verdict.POSSIBLE and report.is_copy
+    label = f"possible copy (unverified: CLIP {report.best.score_label()})"
+    assert report.best.verdict_text() == label
+    assert report.summary() == f"{label[:-1]} in laion-clip)"
+    assert label in format_report(report).splitlines()[1]
+    best = report.to_dict()["best"]
+    assert best["verdict"] == "possible copy" and best["unverified"] and best["verdict_text"] == label
+    assert not any(m.verdict is Verdict.LIKELY or m.verdict is Verdict.DUPLICATE for m in report.matches)
+    assert checker.check([photos[0]])[0].verdict is Verdict.NONE  # no default CLIP tiers

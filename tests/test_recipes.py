@@ -352,7 +352,8 @@ def test_the_shipped_registry_is_read_from_disk_with_the_recipes(tmp_path):
     r = run("packs", "available")
     assert r.returncode == 0, r.stderr
     names = [line.split()[:2] for line in r.stdout.splitlines() if not line.startswith("embedder license: ")]
-    assert names == [["demo", "pack"], ["sd1-memorized", "recipe"], ["pd12m", "recipe"], ["laion-parquet", "recipe"]]
+    assert names == [["demo", "pack"], ["sd1-memorized", "recipe"], ["pd12m", "recipe"], ["laion-parquet", "recipe"],
+                     ["pd12m-clip", "recipe"], ["pd3m-clip", "recipe"], ["laion-clip", "recipe"]]
     r = run("packs", "get", "demo")
     assert r.returncode == 0 and "installed demo" in r.stdout, r.stderr
 
@@ -535,7 +536,8 @@ def test_the_tab_suggests_sd1_memorized_before_any_click(webui):
     try:
         page = m.packs_tab.page()
         assert "Suggested: <b>sd1-memorized</b>" in page and "recipe: Build" in page
-        assert [p.name for p in m.manager.available] == ["demo", "sd1-memorized", "pd12m", "laion-parquet"]
+        assert [p.name for p in m.manager.available] == ["demo", "sd1-memorized", "pd12m", "laion-parquet",
+                                                         "pd12m-clip", "pd3m-clip", "laion-clip"]
         assert m.manager.refreshed is None and "Refresh list" in page  # remote registries: still on a click
         assert m.packs_tab.suggested() == "sd1-memorized" and "sd1-memorized" in m.packs_tab.names()
     finally:

@@ -13,6 +13,9 @@ def format_report(report, max_matches: int = 3) -> str:
     from lib_replicheck.errors import clean_text
 
     head = report.verdict.value.upper() if report.checked and report.is_copy else report.verdict_text
+    if report.checked and report.best is not None and report.best.unverified:
+        head = report.best.verdict_text()  # a candidate, not evidence: 'possible copy (unverified: CLIP 0.93)'
+
     if report.error:
         detail = "(error)"
     elif report.withheld:
@@ -32,7 +35,7 @@ def format_report(report, max_matches: int = 3) -> str:
             above = f"; {m.background_text()}" if m.background is not None else ""
             found = f"  (in the region {region.text()}{above})"
         pack = f"  [{clean_text(m.pack, 64)}, {clean_text(m.embedder, 32)}]" if several else ""
-        lines.append(f"  {i}. {m.score_label():>5}  {m.verdict.value:<13} {where}" + (f'  "{caption}"' if caption else "")
+        lines.append(f"  {i}. {m.score_label():>5}  {m.verdict_text():<13} {where}" + (f'  "{caption}"' if caption else "")
                      + found + pack)
     lines.extend(f"  note: {clean_text(n, 500)}" for n in report.notes)
     return "\n".join(lines)
