@@ -12,10 +12,8 @@ A recipe with `user: true` (laion-clip) builds from the user's own folder or URL
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from lib_replicheck.errors import ReplicheckError
 
@@ -40,23 +38,17 @@ def chosen_files(recipe, sample: int | None) -> list:
     return [f for rel, f in named if rel in keep]
 
 
-def get_embedding_recipe(recipe, packs_dir: str | Path, opts, *, progress=None, cancel=None, policy=None,
-                         log: Callable[[str], None] | None = None):
-    """Build an embeddings recipe into `packs_dir/NAME` (see the module's docstring); a RecipeResult."""
+def get_embedding_recipe(recipe, packs_dir: Path, opts, report, started: float, *, cancel=None, policy=None):
+    """Build an embeddings recipe into `packs_dir/NAME` (see the module's docstring) for
+    builder/recipe.get_recipe, which checked the target and gives its reporter; a RecipeResult."""
     from lib_replicheck.builder.embedding_source import build_from_embeddings, fetch_files
     from lib_replicheck.builder.options import BuildOptions
-    from lib_replicheck.builder.recipe import (PINS_FILE, RecipeError, RecipeResult, _pins, _Reporter, _save_pins,
-                                               work_dir)
+    from lib_replicheck.builder.recipe import PINS_FILE, RecipeError, RecipeResult, _pins, _save_pins, work_dir
     from lib_replicheck.download import Policy
-    from lib_replicheck.packs.publish import check_target
     from lib_replicheck.registry.install import pack_lock
 
-    log = log or (lambda s: print(s, file=sys.stderr))
-    report = _Reporter(progress, log)
-    packs_dir = Path(packs_dir)
-    started = time.perf_counter()
+    log = report.log
     out = packs_dir / recipe.name
-    check_target(out, recipe.name, opts.overwrite)
     if opts.sample is not None and (opts.sample < 1 or not recipe.sample):
         raise RecipeError(f"recipe {recipe.name}: --sample N takes the first N embedding files"
                           + ("" if recipe.sample else "; this recipe does not offer it"))

@@ -434,16 +434,16 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     from lib_replicheck.registry.install import pack_lock
 
     opts = opts or GetOptions()
-    if recipe.list.format == "embeddings":  # published vectors: nothing fetched but them, nothing embedded
-        from lib_replicheck.builder.embedding_recipe import get_embedding_recipe
-
-        return get_embedding_recipe(recipe, packs_dir, opts, progress=progress, cancel=cancel, policy=policy, log=log)
     log = log or (lambda s: print(s, file=sys.stderr))
     report = _Reporter(progress, log)
     packs_dir = Path(packs_dir)
     started = time.perf_counter()
     out = packs_dir / recipe.name
     check_target(out, recipe.name, opts.overwrite)
+    if recipe.list.format == "embeddings":  # published vectors: nothing fetched but them, nothing embedded
+        from lib_replicheck.builder.embedding_recipe import get_embedding_recipe
+
+        return get_embedding_recipe(recipe, packs_dir, opts, report, started, cancel=cancel, policy=policy)
     if recipe.sample is False and opts.sample:
         raise RecipeError(f"recipe {recipe.name}: --sample is offered only for large lists")
     if opts.sample is not None and opts.sample < 1:

@@ -159,10 +159,14 @@ def recipe_line(r) -> str:
     from lib_replicheck.registry.recipe import duration
 
     times = [f"~{duration(t)} with {emb} on {d.upper()}" for d in ("cpu", "gpu") if (t := r.estimate(d))]
+    vectors = r.list.format == "embeddings"  # published vectors: downloaded and indexed, nothing embedded
     if times:
-        parts.append(" / ".join(times) + " (embedding)")
+        parts.append(" / ".join(times).replace(f" with {emb}", "") + " (build from local files)" if vectors
+                     else " / ".join(times) + " (embedding)")
+    if vectors and r.image_bytes:
+        parts.append(f"download ~{r.image_bytes / 1e9:,.1f} GB")
     if r.pack_bytes:
-        parts.append(f"pack ~{r.pack_bytes / 1e6:,.0f} MB")
+        parts.append(f"pack ~{r.pack_bytes / 1e6:,.0f} MB" + (" on disk without metadata" if vectors else ""))
     if r.sample:
         parts.append("--sample N for a part")
     if r.list.user:
