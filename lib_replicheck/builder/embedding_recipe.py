@@ -12,23 +12,22 @@ A recipe with `user: true` (laion-clip) builds from the user's own folder or URL
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
+from typing import Callable
 
 from lib_replicheck.errors import ReplicheckError
 
 
-def chosen_files(recipe, sample: int | None) -> list:
+def chosen_files(recipe, sample: int | None, error: type = ReplicheckError) -> list:
     """The recipe's list files to use: all, or those of its first `sample` embedding files."""
     from lib_replicheck.builder.embedding_source import local_name
-    from lib_replicheck.builder.recipe import RecipeError
 
     named = []
     for i, f in enumerate(recipe.list.files):
         try:
             named.append((local_name(f.urls[0]), f))
         except ReplicheckError as e:
-            raise RecipeError(f"recipe {recipe.name}: list.files[{i}].urls: {e}") from None
+            raise error(f"recipe {recipe.name}: list.files[{i}].urls: {e}") from None
     if not sample:
         return [f for _, f in named]
     vectors = [rel for rel, _ in named if not rel.startswith("metadata/")][:sample]
@@ -38,55 +37,53 @@ def chosen_files(recipe, sample: int | None) -> list:
     return [f for rel, f in named if rel in keep]
 
 
-def get_embedding_recipe(recipe, packs_dir: Path, opts, report, started: float, *, cancel=None, policy=None):
-    """Build an embeddings recipe into `packs_dir/NAME` (see the module's docstring) for
-    builder/recipe.get_recipe, which checked the target and gives its reporter; a RecipeResult."""
+def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_pins: Callable[[], None],
+                         pins_file: Path, error: type = ReplicheckError, cancel=None, policy=None):
+    """Build an embeddings recipe into the packs folder (see the module's docstring) for
+    builder/recipe.get_recipe, which checked the target and gives its reporter, work folder, pins
+    (`pins`, written by `save_pins`) and error class; returns the BuildReport."""
     from lib_replicheck.builder.embedding_source import build_from_embeddings, fetch_files
     from lib_replicheck.builder.options import BuildOptions
-    from lib_replicheck.builder.recipe import PINS_FILE, RecipeError, RecipeResult, _pins, _save_pins, work_dir
-    from lib_replicheck.download import Policy
+    from lib_replicheck.download import Cancelled, Policy
     from lib_replicheck.registry.install import pack_lock
 
     log = report.log
+    packs_dir = work.parent
     out = packs_dir / recipe.name
     if opts.sample is not None and (opts.sample < 1 or not recipe.sample):
-        raise RecipeError(f"recipe {recipe.name}: --sample N takes the first N embedding files"
-                          + ("" if recipe.sample else "; this recipe does not offer it"))
+        raise error(f"recipe {recipe.name}: --sample N takes the first N embedding files"
+                    + ("" if recipe.sample else "; this recipe does not offer it"))
     with pack_lock(packs_dir, recipe.name):
-        work = work_dir(packs_dir, recipe.name)
         work.mkdir(parents=True, exist_ok=True)
         if recipe.list.user:
             if not opts.list_path:
-                raise RecipeError(f"recipe {recipe.name}: give your own embeddings: --list PATH (a folder in "
-                                  "clip-retrieval's layout, img_emb/ and metadata/, or a text file of their URLs)")
+                raise error(f"recipe {recipe.name}: give your own embeddings: --list PATH (a folder in "
+                            "clip-retrieval's layout, img_emb/ and metadata/, or a text file of their URLs)")
             source = Path(opts.list_path).expanduser()
             if not source.exists():
-                raise RecipeError(f"recipe {recipe.name}: --list {opts.list_path}: no such file or folder")
+                raise error(f"recipe {recipe.name}: --list {opts.list_path}: no such file or folder")
         else:
-            files = chosen_files(recipe, opts.sample)
+            files = chosen_files(recipe, opts.sample, error)
             if any(f.sha256 is None for f in files) and not opts.accept_unpinned:
-                raise RecipeError(
+                raise error(
                     f"recipe {recipe.name}: some of its files ({files[0].urls[0]} ...) have no sha256 in the "
                     "registry, so what is downloaded cannot be checked against anything. To use them anyway, pass "
-                    f"--accept-unpinned: each file's sha256 is then recorded on first use in {packs_dir / PINS_FILE} "
+                    f"--accept-unpinned: each file's sha256 is then recorded on first use in {pins_file} "
                     "and later builds refuse a file that differs.")
             if opts.offline:
-                raise RecipeError(f"recipe {recipe.name}: its files are downloaded; network access is off (--offline)")
-            pins = _pins(packs_dir)
+                raise error(f"recipe {recipe.name}: its files are downloaded; network access is off (--offline)")
             mine = pins.setdefault(recipe.name, {})
             source = work / "downloads"
             for i, f in enumerate(files):
                 if cancel is not None and cancel.is_set():
-                    from lib_replicheck.download import Cancelled
-
                     raise Cancelled()
                 report("list", i, len(files), f"file {i + 1} of {len(files)}")
                 expected = f.sha256 or mine.get(f.urls[0])
                 got = fetch_files([(f.urls[0], expected)], source, log, policy or Policy())[0]
                 if expected is None:
                     mine[f.urls[0]] = got.sha256
-                    _save_pins(packs_dir, pins)
-                    log(f"{f.urls[0]}: no published sha256; pinned on first use as {got.sha256} (in {PINS_FILE})")
+                    save_pins()
+                    log(f"{f.urls[0]}: no published sha256; pinned on first use as {got.sha256} (in {pins_file.name})")
             report("list", len(files), len(files), "files ready")
         report("index", 0, 1, "building the pack")
         bopts = BuildOptions(embedder=recipe.embedder["id"], shard_size=int(recipe.build.get("shard_size", 100_000)),
@@ -96,5 +93,4 @@ def get_embedding_recipe(recipe, packs_dir: Path, opts, report, started: float, 
                                       work=work / "build", overwrite=opts.overwrite, log=log, policy=policy)
         report("index", 1, 1, "installed")
         shutil.rmtree(work, ignore_errors=True)
-    return RecipeResult(path=built.path, name=recipe.name, listed=built.count, fetched=built.count, failed=0,
-                        count=built.count, seconds=time.perf_counter() - started)
+    return built

@@ -443,7 +443,12 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     if recipe.list.format == "embeddings":  # published vectors: nothing fetched but them, nothing embedded
         from lib_replicheck.builder.embedding_recipe import get_embedding_recipe
 
-        return get_embedding_recipe(recipe, packs_dir, opts, report, started, cancel=cancel, policy=policy)
+        pins = _pins(packs_dir)
+        built = get_embedding_recipe(recipe, opts, report, work=work_dir(packs_dir, recipe.name), pins=pins,
+                                     save_pins=lambda: _save_pins(packs_dir, pins), pins_file=packs_dir / PINS_FILE,
+                                     error=RecipeError, cancel=cancel, policy=policy)
+        return RecipeResult(path=built.path, name=recipe.name, listed=built.count, fetched=built.count, failed=0,
+                            count=built.count, seconds=time.perf_counter() - started)
     if recipe.sample is False and opts.sample:
         raise RecipeError(f"recipe {recipe.name}: --sample is offered only for large lists")
     if opts.sample is not None and opts.sample < 1:
