@@ -280,3 +280,29 @@ def test_a_clip_match_is_a_candidate_never_likely(tmp_path, rows, clip, photos):
     assert best["verdict"] == "possible copy" and best["unverified"] and best["verdict_text"] == label
     assert not any(m.verdict is Verdict.LIKELY or m.verdict is Verdict.DUPLICATE for m in report.matches)
     assert checker.check([photos[0]])[0].verdict is Verdict.NONE  # no default CLIP tiers
+
+
+def test_reads_that_do_not_line_up_with_shards_keep_rows_and_metadata_together(tmp_path, rows, clip, photos,
+                                                                             monkeypatch):
+    """Rows are read 7 at a time into shards of 50, and a build resumes with two shards missing from
+    the middle of a file: every pack row still holds its own vector and metadata."""
+    from lib_replicheck.builder import embedding_source
+    from lib_replicheck.builder.options import BuildOptions
+    from lib_replicheck.builder.shards import ShardStore
+
+    monkeypatch.setattr(embedding_source, "READ_ROWS", 7)
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows))
+    opts = BuildOptions(embedder=EMBEDDER, shard_size=50)
+    work = tmp_path / "work"
+    embedding_source.build_from_embeddings(folder, tmp_path / "first", opts, work=work, keep_work=True,
+                                           log=lambda s: None)
+    store = ShardStore(work)
+    store.discard(1)
+    store.discard(2)  # rows 50 to 149 of pd12m.00.npy, as if the build had been killed there
+    logs: list[str] = []
+    embedding_source.build_from_embeddings(folder, tmp_path / "pack", opts, work=work, log=logs.append)
+    assert [line.split(":")[0] for line in logs if line.startswith("shard ") and " rows of " in line] == [
+        "shard 00001", "shard 00002"]
+    pack = assert_finds_photos(tmp_path / "pack", clip, photos)
+    items = pack.metadata.get(list(range(300)))
+    assert [items[k].url for k in range(300)] == [f"https://img.example/{k}.jpg" for k in range(300)]

@@ -44,6 +44,8 @@ MAX_DIM = 4096
 MAX_ROW_GROUP_BYTES = 1024**3
 MAX_URL, MAX_CAPTION, MAX_KEY, MAX_LICENSE = 2048, 1000, 200, 300
 MAX_PARTS = 100_000
+#: Rows read from a file at once (a shard is filled from several reads): 24 MB of 768 float32 columns.
+READ_ROWS = 8192
 #: metadata columns read, by role, in the order looked for
 COLUMNS = {"url": ("url", "URL"), "caption": ("caption", "TEXT"), "key": ("key", "id", "image_path"),
            "width": ("width", "WIDTH"), "height": ("height", "HEIGHT"), "license": ("license", "LICENSE")}
@@ -300,30 +302,35 @@ def fill_shards(infos: list[PartInfo], store, shard_rows: int, log, progress=Non
             continue
         ranges = [(s, e) for _, s, e, _ in todo]
         wanted = lambda a, b: any(a < e and s < b for s, e in ranges)  # noqa: E731
-        pending_vecs, pending_meta = [], []
-        current = 0
-        for row, vecs, metas in read_rows(info, shard_rows, wanted):
-            for k in range(len(metas)):
-                r = row + k
-                while current < len(todo) and r >= todo[current][2]:
-                    current += 1
-                if current >= len(todo) or r < todo[current][1]:
-                    continue
-                pending_vecs.append(vecs[k])
-                pending_meta.append(metas[k])
+        current, buf, metas_buf = 0, None, []
+        for row, vecs, metas in read_rows(info, min(shard_rows, READ_ROWS), wanted):
+            pos = 0
+            while pos < len(metas) and current < len(todo):
                 i, start, end, digest = todo[current]
-                if r == end - 1:
+                r = row + pos
+                if r >= end:  # past this shard (it was written): the next one
+                    current += 1
+                    continue
+                if r < start:  # rows of a shard kept from an earlier run
+                    pos = min(len(metas), start - row)
+                    continue
+                take = min(end, row + len(metas)) - r
+                if buf is None:
+                    buf, metas_buf = np.empty((end - start, info.dim), np.float32), []
+                buf[r - start:r - start + take] = vecs[pos:pos + take]
+                metas_buf += metas[pos:pos + take]
+                pos += take
+                if r + take == end:
                     if license:
-                        for m in pending_meta:
+                        for m in metas_buf:
                             m["license"] = m.get("license") or license
-                    arr = np.stack(pending_vecs)
-                    store.write(i, arr.reshape(len(arr), 1, -1), pending_meta, [], source=digest)
+                    store.write(i, buf.reshape(len(buf), 1, -1), metas_buf, [], source=digest)
                     if progress:
                         progress(end - start)
-                    log(f"shard {i:05d}: {len(pending_meta):,} rows of {info.part.vectors.name} "
+                    log(f"shard {i:05d}: {len(metas_buf):,} rows of {info.part.vectors.name} "
                         f"({start:,} to {end - 1:,})")
-                    pending_vecs, pending_meta = [], []
-        if pending_meta:
+                    buf, metas_buf, current = None, [], current + 1
+        if buf is not None or current < len(todo):
             raise EmbeddingSourceError(f"metadata file {info.part.metadata}: ended before its declared rows")
     for i in store.indices():
         if i >= index:
