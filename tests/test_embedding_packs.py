@@ -104,6 +104,11 @@ def test_the_model_must_be_named_and_match_the_files(tmp_path, rows, capsys):
     err = capsys.readouterr().err
     assert "512 dimensions but CLIP ViT-L-14 makes 768" in err
     assert not (tmp_path / "p").exists()
+    assert main(["build", "--out", str(tmp_path / "p")]) == 2
+    assert "give a SOURCE of images, or --embeddings" in capsys.readouterr().err
+    assert main(["build", str(folder), "--embeddings", str(folder), "--out", str(tmp_path / "p"),
+                 "--embedder", EMBEDDER]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_a_build_stopped_by_a_bad_file_resumes_from_the_finished_shards(tmp_path, rows, clip, photos):
