@@ -60,8 +60,15 @@ def assert_finds_photos(pack_path: Path, clip, photos):
     return pack
 
 
-def test_clip_retrieval_folder_builds_a_pack_that_finds_the_photos(tmp_path, rows, clip, photos, capsys):
+def test_clip_retrieval_folder_builds_a_pack_that_finds_the_photos(tmp_path, rows, clip, photos, capsys,
+                                                                     monkeypatch):
+    from lib_replicheck import embedders
     from lib_replicheck.cli.main import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded while building from embeddings")
+
+    monkeypatch.setattr(embedders, "load", no_model)
 
     folder = clip_retrieval_folder(tmp_path / "laion", split(rows))
     assert (folder / "img_emb" / "img_emb_0.npy").is_file() and (folder / "metadata" / "metadata_1.parquet").is_file()
@@ -69,6 +76,7 @@ def test_clip_retrieval_folder_builds_a_pack_that_finds_the_photos(tmp_path, row
                "--embedder", EMBEDDER, "--shard-size", "64", "--progress", "off"])
     assert rc == 0, capsys.readouterr().err
     assert "300 images from published embeddings" in capsys.readouterr().out
+    monkeypatch.undo()
     pack = assert_finds_photos(tmp_path / "packs" / "laion-clip", clip, photos)
     manifest = json.loads((pack.path / "manifest.json").read_text())
     assert manifest["embedder"]["id"] == EMBEDDER and manifest["embedder"]["dim"] == 512
