@@ -238,6 +238,8 @@ def test_packs_get_pd12m_clip_sample_1_from_a_local_mirror(tmp_path, server, mon
             server.add(path, local.read_bytes())
             if "sha256" in f:  # the hub's sha256 of the real file: here the mirror's
                 f["sha256"] = hashlib.sha256(local.read_bytes()).hexdigest()
+            if path.endswith(".parquet"):
+                f["size"] = local.stat().st_size  # a size the registry declares is checked too
     registry = {"format": "replicheck-registry", "format_version": 1, "packs": [entry]}
     url = server.add("/registry.json", json.dumps(registry).encode())
     monkeypatch.setenv("REPLICHECK_HOME", str(tmp_path / "home"))

@@ -79,7 +79,8 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
                     raise Cancelled()
                 report("list", i, len(files), f"file {i + 1} of {len(files)}")
                 expected = f.sha256 or mine.get(f.urls[0])
-                got = fetch_files([(f.urls[0], expected)], source, log, policy or Policy())[0]
+                got = fetch_files([(f.urls[0], expected)], source, log, policy or Policy(),
+                                  sizes={f.urls[0]: f.size} if f.size is not None else None)[0]
                 if expected is None:
                     mine[f.urls[0]] = got.sha256
                     save_pins()

@@ -395,10 +395,11 @@ def local_name(url: str) -> str:
     return f"{parts[-2]}/{parts[-1]}"
 
 
-def fetch_files(urls: list[tuple[str, str | None]], folder: Path, log, policy=None) -> list[FetchedFile]:
-    """Download each URL into `folder` with the project's downloader (resumable, bounded, size and
-    given sha256 checked); files already there from a killed build are kept. Returns each file's
-    sha256, recorded in the manifest."""
+def fetch_files(urls: list[tuple[str, str | None]], folder: Path, log, policy=None,
+                sizes: dict[str, int] | None = None) -> list[FetchedFile]:
+    """Download each URL into `folder` with the project's downloader (resumable, bounded; the sha256
+    and the size in `sizes`, where given, checked); files already there from a killed build are kept.
+    Returns each file's sha256, recorded in the manifest."""
     from lib_replicheck.download import MAX_UNSIZED_BYTES, fetch
 
     out = []
@@ -407,8 +408,8 @@ def fetch_files(urls: list[tuple[str, str | None]], folder: Path, log, policy=No
         dest = folder / rel
         if not dest.is_file():
             log(f"downloading {url}")
-            fetch([url], dest, size=None, sha256=sha, policy=policy, max_bytes=min(MAX_UNSIZED_BYTES,
-                                                                                    MAX_EMBEDDING_BYTES))
+            fetch([url], dest, size=(sizes or {}).get(url), sha256=sha, policy=policy,
+                  max_bytes=min(MAX_UNSIZED_BYTES, MAX_EMBEDDING_BYTES))
         digest = _sha256(dest)
         if sha and digest != sha:
             dest.unlink(missing_ok=True)
