@@ -33,6 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+#: Bounds on one image fetched for a recipe: bytes, and pixels (checked before decoding).
+MAX_IMAGE_BYTES = 32 * 1024**2
+MAX_IMAGE_PIXELS = 100_000_000
 #: The whole request may take this many times the recipe's `download_timeout`, headers included.
 LIMIT_FACTOR = 3
 #: Images decoded and resized at once (each may be up to MAX_IMAGE_PIXELS).
@@ -192,7 +195,6 @@ def prepare(data: bytes, image_size: int, slots: threading.Semaphore) -> bytes:
     """The image as the pack keeps it: decoded (at most MAX_IMAGE_PIXELS, refused before decoding),
     shrunk so that its shorter side is `image_size` when it is larger (0: kept), as JPEG. Failed says
     why an image is not one."""
-    from lib_replicheck.builder.sources import MAX_IMAGE_PIXELS
     from lib_replicheck.errors import ImageError
     from lib_replicheck.images import decode
 
@@ -217,8 +219,6 @@ def prepare(data: bytes, image_size: int, slots: threading.Semaphore) -> bytes:
 
 def fetch_row(row: dict, *, timeout: float, image_size: int, slots: threading.Semaphore) -> tuple[bytes | None, str]:
     """(the image as JPEG, "") or (None, why it failed)."""
-    from lib_replicheck.builder.sources import MAX_IMAGE_BYTES
-
     try:
         data = get(row["URL"], timeout=timeout, max_bytes=MAX_IMAGE_BYTES)
         return prepare(data, image_size, slots), ""
@@ -332,6 +332,28 @@ def _write_shard(out: Path, shard: int, shard_rows: int, done: list[tuple[dict, 
     os.replace(part, out / f"{shard:05d}_stats.json")
 
 
+def exit_with_parent() -> None:
+    """Kill this process group when the process that started it dies (a killed build must not leave
+    a fetch (this one or img2dataset) going on its own; the next run resumes the fetch instead)."""
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # its own group: fetch_command's caller starts a session
+
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        threading.Thread(target=watch, daemon=True, name="replicheck-parent-watch").start()
+
+
+#: Niceness of the fetch process and its workers: a generation on the same machine goes first.
+FETCH_NICENESS = 10
+
+
 def command(rows: Path, out: Path, *, threads: int, timeout: int, image_size: int, shard_rows: int,
             stopped: Path) -> list[str]:
     """The command that runs fetch_rows in a process of its own (killed to cancel)."""
@@ -341,8 +363,6 @@ def command(rows: Path, out: Path, *, threads: int, timeout: int, image_size: in
 
 
 def _main(config: dict) -> int:
-    from lib_replicheck.builder.sources import FETCH_NICENESS, exit_with_parent
-
     exit_with_parent()
     if hasattr(os, "nice"):
         os.nice(FETCH_NICENESS)

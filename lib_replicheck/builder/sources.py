@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lib_replicheck.builder.fetch import (FETCH_NICENESS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, Failed, exit_with_parent,
+                                         get as get_image)
 from lib_replicheck.errors import ReplicheckError
 
 log = logging.getLogger("replicheck")
@@ -265,9 +267,6 @@ def detect(source: str | Path) -> str:
 
 #: The columns of a normalised list (rows.parquet), as img2dataset and `parquet_download` read them.
 ROW_COLUMNS = {"url": "URL", "caption": "TEXT", "license": "LICENSE", "hash": "hash", "key": SOURCE_KEY}
-#: Bounds on one image fetched for a recipe: bytes, pixels (before decoding), and whole seconds.
-MAX_IMAGE_BYTES = 32 * 1024**2
-MAX_IMAGE_PIXELS = 100_000_000
 
 
 class ListError(ReplicheckError):
@@ -555,12 +554,10 @@ def _bounded_download(row, timeout, user_agent_token, disallowed_header_directiv
     """img2dataset's download_image with replicheck's bounds (builder.fetch.get): http(s) only, at
     most MAX_IMAGE_BYTES, and the whole request, headers included, within fetch.LIMIT_FACTOR x
     `timeout` (a server trickling a byte now and then cannot hold a thread)."""
-    from lib_replicheck.builder import fetch
-
     key, url = row
     try:
-        return key, io.BytesIO(fetch.get(url, timeout=timeout, max_bytes=MAX_IMAGE_BYTES)), None
-    except fetch.Failed as e:
+        return key, io.BytesIO(get_image(url, timeout=timeout, max_bytes=MAX_IMAGE_BYTES)), None
+    except Failed as e:
         return key, None, str(e)
 
 
@@ -574,26 +571,6 @@ def _bound_img2dataset() -> None:
     dl.download_image = _bounded_download
 
 
-def exit_with_parent() -> None:
-    """Kill this process group when the process that started it dies (a killed build must not leave
-    img2dataset fetching on its own; the next run resumes the fetch instead)."""
-    import signal
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os.killpg(os.getpgrp(), signal.SIGKILL)  # its own group: fetch_command's caller starts a session
-
-    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
-        threading.Thread(target=watch, daemon=True, name="replicheck-parent-watch").start()
-
-
-#: Niceness of the fetch process and its workers: a generation on the same machine goes first.
-FETCH_NICENESS = 10
 
 
 def _fetch_main(config: dict) -> None:

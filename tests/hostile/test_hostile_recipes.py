@@ -11,7 +11,6 @@ process of its own with its memory bounded), against a real HTTP server on 127.0
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import resource
