@@ -829,3 +829,70 @@ def test_get_shows_its_progress_when_asked(tmp_path):
     assert r.returncode == 0 and "demo: 100%" in r.stderr, r.stderr
     r = cli("packs", "get", "demo", home=tmp_path / "b")
     assert r.returncode == 0 and "100%" not in r.stderr, r.stderr
+
+
+# -- the tab: builder packages, and a build that fails --------------------------------------------------
+
+def test_the_tab_offers_to_install_the_builder_packages_with_the_web_uis_pip(webui, server, photos_small,
+                                                                              bad_bodies, monkeypatch):
+    """Build on a parquet recipe in a web UI without img2dataset: said before anything starts,
+    naming the button; Install builder packages runs the web UI's own pip (modules.launch_utils)
+    for exactly what is missing, with every installed package as a constraint (install.py's rule),
+    and says what got installed."""
+    sys.path.insert(0, str(REPO / "tests" / "webui"))
+    import launch
+
+    sys.path.pop(0)
+    site = Site(server, photos_small, bad_bodies, good=2, fmt="parquet")
+    m = webui.module
+    webui.set_option("replicheck_registries", site.registry_url)
+    monkeypatch.setitem(sys.modules, "img2dataset", None)  # not installed in this web UI
+    calls = []
+
+    def run_pip(command, desc=None, live=False):
+        calls.append((command, desc, Path(command.split('-c "')[1].rstrip('"')).read_text().split()))
+
+    monkeypatch.setattr(launch, "run_pip", run_pip)
+    try:
+        m.packs_tab.refresh()
+        _, msg = m.packs_tab.build_recipe("local-test")
+        assert "img2dataset is not installed in this web UI. Press Install builder packages" in msg, msg
+        assert "local-test" not in m.manager.jobs and site.requests("/lists/") == 0
+        msg = m.packs_tab.install_builder()
+        assert [c[:2] for c in calls] == [('install "img2dataset" -c "' + calls[0][0].split('-c "')[1],
+                                           "replicheck builder package: img2dataset")]
+        pins = calls[0][2]
+        assert any(p.startswith("numpy==") for p in pins) and not any(p.startswith("img2dataset==") for p in pins)
+        from importlib.metadata import version
+
+        assert f"Installed img2dataset {version('img2dataset')} with the web UI&#x27;s pip" in msg, msg
+    finally:
+        webui.set_option("replicheck_registries", "")
+        m.manager.available, m.manager.refreshed = [], None
+
+
+def test_a_failed_build_does_not_show_a_full_bar(webui, server, photos_small, bad_bodies):
+    """A build that fails after its list stage: the job says failed with why, its bar is empty and
+    its words are not those of a stage that ended ("list ready")."""
+    from fastapi.testclient import TestClient
+
+    rows = [f"{server.url}/gone/{i}.jpg;gone {i}" for i in range(3)]
+    url = _registry(server, "all-dead", rows)
+    m = webui.module
+    m.manager.installer.policy = FAST
+    webui.set_option("replicheck_registries", url)
+    try:
+        m.packs_tab.refresh()
+        _, msg = m.packs_tab.build_recipe("all-dead")
+        assert "Building all-dead" in msg
+        final = m.manager.wait("all-dead", timeout=240)
+        assert final.state == "failed" and "none of the 3 images could be fetched" in final.error, final
+        job = next(j for j in TestClient(webui.app).get("/replicheck/v1/downloads").json() if j["name"] == "all-dead")
+        assert job["fraction"] == 0.0 and job["message"] == "stopped in the fetch stage", job
+        assert not (work_dir(webui.packs_dir, "all-dead") / "images").exists()
+        _, msg = m.packs_tab.remove("all-dead")
+        assert msg.endswith("Removed all-dead: the work folder of an unfinished build or download.</p>"), msg
+        assert not work_dir(webui.packs_dir, "all-dead").exists()
+    finally:
+        webui.set_option("replicheck_registries", "")
+        m.manager.available, m.manager.refreshed = [], None

@@ -101,15 +101,19 @@ class PacksTab:
         kind = next((p.kind for p in self.manager.available if p.name == name), None)
         if name and kind == "pack":
             return self.page(), message(f"{name} is a prebuilt pack: use Download.", True)
+        if not name:
+            return self.page(), message("Choose a pack first.", True)
         try:
-            return self._action(self.manager.start_download, name,
-                                f"Building {name} here: fetching its images, then embedding; progress below.")
+            self.manager.start_download(name)
         except MissingPackages as e:
             return self.page(), message(
                 f"{name} reads a parquet list and fetches its images with img2dataset: {', '.join(e.packages)} "
                 f"{'is' if len(e.packages) == 1 else 'are'} not installed in this web UI. Press Install builder "
                 "packages (the web UI's pip installs them, keeping its own packages at their versions), then "
                 "Build again.", True)
+        except ReplicheckError as e:
+            return self.page(), message(str(e), True)
+        return self.page(), message(f"Building {name} here: fetching its images, then embedding; progress below.")
 
     def install_builder(self):
         """Install the builder's packages (pyarrow, img2dataset) with the web UI's pip, every package
