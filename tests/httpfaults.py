@@ -81,6 +81,7 @@ class FaultServer:
                         for i in range(len(head)):
                             self.wfile.write(head[i:i + 1])
                             self.wfile.flush()
+                            route.sent += 1  # header bytes, here
                             time.sleep(route.stall)
                         self.wfile.write(body)
                     except OSError:

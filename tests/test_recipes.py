@@ -547,43 +547,19 @@ def test_a_build_cut_off_from_the_network_resumes(server, photos_small, tmp_path
     """The images' host is unreachable during the first run (connection refused): the build stops
     saying the network seems down and keeps what it got; the next run, with the network back,
     fetches only the rows that failed to connect and installs the whole pack."""
-    import socket
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _dead_ports(1)[0]
     down = f"http://127.0.0.1:{port}"
     bodies = {f"/img/{i}.jpg": jpeg_bytes(im) for i, (_, im) in enumerate(photos_small[:20])}
     rows = [f"{down}/img/{i}.jpg;far photo {i}" for i in range(20)]
     rows += [f"{server.add(f'/near/{i}.jpg', jpeg_bytes(photos_small[20 + i][1]))};near photo {i}" for i in range(2)]
-    body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
-    server.add("/cut.csv", body)
-    entry = {"kind": "recipe", "name": "cut", "embedder": {"id": "pdq"},
-             "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
-                      "files": [{"urls": ["cut.csv"], "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}]},
-             "build": {"image_size": 256, "download_timeout": 2}}
-    url = server.add("/cut.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
-                                               "packs": [entry]}).encode())
+    url = csv_registry(server, "cut", rows)
     recipe = registry.load(url).packs[0]
     packs = tmp_path / "packs"
     with pytest.raises(RecipeError, match="1 shard.*network seems down"):
         get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
     assert installed(packs) == [] and sum(1 for p, _ in server.log if p.startswith("/near/")) == 2
 
-    class Images(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            data = bodies.get(self.path)
-            self.send_response(200 if data else 404)
-            self.send_header("Content-Length", str(len(data or b"")))
-            self.end_headers()
-            self.wfile.write(data or b"")
-
-        def log_message(self, *a):
-            pass
-
-    back = ThreadingHTTPServer(("127.0.0.1", port), Images)
-    threading.Thread(target=back.serve_forever, daemon=True).start()
+    back = _serve(port, bodies)
     try:
         res = get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
     finally:
@@ -701,14 +677,15 @@ def _serve(port: int, bodies: dict[str, bytes]):
     return httpd
 
 
-def _registry(server, name: str, rows: list[str]) -> str:
+def csv_registry(server, name: str, rows: list[str], *, download_timeout: int = 2) -> str:
+    """A registry on `server` with one recipe, `name`, whose CSV list holds `rows` (URL;Caption)."""
     body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
     server.add(f"/{name}.csv", body)
     entry = {"kind": "recipe", "name": name, "embedder": {"id": "pdq"},
              "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
                       "files": [{"urls": [f"{name}.csv"], "size": len(body),
                                  "sha256": hashlib.sha256(body).hexdigest()}]},
-             "build": {"image_size": 256, "download_timeout": 2}}
+             "build": {"image_size": 256, "download_timeout": download_timeout}}
     return server.add(f"/{name}.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
                                                     "packs": [entry]}).encode())
 
@@ -720,7 +697,7 @@ def test_an_offline_build_stops_early_and_the_next_one_fetches(server, photos_sm
     ports = _dead_ports(3)
     bodies = {f"/img/{i}.jpg": jpeg_bytes(im) for i, (_, im) in enumerate(photos_small[:24])}
     rows = [f"http://127.0.0.1:{ports[i % 3]}/img/{i}.jpg;photo {i}" for i in range(24)]
-    url = _registry(server, "offline", rows)
+    url = csv_registry(server, "offline", rows)
     home = tmp_path / "home"
     work = work_dir(home / "packs", "offline")
     r = cli("packs", "get", "offline", "--registry", url, home=home)
@@ -743,7 +720,7 @@ def test_a_name_that_does_not_resolve_counts_as_no_network(server, tmp_path):
     """The DNS error of a machine without network ('Name or service not known'): stopped early, not
     two minutes of silence ending in a fetch marked done with no image."""
     rows = [f"http://img{i % 4}.replicheck-test.invalid/{i}.jpg;photo {i}" for i in range(30)]
-    url = _registry(server, "nodns", rows)
+    url = csv_registry(server, "nodns", rows)
     home = tmp_path / "home"
     r = cli("packs", "get", "nodns", "--registry", url, home=home)
     assert r.returncode == 2 and "no network" in r.stderr and "Name or service not known" in r.stderr, r.stderr
@@ -755,7 +732,7 @@ def test_a_fetch_marked_done_with_nothing_is_fetched_again_and_remove_clears_it(
     the next build fetches; `packs remove NAME` removes the work folder of an unfinished build, and
     `--force` starts a build over from an empty one."""
     rows = [f"{server.add(f'/p/{i}.jpg', jpeg_bytes(im))};photo {i}" for i, (_, im) in enumerate(photos_small[:3])]
-    url = _registry(server, "poisoned", rows)
+    url = csv_registry(server, "poisoned", rows)
     home = tmp_path / "home"
     packs = home / "packs"
     work = work_dir(packs, "poisoned")
@@ -877,7 +854,7 @@ def test_a_failed_build_does_not_show_a_full_bar(webui, server, photos_small, ba
     from fastapi.testclient import TestClient
 
     rows = [f"{server.url}/gone/{i}.jpg;gone {i}" for i in range(3)]
-    url = _registry(server, "all-dead", rows)
+    url = csv_registry(server, "all-dead", rows)
     m = webui.module
     m.manager.installer.policy = FAST
     webui.set_option("replicheck_registries", url)

@@ -10,7 +10,6 @@ process of its own with its memory bounded), against a real HTTP server on 127.0
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -22,6 +21,7 @@ import pytest
 
 from conftest import REPO, jpeg_bytes
 from httpfaults import FaultServer
+from test_recipes import csv_registry
 
 #: the address space a build may take here: far below what the list bombs expand to
 MEMORY = 3 * 1024**3
@@ -79,13 +79,11 @@ def test_a_parquet_list_over_the_row_group_bound_is_refused_before_reading(tmp_p
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lib_replicheck.builder.sources import MAX_ROW_GROUP_BYTES
-
-    rows = 700
+    rows = 700  # 700 MB of text in one row group, a few MB on disk
     big = tmp_path / "zeros.parquet"
     pq.write_table(pa.table({"URL": [f"http://127.0.0.1:9/{i}" for i in range(rows)],
                              "TEXT": ["\0" * (1024**2)] * rows}), big, compression="zstd", use_dictionary=False)
-    assert big.stat().st_size < 8 * 1024**2 and rows * 1024**2 > MAX_ROW_GROUP_BYTES
+    assert big.stat().st_size < 8 * 1024**2
     r = get("laion-parquet", "--list", big, "--json", home=tmp_path / "home")
     line = one_error_line(r)
     assert str(big) in line and "row group 0" in line and "smaller row groups" in line, line
@@ -114,20 +112,13 @@ def test_a_trickling_image_host_is_cut_at_the_time_limit(server, pack_photos, tm
     built; without the limit this build would wait for the whole trickle (over 15 minutes)."""
     from lib_replicheck.images import load_image
 
-    lines = ["URL;Caption"]
+    rows = []
     for i, p in enumerate(pack_photos[:4]):
         im = load_image(p)
         im.thumbnail((320, 320))
-        lines.append(f"{server.add(f'/img/{i}.jpg', jpeg_bytes(im))};photo {i}")
-    lines.append(f"{server.add('/img/slow.jpg', b'x' * 2000, fault, stall=0.5)};slow")
-    body = ("\n".join(lines) + "\n").encode()
-    server.add("/list.csv", body)
-    entry = {"kind": "recipe", "name": "slow-host", "embedder": {"id": "pdq"},
-             "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
-                      "files": [{"urls": ["list.csv"], "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}]},
-             "build": {"image_size": 256, "download_timeout": 1}}
-    registry = server.add("/registry.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
-                                                        "packs": [entry]}).encode())
+        rows.append(f"{server.add(f'/img/{i}.jpg', jpeg_bytes(im))};photo {i}")
+    rows.append(f"{server.add('/img/slow.jpg', b'x' * 2000, fault, stall=0.5)};slow")
+    registry = csv_registry(server, "slow-host", rows, download_timeout=1)
     r = get("slow-host", "--registry", registry, "--json", home=tmp_path / "home", memory=None, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
@@ -135,4 +126,4 @@ def test_a_trickling_image_host_is_cut_at_the_time_limit(server, pack_photos, tm
     assert res["failures"] == {"timed out (3 s in all)": 1}, res["failures"]
     assert res["count"] == 4 - res["skipped"]
     sent = server.routes["/img/slow.jpg"].sent
-    assert sent < 100, f"the trickling host sent {sent} body bytes before the request was cut"
+    assert sent < 100, f"the trickling host sent {sent} bytes before the request was cut"

@@ -441,11 +441,10 @@ def case_sdnext_manual_install(w, browser, ui, prof: Profile) -> None:
         w.add_passthrough()
     w.ensure(installed=False)
     _open(ui, browser, w)
-    fui = _rb().ui_module("forge")
     ui.tab(browser, "Extensions")
     ui.tab(browser, "Manual install", nav="#tabs_extensions > .tab-nav")
     for label, text in (("Extension GIT repository URL", w.git_url), ("Local directory name", rh.EXT_NAME)):
-        box = fui.textbox_by_label(browser, label)
+        box = _rb().textbox_by_label(browser, label)
         box.clear()
         box.send_keys(text)
     time.sleep(1)
