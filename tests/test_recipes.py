@@ -832,9 +832,10 @@ def test_the_tab_offers_to_install_the_builder_packages_with_the_web_uis_pip(web
     monkeypatch.setattr(launch, "run_pip", run_pip)
     try:
         m.packs_tab.refresh()
+        before = m.manager.jobs.get("local-test")  # an earlier test's build, if any
         _, msg = m.packs_tab.build_recipe("local-test")
         assert "img2dataset is not installed in this web UI. Press Install builder packages" in msg, msg
-        assert "local-test" not in m.manager.jobs and site.requests("/lists/") == 0
+        assert m.manager.jobs.get("local-test") is before and site.requests("/lists/") == 0  # nothing started
         msg = m.packs_tab.install_builder()
         assert [c[:2] for c in calls] == [('install "img2dataset" -c "' + calls[0][0].split('-c "')[1],
                                            "replicheck builder package: img2dataset")]
@@ -873,3 +874,17 @@ def test_a_failed_build_does_not_show_a_full_bar(webui, server, photos_small, ba
     finally:
         webui.set_option("replicheck_registries", "")
         m.manager.available, m.manager.refreshed = [], None
+
+
+def test_an_sscd_recipe_without_a_way_to_run_the_model_says_so_before_fetching(server, photos_small, bad_bodies,
+                                                                               tmp_path, without_builder_packages):
+    """requirements.txt alone (onnxruntime, no torch) and no ONNX file yet: the build stops before
+    any image is fetched, naming the command that gets Meta's model on any Python."""
+    site = Site(server, photos_small, bad_bodies, good=2, edit=lambda e: e.update(embedder={"id": "sscd"}))
+    blocker = Path(without_builder_packages["PYTHONPATH"].split(os.pathsep)[0]) / "sitecustomize.py"
+    blocker.write_text(BLOCKER.replace('("pyarrow", "img2dataset")', '("pyarrow", "img2dataset", "torch")'))
+    home = tmp_path / "home"
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, home=home, env=without_builder_packages)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "`python -m lib_replicheck weights get sscd`" in r.stderr and "no ONNX file of sscd_disc_mixup" in r.stderr
+    assert site.requests("/img/") == 0

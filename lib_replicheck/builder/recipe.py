@@ -483,6 +483,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     if opts.offline:
         raise RecipeError(f"recipe {recipe.name}: its images are downloaded; network access is off (--offline)")
     recipe.check_packages()
+    _check_weights(recipe, opts)
     with pack_lock(packs_dir, recipe.name):
         work = work_dir(packs_dir, recipe.name)
         if opts.overwrite and work.exists():
@@ -527,6 +528,21 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     return RecipeResult(path=built.path, name=recipe.name, listed=n_rows, fetched=stats["ok"],
                         failed=stats["failed"], failures=dict(stats["errors"]), skipped=len(built.skipped),
                         count=built.count, excluded=excluded, seconds=time.perf_counter() - started)
+
+
+def _check_weights(recipe: RegistryRecipe, opts: GetOptions) -> None:
+    """An SSCD recipe that could not be embedded here (no ONNX file of the model, no torch for its
+    TorchScript weights) says so before its images are fetched, with the command that gets the
+    model (embedders.ensure_for; with torch, the TorchScript weights are fetched now)."""
+    from lib_replicheck import embedders
+
+    name = str(recipe.embedder.get("id", ""))
+    if opts.weights or embedders.kind_of(name) != "sscd":
+        return
+    from lib_replicheck.embedders.sscd import DEFAULT_MODEL, spec_for
+
+    embedders.ensure_for(spec_for(DEFAULT_MODEL if name == "sscd" else name), opts.models_dir, offline=opts.offline,
+                         progress=False)
 
 
 def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
