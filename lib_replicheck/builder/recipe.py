@@ -533,16 +533,17 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
 def _check_weights(recipe: RegistryRecipe, opts: GetOptions) -> None:
     """An SSCD recipe that could not be embedded here (no ONNX file of the model, no torch for its
     TorchScript weights) says so before its images are fetched, with the command that gets the
-    model (embedders.ensure_for; with torch, the TorchScript weights are fetched now)."""
+    model. Nothing is downloaded here: with torch, the weights come when the embedding starts."""
     from lib_replicheck import embedders
 
     name = str(recipe.embedder.get("id", ""))
     if opts.weights or embedders.kind_of(name) != "sscd":
         return
-    from lib_replicheck.embedders.sscd import DEFAULT_MODEL, spec_for
+    from lib_replicheck.embedders.sscd import DEFAULT_MODEL, find_onnx, has_module, no_runtime_message
 
-    embedders.ensure_for(spec_for(DEFAULT_MODEL if name == "sscd" else name), opts.models_dir, offline=opts.offline,
-                         progress=False)
+    model = DEFAULT_MODEL if name == "sscd" else name
+    if find_onnx(model, None, opts.models_dir) is None and not has_module("torch"):
+        raise RecipeError(f"recipe {recipe.name}: {no_runtime_message(model, opts.models_dir, have_onnx=False)}")
 
 
 def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
