@@ -12,17 +12,9 @@ import hashlib
 from pathlib import Path
 
 from lib_replicheck.errors import WeightsError
+from lib_replicheck.hashing import sha256_file  # noqa: F401 - the weights' sha256, as callers import it from here
 from lib_replicheck.home import default_models_dir
 
-CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_sha256(path: str | Path, expected: str | None) -> None:
