@@ -17,18 +17,20 @@ where that fails (no C++ compiler), only the pdq embedder is disabled.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 
 try:
     import launch
 except ImportError:  # ComfyUI-Manager, or by hand: no web UI's launch helpers
     launch = None
+
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # the web UI runs this file as a script
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lib_replicheck.pipinstall import by_hand, normalise, pip_install, probe  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,9 @@ REQUIREMENTS = (
                 without="the signed record (Settings -> Replicheck -> Signed record) is off"),
 )
 
-#: bounds the import check of freshly installed packages (faiss and onnxruntime load large libraries)
-PROBE_TIMEOUT_S = 300
-_PEP440 = re.compile(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?$", re.I)
-
 
 def _version_tuple(v: str) -> tuple:
     return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def is_installed(module: str) -> bool:
@@ -104,54 +98,6 @@ def missing_or_old(req: Requirement) -> bool:
     return _version_tuple(have) < _version_tuple(req.minimum)
 
 
-def installed_pins(exclude: set[str]) -> list[str]:
-    """`name==version` for every installed distribution except `exclude`: as pip constraints they keep
-    the web UI's packages where they are, and pip resolves what it adds around them."""
-    pins: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name, version = dist.metadata["Name"], dist.version
-        if not name or not version or not _PEP440.match(version):
-            continue  # a broken or non-standard install: pip could not read it as a constraint either
-        key = _normalise(name)
-        if key not in exclude and key not in pins:  # the first on sys.path is the one that imports
-            pins[key] = f"{key}=={version}"
-    return [pins[k] for k in sorted(pins)]
-
-
-def probe(reqs: list[Requirement]) -> dict[str, dict]:
-    """For each requirement, in a fresh interpreter (this one's import caches, and SD.Next's cached
-    is_installed, predate the install): whether it imports, and the installed version."""
-    code = ("import importlib, importlib.metadata as md, json, sys\n"
-            "out = {}\n"
-            "for dist, module in json.loads(sys.argv[1]):\n"
-            "    r = {'ok': True, 'error': '', 'version': None}\n"
-            "    try:\n"
-            "        importlib.import_module(module)\n"
-            "    except BaseException as e:\n"
-            "        r = {'ok': False, 'error': f'{type(e).__name__}: {e}'[:300], 'version': None}\n"
-            "    try:\n"
-            "        r['version'] = md.version(dist)\n"
-            "    except md.PackageNotFoundError:\n"
-            "        pass\n"
-            "    out[dist] = r\n"
-            "print(json.dumps(out))\n")
-    arg = json.dumps([[r.dist, r.module] for r in reqs])
-    try:
-        done = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
-                              timeout=PROBE_TIMEOUT_S)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
-        why = f"the import check could not run ({type(e).__name__})"
-        return {r.dist: {"ok": False, "error": why, "version": None} for r in reqs}
-
-
-def _pip_error(e: Exception) -> str:
-    """The line of pip's output that says why, not the whole log."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR:")]
-    return (errors[0] if errors else lines[0] if lines else type(e).__name__)[:300]
-
-
 def main() -> int:
     args = getattr(launch, "args", None)
     if getattr(args, "skip_install", False) or getattr(args, "skip_prepare_environment", False):
@@ -161,19 +107,8 @@ def main() -> int:
     if not wanted:
         print("replicheck: requirements present")
         return 0
-    pip_errors: dict[str, str] = {}
-    fd, constraints = tempfile.mkstemp(prefix="replicheck-pins-", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(installed_pins({_normalise(r.dist) for r in wanted})) + "\n")
-        for r in wanted:
-            try:
-                run_pip(f'install "{r.spec}" -c "{constraints}"', f"replicheck requirement: {r.spec}")
-            except Exception as e:  # noqa: BLE001 - run_pip raises RuntimeError with pip's output
-                pip_errors[r.dist] = _pip_error(e)
-    finally:
-        os.remove(constraints)
-    found = probe(wanted)
+    pip_errors = pip_install([r.spec for r in wanted], run_pip, "replicheck requirement")
+    found = probe([(r.dist, r.module) for r in wanted])
     installed, problems, missing_required = [], [], []
     for r in wanted:
         got = found.get(r.dist) or {"ok": False, "error": "not checked", "version": None}
@@ -184,12 +119,12 @@ def main() -> int:
         if got.get("ok"):
             why = f"{r.dist} {version} is installed, {r.minimum} or later is needed"
         else:
-            why = f"{r.spec} is not installed ({pip_errors.get(r.dist) or 'pip reported success but it does not import: ' + got.get('error', '')})"
+            why = f"{r.spec} is not installed ({pip_errors.get(normalise(r.dist)) or 'pip reported success but it does not import: ' + got.get('error', '')})"
         if r.optional:
             problems.append(f"{why}; {r.without}")
         else:
             missing_required.append(r)
-            problems.append(f"{why}; install it by hand: \"{sys.executable}\" -m pip install \"{r.spec}\"")
+            problems.append(f"{why}; install it by hand: {by_hand([r.spec])}")
     parts = ([f"installed {', '.join(installed)}"] if installed else []) + problems
     print("replicheck: " + "; ".join(parts))
     if missing_required:

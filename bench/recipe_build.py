@@ -1,6 +1,6 @@
 """A recipe built end to end (`packs get`'s code path) against a real HTTP server on 127.0.0.1:
-the list, then img2dataset fetching real photos (plus the broken rows of the tests), then SSCD
-embedding, indexing and the atomic install. Prints the time of each stage, the embedding rate, and
+the CSV list, then replicheck's own fetcher getting real photos (plus the broken rows of the tests),
+then SSCD embedding, indexing and the atomic install. Prints the time of each stage, the embedding rate, and
 what that rate means for the shipped recipes' embedding (fetching from the real web depends on the
 hosts and is not measured here).
 
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--runtime", default="onnx", choices=["onnx", "torchscript"])
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--embed-only", action="store_true",
-                    help="only the embed stage (the builder's, from JPEG bytes): for a machine without img2dataset")
+                    help="only the embed stage (the builder's, from JPEG bytes), e.g. for a GPU machine")
     ap.add_argument("--photos", type=Path, default=Path("/usr/share/backgrounds"),
                     help="a folder of real photos (default: the Debian wallpapers tests/setup.sh installs)")
     args = ap.parse_args()

@@ -66,7 +66,18 @@ manager = PackManager(service.packs_dir, MODELS_DIR, lambda: current_settings().
                       on_change=service.packs_changed, build_recipe=build_recipe, gate=wait_while_generating)
 audits = AuditJobs(os.path.join(MODELS_DIR, "reports"), lambda: ServiceChecker(service, current_settings()),
                    log=log.warning)
-packs_tab = PacksTab(gr, manager, service, audits=audits)
+
+
+def run_pip(command: str, desc: str):
+    """The web UI's own pip helper (AUTOMATIC1111 and Forge: modules.launch_utils; SD.Next: launch)."""
+    try:
+        from modules.launch_utils import run_pip as web_ui_pip
+    except ImportError:
+        from launch import run_pip as web_ui_pip
+    return web_ui_pip(command, desc)
+
+
+packs_tab = PacksTab(gr, manager, service, audits=audits, run_pip=run_pip)
 
 
 def settle_jobs() -> None:

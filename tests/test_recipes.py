@@ -105,10 +105,10 @@ def server():
     s.close()
 
 
-def cli(*args, home: Path, timeout=600, **kw):
-    env = dict(os.environ, REPLICHECK_HOME=str(home))
-    env.pop("REPLICHECK_REGISTRY", None)
-    return subprocess.run([sys.executable, "-m", "lib_replicheck", *args], cwd=REPO, env=env, capture_output=True,
+def cli(*args, home: Path, timeout=600, env: dict | None = None, **kw):
+    e = dict(os.environ, REPLICHECK_HOME=str(home), **(env or {}))
+    e.pop("REPLICHECK_REGISTRY", None)
+    return subprocess.run([sys.executable, "-m", "lib_replicheck", *args], cwd=REPO, env=e, capture_output=True,
                           text=True, timeout=timeout, **kw)
 
 
@@ -243,7 +243,8 @@ def _fetch_niceness() -> list[int]:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if b"lib_replicheck.builder.sources" in cmd and int(fields[1]) == os.getpid():  # field 4: parent
+        if (b"lib_replicheck.builder.fetch" in cmd or b"lib_replicheck.builder.sources" in cmd) \
+                and int(fields[1]) == os.getpid():  # field 4: parent
             out.append(int(fields[16]))  # field 19: nice
     return out
 
@@ -359,17 +360,17 @@ def test_the_shipped_registry_is_read_from_disk_with_the_recipes(tmp_path):
 
 
 def test_the_sd1_memorized_list_is_shipped_and_readable():
-    from lib_replicheck.builder.sources import read_list
+    from lib_replicheck.builder.sources import csv_rows
 
     recipe = next(p for p in registry.load(registry.DEFAULT_REGISTRY).packs if p.name == "sd1-memorized")
     f = recipe.list.files[0]
     path = f.shipped_path()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
-    table = read_list(path, "csv", recipe.list.columns, delimiter=recipe.list.delimiter)
-    assert table.num_rows == 500 == recipe.count
-    urls = table["URL"].to_pylist()
-    assert all(u.startswith(("http://", "https://")) for u in urls)
-    assert table["source_key"].to_pylist()[0] == "1030727993"  # LAION-2B-en row index of the first row
+    rows = list(csv_rows(path, recipe.list.columns, delimiter=recipe.list.delimiter))
+    assert len(rows) == 500 == recipe.count
+    assert all(r["URL"].startswith(("http://", "https://")) for r in rows)
+    assert rows[0]["source_key"] == "1030727993"  # LAION-2B-en row index of the first row
+    assert recipe.missing_packages() == []  # fetched by replicheck itself: requirements.txt is enough
 
 
 def test_the_tab_builds_a_recipe_with_progress_and_waits_for_generations(webui, server, photos_small, bad_bodies):
@@ -548,29 +549,119 @@ def test_a_build_cut_off_from_the_network_resumes(server, photos_small, tmp_path
     """The images' host is unreachable during the first run (connection refused): the build stops
     saying the network seems down and keeps what it got; the next run, with the network back,
     fetches only the rows that failed to connect and installs the whole pack."""
-    import socket
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _dead_ports(1)[0]
     down = f"http://127.0.0.1:{port}"
     bodies = {f"/img/{i}.jpg": jpeg_bytes(im) for i, (_, im) in enumerate(photos_small[:20])}
     rows = [f"{down}/img/{i}.jpg;far photo {i}" for i in range(20)]
     rows += [f"{server.add(f'/near/{i}.jpg', jpeg_bytes(photos_small[20 + i][1]))};near photo {i}" for i in range(2)]
-    body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
-    server.add("/cut.csv", body)
-    entry = {"kind": "recipe", "name": "cut", "embedder": {"id": "pdq"},
-             "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
-                      "files": [{"urls": ["cut.csv"], "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}]},
-             "build": {"image_size": 256, "download_timeout": 2}}
-    url = server.add("/cut.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
-                                               "packs": [entry]}).encode())
+    url = csv_registry(server, "cut", rows)
     recipe = registry.load(url).packs[0]
     packs = tmp_path / "packs"
     with pytest.raises(RecipeError, match="1 shard.*network seems down"):
         get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
     assert installed(packs) == [] and sum(1 for p, _ in server.log if p.startswith("/near/")) == 2
+
+    back = _serve(port, bodies)
+    try:
+        res = get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
+    finally:
+        back.shutdown()
+    assert (res.listed, res.fetched, res.failed) == (22, 22, 0)
+    assert sum(1 for p, _ in server.log if p.startswith("/near/")) == 2  # the shard that got through is kept
+    assert [p.name for p in installed(packs)] == ["cut"]
+
+
+# -- what a stock web UI has: requirements.txt only --------------------------------------------------
+
+BLOCKER = '''
+import sys
+
+
+class _NotInstalled:
+    """pyarrow and img2dataset, as if not installed (requirements.txt only)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyarrow", "img2dataset"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+'''
+
+
+@pytest.fixture
+def without_builder_packages(tmp_path):
+    """An environment for subprocesses (and theirs) where pyarrow and img2dataset cannot be imported."""
+    site = tmp_path / "no-builder-packages"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = {"PYTHONPATH": os.pathsep.join([str(site)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH")
+                                                        else []))}
+    probe = subprocess.run([sys.executable, "-c", "import pyarrow"], env=dict(os.environ, **env), capture_output=True,
+                           text=True)
+    assert probe.returncode == 1 and "No module named 'pyarrow'" in probe.stderr
+    return env
+
+
+def test_a_csv_recipe_builds_with_requirements_txt_alone(server, photos_small, bad_bodies, tmp_path,
+                                                         without_builder_packages):
+    """sd1-memorized's path: a CSV list fetched by replicheck's own bounded downloader, with neither
+    pyarrow nor img2dataset importable (in the build nor in the fetch process); the broken rows fail
+    for the same reasons as through img2dataset, and the pack is used by `check`."""
+    site = Site(server, photos_small, bad_bodies, good=5)
+    home = tmp_path / "home"
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, "--json", home=home,
+            env=without_builder_packages)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert (res["listed"], res["fetched"], res["failed"], res["count"]) == (10, 5, 5, 5), res
+    assert res["failures"] == {"HTTP Error 404: Not Found": 1, "timed out": 1, "not an image": 1,
+                               "larger than 33554432 bytes": 1, "more than 100 megapixels": 1}, res["failures"]
+    assert [r[2] for r in pack_rows(home / "packs" / "local-test")] == sorted(f"row-{i}" for i in range(5))
+    stem, im = site.photos[2]
+    edits(im)["resized 0.5x"].save(tmp_path / "copy.png")
+    r = cli("check", str(tmp_path / "copy.png"), "--json", home=home)
+    assert r.returncode == 1 and json.loads(r.stdout)["best"]["url"].endswith(f"/img/2-{stem}.jpg"), r.stdout
+
+
+def test_a_parquet_recipe_without_the_builder_packages_says_what_to_install(server, photos_small, bad_bodies,
+                                                                            tmp_path, without_builder_packages):
+    """Said before anything starts: nothing is downloaded, not even the list, and the command that
+    installs exactly what is missing is in the message."""
+    site = Site(server, photos_small, bad_bodies, good=2, fmt="parquet")
+    home = tmp_path / "home"
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, home=home,
+            env=without_builder_packages)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "ModuleNotFoundError" not in r.stderr, r.stderr
+    assert f'"{sys.executable}" -m pip install "pyarrow<18" "img2dataset"' in r.stderr, r.stderr
+    assert "recipe local-test: its list is a parquet file" in r.stderr
+    assert site.requests("/lists/") == 0 and site.requests("/img/") == 0
+    assert not work_dir(home / "packs", "local-test").exists()
+
+
+def test_the_builder_packages_are_those_requirements_builder_names():
+    from lib_replicheck.registry.recipe import BUILDER_PACKAGES
+
+    lines = {ln.split("#")[0].strip() for ln in (REPO / "requirements-builder.txt").read_text().splitlines()}
+    assert {spec for spec, _ in BUILDER_PACKAGES} <= lines
+
+
+# -- without a network ------------------------------------------------------------------------------
+
+def _dead_ports(n: int) -> list[int]:
+    import socket
+
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ports
+
+
+def _serve(port: int, bodies: dict[str, bytes]):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Images(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -583,12 +674,219 @@ def test_a_build_cut_off_from_the_network_resumes(server, photos_small, tmp_path
         def log_message(self, *a):
             pass
 
-    back = ThreadingHTTPServer(("127.0.0.1", port), Images)
-    threading.Thread(target=back.serve_forever, daemon=True).start()
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Images)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def csv_registry(server, name: str, rows: list[str], *, download_timeout: int = 2) -> str:
+    """A registry on `server` with one recipe, `name`, whose CSV list holds `rows` (URL;Caption)."""
+    body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
+    server.add(f"/{name}.csv", body)
+    entry = {"kind": "recipe", "name": name, "embedder": {"id": "pdq"},
+             "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
+                      "files": [{"urls": [f"{name}.csv"], "size": len(body),
+                                 "sha256": hashlib.sha256(body).hexdigest()}]},
+             "build": {"image_size": 256, "download_timeout": download_timeout}}
+    return server.add(f"/{name}.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
+                                                    "packs": [entry]}).encode())
+
+
+def test_an_offline_build_stops_early_and_the_next_one_fetches(server, photos_small, tmp_path):
+    """Every image host unreachable (three of them, connection refused): the build stops after the
+    first answers saying there is no network, marks nothing done, and the next build, with the
+    hosts back, fetches every row and installs the pack."""
+    ports = _dead_ports(3)
+    bodies = {f"/img/{i}.jpg": jpeg_bytes(im) for i, (_, im) in enumerate(photos_small[:24])}
+    rows = [f"http://127.0.0.1:{ports[i % 3]}/img/{i}.jpg;photo {i}" for i in range(24)]
+    url = csv_registry(server, "offline", rows)
+    home = tmp_path / "home"
+    work = work_dir(home / "packs", "offline")
+    r = cli("packs", "get", "offline", "--registry", url, home=home)
+    assert r.returncode == 2, r.stderr
+    assert "recipe offline: no network: the first 24 images, from 3 hosts, all failed to connect" in r.stderr
+    assert "Connection refused: 24" in r.stderr and "Traceback" not in r.stderr
+    assert not (work / "images" / ".complete").exists() and not list((work / "images").glob("*_stats.json"))
+    servers = [_serve(p, bodies) for p in ports]
     try:
-        res = get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
+        r = cli("packs", "get", "offline", "--registry", url, "--json", home=home)
     finally:
-        back.shutdown()
-    assert (res.listed, res.fetched, res.failed) == (22, 22, 0)
-    assert sum(1 for p, _ in server.log if p.startswith("/near/")) == 2  # the shard that got through is kept
-    assert [p.name for p in installed(packs)] == ["cut"]
+        for s in servers:
+            s.shutdown()
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert (res["listed"], res["fetched"], res["failed"]) == (24, 24, 0), res
+
+
+def test_a_name_that_does_not_resolve_counts_as_no_network(server, tmp_path):
+    """The DNS error of a machine without network ('Name or service not known'): stopped early, not
+    two minutes of silence ending in a fetch marked done with no image."""
+    rows = [f"http://img{i % 4}.replicheck-test.invalid/{i}.jpg;photo {i}" for i in range(30)]
+    url = csv_registry(server, "nodns", rows)
+    home = tmp_path / "home"
+    r = cli("packs", "get", "nodns", "--registry", url, home=home)
+    assert r.returncode == 2 and "no network" in r.stderr and "Name or service not known" in r.stderr, r.stderr
+    assert not (work_dir(home / "packs", "nodns") / "images" / ".complete").exists()
+
+
+def test_a_fetch_marked_done_with_nothing_is_fetched_again_and_remove_clears_it(server, photos_small, tmp_path):
+    """What an older version left after an offline run (`.complete` with "ok": 0) poisons nothing:
+    the next build fetches; `packs remove NAME` removes the work folder of an unfinished build, and
+    `--force` starts a build over from an empty one."""
+    rows = [f"{server.add(f'/p/{i}.jpg', jpeg_bytes(im))};photo {i}" for i, (_, im) in enumerate(photos_small[:3])]
+    url = csv_registry(server, "poisoned", rows)
+    home = tmp_path / "home"
+    packs = home / "packs"
+    work = work_dir(packs, "poisoned")
+
+    def poison():
+        (work / "images").mkdir(parents=True, exist_ok=True)
+        (work / "images" / ".complete").write_text(json.dumps({"done": 3, "ok": 0, "failed": 3, "errors": {}}))
+
+    poison()
+    r = cli("packs", "remove", "poisoned", home=home)
+    assert r.returncode == 0 and not work.exists(), r.stderr
+    assert f"removed {work} (an unfinished build or download)" in r.stdout
+    r = cli("packs", "remove", "poisoned", home=home)
+    assert r.returncode == 2 and "no installed pack named 'poisoned'" in r.stderr
+    poison()
+    r = cli("packs", "get", "poisoned", "--registry", url, "--json", home=home)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["fetched"] == 3 and server.routes["/p/0.jpg"].hits == 1
+    poison()
+    (work / "lists").mkdir()
+    (work / "lists" / "stray").write_text("x")
+    r = cli("packs", "get", "poisoned", "--registry", url, "--force", home=home)
+    assert r.returncode == 0, r.stderr
+    assert "--force: the work folder of an earlier build" in r.stderr and server.routes["/p/0.jpg"].hits == 2
+    assert not work.exists() and [p.name for p in installed(packs)] == ["poisoned"]
+    r = cli("packs", "remove", "poisoned", home=home)
+    assert r.returncode == 0 and r.stdout.strip() == f"removed {packs / 'poisoned'}" and installed(packs) == []
+
+
+# -- the pins file, and options that do not apply -----------------------------------------------------
+
+@pytest.mark.parametrize("pins,why", [
+    ("{not json", "not JSON"),
+    ('["a", "list"]', "not a JSON object"),
+    ('{"local-test": ["http://x"]}', "'local-test': not an object of URL: sha256"),
+    ('{"local-test": {"http://x/list.0.csv": 42}}', "'http://x/list.0.csv': not a sha256"),
+])
+def test_a_pins_file_that_cannot_be_read_is_refused_naming_it(server, photos_small, bad_bodies, tmp_path, pins, why):
+    """Ignoring it would pin a changed list again; a wrong-typed entry must not crash either."""
+    site = Site(server, photos_small, bad_bodies, good=2,
+                edit=lambda e: (e["list"].pop("files"), e["list"].update(url_pattern="lists/list.{i}.csv", parts=1)))
+    server.add("/lists/list.0.csv", site.list_body)
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / ".recipe-pins.json").write_text(pins)
+    with pytest.raises(RecipeError) as e:
+        get_recipe(site.recipe(), packs, GetOptions(accept_unpinned=True), policy=FAST, log=lambda s: None)
+    assert str(packs / ".recipe-pins.json") in str(e.value) and why in str(e.value), str(e.value)
+    assert (packs / ".recipe-pins.json").read_text() == pins and site.requests("/lists/") == 0
+
+
+def test_options_that_do_not_apply_are_refused_naming_them(server, photos_small, bad_bodies, tmp_path):
+    home = tmp_path / "home"
+    r = cli("packs", "get", "demo", "--sample", "10", "--list", "/etc/passwd", home=home)
+    assert r.returncode == 2 and "--sample, --list: only for building a recipe" in r.stderr, r.stderr
+    assert "demo is a prebuilt pack" in r.stderr and installed(home / "packs") == []
+    r = cli("packs", "verify", "demo", "--accept-unpinned", home=home)
+    assert r.returncode == 2 and "--accept-unpinned: only for building a recipe" in r.stderr
+    site = Site(server, photos_small, bad_bodies, good=1)
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, "--list", "/etc/passwd", "--sample", "3",
+            home=home)
+    assert r.returncode == 2 and "--sample (offered only by recipes of large lists); --list (this recipe names its " \
+                                 "own list) does not apply" in r.stderr, r.stderr
+    assert site.requests("/") == 0 or site.requests("/img/") == 0
+
+
+def test_get_shows_its_progress_when_asked(tmp_path):
+    """`--progress on` draws the bar on stderr even when stderr is not a terminal; `off` (and a
+    pipe, by default) draws none."""
+    r = cli("packs", "get", "demo", "--progress", "on", home=tmp_path / "a")
+    assert r.returncode == 0 and "demo: 100%" in r.stderr, r.stderr
+    r = cli("packs", "get", "demo", home=tmp_path / "b")
+    assert r.returncode == 0 and "100%" not in r.stderr, r.stderr
+
+
+# -- the tab: builder packages, and a build that fails --------------------------------------------------
+
+def test_the_tab_offers_to_install_the_builder_packages_with_the_web_uis_pip(webui, server, photos_small,
+                                                                              bad_bodies, monkeypatch):
+    """Build on a parquet recipe in a web UI without img2dataset: said before anything starts,
+    naming the button; Install builder packages runs the web UI's own pip (modules.launch_utils)
+    for exactly what is missing, with every installed package as a constraint (install.py's rule),
+    and says what got installed."""
+    sys.path.insert(0, str(REPO / "tests" / "webui"))
+    import launch
+
+    sys.path.pop(0)
+    site = Site(server, photos_small, bad_bodies, good=2, fmt="parquet")
+    m = webui.module
+    webui.set_option("replicheck_registries", site.registry_url)
+    monkeypatch.setitem(sys.modules, "img2dataset", None)  # not installed in this web UI
+    calls = []
+
+    def run_pip(command, desc=None, live=False):
+        calls.append((command, desc, Path(command.split('-c "')[1].rstrip('"')).read_text().split()))
+
+    monkeypatch.setattr(launch, "run_pip", run_pip)
+    try:
+        m.packs_tab.refresh()
+        before = m.manager.jobs.get("local-test")  # an earlier test's build, if any
+        _, msg = m.packs_tab.build_recipe("local-test")
+        assert "img2dataset is not installed in this web UI. Press Install builder packages" in msg, msg
+        assert m.manager.jobs.get("local-test") is before and site.requests("/lists/") == 0  # nothing started
+        msg = m.packs_tab.install_builder()
+        assert [c[:2] for c in calls] == [('install "img2dataset" -c "' + calls[0][0].split('-c "')[1],
+                                           "replicheck builder package: img2dataset")]
+        pins = calls[0][2]
+        assert any(p.startswith("numpy==") for p in pins) and not any(p.startswith("img2dataset==") for p in pins)
+        from importlib.metadata import version
+
+        assert f"Installed img2dataset {version('img2dataset')} with the web UI&#x27;s pip" in msg, msg
+    finally:
+        webui.set_option("replicheck_registries", "")
+        m.manager.available, m.manager.refreshed = [], None
+
+
+def test_a_failed_build_does_not_show_a_full_bar(webui, server, photos_small, bad_bodies):
+    """A build that fails after its list stage: the job says failed with why, its bar is empty and
+    its words are not those of a stage that ended ("list ready")."""
+    from fastapi.testclient import TestClient
+
+    rows = [f"{server.url}/gone/{i}.jpg;gone {i}" for i in range(3)]
+    url = csv_registry(server, "all-dead", rows)
+    m = webui.module
+    m.manager.installer.policy = FAST
+    webui.set_option("replicheck_registries", url)
+    try:
+        m.packs_tab.refresh()
+        _, msg = m.packs_tab.build_recipe("all-dead")
+        assert "Building all-dead" in msg
+        final = m.manager.wait("all-dead", timeout=240)
+        assert final.state == "failed" and "none of the 3 images could be fetched" in final.error, final
+        job = next(j for j in TestClient(webui.app).get("/replicheck/v1/downloads").json() if j["name"] == "all-dead")
+        assert job["fraction"] == 0.0 and job["message"] == "stopped in the fetch stage", job
+        assert not (work_dir(webui.packs_dir, "all-dead") / "images").exists()
+        _, msg = m.packs_tab.remove("all-dead")
+        assert msg.endswith("Removed all-dead: the work folder of an unfinished build or download.</p>"), msg
+        assert not work_dir(webui.packs_dir, "all-dead").exists()
+    finally:
+        webui.set_option("replicheck_registries", "")
+        m.manager.available, m.manager.refreshed = [], None
+
+
+def test_an_sscd_recipe_without_a_way_to_run_the_model_says_so_before_fetching(server, photos_small, bad_bodies,
+                                                                               tmp_path, without_builder_packages):
+    """requirements.txt alone (onnxruntime, no torch) and no ONNX file yet: the build stops before
+    any image is fetched, naming the command that gets Meta's model on any Python."""
+    site = Site(server, photos_small, bad_bodies, good=2, edit=lambda e: e.update(embedder={"id": "sscd"}))
+    blocker = Path(without_builder_packages["PYTHONPATH"].split(os.pathsep)[0]) / "sitecustomize.py"
+    blocker.write_text(BLOCKER.replace('("pyarrow", "img2dataset")', '("pyarrow", "img2dataset", "torch")'))
+    home = tmp_path / "home"
+    r = cli("packs", "get", "local-test", "--registry", site.registry_url, home=home, env=without_builder_packages)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "`python -m lib_replicheck weights get sscd`" in r.stderr and "no ONNX file of sscd_disc_mixup" in r.stderr
+    assert site.requests("/img/") == 0

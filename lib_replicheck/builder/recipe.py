@@ -5,15 +5,22 @@
 Everything happens in a hidden work folder in the packs folder, `.NAME.recipe/`:
 
     lists/part-00000.csv|parquet  the recipe's list files, each checked against its sha256
-    rows.parquet + rows.json      the rows to fetch (columns normalised, sample and exclusions applied)
-    images/                       img2dataset's webdataset shards (a shard is done once its stats exist)
+    rows.jsonl|parquet + rows.json the rows to fetch (columns normalised, sample and exclusions applied)
+    images/                       webdataset shards of the images (a shard is done once its stats exist)
     build/                        the embedded shards (builder/work.py fingerprints them)
+
+A CSV list is read with Python's csv module and its images fetched by replicheck itself
+(builder/fetch.py): requirements.txt is all it needs. A parquet list is read with pyarrow and
+fetched with img2dataset (requirements-builder.txt); without them the build stops before anything
+starts, saying what to install (registry.recipe.MissingPackages).
 
 Each stage reuses what an earlier, interrupted run finished (a killed process, a dropped network,
 a cancel): a rerun goes on from there. The pack appears in the packs folder only when it is
 complete and verified (packs.publish); the work folder is removed after that. A cancel stops
-img2dataset (its own process group) or the embedding between two images; nothing half-built is
-ever installed. Dead URLs are counted, by reason, in the result.
+the fetch (its own process group) or the embedding between two images; nothing half-built is
+ever installed. Dead URLs are counted, by reason, in the result. A fetch that got no image is
+never marked done (the next run fetches again), and one whose first answers all say the network is
+down stops at once saying so; `--force` (and `packs remove NAME`) clear the work folder.
 
 A list whose sha256 nobody published (PD12M's parquets on the hub) is used only when the user
 accepts to pin it on first use: its sha256 is then recorded in `.recipe-pins.json` in the packs
@@ -34,12 +41,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lib_replicheck.builder.fetch import EXIT_NO_NETWORK, STOPPED_FILE, network_down
 from lib_replicheck.download import Cancelled, Policy, fetch
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.packs.manifest import SHA256_RE
 from lib_replicheck.registry.recipe import MAX_EXCLUDE_BYTES, MAX_LIST_BYTES, RegistryRecipe
 
 STAGES = ("list", "fetch", "embed", "index")
 PINS_FILE = ".recipe-pins.json"
+#: Bound on the pins file (a few hundred bytes a list file).
+MAX_PINS_BYTES = 4 * 1024**2
 #: Rows per img2dataset shard: a killed fetch redoes at most one shard per process.
 MIN_SHARD_ROWS, MAX_SHARD_ROWS = 20, 10_000
 #: Lists shorter than this are fetched by one img2dataset process (with its threads).
@@ -124,18 +135,38 @@ class _Reporter:
 # -- stage 1: the list ------------------------------------------------------------------------------
 
 def _pins(packs_dir: Path) -> dict:
+    """The sha256 of list files pinned on first use, by recipe and URL. A file that cannot be read
+    as such is an error naming it: ignoring it would pin a changed list again."""
+    path = packs_dir / PINS_FILE
     try:
-        data = json.loads((packs_dir / PINS_FILE).read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        if path.stat().st_size > MAX_PINS_BYTES:
+            raise RecipeError(f"{path}: larger than {MAX_PINS_BYTES:,} bytes, not a file of pinned sha256s")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    fix = ("it records the sha256 of list files pinned on first use, and nothing is pinned again while it "
+           "cannot be read: fix it, or remove it to pin every list again on its next use")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise RecipeError(f"{path}: not JSON; {fix}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: not a JSON object; {fix}")
+    for name, entry in data.items():
+        if not isinstance(entry, dict):
+            raise RecipeError(f"{path}: {name!r}: not an object of URL: sha256; {fix}")
+        for url, digest in entry.items():
+            if not isinstance(digest, str) or not SHA256_RE.match(digest):
+                raise RecipeError(f"{path}: {name!r}: {url[:200]!r}: not a sha256; {fix}")
+    return data
 
 
 def _save_pins(packs_dir: Path, pins: dict) -> None:
-    path = packs_dir / PINS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(pins, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    from lib_replicheck.html_report import write_atomic
+
+    write_atomic(packs_dir / PINS_FILE, json.dumps(pins, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _sha256(path: Path) -> str:
@@ -148,7 +179,7 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
                cancel, policy: Policy) -> list[tuple[Path, str]]:
     """The list files, verified, in order, each with its sha256; for a sample, only as many as hold
     `opts.sample` rows."""
-    from lib_replicheck.builder.sources import ListError
+    from lib_replicheck.builder.sources import ListError, count_rows
 
     ext = recipe.list.format
     if recipe.list.user:
@@ -209,104 +240,86 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
             out.append((dest, digest))
         if opts.sample:
             try:
-                rows += _count_rows(out[-1][0], recipe)
+                rows += count_rows(out[-1][0], recipe.list.format, recipe.list.columns,
+                                   delimiter=recipe.list.delimiter, optional=recipe.list.optional)
             except ListError as e:
                 raise RecipeError(f"recipe {recipe.name}: {e}") from None
             if rows >= opts.sample:
                 break
-    report("list", n, n, "list ready")
+    report("list", n, n, f"{len(out)} list file(s) verified")
     return out
-
-
-def _count_rows(path: Path, recipe: RegistryRecipe) -> int:
-    if recipe.list.format == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_metadata(path).num_rows
-    from lib_replicheck.builder.sources import read_list
-
-    return read_list(path, "csv", recipe.list.columns, delimiter=recipe.list.delimiter,
-                     optional=recipe.list.optional).num_rows
 
 
 def rows_stage(recipe: RegistryRecipe, files: list[tuple[Path, str]], work: Path, opts: GetOptions,
                exclusions, report: _Reporter) -> tuple[Path, int, int]:
-    """rows.parquet: the rows to fetch, written once per (list, sample, exclusions); returns its
-    path, its rows, and the rows the exclusion list dropped."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    """The rows to fetch (sources.rows_file), written once per (list, sample, exclusions); returns
+    their file, their number, and the rows the exclusion list dropped."""
+    from lib_replicheck.builder.sources import ListError, collect_rows, rows_file
 
-    from lib_replicheck.builder.sources import ListError, read_list, write_rows
-
-    rows, meta = work / "rows.parquet", work / "rows.json"
+    rows, meta = rows_file(work, recipe.list.format), work / "rows.json"
     want = {"lists": [d for _, d in files], "sample": opts.sample, "columns": recipe.list.columns,
-            "exclude": exclusions.digest if exclusions else None}
+            "exclude": exclusions.digest if exclusions else None, "rows": rows.name}
     try:
         have = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         have = None
-    if have is not None and have.get("want") == want and rows.is_file():
+    if isinstance(have, dict) and have.get("want") == want and rows.is_file():
         return rows, int(have["rows"]), int(have["excluded"])
     if (work / "images").exists() or (work / "build").exists():
         report.log(f"{work}: the list, sample or exclusions changed since the last run: starting over")
         shutil.rmtree(work / "images", ignore_errors=True)
         shutil.rmtree(work / "build", ignore_errors=True)
-    tables = []
-    total = 0
-    for j, (path, _) in enumerate(files):
-        try:
-            t = read_list(path, recipe.list.format, recipe.list.columns, delimiter=recipe.list.delimiter,
-                          optional=recipe.list.optional)
-        except ListError as e:
-            raise RecipeError(f"recipe {recipe.name}: {e}") from None
-        tables.append(t)
-        total += t.num_rows
-        if opts.sample and total >= opts.sample:
-            break
-    table = pa.concat_tables(tables) if tables else pa.table({"URL": pa.array([], pa.string())})
-    if opts.sample:
-        table = table.slice(0, opts.sample)
-    excluded = 0
-    if exclusions:
-        values = pa.array(sorted(exclusions.values), type=pa.string())
-        keep = pc.invert(pc.is_in(table["URL"], value_set=values))
-        if "hash" in table.column_names:
-            keep = pc.and_kleene(keep, pc.invert(pc.fill_null(pc.is_in(table["hash"], value_set=values), False)))
-        before = table.num_rows
-        table = table.filter(keep)
-        excluded = before - table.num_rows
-    if table.num_rows == 0:
+    report("list", 0, 0, "reading the list")
+    try:
+        n, excluded = collect_rows([p for p, _ in files], recipe.list.format, recipe.list.columns, rows,
+                                   delimiter=recipe.list.delimiter, optional=recipe.list.optional,
+                                   sample=opts.sample, exclusions=exclusions)
+    except ListError as e:
+        raise RecipeError(f"recipe {recipe.name}: {e}") from None
+    if n == 0:
         raise RecipeError(f"recipe {recipe.name}: the list has no rows with a URL to fetch")
-    write_rows(table, rows)
     tmp = meta.with_name("rows.json.tmp")
-    tmp.write_text(json.dumps({"want": want, "rows": table.num_rows, "excluded": excluded}), encoding="utf-8")
+    tmp.write_text(json.dumps({"want": want, "rows": n, "excluded": excluded}), encoding="utf-8")
     os.replace(tmp, meta)
-    return rows, table.num_rows, excluded
+    return rows, n, excluded
 
 
 # -- stage 2: the images ----------------------------------------------------------------------------
 
 def fetch_stage(rows: Path, n_rows: int, work: Path, recipe: RegistryRecipe, opts: GetOptions, report: _Reporter,
                 cancel) -> dict:
-    """img2dataset in a process group of its own, watched for progress and cancel; returns its
-    stats (images fetched, rows failed by reason)."""
+    """The images, fetched in a process group of their own (builder/fetch.py for a CSV list,
+    img2dataset for a parquet one), watched for progress and cancel; returns the stats (images
+    fetched, rows failed by reason). Marked done only when some image came."""
+    from lib_replicheck.builder import fetch
     from lib_replicheck.builder.sources import fetch_command, img2dataset_stats
 
     out = work / "images"
     done_marker = out / ".complete"
-    if done_marker.is_file():
-        stats = json.loads(done_marker.read_text(encoding="utf-8"))
+    stats = _complete(done_marker)
+    if stats is not None:
         report("fetch", n_rows, n_rows, f"{stats['ok']} images fetched earlier")
         return stats
+    if out.exists() and done_marker.exists():  # marked done with nothing fetched (an older version did)
+        shutil.rmtree(out, ignore_errors=True)
     shard_rows = max(MIN_SHARD_ROWS, min(MAX_SHARD_ROWS, n_rows // 50 or 1))
-    # each img2dataset process imports torch (through webdataset): seconds each; one is enough for a
-    # small list, whose fetching is bound by the network, not by decoding
-    processes = 1 if n_rows < SMALL_LIST else opts.processes
-    cmd = fetch_command(rows, out, processes=processes, threads=opts.threads,
-                        timeout=int(recipe.build.get("download_timeout", 10)),
-                        image_size=int(recipe.build.get("image_size", 512)), shard_rows=shard_rows)
+    timeout = int(recipe.build.get("download_timeout", 10))
+    image_size = int(recipe.build.get("image_size", 512))
+    stopped = work / STOPPED_FILE
+    stopped.unlink(missing_ok=True)
+    if recipe.list.format == "csv":
+        tool = "the image fetch"
+        cmd = fetch.command(rows, out, threads=opts.threads, timeout=timeout, image_size=image_size,
+                            shard_rows=shard_rows, stopped=stopped)
+    else:
+        tool = "img2dataset"
+        # each img2dataset process imports torch (through webdataset): seconds each; one is enough for a
+        # small list, whose fetching is bound by the network, not by decoding
+        cmd = fetch_command(rows, out, processes=1 if n_rows < SMALL_LIST else opts.processes, threads=opts.threads,
+                            timeout=timeout, image_size=image_size, shard_rows=shard_rows)
     out.mkdir(parents=True, exist_ok=True)
-    errlog = work / "img2dataset.log"
+    report("fetch", 0, n_rows, f"fetching {n_rows:,} images")
+    errlog = work / "fetch.log"
     with open(errlog, "ab") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                                 cwd=str(work), env=_child_env())
@@ -323,10 +336,12 @@ def fetch_stage(rows: Path, n_rows: int, work: Path, recipe: RegistryRecipe, opt
         except BaseException:
             _kill_group(proc)
             raise
+    if proc.returncode == EXIT_NO_NETWORK and stopped.is_file():
+        raise RecipeError(_no_network(recipe.name, stopped))
     stats = img2dataset_stats(out)
     if proc.returncode != 0 or stats["done"] < n_rows:
         tail = errlog.read_text(encoding="utf-8", errors="replace")[-600:].strip()
-        raise RecipeError(f"recipe {recipe.name}: img2dataset stopped after {stats['done']} of {n_rows} rows "
+        raise RecipeError(f"recipe {recipe.name}: {tool} stopped after {stats['done']} of {n_rows} rows "
                           f"(exit status {proc.returncode}); run the build again to go on from there"
                           + (f": {tail.splitlines()[-1]}" if tail else ""))
     cut_off = _shards_cut_off(out)
@@ -334,6 +349,11 @@ def fetch_stage(rows: Path, n_rows: int, work: Path, recipe: RegistryRecipe, opt
         raise RecipeError(f"recipe {recipe.name}: {len(cut_off)} shard(s) of {shard_rows} rows got no image, every row "
                           "failing to connect: the network seems down. Run the build again once it is back: those "
                           "rows are fetched again (once), the others are kept")
+    if stats["ok"] == 0:
+        shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: the next build fetches every row again
+        raise RecipeError(f"recipe {recipe.name}: none of the {n_rows} images could be fetched ("
+                          + "; ".join(f"{k}: {v}" for k, v in list(stats["errors"].items())[:5])
+                          + "); nothing is kept, the next build tries them all again")
     tmp = done_marker.with_name(".complete.tmp")
     tmp.write_text(json.dumps(stats), encoding="utf-8")
     os.replace(tmp, done_marker)
@@ -341,9 +361,28 @@ def fetch_stage(rows: Path, n_rows: int, work: Path, recipe: RegistryRecipe, opt
     return stats
 
 
-#: What urllib says when the network (not the image's host) is the problem.
-NETWORK_DOWN = ("Connection refused", "Network is unreachable", "No route to host",
-                "Temporary failure in name resolution", "timed out")
+def _complete(marker: Path) -> dict | None:
+    """The stats of a finished fetch, or None: absent, unreadable, or with no image fetched."""
+    try:
+        stats = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stats, dict) or not isinstance(stats.get("ok"), int) or stats["ok"] < 1:
+        return None
+    return stats
+
+
+def _no_network(name: str, stopped: Path) -> str:
+    try:
+        info = json.loads(stopped.read_text(encoding="utf-8"))
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(info["reasons"].items())[:3])
+        seen = f"the first {info['answers']} images, from {info['hosts']} hosts, all failed to connect ({reasons})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        seen = "the first images all failed to connect"
+    return (f"recipe {name}: no network: {seen}. Check the connection (and HTTP_PROXY / HTTPS_PROXY), then run the "
+            "build again; nothing was marked done")
+
+
 RETRIED_FILE = "retried.json"
 
 
@@ -367,7 +406,7 @@ def _shards_cut_off(out: Path) -> list[str]:
         errors = {k: v for k, v in (s.get("status_dict") or {}).items() if k != "success"}
         if shard in retried or int(s.get("successes", 0)) or not errors:
             continue
-        if all(any(n in k for n in NETWORK_DOWN) for k in errors):
+        if all(network_down(k) for k in errors):
             cut.append(shard)
     if cut:
         tmp = retried_path.with_name(RETRIED_FILE + ".tmp")
@@ -449,14 +488,16 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
                                      error=RecipeError, cancel=cancel, policy=policy)
         return RecipeResult(path=built.path, name=recipe.name, listed=built.count, fetched=built.count, failed=0,
                             count=built.count, seconds=time.perf_counter() - started)
-    if recipe.sample is False and opts.sample:
-        raise RecipeError(f"recipe {recipe.name}: --sample is offered only for large lists")
-    if opts.sample is not None and opts.sample < 1:
-        raise RecipeError("--sample: give a positive number of images")
+    check_options(recipe, opts)
     if opts.offline:
         raise RecipeError(f"recipe {recipe.name}: its images are downloaded; network access is off (--offline)")
+    recipe.check_packages()
+    _check_weights(recipe, opts)
     with pack_lock(packs_dir, recipe.name):
         work = work_dir(packs_dir, recipe.name)
+        if opts.overwrite and work.exists():
+            shutil.rmtree(work)
+            log(f"--force: the work folder of an earlier build ({work}) was cleared; starting over")
         work.mkdir(parents=True, exist_ok=True)
         policy = policy or Policy()
         files = list_files(recipe, packs_dir, work, opts, report, cancel, policy)
@@ -480,7 +521,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
         embedder = load_embedder(bopts)
         options = {"shard_size": bopts.shard_size, "crops": list(crops_for(embedder.spec.metric, bopts.centre_crops)),
                    "thumbnails": bopts.thumbnails, "license": bopts.license, "exclude": exclusions_digest(None)}
-        store = open_work(work / "build", fingerprint(rows, "parquet", embedder.spec, options),
+        store = open_work(work / "build", fingerprint(rows, recipe.list.format, embedder.spec, options),
                           chosen_by_user=False, log=log)
         items = webdataset(webdataset_shards(work / "images"), bopts.license)
         spec = embed_stage(_counted(items, report, stats["ok"], cancel, gate), store, bopts, log,
@@ -496,6 +537,37 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     return RecipeResult(path=built.path, name=recipe.name, listed=n_rows, fetched=stats["ok"],
                         failed=stats["failed"], failures=dict(stats["errors"]), skipped=len(built.skipped),
                         count=built.count, excluded=excluded, seconds=time.perf_counter() - started)
+
+
+def _check_weights(recipe: RegistryRecipe, opts: GetOptions) -> None:
+    """An SSCD recipe that could not be embedded here (no ONNX file of the model, no torch for its
+    TorchScript weights) says so before its images are fetched, with the command that gets the
+    model. Nothing is downloaded here: with torch, the weights come when the embedding starts."""
+    from lib_replicheck import embedders
+
+    name = str(recipe.embedder.get("id", ""))
+    if opts.weights or embedders.kind_of(name) != "sscd":
+        return
+    from lib_replicheck.embedders.sscd import DEFAULT_MODEL, find_onnx, has_module, no_runtime_message
+
+    model = DEFAULT_MODEL if name == "sscd" else name
+    if find_onnx(model, None, opts.models_dir) is None and not has_module("torch"):
+        raise RecipeError(f"recipe {recipe.name}: {no_runtime_message(model, opts.models_dir, have_onnx=False)}")
+
+
+def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
+    """Options given for this build that do not apply to this recipe are refused, naming them."""
+    wrong = []
+    if opts.sample is not None and not recipe.sample:
+        wrong.append("--sample (offered only by recipes of large lists)")
+    if opts.list_path and not recipe.list.user:
+        wrong.append("--list (this recipe names its own list)")
+    if opts.accept_unpinned and (recipe.list.user or not recipe.list.unpinned):
+        wrong.append("--accept-unpinned (every file of this recipe's list has a published sha256)")
+    if wrong:
+        raise RecipeError(f"recipe {recipe.name}: {'; '.join(wrong)} does not apply")
+    if opts.sample is not None and opts.sample < 1:
+        raise RecipeError("--sample: give a positive number of images")
 
 
 def build_for_manager(recipe: RegistryRecipe, packs_dir: str | Path, *, progress=None, cancel=None, gate=None,
@@ -536,4 +608,4 @@ def _exclusions(recipe: RegistryRecipe, work: Path, cancel, policy: Policy):
 
 
 __all__ = ["get_recipe", "build_for_manager", "GetOptions", "Progress", "RecipeResult", "RecipeError", "STAGES",
-           "work_dir"]
+           "work_dir", "check_options"]

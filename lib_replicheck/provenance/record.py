@@ -8,12 +8,12 @@ Checker's own objects have (name, manifest, path; spec, runtime), so this module
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib_replicheck import __version__
 from lib_replicheck.errors import clean_text
+from lib_replicheck.hashing import sha256_file
 from lib_replicheck.provenance import LABEL, RECORD_VERSION
 
 IPTC = "http://cv.iptc.org/newscodes/digitalsourcetype/"
@@ -47,8 +47,7 @@ class CheckContext:
 
 def _sha256_file(path: Path) -> str | None:
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 

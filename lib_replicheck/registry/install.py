@@ -36,6 +36,13 @@ from lib_replicheck.registry.registry import RegistryPack
 STALE_DOWNLOAD_SECONDS = 7 * 24 * 3600
 
 
+def leftovers(packs_dir: Path, name: str) -> list[Path]:
+    """What an unfinished download (`.NAME.download`) or recipe build (`.NAME.recipe`, see
+    builder/recipe.py) of `name` left in `packs_dir` to resume from."""
+    return [p for p in (packs_dir / f".{name}.download", packs_dir / f".{name}.recipe")
+            if p.is_dir() and not p.is_symlink()]
+
+
 @contextmanager
 def pack_lock(packs_dir: Path, name: str):
     """An exclusive, non-blocking lock on `name` (released when the process dies).
@@ -275,8 +282,10 @@ class Installer:
 
     # -- install from a folder, an archive or a URL ----------------------------------------------------
 
-    def install(self, source: str, *, sha256: str | None = None, progress=None, cancel=None) -> Path:
-        """Install a pack from a folder, a .tar(.gz)/.zip archive, or an http(s) URL of an archive.
+    def install(self, source: str, *, sha256: str | None = None, progress=None, cancel=None,
+                overwrite: bool = False) -> Path:
+        """Install a pack from a folder, a .tar(.gz)/.zip archive, or an http(s) URL of an archive;
+        a pack of the same name already installed is replaced only with `overwrite`.
 
         Everything happens in a `.install-PID-TID` work folder inside the packs folder, which is
         removed at the end whatever happens (and by clean_stale when the process was killed)."""
@@ -315,6 +324,9 @@ class Installer:
             from lib_replicheck.packs.manifest import read
 
             name = read(staging).name
+            if (self.packs_dir / name).exists() and not overwrite:
+                raise InstallError(f"pack {name} is already installed in {self.packs_dir / name}: pass --force to "
+                                   "replace it (the installed one stays until the new one is verified)")
             with pack_lock(self.packs_dir, name):
                 return self._install_verified(staging, name)
         except OSError as e:  # a full disk, a folder that went away: said in one line
@@ -354,12 +366,22 @@ class Installer:
         finally:
             pack.close()
 
-    def remove(self, name: str) -> None:
-        path = self._installed(name)
+    def remove(self, name: str) -> list[Path]:
+        """Remove the installed pack `name` and what unfinished downloads or builds of it left (the
+        next one starts over); return what was removed. An error when there is neither."""
+        left = leftovers(self.packs_dir, name) if NAME_RE.match(name) else []
+        path = self._installed(name) if not left else self.packs_dir / name
         with pack_lock(self.packs_dir, name):
-            trash = self.packs_dir / f".{name}.removing-{os.getpid()}"
-            os.replace(path, trash)  # gone from the packs list at once
-            shutil.rmtree(trash, ignore_errors=True)
+            removed = []
+            if path.is_dir():
+                trash = self.packs_dir / f".{name}.removing-{os.getpid()}"
+                os.replace(path, trash)  # gone from the packs list at once
+                shutil.rmtree(trash, ignore_errors=True)
+                removed.append(path)
+            for p in left:
+                shutil.rmtree(p)
+                removed.append(p)
+        return removed
 
     def _installed(self, name: str) -> Path:
         if not NAME_RE.match(name) or not (self.packs_dir / name).is_dir():
@@ -417,4 +439,4 @@ def _prune_unlisted(staging: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-__all__ = ["Installer", "DownloadError", "pack_lock", "clean_stale"]
+__all__ = ["Installer", "DownloadError", "pack_lock", "clean_stale", "leftovers"]

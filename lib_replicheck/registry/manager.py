@@ -125,6 +125,8 @@ class PackManager:
                                   + ("your own list: --list PATH" if rp.list.user else
                                      "its list has no published sha256: --accept-unpinned")
                                   + f"): python -m lib_replicheck packs get {name}")
+        if rp.kind == "recipe":
+            rp.check_packages()  # MissingPackages, before anything starts
         with self._lock:
             job = self.jobs.get(name)
             if job is not None and job.active:
@@ -144,14 +146,24 @@ class PackManager:
             yield
         except Cancelled:
             job.state = "cancelled"
-            if cancelled:
-                job.message = cancelled
+            self._stopped(job, cancelled)
         except ReplicheckError as e:
             job.state, job.error = "failed", str(e)
+            self._stopped(job)
         except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
             job.state, job.error = "failed", f"{type(e).__name__}: {e}"
+            self._stopped(job)
         finally:
             self.on_change()
+
+    @staticmethod
+    def _stopped(job: DownloadJob, message: str = "") -> None:
+        """A build that did not end installed shows no stage progress: its bar is not left full
+        under the words of a stage that finished ("list ready")."""
+        if job.kind == "recipe":
+            job.done, job.message = 0, message or (f"stopped in the {job.stage} stage" if job.stage else "")
+        elif message:
+            job.message = message
 
     def _build(self, job: DownloadJob, recipe) -> None:
         """A recipe built in this thread: the stage and its counts go to the job as they change."""
@@ -201,10 +213,15 @@ class PackManager:
     def verify(self, name: str) -> None:
         self.installer.verify(name)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str) -> list[Path]:
+        """The installed pack and what unfinished downloads or builds of it left (Installer.remove)."""
+        job = self.jobs.get(name)
+        if job is not None and job.active:
+            raise ReplicheckError(f"{name} is being downloaded or built: cancel it first")
         self.on_change()
-        self.installer.remove(name)
+        removed = self.installer.remove(name)
         self.on_change()
+        return removed
 
     def wait(self, name: str, timeout: float = 600.0) -> DownloadJob:
         """Block until the download of `name` ends (for the command line and tests)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs.manifest import NAME_RE, SHA256_RE, check_relative_path
 
 #: Lengths kept of a registry's free-text fields (what a listing can show; the rest is noise or an attack).
@@ -43,10 +44,42 @@ MAX_LIST_BYTES = 4 * 1024**3
 MAX_EXCLUDE_BYTES = 64 * 1024**2
 MAX_EXCLUDE_ENTRIES = 1_000_000
 MAX_COUNT = 10_000_000_000
-IMAGE_SIZES = (0, 4096)  # 0: images kept as fetched; else the longest side, in pixels
+IMAGE_SIZES = (0, 4096)  # 0: images kept as fetched; else the shorter side, in pixels (larger images shrunk)
+#: What a parquet list's build needs beyond requirements.txt, as pip installs it and as it imports
+#: (requirements-builder.txt lists the same). A CSV list needs none: replicheck fetches it itself.
+BUILDER_PACKAGES = (("pyarrow<18", "pyarrow"), ("img2dataset", "img2dataset"))
 #: Options a recipe may set for the builder, with their types and bounds.
 BUILD_OPTIONS = {"image_size": (int, 0, 4096), "download_timeout": (int, 1, 120), "thumbnails": (bool, None, None),
                  "shard_size": (int, 1, 1_000_000), "batch": (int, 1, 4096)}
+
+
+class MissingPackages(ReplicheckError):
+    """A recipe's build needs packages this Python lacks: said before anything starts, with the
+    command that installs them (`packages`: their pip requirements)."""
+
+    def __init__(self, name: str, packages: list[str]):
+        from lib_replicheck.pipinstall import by_hand
+
+        self.packages = packages
+        super().__init__(f"recipe {name}: its list is a parquet file, read with pyarrow and fetched with img2dataset, "
+                         f"and {', '.join(packages)} {'is' if len(packages) == 1 else 'are'} not installed in this "
+                         f"Python. Install {'it' if len(packages) == 1 else 'them'} with: {by_hand(packages)}")
+
+
+def missing_builder_packages() -> list[str]:
+    """The BUILDER_PACKAGES this Python lacks, as pip requirements."""
+    return [spec for spec, module in BUILDER_PACKAGES if not _importable(module)]
+
+
+def _importable(module: str) -> bool:
+    import importlib
+    import importlib.util
+
+    importlib.invalidate_caches()  # a package installed since this process started counts
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -101,6 +134,16 @@ class RegistryRecipe:
     @property
     def size(self) -> int:
         return self.pack_bytes
+
+    def missing_packages(self) -> list[str]:
+        """The pip requirements this recipe's build needs and this Python lacks (none for a CSV list)."""
+        return [] if self.list.format == "csv" else missing_builder_packages()
+
+    def check_packages(self) -> None:
+        """MissingPackages, before anything starts, when the build cannot run here."""
+        missing = self.missing_packages()
+        if missing:
+            raise MissingPackages(self.name, missing)
 
     def estimate(self, device: str, count: int | None = None) -> float | None:
         """Seconds to embed `count` images (default: the expected count) on `device` at the measured
@@ -297,4 +340,5 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-__all__ = ["RegistryRecipe", "RecipeList", "ListFile", "parse_recipe", "duration", "NAME_RE"]
+__all__ = ["RegistryRecipe", "RecipeList", "ListFile", "parse_recipe", "duration", "NAME_RE", "MissingPackages",
+           "BUILDER_PACKAGES", "missing_builder_packages"]

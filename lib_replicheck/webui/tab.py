@@ -38,11 +38,13 @@ def refresh_message(manager: PackManager) -> tuple[str, bool]:
 class PacksTab:
     """The tab's callbacks; `build()` is what the web UI's on_ui_tabs asks for."""
 
-    def __init__(self, gr, manager: PackManager, service: CheckService, audits=None):
+    def __init__(self, gr, manager: PackManager, service: CheckService, audits=None,
+                 run_pip: Callable[[str, str], object] | None = None):
         self.gr = gr
         self.manager = manager
         self.service = service
         self.audits = audits  # audit.AuditJobs: "Check a folder"
+        self.run_pip = run_pip  # the web UI's pip helper, run_pip(command, desc): "Install builder packages"
 
     def page(self) -> str:
         """The table of installed and downloadable packs, as it is now."""
@@ -92,18 +94,66 @@ class PacksTab:
         return self._action(self.manager.cancel, name, f"Cancelling the download or build of {name}.")
 
     def build_recipe(self, name):
-        """Build a recipe here (in the background: progress below, Cancel stops it)."""
+        """Build a recipe here (in the background: progress below, Cancel stops it). One that needs
+        the builder's packages says so before anything starts, and which button installs them."""
+        from lib_replicheck.registry.recipe import MissingPackages
+
         kind = next((p.kind for p in self.manager.available if p.name == name), None)
         if name and kind == "pack":
             return self.page(), message(f"{name} is a prebuilt pack: use Download.", True)
-        return self._action(self.manager.start_download, name,
-                            f"Building {name} here: fetching its images, then embedding; progress below.")
+        if not name:
+            return self.page(), message("Choose a pack first.", True)
+        try:
+            self.manager.start_download(name)
+        except MissingPackages as e:
+            return self.page(), message(
+                f"{name} reads a parquet list and fetches its images with img2dataset: {', '.join(e.packages)} "
+                f"{'is' if len(e.packages) == 1 else 'are'} not installed in this web UI. Press Install builder "
+                "packages (the web UI's pip installs them, keeping its own packages at their versions), then "
+                "Build again.", True)
+        except ReplicheckError as e:
+            return self.page(), message(str(e), True)
+        return self.page(), message(f"Building {name} here: fetching its images, then embedding; progress below.")
+
+    def install_builder(self):
+        """Install the builder's packages (pyarrow, img2dataset) with the web UI's pip, every package
+        the web UI has kept at its version (as install.py does)."""
+        from lib_replicheck.pipinstall import by_hand, dist_name, pip_install, probe
+        from lib_replicheck.registry.recipe import BUILDER_PACKAGES, missing_builder_packages
+
+        missing = missing_builder_packages()
+        if not missing:
+            return message("The builder's packages (" + ", ".join(m for _, m in BUILDER_PACKAGES)
+                           + ") are installed: every recipe can be built here.")
+        if self.run_pip is None:
+            return message(f"Installing packages is not available here: run {by_hand(missing)}", True)
+        errors = pip_install(missing, self.run_pip, "replicheck builder package")
+        modules = dict(BUILDER_PACKAGES)
+        found = probe([(dist_name(s), modules[s]) for s in missing])
+        bad = [s for s in missing if not found.get(dist_name(s), {}).get("ok")]
+        if bad:
+            why = "; ".join(f"{s}: {errors.get(dist_name(s)) or found.get(dist_name(s), {}).get('error', 'not installed')}"
+                            for s in bad)
+            return message(f"Could not install {', '.join(bad)} ({why}). Install by hand: {by_hand(bad)}", True)
+        got = ", ".join(f"{dist_name(s)} {found[dist_name(s)].get('version') or ''}".strip() for s in missing)
+        return message(f"Installed {got} with the web UI's pip: parquet recipes can be built now.")
 
     def verify(self, name):
         return self._action(self.manager.verify, name, f"{name}: every file matches its sha256.")
 
     def remove(self, name):
-        return self._action(self.manager.remove, name, f"Removed {name}.")
+        """The pack, and what an unfinished build or download of it left (its work folder)."""
+        if not name:
+            return self.page(), message("Choose a pack first.", True)
+        try:
+            removed = self.manager.remove(name)
+        except ReplicheckError as e:
+            return self.page(), message(str(e), True)
+        unfinished = [p for p in removed if p.name != name]
+        return self.page(), message(f"Removed {name}" + (" (and the work folder of an unfinished build or download)"
+                                                         if unfinished and len(removed) > 1 else
+                                                         ": the work folder of an unfinished build or download"
+                                                         if unfinished else "") + ".")
 
     def check_folder(self, folder):
         """Start checking a folder on the server; yields its progress until the report is written
@@ -147,6 +197,7 @@ class PacksTab:
                 cancel = gr.Button("Cancel", elem_id="replicheck_cancel")
                 verify = gr.Button("Verify", elem_id="replicheck_verify")
                 remove = gr.Button("Remove", elem_id="replicheck_remove")
+                install_builder = gr.Button("Install builder packages", elem_id="replicheck_install_builder")
             message_html = gr.HTML(elem_id="replicheck_message")
             gr.HTML("<div id='replicheck_downloads'></div>")
             table = gr.HTML(self.page, elem_id="replicheck_packs_table")  # callable: built again at each page load
@@ -159,6 +210,7 @@ class PacksTab:
             cancel.click(fn=self.cancel, inputs=[name], outputs=[table, message_html])
             verify.click(fn=self.verify, inputs=[name], outputs=[table, message_html])
             remove.click(fn=self.remove, inputs=[name], outputs=[table, message_html])
+            install_builder.click(fn=self.install_builder, outputs=[message_html])
             gr.HTML("<h3>Check a folder</h3><p>Every image in a folder on the server (e.g. a day of "
                     "<code>outputs</code>) against the packs chosen in Settings; the report opens in a new tab.</p>")
             with gr.Row():

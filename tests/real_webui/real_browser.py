@@ -176,3 +176,53 @@ def wait_panel(d, tab: str, done, timeout: float, what: str) -> dict:
             return last
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for the panel to show {what}; it shows: {last!r}")
+
+
+def textbox_by_label(d, label: str, within: str = "body"):
+    """The textarea/input of the visible gradio textbox whose label starts with `label` (gradio 3
+    and 4 both put the input inside its label)."""
+    from selenium.webdriver.common.by import By
+
+    for lab in d.find_elements(By.CSS_SELECTOR, f"{within} label"):
+        if lab.is_displayed() and lab.text.strip().startswith(label):
+            els = lab.find_elements(By.CSS_SELECTOR, "textarea, input")
+            if els:
+                return els[0]
+    raise LookupError(f"no visible textbox labelled {label!r} in {within}")
+
+
+def install_from_url(ui, d, url: str, timeout: float = 900) -> str:
+    """Extensions -> Install from URL -> Install, with ui.py's helpers only (AUTOMATIC1111 and
+    Forge alike); returns the text of the result box."""
+    from selenium.webdriver.common.by import By
+
+    ui.tab(d, "Extensions")
+    ui.tab(d, "Install from URL", nav="#tabs_extensions > .tab-nav")
+    box = textbox_by_label(d, "URL for extension's git repository", "#tabs_extensions")
+    box.clear()
+    box.send_keys(url)
+    time.sleep(1)
+    d.execute_script("arguments[0].click()", ui.button(d, "Install", "#tabs_extensions"))
+    end = time.time() + timeout
+    while time.time() < end:
+        text = d.find_element(By.CSS_SELECTOR, "#extension_install_result").text.strip()
+        if text:
+            return text
+        time.sleep(2)
+    raise AssertionError(f"no install result within {timeout:.0f}s")
+
+
+def choose(d, elem_id: str, value: str) -> str:
+    """Pick `value` in the gradio dropdown `#elem_id` by typing it and pressing Enter; returns what
+    the dropdown then shows."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click()", box)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(value)
+    time.sleep(1)
+    box.send_keys(Keys.ENTER)
+    time.sleep(1)
+    return box.get_attribute("value")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 import real_harness as rh
+from real_harness import EXT_SRC
 
 COPY_VERDICTS = ("possible copy", "likely copy", "duplicate")
 SETTINGS_CHANGED = {"replicheck_top_k": 2, "replicheck_sscd_likely": 0.6, "replicheck_pdq_likely": 24}
@@ -89,8 +90,7 @@ def case_install_from_url(w, browser, ui, prof: Profile) -> None:
         w.add_passthrough()
     w.ensure(installed=False)
     _open(ui, browser, w)
-    fui = _rb().ui_module("forge")  # ui_forge's install_from_url finds the URL box by its label (any gradio)
-    result = fui.install_from_url(browser, w.git_url)
+    result = _rb().install_from_url(ui, browser, w.git_url)  # the URL box found by its label (any gradio)
     assert "Installed into" in result, result
     installed = subprocess.run(["git", "-C", str(w.ext_dir), "rev-parse", "HEAD"], capture_output=True,
                                text=True).stdout
@@ -211,6 +211,57 @@ def case_txt2img_panel_and_infotext(w, browser, ui, prof: Profile) -> None:
     assert len(shown["cards"]) == 1, shown
     assert "demo" in shown["text"], shown
     assert not [b for b in rb.bad_requests(browser) if "replicheck" in b], "failed replicheck requests"
+
+
+def case_tab_builds_a_csv_recipe(w, browser, ui, prof: Profile) -> None:
+    """The Replicheck tab builds a CSV recipe (the suggested recipe's kind) in the web UI's own Python,
+    which has neither pyarrow nor img2dataset from replicheck: a registry and four photos served on
+    127.0.0.1 by this test, Refresh list, choose the recipe, Build; the progress line ends installed
+    and the pack is listed."""
+    import hashlib
+    import json
+
+    from httpfaults import FaultServer
+
+    rb = _rb()
+    w.ensure()
+    photos = sorted((EXT_SRC / "lib_replicheck" / "demo_images" / "pack").glob("*.jpg"))[:4]
+    server = FaultServer()
+    try:
+        rows = [f"{server.add(f'/img/{p.name}', p.read_bytes())};{p.stem}" for p in photos]
+        rows.append(f"{server.url}/img/gone.jpg;gone")
+        body = ("URL;Caption\n" + "\n".join(rows) + "\n").encode()
+        server.add("/local.csv", body)
+        entry = {"kind": "recipe", "name": "local-photos", "title": "four photos on 127.0.0.1",
+                 "embedder": {"id": "pdq"},
+                 "list": {"format": "csv", "delimiter": ";", "columns": {"url": "URL", "caption": "Caption"},
+                          "files": [{"urls": ["local.csv"], "size": len(body),
+                                     "sha256": hashlib.sha256(body).hexdigest()}]},
+                 "build": {"image_size": 256, "download_timeout": 5}}
+        registry = server.add("/registry.json", json.dumps({"format": "replicheck-registry", "format_version": 1,
+                                                            "packs": [entry]}).encode())
+        if (w.packs_dir / "local-photos").exists():
+            w.request("DELETE", "replicheck/v1/packs/local-photos", timeout=60)
+        w.set_options({"replicheck_registries": registry})
+        _open(ui, browser, w)
+        ui.tab(browser, "Replicheck")
+        ui.click(browser, "#replicheck_refresh")
+        rb.wait_js(browser, "var t = document.querySelector('#replicheck_message'); return t && "
+                            "/Read 1 registry/.test(t.textContent) ? t.textContent : null;", 120, "the registry read")
+        assert rb.choose(browser, "replicheck_pack_name", "local-photos") == "local-photos"
+        ui.click(browser, "#replicheck_build")
+        text = rb.wait_js(browser, "var t = (document.querySelector('#replicheck_downloads') || {}).textContent || '';"
+                                   "return /local-photos: (installed|failed|cancelled)/.test(t) ? t : null;", 600,
+                          "the build's end in the progress line")
+        assert "local-photos: installed - 4 images in the pack: 4 of 5 fetched, 1 failed" in text, text
+        packs = w.get("replicheck/v1/packs").body
+        assert any(p["name"] == "local-photos" for p in packs["installed"]), packs
+        assert not [b for b in rb.bad_requests(browser) if "replicheck" in b], "failed replicheck requests"
+    finally:
+        server.close()
+        w.set_options({"replicheck_registries": ""})
+        if (w.packs_dir / "local-photos").exists():
+            w.request("DELETE", "replicheck/v1/packs/local-photos", timeout=60)
 
 
 def case_batch_grid_infotext(w, prof: Profile) -> None:
@@ -471,11 +522,10 @@ def case_sdnext_manual_install(w, browser, ui, prof: Profile) -> None:
         w.add_passthrough()
     w.ensure(installed=False)
     _open(ui, browser, w)
-    fui = _rb().ui_module("forge")
     ui.tab(browser, "Extensions")
     ui.tab(browser, "Manual install", nav="#tabs_extensions > .tab-nav")
     for label, text in (("Extension GIT repository URL", w.git_url), ("Local directory name", rh.EXT_NAME)):
-        box = fui.textbox_by_label(browser, label)
+        box = _rb().textbox_by_label(browser, label)
         box.clear()
         box.send_keys(text)
     time.sleep(1)

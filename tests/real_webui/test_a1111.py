@@ -32,6 +32,10 @@ def test_txt2img_panel_and_infotext(a1111, browser, ui):
     rc.case_txt2img_panel_and_infotext(a1111, browser, ui, P)
 
 
+def test_tab_builds_a_csv_recipe(a1111, browser, ui):
+    rc.case_tab_builds_a_csv_recipe(a1111, browser, ui, P)
+
+
 def test_batch_grid_infotext_is_not_the_last_images(a1111):
     rc.case_batch_grid_infotext(a1111, P)
 
