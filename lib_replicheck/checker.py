@@ -158,8 +158,8 @@ class Checker:
             report.seconds = elapsed
             if i in flat:
                 report.notes.append(FLAT_NOTE)
-            if not judged[i]:  # flat to every family searched: to the learned ones, or below PDQ's quality gate
-                report.withheld = FLAT
+                if not judged[i]:
+                    report.withheld = FLAT
         return reports
 
     def check_files(self, paths: Iterable[str | Path], batch: int = 8, workers: int = 2) -> Iterator[Report]:
