@@ -102,6 +102,21 @@ def link(url, text) -> str:
             f'referrerpolicy="no-referrer">{esc(text)}</a>')
 
 
+def record_link(report: Report) -> str:
+    """A link to the signed copy that holds the record of the image's check (check --sign), opened
+    from disk like the report; empty when the image was not signed."""
+    if not report.record:
+        return ""
+    try:
+        uri = Path(report.record).resolve().as_uri()
+    except (OSError, ValueError):
+        return ""
+    if len(uri) > MAX_URL:
+        return ""
+    return (f' <a class="record" href="{html.escape(uri, quote=True)}" title="{esc(report.record, 300)}">'
+            "signed record</a>")
+
+
 # -- thumbnails ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -413,7 +428,7 @@ def flagged_row(report: Report, rank: int, roots: list[str], with_images: bool =
     return (f'<section class="row" id="row-{rank}" data-rank="{rank}" data-tier="{esc(tier)}">'
             f'<header><span class="badge {TIER_CLASS.get(report.verdict, "t-none")}">{esc(tier)}</span>'
             f'<span class="name">{esc(name, MAX_FIELD)}</span>'
-            f'<span class="muted">{esc(report.summary(), 300)}</span></header>{notes}'
+            f'<span class="muted">{esc(report.summary(), 300)}</span>{record_link(report)}</header>{notes}'
             f'<div class="pair">{checked}{matches}</div></section>')
 
 
@@ -475,7 +490,7 @@ def render(audit, title: str = "Replicheck report") -> str:
                f'({len(flagged)})</button>' + "".join(
                    f'<button data-filter="{esc(v.value)}" aria-pressed="false">{esc(v.value)} ({audit.count(v)})</button>'
                    for v in tiers_present if audit.count(v)) + "</div>")
-    other_rows = "".join(f'<tr><td>{esc(display_name(r.image, roots))}</td><td>{esc(r.summary(), 300)}</td>'
+    other_rows = "".join(f'<tr><td>{esc(display_name(r.image, roots))}{record_link(r)}</td><td>{esc(r.summary(), 300)}</td>'
                          f'<td>{esc(r.best.caption, 120) if r.best and r.best.caption else ""}</td></tr>'
                          for r in others)
     unchecked_rows = "".join(f'<tr><td>{esc(display_name(r.image, roots))}</td><td>{esc(r.summary())}</td>'

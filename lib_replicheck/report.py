@@ -147,6 +147,8 @@ class Report:
     from_input: bool = False  # img2img: the best match was already in the input image
     #: why the image, though read, got no verdict (e.g. 'flat image'); its matches are still listed
     withheld: str | None = None
+    #: the signed copy that holds the record of this check (check --sign), for the report to link
+    record: str | None = None
 
     @property
     def is_copy(self) -> bool:
@@ -200,6 +202,7 @@ class Report:
             "best": self.best.to_dict() if self.best else None,
             "matches": [m.to_dict() for m in self.matches],
             "notes": list(self.notes),
+            "signed_record": self.record,
             "error": self.error,
             "from_input": self.from_input,
             "seconds": round(self.seconds, 4),

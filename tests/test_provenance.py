@@ -87,6 +87,26 @@ def verify(*args) -> int:
 
 # -- round trips --------------------------------------------------------------------------------
 
+def test_the_report_links_each_images_signed_record(images, home, tmp_path, capsys):
+    """check --sign --report: each row of the HTML report (flagged or not) links the signed copy that
+    holds its image's record, and the JSON report names it."""
+    import json
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("copy.png", "novel.png"):
+        shutil.copy(images / name, folder)
+    out, report = tmp_path / "signed", tmp_path / "report.html"
+    assert sign_folder(folder, out, "--report", str(report)) == 1
+    page = report.read_text(encoding="utf-8")
+    for name in ("copy.png", "novel.png"):
+        assert f'<a class="record" href="{(out / name).resolve().as_uri()}"' in page, name
+    capsys.readouterr()
+    assert sign_folder(folder, tmp_path / "signed-again", "--json") == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(Path(r["signed_record"]).name for r in rows) == ["copy.png", "novel.png"]
+
+
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
 def test_round_trip_signs_and_reads_back_the_check(images, home, tmp_path, capsys, suffix):
     folder = tmp_path / "in"

@@ -80,7 +80,7 @@ class FolderSigner:
             print(f"replicheck: error: not signed: {clean_text(e, 1000)}", file=sys.stderr, flush=True)
             return
         self.signed += 1
-        report.notes.append(f"signed record: {dest}")
+        report.record = str(dest)
 
 
 def signer_for(args, roots) -> FolderSigner | None:

@@ -38,6 +38,8 @@ def format_report(report, max_matches: int = 3) -> str:
         lines.append(f"  {i}. {m.score_label():>5}  {m.verdict_text():<13} {where}" + (f'  "{caption}"' if caption else "")
                      + found + pack)
     lines.extend(f"  note: {clean_text(n, 500)}" for n in report.notes)
+    if report.record:
+        lines.append(f"  signed record: {clean_text(report.record, 500)}")
     return "\n".join(lines)
 
 
