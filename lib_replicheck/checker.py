@@ -69,8 +69,9 @@ class Checker:
     def loaded_embedders(self) -> list[str]:
         return sorted(self._embedders)
 
-    def embedders_loaded(self) -> list:
-        """The embedders loaded so far (their specs name the weights' sha256), by id."""
+    def loaded_embedder_objects(self) -> list:
+        """The embedders loaded so far, as objects (their specs name the weights' sha256), in the
+        order of `loaded_embedders`, which gives their ids."""
         return [self._embedders[k] for k in sorted(self._embedders)]
 
     def unload(self) -> None:

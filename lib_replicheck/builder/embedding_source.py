@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.hashing import sha256_file
 
 CLIP_RETRIEVAL, PD12M = "clip-retrieval", "pd12m"
 #: Bounds on what an embedding file may declare (before anything is mapped): PD12M's are 3.07 GB.
@@ -410,20 +411,12 @@ def fetch_files(urls: list[tuple[str, str | None]], folder: Path, log, policy=No
             log(f"downloading {url}")
             fetch([url], dest, size=(sizes or {}).get(url), sha256=sha, policy=policy,
                   max_bytes=min(MAX_UNSIZED_BYTES, MAX_EMBEDDING_BYTES))
-        digest = _sha256(dest)
+        digest = sha256_file(dest)
         if sha and digest != sha:
             dest.unlink(missing_ok=True)
             raise EmbeddingSourceError(f"{url}: sha256 {digest} is not the {sha} the list names")
         out.append(FetchedFile(url, rel, dest.stat().st_size, digest))
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: str | None = None,

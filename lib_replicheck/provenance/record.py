@@ -41,7 +41,7 @@ class CheckContext:
     @classmethod
     def of_checker(cls, checker, **kw) -> "CheckContext":
         """The packs, loaded embedders, thresholds and region mode of a Checker."""
-        return cls(packs=list(checker.packs), embedders=checker.embedders_loaded(), tiers=dict(checker.tiers),
+        return cls(packs=list(checker.packs), embedders=checker.loaded_embedder_objects(), tiers=dict(checker.tiers),
                    regions=checker.regions, **kw)
 
 

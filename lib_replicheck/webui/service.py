@@ -73,7 +73,6 @@ class CheckService:
 
     def checker(self, settings: Settings) -> Checker:
         """The Checker for these settings, reused while packs and device stay the same."""
-
         with self._lock:
             paths = self.pack_paths(settings)
             if not paths:

@@ -149,11 +149,11 @@ class PacksTab:
             removed = self.manager.remove(name)
         except ReplicheckError as e:
             return self.page(), message(str(e), True)
-        unfinished = [p for p in removed if p.name != name]
-        return self.page(), message(f"Removed {name}" + (" (and the work folder of an unfinished build or download)"
-                                                         if unfinished and len(removed) > 1 else
-                                                         ": the work folder of an unfinished build or download"
-                                                         if unfinished else "") + ".")
+        pack = any(p.name == name for p in removed)
+        work = any(p.name != name for p in removed)
+        what = " (and the work folder of an unfinished build or download)" if pack and work else \
+            ": the work folder of an unfinished build or download" if work else ""
+        return self.page(), message(f"Removed {name}{what}.")
 
     def check_folder(self, folder):
         """Start checking a folder on the server; yields its progress until the report is written
