@@ -7,6 +7,7 @@ bad value reads the same wherever it came from.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lib_replicheck.errors import EmbedderError
 
 #: SSCD runtimes: auto prefers ONNX (faster on CPU) when a file is available
 RUNTIMES = ("auto", "onnx", "torchscript")
+DEVICE = re.compile(r"[a-z][a-z0-9_]{0,19}(:[0-9]{1,3})?")
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,8 @@ class EmbedderOptions:
         if self.runtime not in RUNTIMES:
             raise EmbedderError(f"runtime {str(self.runtime)[:40]!r}: choose one of {', '.join(RUNTIMES)}")
         device = str(self.device or "")
-        if not (device == "cpu" or device == "mps" or device == "cuda" or
-                (device.startswith("cuda:") and device[5:].isdigit())):
-            raise EmbedderError(f"device {device[:40]!r}: choose cpu, cuda, cuda:N or mps")
+        if not DEVICE.fullmatch(device):  # torch's spelling: a backend and an optional index
+            raise EmbedderError(f"device {device[:40]!r}: give a torch device such as cpu, cuda, cuda:1 or mps")
         return self
 
     def but(self, **changes) -> "EmbedderOptions":
