@@ -22,12 +22,12 @@ import html
 import io
 import math
 import os
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lib_replicheck.atomic import write_atomic
 from lib_replicheck.errors import ReplicheckError, name_text
 from lib_replicheck.report import NOT_CHECKED, Match, Report
 from lib_replicheck.thresholds import NORMALISED_REGION_TIERS, REGION_TIERS, TIER_NAMES, Tiers, Verdict
@@ -567,30 +567,6 @@ def check_overwrite(path: str | Path, option: str, force: bool = False) -> None:
     if not force and not is_own_output(path):
         raise ReplicheckError(f"{option} {name_text(str(path))}: the file exists and is not a replicheck report; "
                               "name another file, or pass --force to replace it")
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`:
-    a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
 
 def write_html(audit, path: str | Path, title: str = "Replicheck report") -> Path:
     return write_atomic(path, render(audit, title).encode("utf-8"))

