@@ -1,8 +1,8 @@
 """Audit a folder: check every image in it, with progress and cancellation, and keep what the
 HTML report and the CSV need (reports, packs, thresholds, timing, errors).
 
-The command line (`check FOLDER --report`) and the web UI's "Check a folder" both run this, so
-both give the same report for the same folder.
+The command line (`check FOLDER --report`) and the web UI's "Check a folder" (webui/audits.py, which
+runs it in the background) both run this, so both give the same report for the same folder.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class Audit:
     @property
     def flagged(self) -> list[Report]:
         """Reports with a copy verdict, most similar first."""
-        return sorted((r for r in self.reports if r.checked and r.is_copy),
+        return sorted((r for r in self.reports if r.flagged()),
                       key=lambda r: (r.verdict.rank, r.best.similarity if r.best else 0.0), reverse=True)
 
     def counts(self) -> Counts:
@@ -239,7 +239,7 @@ def run_audit(checker, files: Sequence[str | Path], *, roots: Sequence[str | Pat
             audit.reports.append(report)
             if report.error:
                 errors += 1
-            elif report.is_copy:
+            elif report.flagged():
                 flagged += 1
             if on_report:
                 on_report(report)
@@ -253,161 +253,3 @@ def run_audit(checker, files: Sequence[str | Path], *, roots: Sequence[str | Pat
     audit.seconds = time.perf_counter() - start
     audit.load_seconds = checker.load_seconds - load_before
     return audit
-
-
-# -- in the web UI: a folder checked in the background ----------------------------------------------
-
-class ServiceChecker:
-    """What run_audit needs of a Checker, over the web UI's check service: every batch goes through
-    the service's one check thread (`service.check(images, labels, settings)`), so a generation's
-    own check waits for one small batch at most, and the packs and model are the ones already loaded."""
-
-    def __init__(self, service, settings, batch: int = 4):
-        self.service = service
-        self.settings = settings
-        checker = service.checker(settings)  # the packs chosen in Settings; NoPackError when there is none
-        self.packs = list(checker.packs)
-        self.tiers = dict(getattr(settings, "tiers", None) or checker.tiers)
-        self.load_seconds = 0.0
-        self.batch = max(1, int(batch))
-
-    def check_files(self, paths: Iterable[str | Path], batch: int | None = None) -> Iterable[Report]:
-        from lib_replicheck.errors import ImageError
-        from lib_replicheck.images import decode
-
-        size = self.batch if batch is None else max(1, min(int(batch), self.batch))
-        paths = list(paths)
-        for start in range(0, len(paths), size):
-            group = []
-            for p in paths[start:start + size]:
-                try:
-                    group.append((str(p), decode(p)))
-                except ImageError as e:
-                    group.append((str(p), e))
-            good = [(label, im) for label, im in group if not isinstance(im, ImageError)]
-            checked = iter(self.service.check([im for _, im in good], [label for label, _ in good], self.settings)
-                           if good else [])
-            for label, im in group:
-                yield Report(image=label, error=im.reason) if isinstance(im, ImageError) else next(checked)
-
-
-@dataclass
-class AuditJob:
-    """One folder being checked, or checked: what the tab shows and the report route serves."""
-
-    id: str  # 32 hex digits: the report's address, not guessable
-    folder: str
-    state: str = "listing"  # listing, checking, writing, done, cancelled, error
-    progress: Progress = field(default_factory=lambda: Progress(0, 0, 0, 0, 0.0))
-    message: str = ""
-    report: Path | None = None
-    left_out: int = 0
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def running(self) -> bool:
-        return self.state in ("listing", "checking", "writing")
-
-
-class AuditJobs:
-    """Folders checked one at a time in a background thread, each ending in an HTML report written
-    into `reports_dir` under its job's id. Only reports written here are served (`report_file`)."""
-
-    def __init__(self, reports_dir: str | Path, make_checker: Callable[[], object], *,
-                 max_images: int = MAX_IMAGES, max_entries: int = MAX_ENTRIES, keep: int = 20,
-                 log: Callable[[str], None] | None = None):
-        self.reports_dir = Path(reports_dir)
-        self.make_checker = make_checker
-        self.max_images = max_images
-        self.max_entries = max_entries
-        self.keep = keep
-        self.log = log or (lambda s: None)
-        self.jobs: dict[str, AuditJob] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def folder_of(text: str) -> Path:
-        """The folder the user typed: an absolute path to an existing folder; ReplicheckError otherwise."""
-        text = (text or "").strip()
-        if not text:
-            raise ReplicheckError("type the path of a folder on the server, e.g. outputs/txt2img-images/2024-05-01")
-        if len(text) > 4096 or "\x00" in text:
-            raise ReplicheckError("that path is not one a folder can have")
-        folder = Path(os.path.expanduser(text))
-        if not folder.is_absolute():
-            folder = Path.cwd() / folder
-        if not folder.is_dir():
-            raise ReplicheckError(f"{folder}: no such folder on the server")
-        return folder
-
-    def start(self, folder_text: str) -> AuditJob:
-        """Start checking a folder in the background; ReplicheckError (shown as it is) when the path is
-        no folder or another folder is being checked."""
-        import secrets
-
-        folder = self.folder_of(folder_text)
-        with self._lock:
-            busy = [j for j in self.jobs.values() if j.running]
-            if busy:
-                raise ReplicheckError(f"{busy[0].folder} is being checked; wait for it, or cancel it")
-            job = AuditJob(id=secrets.token_hex(16), folder=str(folder))
-            self.jobs[job.id] = job
-            self._forget_old()
-        threading.Thread(target=self._run, args=(job,), name="replicheck-audit", daemon=True).start()
-        return job
-
-    def get(self, job_id: str) -> AuditJob | None:
-        return self.jobs.get(job_id) if isinstance(job_id, str) else None
-
-    def cancel(self, job_id: str) -> bool:
-        job = self.get(job_id)
-        if job is None or not job.running:
-            return False
-        job.cancel.set()
-        return True
-
-    def report_file(self, job_id: str) -> Path | None:
-        """The report of a finished job of this process, or None (an unknown id, or not written)."""
-        job = self.get(job_id)
-        if job is None or job.report is None or not job.report.is_file():
-            return None
-        return job.report
-
-    def _forget_old(self) -> None:
-        finished = [j for j in self.jobs.values() if not j.running]
-        for j in finished[: max(0, len(finished) - self.keep)]:
-            self.jobs.pop(j.id, None)
-            if j.report is not None:
-                try:
-                    j.report.unlink()
-                except OSError:
-                    pass
-
-    def _run(self, job: AuditJob) -> None:
-        from lib_replicheck.html_report import write_html
-
-        try:
-            files, job.left_out = list_images([job.folder], max_images=self.max_images,
-                                              max_entries=self.max_entries, confine=True)
-            if not files:
-                raise ReplicheckError(f"{job.folder}: no image files in it")
-            job.progress = Progress(0, len(files), 0, 0, 0.0)
-            job.state = "checking"
-            checker = self.make_checker()
-
-            def on_progress(p: Progress) -> None:
-                job.progress = p
-
-            audit = run_audit(checker, files, roots=[job.folder], on_progress=on_progress, cancel=job.cancel,
-                              left_out=job.left_out, batch=4)
-            job.state = "writing"
-            path = write_html(audit, self.reports_dir / f"{job.id}.html",
-                              title=f"Replicheck report: {Path(job.folder).name or job.folder}")
-            job.report = path
-            job.state = "cancelled" if audit.cancelled else "done"
-            job.message = audit.counts().text() + (" (cancelled)" if audit.cancelled else "")
-        except ReplicheckError as e:
-            job.state, job.message = "error", str(e)
-        except Exception as e:  # noqa: BLE001 - a background job: the tab shows it, nothing is raised
-            job.state, job.message = "error", f"unexpected {type(e).__name__}: {str(e)[:300]}"
-            self.log(f"replicheck: checking {job.folder} failed: {job.message}")

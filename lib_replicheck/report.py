@@ -1,6 +1,8 @@
 """What a check says about one image: the nearest training images (Match) and the verdict (Report).
 
-The web UI panel, the HTTP API, the infotext and the command line all read these.
+The web UI panel, the HTTP API, the infotext, the command line, the folder report and the ComfyUI
+nodes all read these, and take from here the words of each verdict (VERDICT_WORDS) and the one rule
+of what counts as flagged (Report.flagged, is_flagged).
 """
 
 from __future__ import annotations
@@ -15,6 +17,26 @@ from lib_replicheck.thresholds import CANDIDATE_FAMILIES, Verdict
 #: What every output calls an image that got no verdict (an error, or a flat image): the JSON and
 #: CSV `verdict`, the HTML report, the panel, the API and the command line's text.
 NOT_CHECKED = "not checked"
+#: Every word a verdict is shown with: 'no copy', 'possible copy', 'likely copy', 'duplicate', 'not checked'.
+VERDICT_WORDS = tuple(v.value for v in Verdict) + (NOT_CHECKED,)
+#: The tiers an image can be flagged at, lowest first (the command line's --fail-on, the Gate node's choice).
+COPY_TIERS = tuple(v for v in Verdict if v.is_copy)
+
+
+def verdict_from_word(word: object) -> Verdict | None:
+    """The Verdict a written report or record names ('likely copy'...); None for 'not checked' or
+    any other text."""
+    return Verdict._value2member_map_.get(word) if isinstance(word, str) else None
+
+
+def is_flagged(verdict: Verdict | None, at: Verdict = Verdict.POSSIBLE, from_input: bool = False) -> bool:
+    """The one rule of what is flagged, for a Report (Report.flagged) and for one written out (the
+    ComfyUI report JSON, a signed record): a verdict (None: not checked) that is a copy at or above
+    the tier `at`, and a copy the generation made. A match the hook found already in the img2img
+    input image (`from_input`) is still shown with its verdict, and is not flagged: the copy came in
+    with the user's own input, so neither the panel's count, 'do not save copies' nor an exit
+    status holds it against the generation."""
+    return verdict is not None and verdict.is_copy and verdict.rank >= at.rank and not from_input
 
 
 @dataclass
@@ -159,6 +181,13 @@ class Report:
         """Whether the image got a verdict (it was read, and not withheld)."""
         return not self.error and not self.withheld
 
+    def flagged(self, at: Verdict = Verdict.POSSIBLE) -> bool:
+        """Whether the image is flagged at the tier `at` (is_flagged): it got a verdict (it was read and
+        not withheld, as a flat image is), a copy at or above `at`, not one already in the input image.
+        What the command line's exit status (--fail-on), the folder report's counts, the panel, the
+        API and the ComfyUI Gate all count."""
+        return is_flagged(self.verdict if self.checked else None, at, self.from_input)
+
     @property
     def verdict_text(self) -> str:
         """The verdict as every output names it: 'no copy', ..., 'duplicate', or 'not checked'."""
@@ -207,3 +236,19 @@ class Report:
             "from_input": self.from_input,
             "seconds": round(self.seconds, 4),
         }
+
+
+def verdict_label(report: Report | None) -> str:
+    """'no copy', 'possible copy', 'likely copy', 'duplicate', or 'not checked' (no report, an error,
+    or a verdict withheld, as for a flat image)."""
+    return NOT_CHECKED if report is None else report.verdict_text
+
+
+def infotext(report: Report | None, reason: str = "error") -> str:
+    """The verdict as it travels with a published image: e.g. 'no copy (best 0.31 in demo)',
+    'likely copy (best 0.89 in demo)', 'not checked (no pack installed)'; no comma or colon, so the web UI
+    writes it without quotes. An error is named without its details (paths, messages); `reason`
+    says why an image was not checked."""
+    if report is None or report.error:
+        return f"{NOT_CHECKED} ({reason if report is None else 'error'})"
+    return report.summary()  # the words of the report, the command line and the API

@@ -29,7 +29,7 @@ from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
 from lib_replicheck.webui.signing import SavedImageSigner, generator, wrap_api_encoders  # noqa: E402
 from lib_replicheck.webui.tab import PacksTab  # noqa: E402
-from lib_replicheck.audit import AuditJobs, ServiceChecker  # noqa: E402
+from lib_replicheck.webui.audits import AuditJobs, ServiceChecker  # noqa: E402
 
 log = logging.getLogger("replicheck")
 

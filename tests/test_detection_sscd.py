@@ -167,7 +167,8 @@ def test_flat_images_get_no_verdict_and_the_builder_warns(walls, pack_photos, ss
     text = run_cli("check", white, *args)
     assert text.returncode == 0 and f"{white}\n  not checked    (flat image)" in text.stdout
     assert "1 image: 0 flagged, 0 no copy, 1 not checked (1 flat image)" in text.stdout
-    from lib_replicheck.webui.panel import infotext, render  # the web UI's panel and infotext say the same
+    from lib_replicheck.report import infotext  # the web UI's panel and infotext say the same
+    from lib_replicheck.webui.panel import render
 
     report = Checker([Pack(pack)], runtime="onnx", weights=sscd_onnx, offline=True).check([load_image(white)])[0]
     assert infotext(report) == "not checked (flat image)"

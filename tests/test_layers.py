@@ -161,3 +161,81 @@ def test_layer_check_finds_a_loop_and_webui_cli_imports(tmp_path):
             "lib_replicheck.embedders.sscd") in found, found
     assert any("cli.main imports lib_replicheck.webui.api: cli and webui stay apart" in p for p in found), found
     assert len(found) == 2, found
+
+
+#: Rooms that are glue to a host program (the web UI, ComfyUI): the only ones that may know about
+#: background jobs, routes and the web frameworks.
+GLUE = ("webui", "comfyui")
+#: Modules outside GLUE allowed to hold job machinery for now, each with why.
+GLUE_ALLOWED = {
+    # the web UI's pack downloads; its move into webui/ is a step of its own
+    "lib_replicheck.registry.manager",
+}
+WEB_FRAMEWORKS = ("fastapi", "gradio", "starlette")
+ROUTE_CALLS = {"add_api_route", "api_route", "add_route", "add_websocket_route", "websocket_route", "mount"}
+ROUTE_DECORATORS = {"get", "post", "put", "delete", "patch", "route"}
+
+
+def glue_knowledge(name: str, path: Path) -> list[str]:
+    """What module `name` knows of jobs and routes: web framework imports, `*Job`/`*Jobs` classes,
+    route registrations (app.add_api_route, @router.get...) and route constants (`*_ROUTE`)."""
+    found = []
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            mods = [node.module or ""]
+        else:
+            mods = []
+        found += [f"{name} imports {m}" for m in mods if m.split(".")[0] in WEB_FRAMEWORKS]
+        if isinstance(node, ast.ClassDef) and node.name.endswith(("Job", "Jobs")):
+            found.append(f"{name} defines the job class {node.name}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ROUTE_CALLS:
+            found.append(f"{name} registers a route ({node.func.attr}, line {node.lineno})")
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for d in node.decorator_list:
+                f = d.func if isinstance(d, ast.Call) else d
+                if isinstance(f, ast.Attribute) and f.attr in ROUTE_DECORATORS and isinstance(d, ast.Call) \
+                        and d.args and isinstance(d.args[0], ast.Constant) and str(d.args[0].value).startswith("/"):
+                    found.append(f"{name} registers a route (@{f.attr}, line {node.lineno})")
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        found += [f"{name} holds the route {t.id}" for t in targets
+                  if isinstance(t, ast.Name) and t.id.endswith(("ROUTE", "ROUTES"))]
+    return found
+
+
+def glue_problems(root: Path, package: str, allowed=frozenset()) -> list[str]:
+    """Every module outside the glue rooms that knows about jobs or routes (empty: all good)."""
+    return [line for name, path in sorted(modules(root, package).items())
+            if room(package, name) not in GLUE and name not in allowed
+            for line in glue_knowledge(name, path)]
+
+
+def test_only_the_glue_knows_jobs_and_routes():
+    assert glue_problems(REPO, "lib_replicheck", GLUE_ALLOWED) == []
+
+
+def test_glue_check_finds_jobs_routes_and_frameworks_outside_the_glue(tmp_path):
+    root = _package(tmp_path, {
+        "lib_replicheck/audit.py": "import threading\nclass AuditJobs:\n    pass\n",
+        "lib_replicheck/html_report.py": 'REPORT_ROUTE = "/replicheck/v1/audits/{id}/report"\n',
+        "lib_replicheck/packs/__init__.py": "def f(app):\n    from fastapi import Request\n"
+                                            "    app.add_api_route('/x', f)\n",
+        "lib_replicheck/registry/__init__.py": "",
+        "lib_replicheck/registry/serve.py": "import gradio as gr\n@router.get('/y')\ndef y():\n    pass\n",
+        "lib_replicheck/webui/__init__.py": "",
+        "lib_replicheck/webui/audits.py": "import fastapi\nclass AuditJob:\n    pass\nR_ROUTE = '/r'\n",
+        "lib_replicheck/comfyui/__init__.py": "",
+        "lib_replicheck/comfyui/routes.py": "def r(app):\n    app.add_route('/z', r)\n",
+    })
+    found = glue_problems(root, "lib_replicheck")
+    assert found == ["lib_replicheck.audit defines the job class AuditJobs",
+                     "lib_replicheck.html_report holds the route REPORT_ROUTE",
+                     "lib_replicheck.packs imports fastapi",
+                     "lib_replicheck.packs registers a route (add_api_route, line 3)",
+                     "lib_replicheck.registry.serve imports gradio",
+                     "lib_replicheck.registry.serve registers a route (@get, line 3)"], found
+    assert glue_problems(root, "lib_replicheck", {"lib_replicheck.audit", "lib_replicheck.html_report",
+                                                  "lib_replicheck.packs", "lib_replicheck.registry.serve"}) == []

@@ -340,7 +340,7 @@ def web(tmp_path_factory, pack, folder):
     from fastapi import FastAPI
 
     from browser import serve
-    from lib_replicheck.audit import AuditJobs, ServiceChecker
+    from lib_replicheck.webui.audits import AuditJobs, ServiceChecker
     from lib_replicheck.webui import api
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
@@ -487,7 +487,7 @@ def test_tab_cancel_keeps_the_report_of_what_was_checked(web, thousand):
 
 
 def test_tab_without_a_pack_says_so(tmp_path, folder):
-    from lib_replicheck.audit import AuditJobs, ServiceChecker
+    from lib_replicheck.webui.audits import AuditJobs, ServiceChecker
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
     from lib_replicheck.webui.tab import PacksTab
@@ -514,7 +514,8 @@ def test_text_output_names_the_region():
 def test_histogram_labels_stay_inside_it(browser, tmp_path):
     """Every cut's label is drawn whole inside the histogram, none over another: SSCD's three tiers
     and PDQ's, as a report of packs of both draws them (the duplicate label at 0.95 was cut off)."""
-    from lib_replicheck.html_report import STYLE, histogram_svg
+    from lib_replicheck.html_report import STYLE
+    from lib_replicheck.report_histogram import histogram_svg
 
     cuts = [("sscd possible 0.50", 0.5), ("sscd likely 0.75", 0.75), ("sscd duplicate 0.95", 0.95),
             ("pdq likely 0.87", 1 - 31 / 256)]

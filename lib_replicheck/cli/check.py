@@ -9,9 +9,11 @@ from pathlib import Path
 
 from lib_replicheck.cli import EXIT_COPY, EXIT_ERROR, EXIT_OK
 from lib_replicheck.errors import ReplicheckError, clean_text, json_text
+from lib_replicheck.report import COPY_TIERS
 from lib_replicheck.thresholds import Verdict
 
-FAIL_ON = {"possible": Verdict.POSSIBLE, "likely": Verdict.LIKELY, "duplicate": Verdict.DUPLICATE}
+#: --fail-on's choices: the tiers an image can be flagged at, by name (possible, likely, duplicate)
+FAIL_ON = {v.name.lower(): v for v in COPY_TIERS}
 #: Most images one `check` takes (a bound, not a goal: folders of this size take hours on a CPU).
 MAX_IMAGES = 1_000_000
 MAX_ENTRIES = 4_000_000
@@ -46,7 +48,7 @@ def open_packs(names: list[str], packs_dir: Path | None, warn=None):
 def check_output_path(path: Path | None, option: str, force: bool = False) -> None:
     """Fail before any image is checked when an output file cannot be written where asked, or would
     replace a file that is not a replicheck report without `force`."""
-    from lib_replicheck.html_report import check_overwrite
+    from lib_replicheck.report_files import check_overwrite
 
     if path is None:
         return
@@ -136,10 +138,10 @@ def cmd_check(args) -> int:
         if report.error:
             counts["errors"] += 1
             say(f"replicheck: error: {clean_text(report.image)}: {clean_text(report.error, 1000)}", sys.stderr)
-        elif report.verdict.rank >= fail_on.rank:
+        elif report.flagged(at=fail_on):
             counts["copies"] += 1
         hit = None if report.error else known_prompt(report.image)  # the prompt the web UI stored in a PNG
-        shown = not flagged_only or (report.checked and report.verdict.rank >= fail_on.rank)
+        shown = not flagged_only or report.flagged(at=fail_on)
         if shown and args.json:
             print(json_text({**report.to_dict(), "prompt_match": hit.to_dict() if hit else None}), flush=True)
         elif shown:
@@ -169,7 +171,7 @@ def cmd_check(args) -> int:
 
         written.append(write_html(audit, report_path))
     if csv_path is not None:
-        from lib_replicheck.html_report import write_csv
+        from lib_replicheck.report_files import write_csv
 
         written.append(write_csv(audit, csv_path))
     for path in written:

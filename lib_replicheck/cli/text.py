@@ -12,7 +12,7 @@ def format_report(report, max_matches: int = 3) -> str:
     pack (URL, source, caption, notes) or a file name is cleaned of control characters."""
     from lib_replicheck.errors import clean_text
 
-    head = report.verdict.value.upper() if report.checked and report.is_copy else report.verdict_text
+    head = report.verdict.value.upper() if report.flagged() else report.verdict_text
     if report.checked and report.best is not None and report.best.unverified:
         head = report.best.verdict_text()  # a candidate, not evidence: 'possible copy (unverified: CLIP 0.93)'
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from lib_replicheck.cli import EXIT_COPY, EXIT_ERROR, EXIT_OK
 from lib_replicheck.errors import ReplicheckError, clean_text, json_text
-from lib_replicheck.thresholds import Verdict
+from lib_replicheck.report import VERDICT_WORDS, is_flagged, verdict_from_word
 
-NOT_CHECKED = "not checked"
 #: images one `verify` reads
 MAX_IMAGES = 100_000
 
@@ -59,12 +58,12 @@ def trusted_anchors(args) -> list[bytes]:
 def verdict_of(record: dict) -> str:
     """The record's verdict, in the words used everywhere; 'unknown verdict' for any other text."""
     v = record.get("verdict")
-    words = {x.value for x in Verdict} | {NOT_CHECKED}
-    return v if isinstance(v, str) and v in words else "unknown verdict"
+    return v if isinstance(v, str) and v in VERDICT_WORDS else "unknown verdict"
 
 
 def flagged(record: dict) -> bool:
-    return verdict_of(record) in {x.value for x in Verdict if x.is_copy}
+    """Report.flagged's rule on a record: a copy verdict, not one already in the img2img input."""
+    return is_flagged(verdict_from_word(record.get("verdict")), from_input=record.get("from_input") is True)
 
 
 def status_of(v, any_signer: bool) -> int:

@@ -20,7 +20,7 @@ from lib_replicheck.comfyui.prompt_text import visible_prompts
 from lib_replicheck.comfyui.signal import MEASUREMENTS, NOT_IN_WORKFLOW, ReplicheckSignal
 from lib_replicheck.memorization import prompts as known_prompts
 from lib_replicheck.regions import MODES as REGION_MODES
-from lib_replicheck.report import Report
+from lib_replicheck.report import COPY_TIERS, Report, infotext, is_flagged, verdict_from_word
 from lib_replicheck.thresholds import Verdict
 from lib_replicheck.webui import panel
 from lib_replicheck.webui.hook import INFOTEXT_KEY, NO_PACK, PACK_MISSING, PROMPT_KEY, SIGNAL_KEY
@@ -32,7 +32,7 @@ CATEGORY = "replicheck"
 #: the key of the PNG text chunk the verdicts are written under (the infotext's key)
 PNG_KEY = INFOTEXT_KEY
 #: tiers the Gate node can act at, lowest first
-GATE_TIERS = tuple(v.value for v in Verdict if v.is_copy)
+GATE_TIERS = tuple(v.value for v in COPY_TIERS)
 BLOCK, PLACEHOLDER = "block", "placeholder"
 #: the grey a flagged image is replaced with (ComfyUI images are floats in [0, 1])
 PLACEHOLDER_GREY = 0.5
@@ -71,7 +71,7 @@ def settings_from(inputs: dict[str, Any]) -> Settings:
 
 def verdict_lines(reports: list[Report], reason: str = "") -> list[str]:
     """Each image's verdict in the infotext's words."""
-    return [panel.infotext(None, reason) if reason else panel.infotext(r) for r in reports]
+    return [infotext(None, reason) if reason else infotext(r) for r in reports]
 
 
 def record_in_png(extra_pnginfo, lines: list[str], prompt_hit: str = "", signals: list[str] = ()) -> bool:
@@ -198,19 +198,18 @@ class ReplicheckCheck:
 
 
 def flagged_at(report_json: str, tier: str, count: int) -> list[bool]:
-    """For each of `count` images, whether the Check node's report puts it at or above `tier`.
-    An image without a verdict (not checked, or a report that cannot be read) is not flagged."""
-    rank = Verdict(tier).rank
+    """For each of `count` images, whether the Check node's report flags it at `tier` (the rule of
+    Report.flagged, read from the JSON). An image without a verdict (not checked, or a report that
+    cannot be read) is not flagged."""
+    at = Verdict(tier)
     try:
-        verdicts = [img.get("verdict") if not img.get("error") else None
-                    for img in json.loads(report_json).get("images", [])]
+        images = [img if isinstance(img, dict) and not img.get("error") else {}
+                  for img in json.loads(report_json).get("images", [])]
     except (TypeError, ValueError, AttributeError):
-        verdicts = []
-    out = []
-    for i in range(count):
-        v = verdicts[i] if i < len(verdicts) else None
-        out.append(v in Verdict._value2member_map_ and Verdict(v).rank >= rank)
-    return out
+        images = []
+    return [i < len(images) and is_flagged(verdict_from_word(images[i].get("verdict")), at,
+                                           images[i].get("from_input") is True)
+            for i in range(count)]
 
 
 class ReplicheckGate:

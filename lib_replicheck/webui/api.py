@@ -175,13 +175,14 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
     `manager`: a PackManager for the pack routes; `measure(prompt, seed) -> magnitude`: the
     memorization signal of one generation with the loaded model, for the calibration route;
     `on_poll()`: run before /live answers (closes the job of a generation that failed); `audits`: an
-    audit.AuditJobs whose folder checks (started in the tab) are read at /audits/ID and whose reports,
+    audits.AuditJobs whose folder checks (started in the tab) are read at /audits/ID and whose reports,
     only those, are served at /audits/ID/report."""
     from fastapi import APIRouter
 
     from lib_replicheck import __version__
     from lib_replicheck.errors import ReplicheckError
-    from lib_replicheck.webui.panel import flagged, render, verdict_label
+    from lib_replicheck.report import verdict_label
+    from lib_replicheck.webui.panel import render
 
     server = server or ServerAddress()
     read_guard, change_guard, check_guard = guards(
@@ -302,7 +303,7 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
                           prompt_hits=prompt_hits, prompt_error=getattr(job, "prompt_error", "") or "",
                           sign_error=getattr(job, "sign_error", "") or "")
         return LiveResponse(seq=seq, job=job.id, state=job.state, expected=job.expected, verdicts=verdicts,
-                            flagged=[flagged(r) for r in reports], html=html,
+                            flagged=[r is not None and r.flagged() for r in reports], html=html,
                             signals={str(i): sig.to_dict() for i, sig in job.signals.items()},
                             prompt_hits=[m.to_dict() for m in prompt_hits])
 
@@ -316,11 +317,12 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
             raise HTTPException(status_code=409, detail=str(e)) from None
 
     def audit_status(job_id: str) -> dict:
+        from lib_replicheck.webui.audits import REPORT_ROUTE
+
         job = audits.get(job_id)
         if job is None:
             raise HTTPException(status_code=404, detail="no such folder check (the web UI keeps the last few)")
-        return {"id": job.id, "folder": job.folder, "state": job.state, "message": job.message,
-                **job.progress.to_dict(), "report": f"{PREFIX}/audits/{job.id}/report" if job.report else None}
+        return {**job.to_dict(), "report": REPORT_ROUTE.format(id=job.id) if job.report else None}
 
     def audit_report(job_id: str):
         from fastapi.responses import FileResponse

@@ -157,7 +157,7 @@ class LiveResponse(BaseModel):
 
 
 def report_model(report) -> ReportModel:
-    from lib_replicheck.webui.panel import verdict_label
+    from lib_replicheck.report import verdict_label
 
     d = report.to_dict()
     d["verdict"] = verdict_label(report)

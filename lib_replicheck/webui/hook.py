@@ -13,8 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from lib_replicheck.webui import panel
-from lib_replicheck.report import Report
+from lib_replicheck.report import Report, infotext
 from lib_replicheck.memorization.signal import DEFAULT_THRESHOLD, MITIGATION_NOISE
 from lib_replicheck.webui.live import LiveJob
 from lib_replicheck.webui.service import CheckService, NoPackError
@@ -211,7 +210,7 @@ class Hook:
             report.from_input = True
             report.notes.append("this training image is already in the img2img input image: the match comes "
                                 "from the input, not from the model")
-        if panel.flagged(report):
+        if report.flagged():
             state.flagged.add(index)
         self.service.live.add(state.job, index, report)
         return report
@@ -222,10 +221,10 @@ class Hook:
         if state is None or not state.settings.infotext:
             return None
         if state.skip:
-            return panel.infotext(None, state.reason)
+            return infotext(None, state.reason)
         if report is None:
             return None
-        return panel.infotext(report)
+        return infotext(report)
 
     def image_values(self, state: JobState | None, index: int, report: Report | None) -> dict[str, str]:
         """Every infotext value of image `index` (verdict, memorization signal), remembered per image."""

@@ -6,25 +6,33 @@ from __future__ import annotations
 import itertools
 import threading
 from dataclasses import dataclass, field, fields
+from typing import ClassVar
 
 from lib_replicheck.report import Report
+from lib_replicheck.webui.jobs import Job
 
 
 @dataclass
-class LiveJob:
-    """The results of one generation, filled in image by image as they are checked."""
+class LiveJob(Job):
+    """The results of one generation, filled in image by image as they are checked (the hook's
+    callbacks do the work, in the web UI's threads: this job has none of its own)."""
 
     id: int
     tab: str
     expected: int
-    state: str = "checking"  # checking, done, error, no-pack, disabled
-    message: str = ""
+    state: str = field(default="checking", kw_only=True)  # checking, done, error, interrupted, no-pack, disabled
     reports: dict[int, Report] = field(default_factory=dict)
     input_reports: list[Report] = field(default_factory=list)
     signals: dict = field(default_factory=dict)  # image index -> memorization.Signal
     prompt_hits: list = field(default_factory=list)  # memorization.prompts.PromptMatch, distinct
     prompt_error: str = ""  # why the known-prompt check could not run
     sign_error: str = ""  # why a saved image was not signed (webui/signing.py)
+
+    RUNNING: ClassVar[tuple[str, ...]] = ("checking",)
+
+    def counts(self) -> tuple[int, int]:
+        """Images checked of those the generation makes."""
+        return len(self.reports), self.expected
 
 
 class LiveResults:
@@ -45,7 +53,7 @@ class LiveResults:
 
     def start(self, tab: str, expected: int, state: str = "checking", message: str = "") -> LiveJob:
         with self._lock:
-            job = LiveJob(next(self._ids), tab, expected, state, message)
+            job = LiveJob(next(self._ids), tab, expected, state=state, message=message)
             self.jobs[tab] = job
             self._touch()
             return job

@@ -29,7 +29,7 @@ def _recipe_state(p) -> str:
 
 
 def _t(value, limit: int = 200) -> str:
-    return esc(clip(value, limit))
+    return esc(value, limit)
 
 
 def _source(src: dict) -> str:

@@ -9,76 +9,34 @@ thumbnails are shown only when the user allows requests to leave the machine.
 from __future__ import annotations
 
 import base64
-import html
-import unicodedata
 from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from lib_replicheck.html_report import safe_url as report_safe_url
-from lib_replicheck.report import NOT_CHECKED, Match, Report
+from lib_replicheck import safe_text
+from lib_replicheck.report import NOT_CHECKED, Match, Report, verdict_label
+from lib_replicheck.safe_text import escape as esc
 
 BADGE = {"no copy": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
-#: One vocabulary for the panel, the infotext and the HTTP API: what each verdict is called.
-LABEL = {"no copy": "no copy", "possible copy": "possible copy", "likely copy": "likely copy",
-         "duplicate": "duplicate"}
 MAX_CAPTION = 300
 MAX_URL = 2000
 MAX_FIELD = 200  # license, source, host: one line each
 MAX_THUMB_BYTES = 200_000
 
 
-def verdict_label(report: Report | None) -> str:
-    """'no copy', 'possible copy', 'likely copy', 'duplicate', or 'not checked' (no report, an error,
-    or a verdict withheld, as for a flat image)."""
-    if report is None or not report.checked:
-        return NOT_CHECKED
-    return LABEL.get(report.verdict.value, report.verdict.value)
-
-
-def infotext(report: Report | None, reason: str = "error") -> str:
-    """The verdict as it travels with a published image: e.g. 'no copy (best 0.31 in demo)',
-    'likely copy (best 0.89 in demo)', 'not checked (no pack installed)'; no comma or colon, so the web UI
-    writes it without quotes. An error is named without its details (paths, messages); `reason`
-    says why an image was not checked."""
-    if report is None or report.error:
-        return f"{NOT_CHECKED} ({reason if report is None else 'error'})"
-    return report.summary()  # the words of the report, the command line and the API
-
-
-def flagged(report: Report | None) -> bool:
-    """A copy the model made: a match that was already in the img2img input does not count."""
-    return report is not None and not report.error and report.is_copy and not report.from_input
-
-
 def clip(text, limit: int = MAX_FIELD) -> str:
-    """One line of at most `limit` characters: control, format and escape characters dropped,
-    whitespace runs collapsed (pack fields are untrusted and may be megabytes long)."""
-    s = "" if text is None else str(text)[: limit * 4]
-    s = "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") else " " for ch in s)
-    s = " ".join(s.split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def esc(text) -> str:
-    """Escape for HTML text and attribute values, dropping bidi overrides and other format characters
-    that could make a caption read differently from what it is."""
-    s = "" if text is None else str(text)
-    s = "".join(ch for ch in s if unicodedata.category(ch) not in ("Cf", "Cc") or ch in "\n\t")
-    return html.escape(s, quote=True)
+    """One line of at most `limit` characters (safe_text.one_line): pack fields are untrusted and may
+    be megabytes long."""
+    return safe_text.one_line(text, limit)
 
 
 def safe_url(url) -> str | None:
     """The URL if it is a plain http(s) URL with a host, else None."""
-    return report_safe_url(url, MAX_URL)
+    return safe_text.safe_url(url, MAX_URL)
 
 
 def link(url, text) -> str:
-    u = safe_url(url)
-    if u is None:
-        return esc(text)
-    return (f'<a href="{esc(u)}" target="_blank" rel="noopener noreferrer nofollow" '
-            f'referrerpolicy="no-referrer">{esc(text)}</a>')
+    return safe_text.link(url, text, url_limit=MAX_URL)
 
 
 def _thumbnail(m: Match, remote: bool) -> str:
@@ -128,7 +86,7 @@ def _match(m: Match, remote: bool) -> str:
         f'<li class="rc-match {BADGE.get(m.verdict.value, "rc-none")}">'
         f"{_thumbnail(m, remote)}"
         f'<div class="rc-match-text">'
-        f'<div class="rc-score">{esc(score)} · {esc(LABEL.get(m.verdict.value, m.verdict.value))}</div>'
+        f'<div class="rc-score">{esc(score)} · {esc(m.verdict.value)}</div>'
         f'<div class="rc-caption">{esc(caption) or "<i>no caption</i>"}</div>'
         f'<div class="rc-source">{link(source, host)} · pack {esc(clip(m.pack))}'
         f'{" · " + esc(license_) if license_ else ""}</div>'
@@ -218,7 +176,7 @@ def render(reports: Sequence[Report] | Mapping[int, Report], *, state: str = "do
     }.get(state)
     reports = dict(reports) if isinstance(reports, Mapping) else dict(enumerate(reports))
     signals = dict(signals or {})
-    n_flagged = sum(1 for r in reports.values() if flagged(r))
+    n_flagged = sum(1 for r in reports.values() if r is not None and r.flagged())
     if head is None:
         head = (f"{n_flagged} of {len(reports)} image(s) flagged as possible copies" if n_flagged
                 else f"No copy found in {len(reports)} image(s)")

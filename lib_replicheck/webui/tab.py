@@ -43,7 +43,7 @@ class PacksTab:
         self.gr = gr
         self.manager = manager
         self.service = service
-        self.audits = audits  # audit.AuditJobs: "Check a folder"
+        self.audits = audits  # webui/audits.AuditJobs: "Check a folder"
         self.run_pip = run_pip  # the web UI's pip helper, run_pip(command, desc): "Install builder packages"
 
     def page(self) -> str:
@@ -160,7 +160,7 @@ class PacksTab:
         (the job goes on in its thread if the page goes away)."""
         import time
 
-        from lib_replicheck.html_report import job_html
+        from lib_replicheck.webui.audits import job_html
 
         if self.audits is None:
             yield message("Checking a folder is not available here.", True)

@@ -49,7 +49,7 @@ def test_report_and_csv_are_written_for_a_name_that_is_not_utf8(folder, tmp_path
 
 
 def test_the_tabs_folder_check_writes_its_report(folder, tmp_path):
-    from lib_replicheck.audit import AuditJobs, ServiceChecker
+    from lib_replicheck.webui.audits import AuditJobs, ServiceChecker
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
     from lib_replicheck.webui.tab import PacksTab
