@@ -64,6 +64,7 @@ class Counts:
     none: int = 0
     errors: int = 0  # could not be read
     withheld: int = 0  # read, but no verdict (a flat image)
+    from_input: int = 0  # a copy already in the img2img input image: shown, not flagged (Report.flagged)
 
     @property
     def flagged(self) -> int:
@@ -83,17 +84,19 @@ class Counts:
                           if self.of(v))
         why = ", ".join(_plural(n, word) for n, word in ((self.errors, "error"), (self.withheld, "flat image")) if n)
         return (f"{_plural(self.images, 'image')}: {self.flagged} flagged" + (f" ({tiers})" if tiers else "")
-                + f", {self.none} {Verdict.NONE.value}, {self.not_checked} {NOT_CHECKED}" + (f" ({why})" if why else ""))
+                + f", {self.none} {Verdict.NONE.value}, {self.not_checked} {NOT_CHECKED}" + (f" ({why})" if why else "")
+                + (f", {self.from_input} already in the input image" if self.from_input else ""))
 
 
 def count(reports: Iterable[Report]) -> Counts:
     """The Counts of a list of reports."""
-    n = {"images": 0, "duplicate": 0, "likely": 0, "possible": 0, "none": 0, "errors": 0, "withheld": 0}
+    n = {"images": 0, "duplicate": 0, "likely": 0, "possible": 0, "none": 0, "errors": 0, "withheld": 0, "from_input": 0}
     field_of = {Verdict.DUPLICATE: "duplicate", Verdict.LIKELY: "likely", Verdict.POSSIBLE: "possible",
                 Verdict.NONE: "none"}
     for r in reports:
         n["images"] += 1
-        n["errors" if r.error else "withheld" if r.withheld else field_of[r.verdict]] += 1
+        n["errors" if r.error else "withheld" if r.withheld else
+          "from_input" if r.is_copy and not r.flagged() else field_of[r.verdict]] += 1
     return Counts(**n)
 
 

@@ -393,3 +393,40 @@ def test_help_explains_every_argument_and_the_exit_status():
         assert line in text, line
     d = " ".join(run("demo", "--help").stdout.split())
     assert "--json print the two reports as JSON lines" in d
+
+
+def test_flagged_counts_the_same_in_exit_status_report_panel_and_gate(photo_pack, audit_folder, tmp_path):
+    """One rule of what is flagged (Report.flagged), at each --fail-on tier: the exit status, the count
+    line, --flagged-only, the folder report's counts, the panel's and the ComfyUI Gate's, on the
+    reports of the same real photos (18 edited copies, PDQ 'likely copy', and 12 novel photos)."""
+    from lib_replicheck.audit import count
+    from lib_replicheck.comfyui.nodes import flagged_at
+    from lib_replicheck.report import is_flagged, verdict_from_word
+    from lib_replicheck.thresholds import Verdict
+    from lib_replicheck.webui.panel import render
+
+    r = run("check", audit_folder, "--pack", photo_pack, "--json", "--report", tmp_path / "r.html")
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(lines) == 30
+    report_page = (tmp_path / "r.html").read_text()
+    for tier, at in (("possible", Verdict.POSSIBLE), ("likely", Verdict.LIKELY), ("duplicate", Verdict.DUPLICATE)):
+        n = sum(is_flagged(verdict_from_word(x["verdict"]), at, x["from_input"]) for x in lines)
+        assert n == (0 if tier == "duplicate" else 18), tier
+        t = run("check", audit_folder, "--pack", photo_pack, "--fail-on", tier, "--flagged-only")
+        assert t.returncode == (1 if n else 0), (tier, t.stderr)
+        assert len([x for x in t.stdout.splitlines() if x.startswith(str(audit_folder))]) == n, tier
+        if at is not Verdict.POSSIBLE:
+            assert f"; {n} at or above {at.value} (--fail-on {tier})" in t.stdout, t.stdout
+        gate = flagged_at(json.dumps({"images": lines}), at.value, len(lines))
+        assert sum(gate) == n and gate == [is_flagged(verdict_from_word(x["verdict"]), at) for x in lines], tier
+    # at the lowest tier: the report's count line and its flagged section, and the panel's count
+    assert "30 images: 18 flagged (18 likely copy), 12 no copy, 0 not checked" in r.stdout + r.stderr
+    assert "Flagged images, most similar first (18)" in report_page
+    from lib_replicheck.checker import Checker
+    from lib_replicheck.packs.pack import Pack
+
+    files = sorted(audit_folder.iterdir())
+    reports = list(Checker([Pack(photo_pack)]).check_files(files))
+    assert [x.flagged() for x in reports] == [is_flagged(verdict_from_word(x["verdict"]), Verdict.POSSIBLE)
+                                              for x in sorted(lines, key=lambda x: x["image"])]
+    assert count(reports).flagged == 18 and 'data-flagged="18"' in render(reports)

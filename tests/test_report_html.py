@@ -536,3 +536,45 @@ def test_histogram_labels_stay_inside_it(browser, tmp_path):
                 overlap_x = min(a[2], b[2]) - max(a[1], b[1])
                 overlap_y = min(a[4], b[4]) - max(a[3], b[3])
                 assert overlap_x <= 0 or overlap_y <= 0, (a, b)
+
+
+def test_one_flagged_rule_for_panel_report_gate_and_records():
+    """Report.flagged is the one rule: a checked image with a copy verdict at or above the tier, not
+    one already in the img2img input. A flat image keeps its matches but has no verdict, so it is not
+    flagged (the panel used to count it); an input match is shown, not flagged, by every output."""
+    import json
+
+    from lib_replicheck.audit import Audit, count
+    from lib_replicheck.cli.verify import flagged as record_flagged
+    from lib_replicheck.comfyui.nodes import flagged_at
+    from lib_replicheck.html_report import render as page
+    from lib_replicheck.item import Item
+    from lib_replicheck.report import Match, Report
+    from lib_replicheck.thresholds import Verdict
+    from lib_replicheck.webui.panel import render as panel
+
+    def report(name, verdict, **kw):
+        m = Match(pack="demo", item=Item(id=len(name), caption=name), similarity=0.8, distance=None, verdict=verdict,
+                  embedder="sscd_disc_mixup")
+        return Report(image=name, verdict=verdict, best=m, matches=[m], **kw)
+
+    reports = [report("likely", Verdict.LIKELY), report("possible", Verdict.POSSIBLE),
+               report("input", Verdict.LIKELY, from_input=True), report("flat", Verdict.LIKELY, withheld="flat image"),
+               report("broken", Verdict.NONE, error="cannot identify image file"), report("novel", Verdict.NONE)]
+    want = {Verdict.POSSIBLE: [True, True, False, False, False, False],
+            Verdict.LIKELY: [True, False, False, False, False, False],
+            Verdict.DUPLICATE: [False] * 6}
+    for at, flags in want.items():
+        assert [r.flagged(at) for r in reports] == flags, at
+        assert flagged_at(json.dumps({"images": [r.to_dict() for r in reports]}), at.value, 6) == flags, at
+        assert [record_flagged({"verdict": r.verdict_text, "from_input": r.from_input}) for r in reports] \
+            == want[Verdict.POSSIBLE]
+    assert 'data-flagged="2"' in panel(reports) and "2 of 6 image(s) flagged" in panel(reports)
+    audit = Audit(roots=[], reports=reports)
+    assert [r.image for r in audit.flagged] == ["likely", "possible"]
+    tally = count(reports)
+    assert (tally.flagged, tally.likely, tally.from_input, tally.not_checked) == (2, 1, 1, 2)
+    assert tally.text() == ("6 images: 2 flagged (1 likely copy, 1 possible copy), 1 no copy, 2 not checked "
+                            "(1 error, 1 flat image), 1 already in the input image")
+    html = page(audit)
+    assert "Flagged images, most similar first (2)" in html and 'id="row-3"' not in html

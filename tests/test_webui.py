@@ -766,6 +766,44 @@ def test_live_job_declares_what_the_store_holds():
     assert not hasattr(job, "prompt_hit") and live.seq == seq + 1
 
 
+def test_live_and_folder_jobs_share_one_job_base(tmp_path, pack_photos):
+    """A generation's live job and a folder check are webui/jobs.py Jobs: the same state, progress,
+    cancel and JSON; a folder check whose work fails unexpectedly ends in 'error' with the reason and
+    one log line, from its own thread, instead of dying silently."""
+    from lib_replicheck.report import Report
+    from lib_replicheck.webui.audits import AuditJobs
+    from lib_replicheck.webui.jobs import Job
+    from lib_replicheck.webui.live import LiveResults
+
+    live = LiveResults()
+    job = live.start("txt2img", 2)
+    assert isinstance(job, Job) and job.to_dict() == {"state": "checking", "message": "", "running": True,
+                                                      "done": 0, "total": 2, "fraction": 0.0}
+    live.add(job, 0, Report(image="a.png"))
+    assert job.to_dict()["done"] == 1 and job.fraction == 0.5
+    live.update(job, state="done")
+    assert not job.running and not job.request_cancel() and not job.cancel.is_set()
+
+    folder = tmp_path / "outputs"
+    folder.mkdir()
+    shutil.copy(pack_photos[0], folder / "a.jpg")
+    logs = []
+
+    def no_checker():
+        raise RuntimeError("the model went away")
+
+    audits = AuditJobs(tmp_path / "reports", no_checker, log=logs.append)
+    check = audits.start(str(folder))
+    assert isinstance(check, Job)
+    for _ in range(600):
+        if not check.running:
+            break
+        time.sleep(0.05)
+    assert check.to_dict()["state"] == "error" and check.message == "unexpected RuntimeError: the model went away"
+    assert logs == [f"replicheck: checking {folder} failed: unexpected RuntimeError: the model went away"]
+    assert not audits.cancel(check.id) and audits.report_file(check.id) is None
+
+
 @pytest.fixture
 def sscd_installed(webui, pack_photos, sscd_onnx, tmp_path):
     """An SSCD pack of eight photos in the web UI's packs folder, the ONNX weights in its models folder."""
