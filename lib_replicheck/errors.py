@@ -3,7 +3,7 @@
 Every failure that reaches a person is a ReplicheckError whose message names the file or field
 and what is wrong; tracebacks from faiss, torch or PIL stay inside the library. Messages and
 listings quote packs, registries and URLs, which anyone can write: `clean_text` and `json_text`
-keep their control characters from reaching a terminal.
+(safe_text.py, imported from here too) keep their control characters from reaching a terminal.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`python -m lib_replicheck verify IMAGE...`: read the signed record of a check back from images.
 
 Exit status: 0 every record valid and no image flagged as a copy, 1 valid but an image is flagged
-as a copy (at `possible copy` or above, as the record says), 2 a record absent, unreadable,
+as a copy (at `possible copy` or above, as the record says, and not a match already in the img2img
+input image: Report.flagged's rule), 2 a record absent, unreadable,
 invalid (the image or the record changed after signing), or signed by a certificate nobody said to
 trust (unless --any-signer).
 """
