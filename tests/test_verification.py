@@ -149,3 +149,42 @@ def test_the_cache_keeps_within_its_cap_evicting_the_oldest(tmp_path, pack_photo
     tiny = ImageCache(tmp_path / "tiny", 0)
     tiny.put("http://x/0", data[0])
     assert tiny.size() == 0
+
+
+def test_the_web_ui_setting_verifies_after_the_check_and_is_off_by_default(webui, world, clip, photos):
+    """Inside the web UI the verification is a setting, off by default; on, the check that follows each
+    image verifies its candidates, and the panel and the infotext say so."""
+    import shutil
+
+    from lib_replicheck.images import load_image
+    from lib_replicheck.webui import panel
+
+    service = webui.module.service
+    models = service.models_dir
+    shutil.copytree(world["pack"], service.packs_dir / "clip-photos")
+    onnx = models / "sscd_disc_mixup.onnx"
+    if not onnx.exists():
+        onnx.symlink_to(world["models"] / "sscd_disc_mixup.onnx")
+    copy = load_image(world["copy"])
+    try:
+        webui.set_option("replicheck_packs", ["clip-photos"])
+        settings = webui.module.current_settings()
+        assert settings.verify_online is False
+        service.checker(settings)._embedders[clip.id] = clip  # random weights cannot be re-created from the spec
+        off = service.check([copy], ["copy"], settings)[0]
+        assert off.error is None and off.verdict.value == "possible copy" and off.best.unverified
+        assert "verification off (not asked: Settings > Replicheck > Verify CLIP candidates online)" in (
+            off.best.verdict_text())
+        webui.set_option("replicheck_verify_online", True)
+        on = service.check([copy], ["copy"], webui.module.current_settings())[0]
+        assert on.error is None and on.verdict.value == "likely copy" and on.best.verified
+        assert panel.infotext(on).startswith("likely copy (verified: SSCD ")
+        html = panel.card(on, 0)
+        assert "likely copy (verified: SSCD " in html
+        assert (models / "verify-cache").is_dir()
+    finally:
+        webui.set_option("replicheck_verify_online", False)
+        webui.set_option("replicheck_packs", [])
+        service.unload()
+        shutil.rmtree(service.packs_dir / "clip-photos", ignore_errors=True)
+        shutil.rmtree(models / "verify-cache", ignore_errors=True)

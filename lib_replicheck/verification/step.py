@@ -151,3 +151,26 @@ def sscd_from(checker, **load_args) -> Callable[[], object]:
         return embedders.load("sscd", **load_args)
 
     return load
+
+
+#: Seconds without a byte before a fetch in the web UI counts as stalled (3 times this in all): the
+#: check runs after each image, and its caller waits for it (webui/service.py CHECK_SECONDS).
+WEBUI_TIMEOUT = 3.0
+WEBUI_HOW_TO_ASK = "Settings > Replicheck > Verify CLIP candidates online"
+
+
+def webui_verifier(previous: Verifier | None, *, online: bool, checker, models_dir, device: str,
+                   tiers: dict[str, Tiers] | None) -> Verifier:
+    """The web UI's verifier for one check, as its settings say now; the SSCD embedder the previous
+    one loaded is kept. Weights are never downloaded here (the check runs beside a generation)."""
+    from pathlib import Path
+
+    from lib_replicheck.verification.online import CACHE_FOLDER, ImageCache
+
+    v = Verifier(online=online, sscd=sscd_from(checker, device=device, models_dir=models_dir, offline=True,
+                                                   progress=False),
+                 cache=ImageCache(Path(models_dir) / CACHE_FOLDER), timeout=WEBUI_TIMEOUT, tiers=tiers,
+                 how_to_ask=WEBUI_HOW_TO_ASK)
+    if previous is not None:
+        v._embedder = previous._embedder
+    return v
