@@ -24,6 +24,9 @@ TIMEOUT = 10.0
 #: Default size cap of the verification cache.
 CACHE_BYTES = 256 * 1024**2
 CACHE_FOLDER = "verify-cache"
+#: What a refused fetch's reason says (too large; a redirect away from http(s), refused by the
+#: fetch or by urllib itself); any other failure is a dead URL.
+REFUSALS = ("larger than", "http(s) URL", "is not allowed")
 
 
 @dataclass
@@ -101,7 +104,7 @@ def fetch_image(url: str | None, cache: ImageCache | None, *, timeout: float = T
             data = get(url, timeout=timeout, max_bytes=max_bytes)
         except Failed as e:
             reason = str(e)
-            if reason.startswith("larger than") or reason == "not an http(s) URL":
+            if any(r in reason for r in REFUSALS):
                 return Fetched(status=REFUSED, detail=reason)
             return Fetched(status=DEAD, detail=reason)
     image = decode(data)
