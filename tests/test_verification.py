@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.httpfaults import FaultServer
 from tests.verification_packs import (PHOTO_ROWS, build_pack, check_json, closed_port, models_folder,
                                       save_weights)
+from tests.verification_packs import server  # noqa: F401 - a fixture
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +17,6 @@ def clip():
     from lib_replicheck.embedders.clip import ClipEmbedder
 
     return ClipEmbedder("ViT-B-32", pretrained=None)
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = FaultServer()
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")

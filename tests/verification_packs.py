@@ -12,11 +12,22 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.embedding_layouts import clip_retrieval_folder, distractors
+from tests.httpfaults import FaultServer
 
 EMBEDDER = "clip:ViT-B-32/random"
 ROWS = 40
 PHOTO_ROWS = (7, 30)  # where the first two photos sit
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A FaultServer on 127.0.0.1 for the module's training images."""
+    s = FaultServer()
+    yield s
+    s.close()
 
 
 def save_weights(clip, path: Path) -> Path:

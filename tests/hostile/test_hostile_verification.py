@@ -10,17 +10,10 @@ import zlib
 
 import pytest
 
-from tests.httpfaults import FaultServer
 from tests.verification_packs import PHOTO_ROWS, build_pack, check_json, models_folder, save_weights
+from tests.verification_packs import server  # noqa: F401 - a fixture
 
 HOSTILE = f"/hostile/{PHOTO_ROWS[0]}.jpg"  # the URL of the copied photo's row
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = FaultServer()
-    yield s
-    s.close()
 
 
 @pytest.fixture(scope="module")
@@ -83,29 +76,11 @@ def test_a_decompression_bomb_is_refused_before_decoding(world, server, capsys):
     assert v["status"] == "not an image" and "20000x20000 pixels is over the limit" in v["detail"]
 
 
-def test_a_redirect_to_a_local_file_is_refused():
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+def test_a_redirect_to_a_local_file_is_refused(server):
     from lib_replicheck.verification.online import fetch_image
 
-    class Redirect(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(302)
-            self.send_header("Location", "file:///etc/passwd")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    other = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
-    try:
-        got = fetch_image(f"http://127.0.0.1:{other.server_address[1]}/x.jpg", None, timeout=2)
-    finally:
-        other.shutdown()
-        other.server_close()
+    server.add("/moved.jpg", b"", fault="redirect", location="file:///etc/passwd")
+    got = fetch_image(server.url + "/moved.jpg", None, timeout=2)
     assert got.image is None and got.status == "refused" and "file:///etc/passwd" in got.detail
 
 
