@@ -55,6 +55,9 @@ class Match:
     #: a region's mean similarity to the pack's nearest background images, which its verdict is
     #: judged after subtracting (packs/background.py); None: judged on the similarity itself
     background: float | None = None
+    #: what fetching the training image and comparing it found, for a candidate (verification_status.
+    #: Verification, set by lib_replicheck/verification/); None: verification never looked at it
+    verification: "Verification | None" = None
 
     @property
     def id(self) -> int:
@@ -121,13 +124,25 @@ class Match:
     @property
     def unverified(self) -> bool:
         """A copy verdict from a family whose matches are candidates only (CLIP): not evidence."""
-        return self.verdict.is_copy and self.embedder.split(":", 1)[0] in CANDIDATE_FAMILIES
+        return (self.verdict.is_copy and self.embedder.split(":", 1)[0] in CANDIDATE_FAMILIES
+                and not self.verified)
 
-    def verdict_text(self) -> str:
+    @property
+    def verified(self) -> bool:
+        """A candidate whose training image was fetched and compared: its verdict is SSCD's on the pair."""
+        return self.verification is not None and self.verification.verified
+
+    def verdict_text(self, where: str = "") -> str:
         """The verdict in words: 'likely copy', ..., or for a candidate 'possible copy (unverified: CLIP
-        0.93)'."""
+        0.93)', with what verification found when it looked ('possible copy (unverified: CLIP 0.93; dead
+        URL (HTTP Error 404: Not Found))', 'likely copy (verified: SSCD 0.87)'); `where` goes after the
+        score (' in pd12m-clip')."""
+        status = f"; {self.verification.text()}" if self.verification is not None else ""
         if self.unverified:
-            return f"{self.verdict.value} (unverified: {self.embedder.split(':', 1)[0].upper()} {self.score_label()})"
+            family = self.embedder.split(':', 1)[0].upper()
+            return f"{self.verdict.value} (unverified: {family} {self.score_label()}{where}{status})"
+        if self.verified:
+            return f"{self.verdict.value} ({self.verification.text()}{where})"
         return self.verdict.value
 
     def score_text(self) -> str:
@@ -149,7 +164,8 @@ class Match:
                 "region": self.region.to_dict() if self.region else None,
                 "background": None if self.background is None else round(self.background, 4),
                 "normalised": None if self.background is None else round(self.normalised, 4),
-                "judged_on": self.judged_on, "judged_score": round(self.judged_score(), 4)}
+                "judged_on": self.judged_on, "judged_score": round(self.judged_score(), 4),
+                "verification": self.verification.to_dict() if self.verification is not None else None}
 
 
 def _label(score: float) -> str:
@@ -207,8 +223,8 @@ class Report:
             return f"{NOT_CHECKED} ({self.withheld})"
         if self.best is None:
             return self.verdict.value
-        if self.best.unverified:  # a candidate: 'possible copy (unverified: CLIP 0.93 in pd12m-clip)'
-            return f"{self.best.verdict_text()[:-1]} in {self.best.pack})"
+        if self.best.unverified or self.best.verified:  # 'possible copy (unverified: CLIP 0.93 in pd12m-clip)'
+            return self.best.verdict_text(f" in {self.best.pack}")
         return f"{self.verdict.value} ({self.detail()})"
 
     def detail(self) -> str:

@@ -2,9 +2,10 @@
 
 Each path can be given a fault: drop the connection mid-file (once, or always), ignore Range,
 announce more bytes than it has, answer a status (a sequence of them, e.g. 503 then 200), loop
-redirects, stall after the headers, serve a corrupted copy, send an endless body without a length
-(`endless`: the body repeated up to `limit` bytes), or trickle one byte every `stall` seconds
-(`trickle`; `slow-headers`: the headers so). Every request is logged; `sent` counts the body bytes written.
+redirects (or `redirect` to `location`), stall after the headers, serve a corrupted copy, send an
+endless body without a length (`endless`: the body repeated up to `limit` bytes), or trickle one
+byte every `stall` seconds (`trickle`; `slow-headers`: the headers so). Every request is logged;
+`sent` counts the body bytes written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Route:
     hits: int = 0
     limit: int = 256 * 1024 * 1024  # "endless": where the server gives up
     sent: int = 0
+    location: str = ""  # for "redirect": where to
 
 
 class FaultServer:
@@ -55,9 +57,9 @@ class FaultServer:
                         self.send_header("Content-Length", "0")
                         self.end_headers()
                         return
-                if "redirect-loop" in faults:
+                if "redirect-loop" in faults or "redirect" in faults:
                     self.send_response(302)
-                    self.send_header("Location", self.path)
+                    self.send_header("Location", self.path if "redirect-loop" in faults else route.location)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return

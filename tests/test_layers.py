@@ -18,6 +18,7 @@ LAYERS = {
     "checker": 3,
     "registry": 4,
     "builder": 5,
+    "verification": 5.5,  # CLIP candidates verified online: the recipes' bounded image fetch (builder/fetch.py)
     "memorization": 6,
     "webui": 7,
     "cli": 7,

@@ -115,6 +115,10 @@ def cmd_check(args) -> int:
                       progress=not args.json, regions=getattr(args, "regions", None))
     if signer is not None:
         signer.checker = checker
+    from lib_replicheck.cli.candidates import verifier_for
+    from lib_replicheck.verification import verify_reports
+
+    verifier = verifier_for(args, checker)  # the step after the search: candidates verified on the image
     files, left_out = list_images(args.paths, max_images=MAX_IMAGES, max_entries=MAX_ENTRIES, confine=False)
     if not files:
         raise ReplicheckError("no images found in " + ", ".join(map(str, args.paths)))
@@ -133,6 +137,7 @@ def cmd_check(args) -> int:
             print(text, file=stream, flush=True)
 
     def on_report(report) -> None:
+        verify_reports([report], verifier)
         if signer is not None:
             signer(report)
         if report.error:

@@ -91,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
                         "whole-image pass, about 2x the check) or thorough (plus passes at 1.5 to 3 times the size, "
                         "for smaller copies, about 15x) (default off)")
     _model_args(c)
+    from lib_replicheck.cli.candidates import add_options as verify_options
+
+    verify_options(c)
     from lib_replicheck.cli.sign import add_options as sign_options
 
     sign_options(c)

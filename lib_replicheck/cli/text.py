@@ -13,7 +13,7 @@ def format_report(report, max_matches: int = 3) -> str:
     from lib_replicheck.errors import clean_text
 
     head = report.verdict.value.upper() if report.flagged() else report.verdict_text
-    if report.checked and report.best is not None and report.best.unverified:
+    if report.checked and report.best is not None and (report.best.unverified or report.best.verified):
         head = report.best.verdict_text()  # a candidate, not evidence: 'possible copy (unverified: CLIP 0.93)'
 
     if report.error:

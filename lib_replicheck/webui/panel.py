@@ -86,7 +86,7 @@ def _match(m: Match, remote: bool) -> str:
         f'<li class="rc-match {BADGE.get(m.verdict.value, "rc-none")}">'
         f"{_thumbnail(m, remote)}"
         f'<div class="rc-match-text">'
-        f'<div class="rc-score">{esc(score)} · {esc(m.verdict.value)}</div>'
+        f'<div class="rc-score">{esc(score)} · {esc(m.verdict_text())}</div>'
         f'<div class="rc-caption">{esc(caption) or "<i>no caption</i>"}</div>'
         f'<div class="rc-source">{link(source, host)} · pack {esc(clip(m.pack))}'
         f'{" · " + esc(license_) if license_ else ""}</div>'

@@ -24,6 +24,8 @@ from typing import Sequence
 from lib_replicheck.checker import Checker
 from lib_replicheck.report import Report
 from lib_replicheck.errors import ReplicheckError
+from lib_replicheck.verification import verify_reports
+from lib_replicheck.verification.step import webui_verifier
 from lib_replicheck.webui.live import LiveResults
 from lib_replicheck.webui.settings import Settings
 
@@ -54,6 +56,7 @@ class CheckService:
         self.pack_errors: dict[str, str] = {}  # pack folder name -> why it could not be opened
         self.skipped: list[str] = []  # notes for the reports: the damaged packs the loaded checker left out
         self.checked = 0
+        self._verifier = None  # verification/: CLIP candidates fetched and compared, when the setting asks
 
     # -- packs ----------------------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class CheckService:
                     p.close()
             self._checker = None
             self._key = None
+            self._verifier = None
         finally:
             self._lock.release()
 
@@ -162,6 +166,10 @@ class CheckService:
             with self._lock:
                 reports = self.checker(settings).check(images, labels, top_k=settings.top_k, tiers=settings.tiers,
                                                       regions=settings.regions)
+                self._verifier = webui_verifier(self._verifier, online=settings.verify_online,
+                                                checker=self._checker, models_dir=self.models_dir,
+                                                device=settings.device, tiers=settings.tiers)
+                verify_reports(reports, self._verifier, images)  # the step after the search
             for report in reports:
                 report.notes.extend(self.skipped)
             self.last_error = None

@@ -67,6 +67,11 @@ SETTINGS: tuple[SettingDef, ...] = (
     _tier("pdq", "duplicate", "PDQ: duplicate at Hamming distance", "no published cut"),
     _tier("clip", "possible", "CLIP: possible copy at similarity",
           "CLIP similarity is semantic, not evidence of a copy: no published cut"),
+    SettingDef("replicheck_verify_online", False, "Verify CLIP candidates online (fetch the training image)",
+               "default off; with a CLIP pack, after each image is checked (never while sampling), the training "
+               "images of up to 3 candidates are fetched from their URLs (http(s) only, at most 32 MB and 9 s "
+               "each, cached in models/replicheck/verify-cache) and compared with SSCD and PDQ: the verdict becomes "
+               "SSCD's on the pair. Off, candidates read 'possible copy (unverified ...)'. Needs SSCD's weights"),
     SettingDef("replicheck_device", "cpu", "Device for the embedder",
                "default cpu, so replicheck never takes VRAM from Stable Diffusion; cuda is faster", "radio",
                choices=DEVICES),
@@ -162,6 +167,7 @@ class Settings:
     sign_cert: str = ""
     sign_key: str = ""
     sign_tsa: str = ""
+    verify_online: bool = DEFAULTS["replicheck_verify_online"]
 
     @property
     def dont_save_copies(self) -> bool:
@@ -219,6 +225,7 @@ class Settings:
             sign_cert=str(value("replicheck_sign_cert") or "").strip(),
             sign_key=str(value("replicheck_sign_key") or "").strip(),
             sign_tsa=str(value("replicheck_sign_tsa") or "").strip(),
+            verify_online=bool(value("replicheck_verify_online")),
         )
 
     def registry_urls(self) -> list[str]:
