@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from lib_replicheck.report import infotext
+
 from tests.verification_packs import (PHOTO_ROWS, build_pack, check_json, closed_port, models_folder,
                                       save_weights)
 from tests.verification_packs import server  # noqa: F401 - a fixture
@@ -172,7 +174,7 @@ def test_the_web_ui_setting_verifies_after_the_check_and_is_off_by_default(webui
         webui.set_option("replicheck_verify_online", True)
         on = service.check([copy], ["copy"], webui.module.current_settings())[0]
         assert on.error is None and on.verdict.value == "likely copy" and on.best.verified
-        assert panel.infotext(on).startswith("likely copy (verified: SSCD ")
+        assert infotext(on).startswith("likely copy (verified: SSCD ")
         html = panel.card(on, 0)
         assert "likely copy (verified: SSCD " in html
         assert (models / "verify-cache").is_dir()
