@@ -76,9 +76,10 @@ def real_copies(photos, sscd_onnx):
     (originals [8, 512], copies [40, 512], the original of each copy)."""
     import numpy as np
 
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.embedders.sscd import SSCDEmbedder
 
-    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
+    embedder = SSCDEmbedder(options=EmbedderOptions(runtime="onnx", weights=sscd_onnx))
     originals = embedder.embed(photos)
     copies, of = [], []
     for i, im in enumerate(photos):

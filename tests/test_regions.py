@@ -16,6 +16,7 @@ from lib_replicheck import embedders
 from lib_replicheck.builder import sources
 from lib_replicheck.builder.pipeline import build_from_items
 from lib_replicheck.checker import Checker
+from lib_replicheck.embedders import EmbedderOptions
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack
 from lib_replicheck.regions import MODES, Region, cell_boxes, check_mode, gem_pool, to_region
@@ -64,7 +65,7 @@ def raw_pack(tmp_path_factory, split, sscd):
 
 @pytest.fixture(scope="module")
 def checker(pack, sscd_onnx):
-    return Checker([pack], top_k=3, runtime="onnx", weights=sscd_onnx, offline=True)
+    return Checker([pack], top_k=3, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +149,7 @@ def test_a_model_without_a_readable_head_checks_the_whole_image(pack, sscd_onnx,
     (the check of the image goes on, whole), and a torchscript runtime says it has none."""
     import numpy as np
 
-    checker = Checker([pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     embedder = checker.embedder(pack)
     weight, bias = embedder._head
     embedder._head = (np.roll(weight, 1, axis=0), bias)  # a head that is not the model's
@@ -214,7 +215,7 @@ def test_pasted_copy_missed_whole_is_found_with_its_box(checker, pasted):
 def test_without_a_background_regions_are_judged_on_similarity(raw_pack, sscd_onnx, pasted):
     """A pack built without --background still searches regions, at the region tiers on the raw
     similarity, and each report says so."""
-    checker = Checker([raw_pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([raw_pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     for im, box, source in pasted[:2]:
         report = checker.check([im], regions="thorough")[0]
         assert any("has no background set" in n for n in report.notes), report.notes
