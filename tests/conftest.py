@@ -95,9 +95,12 @@ def real_copies(photos, sscd_onnx):
 #: the unit tests, in about a minute without any of these installed.
 SLOW_FIXTURES = frozenset({"pack_photos", "other_photos", "clipart", "sscd_onnx", "webui", "browser", "ui"})
 #: Test folders and files that are slow whatever their fixtures: real web UIs; a wheel or a virtual
-#: environment built and installed; torch, Ray or open_clip models loaded; builds of real packs.
-SLOW_PATHS = ("real_webui/", "test_package.py", "test_install.py", "test_embedders.py", "test_embedding_packs.py",
-              "test_builder.py", "test_recipes.py", "test_fastscan.py", "test_index_factory.py")
+#: environment built and installed; torch, Ray or open_clip models loaded; builds of real packs;
+#: hostile inputs, stalled and trickling servers; the web UI flavours and the README's scripts run.
+SLOW_PATHS = ("real_webui/", "hostile/", "test_package.py", "test_install.py", "test_embedders.py",
+              "test_embedding_packs.py", "test_builder.py", "test_recipes.py", "test_fastscan.py",
+              "test_index_factory.py", "test_downloads.py", "test_forge_signal.py", "test_platforms.py",
+              "test_readme_figures.py")
 
 
 def pytest_collection_modifyitems(items):
