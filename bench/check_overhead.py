@@ -135,6 +135,7 @@ def main() -> None:
 
     from lib_replicheck import embedders
     from lib_replicheck.checker import Checker
+    from lib_replicheck.embedders import EmbedderOptions
     from lib_replicheck.images import decode
     from lib_replicheck.builder import sources
     from lib_replicheck.builder.pipeline import build_from_items
@@ -152,7 +153,7 @@ def main() -> None:
         built = build_from_items(sources.folder(tmp / "images"), embedder, tmp / "pack", thumbnails=False,
                                  log=lambda s: None)
         pack = Pack(built.path)
-        checker = Checker([pack], top_k=5, runtime="onnx", weights=onnx, offline=True)
+        checker = Checker([pack], top_k=5, embedder=EmbedderOptions(runtime="onnx", weights=onnx, offline=True))
         checker._embedders[embedder.id] = embedder  # the same session for the bare and the checked runs
         images = [decode(f) for f in files]
         arrays = [embedder.preprocess(im) for im in images]

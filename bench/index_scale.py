@@ -129,9 +129,10 @@ def real_set(path: str | None = None):
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"
     if not onnx.is_file():
         sys.exit(f"the real copies need {onnx} (bash tests/setup.sh puts it there)")
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.embedders.sscd import SSCDEmbedder
 
-    embedder, t = SSCDEmbedder(runtime="onnx", weights_path=onnx), time.perf_counter()
+    embedder, t = SSCDEmbedder(options=EmbedderOptions(runtime="onnx", weights=onnx)), time.perf_counter()
     print(f"embedding {len(basis_files):,} drawings, {len(originals_files)} originals and their edited copies "
           "with SSCD (cached afterwards)", file=sys.stderr, flush=True)
     basis = []

@@ -56,6 +56,7 @@ def main() -> None:
     from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.builder.sources import SourceItem
     from lib_replicheck.checker import Checker
+    from lib_replicheck.embedders import EmbedderOptions
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.regions import Region, detail, detail_map
@@ -76,7 +77,7 @@ def main() -> None:
     for name, c in (("whole", ()), ("crops", crops)):
         built = build_from_items(items, sscd, tmp / name, thumbnails=False, centre_crops=c, log=lambda s: None)
         packs[name] = Pack(built.path)
-    checkers = {n: Checker([p], top_k=1, runtime="onnx", weights=SSCD_ONNX, offline=True) for n, p in packs.items()}
+    checkers = {n: Checker([p], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=SSCD_ONNX, offline=True)) for n, p in packs.items()}
     originals = [shrink(load_image(p)) for p in pack_files]
     others = [shrink(load_image(p)) for p in other_files]
     rng = random.Random(args.seed)

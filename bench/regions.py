@@ -186,6 +186,7 @@ def main() -> None:
     from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.builder.sources import SourceItem
     from lib_replicheck.checker import Checker
+    from lib_replicheck.embedders import EmbedderOptions
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.regions import Region, detail, detail_map
@@ -210,7 +211,7 @@ def main() -> None:
                                  background_size=max(1, args.background)).path)
     by_source = {pack.metadata.get([r])[r].source: r for r in range(pack.manifest.count)}
     own_ids = [pack.metadata.get([by_source[p.name]])[by_source[p.name]].id for p in pack_files]
-    checker = Checker([pack], top_k=1, runtime="onnx", weights=SSCD_ONNX, offline=True)
+    checker = Checker([pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=SSCD_ONNX, offline=True))
     checker.embedder(pack)
     judge = Judge(checker, pack, sscd)
     rng = random.Random(args.seed)

@@ -46,6 +46,7 @@ def main() -> None:
     from lib_replicheck.builder import sources
     from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.checker import Checker
+    from lib_replicheck.embedders import EmbedderOptions
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.provenance import keys, record, sign
@@ -59,7 +60,7 @@ def main() -> None:
         files = crops(args.images, tmp / "crops")
         sscd = embedders.load("sscd", runtime="onnx", weights=SSCD_ONNX)
         built = build_from_items(sources.folder(tmp / "crops", license="test"), sscd, tmp / "pack", log=lambda s: None)
-        checker = Checker([Pack(built.path)], runtime="onnx", weights=SSCD_ONNX, progress=False)
+        checker = Checker([Pack(built.path)], embedder=EmbedderOptions(runtime="onnx", weights=SSCD_ONNX, progress=False))
         images = [load_image(f) for f in files]
         checker.check(images[:1])  # the model loaded before the clock starts
         creds = keys.local(tmp / "home")

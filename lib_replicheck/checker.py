@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from lib_replicheck.embedders import kind_of
+from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
@@ -18,11 +19,8 @@ from lib_replicheck.thresholds import (DEFAULT_TIERS, NORMALISED_REGION_TIERS, R
                                       candidate_verdict)
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
-#: Embedder families whose packs are also searched with regions of the image (a copy descriptor;
-#: CLIP is semantic and PDQ packs hold crops of their own)
-REGION_FAMILIES = ("sscd",)
-#: Learned descriptors: they map every flat image (images.is_flat) close to every other, so a flat
-#: image gets no verdict from them. PDQ has its own gate (its hash quality).
+#: The families whose embedders withhold a verdict from flat images (Embedder.withholds_flat), as
+#: the builder (builder/embed.py) looks them up to note a pack's flat training images
 LEARNED_FAMILIES = ("sscd", "clip")
 FLAT = "flat image"
 FLAT_NOTE = ("flat image (a plain colour, a smooth gradient, or mostly transparent): learned descriptors (SSCD, "
@@ -33,13 +31,12 @@ class Checker:
     """Packs plus the embedders they need, loaded once and reused for every image.
 
     Embedders are loaded on first use, from each pack's own embedder spec, so a pack's weights
-    sha256 is enforced. `offline=True` never downloads (what the web UI uses during generation).
+    sha256 is enforced, as `embedder` says (EmbedderOptions; `offline=True` never downloads: what
+    the web UI uses during generation).
     """
 
     def __init__(self, packs: Sequence, *, top_k: int = 5, tiers: dict[str, Tiers] | None = None,
-                 device: str = "cpu", runtime: str = "auto", models_dir: str | Path | None = None,
-                 weights: str | Path | None = None, offline: bool = False, progress: bool = True,
-                 regions: str | None = None):
+                 embedder: EmbedderOptions | None = None, regions: str | None = None):
         if not packs:
             raise ReplicheckError("no pack to search: install one (python -m lib_replicheck packs), or build one "
                                   "from a folder of images (python -m lib_replicheck build)")
@@ -47,8 +44,7 @@ class Checker:
         self.top_k = max(1, int(top_k))
         self.tiers = dict(tiers or DEFAULT_TIERS)
         self.regions = check_mode(regions)
-        self._embedder_args = dict(device=device, runtime=runtime, models_dir=models_dir, weights=weights,
-                                   offline=offline, progress=progress)
+        self.embedder_options = (embedder or EmbedderOptions()).validated()
         self._embedders: dict[str, object] = {}
         #: seconds spent loading models, kept out of the reports' per-image `seconds`
         self.load_seconds = 0.0
@@ -61,7 +57,7 @@ class Checker:
         spec = pack.embedder
         if spec.id not in self._embedders:
             start = time.perf_counter()
-            self._embedders[spec.id] = embedders.load(spec, **self._embedder_args)
+            self._embedders[spec.id] = embedders.load(spec, self.embedder_options)
             self.load_seconds += time.perf_counter() - start
         return self._embedders[spec.id]
 
@@ -104,27 +100,21 @@ class Checker:
         loaded = {emb_id: self.embedder(packs[0]) for emb_id, packs in by_id.items()}  # before the clock starts
         start = time.perf_counter()
         candidates: list[list[Match]] = [[] for _ in images]
-        flat = flat_images(images, [kind_of(emb_id) for emb_id in by_id])
+        flat = flat_images(images, loaded.values())
         judged = [False] * len(images)  # whether any family gave image i a verdict
         for emb_id, packs in by_id.items():
             embedder = loaded[emb_id]
-            family = kind_of(emb_id)
+            family = embedder.family
             family_tiers = tier_map.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
             region_tiers = REGION_TIERS.get(family, family_tiers)
-            vectors, queries = embed(embedder, images, mode if family in REGION_FAMILIES else "off", reports)
-            low_quality = set()
-            if family == "pdq":
-                from lib_replicheck.embedders.pdq import MIN_QUALITY
-
-                for i, q in enumerate(getattr(embedder, "last_quality", []) or []):
-                    if q < MIN_QUALITY:
-                        low_quality.add(i)
-                        reports[i].notes.append(f"PDQ hash quality {q} is below {MIN_QUALITY}: too flat or "
-                                                "featureless for PDQ to judge; matches are shown without a verdict")
-            if family == "clip":
+            vectors, queries = embed(embedder, images, mode if embedder.searches_regions else "off", reports)
+            low_quality = embedder.unjudged()
+            for i, note in low_quality.items():
+                reports[i].notes.append(note)
+            if embedder.semantic:
                 for r in reports:
                     r.notes.append(SEMANTIC_NOTE)
-            unjudged = low_quality | (flat if family in LEARNED_FAMILIES else set())
+            unjudged = set(low_quality) | (flat if embedder.withholds_flat else set())
             for i in range(len(images)):
                 judged[i] = judged[i] or i not in unjudged
             owners = [(i, None) for i in range(len(images))] + [(i, box) for i, box, _ in queries]
@@ -210,7 +200,7 @@ def embed(embedder, images: Sequence, mode: str, reports: list[Report]):
     """The whole images' vectors, and (image index, box, vector) of the regions searched beside
     them; when the embedder cannot give regions, none, and each report says why."""
     if mode != "off":
-        why = getattr(embedder, "regions_available", "this model does not search regions")
+        why = embedder.regions_available
         if not why:
             try:
                 return embedder.embed_regions(list(images), mode)
@@ -245,12 +235,12 @@ def background_offsets(pack, vectors, owners, found, reports) -> dict[int, float
     return {row: float(v) for row, v in zip(rows, values)}
 
 
-def flat_images(images: Sequence, families: list[str]) -> set[int]:
-    """Indices of the flat images (images.is_flat), when a learned family is searched; else none
-    (PDQ judges flat images by its own quality gate)."""
+def flat_images(images: Sequence, embedders: Iterable) -> set[int]:
+    """Indices of the flat images (images.is_flat), when an embedder that withholds flat images is
+    searched; else none (PDQ judges flat images by its own quality gate)."""
     from lib_replicheck.images import is_flat
 
-    if not any(f in LEARNED_FAMILIES for f in families):
+    if not any(e.withholds_flat for e in embedders):
         return set()
     return {i for i, im in enumerate(images) if is_flat(im)}
 

@@ -77,11 +77,21 @@ class Region:
 
 
 def check_mode(mode: str | None) -> str:
-    """The mode named, or a clear error listing the modes."""
+    """The mode named, or a clear error listing the modes: the one rule for the option, wherever it
+    comes from (the command line's choices are MODES, the settings read through `setting_mode`)."""
     mode = DEFAULT_MODE if mode is None else str(mode).strip().lower()
     if mode not in MODES:
-        raise ReplicheckError(f"regions {mode!r}: choose one of {', '.join(MODES)}")
+        raise ReplicheckError(f"regions {mode[:40]!r}: choose one of {', '.join(MODES)}")
     return mode
+
+
+def setting_mode(mode) -> str:
+    """A stored setting's mode: `check_mode`'s, or the default where it refuses the value (a bad
+    setting never stops a generation)."""
+    try:
+        return check_mode(mode)
+    except ReplicheckError:
+        return DEFAULT_MODE
 
 
 def cell_boxes(rows: int, cols: int) -> list[tuple[int, int, int, int]]:

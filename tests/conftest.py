@@ -76,9 +76,10 @@ def real_copies(photos, sscd_onnx):
     (originals [8, 512], copies [40, 512], the original of each copy)."""
     import numpy as np
 
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.embedders.sscd import SSCDEmbedder
 
-    embedder = SSCDEmbedder(runtime="onnx", weights_path=sscd_onnx)
+    embedder = SSCDEmbedder(options=EmbedderOptions(runtime="onnx", weights=sscd_onnx))
     originals = embedder.embed(photos)
     copies, of = [], []
     for i, im in enumerate(photos):
@@ -88,12 +89,31 @@ def real_copies(photos, sscd_onnx):
     return originals, np.concatenate(copies), np.array(of)
 
 
+#: Fixtures that make a test slow: Debian's photos and clip art (and the packs built from them),
+#: Meta's SSCD model, the fake web UI, a browser, a real web UI. A test that uses one of them,
+#: directly or through another fixture, is marked `slow`; `pytest -m "not slow"` runs the others,
+#: the unit tests, in about a minute without any of these installed.
+SLOW_FIXTURES = frozenset({"pack_photos", "other_photos", "clipart", "sscd_onnx", "webui", "browser", "ui"})
+#: Test folders and files that are slow whatever their fixtures: real web UIs; a wheel or a virtual
+#: environment built and installed; torch, Ray or open_clip models loaded; builds of real packs;
+#: hostile inputs, stalled and trickling servers; the web UI flavours and the README's scripts run.
+SLOW_PATHS = ("real_webui/", "hostile/", "test_package.py", "test_install.py", "test_embedders.py",
+              "test_embedding_packs.py", "test_builder.py", "test_recipes.py", "test_fastscan.py",
+              "test_index_factory.py", "test_downloads.py", "test_forge_signal.py", "test_platforms.py",
+              "test_readme_figures.py")
+
+
 def pytest_collection_modifyitems(items):
     """Tests of the fake web UI need gradio and FastAPI, which requirements.txt does not bring: they
-    are marked needs_full, so that the run on requirements.txt alone (.ci/run) can leave them out."""
+    are marked needs_full, so that the run on requirements.txt alone (.ci/run) can leave them out.
+    Tests that need the photo packages, the SSCD model, a browser or a real web UI are marked slow."""
     for item in items:
-        if "webui" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "webui" in fixtures:
             item.add_marker(pytest.mark.needs_full)
+        where = Path(str(item.fspath)).relative_to(REPO / "tests").as_posix()
+        if fixtures & SLOW_FIXTURES or any(where.startswith(p) or where == p for p in SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

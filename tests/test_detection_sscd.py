@@ -12,6 +12,7 @@ import pytest
 from conftest import edits, photo_folder
 from lib_replicheck import embedders
 from lib_replicheck.checker import Checker
+from lib_replicheck.embedders import EmbedderOptions
 from lib_replicheck.images import load_image
 from lib_replicheck.builder import sources
 from lib_replicheck.builder.pipeline import build_from_items
@@ -39,7 +40,7 @@ def test_embedder_is_the_real_model(sscd, sscd_onnx):
 
 
 def test_edited_copies_score_above_the_replication_cut(sscd_pack, sscd_onnx, pack_photos):
-    checker = Checker([sscd_pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([sscd_pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     by_name = {p.name: p for p in pack_photos}
     scores: dict[str, list[float]] = {}
     wrong = []
@@ -81,7 +82,7 @@ def stored_rotated(im, orientation: int, path):
 
 def test_exif_orientation_does_not_change_the_verdict(sscd_pack, sscd_onnx, pack_photos, tmp_path):
     """A copy stored sideways with an Orientation tag is the same picture on screen: same match, same score."""
-    checker = Checker([sscd_pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([sscd_pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     photo = load_image(pack_photos[3])
     upright = tmp_path / "upright.jpg"
     photo.save(upright, quality=92)
@@ -104,7 +105,7 @@ def test_pack_built_from_rotated_originals_matches_upright_copies(sscd, sscd_onn
         stored_rotated(im, 6, folder / f"{i}.jpg")
     built = build_from_items(sources.folder(folder), sscd, tmp_path / "pack", thumbnails=False, log=lambda s: None)
     pack = Pack(built.path)
-    checker = Checker([pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     for i, r in enumerate(checker.check(originals)):
         assert r.best.source == f"{i}.jpg" and r.best.similarity > 0.95, (i, r.best.similarity)
         assert (r.best.width, r.best.height) == originals[i].size  # the displayed size, not the stored one
@@ -170,7 +171,7 @@ def test_flat_images_get_no_verdict_and_the_builder_warns(walls, pack_photos, ss
     from lib_replicheck.report import infotext  # the web UI's panel and infotext say the same
     from lib_replicheck.webui.panel import render
 
-    report = Checker([Pack(pack)], runtime="onnx", weights=sscd_onnx, offline=True).check([load_image(white)])[0]
+    report = Checker([Pack(pack)], embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True)).check([load_image(white)])[0]
     assert infotext(report) == "not checked (flat image)"
     page = render([report])
     assert 'data-verdict="not-checked"' in page and ">not checked (flat image)<" in page and 'data-flagged="0"' in page

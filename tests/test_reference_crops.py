@@ -11,6 +11,7 @@ import sys
 
 from conftest import REPO, photo_folder
 from lib_replicheck.checker import Checker
+from lib_replicheck.embedders import EmbedderOptions
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack
 from lib_replicheck.thresholds import Verdict
@@ -38,7 +39,7 @@ def test_centre_crops_find_an_enlarged_part(tmp_path, pack_photos, sscd_onnx):
         w, h = im.size
         box = (round(w * 0.27), round(h * 0.23), round(w * 0.77), round(h * 0.73))
         parts.append(im.crop(box).resize((768, round(768 * (box[3] - box[1]) / (box[2] - box[0])))))
-    kw = dict(top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    kw = dict(top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     by_whole = Checker([whole], **kw).check(parts)
     by_crops = Checker([crops], **kw).check(parts)
     for p, a, b in zip(pack_photos[:6], by_whole, by_crops):

@@ -16,9 +16,11 @@ from lib_replicheck import embedders
 from lib_replicheck.builder import sources
 from lib_replicheck.builder.pipeline import build_from_items
 from lib_replicheck.checker import Checker
+from lib_replicheck.embedders import EmbedderOptions
 from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack
-from lib_replicheck.regions import MODES, Region, cell_boxes, check_mode, gem_pool, to_region
+from lib_replicheck.regions import (MIN_DETAIL, MODES, PASSES, Region, cell_boxes, check_mode, featured, gem_pool,
+                                    setting_mode, to_region)
 from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Verdict
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -64,7 +66,7 @@ def raw_pack(tmp_path_factory, split, sscd):
 
 @pytest.fixture(scope="module")
 def checker(pack, sscd_onnx):
-    return Checker([pack], top_k=3, runtime="onnx", weights=sscd_onnx, offline=True)
+    return Checker([pack], top_k=3, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +107,53 @@ def test_boxes_cover_the_feature_map_inside_its_bounds():
     assert check_mode("FAST") == "fast" and set(MODES) == {"off", "fast", "thorough"}
     with pytest.raises(Exception, match="regions 'tiles': choose one of off, fast, thorough"):
         check_mode("tiles")
+
+
+def test_box_layout_of_a_square_map():
+    """On a 9 x 9 map (a square image's whole-image pass), boxes of 35% to 100% of the side,
+    square and 4:3 either way, a third of their size apart; the whole map left out, and any box
+    wider than the map (the whole side at 4:3); in pixels, exact multiples of the cell."""
+    cells = cell_boxes(9, 9)
+    sides = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in cells}
+    assert sides == {(3, 3), (3, 4), (4, 3), (4, 4), (4, 5), (5, 4), (5, 7), (7, 5), (6, 6), (6, 8), (8, 6), (7, 7)}
+    assert len(cells) == len(set(cells)) == 242
+    threes = sorted((x0, y0) for x0, y0, x1, y1 in cells if (x1 - x0, y1 - y0) == (3, 3))
+    assert threes == [(x, y) for x in range(7) for y in range(7)]  # 3-cell boxes step by one cell
+    assert to_region((3, 0, 6, 3), 9, 9, 900, 450) == Region(300, 0, 300, 150, 900, 450)
+    assert len(PASSES["thorough"]) > len(PASSES["fast"]) == 1 and PASSES["off"] == ()
+
+
+def test_flat_regions_are_not_searched():
+    """A picture whose left half is busy and right half a plain colour: only boxes inside the
+    busy half have the detail (MIN_DETAIL) to be searched."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(3)
+    im = Image.new("RGB", (512, 256), (200, 210, 220))
+    d = ImageDraw.Draw(im)
+    for _ in range(300):
+        x, y = rng.randrange(250), rng.randrange(256)
+        d.rectangle((x, y, x + rng.randrange(2, 12), y + rng.randrange(2, 12)), fill=(rng.randrange(256), 0, 90))
+    boxes = [Region(0, 0, 200, 200, 512, 256), Region(20, 40, 128, 128, 512, 256),
+             Region(300, 0, 200, 200, 512, 256), Region(380, 100, 100, 120, 512, 256)]
+    assert featured(im, boxes) == [True, True, False, False] and MIN_DETAIL > 0
+
+
+def test_the_regions_option_has_one_rule_wherever_it_is_read():
+    """The command line's choices, the settings (the web UI, the ComfyUI node) and the API all
+    read regions through regions.check_mode; a setting it refuses falls back to off."""
+    from lib_replicheck.cli.main import parser
+    from lib_replicheck.webui.settings import Settings
+
+    def setting(value):
+        return Settings.from_options(lambda key: {"replicheck_regions": value}.get(key)).regions
+
+    assert [setting(v) for v in ("thorough", " Fast ", "tiles", None, 3)] == ["thorough", "fast", "off", "off", "off"]
+    assert setting_mode("THOROUGH") == check_mode("THOROUGH") == "thorough" and setting_mode("x" * 10_000) == "off"
+    with pytest.raises(Exception, match="regions 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx': choose one of"):
+        check_mode("x" * 10_000)  # named, but not echoed whole
+    check = parser()._subparsers._group_actions[0].choices["check"]
+    assert next(a for a in check._actions if a.dest == "regions").choices == MODES
 
 
 def test_gem_pool_is_the_models_pooling_of_the_box():
@@ -148,7 +197,7 @@ def test_a_model_without_a_readable_head_checks_the_whole_image(pack, sscd_onnx,
     (the check of the image goes on, whole), and a torchscript runtime says it has none."""
     import numpy as np
 
-    checker = Checker([pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     embedder = checker.embedder(pack)
     weight, bias = embedder._head
     embedder._head = (np.roll(weight, 1, axis=0), bias)  # a head that is not the model's
@@ -214,7 +263,7 @@ def test_pasted_copy_missed_whole_is_found_with_its_box(checker, pasted):
 def test_without_a_background_regions_are_judged_on_similarity(raw_pack, sscd_onnx, pasted):
     """A pack built without --background still searches regions, at the region tiers on the raw
     similarity, and each report says so."""
-    checker = Checker([raw_pack], top_k=1, runtime="onnx", weights=sscd_onnx, offline=True)
+    checker = Checker([raw_pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     for im, box, source in pasted[:2]:
         report = checker.check([im], regions="thorough")[0]
         assert any("has no background set" in n for n in report.notes), report.notes

@@ -39,7 +39,6 @@ def verifier_for(args, checker):
         raise ReplicheckError("--verify-cache-mb must be 0 or more")
     models_dir = args.models_dir or default_models_dir()
     return Verifier(online=args.verify == "online", offline=args.offline,
-                    sscd=sscd_from(checker, device=args.device, runtime=args.runtime, models_dir=args.models_dir,
-                                   offline=args.offline, progress=not args.json),
+                    sscd=sscd_from(checker),
                     cache=ImageCache(models_dir / CACHE_FOLDER, args.verify_cache_mb * 1024**2),
                     clip_cut=args.clip_cut, tiers=checker.tiers)

@@ -95,6 +95,7 @@ def progress_bar(total: int | None, enabled: bool, unit: str = "image", desc: st
 def cmd_check(args) -> int:
     from lib_replicheck.audit import list_images, run_audit
     from lib_replicheck.checker import Checker
+    from lib_replicheck.cli.model_options import embedder_options
     from lib_replicheck.cli.text import format_report
     from lib_replicheck.memorization.infotext import known_prompt
     from lib_replicheck.thresholds import with_overrides
@@ -110,9 +111,8 @@ def cmd_check(args) -> int:
     signer = signer_for(args, args.paths)  # the certificate and key are checked before any image is
     packs, pack_errors = open_packs(args.pack, args.packs_dir,
                                     warn=lambda e: print(f"replicheck: error: {clean_text(e, 1000)}", file=sys.stderr))
-    checker = Checker(packs, top_k=args.top_k, tiers=tiers, device=args.device, runtime=args.runtime,
-                      models_dir=args.models_dir, weights=args.weights, offline=args.offline,
-                      progress=not args.json, regions=getattr(args, "regions", None))
+    checker = Checker(packs, top_k=args.top_k, tiers=tiers, embedder=embedder_options(args, progress=not args.json),
+                      regions=getattr(args, "regions", None))
     if signer is not None:
         signer.checker = checker
     from lib_replicheck.cli.candidates import verifier_for

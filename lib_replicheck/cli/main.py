@@ -22,6 +22,8 @@ from lib_replicheck.packs.background import DEFAULT_ROWS as DEFAULT_BACKGROUND_R
 from lib_replicheck.cli import EXIT_ERROR, EXIT_OK
 from lib_replicheck.cli.build import cmd_build
 from lib_replicheck.cli.check import FAIL_ON, cmd_check
+from lib_replicheck.cli.model_options import add_embedder_options
+from lib_replicheck.regions import MODES as REGION_MODES
 from lib_replicheck.errors import ReplicheckError, clean_text, json_text
 
 
@@ -34,17 +36,6 @@ CHECK_EPILOG = """exit status:
        2 wins over 1
   130  interrupted (Ctrl-C); the report of what was checked is still written
 """
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    g.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torchscript"],
-                   help="SSCD runtime: auto prefers ONNX (faster on CPU) when a file is available")
-    g.add_argument("--models-dir", type=Path, default=None,
-                   help="where weights are kept and downloaded (default $REPLICHECK_HOME/models)")
-    g.add_argument("--weights", type=Path, default=None, help="a local weights file (ONNX, TorchScript or CLIP)")
-    g.add_argument("--offline", action="store_true", help="never download; fail if weights are missing")
 
 
 def _prog() -> str:
@@ -86,11 +77,11 @@ def parser() -> argparse.ArgumentParser:
                    help="let --report and --csv replace an existing file that is not a replicheck report")
     c.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: on a terminal, not with --json)")
-    c.add_argument("--regions", choices=["off", "fast", "thorough"], default=None,
+    c.add_argument("--regions", choices=REGION_MODES, default=None,
                    help="also search regions of each image, for copies inside a larger picture: fast (boxes of the "
                         "whole-image pass, about 2x the check) or thorough (plus passes at 1.5 to 3 times the size, "
                         "for smaller copies, about 15x) (default off)")
-    _model_args(c)
+    add_embedder_options(c)
     from lib_replicheck.cli.candidates import add_options as verify_options
 
     verify_options(c)
@@ -150,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="replace an existing pack at --out (once the new one is verified)")
     b.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
                    help="progress bar on stderr (auto: on a terminal)")
-    _model_args(b)
+    add_embedder_options(b)
 
     d = sub.add_parser("demo", help="offline demo: a pack of public-domain photos, an edited copy and a novel image")
     d.add_argument("--json", action="store_true", help="print the two reports as JSON lines, as check --json does")
@@ -170,10 +161,8 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("target", nargs="?", help="pack name (verify also takes a folder's path, with a /); PATH_OR_URL "
                                               "for install; PACK_DIR for publish")
     pk.add_argument("--packs-dir", type=Path, default=None, help="where installed packs live")
-    pk.add_argument("--models-dir", type=Path, default=None, help="where the packs' model weights go")
     pk.add_argument("--registry", action="append", default=[], metavar="URL",
                     help="registry to read (repeatable; default $REPLICHECK_REGISTRY or this project's registry)")
-    pk.add_argument("--offline", action="store_true", help="refuse any network access")
     pk.add_argument("--sha256", help="install: the expected sha256 of the archive")
     pk.add_argument("--registry-file", type=Path, help="publish: the registry JSON file to add the pack to")
     pk.add_argument("--url-prefix", help="publish: where the pack's files will be served (relative to the "
@@ -191,9 +180,8 @@ def parser() -> argparse.ArgumentParser:
                    help="use list files whose sha256 nobody published, pinning them on first use")
     g.add_argument("--force", action="store_true", help="replace an installed pack of the same name (get, install); "
                                                          "a recipe's build starts over, its work folder cleared")
-    g.add_argument("--device", default="cpu", help="embedding device: cpu (default) or cuda")
-    g.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torchscript"], help="SSCD runtime")
-    g.add_argument("--weights", type=Path, default=None, help="a local weights file for the embedder")
+    add_embedder_options(pk, "model: the packs' weights, and a recipe's build",
+                         models_dir_help="where the packs' model weights go", offline_help="refuse any network access")
     w = sub.add_parser("weights", help="get model weights: `weights get sscd` puts Meta's SSCD model (int8 ONNX) "
                                        "into the models folder, on any Python")
     w.add_argument("action", choices=["get"])

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from lib_replicheck.errors import EmbedderError, WeightsError
 from lib_replicheck.embedders.base import COSINE, HAMMING, Embedder, EmbedderSpec, WeightsFile
+from lib_replicheck.embedders.options import EmbedderOptions
 
-__all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderSpec", "WeightsFile", "load", "kind_of", "ensure_for", "NAMES"]
+__all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderOptions", "EmbedderSpec", "WeightsFile", "load", "kind_of",
+           "ensure_for", "NAMES"]
 
 NAMES = ("sscd", "sscd_disc_mixup", "sscd_disc_large", "clip", "clip:MODEL/PRETRAINED", "pdq")
 
@@ -26,10 +28,11 @@ def kind_of(name: str) -> str:
     raise EmbedderError(f"unknown embedder {name!r}; choose one of: {', '.join(NAMES)}")
 
 
-def load(name: str | EmbedderSpec, *, device: str = "cpu", runtime: str = "auto",
-         models_dir: str | Path | None = None, weights: str | Path | None = None,
-         offline: bool = False, progress: bool = True) -> Embedder:
-    """Build the embedder `name`, or the one a pack's spec describes (its sha256s then enforced)."""
+def load(name: str | EmbedderSpec, options: EmbedderOptions | None = None, **changes) -> Embedder:
+    """Build the embedder `name`, or the one a pack's spec describes (its sha256s then enforced),
+    as `options` say; `changes` are fields of EmbedderOptions that replace those of `options`
+    (e.g. `load("sscd", runtime="onnx", weights=path)`)."""
+    options = (options or EmbedderOptions()).but(**changes).validated()
     expected = name if isinstance(name, EmbedderSpec) else None
     name = expected.id if expected else name
     kind = kind_of(name)
@@ -40,14 +43,12 @@ def load(name: str | EmbedderSpec, *, device: str = "cpu", runtime: str = "auto"
     if kind == "sscd":
         from lib_replicheck.embedders.sscd import DEFAULT_MODEL, SSCDEmbedder
 
-        model = DEFAULT_MODEL if name == "sscd" else name
-        return SSCDEmbedder(model, runtime=runtime, device=device, weights_path=weights,
-                            models_dir=models_dir, expected=expected, offline=offline, progress=progress)
+        return SSCDEmbedder(DEFAULT_MODEL if name == "sscd" else name, options, expected=expected)
     from lib_replicheck.embedders.clip import ClipEmbedder, parse_id
 
     model, pretrained = parse_id(name)
-    return ClipEmbedder(model, pretrained, device=device, models_dir=models_dir, offline=offline,
-                        checkpoint=weights)
+    return ClipEmbedder(model, pretrained, device=options.device, models_dir=options.models_dir,
+                        offline=options.offline, checkpoint=options.weights)
 
 
 def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = False,
@@ -60,7 +61,7 @@ def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = Fa
     """
     if spec.kind != "sscd":
         return None
-    from lib_replicheck.embedders.sscd import find_onnx, has_module, no_runtime_message, torchscript_source
+    from lib_replicheck.embedders.sscd_weights import find_onnx, has_module, no_runtime_message, torchscript_source
     from lib_replicheck.embedders.weights import resolve
 
     onnx = find_onnx(spec.model, None, models_dir)

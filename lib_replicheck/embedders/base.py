@@ -64,14 +64,47 @@ class Embedder(ABC):
 
     cosine embedders return float32 [n, dim], rows L2-normalised; hamming embedders return
     uint8 [n, dim // 8], the bits packed as faiss's binary indexes expect.
+
+    The checker reads nothing else of an embedder than what this class declares: the attributes
+    below say how its matches are judged, so the checker needs no branch per family.
     """
 
     spec: EmbedderSpec
     batch_size: int = 16
+    #: a copy descriptor whose feature map gives regions: its packs are also searched with regions
+    #: of the image (`embed_regions`) when the check asks for them
+    searches_regions: bool = False
+    #: a learned descriptor: it maps every flat image (images.is_flat) close to every other, so a
+    #: flat image gets no verdict from it
+    withholds_flat: bool = False
+    #: its similarity says the same subject or style, not a copy: each report says so
+    semantic: bool = False
 
     @abstractmethod
     def embed(self, images: Sequence) -> "Any":
         ...
+
+    @property
+    def family(self) -> str:
+        """'sscd', 'clip' or 'pdq': what the tiers (thresholds.py) are looked up by."""
+        return self.spec.kind
+
+    @property
+    def regions_available(self) -> str | None:
+        """None when `embed_regions` can run; otherwise why not, in one line."""
+        return "this model does not search regions"
+
+    def embed_regions(self, images: Sequence, mode: str) -> tuple["Any", list]:
+        """The whole images' vectors, exactly as `embed` gives them, and the regions searched beside
+        them: a list of (image index, regions.Region, vector)."""
+        from lib_replicheck.errors import EmbedderError
+
+        raise EmbedderError(self.regions_available or "this model does not search regions")
+
+    def unjudged(self) -> dict[int, str]:
+        """Images of the last `embed` call too poor for this model to judge (their matches are shown
+        without a verdict), by index, each with the note that says why; none by default."""
+        return {}
 
     @property
     def id(self) -> str:

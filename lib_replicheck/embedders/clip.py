@@ -30,6 +30,8 @@ def parse_id(name: str) -> tuple[str, str | None]:
 
 class ClipEmbedder(Embedder):
     batch_size = 16
+    withholds_flat = True
+    semantic = True
 
     def __init__(self, model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
                  device: str = "cpu", models_dir=None, offline: bool = False, checkpoint=None):

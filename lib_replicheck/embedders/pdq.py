@@ -69,6 +69,11 @@ class PDQEmbedder(Embedder):
         self.last_quality = quality
         return codes
 
+    def unjudged(self) -> dict[int, str]:
+        """The images of the last `embed` whose hash quality is below MIN_QUALITY."""
+        return {i: f"PDQ hash quality {q} is below {MIN_QUALITY}: too flat or featureless for PDQ to judge; "
+                   "matches are shown without a verdict" for i, q in enumerate(self.last_quality) if q < MIN_QUALITY}
+
 
 def hamming(a, b) -> int:
     """Bits that differ between two packed codes."""

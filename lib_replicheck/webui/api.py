@@ -38,7 +38,7 @@ from lib_replicheck.webui.hosts import ServerAddress, allow_list, refusal
 from lib_replicheck.webui.api_models import (AvailableModel, CalibrateRequest, CalibrateResponse, CheckRequest,
                                             DownloadModel, LiveResponse, MessageResponse, PacksResponse,
                                             ReportModel, StatusResponse, report_model, pack_model)
-from lib_replicheck.regions import MODES as REGION_MODES
+from lib_replicheck.regions import check_mode
 from lib_replicheck.webui.settings import Settings
 
 PREFIX = "/replicheck/v1"
@@ -217,10 +217,10 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
             if req.top_k is not None:
                 s.top_k = max(1, min(50, int(req.top_k)))
             if req.regions is not None:
-                if req.regions not in REGION_MODES:
-                    raise HTTPException(status_code=422, detail=f"regions: {str(req.regions)[:40]!r} is not one of "
-                                                                f"{', '.join(REGION_MODES)}")
-                s.regions = req.regions
+                try:
+                    s.regions = check_mode(req.regions)
+                except ReplicheckError as e:
+                    raise HTTPException(status_code=422, detail=str(e)) from None
             loop = asyncio.get_running_loop()
             try:
                 image = await loop.run_in_executor(decoder, decode_image, req.image)

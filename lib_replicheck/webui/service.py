@@ -86,8 +86,7 @@ class CheckService:
             if self._checker is None or self._key != key:
                 self.unload()
                 opened = self._open(paths)
-                self._checker = Checker(opened, device=settings.device, models_dir=self.models_dir,
-                                        offline=True, progress=False)
+                self._checker = Checker(opened, embedder=settings.embedder_options(self.models_dir))
                 self._key = key
             return self._checker
 

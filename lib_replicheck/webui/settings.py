@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.memorization.signal import DEFAULT_THRESHOLD
-from lib_replicheck.regions import DEFAULT_MODE as DEFAULT_REGIONS, MODES as REGION_MODES
+from lib_replicheck.regions import DEFAULT_MODE as DEFAULT_REGIONS, MODES as REGION_MODES, setting_mode
 from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers
 
 ON_COPY_WARN = "Warn only"
@@ -169,6 +170,11 @@ class Settings:
     sign_tsa: str = ""
     verify_online: bool = DEFAULTS["replicheck_verify_online"]
 
+    def embedder_options(self, models_dir) -> EmbedderOptions:
+        """How the web UI loads an embedder: on the chosen device, from its models folder, never
+        downloading (a check runs during generation) and without a progress bar."""
+        return EmbedderOptions(device=self.device, models_dir=models_dir, offline=True, progress=False)
+
     @property
     def dont_save_copies(self) -> bool:
         return self.on_copy == ON_COPY_DONT_SAVE
@@ -220,7 +226,7 @@ class Settings:
             mem_threshold=_float(value("replicheck_mem_threshold"), DEFAULTS["replicheck_mem_threshold"]),
             mem_mitigate=bool(value("replicheck_mem_mitigate")),
             prompt_check=bool(value("replicheck_prompt_check")),
-            regions=regions if (regions := str(value("replicheck_regions"))) in REGION_MODES else DEFAULT_REGIONS,
+            regions=setting_mode(value("replicheck_regions")),
             sign="sign" if str(value("replicheck_sign")) == "sign" else "off",
             sign_cert=str(value("replicheck_sign_cert") or "").strip(),
             sign_key=str(value("replicheck_sign_key") or "").strip(),
