@@ -141,7 +141,8 @@ def verify_reports(reports: Sequence[Report], verifier: Verifier | None, images:
 
 def sscd_from(checker, options=None) -> Callable[[], object]:
     """A loader of the SSCD embedder: the checker's own when its packs already loaded one, else
-    embedders.load('sscd', options), the checker's embedder options unless others are given."""
+    embedders.load('sscd', options), the checker's embedder options unless others are given; a
+    `--weights` file named for the pack's own embedder (CLIP) is not SSCD's, so it is left out."""
 
     def load():
         for e in checker.loaded_embedder_objects() if checker is not None else ():
@@ -149,7 +150,7 @@ def sscd_from(checker, options=None) -> Callable[[], object]:
                 return e
         from lib_replicheck import embedders
 
-        return embedders.load("sscd", options if options is not None else checker.embedder_options)
+        return embedders.load("sscd", (options if options is not None else checker.embedder_options).but(weights=None))
 
     return load
 
