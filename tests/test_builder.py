@@ -414,7 +414,7 @@ def replace_then_die(a, b):
 
 
 os.replace = replace_then_die
-pp.publish(Path({new!r}), Path({out!r}))
+pp.swap_in(Path({new!r}), Path({out!r}))
 """
 
 

@@ -24,7 +24,8 @@ from lib_replicheck.download import DownloadError, Policy
 from lib_replicheck.registry import registry
 from lib_replicheck.errors import InstallError
 from lib_replicheck.registry.archive import safe_extract
-from lib_replicheck.registry.install import Installer, pack_lock
+from lib_replicheck.registry.pack_install import Installer
+from lib_replicheck.registry.pack_lock import pack_lock
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "registry" / "demo"

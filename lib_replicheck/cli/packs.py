@@ -63,7 +63,7 @@ def refuse_recipe_options(args, what: str) -> None:
 
 def cmd_packs(args) -> int:
     from lib_replicheck.packs import default_packs_dir, installed, is_name
-    from lib_replicheck.registry.install import Installer
+    from lib_replicheck.registry.pack_install import Installer
     from lib_replicheck.registry.registry import load_all
 
     if args.action not in ("get", "download"):
@@ -134,11 +134,11 @@ def cmd_packs(args) -> int:
                   file=out)
         return 0
     if args.action == "publish":
-        from lib_replicheck.registry.registry import publish
+        from lib_replicheck.registry.registry import list_pack
 
         if not args.registry_file or not args.url_prefix:
             raise ReplicheckError("packs publish needs --registry-file and --url-prefix")
-        entry = publish(args.registry_file, _need(args, "a built pack folder"), args.url_prefix)
+        entry = list_pack(args.registry_file, _need(args, "a built pack folder"), args.url_prefix)
         print(f"{clean_text(args.registry_file)}: {entry['name']} listed with {len(entry['files'])} files", file=out)
         return 0
     raise ReplicheckError(f"unknown action {args.action}")
@@ -164,7 +164,7 @@ def recipe_line(r) -> str:
     the registry gives an embedding rate measured for that device)."""
     emb = clean_text(r.embedder.get("id", ""), ID_WIDTH)
     parts = [f"built here: about {r.count:,} images" if r.count else "built here from your own list"]
-    from lib_replicheck.registry.recipe import duration
+    from lib_replicheck.registry.parse_recipe import duration
 
     times = [f"~{duration(t)} with {emb} on {d.upper()}" for d in ("cpu", "gpu") if (t := r.estimate(d))]
     vectors = r.list.format == "embeddings"  # published vectors: downloaded and indexed, nothing embedded

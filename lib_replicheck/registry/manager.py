@@ -19,7 +19,7 @@ from typing import Callable
 from lib_replicheck.download import Cancelled, Policy
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs import installed as installed_packs
-from lib_replicheck.registry.install import Installer
+from lib_replicheck.registry.pack_install import Installer
 from lib_replicheck.registry.registry import RegistryPack, load_all
 
 

@@ -20,7 +20,8 @@ from urllib.parse import urljoin, urlsplit
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.home import shipped_registry
 from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
-from lib_replicheck.registry.recipe import MAX_FIELDS, MAX_PARTS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
+from lib_replicheck.registry.entry import Listed
+from lib_replicheck.registry.parse_recipe import MAX_FIELDS, MAX_PARTS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
 
 FORMAT = "replicheck-registry"
 FORMAT_VERSION = 1
@@ -49,13 +50,7 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
-class RegistryPack:
-    name: str
-    title: str
-    description: str
-    version: str
-    source: dict[str, str]
-    embedder: dict[str, Any]
+class RegistryPack(Listed):
     count: int
     files: tuple[RemoteFile, ...]
     registry: str = ""
@@ -99,7 +94,7 @@ def parse(data: Any, url: str) -> Registry:
     (file: URLs inside its own folder); one read from the network names only http(s) URLs."""
     from urllib.request import url2pathname
 
-    from lib_replicheck.registry.recipe import parse_recipe
+    from lib_replicheck.registry.parse_recipe import parse_recipe
 
     local = urlsplit(url).scheme == "file"
     base_dir = str(Path(url2pathname(urlsplit(url).path)).parent) if local else None
@@ -328,9 +323,9 @@ def entry_for(pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> 
     }
 
 
-def publish(registry_file: str | Path, pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> dict:
-    """Add or replace a pack's entry in a registry file (written through a temporary file)."""
-    import os
+def list_pack(registry_file: str | Path, pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> dict:
+    """Add or replace a pack's entry in a registry file (written atomically)."""
+    from lib_replicheck.atomic import write_atomic
 
     registry_file = Path(registry_file)
     if registry_file.exists():
@@ -340,7 +335,5 @@ def publish(registry_file: str | Path, pack_dir: str | Path, urls_prefix: str, *
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, "packs": []}
     entry = entry_for(pack_dir, urls_prefix, version=version)
     data["packs"] = [p for p in data["packs"] if p.get("name") != entry["name"]] + [entry]
-    tmp = registry_file.with_name(registry_file.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, registry_file)
+    write_atomic(registry_file, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return entry

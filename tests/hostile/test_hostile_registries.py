@@ -134,7 +134,7 @@ def test_exclusion_list_of_undeclared_size_is_cut_off_at_the_cap(tmp_path):
     from lib_replicheck.builder.recipe import RecipeError, get_recipe, GetOptions
     from lib_replicheck.download import Policy
     from lib_replicheck.registry import registry
-    from lib_replicheck.registry.recipe import ListFile
+    from lib_replicheck.registry.parse_recipe import ListFile
 
     own = tmp_path / "own.parquet"
     pq.write_table(pa.table({"URL": ["https://h.example/a.jpg"], "TEXT": ["a"]}), own)

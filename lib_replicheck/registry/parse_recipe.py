@@ -25,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs.manifest import NAME_RE, SHA256_RE, check_relative_path
+from lib_replicheck.registry.entry import Listed
 
 #: Lengths kept of a registry's free-text fields (what a listing can show; the rest is noise or an attack).
 MAX_TITLE, MAX_TEXT, MAX_SHORT, MAX_FIELDS = 200, 2000, 500, 32
@@ -113,13 +114,7 @@ class RecipeList:
 
 
 @dataclass(frozen=True)
-class RegistryRecipe:
-    name: str
-    title: str
-    description: str
-    version: str
-    source: dict[str, str]
-    embedder: dict[str, Any]
+class RegistryRecipe(Listed):
     list: RecipeList
     build: dict[str, Any]
     count: int  # expected images (of the full list; fewer when URLs are dead)
