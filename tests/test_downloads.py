@@ -106,6 +106,35 @@ def test_download_then_check_through_the_cli(server, tmp_path):
     assert r.returncode == 2 and "network access is off" in r.stderr
 
 
+def test_the_web_ui_and_the_command_line_get_a_pack_the_same_way(server, tmp_path, capsys):
+    """One operation gets a pack for both (registry/get_pack.py): a name no registry lists is refused
+    in the same words by the web UI's Download and by `packs get`, and the pack each installs is the
+    same, verified, with its job through the weights stage to installed."""
+    from lib_replicheck.cli.main import main
+    from lib_replicheck.errors import ReplicheckError
+    from lib_replicheck.webui.pack_jobs import PackManager
+
+    url = serve_registry(server)
+    manager = PackManager(tmp_path / "web", tmp_path / "models", lambda: [url], policy=FAST)
+    with pytest.raises(ReplicheckError) as refused:
+        manager.start_download("nosuch")
+    assert main(["packs", "get", "nosuch", "--registry", url, "--packs-dir", str(tmp_path / "cli")]) == 2
+    said = capsys.readouterr().err
+    assert "no registry lists a pack or recipe named 'nosuch'" in str(refused.value)
+    assert str(refused.value) in said, (str(refused.value), said)
+    manager.start_download("demo")
+    job = manager.wait("demo")
+    assert job.state == "installed" and job.done == job.total and job.error is None, job
+    assert main(["packs", "get", "demo", "--registry", url, "--packs-dir", str(tmp_path / "cli"),
+                 "--progress", "off"]) == 0
+    assert f"installed demo (4 images) in {tmp_path / 'cli' / 'demo'}" in capsys.readouterr().out
+    for folder in (tmp_path / "web" / "demo", tmp_path / "cli" / "demo"):
+        pack = Pack(folder)
+        pack.verify()
+        assert pack.manifest.count == 4
+        pack.close()
+
+
 def test_offline_sends_nothing(server, tmp_path):
     url = serve_registry(server)
     rp = demo_entry(url)

@@ -458,7 +458,7 @@ def test_build_progress_in_headless_chromium(server, photos_small, bad_bodies, t
     from browser import add_page, chromium, serve
     from browser import wait_for
     from lib_replicheck.builder.recipe import build_for_manager
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.webui import api
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings

@@ -572,7 +572,7 @@ def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
 
 def build_for_manager(recipe: RegistryRecipe, packs_dir: str | Path, *, progress=None, cancel=None, gate=None,
                       models_dir: str | None = None, device: str = "cpu") -> RecipeResult:
-    """get_recipe as the web UI's pack manager calls it (registry.manager.PackManager(build_recipe=...)):
+    """get_recipe as the web UI's pack manager calls it (webui.pack_jobs.PackManager(build_recipe=...)):
     its log lines go to the 'replicheck' logger."""
     import logging
 

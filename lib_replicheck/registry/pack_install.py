@@ -207,15 +207,26 @@ class Installer:
     # -- the rest ---------------------------------------------------------------------------------
 
     def verify(self, name_or_path: str) -> None:
-        """Check every file of an installed pack (a name) or of a pack folder (a path) against its sha256."""
-        from lib_replicheck.packs import resolve
+        """Check every file of an installed pack (a name) or of a pack folder (a path) against its sha256.
+
+        An installed pack is read under its lock: a remove, download or build of it at the same time
+        would swap or delete its files under the reads, so whichever of the two comes second is
+        refused, saying so (an InstallError), rather than failing inside a read."""
+        from contextlib import nullcontext
+
+        from lib_replicheck.packs import is_name, resolve
         from lib_replicheck.packs.pack import Pack
 
-        pack = Pack(resolve(name_or_path, self.packs_dir))
-        try:
-            pack.verify()
-        finally:
-            pack.close()
+        path = resolve(name_or_path, self.packs_dir)
+        with pack_lock(self.packs_dir, path.name) if is_name(name_or_path) else nullcontext():
+            try:
+                pack = Pack(path)
+                try:
+                    pack.verify()
+                finally:
+                    pack.close()
+            except OSError as e:  # a pack folder changed by a program that takes no lock
+                raise PackError(path, f"{Path(e.filename or path).name} cannot be read ({e.strerror or e})") from None
 
     def remove(self, name: str) -> list[Path]:
         """Remove the installed pack `name` and what unfinished downloads or builds of it left (the

@@ -45,7 +45,8 @@ def pack_lock(packs_dir: Path, name: str):
             _lock(fd)
         except OSError:
             os.close(fd)
-            raise InstallError(f"pack {name!r} is already being downloaded or installed") from None
+            raise InstallError(f"pack {name!r} is already being downloaded, built, installed, verified or removed: "
+                               "try again when that ends") from None
         try:
             current = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:

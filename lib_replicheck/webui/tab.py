@@ -14,7 +14,7 @@ from lib_replicheck.webui import packs_page
 from lib_replicheck.webui.panel import esc
 
 if TYPE_CHECKING:
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.webui.service import CheckService
 
 

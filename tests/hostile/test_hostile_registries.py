@@ -90,7 +90,7 @@ def test_refresh_in_the_web_ui_reports_the_hostile_registry_by_field(tmp_path):
     from fastapi import FastAPI
 
     from browser import serve
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.registry.registry import DEFAULT_REGISTRY
     from lib_replicheck.webui import api
     from lib_replicheck.webui.service import CheckService
