@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO
 from httpfaults import FaultServer
 from lib_replicheck.download import DownloadError, Policy
-from lib_replicheck.registry import registry
+from lib_replicheck.registry import entry, registry
 from lib_replicheck.errors import InstallError
 from lib_replicheck.registry.archive import safe_extract
 from lib_replicheck.registry.pack_install import Installer
@@ -491,8 +491,8 @@ def test_registry_fields_are_bounded(server):
         data["packs"][0]["description"] = "D" * 100_000
 
     p = registry.load(serve_registry(server, edit=huge)).packs[0]
-    assert len(p.source["license"]) == registry.MAX_SHORT and "nested" not in p.source
-    assert p.title == "demo" and len(p.description) == registry.MAX_TEXT
+    assert len(p.source["license"]) == entry.MAX_SHORT and "nested" not in p.source
+    assert p.title == "demo" and len(p.description) == entry.MAX_TEXT
 
 
 def test_install_does_not_replace_an_installed_pack_without_force(tmp_path):
