@@ -131,7 +131,7 @@ def test_host_header_parsing(header, name):
     assert host_name(header) == name
 
 
-def test_verify_while_the_pack_is_busy_answers_409_not_500(home):  # noqa: F811
+def test_verify_while_the_pack_is_busy_answers_409_not_500(tmp_path, pack_photos):
     """The loopback half of the rebound page sends verify and remove of one pack at once: a remove
     that renamed the pack's folder away under the verify's reads made the verify a 500. Verify now
     reads an installed pack under the pack's lock, the one a remove, download or build holds while
@@ -139,8 +139,15 @@ def test_verify_while_the_pack_is_busy_answers_409_not_500(home):  # noqa: F811
     verified once the lock is free; a remove while a verify holds it is refused the same way."""
     import httpx
 
+    from conftest import photo_folder
+    from lib_replicheck import embedders
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
     from lib_replicheck.registry.pack_lock import pack_lock
 
+    home = tmp_path  # its own pack: the rebound page above removes the module's
+    build_from_items(sources.folder(photo_folder(home / "src", pack_photos[:4], "photo {stem}"), license="test"),
+                     embedders.load("pdq"), home / "packs" / "photos", log=lambda s: None)
     calls = Calls()
     with serve(_app(home, calls)) as url, httpx.Client(base_url=url, timeout=60) as c:
         host = f"127.0.0.1:{url.rstrip('/').rsplit(':', 1)[1]}"
