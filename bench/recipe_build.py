@@ -154,7 +154,7 @@ def embed_only(args) -> None:
 
 
 def _duration(seconds: float) -> str:
-    from lib_replicheck.registry.recipe import duration
+    from lib_replicheck.registry.parse_recipe import duration
 
     return duration(seconds)
 

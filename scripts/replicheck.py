@@ -24,7 +24,7 @@ from lib_replicheck.webui import platform as webui_platform  # noqa: E402
 from lib_replicheck.memorization import forge as forge_signal  # noqa: E402
 from lib_replicheck.webui.hook import INFOTEXT_KEYS, PROMPT_KEY, Hook, PerImageValue  # noqa: E402
 from lib_replicheck.webui.hosts import ServerAddress  # noqa: E402
-from lib_replicheck.registry.manager import PackManager  # noqa: E402
+from lib_replicheck.webui.pack_jobs import PackManager  # noqa: E402
 from lib_replicheck.webui.service import CheckService  # noqa: E402
 from lib_replicheck.webui.settings import SETTINGS, Settings  # noqa: E402
 from lib_replicheck.webui.signing import SavedImageSigner, generator, wrap_api_encoders  # noqa: E402

@@ -286,9 +286,9 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
          count=count, vectors=vectors, index=info)
     assert info["type"] == "IVF512,PQ128x8" and "float16 vectors on disk" in "\n".join(logs)
     assert info["rerank"]["file"] == RERANK_FILE and info["recall_at_10"] >= 0.95
-    from lib_replicheck.packs import index as pack_index
+    from lib_replicheck.packs import index_search
 
-    monkeypatch.setattr(pack_index, "MMAP_MIN_BYTES", 1)  # map this small index as a large one would be
+    monkeypatch.setattr(index_search, "MMAP_MIN_BYTES", 1)  # map this small index as a large one would be
     pack = Pack(tmp_path / "pq")
     assert RERANK_FILE in {f.path for f in pack.manifest.files}
     maps = open("/proc/self/maps").read()  # the index is mapped; the re-ranking rows are read, not mapped
@@ -414,7 +414,7 @@ def replace_then_die(a, b):
 
 
 os.replace = replace_then_die
-pp.publish(Path({new!r}), Path({out!r}))
+pp.swap_in(Path({new!r}), Path({out!r}))
 """
 
 

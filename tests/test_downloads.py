@@ -21,10 +21,11 @@ import pytest
 from conftest import REPO
 from httpfaults import FaultServer
 from lib_replicheck.download import DownloadError, Policy
-from lib_replicheck.registry import registry
+from lib_replicheck.registry import entry, registry
 from lib_replicheck.errors import InstallError
 from lib_replicheck.registry.archive import safe_extract
-from lib_replicheck.registry.install import Installer, pack_lock
+from lib_replicheck.registry.pack_install import Installer
+from lib_replicheck.registry.pack_lock import pack_lock
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "registry" / "demo"
@@ -103,6 +104,35 @@ def test_download_then_check_through_the_cli(server, tmp_path):
     assert "no packs installed" in run("packs", "list").stdout
     r = run("packs", "download", "demo", "--registry", url, "--offline")
     assert r.returncode == 2 and "network access is off" in r.stderr
+
+
+def test_the_web_ui_and_the_command_line_get_a_pack_the_same_way(server, tmp_path, capsys):
+    """One operation gets a pack for both (registry/get_pack.py): a name no registry lists is refused
+    in the same words by the web UI's Download and by `packs get`, and the pack each installs is the
+    same, verified, with its job through the weights stage to installed."""
+    from lib_replicheck.cli.main import main
+    from lib_replicheck.errors import ReplicheckError
+    from lib_replicheck.webui.pack_jobs import PackManager
+
+    url = serve_registry(server)
+    manager = PackManager(tmp_path / "web", tmp_path / "models", lambda: [url], policy=FAST)
+    with pytest.raises(ReplicheckError) as refused:
+        manager.start_download("nosuch")
+    assert main(["packs", "get", "nosuch", "--registry", url, "--packs-dir", str(tmp_path / "cli")]) == 2
+    said = capsys.readouterr().err
+    assert "no registry lists a pack or recipe named 'nosuch'" in str(refused.value)
+    assert str(refused.value) in said, (str(refused.value), said)
+    manager.start_download("demo")
+    job = manager.wait("demo")
+    assert job.state == "installed" and job.done == job.total and job.error is None, job
+    assert main(["packs", "get", "demo", "--registry", url, "--packs-dir", str(tmp_path / "cli"),
+                 "--progress", "off"]) == 0
+    assert f"installed demo (4 images) in {tmp_path / 'cli' / 'demo'}" in capsys.readouterr().out
+    for folder in (tmp_path / "web" / "demo", tmp_path / "cli" / "demo"):
+        pack = Pack(folder)
+        pack.verify()
+        assert pack.manifest.count == 4
+        pack.close()
 
 
 def test_offline_sends_nothing(server, tmp_path):
@@ -461,8 +491,8 @@ def test_registry_fields_are_bounded(server):
         data["packs"][0]["description"] = "D" * 100_000
 
     p = registry.load(serve_registry(server, edit=huge)).packs[0]
-    assert len(p.source["license"]) == registry.MAX_SHORT and "nested" not in p.source
-    assert p.title == "demo" and len(p.description) == registry.MAX_TEXT
+    assert len(p.source["license"]) == entry.MAX_SHORT and "nested" not in p.source
+    assert p.title == "demo" and len(p.description) == entry.MAX_TEXT
 
 
 def test_install_does_not_replace_an_installed_pack_without_force(tmp_path):

@@ -18,7 +18,8 @@ from lib_replicheck.builder import index_factory as fac
 from lib_replicheck.builder.options import BuildOptions
 from lib_replicheck.builder.shards import ShardStore
 from lib_replicheck.errors import PackError
-from lib_replicheck.packs import index as pack_index
+from lib_replicheck.packs import index_check
+from lib_replicheck.packs import index_search
 from lib_replicheck.packs.pack import Pack
 from lib_replicheck.packs.rerank import (PQ_CODEBOOK, PQ_FILE, SQ4_FILE, pq_decode, pq_encode, pq_train, sq4_decode,
                                          sq4_encode, sq4_range)
@@ -105,7 +106,7 @@ def test_fastscan_pack_finds_real_copies_first(tmp_path, real_copies, monkeypatc
     assert any("fast-scan" in line for line in logs)
     assert (tmp_path / "fs" / SQ4_FILE).stat().st_size < HAYSTACK * 260
 
-    monkeypatch.setattr(pack_index, "MMAP_MIN_BYTES", 1)
+    monkeypatch.setattr(index_search, "MMAP_MIN_BYTES", 1)
     pack = Pack(tmp_path / "fs")
     assert SQ4_FILE in {f.path for f in pack.manifest.files}
     hits = pack.search(copies, k=5)
@@ -189,7 +190,7 @@ def test_pq_reranked_pack_with_laion_metadata_fits_its_disk_budget(tmp_path, rea
     assert info["rerank"]["codebook"] == PQ_CODEBOOK
     assert sum(p.stat().st_size for p in (tmp_path / "pq").iterdir()) <= budget
 
-    monkeypatch.setattr(pack_index, "MMAP_MIN_BYTES", 1)
+    monkeypatch.setattr(index_search, "MMAP_MIN_BYTES", 1)
     pack = Pack(tmp_path / "pq")
     assert {PQ_FILE, PQ_CODEBOOK} <= {f.path for f in pack.manifest.files}
     hits = pack.search(copies, k=5)
@@ -239,19 +240,19 @@ def test_fastscan_index_file_is_checked_before_faiss_reads_it(tmp_path):
     path = tmp_path / "index.faiss"
     faiss.write_index(index, str(path))
     data = path.read_bytes()
-    layout = pack_index.check_layout(io.BytesIO(data), len(data), "cosine", 64, 6000)
+    layout = index_check.check_layout(io.BytesIO(data), len(data), "cosine", 64, 6000)
     assert layout.kind == "IwPf(IHNf(IxFI))"
-    assert pack_index.read(path, "cosine", 64, 6000).ntotal == 6000
+    assert index_search.read(path, "cosine", 64, 6000).ntotal == 6000
     for cut in (len(data) // 2, len(data) - 1):
-        with pytest.raises(pack_index.LayoutError, match=r"IwPf.invlists\[\d+\]"):
-            pack_index.check_layout(io.BytesIO(data[:cut]), cut, "cosine", 64, 6000)
+        with pytest.raises(index_check.LayoutError, match=r"IwPf.invlists\[\d+\]"):
+            index_check.check_layout(io.BytesIO(data[:cut]), cut, "cosine", 64, 6000)
     # the first list's id count set to 2^40: refused from its declared size, nothing allocated
     il = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
     first = data.rindex(b"ilbl") + 4 + 4 * 8
     assert int.from_bytes(data[first: first + 8], "little") == il.list_size(0)
     bad = data[:first] + (1 << 40).to_bytes(8, "little") + data[first + 8:]
-    with pytest.raises(pack_index.LayoutError, match=r"IwPf.invlists\[0\].ids declares"):
-        pack_index.check_layout(io.BytesIO(bad), len(bad), "cosine", 64, 6000)
+    with pytest.raises(index_check.LayoutError, match=r"IwPf.invlists\[0\].ids declares"):
+        index_check.check_layout(io.BytesIO(bad), len(bad), "cosine", 64, 6000)
     path.write_bytes(bad)
     with pytest.raises(PackError, match="index.faiss is corrupt"):
-        pack_index.read(path, "cosine", 64, 6000)
+        index_search.read(path, "cosine", 64, 6000)

@@ -52,7 +52,9 @@ def test_sq8_design_uses_one_code_range_and_the_pack_reader_takes_it(tmp_path):
     still give similarities within 0.005 of the exact ones, in a file the pack's layout check accepts."""
     import faiss
 
-    from lib_replicheck.packs import index as faiss_index
+    from lib_replicheck.packs import index_search
+
+    from lib_replicheck.packs import index_write
 
     x = _anisotropic(20_000, 64, seed=1)
     plan = fac.choose(20_000, 64, "cosine", design="sq8")
@@ -62,11 +64,11 @@ def test_sq8_design_uses_one_code_range_and_the_pack_reader_takes_it(tmp_path):
     index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
     sq = faiss.downcast_index(faiss.extract_index_ivf(index)).sq
     assert sq.qtype == faiss.ScalarQuantizer.QT_8bit_uniform and sq.code_size == 64
-    faiss_index.write(index, tmp_path / "index.faiss")
-    loaded = faiss_index.read(tmp_path / "index.faiss", "cosine", 64, len(x))
-    faiss_index.set_search_params(loaded, {"nprobe": plan.nlist})
+    index_write.write(index, tmp_path / "index.faiss")
+    loaded = index_search.read(tmp_path / "index.faiss", "cosine", 64, len(x))
+    index_search.set_search_params(loaded, {"nprobe": plan.nlist})
     q = x[:50]
-    sim, _, ids = faiss_index.search(loaded, q, 5)
+    sim, _, ids = index_search.search(loaded, q, 5)
     assert (ids[:, 0] == np.arange(50)).all()
     exact = np.einsum("qkd,qd->qk", x[ids], q)
     assert np.abs(sim - exact).max() < 0.005

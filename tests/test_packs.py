@@ -15,7 +15,9 @@ from conftest import REPO
 from lib_replicheck import embedders
 from lib_replicheck.embedders.base import COSINE, Embedder, EmbedderSpec
 from lib_replicheck.errors import ImageError, PackError
-from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import index_check
+from lib_replicheck.packs import index_search
+from lib_replicheck.packs import index_write
 from lib_replicheck.builder import sources
 from lib_replicheck.builder.pipeline import build_from_items
 from lib_replicheck.builder.sources import SourceItem
@@ -81,18 +83,18 @@ def test_index_is_read_into_memory_below_a_size_and_mapped_above(tmp_path):
 
     x = np.random.default_rng(1).standard_normal((20_000, 128)).astype("float32")
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    idx = faiss_index.new_index(COSINE, 128)
+    idx = index_write.new_index(COSINE, 128)
     idx.add(x)
     path = tmp_path / "big.faiss"
-    faiss_index.write(idx, path)
+    index_write.write(idx, path)
     del idx
-    assert path.stat().st_size < faiss_index.MMAP_MIN_BYTES
-    read = faiss_index.read(path, COSINE, 128, 20_000)
+    assert path.stat().st_size < index_search.MMAP_MIN_BYTES
+    read = index_search.read(path, COSINE, 128, 20_000)
     assert str(path) not in open("/proc/self/maps").read()
-    mapped = faiss_index.read(path, COSINE, 128, 20_000, mmap_min_bytes=0)
+    mapped = index_search.read(path, COSINE, 128, 20_000, mmap_min_bytes=0)
     assert (str(path) in open("/proc/self/maps").read()) == hasattr(faiss, "IO_FLAG_MMAP_IFC")
     for loaded in (read, mapped):
-        sim, dist, ids = faiss_index.search(loaded, x[:3], 2)
+        sim, dist, ids = index_search.search(loaded, x[:3], 2)
         assert ids[:, 0].tolist() == [0, 1, 2] and dist is None and np.allclose(sim[:, 0], 1, atol=1e-5)
 
 
@@ -225,7 +227,7 @@ def test_cosine_pack_round_trip(tmp_path):
             for i in range(10)]
     out = build_from_items(recs, _Fixed(), tmp_path / "cos", thumbnails=False, log=lambda s: None).path
     pack = Pack(out, expect_embedder="sscd_disc_mixup")
-    assert pack.manifest.vectors == 10 and faiss_index.describe(pack.index) == "IndexFlatIP"
+    assert pack.manifest.vectors == 10 and index_search.describe(pack.index) == "IndexFlatIP"
     v = _Fixed().embed([None] * 10)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     hits = pack.search(v[3:4], k=3)[0]
@@ -252,7 +254,7 @@ def _ivf_pack(tmp_path, search_params):
     idx = faiss.index_factory(32, "IVF8,Flat", faiss.METRIC_INNER_PRODUCT)
     idx.train(x)
     idx.add(x)
-    faiss_index.write(idx, staged / "index.faiss")
+    index_write.write(idx, staged / "index.faiss")
     w = MetadataWriter(staged / "metadata.sqlite")
     w.add(Item(i, caption=f"c{i}") for i in range(400))
     w.close()
@@ -295,8 +297,8 @@ def test_a_single_query_runs_on_one_thread_and_a_batch_on_the_pool():
     idx = Recording(8)
     idx.add(np.eye(8, dtype="float32"))
     pool = faiss.omp_get_max_threads()
-    faiss_index.search(idx, np.eye(8, dtype="float32")[:1], 2)
-    faiss_index.search(idx, np.eye(8, dtype="float32"), 2)
+    index_search.search(idx, np.eye(8, dtype="float32")[:1], 2)
+    index_search.search(idx, np.eye(8, dtype="float32"), 2)
     assert threads == [1, pool] and faiss.omp_get_max_threads() == pool
 
 
@@ -305,7 +307,7 @@ def test_packs_open_on_a_faiss_without_mapped_reads(demo_pack, monkeypatch, tmp_
     import faiss
 
     monkeypatch.delattr(faiss, "IO_FLAG_MMAP_IFC", raising=False)
-    monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 0)
+    monkeypatch.setattr(index_search, "MMAP_MIN_BYTES", 0)
     pack = Pack(demo_pack)
     assert str(demo_pack / "index.faiss") not in open("/proc/self/maps").read()
     embedder = embedders.load("pdq")
@@ -393,7 +395,7 @@ def test_compact_designs_build_and_find_a_copys_original_memory_mapped(tmp_path,
     seal(tmp, tmp_path / design, name="compact", title=None, description="", source={}, spec=spec, count=count,
          vectors=vectors, index=info)
     assert info["type"] == factory and info["design"] == design and "rerank" not in info
-    monkeypatch.setattr(faiss_index, "MMAP_MIN_BYTES", 1)  # map this small index as a large one would be
+    monkeypatch.setattr(index_search, "MMAP_MIN_BYTES", 1)  # map this small index as a large one would be
     pack = Pack(tmp_path / design)
     assert str(tmp_path / design / "index.faiss") in open("/proc/self/maps").read()
     assert pack.reranker is None
@@ -417,10 +419,10 @@ def test_scalar_quantised_index_files_are_checked_before_faiss_reads_them(tmp_pa
     idx.train(x)
     idx.add(x)
     path = tmp_path / "index.faiss"
-    faiss_index.write(idx, path)
+    index_write.write(idx, path)
     data = path.read_bytes()
     with open(path, "rb") as f:
-        assert faiss_index.check_layout(f, len(data), COSINE, 32, 600).kind == "IxPT(IwSq(IxFI))"
+        assert index_check.check_layout(f, len(data), COSINE, 32, 600).kind == "IxPT(IwSq(IxFI))"
     # the quantiser's fields after "IwSq": index header (33 bytes), nlist, nprobe, the flat coarse
     # quantiser (fourcc, header, count, 4 x 16 floats), the empty direct map (9 bytes)
     sq = data.index(b"IwSq") + 4 + 33 + 16 + (4 + 33 + 8 + 4 * 16 * 4) + 9
@@ -429,5 +431,5 @@ def test_scalar_quantised_index_files_are_checked_before_faiss_reads_them(tmp_pa
                                    (sq + 12, np.uint64(8), "codes of 16 bytes for 8 dimensions")):
         bad = bytearray(data)
         bad[offset: offset + value.nbytes] = value.tobytes()
-        with pytest.raises(faiss_index.LayoutError, match=message):
-            faiss_index.check_layout(io.BytesIO(bytes(bad)), len(bad), COSINE, 32, 600)
+        with pytest.raises(index_check.LayoutError, match=message):
+            index_check.check_layout(io.BytesIO(bytes(bad)), len(bad), COSINE, 32, 600)

@@ -119,7 +119,7 @@ def test_download_progress_box(tmp_path_factory, browser):
     from fastapi import FastAPI
 
     from lib_replicheck.webui import api
-    from lib_replicheck.registry.manager import DownloadJob, PackManager
+    from lib_replicheck.webui.pack_jobs import DownloadJob, PackManager
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
 
@@ -227,7 +227,7 @@ def test_table_reloads_when_a_download_ends(tmp_path_factory, browser):
     from fastapi import FastAPI
 
     from lib_replicheck.webui import api
-    from lib_replicheck.registry.manager import DownloadJob, PackManager
+    from lib_replicheck.webui.pack_jobs import DownloadJob, PackManager
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
 

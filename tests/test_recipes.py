@@ -327,7 +327,7 @@ def test_a_users_own_parquet(server, photos_small, bad_bodies, tmp_path):
         get_recipe(shipped, tmp_path / "packs", log=lambda s: None)
     from dataclasses import replace
 
-    from lib_replicheck.registry.recipe import ListFile
+    from lib_replicheck.registry.parse_recipe import ListFile
 
     # an exclusion list (opt-outs, Re-LAION's removals): one URL and one hash, dropped before fetching
     excl = f"# removed\n{site.rows[0][0]}\n{site.rows[2][2]}\n".encode()
@@ -430,7 +430,7 @@ def test_leftovers_of_killed_builds_are_cleaned(tmp_path):
     """A build killed while writing its pack leaves `.NAME.partial-PID`; a recipe's work folder left
     for weeks is not worth resuming. Both go when the next Installer is made; a recent work folder
     stays for the next build to resume."""
-    from lib_replicheck.registry.install import STALE_DOWNLOAD_SECONDS, clean_stale
+    from lib_replicheck.registry.pack_lock import STALE_DOWNLOAD_SECONDS, clean_stale
 
     packs = tmp_path / "packs"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -458,7 +458,7 @@ def test_build_progress_in_headless_chromium(server, photos_small, bad_bodies, t
     from browser import add_page, chromium, serve
     from browser import wait_for
     from lib_replicheck.builder.recipe import build_for_manager
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.webui import api
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
@@ -641,7 +641,7 @@ def test_a_parquet_recipe_without_the_builder_packages_says_what_to_install(serv
 
 
 def test_the_builder_packages_are_those_requirements_builder_names():
-    from lib_replicheck.registry.recipe import BUILDER_PACKAGES
+    from lib_replicheck.registry.parse_recipe import BUILDER_PACKAGES
 
     lines = {ln.split("#")[0].strip() for ln in (REPO / "requirements-builder.txt").read_text().splitlines()}
     assert {spec for spec, _ in BUILDER_PACKAGES} <= lines

@@ -45,7 +45,7 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
     from lib_replicheck.builder.embedding_source import build_from_embeddings, fetch_files
     from lib_replicheck.builder.options import BuildOptions
     from lib_replicheck.download import Cancelled, Policy
-    from lib_replicheck.registry.install import pack_lock
+    from lib_replicheck.registry.pack_lock import pack_lock
 
     log = report.log
     packs_dir = work.parent

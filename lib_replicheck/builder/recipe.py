@@ -12,7 +12,7 @@ Everything happens in a hidden work folder in the packs folder, `.NAME.recipe/`:
 A CSV list is read with Python's csv module and its images fetched by replicheck itself
 (builder/fetch.py): requirements.txt is all it needs. A parquet list is read with pyarrow and
 fetched with img2dataset (requirements-builder.txt); without them the build stops before anything
-starts, saying what to install (registry.recipe.MissingPackages).
+starts, saying what to install (registry.parse_recipe.MissingPackages).
 
 Each stage reuses what an earlier, interrupted run finished (a killed process, a dropped network,
 a cancel): a rerun goes on from there. The pack appears in the packs folder only when it is
@@ -45,7 +45,7 @@ from lib_replicheck.builder.fetch import EXIT_NO_NETWORK, STOPPED_FILE, network_
 from lib_replicheck.download import Cancelled, Policy, fetch
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs.manifest import SHA256_RE
-from lib_replicheck.registry.recipe import MAX_EXCLUDE_BYTES, MAX_LIST_BYTES, RegistryRecipe
+from lib_replicheck.registry.parse_recipe import MAX_EXCLUDE_BYTES, MAX_LIST_BYTES, RegistryRecipe
 
 STAGES = ("list", "fetch", "embed", "index")
 PINS_FILE = ".recipe-pins.json"
@@ -470,7 +470,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     from lib_replicheck.builder.stages import publish_stage
     from lib_replicheck.builder.work import exclusions_digest, fingerprint, open_work
     from lib_replicheck.packs.publish import check_target
-    from lib_replicheck.registry.install import pack_lock
+    from lib_replicheck.registry.pack_lock import pack_lock
 
     opts = opts or GetOptions()
     log = log or (lambda s: print(s, file=sys.stderr))
@@ -572,7 +572,7 @@ def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
 
 def build_for_manager(recipe: RegistryRecipe, packs_dir: str | Path, *, progress=None, cancel=None, gate=None,
                       models_dir: str | None = None, device: str = "cpu") -> RecipeResult:
-    """get_recipe as the web UI's pack manager calls it (registry.manager.PackManager(build_recipe=...)):
+    """get_recipe as the web UI's pack manager calls it (webui.pack_jobs.PackManager(build_recipe=...)):
     its log lines go to the 'replicheck' logger."""
     import logging
 

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 from lib_replicheck.builder.fetch import (FETCH_NICENESS, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, Failed, exit_with_parent,
                                          get as get_image)
 from lib_replicheck.errors import ReplicheckError
-from lib_replicheck.registry.recipe import MAX_EXCLUDE_BYTES, MAX_EXCLUDE_ENTRIES
+from lib_replicheck.registry.parse_recipe import MAX_EXCLUDE_BYTES, MAX_EXCLUDE_ENTRIES
 
 log = logging.getLogger("replicheck")
 

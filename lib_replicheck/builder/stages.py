@@ -16,7 +16,7 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
     """Build the index from the shards into `folder`; returns (index info, images, vectors)."""
     import numpy as np
 
-    from lib_replicheck.packs import index as faiss_index
+    from lib_replicheck.packs import index_write as faiss_index
     from lib_replicheck.packs import manifest as mf
     from lib_replicheck.builder import index_factory as fac
 

@@ -189,7 +189,7 @@ def tune(index, plan: Plan, queries, truth, target: float = 0.95, k: int = 10, r
     is their original: what a pack is for, as against recall@10 of unrelated images."""
     import numpy as np
 
-    from lib_replicheck.packs.index import set_search_params
+    from lib_replicheck.packs.index_search import set_search_params
 
     copies = None
     if own is not None and plan.metric != "hamming" and variants == 1:

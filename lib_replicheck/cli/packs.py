@@ -62,86 +62,99 @@ def refuse_recipe_options(args, what: str) -> None:
 
 
 def cmd_packs(args) -> int:
-    from lib_replicheck.packs import default_packs_dir, installed, is_name
-    from lib_replicheck.registry.install import Installer
-    from lib_replicheck.registry.registry import load_all
+    from lib_replicheck.packs import default_packs_dir
+    from lib_replicheck.registry.pack_install import Installer
 
     if args.action not in ("get", "download"):
         refuse_recipe_options(args, f"packs {args.action} builds none")
+    action = ACTIONS.get(args.action)
+    if action is None:
+        raise ReplicheckError(f"unknown action {args.action}")
     packs_dir = args.packs_dir or default_packs_dir()
     max_size = parse_size(args.max_size) if getattr(args, "max_size", None) else None
     inst = Installer(packs_dir, offline=args.offline, **({"max_bytes": max_size} if max_size else {}))
+    return action(args, packs_dir, inst)
+
+
+def cmd_list(args, packs_dir, inst) -> int:
+    from lib_replicheck.packs import installed
+    from lib_replicheck.packs.info import pack_info
+
     out = sys.stdout
-    if args.action == "list":
-        from lib_replicheck.packs.info import pack_info
+    rows = [pack_info(p) for p in installed(packs_dir)]
+    if args.json:
+        print(json_text([r.to_dict() for r in rows]), file=out)
+        return 0
+    if not rows:
+        print(f"no packs installed in {clean_text(packs_dir)}", file=out)
+    for r in rows:
+        state = f"  ERROR: {clean_text(r.error, 300)}" if r.error else ""
+        print(f"{clean_text(r.name, 64):<24} {r.count:>10,} images  {clean_text(r.embedder, ID_WIDTH):<18} "
+              f"{r.size_bytes / 1e6:>9.1f} MB  {clean_text(r.source.get('license', ''), LICENSE_WIDTH)}{state}",
+              file=out)
+    _embedder_licenses([r.embedder for r in rows], out)
+    return 0
 
-        rows = [pack_info(p) for p in installed(packs_dir)]
-        if args.json:
-            print(json_text([r.to_dict() for r in rows]), file=out)
-            return 0
-        if not rows:
-            print(f"no packs installed in {clean_text(packs_dir)}", file=out)
-        for r in rows:
-            state = f"  ERROR: {clean_text(r.error, 300)}" if r.error else ""
-            print(f"{clean_text(r.name, 64):<24} {r.count:>10,} images  {clean_text(r.embedder, ID_WIDTH):<18} "
-                  f"{r.size_bytes / 1e6:>9.1f} MB  {clean_text(r.source.get('license', ''), LICENSE_WIDTH)}{state}",
-                  file=out)
-        _embedder_licenses([r.embedder for r in rows], out)
-        return 0
-    if args.action == "available":
-        packs, errors = load_all(registries(args), offline=args.offline)
-        for e in errors:
-            _warn(e)
-        if args.json:
-            print(json_text([{**p.to_dict(), "embedder_license": _license_dict(p.embedder.get("id"))}
-                             for p in packs]), file=out)
-        else:
-            have = {p.name for p in installed(packs_dir)}
-            for p in packs:
-                mark = "installed" if p.name in have else ""
-                emb = clean_text(p.embedder.get('id', ''), ID_WIDTH)
-                lic = clean_text(p.source.get('license', ''), LICENSE_WIDTH)
-                if p.kind == "recipe":
-                    print(f"{p.name:<24} recipe  {recipe_line(p)}  {lic}  {mark}", file=out)
-                else:
-                    print(f"{p.name:<24} pack    {p.count:>10,} images  {emb:<18} {p.size / 1e6:>9.1f} MB  {lic}  "
-                          f"{mark}", file=out)
-            _embedder_licenses([p.embedder.get("id") for p in packs], out)
-        return 0 if packs or not errors else 2
-    if args.action == "get":
-        return cmd_get(args, packs_dir, inst)
-    if args.action == "download":
-        return cmd_get(args, packs_dir, inst)
-    if args.action == "install":
-        path = inst.install(_need(args, "a pack folder, an archive or its URL"), sha256=args.sha256,
-                            overwrite=args.force)
-        print(f"installed {path.name} in {clean_text(path)}", file=out)
-        _ensure_weights(path, args)
-        return 0
-    if args.action == "verify":
-        name = _need(args, "the name of an installed pack, or a pack folder's path")
-        inst.verify(name)
-        print(f"{name}: every file matches its sha256", file=out)
-        return 0
-    if args.action == "remove":
-        name = _need(args, "the name of an installed pack")
-        if not is_name(name):
-            raise ReplicheckError(f"packs remove {name}: give the name of an installed pack (see: packs list), "
-                                  "not a path")
-        removed = inst.remove(name)
-        for path in removed:
-            print(f"removed {clean_text(path)}" + (" (an unfinished build or download)" if path.name != name else ""),
-                  file=out)
-        return 0
-    if args.action == "publish":
-        from lib_replicheck.registry.registry import publish
 
-        if not args.registry_file or not args.url_prefix:
-            raise ReplicheckError("packs publish needs --registry-file and --url-prefix")
-        entry = publish(args.registry_file, _need(args, "a built pack folder"), args.url_prefix)
-        print(f"{clean_text(args.registry_file)}: {entry['name']} listed with {len(entry['files'])} files", file=out)
-        return 0
-    raise ReplicheckError(f"unknown action {args.action}")
+def cmd_available(args, packs_dir, inst) -> int:
+    from lib_replicheck.packs import installed
+
+    out = sys.stdout
+    packs, errors = load_all_registries(args)
+    for e in errors:
+        _warn(e)
+    if args.json:
+        print(json_text([{**p.to_dict(), "embedder_license": _license_dict(p.embedder.get("id"))}
+                         for p in packs]), file=out)
+    else:
+        have = {p.name for p in installed(packs_dir)}
+        for p in packs:
+            mark = "installed" if p.name in have else ""
+            emb = clean_text(p.embedder.get('id', ''), ID_WIDTH)
+            lic = clean_text(p.source.get('license', ''), LICENSE_WIDTH)
+            if p.kind == "recipe":
+                print(f"{p.name:<24} recipe  {recipe_line(p)}  {lic}  {mark}", file=out)
+            else:
+                print(f"{p.name:<24} pack    {p.count:>10,} images  {emb:<18} {p.size / 1e6:>9.1f} MB  {lic}  "
+                      f"{mark}", file=out)
+        _embedder_licenses([p.embedder.get("id") for p in packs], out)
+    return 0 if packs or not errors else 2
+
+
+def cmd_install(args, packs_dir, inst) -> int:
+    got = _get(args, _need(args, "a pack folder, an archive or its URL"), inst, sha256=args.sha256,
+               overwrite=args.force, on_installed=lambda g: print(f"installed {g.path.name} in {clean_text(g.path)}"))
+    _say_weights(got)
+    return 0
+
+
+def cmd_verify(args, packs_dir, inst) -> int:
+    name = _need(args, "the name of an installed pack, or a pack folder's path")
+    inst.verify(name)
+    print(f"{name}: every file matches its sha256")
+    return 0
+
+
+def cmd_remove(args, packs_dir, inst) -> int:
+    from lib_replicheck.packs import is_name
+
+    name = _need(args, "the name of an installed pack")
+    if not is_name(name):
+        raise ReplicheckError(f"packs remove {name}: give the name of an installed pack (see: packs list), "
+                              "not a path")
+    for path in inst.remove(name):
+        print(f"removed {clean_text(path)}" + (" (an unfinished build or download)" if path.name != name else ""))
+    return 0
+
+
+def cmd_publish(args, packs_dir, inst) -> int:
+    from lib_replicheck.registry.registry import list_pack
+
+    if not args.registry_file or not args.url_prefix:
+        raise ReplicheckError("packs publish needs --registry-file and --url-prefix")
+    entry = list_pack(args.registry_file, _need(args, "a built pack folder"), args.url_prefix)
+    print(f"{clean_text(args.registry_file)}: {entry['name']} listed with {len(entry['files'])} files")
+    return 0
 
 
 def _embedder_licenses(embedder_ids, out) -> None:
@@ -164,7 +177,7 @@ def recipe_line(r) -> str:
     the registry gives an embedding rate measured for that device)."""
     emb = clean_text(r.embedder.get("id", ""), ID_WIDTH)
     parts = [f"built here: about {r.count:,} images" if r.count else "built here from your own list"]
-    from lib_replicheck.registry.recipe import duration
+    from lib_replicheck.registry.parse_recipe import duration
 
     times = [f"~{duration(t)} with {emb} on {d.upper()}" for d in ("cpu", "gpu") if (t := r.estimate(d))]
     vectors = r.list.format == "embeddings"  # published vectors: downloaded and indexed, nothing embedded
@@ -191,12 +204,11 @@ def _quiet(args) -> bool:
 
 
 def _entry(args):
+    from lib_replicheck.registry.get_pack import find_listed
+
     name = _need(args, "the name of a pack or recipe (see: packs available)")
     packs, errors = load_all_registries(args)
-    match = next((p for p in packs if p.name == name), None)
-    if match is None:
-        raise ReplicheckError(f"no registry lists a pack or recipe named {name!r}"
-                              + (f" ({'; '.join(errors)})" if errors else ""))
+    match = find_listed(name, packs, errors)
     for e in errors:
         _warn(e)
     return match
@@ -210,18 +222,29 @@ def load_all_registries(args):
 
 def cmd_get(args, packs_dir, inst) -> int:
     """`packs get NAME`: download a pack, or build a recipe, with one progress display across stages."""
+    match = _entry(args)
+    got = _download(args, match, inst) if match.kind == "pack" else _build(args, match, inst)
+    _say_weights(got)
+    return 0
+
+
+def _download(args, match, inst):
     from tqdm import tqdm
 
-    match = _entry(args)
-    out = sys.stdout
-    if match.kind == "pack":
-        refuse_recipe_options(args, f"{match.name} is a prebuilt pack, downloaded as it is")
-        with tqdm(total=match.size, unit="B", unit_scale=True, desc=match.name, disable=_quiet(args)) as bar:
-            path = inst.download(match, progress=bar.update)
-        print(json_text({"name": match.name, "kind": "pack", "path": str(path), "count": match.count}) if args.json
-              else f"installed {match.name} ({match.count:,} images) in {clean_text(path)}", file=out)
-        _ensure_weights(path, args)
-        return 0
+    refuse_recipe_options(args, f"{match.name} is a prebuilt pack, downloaded as it is")
+
+    def said(got) -> None:
+        bar.close()
+        print(json_text({"name": match.name, "kind": "pack", "path": str(got.path), "count": match.count})
+              if args.json else f"installed {match.name} ({match.count:,} images) in {clean_text(got.path)}")
+
+    with tqdm(total=match.size, unit="B", unit_scale=True, desc=match.name, disable=_quiet(args)) as bar:
+        return _get(args, match, inst, progress=lambda step: bar.update(step.done - bar.n), on_installed=said)
+
+
+def _build(args, match, inst):
+    from tqdm import tqdm
+
     from lib_replicheck.builder.recipe import GetOptions, get_recipe
 
     opts = GetOptions(sample=args.sample, list_path=str(args.list) if args.list else None,
@@ -229,8 +252,7 @@ def cmd_get(args, packs_dir, inst) -> int:
                       models_dir=str(args.models_dir) if args.models_dir else None,
                       weights=str(args.weights) if args.weights else None, offline=args.offline,
                       overwrite=args.force)
-    quiet = _quiet(args)
-    bar = tqdm(total=0, desc=f"{match.name}: list", disable=quiet, unit=" rows")
+    bar = tqdm(total=0, desc=f"{match.name}: list", disable=_quiet(args), unit=" rows")
     stage = ["list"]
 
     def progress(p) -> None:
@@ -249,29 +271,42 @@ def cmd_get(args, packs_dir, inst) -> int:
         if not args.json:
             tqdm.write(clean_text(line, 1000), file=sys.stderr)
 
+    def said(got) -> None:
+        bar.close()
+        print(json_text({"kind": "recipe", **got.built.to_dict()}) if args.json else built_line(got.built))
+
     try:
-        result = get_recipe(match, packs_dir, opts, progress=progress, log=log)
+        return _get(args, match, inst, progress=progress, on_installed=said,
+                    build=lambda recipe, packs_dir, **kw: get_recipe(recipe, packs_dir, opts, log=log, **kw))
     finally:
         bar.close()
-    if args.json:
-        print(json_text({"kind": "recipe", **result.to_dict()}), file=out)
-    else:
-        reasons = "; ".join(f"{clean_text(k, 80)}: {v}" for k, v in sorted(result.failures.items(),
-                                                                           key=lambda kv: -kv[1])[:5])
-        print(f"built {result.name}: {result.count:,} images in the pack, from {result.listed:,} listed: "
-              f"{result.fetched:,} fetched, {result.failed:,} failed" + (f" ({reasons})" if reasons else "")
-              + (f", {result.skipped:,} unusable" if result.skipped else "")
-              + (f", {result.excluded:,} excluded" if result.excluded else "")
-              + f"; {result.seconds:.0f} s; installed in {clean_text(result.path)}", file=out)
-    _ensure_weights(result.path, args)
-    return 0
 
 
-def _ensure_weights(pack_path, args) -> None:
+def built_line(result) -> str:
+    """What a recipe's build gave, in one line: counts, the main reasons images failed, the time."""
+    reasons = "; ".join(f"{clean_text(k, 80)}: {v}" for k, v in sorted(result.failures.items(),
+                                                                       key=lambda kv: -kv[1])[:5])
+    return (f"built {result.name}: {result.count:,} images in the pack, from {result.listed:,} listed: "
+            f"{result.fetched:,} fetched, {result.failed:,} failed" + (f" ({reasons})" if reasons else "")
+            + (f", {result.skipped:,} unusable" if result.skipped else "")
+            + (f", {result.excluded:,} excluded" if result.excluded else "")
+            + f"; {result.seconds:.0f} s; installed in {clean_text(result.path)}")
+
+
+def _get(args, target, inst, **kw):
+    """registry.get_pack with the command line's models folder and --offline."""
+    from lib_replicheck.registry.get_pack import get_pack
+
+    return get_pack(target, inst, models_dir=args.models_dir, offline=args.offline, **kw)
+
+
+def _say_weights(got) -> None:
     from lib_replicheck.packs.manifest import read
-    from lib_replicheck.embedders import ensure_for
 
-    spec = read(pack_path).embedder
-    path = ensure_for(spec, args.models_dir, offline=args.offline)
-    if path is not None:
-        print(f"weights for {clean_text(spec.id, 64)}: {clean_text(path)}")
+    if got.weights is not None:
+        print(f"weights for {clean_text(read(got.path).embedder.id, 64)}: {clean_text(got.weights)}")
+
+
+#: `packs ACTION`: what runs it, with (args, packs folder, Installer).
+ACTIONS = {"list": cmd_list, "available": cmd_available, "get": cmd_get, "download": cmd_get, "install": cmd_install,
+           "verify": cmd_verify, "remove": cmd_remove, "publish": cmd_publish}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib_replicheck.errors import PackError
-from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import index_search as faiss_index
 from lib_replicheck.packs import manifest as mf
 from lib_replicheck.packs.metadata import Item, Metadata
 

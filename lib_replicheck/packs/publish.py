@@ -65,7 +65,7 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
     check = Pack(tmp, expect_embedder=spec.id)
     check.verify()
     check.close()
-    publish(tmp, out)
+    swap_in(tmp, out)
 
 
 def add_background(tmp: Path, manifest: mf.Manifest, rows, log) -> None:
@@ -99,7 +99,7 @@ def add_background(tmp: Path, manifest: mf.Manifest, rows, log) -> None:
     mf.write(tmp, manifest)
 
 
-def publish(tmp: Path, out: Path) -> None:
+def swap_in(tmp: Path, out: Path) -> None:
     """Move the verified pack in `tmp` to `out`, replacing any pack there. Where the kernel can swap
     two folders in one step (Linux renameat2 RENAME_EXCHANGE), `out` is at every moment the old pack
     or the new one. Elsewhere the old pack is renamed aside to `.NAME.old-PID` and the new one in:

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.home import shipped_registry
 from lib_replicheck.packs.manifest import MANIFEST, NAME_RE, SHA256_RE, check_relative_path
-from lib_replicheck.registry.recipe import MAX_FIELDS, MAX_PARTS, MAX_SHORT, MAX_TEXT, MAX_TITLE, _check_url
+from lib_replicheck.registry.entry import Listed, listed_fields
+from lib_replicheck.registry.parse_recipe import MAX_PARTS, checked_urls
 
 FORMAT = "replicheck-registry"
 FORMAT_VERSION = 1
@@ -49,13 +50,7 @@ class RemoteFile:
 
 
 @dataclass(frozen=True)
-class RegistryPack:
-    name: str
-    title: str
-    description: str
-    version: str
-    source: dict[str, str]
-    embedder: dict[str, Any]
+class RegistryPack(Listed):
     count: int
     files: tuple[RemoteFile, ...]
     registry: str = ""
@@ -99,7 +94,7 @@ def parse(data: Any, url: str) -> Registry:
     (file: URLs inside its own folder); one read from the network names only http(s) URLs."""
     from urllib.request import url2pathname
 
-    from lib_replicheck.registry.recipe import parse_recipe
+    from lib_replicheck.registry.parse_recipe import parse_recipe
 
     local = urlsplit(url).scheme == "file"
     base_dir = str(Path(url2pathname(urlsplit(url).path)).parent) if local else None
@@ -158,27 +153,14 @@ def parse(data: Any, url: str) -> Registry:
                 fail(f"{fw}.size", "not a non-negative integer")
             if not isinstance(sha, str) or not SHA256_RE.match(sha.lower()):
                 fail(f"{fw}.sha256", "not a sha256 hex digest")
-            urls = f.get("urls")
-            if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-                fail(f"{fw}.urls", "missing, empty, or not a list of strings")
-            resolved = tuple(urljoin(url, u) for u in urls)
-            for u in resolved:
-                _check_url(u, f"{fw}.urls", fail, allow_file_urls=local, base_dir=base_dir)
+            resolved = checked_urls(f.get("urls"), url, f"{fw}.urls", fail, allow_file_urls=local, base_dir=base_dir)
             extract = f.get("extract", False)
             if not isinstance(extract, bool) or (extract and not path.endswith(ARCHIVE_SUFFIXES)):
                 fail(f"{fw}.extract", f"only {', '.join(ARCHIVE_SUFFIXES)} archives can be extracted")
             parsed.append(RemoteFile(path, size, sha.lower(), resolved, extract))
         if not any(f.path == MANIFEST for f in parsed) and not any(f.extract for f in parsed):
             fail(f"{where}.files", f"lists no {MANIFEST} (nor an archive that holds it)")
-        source = p.get("source") if isinstance(p.get("source"), dict) else {}
-        out.append(RegistryPack(
-            name=name, title=_text(p.get("title"), MAX_TITLE) or name, description=_text(p.get("description"), MAX_TEXT),
-            version=_text(p.get("version"), MAX_SHORT),
-            source={_text(k, MAX_SHORT): _text(v, MAX_SHORT) for k, v in list(source.items())[:MAX_FIELDS]
-                    if isinstance(v, (str, int, float))},
-            embedder={_text(k, MAX_SHORT): (_text(v, MAX_SHORT) if isinstance(v, str) else v)
-                      for k, v in list(emb.items())[:MAX_FIELDS] if isinstance(v, (str, int, float))},
-            count=count, files=tuple(parsed), registry=url))
+        out.append(RegistryPack(**listed_fields(p, name, emb, _text), count=count, files=tuple(parsed), registry=url))
     return Registry(url, out)
 
 
@@ -328,9 +310,9 @@ def entry_for(pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> 
     }
 
 
-def publish(registry_file: str | Path, pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> dict:
-    """Add or replace a pack's entry in a registry file (written through a temporary file)."""
-    import os
+def list_pack(registry_file: str | Path, pack_dir: str | Path, urls_prefix: str, *, version: str = "1") -> dict:
+    """Add or replace a pack's entry in a registry file (written atomically)."""
+    from lib_replicheck.atomic import write_atomic
 
     registry_file = Path(registry_file)
     if registry_file.exists():
@@ -340,7 +322,5 @@ def publish(registry_file: str | Path, pack_dir: str | Path, urls_prefix: str, *
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, "packs": []}
     entry = entry_for(pack_dir, urls_prefix, version=version)
     data["packs"] = [p for p in data["packs"] if p.get("name") != entry["name"]] + [entry]
-    tmp = registry_file.with_name(registry_file.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, registry_file)
+    write_atomic(registry_file, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return entry

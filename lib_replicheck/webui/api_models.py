@@ -171,7 +171,7 @@ def pack_model(path, service=None) -> PackModel:
     whose files do not match its manifest, or that failed to open, carries why in `error`."""
     from lib_replicheck.errors import clean_text
     from lib_replicheck.packs.info import MAX_ERROR, pack_info
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
 
     info = pack_info(path)
     if info.error is None:

@@ -16,7 +16,7 @@ SUGGESTED = "sd1-memorized"
 
 def _recipe_state(p) -> str:
     """'recipe: Build (~4 min with sscd on CPU)': how a recipe is got, with the measured estimate."""
-    from lib_replicheck.registry.recipe import duration
+    from lib_replicheck.registry.parse_recipe import duration
 
     emb = p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
     times = []

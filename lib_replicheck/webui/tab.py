@@ -14,7 +14,7 @@ from lib_replicheck.webui import packs_page
 from lib_replicheck.webui.panel import esc
 
 if TYPE_CHECKING:
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.webui.service import CheckService
 
 
@@ -96,7 +96,7 @@ class PacksTab:
     def build_recipe(self, name):
         """Build a recipe here (in the background: progress below, Cancel stops it). One that needs
         the builder's packages says so before anything starts, and which button installs them."""
-        from lib_replicheck.registry.recipe import MissingPackages
+        from lib_replicheck.registry.parse_recipe import MissingPackages
 
         kind = next((p.kind for p in self.manager.available if p.name == name), None)
         if name and kind == "pack":
@@ -119,7 +119,7 @@ class PacksTab:
         """Install the builder's packages (pyarrow, img2dataset) with the web UI's pip, every package
         the web UI has kept at its version (as install.py does)."""
         from lib_replicheck.pipinstall import by_hand, dist_name, pip_install, probe
-        from lib_replicheck.registry.recipe import BUILDER_PACKAGES, missing_builder_packages
+        from lib_replicheck.registry.parse_recipe import BUILDER_PACKAGES, missing_builder_packages
 
         missing = missing_builder_packages()
         if not missing:

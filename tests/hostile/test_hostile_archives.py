@@ -26,7 +26,7 @@ from lib_replicheck.download import DownloadError, Policy
 from lib_replicheck.errors import PackError, ReplicheckError
 from lib_replicheck.registry import registry
 from lib_replicheck.registry.archive import safe_extract
-from lib_replicheck.registry.install import Installer
+from lib_replicheck.registry.pack_install import Installer
 from lib_replicheck.packs.pack import Pack
 
 DEMO = REPO / "registry" / "demo"

@@ -129,3 +129,35 @@ def test_host_header_parsing(header, name):
     from lib_replicheck.webui.hosts import host_name
 
     assert host_name(header) == name
+
+
+def test_verify_while_the_pack_is_busy_answers_409_not_500(tmp_path, pack_photos):
+    """The loopback half of the rebound page sends verify and remove of one pack at once: a remove
+    that renamed the pack's folder away under the verify's reads made the verify a 500. Verify now
+    reads an installed pack under the pack's lock, the one a remove, download or build holds while
+    it swaps the folder: while another holds it, verify answers 409 saying why, and the pack is
+    verified once the lock is free; a remove while a verify holds it is refused the same way."""
+    import httpx
+
+    from conftest import photo_folder
+    from lib_replicheck import embedders
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
+    from lib_replicheck.registry.pack_lock import pack_lock
+
+    home = tmp_path  # its own pack: the rebound page above removes the module's
+    build_from_items(sources.folder(photo_folder(home / "src", pack_photos[:4], "photo {stem}"), license="test"),
+                     embedders.load("pdq"), home / "packs" / "photos", log=lambda s: None)
+    calls = Calls()
+    with serve(_app(home, calls)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        host = f"127.0.0.1:{url.rstrip('/').rsplit(':', 1)[1]}"
+        with pack_lock(home / "packs", "photos"):
+            r = _post_verify(c, host)
+            assert r.status_code == 409, (r.status_code, r.text)
+            assert "pack 'photos' is already being downloaded, built, installed, verified or removed" in r.text
+            r = c.delete("/replicheck/v1/packs/photos", headers={**HEADER, "Host": host, "Origin": f"http://{host}"})
+            assert r.status_code == 409 and "already being" in r.text, (r.status_code, r.text)
+        assert (home / "packs" / "photos" / "manifest.json").is_file()
+        r = _post_verify(c, host)
+        assert r.status_code == 200 and "photos: every file matches its sha256" in r.text, r.text
+        assert calls.actions == ["verify", "remove", "verify"]

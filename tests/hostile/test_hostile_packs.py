@@ -21,7 +21,8 @@ import pytest
 from _craft_packs import (OPEN_IN_CHILD, faiss_bytes, flat_index, fourcc, index_header, items_sql, relist,
                           run_child, unit_vectors, vector, write_pack)
 from lib_replicheck.errors import PackError
-from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import index_check
+from lib_replicheck.packs import index_search
 from lib_replicheck.packs.pack import Pack
 
 DIM = 16
@@ -287,11 +288,11 @@ SEARCH_THEN_TRUNCATE = """
 import os, sys
 import numpy as np
 from lib_replicheck.errors import PackError
-from lib_replicheck.packs import index as faiss_index
+from lib_replicheck.packs import index_search
 from lib_replicheck.packs.pack import Pack
 pack, mode, change = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "mapped":
-    faiss_index.MMAP_MIN_BYTES = 0
+    index_search.MMAP_MIN_BYTES = 0
 p = Pack(pack)
 q = np.load(os.path.join(pack, "..", "queries.npy"))
 print("first", p.search(q, k=1)[0][0].item.id, flush=True)
@@ -392,7 +393,7 @@ def test_layout_check_accepts_every_index_the_builder_makes():
     idmap.add_with_ids(b, np.arange(3000))
     for idx in (ivf, idmap):
         data = faiss_bytes(idx)
-        assert faiss_index.check_layout(io.BytesIO(data), len(data), "hamming", 256, 3000).ntotal == 3000
+        assert index_check.check_layout(io.BytesIO(data), len(data), "hamming", 256, 3000).ntotal == 3000
 
 
 def _build_each_kind(faiss, x, kinds):
@@ -411,6 +412,6 @@ def _build_each_kind(faiss, x, kinds):
         idx.train(x)
         idx.add(x)
         data = faiss_bytes(idx)
-        layout = faiss_index.check_layout(io.BytesIO(data), len(data), "cosine", 16, 1000)
+        layout = index_check.check_layout(io.BytesIO(data), len(data), "cosine", 16, 1000)
         assert layout.ntotal == 1000 and layout.d == 16, factory
         kinds[factory] = layout.kind

@@ -90,7 +90,7 @@ def test_refresh_in_the_web_ui_reports_the_hostile_registry_by_field(tmp_path):
     from fastapi import FastAPI
 
     from browser import serve
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.registry.registry import DEFAULT_REGISTRY
     from lib_replicheck.webui import api
     from lib_replicheck.webui.service import CheckService
@@ -134,7 +134,7 @@ def test_exclusion_list_of_undeclared_size_is_cut_off_at_the_cap(tmp_path):
     from lib_replicheck.builder.recipe import RecipeError, get_recipe, GetOptions
     from lib_replicheck.download import Policy
     from lib_replicheck.registry import registry
-    from lib_replicheck.registry.recipe import ListFile
+    from lib_replicheck.registry.parse_recipe import ListFile
 
     own = tmp_path / "own.parquet"
     pq.write_table(pa.table({"URL": ["https://h.example/a.jpg"], "TEXT": ["a"]}), own)

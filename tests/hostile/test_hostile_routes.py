@@ -46,7 +46,7 @@ def _app(home: Path, calls: Calls, registries=lambda: [], **kw):
     from fastapi import FastAPI
 
     from lib_replicheck.webui import api
-    from lib_replicheck.registry.manager import PackManager
+    from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.webui.service import CheckService
     from lib_replicheck.webui.settings import Settings
 

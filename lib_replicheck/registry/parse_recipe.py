@@ -25,9 +25,8 @@ from urllib.parse import urljoin, urlsplit
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs.manifest import NAME_RE, SHA256_RE, check_relative_path
+from lib_replicheck.registry.entry import MAX_FIELDS, MAX_SHORT, Listed, listed_fields
 
-#: Lengths kept of a registry's free-text fields (what a listing can show; the rest is noise or an attack).
-MAX_TITLE, MAX_TEXT, MAX_SHORT, MAX_FIELDS = 200, 2000, 500, 32
 LIST_FORMATS = ("csv", "parquet", "embeddings")  # embeddings: published vectors (builder/embedding_recipe.py)
 #: The columns a recipe may name; `url` is required.
 COLUMNS = ("url", "caption", "license", "key", "hash")
@@ -113,13 +112,7 @@ class RecipeList:
 
 
 @dataclass(frozen=True)
-class RegistryRecipe:
-    name: str
-    title: str
-    description: str
-    version: str
-    source: dict[str, str]
-    embedder: dict[str, Any]
+class RegistryRecipe(Listed):
     list: RecipeList
     build: dict[str, Any]
     count: int  # expected images (of the full list; fewer when URLs are dead)
@@ -183,16 +176,23 @@ def _list_file(f: Any, where: str, base: str, fail, *, allow_file_urls: bool, ba
         if sha is None:
             fail(f"{where}.sha256", "a shipped file needs its sha256")
         return ListFile(sha256=sha, shipped=f["shipped"])
-    urls = f.get("urls")
-    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
-        fail(f"{where}.urls", "missing, empty, or not a list of strings")
-    resolved = tuple(urljoin(base, u) for u in urls)
-    for u in resolved:
-        _check_url(u, f"{where}.urls", fail, allow_file_urls=allow_file_urls, base_dir=base_dir)
+    resolved = checked_urls(f.get("urls"), base, f"{where}.urls", fail, allow_file_urls=allow_file_urls,
+                            base_dir=base_dir)
     size = f.get("size")
     if size is not None and not _int(size, 0, MAX_LIST_BYTES):
         fail(f"{where}.size", f"not an integer from 0 to {MAX_LIST_BYTES}")
     return ListFile(urls=resolved, size=size, sha256=sha)
+
+
+def checked_urls(urls: Any, base: str, where: str, fail, *, allow_file_urls: bool,
+                 base_dir: str | None) -> tuple[str, ...]:
+    """An entry's `urls` field: a non-empty list of strings, each resolved against `base` and checked."""
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        fail(where, "missing, empty, or not a list of strings")
+    resolved = tuple(urljoin(base, u) for u in urls)
+    for u in resolved:
+        _check_url(u, where, fail, allow_file_urls=allow_file_urls, base_dir=base_dir)
+    return resolved
 
 
 def _check_url(u: str, where: str, fail, *, allow_file_urls: bool, base_dir: str | None) -> None:
@@ -315,14 +315,8 @@ def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: 
     sample = p.get("sample", False)
     if not isinstance(sample, bool):
         fail(f"{where}.sample", "not true or false")
-    source = p.get("source") if isinstance(p.get("source"), dict) else {}
     return RegistryRecipe(
-        name=name, title=text(p.get("title"), MAX_TITLE) or name, description=text(p.get("description"), MAX_TEXT),
-        version=text(p.get("version"), MAX_SHORT),
-        source={text(k, MAX_SHORT): text(v, MAX_SHORT) for k, v in list(source.items())[:MAX_FIELDS]
-                if isinstance(v, (str, int, float))},
-        embedder={text(k, MAX_SHORT): (text(v, MAX_SHORT) if isinstance(v, str) else v)
-                  for k, v in list(emb.items())[:MAX_FIELDS] if isinstance(v, (str, int, float))},
+        **listed_fields(p, name, emb, text),
         list=RecipeList(fmt, tuple(files), kinds[0] == "user", delimiter, columns, tuple(optional)), build=opts,
         count=expected.get("count", 0), image_bytes=expected.get("image_bytes", 0),
         pack_bytes=expected.get("pack_bytes", 0), sample=sample, exclude=exclude, embed_rate=embed_rate,

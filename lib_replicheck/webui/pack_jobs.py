@@ -1,10 +1,10 @@
 """The pack manager behind the web UI's Replicheck tab and the /replicheck/v1/packs routes.
 
 Registries are read, and packs downloaded, only when the user asks (a click or an API call);
-downloads run in background threads with progress and cancel, one per pack at a time. A recipe is
-built the same way, by the `build_recipe` the web UI hands in (builder.recipe.get_recipe: the
-builder sits above the registry), with its stage in the job; it embeds only when `gate()` lets it
-(the web UI makes it wait while a generation runs).
+downloads run in background threads with progress and cancel, one per pack at a time, each through
+registry/get_pack.py as on the command line. A recipe is built the same way, by the `build_recipe`
+the web UI hands in (builder.recipe.build_for_manager), with its stage in the job; it embeds only
+when `gate()` lets it (the web UI makes it wait while a generation runs).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Callable
 from lib_replicheck.download import Cancelled, Policy
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs import installed as installed_packs
-from lib_replicheck.registry.install import Installer
+from lib_replicheck.registry.get_pack import GotPack, check_buildable, find_listed, get_pack
+from lib_replicheck.registry.pack_install import Installer
 from lib_replicheck.registry.registry import RegistryPack, load_all
 
 
@@ -113,13 +114,8 @@ class PackManager:
     def start_download(self, name: str) -> DownloadJob:
         if self.refreshed is None:
             self.refresh()
-        rp = next((p for p in self.available if p.name == name), None)
-        if rp is None:
-            raise ReplicheckError(f"no registry lists a pack named {name!r}"
-                                  + (f" ({'; '.join(self.errors)})" if self.errors else ""))
-        if rp.kind == "recipe" and self.build_recipe is None:
-            raise ReplicheckError(f"{name} is a recipe, and building recipes is not available here: run "
-                                  f"python -m lib_replicheck packs get {name}")
+        rp = find_listed(name, self.available, self.errors)
+        check_buildable(rp, self.build_recipe)
         if rp.kind == "recipe" and (rp.list.user or rp.list.unpinned):
             raise ReplicheckError(f"{name} needs a choice on the command line ("
                                   + ("your own list: --list PATH" if rp.list.user else
@@ -167,41 +163,45 @@ class PackManager:
 
     def _build(self, job: DownloadJob, recipe) -> None:
         """A recipe built in this thread: the stage and its counts go to the job as they change."""
-        from lib_replicheck.embedders import ensure_for
-        from lib_replicheck.packs.manifest import read
 
         def progress(p) -> None:
             job.stage, job.done, job.total, job.message = p.stage, p.done, p.total, p.message
 
-        with self._reported(job, cancelled="cancelled: what was fetched is kept for the next build"):
-            job.state = "building"
-            result = self.build_recipe(recipe, self.packs_dir, progress=progress, cancel=job.cancel, gate=self.gate,
-                                       models_dir=str(self.models_dir))
+        def installed(got: GotPack) -> None:
             self.on_change()
             job.state = "weights"
-            ensure_for(read(result.path).embedder, self.models_dir, progress=False)
-            job.message = (f"{result.count:,} images in the pack: {result.fetched:,} of {result.listed:,} fetched, "
-                           f"{result.failed:,} failed")
-            job.state = "installed"
+            r = got.built
+            job.message = f"{r.count:,} images in the pack: {r.fetched:,} of {r.listed:,} fetched, {r.failed:,} failed"
+
+        with self._reported(job, cancelled="cancelled: what was fetched is kept for the next build"):
+            job.state = "building"
+            self._get(recipe, job, progress, installed)
 
     def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
-        from lib_replicheck.embedders import ensure_for
-        from lib_replicheck.packs.manifest import read
-
-        def progress(n: int) -> None:
-            job.done += n
+        def progress(step) -> None:
+            job.done = step.done
             if job.state == "queued":
                 job.state = "downloading"
             if job.done >= job.total and job.state == "downloading":
                 job.state = "verifying"
 
+        def installed(got: GotPack) -> None:
+            job.state = "weights"
+
         with self._reported(job):
             job.state = "downloading"
             self.on_change()  # let go of open packs before one is replaced
-            path = self.installer.download(rp, progress=progress, cancel=job.cancel)
-            job.state = "weights"
-            ensure_for(read(path).embedder, self.models_dir, progress=False)
-            job.state = "installed"
+            self._get(rp, job, progress, installed)
+
+    def _get(self, entry, job: DownloadJob, progress, installed) -> None:
+        """The pack or recipe got as the command line gets it; then the job says it is installed."""
+        build = None
+        if self.build_recipe is not None:
+            def build(recipe, packs_dir, **kw):
+                return self.build_recipe(recipe, packs_dir, gate=self.gate, models_dir=str(self.models_dir), **kw)
+        get_pack(entry, self.installer, models_dir=self.models_dir, build=build, progress=progress, cancel=job.cancel,
+                 on_installed=installed, weights_progress=False)
+        job.state = "installed"
 
     def cancel(self, name: str) -> DownloadJob:
         job = self.jobs.get(name)

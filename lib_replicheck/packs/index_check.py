@@ -1,33 +1,20 @@
-"""The faiss index of a pack: build it, check and read it, search it.
+"""Checking a pack's faiss index file before faiss reads it.
 
 Index files come from the internet. Before faiss sees one, `check_layout` walks its structure
 (for the index types packs are built with, and nothing else) and checks every size it declares
 against the file's size and the manifest's count and dimension: faiss allocates what a header
 declares before reading it, so a 109-byte file declaring 2^32 vectors would otherwise cost 16 GB.
 Index types that name other files (on-disk inverted lists) are refused.
-
-Files below `MMAP_MIN_BYTES` are read into memory, so nothing that happens to the file later can
-reach the process; larger ones are memory-mapped where faiss can (IO_FLAG_MMAP_IFC, faiss >= 1.11),
-else read. A mapped file that shrinks would raise SIGBUS on the next read of a lost page, which is
-why `Pack` compares each file's size, mtime and inode before every search.
-
-Scores leave this module in one convention whatever the metric: `similarity` in [0, 1], higher is
-closer (cosine for float vectors, 1 - d/bits for Hamming codes), plus the raw Hamming distance.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import stat
-import struct
 from dataclasses import dataclass
-from pathlib import Path
 
-from lib_replicheck.embedders.base import COSINE, HAMMING
-from lib_replicheck.errors import PackError
+from lib_replicheck.embedders.base import HAMMING
+from lib_replicheck.packs.index_fields import FieldReader, LayoutError
 
-MMAP_MIN_BYTES = 256 * 1024**2  # smaller index files are read into memory
 MAX_NLIST = 1 << 20  # inverted lists; the builder makes at most 65536
 MAX_DIM = 1 << 16
 MAX_PARAM = 1 << 20  # nprobe, efSearch
@@ -36,47 +23,6 @@ FLAT = {"IxFI": "IndexFlatIP", "IxF2": "IndexFlatL2"}
 # the only transforms packs use: OPQ (written as a plain LinearTransform), PCA, random rotation
 TRANSFORMS = ("LTra", "Pcam", "PcAm", "PCAm", "rrot")
 REFUSED = {"ilod": "on-disk inverted lists, which name a file outside the pack"}
-
-
-def new_index(metric: str, dim: int, with_ids: bool = False):
-    """An exact index: inner product for L2-normalised floats, Hamming for bit codes.
-
-    `with_ids` maps several vectors (variants of one image) onto one metadata id.
-    """
-    import faiss
-
-    if metric == COSINE:
-        base = faiss.IndexFlatIP(dim)
-        return faiss.IndexIDMap(base) if with_ids else base
-    if metric == HAMMING:
-        base = faiss.IndexBinaryFlat(dim)
-        return faiss.IndexBinaryIDMap(base) if with_ids else base
-    raise ValueError(f"unknown metric {metric!r}")
-
-
-def add(index, vectors, ids=None) -> None:
-    import numpy as np
-
-    if ids is None:
-        index.add(vectors)
-    else:
-        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-
-
-def write(index, path: str | Path) -> None:
-    import faiss
-
-    if isinstance(index, faiss.IndexBinary):
-        faiss.write_index_binary(index, str(path))
-    else:
-        faiss.write_index(index, str(path))
-
-
-# -- checking an index file before faiss reads it ---------------------------------------------------
-
-
-class LayoutError(ValueError):
-    """The index file is not one replicheck accepts; the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -88,83 +34,12 @@ class Layout:
     ntotal: int
 
 
-class _Reader:
-    """Reads little-endian fields from a seekable file, never past its known size."""
-
-    def __init__(self, f, size: int):
-        self.f, self.size = f, size
-
-    @property
-    def pos(self) -> int:
-        return self.f.tell()
-
-    def left(self) -> int:
-        return self.size - self.pos
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or n > self.left():
-            raise LayoutError(f"{what} needs {n} bytes at offset {self.pos}, the file has {self.left()} left")
-        data = self.f.read(n)
-        if len(data) != n:
-            raise LayoutError(f"{what}: the file changed while it was being read")
-        return data
-
-    def skip(self, n: int, what: str) -> None:
-        if n < 0 or n > self.left():
-            raise LayoutError(f"{what} declares {n} bytes at offset {self.pos}, the file has {self.left()} left")
-        self.f.seek(n, os.SEEK_CUR)
-
-    def _unpack(self, fmt: str, what: str):
-        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))[0]
-
-    def i32(self, what: str) -> int:
-        return self._unpack("i", what)
-
-    def i64(self, what: str) -> int:
-        return self._unpack("q", what)
-
-    def u64(self, what: str) -> int:
-        return self._unpack("Q", what)
-
-    def f32(self, what: str) -> float:
-        return self._unpack("f", what)
-
-    def flag(self, what: str) -> bool:
-        b = self._unpack("B", what)
-        if b > 1:
-            raise LayoutError(f"{what} is {b}, not a boolean")
-        return bool(b)
-
-    def fourcc(self, what: str) -> str:
-        return self.take(4, what).decode("latin-1")
-
-    def vector(self, item: int, what: str) -> int:
-        """Skip a faiss vector (8-byte count, then count items); returns the count."""
-        n = self.u64(f"{what} size")
-        if n > self.left() // item:
-            raise LayoutError(f"{what} declares {n} items of {item} bytes, the file has {self.left()} bytes left")
-        self.skip(n * item, what)
-        return n
-
-    def array(self, dtype: str, what: str, expect: int | None = None):
-        """Read a faiss vector into a numpy array (its size checked against the file first)."""
-        import numpy as np
-
-        item = np.dtype(dtype).itemsize
-        n = self.u64(f"{what} size")
-        if expect is not None and n != expect:
-            raise LayoutError(f"{what} holds {n} items, expected {expect}")
-        if n > self.left() // item:
-            raise LayoutError(f"{what} declares {n} items of {item} bytes, the file has {self.left()} bytes left")
-        return np.frombuffer(self.take(n * item, what), dtype=dtype)
-
-
 def _need(ok: bool, message: str) -> None:
     if not ok:
         raise LayoutError(message)
 
 
-def _header(r: _Reader, where: str) -> tuple[int, int, int]:
+def _header(r: FieldReader, where: str) -> tuple[int, int, int]:
     """faiss's Index header: (d, ntotal, metric_type)."""
     d = r.i32(f"{where}.d")
     ntotal = r.i64(f"{where}.ntotal")
@@ -177,7 +52,7 @@ def _header(r: _Reader, where: str) -> tuple[int, int, int]:
     return d, ntotal, metric
 
 
-def _binary_header(r: _Reader, where: str) -> tuple[int, int]:
+def _binary_header(r: FieldReader, where: str) -> tuple[int, int]:
     """faiss's IndexBinary header: (d in bits, ntotal)."""
     d = r.i32(f"{where}.d")
     code_size = r.i32(f"{where}.code_size")
@@ -190,13 +65,13 @@ def _binary_header(r: _Reader, where: str) -> tuple[int, int]:
     return d, ntotal
 
 
-def _direct_map(r: _Reader, where: str) -> None:
+def _direct_map(r: FieldReader, where: str) -> None:
     kind = r.take(1, f"{where}.direct_map")[0]
     n = r.u64(f"{where}.direct_map size")
     _need(kind == 0 and n == 0, f"{where} carries a direct map (type {kind}); packs have none")
 
 
-def _inverted_lists(r: _Reader, where: str, nlist: int, code_size: int, ntotal: int) -> None:
+def _inverted_lists(r: FieldReader, where: str, nlist: int, code_size: int, ntotal: int) -> None:
     """ArrayInvertedLists stored in the file: per list, its codes then its ids."""
     import numpy as np
 
@@ -224,7 +99,7 @@ def _inverted_lists(r: _Reader, where: str, nlist: int, code_size: int, ntotal: 
     r.skip(total * (code_size + 8), f"{where} inverted lists")
 
 
-def _block_inverted_lists(r: _Reader, where: str, nlist: int, code_size: int, ntotal: int, bbs: int,
+def _block_inverted_lists(r: FieldReader, where: str, nlist: int, code_size: int, ntotal: int, bbs: int,
                           m2: int) -> None:
     """BlockInvertedLists (fast-scan codes in blocks of `bbs` vectors): per list, its ids then its
     codes, each block `bbs` * `m2` / 2 bytes."""
@@ -248,7 +123,7 @@ def _block_inverted_lists(r: _Reader, where: str, nlist: int, code_size: int, nt
     _need(total == ntotal, f"{where}: inverted lists hold {total} vectors, the index says {ntotal}")
 
 
-def _hnsw(r: _Reader, where: str, ntotal: int) -> None:
+def _hnsw(r: FieldReader, where: str, ntotal: int) -> None:
     """An HNSW graph (a coarse quantiser's): every neighbour and offset checked, as faiss < 1.15 does not."""
     import numpy as np
 
@@ -276,7 +151,7 @@ def _hnsw(r: _Reader, where: str, ntotal: int) -> None:
     _need(bool((levels[neighbors[linked]] > slot_level[linked]).all()), f"{where}: a neighbour is linked above its level")
 
 
-def _product_quantizer(r: _Reader, where: str, d: int) -> tuple[int, int]:
+def _product_quantizer(r: FieldReader, where: str, d: int) -> tuple[int, int]:
     """(M, nbits) of a ProductQuantizer over `d` dimensions."""
     pq_d, m, nbits = r.u64(f"{where}.d"), r.u64(f"{where}.M"), r.u64(f"{where}.nbits")
     _need(pq_d == d and 0 < m <= d and d % m == 0 and 1 <= nbits <= 16,
@@ -293,7 +168,7 @@ SQ_TYPES = {0: (lambda d: d, lambda d: 2 * d),  # QT_8bit: a range per dimension
             4: (lambda d: 2 * d, lambda d: 0)}  # QT_fp16
 
 
-def _scalar_quantizer(r: _Reader, where: str, d: int) -> int:
+def _scalar_quantizer(r: FieldReader, where: str, d: int) -> int:
     """A ScalarQuantizer over `d` dimensions (8-bit, 4-bit or float16 codes); returns its code size."""
     qtype = r.i32(f"{where}.qtype")
     _need(qtype in SQ_TYPES, f"{where}: scalar quantiser type {qtype} is not one packs use")
@@ -307,7 +182,7 @@ def _scalar_quantizer(r: _Reader, where: str, d: int) -> int:
     return code_size
 
 
-def _transform(r: _Reader, where: str) -> tuple[int, int]:
+def _transform(r: FieldReader, where: str) -> tuple[int, int]:
     """A linear pre-transform (OPQ rotation, PCA, random rotation): (d_in, d_out)."""
     h = r.fourcc(where)
     _need(h in TRANSFORMS, f"{where}: transform '{h}' is not one packs use")
@@ -331,7 +206,7 @@ def _transform(r: _Reader, where: str) -> tuple[int, int]:
     return d_in, d_out
 
 
-def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
+def _float_index(r: FieldReader, where: str, depth: int, top: bool) -> Layout:
     _need(depth < 6, f"{where}: nested too deeply")
     h = r.fourcc(where)
     if h in FLAT:
@@ -401,7 +276,7 @@ def _float_index(r: _Reader, where: str, depth: int, top: bool) -> Layout:
                       "not one replicheck packs use")
 
 
-def _quantizer(r: _Reader, where: str, depth: int) -> Layout:
+def _quantizer(r: FieldReader, where: str, depth: int) -> Layout:
     """The coarse quantiser of an IVF index: flat, or HNSW over flat storage."""
     h = r.fourcc(where)
     if h in FLAT:
@@ -415,7 +290,7 @@ def _quantizer(r: _Reader, where: str, depth: int) -> Layout:
     return Layout(f"{h}({storage.kind})", d, ntotal)
 
 
-def _binary_index(r: _Reader, where: str, top: bool) -> Layout:
+def _binary_index(r: FieldReader, where: str, top: bool) -> Layout:
     h = r.fourcc(where)
     if h == "IBxF":
         d, ntotal = _binary_header(r, h)
@@ -448,7 +323,7 @@ def _binary_index(r: _Reader, where: str, top: bool) -> Layout:
 def check_layout(f, size: int, metric: str, dim: int, count: int) -> Layout:
     """Walk an index file (`f`, seekable, `size` bytes) and check what it declares against the file
     size and the manifest's `dim` and vector `count`; raises LayoutError. Leaves `f` at its start."""
-    r = _Reader(f, size)
+    r = FieldReader(f, size)
     f.seek(0)
     layout = _binary_index(r, "index", top=True) if metric == HAMMING else _float_index(r, "index", 0, top=True)
     if r.left():
@@ -459,131 +334,3 @@ def check_layout(f, size: int, metric: str, dim: int, count: int) -> Layout:
         raise LayoutError(f"index holds {layout.ntotal} vectors, the manifest says {count}")
     f.seek(0)
     return layout
-
-
-# -- reading ------------------------------------------------------------------------------------------
-
-
-def faiss_version() -> str:
-    import faiss
-
-    return getattr(faiss, "__version__", "unknown")
-
-
-def read(path: str | Path, metric: str, dim: int, count: int, mmap_min_bytes: int | None = MMAP_MIN_BYTES):
-    """Load an index after `check_layout`: into memory below `mmap_min_bytes` (or always, with
-    None), else memory-mapped where faiss supports it (IO_FLAG_MMAP_IFC, faiss >= 1.11)."""
-    import faiss
-
-    path = Path(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise PackError(path.parent, f"index file {path.name} is missing") from None
-    except OSError as e:
-        raise PackError(path.parent, f"index file {path.name} cannot be read ({e.strerror})") from None
-    with f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PackError(path.parent, f"index file {path.name} is not a regular file")
-        size = st.st_size
-        flags = getattr(faiss, "IO_FLAG_MMAP_IFC", None)
-        mapped = mmap_min_bytes is not None and size >= mmap_min_bytes and flags is not None
-        kind = "binary " if metric == HAMMING else ""
-        try:
-            if mapped:
-                src = f
-            else:  # read once: what is checked is what faiss reads
-                src = io.BytesIO(f.read(size))
-                if len(src.getbuffer()) != size:
-                    raise LayoutError("the file changed while it was being read")
-            check_layout(src, size, metric, dim, count)
-        except LayoutError as e:
-            raise PackError(path.parent, f"index file {path.name} is corrupt or not a faiss {kind}index that "
-                                         f"packs use ({e})") from None
-        try:
-            if mapped:  # the file just checked, by its descriptor, so a swap in between cannot slip through
-                name = f"/proc/self/fd/{f.fileno()}" if os.path.isdir("/proc/self/fd") else str(path)
-                flags |= faiss.IO_FLAG_READ_ONLY
-                return faiss.read_index_binary(name, flags) if metric == HAMMING else faiss.read_index(name, flags)
-            reader = faiss.PyCallbackIOReader(src.read)
-            return faiss.read_index_binary(reader) if metric == HAMMING else faiss.read_index(reader)
-        except RuntimeError as e:
-            msg = str(e).split("Error:")[-1].split(" at /")[0].strip().splitlines()
-            raise PackError(path.parent, f"index file {path.name} is corrupt or not a faiss {kind}index "
-                                         f"({msg[0][:200] if msg else 'faiss could not read it'})") from None
-
-
-def set_search_params(index, params: dict, origin: str | Path = "index") -> None:
-    """Apply nprobe/efSearch recorded in a manifest (also through IDMap wrappers); a parameter that
-    is not a positive integer or that this index does not have is a PackError naming it."""
-    import faiss
-
-    if not params:
-        return
-    if not isinstance(params, dict):
-        raise PackError(origin, "manifest field 'index.search_params' should be an object")
-    for k, v in params.items():
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_PARAM:
-            raise PackError(origin, f"manifest field 'index.search_params.{k}' should be an integer from 1 to "
-                                    f"{MAX_PARAM}, not {v!r}"[:300])
-    if isinstance(index, faiss.IndexBinary):
-        inner = faiss.downcast_IndexBinary(getattr(index, "index", index))
-        for k, v in params.items():
-            if k != "nprobe" or not hasattr(inner, "nprobe"):
-                raise PackError(origin, f"manifest field 'index.search_params.{k}' does not apply to a "
-                                        f"{type(inner).__name__}"[:300])
-            inner.nprobe = v
-        return
-    ps = faiss.ParameterSpace()
-    for k, v in params.items():
-        try:
-            ps.set_index_parameter(index, k, v)
-        except RuntimeError:
-            raise PackError(origin, f"manifest field 'index.search_params.{k}' does not apply to a "
-                                    f"{describe(index)}"[:300]) from None
-
-
-def search(index, queries, k: int):
-    """Top-k neighbours: (similarity [n, k] float32, distance [n, k] or None, ids [n, k] int64).
-
-    Missing neighbours (fewer than k vectors) have id -1. A single query runs on the calling thread:
-    waking faiss's OpenMP pool for it cost 16-18 ms with the CPU shared (0.06 ms on one thread).
-    """
-    import faiss
-    import numpy as np
-
-    k = max(1, min(int(k), max(1, index.ntotal)))
-    if len(queries) == 1:
-        # nthreads is a per-thread setting in OpenMP (an ICV of the calling thread's task), so
-        # this neither races with nor slows searches on other threads
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            D, I = index.search(queries, k)
-        finally:
-            faiss.omp_set_num_threads(before)
-    else:
-        D, I = index.search(queries, k)
-    d = index.d
-    if hasattr(index, "metric_type") and not _is_binary(index):
-        return D.astype(np.float32), None, I
-    return (1.0 - D.astype(np.float32) / d), D.astype(np.int32), I
-
-
-def _is_binary(index) -> bool:
-    import faiss
-
-    return isinstance(index, faiss.IndexBinary)
-
-
-def describe(index) -> str:
-    """faiss's class name, e.g. 'IndexFlatIP' or 'IndexBinaryIDMap(IndexBinaryFlat)'."""
-    import faiss
-
-    name = type(index).__name__
-    inner = getattr(index, "index", None)
-    if inner is not None:
-        inner = faiss.downcast_IndexBinary(inner) if _is_binary(index) else faiss.downcast_index(inner)
-        name += f"({type(inner).__name__})"
-    return name
