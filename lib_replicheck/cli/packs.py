@@ -222,12 +222,15 @@ def cmd_get(args, packs_dir, inst) -> int:
               else f"installed {match.name} ({match.count:,} images) in {clean_text(path)}", file=out)
         _ensure_weights(path, args)
         return 0
-    from lib_replicheck.builder.recipe import GetOptions, get_recipe
+    from lib_replicheck.builder.build_recipe import GetOptions, get_recipe
+    from lib_replicheck.embedders.options import EmbedderOptions
 
     opts = GetOptions(sample=args.sample, list_path=str(args.list) if args.list else None,
-                      accept_unpinned=args.accept_unpinned, device=args.device, runtime=args.runtime,
-                      models_dir=str(args.models_dir) if args.models_dir else None,
-                      weights=str(args.weights) if args.weights else None, offline=args.offline,
+                      accept_unpinned=args.accept_unpinned,
+                      embedding=EmbedderOptions(device=args.device, runtime=args.runtime,
+                                                models_dir=str(args.models_dir) if args.models_dir else None,
+                                                weights=str(args.weights) if args.weights else None,
+                                                offline=args.offline),
                       overwrite=args.force)
     quiet = _quiet(args)
     bar = tqdm(total=0, desc=f"{match.name}: list", disable=quiet, unit=" rows")
