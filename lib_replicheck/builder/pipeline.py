@@ -64,11 +64,8 @@ def parquet_images(parquet: str | Path, work: Path, exclusions: Exclusions, opts
     columns = {"url": "URL", "caption": "TEXT", "hash": "hash",
                "license": next((c for c in ("LICENSE", "license") if c in names), "LICENSE")}
     rows = fetch_lists.rows_file(work, "parquet")
-    try:
-        n, excluded = fetch_lists.collect_rows([Path(parquet)], "parquet", columns, rows, optional=("hash", "license"),
-                                               exclusions=exclusions, where=None)
-    except fetch_lists.ListError as e:
-        raise ReplicheckError(str(e)) from None
+    n, excluded = fetch_lists.collect_rows([Path(parquet)], "parquet", columns, rows, optional=("hash", "license"),
+                                           exclusions=exclusions, where=None)  # ListError names the file
     if exclusions:
         log(f"exclusion list: {excluded} of {n + excluded} rows dropped before downloading")
     if n == 0:
