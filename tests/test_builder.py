@@ -135,7 +135,7 @@ def test_build_parquet_fetches_through_the_bounded_process(tmp_path, photos_smal
         server.close()
     assert r.returncode == 0, r.stderr
     assert f"larger than {MAX_IMAGE_BYTES} bytes: 1" in r.stderr and "timed out (3 s in all): 1" in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
+    assert "fetch: 0 of 5 rows done" in r.stderr and "Traceback" not in r.stderr  # the fetch says it started
     pack = Pack(out)
     assert pack.manifest.count == 3
     assert sorted(pack.metadata.get([i])[i].url for i in range(3)) == sorted(urls[:3])

@@ -23,6 +23,10 @@ from lib_replicheck.builder.sources import Exclusions, SourceItem
 from lib_replicheck.errors import ReplicheckError
 
 
+#: How often `build FILE.parquet` says how far the fetch of its images is.
+FETCH_LOG_SECONDS = 60
+
+
 def items_of(source: str | Path, opts: BuildOptions, work: Path, log) -> Iterator[SourceItem]:
     from lib_replicheck.builder import sources
 
@@ -70,9 +74,16 @@ def parquet_images(parquet: str | Path, work: Path, exclusions: Exclusions, opts
         log(f"exclusion list: {excluded} of {n + excluded} rows dropped before downloading")
     if n == 0:
         raise ReplicheckError(f"{parquet}: no rows with a URL to fetch")
+    shown = [-FETCH_LOG_SECONDS]
+
+    def progress(done: int, total: int, line: str) -> None:  # a line a minute while the fetch runs
+        if time.monotonic() - shown[0] >= FETCH_LOG_SECONDS:
+            shown[0] = time.monotonic()
+            log(f"fetch: {done:,} of {total:,} rows done ({line})")
+
     stats = fetch.fetch_images(rows, n, work, fmt="parquet", threads=opts.download_threads,
                                processes=opts.download_processes, timeout=opts.download_timeout, image_size=0,
-                               who=str(parquet))
+                               who=str(parquet), progress=progress)
     log(f"img2dataset: {stats['ok']} images downloaded, {stats['failed']} rows failed "
         f"({'; '.join(f'{k}: {v}' for k, v in stats['errors'].items()) or 'no errors'})")
     return work / fetch.IMAGES
