@@ -32,12 +32,13 @@ def main() -> None:
     from lib_replicheck.builder.embed import embed_items, embed_with_ray
 
     from lib_replicheck.builder.options import BuildOptions, load_embedder
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.builder.sources import SourceItem
     from lib_replicheck.images import load_image
 
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"
-    opts = BuildOptions(embedder=args.embedder, runtime="onnx" if args.embedder == "sscd" else "auto",
-                        weights=str(onnx) if args.embedder == "sscd" else None, batch=args.batch)
+    opts = BuildOptions(embedder=args.embedder, batch=args.batch, embedding=EmbedderOptions(
+        runtime="onnx" if args.embedder == "sscd" else "auto", weights=str(onnx) if args.embedder == "sscd" else None))
     files = sorted(Path("/usr/share/backgrounds").rglob("*.jpg"))
     items = []
     for i in range(args.images):

@@ -44,7 +44,8 @@ def main() -> None:
     if args.embed_only:
         return embed_only(args)
     from httpfaults import FaultServer
-    from lib_replicheck.builder.recipe import GetOptions, get_recipe
+    from lib_replicheck.builder.build_recipe import GetOptions, get_recipe
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.download import Policy
     from lib_replicheck.images import load_image
     from lib_replicheck.registry import registry
@@ -88,7 +89,8 @@ def main() -> None:
             embed_first.append(now)
 
     t0 = time.perf_counter()
-    res = get_recipe(recipe, tmp / "packs", GetOptions(device=args.device, runtime=args.runtime, weights=str(weights)),
+    res = get_recipe(recipe, tmp / "packs", GetOptions(embedding=EmbedderOptions(device=args.device, runtime=args.runtime,
+                                                                                  weights=str(weights))),
                      progress=progress, policy=Policy(retries=0), log=lambda s: None)
     end = time.perf_counter()
     server.close()
@@ -126,6 +128,7 @@ def embed_only(args) -> None:
 
     from lib_replicheck.builder.embed import embed_items
     from lib_replicheck.builder.options import BuildOptions, load_embedder
+    from lib_replicheck.embedders.options import EmbedderOptions
     from lib_replicheck.builder.sources import SourceItem
     from lib_replicheck.images import load_image
 
@@ -139,8 +142,8 @@ def embed_only(args) -> None:
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=90)
         items.append(SourceItem(key=str(i), data=buf.getvalue()))
-    embedder = load_embedder(BuildOptions(embedder="sscd", runtime=args.runtime, device=args.device,
-                                          weights=str(weights), batch=args.batch))
+    embedder = load_embedder(BuildOptions(embedder="sscd", batch=args.batch, embedding=EmbedderOptions(
+        runtime=args.runtime, device=args.device, weights=str(weights))))
     with ThreadPoolExecutor(max(2, (os.cpu_count() or 2) // 2)) as pool:
         embed_items(items[:args.batch], embedder, (1.0,), args.batch, pool)  # warm-up
         t = time.perf_counter()

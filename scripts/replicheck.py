@@ -49,7 +49,7 @@ hook = Hook(service, current_settings)
 def build_recipe(recipe, packs_dir, **kw):
     """A recipe built by the builder (imported when the first build starts), on the embedder's device
     chosen in Settings."""
-    from lib_replicheck.builder.recipe import build_for_manager
+    from lib_replicheck.builder.build_recipe import build_for_manager
 
     return build_for_manager(recipe, packs_dir, device=current_settings().device, **kw)
 

@@ -111,6 +111,37 @@ def test_laion_parquet_through_img2dataset(laion, tmp_path):
     assert not any(u.endswith(("missing.jpg", "slow.jpg", "notes.jpg", "huge.png")) for u in urls)
 
 
+def test_build_parquet_fetches_through_the_bounded_process(tmp_path, photos_small):
+    """`build FILE.parquet` on the command line fetches its images as a recipe does: in a process of
+    its own, through the bounded request (an endless body is cut at MAX_IMAGE_BYTES, a server trickling
+    a byte now and then at 3 x --download-timeout), not img2dataset's own unbounded download."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lib_replicheck.builder.fetch_http import MAX_IMAGE_BYTES
+
+    server = FaultServer()
+    try:
+        urls = [server.add(f"/img/{stem}.jpg", jpeg_bytes(im)) for stem, im in photos_small[:3]]
+        urls.append(server.add("/endless.jpg", b"\xff\xd8" + b"\0" * 1024**2, "endless", limit=64 * 1024**2))
+        urls.append(server.add("/trickle.jpg", jpeg_bytes(photos_small[3][1])[:400], "trickle", stall=0.5))
+        path = tmp_path / "list.parquet"
+        pq.write_table(pa.table({"URL": urls, "TEXT": [f"row {i}" for i in range(len(urls))]}), path)
+        out = tmp_path / "pack"
+        r = subprocess.run([sys.executable, "-m", "lib_replicheck", "build", str(path), "--out", str(out), "--embedder",
+                            "pdq", "--download-timeout", "1", "--progress", "off"], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    finally:
+        server.close()
+    assert r.returncode == 0, r.stderr
+    assert f"larger than {MAX_IMAGE_BYTES} bytes: 1" in r.stderr and "timed out (3 s in all): 1" in r.stderr, r.stderr
+    assert "fetch: 0 of 5 rows done" in r.stderr and "Traceback" not in r.stderr  # the fetch says it started
+    pack = Pack(out)
+    assert pack.manifest.count == 3
+    assert sorted(pack.metadata.get([i])[i].url for i in range(3)) == sorted(urls[:3])
+    assert not list(tmp_path.glob(".pack.work*"))  # the work folder (rows, fetched shards) is removed
+
+
 def test_ray_two_workers_match_sequential(tmp_path, photos_small):
     src = tmp_path / "src"
     src.mkdir()

@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import REPO, edits, jpeg_bytes
 from httpfaults import FaultServer
-from lib_replicheck.builder.recipe import GetOptions, RecipeError, get_recipe, work_dir
+from lib_replicheck.builder.build_recipe import GetOptions, RecipeError, get_recipe, work_dir
 from lib_replicheck.download import Cancelled, Policy
 from lib_replicheck.images import load_image
 from lib_replicheck.packs import installed
@@ -360,7 +360,7 @@ def test_the_shipped_registry_is_read_from_disk_with_the_recipes(tmp_path):
 
 
 def test_the_sd1_memorized_list_is_shipped_and_readable():
-    from lib_replicheck.builder.sources import csv_rows
+    from lib_replicheck.builder.fetch_lists import csv_rows
 
     recipe = next(p for p in registry.load(registry.DEFAULT_REGISTRY).packs if p.name == "sd1-memorized")
     f = recipe.list.files[0]
@@ -457,7 +457,7 @@ def test_build_progress_in_headless_chromium(server, photos_small, bad_bodies, t
 
     from browser import add_page, chromium, serve
     from browser import wait_for
-    from lib_replicheck.builder.recipe import build_for_manager
+    from lib_replicheck.builder.build_recipe import build_for_manager
     from lib_replicheck.webui.pack_jobs import PackManager
     from lib_replicheck.webui import api
     from lib_replicheck.webui.service import CheckService
@@ -497,7 +497,7 @@ def test_the_image_fetch_is_bounded_and_http_only(server, bad_bodies):
     http(s) only, redirects too, and no body over MAX_IMAGE_BYTES read into memory."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from lib_replicheck.builder import sources
+    from lib_replicheck.builder import fetch_img2dataset as sources
 
     class Redirect(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802

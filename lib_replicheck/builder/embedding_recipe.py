@@ -70,7 +70,7 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
                     "registry, so what is downloaded cannot be checked against anything. To use them anyway, pass "
                     f"--accept-unpinned: each file's sha256 is then recorded on first use in {pins_file} "
                     "and later builds refuse a file that differs.")
-            if opts.offline:
+            if opts.embedding.offline:
                 raise error(f"recipe {recipe.name}: its files are downloaded; network access is off (--offline)")
             mine = pins.setdefault(recipe.name, {})
             source = work / "downloads"

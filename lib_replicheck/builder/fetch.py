@@ -1,375 +1,263 @@
-"""A recipe's images fetched by replicheck itself: the standard library and Pillow, no img2dataset.
+"""A list's images fetched into webdataset shards, the one way every build does it: in a process
+group of its own (killed to cancel, or when the build dies), at a lower priority than a generation,
+every request bounded (fetch_http.get), watched for progress.
 
-A CSV list (sd1-memorized's 500 URLs) needs neither pyarrow nor img2dataset: its rows
-(`rows.jsonl`, see sources.collect_rows) are fetched here, in a process of its own
-(`python -m lib_replicheck.builder.fetch CONFIG`, started by builder/recipe.py, which can kill it
-to cancel). What it writes is img2dataset's webdataset layout, so the rest of the build reads both
-alike:
+    rows (fetch_lists.collect_rows) -> WORK/images/NNNNN.tar + NNNNN_stats.json -> WORK/images/.complete
 
-    NNNNN.tar          KEY.jpg + KEY.txt + KEY.json (url, caption, and the row's license, hash, key)
-    NNNNN_stats.json   count, successes, failed_to_download, failed_to_resize, status_dict
+A CSV list's rows (`rows.jsonl`) are fetched by replicheck itself (fetch_http.py: the standard
+library and Pillow); a parquet list's (`rows.parquet`, from a recipe or `build FILE.parquet`) by
+img2dataset with the same bounds (fetch_img2dataset.py). Both write the same shards and stats.
 
-A shard is done once its stats file exists (written last); a rerun fetches only the others.
-
-Every request is bounded: http(s) only (redirects too), at most MAX_IMAGE_BYTES, no byte for
-`timeout` seconds is a stall, and a wall-clock limit of LIMIT_FACTOR x `timeout` for the whole
-request, headers included (a server trickling a byte now and then is cut at the limit). Images
-over MAX_IMAGE_PIXELS are refused before they are decoded, and only DECODE_SLOTS are decoded at
-a time. When the first NO_NETWORK_ROWS answers all fail to connect, from NO_NETWORK_HOSTS hosts or
-more, the fetch stops at once (the network is down, not the hosts) and says so in STOPPED_FILE.
+A fetch that got no image is never marked done (the next run fetches again), and one whose first
+answers all say the network is down stops at once saying so. A shard where every row failed to
+connect is fetched again once at the next run (RETRIED_FILE).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import socket
+import shutil
+import signal
+import subprocess
 import sys
-import tarfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
-#: Bounds on one image fetched for a recipe: bytes, and pixels (checked before decoding).
-MAX_IMAGE_BYTES = 32 * 1024**2
-MAX_IMAGE_PIXELS = 100_000_000
-#: The whole request may take this many times the recipe's `download_timeout`, headers included.
-LIMIT_FACTOR = 3
-#: Images decoded and resized at once (each may be up to MAX_IMAGE_PIXELS).
-DECODE_SLOTS = 2
-#: The first answers that, all failing to connect from this many hosts, mean the network is down.
-NO_NETWORK_ROWS, NO_NETWORK_HOSTS = 24, 3
-#: What the fetch leaves in the work folder when it stops early (read by builder/recipe.py).
-STOPPED_FILE = "fetch-stopped.json"
-#: Its exit status then.
-EXIT_NO_NETWORK = 3
-#: What urllib and the socket layer say when the network (not the image's host) is the problem.
-NETWORK_DOWN = ("Connection refused", "Network is unreachable", "No route to host",
-                "Temporary failure in name resolution", "Name or service not known",
-                "nodename nor servname provided", "getaddrinfo failed", "No address associated with hostname",
-                "timed out")
-USER_AGENT = "replicheck (+https://github.com/replicheck)"
-JPEG_QUALITY = 95
+from lib_replicheck.builder.fetch_http import EXIT_NO_NETWORK, MAX_IMAGE_PIXELS, STOPPED_FILE, network_down
+from lib_replicheck.download import Cancelled
+from lib_replicheck.errors import ReplicheckError
+
+#: Rows per shard: a killed fetch redoes at most one shard per process.
+MIN_SHARD_ROWS, MAX_SHARD_ROWS = 20, 10_000
+#: Lists shorter than this are fetched by one img2dataset process (with its threads).
+SMALL_LIST = 5_000
+#: The shards given a second chance after every row failed to connect (see _shards_cut_off).
+RETRIED_FILE = "retried.json"
+#: Niceness of the fetch process and its workers: a generation on the same machine goes first.
+FETCH_NICENESS = 10
+#: Where the shards go in the work folder, and the file that says they are all there.
+IMAGES, COMPLETE = "images", ".complete"
 
 
-class Failed(Exception):
-    """This row's image could not be had; the message is its reason, as the build counts it."""
-
-
-def network_down(reason: str) -> bool:
-    return any(n in reason for n in NETWORK_DOWN)
-
-
-class _Deadline:
-    """Shuts the request's sockets when its time is up: a blocking read returns at once, whatever
-    the server trickles (a socket timeout alone restarts at every byte)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.expired = False
-        self._socks: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def add(self, sock: socket.socket) -> socket.socket:
-        with self._lock:
-            self._socks.append(sock)
-            if self.expired:
-                _shut(sock)
-        return sock
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for s in self._socks:
-                _shut(s)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shut(sock: socket.socket) -> None:
+def fetched(work: Path) -> dict | None:
+    """The stats of a fetch finished in `work`, or None: absent, unreadable, or with no image fetched."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+        stats = json.loads((Path(work) / IMAGES / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stats, dict) or not isinstance(stats.get("ok"), int) or stats["ok"] < 1:
+        return None
+    return stats
 
 
-def _opener(deadline: _Deadline):
-    """urllib's opener (proxies from the environment as usual) whose connections are registered
-    with `deadline`, following redirects to http(s) only."""
-    import http.client
-    import urllib.request
-    from urllib.error import HTTPError
-    from urllib.parse import urlsplit
-
-    def create(*args, **kwargs):
-        return deadline.add(socket.create_connection(*args, **kwargs))
-
-    class Conn(http.client.HTTPConnection):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self._create_connection = create
-
-    class SConn(http.client.HTTPSConnection):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self._create_connection = create
-
-    class Http(urllib.request.HTTPHandler):
-        def http_open(self, req):
-            return self.do_open(Conn, req)
-
-    class Https(urllib.request.HTTPSHandler):
-        def https_open(self, req):
-            kw = {"check_hostname": self._check_hostname} if hasattr(self, "_check_hostname") else {}
-            return self.do_open(SConn, req, context=self._context, **kw)
-
-    class HttpOnly(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
-            if urlsplit(newurl).scheme not in ("http", "https"):
-                raise HTTPError(newurl, code, "redirect to a non-http(s) URL", headers, fp)
-            return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    return urllib.request.build_opener(Http, Https, HttpOnly)
-
-
-def get(url: str, *, timeout: float, max_bytes: int) -> bytes:
-    """The body of `url`, within `timeout` seconds per socket operation and LIMIT_FACTOR x
-    `timeout` in all (headers included), at most `max_bytes`; Failed with the reason otherwise."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise Failed("not an http(s) URL")
-    limit = LIMIT_FACTOR * timeout
-    deadline = _Deadline(limit)
-    buf = io.BytesIO()
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with _opener(deadline).open(request, timeout=timeout) as r:
-            length = r.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                raise Failed(f"larger than {max_bytes} bytes")
-            while chunk := r.read1(65536) if hasattr(r, "read1") else r.read(65536):
-                if buf.tell() + len(chunk) > max_bytes:
-                    raise Failed(f"larger than {max_bytes} bytes")
-                buf.write(chunk)
-                if deadline.expired:
-                    break
-    except Failed:
-        raise
-    except Exception as e:  # noqa: BLE001 - as img2dataset: the row failed, with its reason
-        if deadline.expired:
-            raise Failed(f"timed out ({limit:g} s in all)") from None
-        raise Failed(_reason(e)) from None
-    finally:
-        deadline.cancel()
-    if deadline.expired:
-        raise Failed(f"timed out ({limit:g} s in all)")
-    return buf.getvalue()
-
-
-def _reason(e: Exception) -> str:
-    from urllib.error import HTTPError, URLError
-
-    if isinstance(e, HTTPError):
-        return f"HTTP Error {e.code}: {e.reason}"
-    if isinstance(e, URLError):
-        e = e.reason if isinstance(e.reason, Exception) else e
-    if isinstance(e, (socket.timeout, TimeoutError)):
-        return "timed out"
-    if isinstance(e, socket.gaierror):
-        return str(e.strerror or e)
-    if isinstance(e, OSError) and e.strerror:
-        return e.strerror
-    return " ".join(str(e).split())[:200] or type(e).__name__
-
-
-def prepare(data: bytes, image_size: int, slots: threading.Semaphore) -> bytes:
-    """The image as the pack keeps it: decoded (at most MAX_IMAGE_PIXELS, refused before decoding),
-    shrunk so that its shorter side is `image_size` when it is larger (0: kept), as JPEG. Failed says
-    why an image is not one."""
-    from lib_replicheck.errors import ImageError
-    from lib_replicheck.images import decode
-
-    with slots:
-        try:
-            im = decode(data, name="image", max_pixels=MAX_IMAGE_PIXELS)
-        except ImageError as e:
-            if "over the limit" in e.reason or "bomb" in e.reason:
-                raise Failed(f"more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels") from None
-            raise Failed("not an image") from None
-        short = min(im.size)
-        if image_size and short > image_size:
-            from PIL import Image
-
-            scale = image_size / short
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                           Image.Resampling.LANCZOS)
-        out = io.BytesIO()
-        im.save(out, "JPEG", quality=JPEG_QUALITY)
-        return out.getvalue()
-
-
-def fetch_row(row: dict, *, timeout: float, image_size: int, slots: threading.Semaphore) -> tuple[bytes | None, str]:
-    """(the image as JPEG, "") or (None, why it failed)."""
-    try:
-        data = get(row["URL"], timeout=timeout, max_bytes=MAX_IMAGE_BYTES)
-        return prepare(data, image_size, slots), ""
-    except Failed as e:
-        return None, str(e)
-    except Exception as e:  # noqa: BLE001 - one row's odd failure is that row's, never the build's
-        return None, f"{type(e).__name__}: {str(e)[:150]}"
-
-
-def iter_rows(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
-def _shards(rows: Path, shard_rows: int) -> Iterator[tuple[int, list[dict]]]:
-    shard: list[dict] = []
-    n = 0
-    for row in iter_rows(rows):
-        shard.append(row)
-        if len(shard) == shard_rows:
-            yield n, shard
-            n, shard = n + 1, []
-    if shard:
-        yield n, shard
-
-
-class _NetworkWatch:
-    """Stops the fetch when its first answers say the network is down (see the module's doc)."""
-
-    def __init__(self):
-        self.answers = 0
-        self.hosts: set[str] = set()
-        self.reasons: dict[str, int] = {}
-        self.open = True  # still watching: nothing fetched yet and every failure network-down
-
-    def see(self, url: str, image: bytes | None, reason: str) -> bool:
-        """True when the fetch should stop now."""
-        from urllib.parse import urlsplit
-
-        if not self.open:
-            return False
-        if image is not None or not network_down(reason):
-            self.open = False
-            return False
-        self.answers += 1
-        self.hosts.add(urlsplit(url).netloc)
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        return self.answers >= NO_NETWORK_ROWS and len(self.hosts) >= NO_NETWORK_HOSTS
-
-
-def fetch_rows(rows: Path, out: Path, *, threads: int, timeout: float, image_size: int, shard_rows: int,
-               stopped: Path | None = None) -> int:
-    """Fetch every shard of `rows` not done yet into `out`; returns the exit status (0, or
-    EXIT_NO_NETWORK after writing `stopped`). Shards are written only once the network is known to
-    be up (an image came, or a failure that is the host's): a fetch stopped for want of a network
-    leaves nothing marked done."""
+def fetch_images(rows: Path, n_rows: int, work: Path, *, fmt: str, threads: int, processes: int, timeout: int,
+                 image_size: int, who: str, error: type = ReplicheckError,
+                 progress: Callable[[int, int, str], None] | None = None,
+                 cancel: threading.Event | None = None) -> dict:
+    """Fetch the images of `rows` (`n_rows` of them, a CSV list's `fmt` "csv" or a parquet's) into
+    `work/images` and return the stats (images fetched `ok`, rows `failed`, `errors` by reason);
+    resumes what an earlier run left. `image_size`: shorter side kept (0: as they came). `progress
+    (done, total, line)` is called every half second; a set `cancel` kills the fetch (Cancelled).
+    Errors are `error`s whose message starts with `who`."""
+    out = work / IMAGES
+    done_marker = out / COMPLETE
+    stats = fetched(work)
+    show = progress or (lambda done, total, line: None)
+    if stats is not None:
+        show(n_rows, n_rows, f"{stats['ok']} images fetched earlier")
+        return stats
+    if out.exists() and done_marker.exists():  # marked done with nothing fetched (an older version did)
+        shutil.rmtree(out, ignore_errors=True)
+    shard_rows = max(MIN_SHARD_ROWS, min(MAX_SHARD_ROWS, n_rows // 50 or 1))
+    stopped = work / STOPPED_FILE
+    stopped.unlink(missing_ok=True)
+    # each img2dataset process imports torch (through webdataset): seconds each; one is enough for a
+    # small list, whose fetching is bound by the network, not by decoding
+    config = {"tool": "http" if fmt == "csv" else "img2dataset", "rows": str(rows), "out": str(out),
+              "threads": threads, "processes": 1 if n_rows < SMALL_LIST else processes, "timeout": timeout,
+              "image_size": image_size, "shard_rows": shard_rows, "stopped": str(stopped)}
+    tool = "the image fetch" if fmt == "csv" else "img2dataset"
     out.mkdir(parents=True, exist_ok=True)
-    slots = threading.Semaphore(DECODE_SLOTS)
-    watch = _NetworkWatch()
-    pending: list[tuple[int, list]] = []
-    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="replicheck-fetch") as pool:
-        for shard, batch in _shards(rows, shard_rows):
-            if (out / f"{shard:05d}_stats.json").is_file():
-                continue
-            results = pool.map(lambda r: fetch_row(r, timeout=timeout, image_size=image_size, slots=slots), batch)
-            done = []
-            for row, (image, reason) in zip(batch, results):
-                done.append((row, image, reason))
-                if watch.see(row["URL"], image, reason):
-                    if stopped is not None:
-                        stopped.write_text(json.dumps({"answers": watch.answers, "hosts": len(watch.hosts),
-                                                       "reasons": watch.reasons}), encoding="utf-8")
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    return EXIT_NO_NETWORK
-            pending.append((shard, done))
-            if not watch.open:
-                for n, d in pending:
-                    _write_shard(out, n, shard_rows, d)
-                pending = []
-    for n, d in pending:
-        _write_shard(out, n, shard_rows, d)
-    return 0
+    show(0, n_rows, f"fetching {n_rows:,} images")
+    errlog = work / "fetch.log"
+    with open(errlog, "ab") as err:
+        proc = subprocess.Popen(command(config), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                cwd=str(work), env=_child_env())
+        try:
+            while proc.poll() is None:
+                if cancel is not None:
+                    if cancel.wait(0.5):
+                        _kill_group(proc)
+                        raise Cancelled()
+                else:
+                    time.sleep(0.5)
+                s = img2dataset_stats(out)
+                show(s["done"], n_rows, f"{s['ok']} fetched, {s['failed']} failed")
+        except BaseException:
+            _kill_group(proc)
+            raise
+    if proc.returncode == EXIT_NO_NETWORK and stopped.is_file():
+        raise error(_no_network(who, stopped))
+    stats = img2dataset_stats(out)
+    if proc.returncode != 0 or stats["done"] < n_rows:
+        tail = errlog.read_text(encoding="utf-8", errors="replace")[-600:].strip()
+        raise error(f"{who}: {tool} stopped after {stats['done']} of {n_rows} rows "
+                    f"(exit status {proc.returncode}); run the build again to go on from there"
+                    + (f": {tail.splitlines()[-1]}" if tail else ""))
+    cut_off = _shards_cut_off(out)
+    if cut_off:
+        raise error(f"{who}: {len(cut_off)} shard(s) of {shard_rows} rows got no image, every row "
+                    "failing to connect: the network seems down. Run the build again once it is back: those "
+                    "rows are fetched again (once), the others are kept")
+    if stats["ok"] == 0:
+        shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: the next build fetches every row again
+        raise error(f"{who}: none of the {n_rows} images could be fetched ("
+                    + "; ".join(f"{k}: {v}" for k, v in list(stats["errors"].items())[:5])
+                    + "); nothing is kept, the next build tries them all again")
+    from lib_replicheck.atomic import write_atomic
+
+    write_atomic(done_marker, json.dumps(stats))
+    show(n_rows, n_rows, f"{stats['ok']} fetched, {stats['failed']} failed")
+    return stats
 
 
-def _write_shard(out: Path, shard: int, shard_rows: int, done: list[tuple[dict, bytes | None, str]]) -> None:
-    """The shard's tar (through a temporary name), then its stats: the stats file says it is done."""
-    status: dict[str, int] = {}
-    ok = 0
-    tmp = out / f"{shard:05d}.tar.tmp"
-    with tarfile.open(tmp, "w") as tf:
-        for i, (row, image, reason) in enumerate(done):
-            status[reason or "success"] = status.get(reason or "success", 0) + 1
-            if image is None:
-                continue
-            ok += 1
-            key = f"{shard:05d}{i:0{max(4, len(str(shard_rows)))}d}"
-            meta = {"url": row["URL"], "caption": row.get("TEXT"), "key": key, "status": "success"}
-            meta.update({k: row[k] for k in ("LICENSE", "hash", "source_key") if k in row})
-            for name, data in ((f"{key}.jpg", image), (f"{key}.txt", (row.get("TEXT") or "").encode("utf-8")),
-                               (f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))):
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime = len(data), int(time.time())
-                tf.addfile(info, io.BytesIO(data))
-    os.replace(tmp, out / f"{shard:05d}.tar")
-    failed = len(done) - ok
-    stats = {"count": len(done), "successes": ok, "failed_to_download": failed, "failed_to_resize": 0,
-             "status_dict": status}
-    part = out / f"{shard:05d}_stats.json.tmp"
-    part.write_text(json.dumps(stats), encoding="utf-8")
-    os.replace(part, out / f"{shard:05d}_stats.json")
+def img2dataset_stats(folder: Path) -> dict:
+    """What the fetch finished so far: rows done, images fetched, rows failed and why (the stats
+    file of each shard it completed, as img2dataset writes them)."""
+    done = ok = failed = 0
+    errors: dict[str, int] = {}
+    for f in sorted(Path(folder).glob("*_stats.json")):
+        try:
+            s = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written: counted at the next look
+        done += int(s.get("count", 0))
+        ok += int(s.get("successes", 0))
+        failed += int(s.get("failed_to_download", 0)) + int(s.get("failed_to_resize", 0))
+        for k, v in (s.get("status_dict") or {}).items():
+            if k != "success":
+                why = failure_reason(k)
+                errors[why] = errors.get(why, 0) + int(v)
+    return {"done": done, "ok": ok, "failed": failed, "errors": errors}
+
+
+def failure_reason(message: str) -> str:
+    """img2dataset's error for a row, in a few words (OpenCV's pixel bound is a multi-line assertion)."""
+    if "imgcodecs" in message and ("-215" in message or "validateInputImageSize" in message):
+        return f"more than {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
+    if message.startswith("Image decoding error"):
+        return "not an image"
+    return " ".join(message.split())[:80]
+
+
+def _no_network(who: str, stopped: Path) -> str:
+    try:
+        info = json.loads(stopped.read_text(encoding="utf-8"))
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(info["reasons"].items())[:3])
+        seen = f"the first {info['answers']} images, from {info['hosts']} hosts, all failed to connect ({reasons})"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        seen = "the first images all failed to connect"
+    return (f"{who}: no network: {seen}. Check the connection (and HTTP_PROXY / HTTPS_PROXY), then run the "
+            "build again; nothing was marked done")
+
+
+def _shards_cut_off(out: Path) -> list[str]:
+    """Shards where not one image came and every row failed to connect: fetched while the network
+    was down. Their files are removed so that they are fetched again at the next run; a shard is
+    given that second chance once (recorded in RETRIED_FILE), so rows whose hosts are really gone
+    end as failures."""
+    from lib_replicheck.atomic import write_atomic
+
+    retried_path = out.parent / RETRIED_FILE
+    try:
+        retried = set(json.loads(retried_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        retried = set()
+    cut = []
+    for stats_file in sorted(out.glob("*_stats.json")):
+        shard = stats_file.name.split("_")[0]
+        try:
+            s = json.loads(stats_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        errors = {k: v for k, v in (s.get("status_dict") or {}).items() if k != "success"}
+        if shard in retried or int(s.get("successes", 0)) or not errors:
+            continue
+        if all(network_down(k) for k in errors):
+            cut.append(shard)
+    if cut:
+        write_atomic(retried_path, json.dumps(sorted(retried | set(cut))))
+        for shard in cut:  # the stats file last: without it the shard is fetched again
+            for suffix in (".tar", ".parquet", "_stats.json"):
+                (out / f"{shard}{suffix}").unlink(missing_ok=True)
+    return cut
+
+
+def _child_env() -> dict:
+    """This environment, with this copy of lib_replicheck importable first (the web UI adds its
+    extensions to sys.path, not to PYTHONPATH)."""
+    import lib_replicheck
+
+    env = dict(os.environ)
+    root = str(Path(lib_replicheck.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL) if hasattr(os, "killpg") else proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def exit_with_parent() -> None:
     """Kill this process group when the process that started it dies (a killed build must not leave
     a fetch (this one or img2dataset) going on its own; the next run resumes the fetch instead)."""
-    import signal
-    import threading
-    import time
-
     parent = os.getppid()
 
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
-        os.killpg(os.getpgrp(), signal.SIGKILL)  # its own group: fetch_command's caller starts a session
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # its own group: fetch_images starts a session
 
     if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
         threading.Thread(target=watch, daemon=True, name="replicheck-parent-watch").start()
 
 
-#: Niceness of the fetch process and its workers: a generation on the same machine goes first.
-FETCH_NICENESS = 10
-
-
-def command(rows: Path, out: Path, *, threads: int, timeout: int, image_size: int, shard_rows: int,
-            stopped: Path) -> list[str]:
-    """The command that runs fetch_rows in a process of its own (killed to cancel)."""
-    config = {"rows": str(rows), "out": str(out), "threads": threads, "timeout": timeout, "image_size": image_size,
-              "shard_rows": shard_rows, "stopped": str(stopped)}
+def command(config: dict) -> list[str]:
+    """The command that fetches as `config` says in a process of its own (killed to cancel)."""
     return [sys.executable, "-m", "lib_replicheck.builder.fetch", json.dumps(config)]
 
 
 def _main(config: dict) -> int:
     exit_with_parent()
     if hasattr(os, "nice"):
-        os.nice(FETCH_NICENESS)
+        os.nice(FETCH_NICENESS)  # inherited by img2dataset's worker processes
+    if config["tool"] == "img2dataset":
+        from lib_replicheck.builder.fetch_img2dataset import fetch_rows as img2dataset_rows
+
+        return img2dataset_rows(config)
+    from lib_replicheck.builder.fetch_http import fetch_rows
+
     return fetch_rows(Path(config["rows"]), Path(config["out"]), threads=int(config["threads"]),
                       timeout=float(config["timeout"]), image_size=int(config["image_size"]),
                       shard_rows=int(config["shard_rows"]), stopped=Path(config["stopped"]))
 
+
+if __name__ == "__mp_main__":  # img2dataset's worker processes (spawned) import the main module as this
+    from lib_replicheck.builder.fetch_img2dataset import bound_img2dataset
+
+    bound_img2dataset()
 
 if __name__ == "__main__":  # `python -m lib_replicheck.builder.fetch CONFIG`: see command()
     if len(sys.argv) != 2:

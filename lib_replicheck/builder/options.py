@@ -1,5 +1,5 @@
-"""What a build is asked for (BuildOptions) and what it reports (BuildReport), with the choices
-every stage shares: the PDQ crop variants, the thumbnail size, and the embedder a build loads."""
+"""What a build is asked for (BuildOptions, and GetOptions for a recipe's) and what it reports
+(BuildReport), with the choices every stage shares: the PDQ crop variants, the thumbnail size, and the embedder a build loads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.packs.background import DEFAULT_ROWS as DEFAULT_BACKGROUND_ROWS
 
 GB = 1024**3
@@ -23,11 +24,8 @@ MAX_CENTRE_CROPS = 3
 @dataclass
 class BuildOptions:
     embedder: str = "sscd"
-    runtime: str = "auto"
-    device: str = "cpu"
-    models_dir: str | None = None
-    weights: str | None = None
-    offline: bool = False
+    #: how the embedder is loaded (device, runtime, weights, offline)
+    embedding: EmbedderOptions = field(default_factory=EmbedderOptions)
     shard_size: int = 10_000
     batch: int = 32
     workers: int = 2  # decoding threads (sequential) or Ray actors
@@ -52,6 +50,20 @@ class BuildOptions:
     #: called with the number of source items of each batch done (embedded, skipped or kept from an
     #: earlier run): what moves the command line's progress bar; never sent to Ray actors
     progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class GetOptions:
+    """What the user chose for a recipe's build (the recipe says the rest)."""
+
+    sample: int | None = None  # the first N rows of the list
+    list_path: str | None = None  # a user's own list (recipes with `user: true`)
+    accept_unpinned: bool = False  # pin list files without a published sha256 on first use
+    #: how the embedder is loaded (device, runtime, weights, offline)
+    embedding: EmbedderOptions = field(default_factory=EmbedderOptions)
+    processes: int = 2
+    threads: int = 16
+    overwrite: bool = False
 
 
 @dataclass
@@ -88,7 +100,7 @@ def parse_centre_crops(text: str | None) -> tuple[float, ...]:
 
 
 def load_embedder(opts: BuildOptions):
+    """The build's embedder, loaded as `opts.embedding` says (checked there first)."""
     from lib_replicheck import embedders
 
-    return embedders.load(opts.embedder, device=opts.device, runtime=opts.runtime, models_dir=opts.models_dir,
-                          weights=opts.weights, offline=opts.offline, progress=True)
+    return embedders.load(opts.embedder, **opts.embedding.validated().load_args())

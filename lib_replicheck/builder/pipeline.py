@@ -2,8 +2,8 @@
 
     python -m lib_replicheck build SOURCE --out PACK --embedder sscd [--ray] [--work DIR] ...
 
-SOURCE is a folder of images, img2dataset webdataset shards, or a LAION-style parquet (downloaded
-with img2dataset first). The work folder (default: beside the pack) keeps the downloaded images and
+SOURCE is a folder of images, img2dataset webdataset shards, or a LAION-style parquet (its images
+fetched first, as a recipe's are: builder/fetch.py). The work folder (default: beside the pack) keeps the downloaded images and
 the embedded shards, so a killed build resumes where it stopped; the pack appears only when it is
 complete and verified. Embedding runs sequentially (decoding in threads while the model runs), or on
 Ray Data with an actor pool (`--ray`, local by default, `--ray-address` for a cluster).
@@ -12,19 +12,19 @@ Ray Data with an actor pool (`--ray`, local by default, `--ray-address` for a cl
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from lib_replicheck.builder.embed import embed_stage
-from lib_replicheck.builder.options import (DEFAULT_BACKGROUND_ROWS, BuildOptions, BuildReport, crops_for,
-                                            load_embedder)
-from lib_replicheck.builder.shards import ShardStore
+from lib_replicheck.builder.options import DEFAULT_BACKGROUND_ROWS, BuildOptions, BuildReport, load_embedder
+from lib_replicheck.builder.runner import PackTarget, WorkFolder, embedded, run, shard_options
 from lib_replicheck.builder.sources import Exclusions, SourceItem
-from lib_replicheck.builder.stages import publish_stage
 from lib_replicheck.errors import ReplicheckError
+
+
+#: How often `build FILE.parquet` says how far the fetch of its images is.
+FETCH_LOG_SECONDS = 60
 
 
 def items_of(source: str | Path, opts: BuildOptions, work: Path, log) -> Iterator[SourceItem]:
@@ -33,8 +33,7 @@ def items_of(source: str | Path, opts: BuildOptions, work: Path, log) -> Iterato
     kind = sources.detect(source)
     exclusions = Exclusions(opts.exclude)
     if kind == "parquet":
-        folder = sources.parquet_download(source, work, exclusions, processes=opts.download_processes,
-                                          threads=opts.download_threads, timeout=opts.download_timeout, log=log)
+        folder = parquet_images(source, work, exclusions, opts, log)
         items = sources.webdataset(sources.webdataset_shards(folder), opts.license)
     elif kind == "webdataset":
         items = sources.webdataset(sources.webdataset_shards(source), opts.license)
@@ -48,6 +47,46 @@ def items_of(source: str | Path, opts: BuildOptions, work: Path, log) -> Iterato
         yield item
     if dropped:
         log(f"exclusion list: {dropped} image(s) dropped")
+
+
+def parquet_images(parquet: str | Path, work: Path, exclusions: Exclusions, opts: BuildOptions, log) -> Path:
+    """The images of a LAION-style parquet (URL, TEXT, and hash and LICENSE when present) fetched into
+    webdataset shards under `work`, as a recipe's are (builder/fetch.py: bounded, in a process of its
+    own, resumable); rows on the exclusion list are dropped before anything is fetched. The parquet
+    is read a batch at a time within fetch_lists' bounds. Returns the shard folder."""
+    import pyarrow.parquet as pq
+
+    from lib_replicheck.builder import fetch, fetch_lists
+
+    if fetch.fetched(work) is not None:
+        log(f"images already downloaded in {work / fetch.IMAGES}")
+        return work / fetch.IMAGES
+    try:
+        names = pq.read_schema(parquet).names
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types
+        raise ReplicheckError(f"{parquet}: not a readable parquet file ({str(e)[:300]})") from None
+    columns = {"url": "URL", "caption": "TEXT", "hash": "hash",
+               "license": next((c for c in ("LICENSE", "license") if c in names), "LICENSE")}
+    rows = fetch_lists.rows_file(work, "parquet")
+    n, excluded = fetch_lists.collect_rows([Path(parquet)], "parquet", columns, rows, optional=("hash", "license"),
+                                           exclusions=exclusions, where=None)  # ListError names the file
+    if exclusions:
+        log(f"exclusion list: {excluded} of {n + excluded} rows dropped before downloading")
+    if n == 0:
+        raise ReplicheckError(f"{parquet}: no rows with a URL to fetch")
+    shown = [-FETCH_LOG_SECONDS]
+
+    def progress(done: int, total: int, line: str) -> None:  # a line a minute while the fetch runs
+        if time.monotonic() - shown[0] >= FETCH_LOG_SECONDS:
+            shown[0] = time.monotonic()
+            log(f"fetch: {done:,} of {total:,} rows done ({line})")
+
+    stats = fetch.fetch_images(rows, n, work, fmt="parquet", threads=opts.download_threads,
+                               processes=opts.download_processes, timeout=opts.download_timeout, image_size=0,
+                               who=str(parquet), progress=progress)
+    log(f"img2dataset: {stats['ok']} images downloaded, {stats['failed']} rows failed "
+        f"({'; '.join(f'{k}: {v}' for k, v in stats['errors'].items()) or 'no errors'})")
+    return work / fetch.IMAGES
 
 
 def check_background(embedder) -> None:
@@ -95,7 +134,7 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
     """Build a pack at `out` from `source`; resumable through the work folder."""
     from lib_replicheck.packs.publish import check_target
     from lib_replicheck.builder import sources
-    from lib_replicheck.builder.work import exclusions_digest, fingerprint, open_work
+    from lib_replicheck.builder.work import exclusions_digest, fingerprint
 
     opts = opts or BuildOptions()
     log = log or (lambda s: print(s, file=sys.stderr))
@@ -109,23 +148,16 @@ def build(source: str | Path, out: str | Path, opts: BuildOptions | None = None,
     if opts.background:
         check_background(embedder)
         sources.detect(opts.background)  # a source that is not one is refused before the long embedding
-    options = {"shard_size": opts.shard_size, "crops": list(crops_for(embedder.spec.metric, opts.centre_crops)),
-               "thumbnails": opts.thumbnails, "license": opts.license, "exclude": exclusions_digest(opts.exclude)}
-    store = open_work(work, fingerprint(source, kind, embedder.spec, options), chosen_by_user=chosen_by_user,
-                      log=log)
-    if store.indices():
-        log(f"resuming from {work}: {len(store.indices())} shard(s) already embedded")
-    spec = embed_stage(items_of(source, opts, work, log), store, opts, log, embedder=embedder)
-    background = None
-    if opts.background:
-        background = embed_background(items_of(opts.background, BuildOptions(), work / "background", log), embedder,
-                                      opts.background_size, opts.batch, log)
+    options = shard_options(opts, embedder.spec.metric, exclusions_digest(opts.exclude))
+    folder = WorkFolder(work, fingerprint(source, kind, embedder.spec, options), chosen_by_user=chosen_by_user,
+                        keep=keep_work)
+    background = None if not opts.background else (
+        lambda: embed_background(items_of(opts.background, BuildOptions(), work / "background", log), embedder,
+                                 opts.background_size, opts.batch, log))
     source_info = {k: v for k, v in (("dataset", dataset), ("license", opts.license or "")) if v}
-    report = publish_stage(store, spec, out, opts, log, name=name, title=title, description=description,
-                           source=source_info, started=started, background=background)
-    if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    return report
+    return run(PackTarget(out, name, title, description, source_info), folder, embedder.spec,
+               embedded(items_of(source, opts, work, log), embedder, opts, log), opts, log, started=started,
+               background=background)
 
 
 def build_from_items(items: Iterable[SourceItem], embedder, out: str | Path, *, name: str | None = None,
@@ -147,13 +179,7 @@ def build_from_items(items: Iterable[SourceItem], embedder, out: str | Path, *, 
     opts = BuildOptions(batch=batch, thumbnails=thumbnails, centre_crops=tuple(centre_crops))
     if background is not None:
         check_background(embedder)
-    work = out.parent / f".{out.name}.work-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        store = ShardStore(work)
-        spec = embed_stage(items, store, opts, log, embedder=embedder)
-        rows = None if background is None else embed_background(background, embedder, background_size, batch, log)
-        return publish_stage(store, spec, out, opts, log, name=name, title=title, description=description,
-                             source=dict(source or {}), started=started, background=rows)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    rows = None if background is None else (lambda: embed_background(background, embedder, background_size, batch, log))
+    return run(PackTarget(out, name, title, description, dict(source or {})),
+               WorkFolder(out.parent / f".{out.name}.work-{os.getpid()}"), embedder.spec,
+               embedded(items, embedder, opts, log), opts, log, started=started, background=rows)

@@ -16,9 +16,9 @@ build from reusing shards that another source, embedder or set of options produc
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from lib_replicheck.atomic import replacing, write_atomic
 from lib_replicheck.errors import ReplicheckError
 
 
@@ -55,15 +55,11 @@ class ShardStore:
             d.mkdir(exist_ok=True)
             for j, data in enumerate(thumbs):
                 (d / f"{j}.jpg").write_bytes(data)
-        tmp = jsonl.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metas), encoding="utf-8")
-        os.replace(tmp, jsonl)
+        write_atomic(jsonl, "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in metas))
         skip.write_text("".join(s + "\n" for s in skipped), encoding="utf-8")
         src.write_text(source, encoding="utf-8")
-        tmp = npy.with_suffix(".npy.tmp")
-        with open(tmp, "wb") as f:
+        with replacing(npy) as tmp, open(tmp, "wb") as f:
             np.save(f, np.ascontiguousarray(vectors))
-        os.replace(tmp, npy)
 
     def read(self, i: int):
         """(vectors memory-mapped, metadata rows); CorruptShard when they do not agree or cannot be read."""

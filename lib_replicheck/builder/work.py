@@ -23,13 +23,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from lib_replicheck.atomic import write_atomic
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.builder.shards import ShardStore
 from lib_replicheck.builder.sources import check_exclusion_list
 
 FINGERPRINT_FILE = "fingerprint.json"
-#: what a work folder may hold besides the fingerprint: embedded shards and parquet downloads
-_PRODUCTS = ("shards", "images", "rows.parquet")
+#: what a work folder may hold besides the fingerprint: embedded shards and parquet downloads (the
+#: images, their rows, and the shards fetch.py gave a second chance)
+_PRODUCTS = ("shards", "images", "rows.parquet", "retried.json")
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,5 @@ def open_work(work: Path, fp: Fingerprint, *, chosen_by_user: bool, log: Callabl
                     shutil.rmtree(p)
                 else:
                     p.unlink(missing_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(fp.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, marker)
+    write_atomic(marker, json.dumps(fp.to_dict(), indent=1, sort_keys=True))
     return ShardStore(work)

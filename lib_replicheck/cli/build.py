@@ -31,6 +31,7 @@ def cmd_build(args) -> int:
     from lib_replicheck.builder.options import GB, BuildOptions, parse_centre_crops
     from lib_replicheck.builder.pipeline import build
     from lib_replicheck.builder.sources import detect
+    from lib_replicheck.cli.model_options import embedder_options
 
     if getattr(args, "embeddings", None) is not None or args.source is None:
         from lib_replicheck.cli.build_embeddings import cmd_build_embeddings
@@ -38,10 +39,9 @@ def cmd_build(args) -> int:
         return cmd_build_embeddings(args)
     kind = detect(args.source)
     bar, log = build_progress(args, kind)
+    embedding = embedder_options(args)
     opts = BuildOptions(
-        embedder=args.embedder, runtime=args.runtime, device=args.device,
-        models_dir=str(args.models_dir) if args.models_dir else None,
-        weights=str(args.weights) if args.weights else None, offline=args.offline, shard_size=max(1, args.shard_size),
+        embedder=args.embedder, embedding=embedding, shard_size=max(1, args.shard_size),
         batch=max(1, args.batch), workers=max(1, args.workers), ray=args.ray or bool(args.ray_address),
         ray_address=args.ray_address, memory_budget=int(args.memory_budget * GB), recall_target=args.recall_target,
         max_query_ms=args.max_query_ms, index_design=getattr(args, "index_design", "auto"),

@@ -245,12 +245,12 @@ def _download(args, match, inst):
 def _build(args, match, inst):
     from tqdm import tqdm
 
-    from lib_replicheck.builder.recipe import GetOptions, get_recipe
+    from lib_replicheck.builder.build_recipe import GetOptions, get_recipe
+    from lib_replicheck.cli.model_options import embedder_options
 
     opts = GetOptions(sample=args.sample, list_path=str(args.list) if args.list else None,
-                      accept_unpinned=args.accept_unpinned, device=args.device, runtime=args.runtime,
-                      models_dir=str(args.models_dir) if args.models_dir else None,
-                      weights=str(args.weights) if args.weights else None, offline=args.offline,
+                      accept_unpinned=args.accept_unpinned,
+                      embedding=embedder_options(args),
                       overwrite=args.force)
     bar = tqdm(total=0, desc=f"{match.name}: list", disable=_quiet(args), unit=" rows")
     stage = ["list"]

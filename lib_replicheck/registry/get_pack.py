@@ -2,7 +2,7 @@
 
 A pack a registry lists is downloaded, a recipe it lists is built here, a folder, archive or URL is
 installed; then the weights of the pack's embedder are fetched, so that the pack can be used at
-once. The recipe's build is handed in by the caller, with the user's choices (builder.recipe's
+once. The recipe's build is handed in by the caller, with the user's choices (builder.build_recipe's
 GetOptions) bound to it: the builder sits above the registry.
 """
 
@@ -18,7 +18,7 @@ from lib_replicheck.registry.entry import Listed
 from lib_replicheck.registry.pack_install import Installer
 
 #: Builds a recipe into a packs folder: build(recipe, packs_dir, progress=..., cancel=...) -> a
-#: result with `.path` (builder.recipe.RecipeResult).
+#: result with `.path` (builder.build_recipe.RecipeResult).
 Build = Callable[..., Any]
 
 

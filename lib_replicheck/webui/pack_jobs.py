@@ -3,7 +3,7 @@
 Registries are read, and packs downloaded, only when the user asks (a click or an API call);
 downloads run in background threads with progress and cancel, one per pack at a time, each through
 registry/get_pack.py as on the command line. A recipe is built the same way, by the `build_recipe`
-the web UI hands in (builder.recipe.build_for_manager), with its stage in the job; it embeds only
+the web UI hands in (builder.build_recipe.build_for_manager), with its stage in the job; it embeds only
 when `gate()` lets it (the web UI makes it wait while a generation runs).
 """
 

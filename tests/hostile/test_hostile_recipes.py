@@ -74,6 +74,23 @@ def test_a_parquet_list_bomb_is_refused_naming_the_file(tmp_path):
     assert not list((tmp_path / "home" / "packs").glob("laion-parquet"))
 
 
+def test_build_of_a_parquet_bomb_is_refused_naming_the_file(tmp_path):
+    """`build FILE.parquet` reads its parquet as a recipe's list is read, a batch at a time within the
+    bounds: the same bomb is refused naming the file, in a process whose memory is bounded far below
+    what reading the whole file would take."""
+    bomb = _dictionary_bomb(tmp_path / "laion.parquet", 8000, 512 * 1024)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+
+    r = subprocess.run([sys.executable, "-m", "lib_replicheck", "build", str(bomb), "--out", str(tmp_path / "pack"),
+                        "--embedder", "pdq"], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                       text=True, timeout=300, preexec_fn=limit)
+    line = one_error_line(r)
+    assert str(bomb) in line and "bytes of text" in line, line
+    assert not (tmp_path / "pack").exists()
+
+
 def test_a_parquet_list_over_the_row_group_bound_is_refused_before_reading(tmp_path):
     """Plain-encoded, compressed text: the metadata's uncompressed size says what reading would take."""
     import pyarrow as pa

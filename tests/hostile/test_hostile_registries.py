@@ -131,7 +131,7 @@ def test_exclusion_list_of_undeclared_size_is_cut_off_at_the_cap(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lib_replicheck.builder.recipe import RecipeError, get_recipe, GetOptions
+    from lib_replicheck.builder.build_recipe import RecipeError, get_recipe, GetOptions
     from lib_replicheck.download import Policy
     from lib_replicheck.registry import registry
     from lib_replicheck.registry.parse_recipe import ListFile
