@@ -19,9 +19,6 @@ from lib_replicheck.thresholds import (DEFAULT_TIERS, NORMALISED_REGION_TIERS, R
                                       candidate_verdict)
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
-#: The families whose embedders withhold a verdict from flat images (Embedder.withholds_flat), as
-#: the builder (builder/embed.py) looks them up to note a pack's flat training images
-LEARNED_FAMILIES = ("sscd", "clip")
 FLAT = "flat image"
 FLAT_NOTE = ("flat image (a plain colour, a smooth gradient, or mostly transparent): learned descriptors (SSCD, "
              "CLIP) place all such images close together, so their matches are shown without a verdict")

@@ -167,11 +167,6 @@ def test_layer_check_finds_a_loop_and_webui_cli_imports(tmp_path):
 #: Rooms that are glue to a host program (the web UI, ComfyUI): the only ones that may know about
 #: background jobs, routes and the web frameworks.
 GLUE = ("webui", "comfyui")
-#: Modules outside GLUE allowed to hold job machinery for now, each with why.
-GLUE_ALLOWED = {
-    # the web UI's pack downloads; its move into webui/ is a step of its own
-    "lib_replicheck.registry.manager",
-}
 WEB_FRAMEWORKS = ("fastapi", "gradio", "starlette")
 ROUTE_CALLS = {"add_api_route", "api_route", "add_route", "add_websocket_route", "websocket_route", "mount"}
 ROUTE_DECORATORS = {"get", "post", "put", "delete", "patch", "route"}
@@ -215,7 +210,7 @@ def glue_problems(root: Path, package: str, allowed=frozenset()) -> list[str]:
 
 
 def test_only_the_glue_knows_jobs_and_routes():
-    assert glue_problems(REPO, "lib_replicheck", GLUE_ALLOWED) == []
+    assert glue_problems(REPO, "lib_replicheck") == []
 
 
 def test_glue_check_finds_jobs_routes_and_frameworks_outside_the_glue(tmp_path):

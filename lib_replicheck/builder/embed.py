@@ -51,7 +51,6 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
     to `flat` when it is given."""
     import numpy as np
 
-    from lib_replicheck.embedders.pdq import MIN_QUALITY
     from lib_replicheck.images import centre_crop, is_flat
 
     def decode(item):
@@ -75,10 +74,10 @@ def embed_items(items: list[SourceItem], embedder, crops, batch: int, pool: Thre
             continue
         vecs = embedder.embed([centre_crop(im, c) for _, im in good for c in crops])
         vecs = vecs.reshape(len(good), len(crops), -1)
-        quality = getattr(embedder, "last_quality", None)
+        poor = embedder.unjudged()  # e.g. a PDQ hash of too low a quality: never matched reliably
         for j, (it, im) in enumerate(good):
-            if quality and quality[j * len(crops)] < MIN_QUALITY:
-                skipped.append(f"{it.key}: PDQ quality {quality[j * len(crops)]} is too low to match reliably")
+            if j * len(crops) in poor:
+                skipped.append(f"{it.key}: {poor[j * len(crops)].split(';')[0]}")
                 continue
             vectors.append(vecs[j])
             metas.append(_meta(it, im))
@@ -166,14 +165,11 @@ def embed_stage(items: Iterable[SourceItem], store: ShardStore, opts: BuildOptio
     are dropped. `embedder`: one already loaded (else it is loaded here)."""
     from lib_replicheck.builder.work import row_digest
 
-    from lib_replicheck.checker import LEARNED_FAMILIES
-    from lib_replicheck.embedders import kind_of
-
     if embedder is None:
         embedder = load_embedder(opts)
     spec = embedder.spec
     crops = crops_for(spec.metric, opts.centre_crops)
-    flat: list[str] | None = [] if kind_of(spec.id) in LEARNED_FAMILIES else None
+    flat: list[str] | None = [] if embedder.withholds_flat else None
     chunks = 0
     with ThreadPoolExecutor(max(1, opts.workers)) as pool:
         for i, chunk in enumerate(_chunks(items, opts.shard_size)):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lib_replicheck.builder.fetch import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS  # a recipe's bounds on an image
+from lib_replicheck.builder.fetch_http import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS  # a recipe's bounds on an image
 from lib_replicheck.verification_status import DEAD, NOT_IMAGE, REFUSED
 
 #: Seconds without a byte before a fetch counts as stalled (the whole fetch: 3 times this).
@@ -93,7 +93,7 @@ class ImageCache:
 def fetch_image(url: str | None, cache: ImageCache | None, *, timeout: float = TIMEOUT,
                 max_bytes: int = MAX_IMAGE_BYTES) -> Fetched:
     """The training image at `url`, from the cache or fetched (and then cached)."""
-    from lib_replicheck.builder.fetch import Failed, get
+    from lib_replicheck.builder.fetch_http import Failed, get
 
     if not url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         return Fetched(status=REFUSED, detail="no http(s) URL")

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from lib_replicheck.download import Cancelled, Policy
 from lib_replicheck.errors import ReplicheckError
@@ -22,28 +22,39 @@ from lib_replicheck.packs import installed as installed_packs
 from lib_replicheck.registry.get_pack import GotPack, check_buildable, find_listed, get_pack
 from lib_replicheck.registry.pack_install import Installer
 from lib_replicheck.registry.registry import RegistryPack, load_all
+from lib_replicheck.webui.jobs import Job
 
 
 @dataclass
-class DownloadJob:
+class DownloadJob(Job):
+    """A pack's download, or a recipe's build, on the common job base (webui/jobs.py)."""
+
     name: str
     total: int
     done: int = 0
-    state: str = "queued"  # queued, downloading, verifying, weights, building, installed, failed, cancelled
+    # queued, downloading, verifying, weights, building, installed, failed, cancelled
+    state: str = field(default="queued", kw_only=True)
     error: str | None = None
-    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     kind: str = "pack"  # or "recipe": built here, in stages
     stage: str = ""  # a recipe's stage: list, fetch, embed, index
-    message: str = ""  # a recipe's progress in words, then its result (images fetched, failed)
+    # message (from Job): a recipe's progress in words, then its result (images fetched, failed)
+
+    RUNNING: ClassVar[tuple[str, ...]] = ("queued", "downloading", "verifying", "weights", "building")
+    FAILED: ClassVar[str] = "failed"
 
     @property
     def active(self) -> bool:
-        return self.state in ("queued", "downloading", "verifying", "weights", "building")
+        return self.running
+
+    def counts(self) -> tuple[int, int]:
+        return self.done, self.total
+
+    def fail(self, message: str) -> None:
+        self.state, self.error = self.FAILED, message
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "total": self.total, "done": self.done, "state": self.state, "error": self.error,
-                "fraction": round(min(1.0, self.done / self.total), 4) if self.total else 0.0, "active": self.active,
-                "kind": self.kind, "stage": self.stage, "message": self.message}
+        return {**super().to_dict(), "name": self.name, "error": self.error, "active": self.active,
+                "kind": self.kind, "stage": self.stage}
 
 
 class PackManager:
@@ -131,7 +142,7 @@ class PackManager:
                 raise ReplicheckError("another recipe is being built; one at a time")
             job = self.jobs[name] = DownloadJob(name, rp.size, kind=rp.kind)
         target = self._build if rp.kind == "recipe" else self._run
-        threading.Thread(target=target, args=(job, rp), name=f"replicheck-download-{name}", daemon=True).start()
+        job.run(lambda: target(job, rp), thread_name=f"replicheck-download-{name}", what=f"getting {name}")
         return job
 
     @contextmanager
@@ -144,10 +155,10 @@ class PackManager:
             job.state = "cancelled"
             self._stopped(job, cancelled)
         except ReplicheckError as e:
-            job.state, job.error = "failed", str(e)
+            job.fail(str(e))
             self._stopped(job)
         except Exception as e:  # noqa: BLE001 - a background thread must report, never die silently
-            job.state, job.error = "failed", f"{type(e).__name__}: {e}"
+            job.fail(f"{type(e).__name__}: {e}")
             self._stopped(job)
         finally:
             self.on_change()
@@ -205,9 +216,8 @@ class PackManager:
 
     def cancel(self, name: str) -> DownloadJob:
         job = self.jobs.get(name)
-        if job is None or not job.active:
+        if job is None or not job.request_cancel():
             raise ReplicheckError(f"no download or build of {name!r} is running")
-        job.cancel.set()
         return job
 
     def verify(self, name: str) -> None:
