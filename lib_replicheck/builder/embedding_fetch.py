@@ -58,14 +58,20 @@ def read_url_list(path: Path) -> list[tuple[str, str | None]]:
 
 def local_name(url: str) -> str:
     """Where a URL's file goes under the download folder: its last folder and file name, which say
-    the layout (`img_emb/img_emb_0.npy`, `metadata/pd12m.00.parquet`, ...)."""
+    the layout (`img_emb/img_emb_0.npy`, `metadata/pd12m.00.parquet`, ...); DataComp's shards
+    (`NAME.npz`, `NAME.parquet`, wherever the hub keeps them) go to `metadata/`, as its
+    download_upstream.py puts them."""
     from urllib.parse import unquote, urlsplit
 
     parts = [unquote(p) for p in urlsplit(url).path.split("/") if p]
-    if len(parts) < 2 or parts[-2] not in ("img_emb", "embeddings", "metadata") or \
-            not _FILE_NAME.fullmatch(parts[-1]) or parts[-1].startswith("."):
-        raise EmbeddingSourceError(f"{url}: not a file of clip-retrieval's (img_emb/, metadata/) or PD12M's "
-                                   "(embeddings/, metadata/) layout")
+    name = parts[-1] if parts else ""
+    if not _FILE_NAME.fullmatch(name) or name.startswith("."):
+        parts = []
+    elif name.endswith((".npz", ".parquet")) and (len(parts) < 2 or parts[-2] not in ("img_emb", "embeddings")):
+        return f"metadata/{name}"
+    if len(parts) < 2 or parts[-2] not in ("img_emb", "embeddings", "metadata"):
+        raise EmbeddingSourceError(f"{url}: not a file of clip-retrieval's (img_emb/, metadata/), PD12M's "
+                                   "(embeddings/, metadata/) or DataComp's (NAME.npz, NAME.parquet) layout")
     return f"{parts[-2]}/{parts[-1]}"
 
 

@@ -36,8 +36,9 @@ MAX_ROW_GROUP_BYTES = 1024**3
 MAX_URL, MAX_CAPTION, MAX_KEY, MAX_LICENSE = 2048, 1000, 200, 300
 MAX_PARTS = 100_000
 #: metadata columns read, by role, in the order looked for
-COLUMNS = {"url": ("url", "URL"), "caption": ("caption", "TEXT"), "key": ("key", "id", "image_path"),
-           "width": ("width", "WIDTH"), "height": ("height", "HEIGHT"), "license": ("license", "LICENSE")}
+COLUMNS = {"url": ("url", "URL"), "caption": ("caption", "TEXT", "text"), "key": ("key", "id", "image_path", "uid"),
+           "width": ("width", "WIDTH", "original_width"), "height": ("height", "HEIGHT", "original_height"),
+           "license": ("license", "LICENSE")}
 TEXT_LIMITS = {"url": MAX_URL, "caption": MAX_CAPTION, "key": MAX_KEY, "license": MAX_LICENSE}
 _CLIP_NPY = re.compile(r"img_emb_(\d{1,9})\.npy")
 _PD_NPY = re.compile(r"([A-Za-z0-9_-]{1,64}\.\d{1,9})\.npy")
@@ -57,7 +58,7 @@ class EmbeddingPart:
 
 @dataclass(frozen=True)
 class EmbeddingLayout:
-    kind: str  # CLIP_RETRIEVAL or PD12M
+    kind: str  # CLIP_RETRIEVAL, PD12M or DATACOMP
     parts: tuple[EmbeddingPart, ...]
 
 
@@ -65,8 +66,11 @@ def detect_layout(folder: str | Path) -> EmbeddingLayout:
     """The layout of `folder` and its parts in numeric order; an error names what is missing."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise EmbeddingSourceError(f"--embeddings {folder}: not a folder (give a folder in clip-retrieval's or "
-                                   "PD12M's layout, or a text file of URLs)")
+        raise EmbeddingSourceError(f"--embeddings {folder}: not a folder (give a folder in clip-retrieval's, "
+                                   "PD12M's or DataComp's layout, or a text file of URLs)")
+    datacomp = _datacomp_parts(folder)
+    if datacomp:
+        return EmbeddingLayout(DATACOMP, datacomp)
     if (folder / "img_emb").is_dir():
         kind, emb_dir, pattern = CLIP_RETRIEVAL, folder / "img_emb", _CLIP_NPY
         meta_name = lambda m: f"metadata_{m.group(1)}.parquet"  # noqa: E731
@@ -74,8 +78,8 @@ def detect_layout(folder: str | Path) -> EmbeddingLayout:
         kind, emb_dir, pattern = PD12M, folder / "embeddings", _PD_NPY
         meta_name = lambda m: f"{m.group(1)}.parquet"  # noqa: E731
     else:
-        raise EmbeddingSourceError(f"--embeddings {folder}: holds neither img_emb/ (clip-retrieval) nor "
-                                   "embeddings/ (PD12M)")
+        raise EmbeddingSourceError(f"--embeddings {folder}: holds neither img_emb/ (clip-retrieval), "
+                                   "embeddings/ (PD12M) nor NAME.npz with NAME.parquet (DataComp)")
     found = []
     for p in emb_dir.iterdir():
         m = pattern.fullmatch(p.name)
@@ -94,6 +98,27 @@ def detect_layout(folder: str | Path) -> EmbeddingLayout:
     return EmbeddingLayout(kind, tuple(part for _, _, part in sorted(found, key=lambda t: t[:2])))
 
 
+def _datacomp_parts(folder: Path) -> tuple[EmbeddingPart, ...]:
+    """DataComp's shards, `NAME.npz` each beside its `NAME.parquet`, in `folder` or its `metadata/`
+    (where download_upstream.py puts them), in name order; () when there is no npz."""
+    from lib_replicheck.builder.embedding_datacomp import NPZ
+
+    meta = folder / "metadata"
+    where = meta if meta.is_dir() and not (folder / "img_emb").is_dir() and not (folder / "embeddings").is_dir() \
+        else folder
+    found = []
+    for p in where.iterdir():
+        if not NPZ.fullmatch(p.name) or not p.is_file():
+            continue
+        parquet = p.with_suffix(".parquet")
+        if not parquet.is_file():
+            raise EmbeddingSourceError(f"embedding file {p} has no metadata file {parquet}")
+        found.append(EmbeddingPart(p, parquet))
+        if len(found) > MAX_PARTS:
+            raise EmbeddingSourceError(f"{where}: more than {MAX_PARTS:,} embedding files")
+    return tuple(sorted(found, key=lambda part: part.vectors.name))
+
+
 @dataclass(frozen=True)
 class PartInfo:
     """An embedding file's checked header and its metadata file's row count and columns."""
@@ -104,27 +129,37 @@ class PartInfo:
     dtype: str
     offset: int
     columns: dict  # role -> column name present in the metadata file
+    member: str | None = None  # the npz array read (DataComp), None for a .npy file
+    compressed: bool = False  # a deflated npz member: read in order, not mapped
 
 
-def inspect(part: EmbeddingPart) -> PartInfo:
-    """Check an embedding file's header (packs/npy.py's bounded parser, float16/float32, 2-D) and that
-    its metadata file holds as many rows, and which columns it has; nothing is read beyond that."""
+def inspect(part: EmbeddingPart, member: str | None = None) -> PartInfo:
+    """Check an embedding file's header (packs/npy.py's bounded parser, float16/float32, 2-D; for an
+    npz, of its array `member`) and that its metadata file holds as many rows, and which columns it
+    has; nothing is read beyond that."""
+    from lib_replicheck.builder import embedding_datacomp as npz
     from lib_replicheck.packs import npy
 
+    compressed, where = False, f"{part.vectors}" + (f", array {member}" if member else "")
     try:
-        with open(part.vectors, "rb", buffering=0) as f:
-            header = npy.read_header(f, os.fstat(f.fileno()).st_size, MAX_EMBEDDING_BYTES)
-    except (OSError, npy.NpyError) as e:
-        raise EmbeddingSourceError(f"embedding file {part.vectors}: cannot be used ({e})"[:500]) from None
+        if member is not None:
+            m = npz.open_member(part.vectors, member, MAX_EMBEDDING_BYTES)
+            header, offset, compressed = m.header, m.offset, m.compressed
+        else:
+            with open(part.vectors, "rb", buffering=0) as f:
+                header = npy.read_header(f, os.fstat(f.fileno()).st_size, MAX_EMBEDDING_BYTES)
+            offset = header.offset
+    except (OSError, npy.NpyError, npz.NpzError) as e:
+        raise EmbeddingSourceError(f"embedding file {where}: cannot be used ({e})"[:500]) from None
     if header.dtype not in ("float16", "float32") or len(header.shape) != 2:
-        raise EmbeddingSourceError(f"embedding file {part.vectors}: {header.dtype} {header.shape}, not rows of "
+        raise EmbeddingSourceError(f"embedding file {where}: {header.dtype} {header.shape}, not rows of "
                                    "float16 or float32 (rows x dimensions)")
     rows, dim = header.shape
     if not 1 <= dim <= MAX_DIM:
-        raise EmbeddingSourceError(f"embedding file {part.vectors}: {dim} dimensions (1 to {MAX_DIM})")
+        raise EmbeddingSourceError(f"embedding file {where}: {dim} dimensions (1 to {MAX_DIM})")
     pf = _parquet(part.metadata)
     if pf.metadata.num_rows != rows:
-        raise EmbeddingSourceError(f"embedding file {part.vectors} holds {rows:,} rows but its metadata file "
+        raise EmbeddingSourceError(f"embedding file {where} holds {rows:,} rows but its metadata file "
                                    f"{part.metadata} holds {pf.metadata.num_rows:,}: they must line up row by row")
     names = set(pf.schema_arrow.names)
     columns = {role: next(c for c in options if c in names) for role, options in COLUMNS.items()
@@ -144,7 +179,7 @@ def inspect(part: EmbeddingPart) -> PartInfo:
         if size > MAX_ROW_GROUP_BYTES:
             raise EmbeddingSourceError(f"metadata file {part.metadata}: row group {g} holds {size:,} bytes of "
                                        f"metadata (at most {MAX_ROW_GROUP_BYTES:,} are read at once)")
-    return PartInfo(part, rows, dim, header.dtype, header.offset, columns)
+    return PartInfo(part, rows, dim, header.dtype, offset, columns, member, compressed)
 
 
 def _parquet(path: Path):
@@ -179,25 +214,72 @@ def read_rows(info: PartInfo, chunk_rows: int, wanted: Callable[[int, int], bool
     passed over unread); a row that is not finite, or is zero, is refused naming file and row."""
     import numpy as np
 
-    mm = np.memmap(info.part.vectors, dtype="<f2" if info.dtype == "float16" else "<f4", mode="r",
-                   offset=info.offset, shape=(info.rows, info.dim))
+    source = _RowSource(info)
     row = 0
-    for batch in _metadata_batches(info, chunk_rows):
-        n = batch.num_rows
-        if not wanted(row, row + n):
+    try:
+        for batch in _metadata_batches(info, chunk_rows):
+            n = batch.num_rows
+            if not wanted(row, row + n):
+                row += n
+                continue
+            yield row, _checked(info, row, source.take(row, n)), _metadata_dicts(batch, info.columns)
             row += n
-            continue
-        vecs = np.array(mm[row:row + n], dtype=np.float32)
-        finite = np.isfinite(vecs).all(axis=1)
-        norms = np.linalg.norm(np.where(finite[:, None], vecs, 0), axis=1)
-        bad = np.flatnonzero(~finite | (norms < 1e-6))
-        if len(bad):
-            what = "not finite" if not finite[bad[0]] else "zero"
-            raise EmbeddingSourceError(f"embedding file {info.part.vectors}: row {row + int(bad[0]):,} is {what} "
-                                       f"({len(bad)} such row(s) in rows {row:,} to {row + n - 1:,})")
-        yield row, vecs / norms[:, None], _metadata_dicts(batch, info.columns)
-        row += n
-    del mm
+    finally:
+        source.close()
+
+
+class _RowSource:
+    """Rows of an embedding file by range: memory-mapped where they lie in the file (a .npy, or an
+    npz member stored as np.savez stores), else decompressed in order (embedding_datacomp)."""
+
+    def __init__(self, info: PartInfo):
+        import numpy as np
+
+        from lib_replicheck.builder.embedding_datacomp import MemberRows, NpzError
+
+        self._info, self._mm, self._stream = info, None, None
+        if info.compressed:
+            try:
+                self._stream = MemberRows(info.part.vectors, info.member, info.dtype, info.offset, info.dim)
+            except NpzError as e:
+                raise self._error(e) from None
+        else:
+            self._mm = np.memmap(info.part.vectors, dtype="<f2" if info.dtype == "float16" else "<f4", mode="r",
+                                 offset=info.offset, shape=(info.rows, info.dim))
+
+    def take(self, row: int, n: int):
+        from lib_replicheck.builder.embedding_datacomp import NpzError
+
+        if self._mm is not None:
+            return self._mm[row:row + n]
+        try:
+            return self._stream.take(row, n)
+        except NpzError as e:
+            raise self._error(e) from None
+
+    def _error(self, e: Exception) -> EmbeddingSourceError:
+        return EmbeddingSourceError(f"embedding file {self._info.part.vectors}, array {self._info.member}: {e}"[:500])
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._mm = None
+
+
+def _checked(info: PartInfo, row: int, rows):
+    """float32 `rows` of unit length; a row that is not finite, or is zero, is refused naming it."""
+    import numpy as np
+
+    n = len(rows)
+    vecs = np.array(rows, dtype=np.float32)
+    finite = np.isfinite(vecs).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], vecs, 0), axis=1)
+    bad = np.flatnonzero(~finite | (norms < 1e-6))
+    if len(bad):
+        what = "not finite" if not finite[bad[0]] else "zero"
+        raise EmbeddingSourceError(f"embedding file {info.part.vectors}: row {row + int(bad[0]):,} is {what} "
+                                   f"({len(bad)} such row(s) in rows {row:,} to {row + n - 1:,})")
+    return vecs / norms[:, None]
 
 
 def _metadata_batches(info: PartInfo, chunk_rows: int):

@@ -19,10 +19,34 @@ from pathlib import Path
 from typing import Callable
 
 from lib_replicheck.builder.embedding_fetch import FetchedFile, fetch_files, read_url_list
-from lib_replicheck.builder.embedding_layouts import EmbeddingSourceError, PartInfo, detect_layout, inspect, read_rows
+from lib_replicheck.builder.embedding_layouts import (DATACOMP, EmbeddingSourceError, PartInfo, detect_layout, inspect,
+                                                      read_rows)
 
 #: Rows read from a file at once (a shard is filled from several reads): 24 MB of 768 float32 columns.
 READ_ROWS = 8192
+
+
+def clip_model(embedder: str) -> tuple[str, str | None]:
+    """(model, tag) of `embedder` (`clip:MODEL/TAG`), the model that made the vectors."""
+    from lib_replicheck.embedders.clip import parse_id
+
+    if not str(embedder).startswith("clip"):
+        raise EmbeddingSourceError(f"--embeddings: name the model that made the vectors with --embedder "
+                                   f"clip:MODEL/TAG (e.g. clip:ViT-L-14/openai for LAION's and PD12M's), not "
+                                   f"{embedder!r}")
+    return parse_id(embedder)
+
+
+def npz_array(kind: str, embedder: str) -> str | None:
+    """The array of DataComp's npz files that holds `embedder`'s features; None for other layouts."""
+    from lib_replicheck.builder.embedding_datacomp import NpzError, member_for
+
+    if kind != DATACOMP:
+        return None
+    try:
+        return member_for(clip_model(embedder)[0])
+    except NpzError as e:
+        raise EmbeddingSourceError(f"--embedder {embedder}: {e}") from None
 
 
 def clip_spec(embedder: str, dim: int):
@@ -30,13 +54,9 @@ def clip_spec(embedder: str, dim: int):
     loads to embed its images. The model's output width is checked against the files' when open_clip
     is installed (it knows it without loading weights)."""
     from lib_replicheck.embedders.base import COSINE, EmbedderSpec, WeightsFile
-    from lib_replicheck.embedders.clip import embedder_id, parse_id
+    from lib_replicheck.embedders.clip import embedder_id
 
-    if not str(embedder).startswith("clip"):
-        raise EmbeddingSourceError(f"--embeddings: name the model that made the vectors with --embedder "
-                                   f"clip:MODEL/TAG (e.g. clip:ViT-L-14/openai for LAION's and PD12M's), not "
-                                   f"{embedder!r}")
-    model, tag = parse_id(embedder)
+    model, tag = clip_model(embedder)
     try:
         import open_clip
 
@@ -157,7 +177,8 @@ def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: st
     else:
         folder = source
     layout = detect_layout(folder)
-    infos = [inspect(p) for p in layout.parts]
+    array = npz_array(layout.kind, opts.embedder)
+    infos = [inspect(p, array) for p in layout.parts]
     dims = {i.dim for i in infos}
     if len(dims) != 1:
         raise EmbeddingSourceError(f"the embedding files of {source} hold rows of different widths: "
@@ -165,11 +186,11 @@ def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: st
     spec = clip_spec(opts.embedder, dims.pop())
     log(f"{layout.kind} layout: {len(infos)} file(s), {sum(i.rows for i in infos):,} rows of {spec.dim} "
         f"dimensions, made by {spec.id}")
-    options = {"shard_size": opts.shard_size, "embeddings": layout.kind, "license": opts.license}
+    options = {"shard_size": opts.shard_size, "embeddings": layout.kind, "license": opts.license, "array": array}
     store = open_work(work, fingerprint(folder, "embeddings", spec, options), chosen_by_user=chosen_by_user, log=log)
     fill_shards(infos, store, max(1, opts.shard_size), log, opts.progress, license=opts.license)
     src = {k: v for k, v in (("dataset", dataset), ("license", opts.license or "")) if v}
-    src["embeddings"] = {"layout": layout.kind, "files": [
+    src["embeddings"] = {"layout": layout.kind, **({"array": array} if array else {}), "files": [
         {"path": f.path, "url": f.url, "size": f.size, "sha256": f.sha256} for f in fetched]
         or [{"path": f"{p.vectors.parent.name}/{p.vectors.name}"} for p in layout.parts][:1000]}
     report = publish_stage(store, spec, out, opts, log, name=name, title=title, description=description,
