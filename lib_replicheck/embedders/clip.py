@@ -69,9 +69,10 @@ class ClipEmbedder(Embedder):
         preprocess_args = {k: tag_cfg[v] for k, v in (("image_mean", "mean"), ("image_std", "std"),
                                                       ("image_interpolation", "interpolation"),
                                                       ("image_resize_mode", "resize_mode")) if v in tag_cfg}
-        try:
+        try:  # weights handed over as a file: the tag's activation (OpenAI's are QuickGELU) is set here
             net, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=weights_file, device=device, cache_dir=cache_dir, **preprocess_args)
+                model, pretrained=weights_file, device=device, cache_dir=cache_dir,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu")), **preprocess_args)
         except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, HF errors, ...
             raise EmbedderError(f"could not load CLIP {model}/{pretrained}: {str(e).splitlines()[0][:300]}") from None
         net.eval()
