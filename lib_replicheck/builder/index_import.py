@@ -75,7 +75,7 @@ def validated(path: Path, dim: int, count: int):
     try:
         index = faiss_index.read(path, COSINE, dim, count, mmap_min_bytes=None)
     except PackError as e:
-        return None, e.reason
+        return None, f"{e.reason}; checked against the {count:,} rows of its metadata and {dim} dimensions"
     kind = faiss_index.describe(index)
     if kind.startswith("IndexIDMap"):
         return None, f"{kind} maps rows to ids of its own, not to the metadata's rows"
