@@ -15,7 +15,6 @@ import json
 import shutil
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -155,12 +154,12 @@ def fill_shards(infos: list[PartInfo], store, shard_rows: int, log, progress=Non
 def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: str | None = None,
                           title: str | None = None, description: str = "", dataset: str = "",
                           work: str | Path | None = None, overwrite: bool = False, keep_work: bool = False,
-                          log: Callable[[str], None] | None = None, policy=None, kept_index: Path | None = None):
+                          log: Callable[[str], None] | None = None, policy=None, publish: Callable | None = None):
     """Build a pack at `out` from published embeddings: a folder in clip-retrieval's, PD12M's or
     DataComp's layout, or a text file of URLs of such files (downloaded into the work folder first).
-    `opts.embedder` names the model that made them (`clip:ViT-L-14/openai`). `kept_index`: an index
-    file of these rows to keep instead of building one (index_import.py). Returns the BuildReport."""
-    from lib_replicheck.builder.index_import import publish_kept
+    `opts.embedder` names the model that made them (`clip:ViT-L-14/openai`). `publish`: what makes
+    the pack of the shards, stages.publish_stage's signature (index_import.py keeps an index). Returns the
+    BuildReport."""
     from lib_replicheck.builder.stages import publish_stage
     from lib_replicheck.builder.work import fingerprint, open_work
     from lib_replicheck.packs.publish import check_target
@@ -196,9 +195,8 @@ def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: st
     src["embeddings"] = {"layout": layout.kind, **({"array": array} if array else {}), "files": [
         {"path": f.path, "url": f.url, "size": f.size, "sha256": f.sha256} for f in fetched]
         or [{"path": f"{p.vectors.parent.name}/{p.vectors.name}"} for p in layout.parts][:1000]}
-    publish = partial(publish_kept, kept=kept_index) if kept_index is not None else publish_stage
-    report = publish(store, spec, out, opts, log, name=name, title=title, description=description,
-                     source=src, started=started)
+    report = (publish or publish_stage)(store, spec, out, opts, log, name=name, title=title,
+                                        description=description, source=src, started=started)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return report

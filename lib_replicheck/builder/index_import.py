@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 from lib_replicheck.builder.embedding_layouts import MAX_EMBEDDING_BYTES, MAX_PARTS, EmbeddingSourceError
@@ -156,7 +157,8 @@ def import_index(source: str | Path, out: str | Path, opts, *, work: str | Path 
     else:
         log(f"index file {path.name}: {reason}; a new index is built from its vectors")
         kept = None
-    report = build_from_embeddings(vectors, out, opts, work=work / "build", log=log, kept_index=kept, **kw)
+    report = build_from_embeddings(vectors, out, opts, work=work / "build", log=log, **kw,
+                                   publish=partial(publish_kept, kept=kept) if kept is not None else None)
     if not kw.get("keep_work"):
         shutil.rmtree(work, ignore_errors=True)
     return report
