@@ -80,3 +80,29 @@ def test_replicheck_embeds_as_clip_retrieval_does(tmp_path, clip_retrieval, chec
     assert np.abs(ours - theirs).max() < 1e-5
     assert np.array_equal(ours.astype(np.float16), stored) or np.abs(ours - stored).max() < 2 ** -11
     assert (theirs @ theirs.T)[~np.eye(6, dtype=bool)].max() < 0.999  # six different vectors, not one
+
+
+def test_a_long_strip_is_embedded_as_clip_retrieval_does(tmp_path, clip_retrieval, checkpoint, pack_photos):
+    """Longer than 4:1, replicheck resamples only the centre square the producer's resize and crop
+    keep: the same pixels but where PIL's filter taps round the other way (a column, one level),
+    where cutting the strip to 4:1 first moved the samples (3 levels, vectors up to 3e-4 apart)."""
+    import torch
+    from PIL import Image
+
+    from lib_replicheck.embedders.clip import ClipEmbedder
+
+    load_clip, _ = clip_retrieval
+    model, preprocess, _ = load_clip(clip_model=str(checkpoint), use_jit=False, device="cpu")
+    ours = ClipEmbedder("ViT-B-32", pretrained="openai", checkpoint=checkpoint)
+    photo = Image.open(pack_photos[0]).convert("RGB")
+    for width, height in ((2560, 266), (2560, 321), (2560, 533), (300, 1400)):  # 9.6:1, 8:1, 4.8:1, 1:4.7
+        strip = photo.crop((0, 0, width, height))
+        strip.save(tmp_path / "strip.png")
+        with torch.no_grad():
+            theirs = model.encode_image(preprocess(Image.open(tmp_path / "strip.png"))[None])
+            theirs = (theirs / theirs.norm(dim=-1, keepdim=True)).numpy()
+        x = ours.preprocess(strip)
+        assert tuple(x.shape) == (3, 224, 224)
+        assert (x - preprocess(strip)).abs().max().item() < 1.01 / 255 / 0.26  # at most one level of 255
+        assert np.abs(ours.embed([strip]) - theirs).max() < 1e-4
+

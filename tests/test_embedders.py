@@ -287,7 +287,7 @@ def test_clip_long_strip_is_cut_before_open_clips_resize():
     transform = e._preprocess
     e._preprocess = lambda im: (seen.append(im.size), transform(im))[1]
     assert tuple(e.preprocess(STRIP).shape) == (3, 224, 224)
-    assert seen == [(8, 32)]  # the centre at 4:1, not the whole strip (which open_clip would make 224x56000)
+    assert seen == [(224, 224)]  # only the square kept, not the whole strip (which open_clip would make 224x56000)
     assert e.embed([STRIP]).shape == (1, 512)
 
 
