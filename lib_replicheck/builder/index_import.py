@@ -74,7 +74,7 @@ def validated(path: Path, dim: int, count: int):
     if size > MAX_EMBEDDING_BYTES:
         return None, f"{size:,} bytes (at most {MAX_EMBEDDING_BYTES:,})"
     try:
-        index = faiss_index.read(path, COSINE, dim, count, mmap_min_bytes=None)
+        index = faiss_index.read(path, COSINE, dim, count)  # mapped when large, as packs are
     except PackError as e:
         return None, f"{e.reason}; checked against the {count:,} rows of its metadata and {dim} dimensions"
     kind = faiss_index.describe(index)
@@ -188,7 +188,7 @@ def publish_kept(store, spec, out: Path, opts, log, *, kept: Path, name: str, ti
     try:
         shutil.copyfile(kept, tmp / mf.INDEX_FILE)
         count = sum(len(store.read(i)[1]) for i in store.indices())
-        index = faiss_index.read(tmp / mf.INDEX_FILE, spec.metric, spec.dim, count, mmap_min_bytes=None)
+        index = faiss_index.read(tmp / mf.INDEX_FILE, spec.metric, spec.dim, count)
 
         def chunks():
             start = 0
