@@ -157,7 +157,7 @@ def inspect(part: EmbeddingPart, member: str | None = None) -> PartInfo:
     rows, dim = header.shape
     if not 1 <= dim <= MAX_DIM:
         raise EmbeddingSourceError(f"embedding file {where}: {dim} dimensions (1 to {MAX_DIM})")
-    pf = _parquet(part.metadata)
+    pf = open_parquet(part.metadata)
     if pf.metadata.num_rows != rows:
         raise EmbeddingSourceError(f"embedding file {where} holds {rows:,} rows but its metadata file "
                                    f"{part.metadata} holds {pf.metadata.num_rows:,}: they must line up row by row")
@@ -182,7 +182,8 @@ def inspect(part: EmbeddingPart, member: str | None = None) -> PartInfo:
     return PartInfo(part, rows, dim, header.dtype, offset, columns, member, compressed)
 
 
-def _parquet(path: Path):
+def open_parquet(path: Path):
+    """A metadata file's parquet reader with its footer bounded; an error names the file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -285,7 +286,7 @@ def _checked(info: PartInfo, row: int, rows):
 def _metadata_batches(info: PartInfo, chunk_rows: int):
     import pyarrow as pa
 
-    pf = _parquet(info.part.metadata)
+    pf = open_parquet(info.part.metadata)
     try:
         yield from pf.iter_batches(batch_size=chunk_rows, columns=sorted(set(info.columns.values())))
     except (OSError, pa.ArrowException, ValueError) as e:

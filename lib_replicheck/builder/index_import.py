@@ -91,7 +91,7 @@ def write_vectors(index, metas: list[Path], folder: Path, log) -> Path:
     row i of the other; an index that cannot give its vectors back is an error naming it."""
     import numpy as np
 
-    from lib_replicheck.builder.embedding_layouts import _parquet
+    from lib_replicheck.builder.embedding_layouts import open_parquet
 
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "img_emb").mkdir(parents=True)
@@ -102,7 +102,7 @@ def write_vectors(index, metas: list[Path], folder: Path, log) -> Path:
         if ivf is not None:
             ivf.make_direct_map()
         for n, meta in enumerate(metas):
-            rows = _parquet(meta).metadata.num_rows
+            rows = open_parquet(meta).metadata.num_rows
             out = np.lib.format.open_memmap(folder / "img_emb" / f"img_emb_{n}.npy", mode="w+", dtype="<f4",
                                             shape=(rows, index.d))
             for a in range(0, rows, RECONSTRUCT_ROWS):
@@ -133,14 +133,14 @@ def import_index(source: str | Path, out: str | Path, opts, *, work: str | Path 
     build_from_embeddings takes them. Returns the BuildReport."""
     import sys
 
-    from lib_replicheck.builder.embedding_layouts import _parquet
+    from lib_replicheck.builder.embedding_layouts import open_parquet
     from lib_replicheck.builder.embedding_source import build_from_embeddings
 
     log = log or (lambda s: print(s, file=sys.stderr))
     folder = Path(source)
     path = find_index(folder)
     metas = metadata_files(folder)
-    count = sum(_parquet(m).metadata.num_rows for m in metas)
+    count = sum(open_parquet(m).metadata.num_rows for m in metas)
     dim = model_dim(opts.embedder)
     index, reason = validated(path, dim, count)
     work = Path(work) if work else Path(out).parent / f".{Path(out).name}.work"
