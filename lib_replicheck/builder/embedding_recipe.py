@@ -1,7 +1,7 @@
 """Recipes of published embeddings (`list.format: "embeddings"`): `packs get pd12m-clip [--sample N]`.
 
 The list's files are the embedding files and their metadata files, in either layout that
-builder/embedding_source.py reads (their URLs end in `img_emb/..`, `embeddings/..` or `metadata/..`).
+builder/embedding_layouts.py reads (their URLs end in `img_emb/..`, `embeddings/..` or `metadata/..`).
 They are downloaded into the recipe's work folder with the project's downloader, each checked against
 the sha256 the registry gives or, where nobody published one, pinned on first use as image recipes
 are (`--accept-unpinned`, `.recipe-pins.json`); then the pack is built by build_from_embeddings and
@@ -20,7 +20,7 @@ from lib_replicheck.errors import ReplicheckError
 
 def chosen_files(recipe, sample: int | None, error: type = ReplicheckError) -> list:
     """The recipe's list files to use: all, or those of its first `sample` embedding files."""
-    from lib_replicheck.builder.embedding_source import local_name
+    from lib_replicheck.builder.embedding_fetch import local_name
 
     named = []
     for i, f in enumerate(recipe.list.files):
@@ -42,7 +42,8 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
     """Build an embeddings recipe into the packs folder (see the module's docstring) for
     builder/recipe.get_recipe, which checked the target and gives its reporter, work folder, pins
     (`pins`, written by `save_pins`) and error class; returns the BuildReport."""
-    from lib_replicheck.builder.embedding_source import build_from_embeddings, fetch_files
+    from lib_replicheck.builder.embedding_fetch import fetch_files
+    from lib_replicheck.builder.embedding_source import build_from_embeddings
     from lib_replicheck.builder.options import BuildOptions
     from lib_replicheck.download import Cancelled, Policy
     from lib_replicheck.registry.pack_lock import pack_lock

@@ -71,14 +71,19 @@ class ClipEmbedder(Embedder):
         preprocess_args = {k: tag_cfg[v] for k, v in (("image_mean", "mean"), ("image_std", "std"),
                                                       ("image_interpolation", "interpolation"),
                                                       ("image_resize_mode", "resize_mode")) if v in tag_cfg}
-        try:
+        try:  # weights handed over as a file: the tag's activation (OpenAI's are QuickGELU) is set here
             net, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=weights_file, device=device, cache_dir=cache_dir, **preprocess_args)
+                model, pretrained=weights_file, device=device, cache_dir=cache_dir,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu")), **preprocess_args)
         except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, HF errors, ...
             raise EmbedderError(f"could not load CLIP {model}/{pretrained}: {str(e).splitlines()[0][:300]}") from None
         net.eval()
         self._net = net
         self._preprocess = preprocess
+        size = getattr(net.visual, "image_size", None)
+        size = size[0] if isinstance(size, (tuple, list)) and len(set(size)) == 1 else size
+        self._square = size if isinstance(size, int) and tag_cfg.get("resize_mode", "shortest") == "shortest" \
+            and tag_cfg.get("interpolation", "bicubic") == "bicubic" else None
         self._torch = torch
         self.weights_path = weights_file
         dim = int(getattr(net.visual, "output_dim", 0) or net.text_projection.shape[1])
@@ -94,9 +99,16 @@ class ClipEmbedder(Embedder):
         )
 
     def preprocess(self, im):
-        """The model's input tensor [3, H, W]: the centre cut to at most 4:1 first (open_clip
-        centre-crops a square anyway), so a long strip is never resized whole."""
-        return self._preprocess(centre_crop_aspect(im.convert("RGB"), MAX_ASPECT))
+        """The model's input tensor [3, H, W]. An image longer than 4:1 is never resized whole: with
+        open_clip's shortest-side resize and centre crop, only the square it keeps is resampled
+        (the same pixels, so the same vectors as the producer's); else its centre cut to 4:1."""
+        im = im.convert("RGB")
+        w, h = im.size
+        if max(w, h) <= MAX_ASPECT * min(w, h):
+            return self._preprocess(im)
+        if self._square is not None:
+            return self._preprocess(resized_centre_square(im, self._square))
+        return self._preprocess(centre_crop_aspect(im, MAX_ASPECT))
 
     @property
     def runtime(self) -> str:
@@ -123,6 +135,21 @@ class ClipEmbedder(Embedder):
 
     def close(self) -> None:
         self._net = None
+
+
+def resized_centre_square(im, n: int):
+    """What a bicubic resize of the shortest side to `n` then a centre crop of n x n give (torchvision's
+    Resize and CenterCrop, OpenAI CLIP's preprocessing), resampling only the box that is kept: PIL
+    computes the same filter taps for a box of the image as for the whole."""
+    from PIL import Image
+
+    w, h = im.size
+    short, long = min(w, h), max(w, h)
+    new_long = int(n * long / short)
+    first = int(round((new_long - n) / 2.0))
+    scale = long / new_long
+    a, b = first * scale, (first + n) * scale
+    return im.resize((n, n), Image.BICUBIC, box=(a, 0, b, h) if w >= h else (0, a, w, b))
 
 
 def _download(open_clip, tag_cfg: dict, cache_dir: str | None, model: str, pretrained: str) -> str:

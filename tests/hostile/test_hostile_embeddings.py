@@ -78,7 +78,7 @@ def test_npy_headers_that_lie_or_ask_for_more_are_refused(tmp_path, capsys, head
 
 
 def test_huge_metadata_strings_are_cut(tmp_path, capsys):
-    from lib_replicheck.builder.embedding_source import MAX_CAPTION, MAX_KEY, MAX_URL
+    from lib_replicheck.builder.embedding_layouts import MAX_CAPTION, MAX_KEY, MAX_URL
     from lib_replicheck.packs.pack import Pack
 
     meta = rows(20)
@@ -122,12 +122,12 @@ def test_url_lists_name_only_layout_files_over_http(tmp_path, capsys, line, expe
 
 
 def test_a_metadata_row_group_too_large_to_read_at_once_is_refused_before_reading(tmp_path, capsys, monkeypatch):
-    from lib_replicheck.builder import embedding_source
+    from lib_replicheck.builder import embedding_layouts
 
     meta = rows(20)
     meta[5] = {**meta[5], "caption": "B" * 200_000}
     folder = clip_retrieval_folder(tmp_path / "src", [(distractors(20, 512), meta)])
-    monkeypatch.setattr(embedding_source, "MAX_ROW_GROUP_BYTES", 100_000)
-    monkeypatch.setattr(embedding_source, "_metadata_batches", None)  # nothing may be read
+    monkeypatch.setattr(embedding_layouts, "MAX_ROW_GROUP_BYTES", 100_000)
+    monkeypatch.setattr(embedding_layouts, "_metadata_batches", None)  # nothing may be read
     rc, err = build(tmp_path, folder, capsys)
     assert rc == 2 and "metadata_0.parquet: row group 0 holds" in err and "at most 100,000" in err
