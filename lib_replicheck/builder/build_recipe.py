@@ -185,7 +185,7 @@ def _check_weights(recipe: RegistryRecipe, opts: GetOptions) -> None:
     emb = opts.embedding
     if emb.weights or embedders.kind_of(name) != "sscd":
         return
-    from lib_replicheck.embedders.sscd import DEFAULT_MODEL, find_onnx, has_module, no_runtime_message
+    from lib_replicheck.embedders.sscd_weights import DEFAULT_MODEL, find_onnx, has_module, no_runtime_message
 
     model = DEFAULT_MODEL if name == "sscd" else name
     if find_onnx(model, None, emb.models_dir) is None and not has_module("torch"):

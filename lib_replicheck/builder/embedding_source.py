@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -160,8 +159,8 @@ def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: st
     `opts.embedder` names the model that made them (`clip:ViT-L-14/openai`). `publish`: what makes
     the pack of the shards, stages.publish_stage's signature (index_import.py keeps an index). Returns the
     BuildReport."""
-    from lib_replicheck.builder.stages import publish_stage
-    from lib_replicheck.builder.work import fingerprint, open_work
+    from lib_replicheck.builder.runner import PackTarget, WorkFolder, run
+    from lib_replicheck.builder.work import fingerprint
     from lib_replicheck.packs.publish import check_target
 
     log = log or (lambda s: print(s, file=sys.stderr))
@@ -189,14 +188,13 @@ def build_from_embeddings(source: str | Path, out: str | Path, opts, *, name: st
     log(f"{layout.kind} layout: {len(infos)} file(s), {sum(i.rows for i in infos):,} rows of {spec.dim} "
         f"dimensions, made by {spec.id}")
     options = {"shard_size": opts.shard_size, "embeddings": layout.kind, "license": opts.license, "array": array}
-    store = open_work(work, fingerprint(folder, "embeddings", spec, options), chosen_by_user=chosen_by_user, log=log)
-    fill_shards(infos, store, max(1, opts.shard_size), log, opts.progress, license=opts.license)
     src = {k: v for k, v in (("dataset", dataset), ("license", opts.license or "")) if v}
     src["embeddings"] = {"layout": layout.kind, **({"array": array} if array else {}), "files": [
         {"path": f.path, "url": f.url, "size": f.size, "sha256": f.sha256} for f in fetched]
         or [{"path": f"{p.vectors.parent.name}/{p.vectors.name}"} for p in layout.parts][:1000]}
-    report = (publish or publish_stage)(store, spec, out, opts, log, name=name, title=title,
-                                        description=description, source=src, started=started)
-    if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    return report
+    return run(PackTarget(out, name, title, description, src),
+               WorkFolder(work, fingerprint(folder, "embeddings", spec, options), chosen_by_user=chosen_by_user,
+                          keep=keep_work),
+               spec, lambda store: fill_shards(infos, store, max(1, opts.shard_size), log, opts.progress,
+                                               license=opts.license),
+               opts, log, started=started, publish=publish)

@@ -2,7 +2,7 @@
 FOLDER holds the index (`knn.index`, autofaiss's name, or `image.index`, clip-retrieval's) beside
 `metadata/metadata_N.parquet` and, optionally, the `img_emb/img_emb_N.npy` it was built from.
 
-The index is a stranger's file, so faiss never sees it before packs/index.py has walked its layout
+The index is a stranger's file, so faiss never sees it before packs/index_check.py has walked its layout
 against the row count of the metadata and the model's width. When that validator accepts its type,
 the index searches by inner product (cosine on CLIP's unit rows) and holds rows 0..n-1 in metadata
 order, it is kept as it is: copied into the pack, its recall@10 measured against exact search, and
@@ -62,13 +62,13 @@ def model_dim(embedder: str) -> int:
 
 
 def validated(path: Path, dim: int, count: int):
-    """(index, None) when packs/index.py accepts the file and it can be kept as it is; (index, reason)
+    """(index, None) when packs/index_check.py accepts the file and it can be kept as it is; (index, reason)
     when it is accepted but cannot be kept (its vectors can still be read back); (None, reason)."""
     import faiss
 
     from lib_replicheck.embedders.base import COSINE
     from lib_replicheck.errors import PackError
-    from lib_replicheck.packs import index as faiss_index
+    from lib_replicheck.packs import index_search as faiss_index
 
     size = path.stat().st_size
     if size > MAX_EMBEDDING_BYTES:
@@ -165,7 +165,7 @@ def import_index(source: str | Path, out: str | Path, opts, *, work: str | Path 
 
 
 def _kind(index) -> str:
-    from lib_replicheck.packs.index import describe
+    from lib_replicheck.packs.index_search import describe
 
     return describe(index)
 
@@ -180,7 +180,7 @@ def publish_kept(store, spec, out: Path, opts, log, *, kept: Path, name: str, ti
     from lib_replicheck.builder.options import BuildReport, crops_for
     from lib_replicheck.builder.stages import metadata_stage
     from lib_replicheck.builder.tuning import exact_topk, leave_out
-    from lib_replicheck.packs import index as faiss_index
+    from lib_replicheck.packs import index_search as faiss_index
     from lib_replicheck.packs import manifest as mf
     from lib_replicheck.packs.publish import seal, staging_dir
 

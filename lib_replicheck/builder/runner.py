@@ -58,10 +58,12 @@ def embedded(items: Iterable, embedder, opts: BuildOptions, log) -> Callable[[Sh
 
 
 def run(target: PackTarget, work: WorkFolder, spec, fill: Callable[[ShardStore], object], opts: BuildOptions,
-        log: Callable[[str], None], *, started: float, background: Callable[[], object] | None = None) -> BuildReport:
+        log: Callable[[str], None], *, started: float, background: Callable[[], object] | None = None,
+        publish: Callable | None = None) -> BuildReport:
     """Open the work folder, `fill` its shard store, embed the `background` set (a callable giving
     its vectors, or None), then index and publish the pack at `target.out` (made by the embedder
-    `spec`); the work folder is removed once the pack is in place unless `work.keep`."""
+    `spec`); the work folder is removed once the pack is in place unless `work.keep`. `publish`:
+    another publish step with stages.publish_stage's signature (index_import.py keeps an index)."""
     from lib_replicheck.builder.stages import publish_stage
     from lib_replicheck.builder.work import open_work
 
@@ -75,10 +77,10 @@ def run(target: PackTarget, work: WorkFolder, spec, fill: Callable[[ShardStore],
             log(f"resuming from {work.path}: {len(store.indices())} shard(s) already embedded")
     try:
         fill(store)
-        rows = background() if background is not None else None
-        report = publish_stage(store, spec, target.out, opts, log, name=target.name, title=target.title,
-                               description=target.description, source=target.source, started=started,
-                               background=rows)
+        extra = {"background": background()} if background is not None else {}
+        report = (publish or publish_stage)(store, spec, target.out, opts, log, name=target.name, title=target.title,
+                                            description=target.description, source=target.source, started=started,
+                                            **extra)
     finally:
         if private:
             shutil.rmtree(work.path, ignore_errors=True)

@@ -21,9 +21,7 @@ from lib_replicheck.errors import EmbedderError, WeightsError
 from lib_replicheck.embedders.base import (MAX_ASPECT, COSINE, Embedder, EmbedderSpec, WeightsFile, group_by_size, l2_normalise,
                    resize_short_side)
 from lib_replicheck.embedders.options import EmbedderOptions
-# where the weights come from; find_onnx, has_module and no_runtime_message as builder/recipe.py imports them
-from lib_replicheck.embedders.sscd_weights import (DEFAULT_MODEL, MODELS, find_onnx, has_module,  # noqa: F401
-                                                   locate, no_runtime_message, official_torchscript)
+from lib_replicheck.embedders.sscd_weights import DEFAULT_MODEL, MODELS, locate, official_torchscript
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

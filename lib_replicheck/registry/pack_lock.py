@@ -24,7 +24,7 @@ STALE_DOWNLOAD_SECONDS = 7 * 24 * 3600
 
 def leftovers(packs_dir: Path, name: str) -> list[Path]:
     """What an unfinished download (`.NAME.download`) or recipe build (`.NAME.recipe`, see
-    builder/recipe.py) of `name` left in `packs_dir` to resume from."""
+    builder/build_recipe.py) of `name` left in `packs_dir` to resume from."""
     return [p for p in (packs_dir / f".{name}.download", packs_dir / f".{name}.recipe")
             if p.is_dir() and not p.is_symlink()]
 

@@ -4,13 +4,13 @@ No one hosts an index of a training set, but public lists of its images exist (a
 Stable Diffusion reproduces, PD12M's metadata parquets, a user's own LAION parquet). A recipe names
 such a list, which of its columns hold URL, caption, license and key, the embedder and builder
 options, an optional exclusion list, and what the build is expected to give. `packs get NAME`
-(builder/recipe.py) downloads the list, fetches the images, embeds, indexes and installs.
+(builder/build_recipe.py) downloads the list, fetches the images, embeds, indexes and installs.
 
 A recipe comes from a registry, which comes from the network: it is parsed as strictly as a pack
 entry, every error naming the field. Its list is one of:
 - `files`: one or more files at http(s) URLs, each with its size and sha256 (verified before use);
 - `url_pattern` + `parts`: numbered files (`{i}`, or `{i:02d}` zero-padded) whose sha256 nobody published: they are
-  used only when the user accepts to pin them on first use (`unpinned`), see builder/recipe.py;
+  used only when the user accepts to pin them on first use (`unpinned`), see builder/build_recipe.py;
 - `shipped`: a file shipped inside the lib_replicheck package, with its sha256;
 - `user`: a file the user names when building (`packs get NAME --list PATH`).
 """

@@ -1,5 +1,5 @@
 """Hostile index folders for `build --embeddings FOLDER` with a `knn.index`: the index is walked by
-packs/index.py before faiss reads it, so one that lies about its size, holds another row count than
+packs/index_check.py before faiss reads it, so one that lies about its size, holds another row count than
 its metadata, is of a type outside the allow-list or maps rows to ids of its own is refused with one
 line naming it (exit 2, no pack) unless the folder's img_emb files can rebuild it."""
 
