@@ -22,6 +22,21 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+def jpeg_items(files: list[Path], n: int) -> list:
+    """`n` source items cycling over `files`, each a 512-pixel JPEG as a list's images arrive."""
+    from lib_replicheck.builder.sources import SourceItem
+    from lib_replicheck.images import load_image
+
+    items = []
+    for i in range(n):
+        im = load_image(files[i % len(files)])
+        im.thumbnail((512, 512))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=90)
+        items.append(SourceItem(key=str(i), data=buf.getvalue()))
+    return items
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=96)
@@ -33,20 +48,12 @@ def main() -> None:
 
     from lib_replicheck.builder.options import BuildOptions, load_embedder
     from lib_replicheck.embedders.options import EmbedderOptions
-    from lib_replicheck.builder.sources import SourceItem
-    from lib_replicheck.images import load_image
 
     onnx = REPO / ".cache" / "sscd_disc_mixup.onnx"
     opts = BuildOptions(embedder=args.embedder, batch=args.batch, embedding=EmbedderOptions(
         runtime="onnx" if args.embedder == "sscd" else "auto", weights=str(onnx) if args.embedder == "sscd" else None))
     files = sorted(Path("/usr/share/backgrounds").rglob("*.jpg"))
-    items = []
-    for i in range(args.images):
-        im = load_image(files[i % len(files)])
-        im.thumbnail((512, 512))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=90)
-        items.append(SourceItem(key=str(i), data=buf.getvalue()))
+    items = jpeg_items(files, args.images)
     embedder = load_embedder(opts)
     decoded = [it.open() for it in items]
     embedder.embed(decoded[:2])  # warm-up

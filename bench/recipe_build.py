@@ -129,19 +129,12 @@ def embed_only(args) -> None:
     from lib_replicheck.builder.embed import embed_items
     from lib_replicheck.builder.options import BuildOptions, load_embedder
     from lib_replicheck.embedders.options import EmbedderOptions
-    from lib_replicheck.builder.sources import SourceItem
-    from lib_replicheck.images import load_image
+    from builder_throughput import jpeg_items
 
     tmp = Path(tempfile.mkdtemp(prefix="replicheck-recipe-bench-"))
     weights, model = _weights(args, tmp)
     files = sorted(args.photos.rglob("*.jpg"))
-    items = []
-    for i in range(args.images):
-        im = load_image(files[i % len(files)])
-        im.thumbnail((512, 512))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=90)
-        items.append(SourceItem(key=str(i), data=buf.getvalue()))
+    items = jpeg_items(files, args.images)
     embedder = load_embedder(BuildOptions(embedder="sscd", batch=args.batch, embedding=EmbedderOptions(
         runtime=args.runtime, device=args.device, weights=str(weights))))
     with ThreadPoolExecutor(max(2, (os.cpu_count() or 2) // 2)) as pool:
