@@ -121,6 +121,7 @@ def test_the_tabs_build_offers_the_choices_an_embedding_recipe_needs(webui, tmp_
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         webui.set_option("replicheck_registries", str(registry))
         m.packs_tab.refresh()
+        assert "recipe: Build, accepting files without a published sha256" in m.packs_tab.page()
         _, msg = m.packs_tab.build_recipe("pd12m-clip")
         assert "tick &#x27;Accept files without a published sha256&#x27;" in msg and "command line" not in msg
         assert server.log == [] and "pd12m-clip" not in m.manager.jobs

@@ -112,8 +112,10 @@ class PacksTab:
             n = -1
         if n < 0:
             return self.page(), message(f"Sample: {str(sample)[:40]!r} is not a number of 0 or more.", True)
-        choices = RecipeChoices(accept_unpinned=bool(accept_unpinned), sample=n or None,
-                                list_path=str(list_path or "").strip() or None)
+        own = str(list_path or "").strip()
+        if len(own) > 4096:
+            return self.page(), message(f"{LIST_LABEL}: a path of at most 4,096 characters.", True)
+        choices = RecipeChoices(accept_unpinned=bool(accept_unpinned), sample=n or None, list_path=own or None)
         try:
             self.manager.start_download(name, choices)
         except MissingPackages as e:
