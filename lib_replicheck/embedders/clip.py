@@ -139,9 +139,10 @@ class ClipEmbedder(Embedder):
         def size(module) -> int:
             return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
-        if self._net is None:
+        net = self._net  # read once: close() may run in another thread
+        if net is None:
             return {"vision": 0, "model": 0}
-        return {"vision": size(self._net.visual), "model": size(self._net)}
+        return {"vision": size(net.visual), "model": size(net)}
 
     def close(self) -> None:
         self._net = None

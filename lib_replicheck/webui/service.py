@@ -230,13 +230,20 @@ class CheckService:
             clip = self._semantic_loaded()
             if not clip:
                 return False
-            held = sum(e.memory_bytes()["model"] for e in clip if hasattr(e, "memory_bytes"))
+            held = self._clip_bytes()
             self._checker.unload()
             self._verifier = None  # it shared the checker's SSCD embedder, closed with it
             self.log.info("replicheck: CLIP model freed (%s): %.0f MB", why, held / 1e6)
             return True
         finally:
             self._lock.release()
+
+    def _clip_bytes(self) -> int:
+        """What the loaded CLIP models hold (parameters and buffers); 0 while one is being freed."""
+        try:
+            return sum(e.memory_bytes()["model"] for e in self._semantic_loaded() if hasattr(e, "memory_bytes"))
+        except (AttributeError, RuntimeError):  # freed while read
+            return 0
 
     def _watch_idle(self, settings: Settings) -> None:
         """After a check: note the time, and start the idle watcher if a CLIP model is loaded."""
@@ -279,8 +286,7 @@ class CheckService:
             "loaded": loaded,
             "loaded_packs": [p.name for p in checker.packs] if loaded else [],
             "embedders": list(checker.loaded_embedders) if loaded else [],
-            "clip_model_bytes": sum(e.memory_bytes()["model"] for e in self._semantic_loaded()
-                                    if hasattr(e, "memory_bytes")),
+            "clip_model_bytes": self._clip_bytes(),
             "checked_images": self.checked,
             "last_error": self.last_error,
         }
