@@ -208,15 +208,18 @@ def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
 
 
 def build_for_manager(recipe: RegistryRecipe, packs_dir: str | Path, *, progress=None, cancel=None, gate=None,
-                      models_dir: str | None = None, device: str = "cpu") -> RecipeResult:
-    """get_recipe as the web UI's pack manager calls it (webui.pack_jobs.PackManager(build_recipe=...)):
-    its log lines go to the 'replicheck' logger."""
+                      models_dir: str | None = None, device: str = "cpu", sample: int | None = None,
+                      list_path: str | None = None, accept_unpinned: bool = False) -> RecipeResult:
+    """get_recipe as the web UI's pack manager calls it (webui.pack_jobs.PackManager(build_recipe=...)),
+    with the choices the tab offers (`--sample`, `--list`, `--accept-unpinned`): its log lines go to
+    the 'replicheck' logger."""
     import logging
 
     from lib_replicheck.embedders.options import EmbedderOptions
 
     logger = logging.getLogger("replicheck")
-    opts = GetOptions(embedding=EmbedderOptions(device=device, models_dir=models_dir))
+    opts = GetOptions(embedding=EmbedderOptions(device=device, models_dir=models_dir), sample=sample,
+                      list_path=list_path, accept_unpinned=accept_unpinned)
     return get_recipe(recipe, packs_dir, opts, progress=progress, cancel=cancel, gate=gate,
                       log=lambda line: logger.info("%s: %s", recipe.name, line))
 

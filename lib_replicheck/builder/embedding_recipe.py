@@ -44,6 +44,7 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
     (`pins`, written by `save_pins`) and error class; returns the BuildReport."""
     from lib_replicheck.builder.embedding_fetch import fetch_files
     from lib_replicheck.builder.embedding_source import build_from_embeddings
+    from lib_replicheck.builder.hub_mirror import mirrored
     from lib_replicheck.builder.options import BuildOptions
     from lib_replicheck.download import Cancelled, Policy
     from lib_replicheck.registry.pack_lock import pack_lock
@@ -80,8 +81,9 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
                     raise Cancelled()
                 report("list", i, len(files), f"file {i + 1} of {len(files)}")
                 expected = f.sha256 or mine.get(f.urls[0])
-                got = fetch_files([(f.urls[0], expected)], source, log, policy or Policy(),
-                                  sizes={f.urls[0]: f.size} if f.size is not None else None)[0]
+                url = mirrored(f.urls[:1])[0]  # $HF_ENDPOINT: a mirror of the hub's layout
+                got = fetch_files([(url, expected)], source, log, policy or Policy(),
+                                  sizes={url: f.size} if f.size is not None else None)[0]
                 if expected is None:
                     mine[f.urls[0]] = got.sha256
                     save_pins()

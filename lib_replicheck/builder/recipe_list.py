@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from lib_replicheck.atomic import write_atomic
+from lib_replicheck.builder.hub_mirror import mirrored
 from lib_replicheck.builder.options import GetOptions
 from lib_replicheck.builder.recipe_stage import RecipeError, Reporter, check_cancel
 from lib_replicheck.download import Cancelled, Policy, fetch
@@ -111,7 +112,7 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
                 dest.unlink()
             if not dest.is_file():
                 try:
-                    fetch(f.urls, dest, size=f.size, sha256=expected, policy=policy, cancel=cancel,
+                    fetch(mirrored(f.urls), dest, size=f.size, sha256=expected, policy=policy, cancel=cancel,
                           max_bytes=MAX_LIST_BYTES)
                 except Cancelled:
                     raise

@@ -172,6 +172,10 @@ def _license_dict(embedder_id) -> dict | None:
     return lic.to_dict() if lic else None
 
 
+#: a recipe built from the user's own copy (laion-clip) is sized per this many rows
+PER_ROWS = 1_000_000
+
+
 def recipe_line(r) -> str:
     """'built here: about 500 images, ~12 min with sscd on CPU / ~1 min on GPU' (times only where
     the registry gives an embedding rate measured for that device)."""
@@ -187,7 +191,11 @@ def recipe_line(r) -> str:
     if vectors and r.image_bytes:
         parts.append(f"download ~{r.image_bytes / 1e9:,.1f} GB")
     if r.pack_bytes:
-        parts.append(f"pack ~{r.pack_bytes / 1e6:,.0f} MB" + (" on disk without metadata" if vectors else ""))
+        parts.append(f"pack ~{r.pack_bytes / 1e9:,.1f} GB on disk" if vectors else f"pack ~{r.pack_bytes / 1e6:,.0f} MB")
+    if vectors and not r.count and r.row_bytes:  # the user's own copy: per million rows
+        per = [f"~{duration(t)} on {d.upper()}" for d in ("cpu", "gpu") if (t := r.estimate(d, PER_ROWS))]
+        parts.append(f"per {PER_ROWS:,} rows: " + ", ".join(per + [f"pack ~{r.row_bytes * PER_ROWS / 1e9:,.2f} GB "
+                                                                    "on disk"]))
     if r.sample:
         parts.append("--sample N for a part")
     if r.list.user:

@@ -133,6 +133,17 @@ class ClipEmbedder(Embedder):
             return np.zeros((0, self.spec.dim), np.float32)
         return l2_normalise(np.concatenate(out))
 
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes the loaded model's parameters and buffers hold, the vision tower (what a check runs)
+        and the whole model (open_clip loads the text tower too): what freeing it gives back."""
+        def size(module) -> int:
+            return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+        net = self._net  # read once: close() may run in another thread
+        if net is None:
+            return {"vision": 0, "model": 0}
+        return {"vision": size(net.visual), "model": size(net)}
+
     def close(self) -> None:
         self._net = None
 

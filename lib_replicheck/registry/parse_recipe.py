@@ -119,6 +119,7 @@ class RegistryRecipe(Listed):
     image_bytes: int  # expected size of the fetched images (work folder), 0: unknown
     pack_bytes: int  # expected size of the pack, 0: unknown
     sample: bool = False  # `--sample N` is offered (a large list)
+    row_bytes: int = 0  # the pack's bytes on disk per row, where the count is the user's (0: unknown)
     exclude: ListFile | None = None
     embed_rate: dict[str, Any] = field(default_factory=dict)  # images/s measured, by device, and by what
     registry: str = ""
@@ -150,6 +151,7 @@ class RegistryRecipe(Listed):
         return {"kind": "recipe", "name": self.name, "title": self.title, "description": self.description,
                 "version": self.version, "source": dict(self.source), "embedder": dict(self.embedder),
                 "count": self.count, "size": self.pack_bytes, "image_bytes": self.image_bytes,
+                "row_bytes": self.row_bytes,
                 "sample": self.sample, "list": {"format": self.list.format, "user": self.list.user,
                                                 "unpinned": self.list.unpinned,
                                                 "files": len(self.list.files)},
@@ -289,7 +291,7 @@ def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: 
     expected = p.get("expected", {})
     if not isinstance(expected, dict):
         fail(f"{where}.expected", "not an object")
-    for k in ("count", "image_bytes", "pack_bytes"):
+    for k in ("count", "image_bytes", "pack_bytes", "row_bytes"):
         if k in expected and not _int(expected[k], 0, MAX_COUNT if k == "count" else 1 << 50):
             fail(f"{where}.expected.{k}", "not a non-negative integer")
     exclude = None
@@ -319,7 +321,8 @@ def parse_recipe(p: dict, where: str, url: str, fail, text, *, allow_file_urls: 
         **listed_fields(p, name, emb, text),
         list=RecipeList(fmt, tuple(files), kinds[0] == "user", delimiter, columns, tuple(optional)), build=opts,
         count=expected.get("count", 0), image_bytes=expected.get("image_bytes", 0),
-        pack_bytes=expected.get("pack_bytes", 0), sample=sample, exclude=exclude, embed_rate=embed_rate,
+        pack_bytes=expected.get("pack_bytes", 0), row_bytes=expected.get("row_bytes", 0), sample=sample,
+        exclude=exclude, embed_rate=embed_rate,
         registry=url)
 
 

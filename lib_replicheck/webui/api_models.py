@@ -118,6 +118,7 @@ class StatusResponse(BaseModel):
     loaded_packs: List[str]
     embedders: List[str]
     checked_images: int
+    clip_model_bytes: int = 0  # what the loaded CLIP model holds (freed when unused)
     last_error: Optional[str] = None
     platform: str = ""
     unsupported: List[str] = []

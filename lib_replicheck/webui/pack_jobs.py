@@ -57,6 +57,38 @@ class DownloadJob(Job):
                 "kind": self.kind, "stage": self.stage}
 
 
+@dataclass(frozen=True)
+class RecipeChoices:
+    """What the tab lets a user choose for a recipe's build, as `packs get` takes it on the command
+    line: accept files without a published sha256 (pinned on first use), a sample (the first N rows,
+    or embedding files), and the user's own list (a folder or file on the server)."""
+
+    accept_unpinned: bool = False
+    sample: int | None = None
+    list_path: str | None = None
+
+    def applied_to(self, recipe) -> dict:
+        """The choices that apply to `recipe`, as build_for_manager's keywords; a choice it needs and
+        was not given is an error that names the tab's field."""
+        if recipe.list.user and not self.list_path:
+            raise ReplicheckError(f"{recipe.name} builds from your own list: give its folder or file on the server "
+                                  f"under '{LIST_LABEL}', then Build")
+        if recipe.list.unpinned and not recipe.list.user and not self.accept_unpinned:
+            raise ReplicheckError(f"{recipe.name}: some of its files have no published sha256, so what is downloaded "
+                                  f"cannot be checked against anything. To build it anyway, tick '{UNPINNED_LABEL}' "
+                                  "(each file's sha256 is recorded on first use; later builds refuse a file that "
+                                  "differs), then Build")
+        return {"accept_unpinned": bool(recipe.list.unpinned and not recipe.list.user and self.accept_unpinned),
+                "sample": self.sample if recipe.sample else None,
+                "list_path": self.list_path if recipe.list.user else None}
+
+
+#: the tab's fields for RecipeChoices, named in its errors
+UNPINNED_LABEL = "Accept files without a published sha256"
+SAMPLE_LABEL = "Sample: the first N rows (embedding recipes: files); 0 for all"
+LIST_LABEL = "Your own list (a folder or file on the server)"
+
+
 class PackManager:
     def __init__(self, packs_dir: str | Path, models_dir: str | Path, registries: Callable[[], list[str]], *,
                  policy: Policy | None = None, on_change: Callable[[], None] | None = None,
@@ -122,16 +154,14 @@ class PackManager:
         problem = files_problem(pack_dir, m)
         return f"{problem} (damaged: verify or download again)" if problem else None
 
-    def start_download(self, name: str) -> DownloadJob:
+    def start_download(self, name: str, choices: RecipeChoices | None = None) -> DownloadJob:
+        """Start getting `name` in the background: a pack's download, or a recipe's build with the
+        user's `choices` (the route gives none: a recipe that needs one is refused, naming it)."""
         if self.refreshed is None:
             self.refresh()
         rp = find_listed(name, self.available, self.errors)
         check_buildable(rp, self.build_recipe)
-        if rp.kind == "recipe" and (rp.list.user or rp.list.unpinned):
-            raise ReplicheckError(f"{name} needs a choice on the command line ("
-                                  + ("your own list: --list PATH" if rp.list.user else
-                                     "its list has no published sha256: --accept-unpinned")
-                                  + f"): python -m lib_replicheck packs get {name}")
+        chosen = (choices or RecipeChoices()).applied_to(rp) if rp.kind == "recipe" else {}
         if rp.kind == "recipe":
             rp.check_packages()  # MissingPackages, before anything starts
         with self._lock:
@@ -141,8 +171,8 @@ class PackManager:
             if rp.kind == "recipe" and any(j.active and j.kind == "recipe" for j in self.jobs.values()):
                 raise ReplicheckError("another recipe is being built; one at a time")
             job = self.jobs[name] = DownloadJob(name, rp.size, kind=rp.kind)
-        target = self._build if rp.kind == "recipe" else self._run
-        job.run(lambda: target(job, rp), thread_name=f"replicheck-download-{name}", what=f"getting {name}")
+        target = (lambda: self._build(job, rp, chosen)) if rp.kind == "recipe" else (lambda: self._run(job, rp))
+        job.run(target, thread_name=f"replicheck-download-{name}", what=f"getting {name}")
         return job
 
     @contextmanager
@@ -172,8 +202,9 @@ class PackManager:
         elif message:
             job.message = message
 
-    def _build(self, job: DownloadJob, recipe) -> None:
-        """A recipe built in this thread: the stage and its counts go to the job as they change."""
+    def _build(self, job: DownloadJob, recipe, chosen: dict) -> None:
+        """A recipe built in this thread with the user's choices (RecipeChoices.applied_to): the stage
+        and its counts go to the job as they change."""
 
         def progress(p) -> None:
             job.stage, job.done, job.total, job.message = p.stage, p.done, p.total, p.message
@@ -186,7 +217,7 @@ class PackManager:
 
         with self._reported(job, cancelled="cancelled: what was fetched is kept for the next build"):
             job.state = "building"
-            self._get(recipe, job, progress, installed)
+            self._get(recipe, job, progress, installed, chosen)
 
     def _run(self, job: DownloadJob, rp: RegistryPack) -> None:
         def progress(step) -> None:
@@ -204,12 +235,13 @@ class PackManager:
             self.on_change()  # let go of open packs before one is replaced
             self._get(rp, job, progress, installed)
 
-    def _get(self, entry, job: DownloadJob, progress, installed) -> None:
+    def _get(self, entry, job: DownloadJob, progress, installed, chosen: dict | None = None) -> None:
         """The pack or recipe got as the command line gets it; then the job says it is installed."""
         build = None
         if self.build_recipe is not None:
             def build(recipe, packs_dir, **kw):
-                return self.build_recipe(recipe, packs_dir, gate=self.gate, models_dir=str(self.models_dir), **kw)
+                return self.build_recipe(recipe, packs_dir, gate=self.gate, models_dir=str(self.models_dir),
+                                         **(chosen or {}), **kw)
         get_pack(entry, self.installer, models_dir=self.models_dir, build=build, progress=progress, cancel=job.cancel,
                  on_installed=installed, weights_progress=False)
         job.state = "installed"

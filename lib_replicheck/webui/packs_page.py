@@ -24,7 +24,8 @@ def _recipe_state(p) -> str:
         t = p.estimate(device) if hasattr(p, "estimate") else None
         if t:
             times.append(f"~{duration(t)} with {emb} on {device.upper()}")
-    how = "recipe: Build" if not (p.list.user or p.list.unpinned) else "recipe: on the command line"
+    how = ("recipe: Build with your own list" if p.list.user else
+           "recipe: Build, accepting files without a published sha256" if p.list.unpinned else "recipe: Build")
     return esc(how + (f" ({' / '.join(times)})" if times else ""))
 
 

@@ -9,6 +9,10 @@ Checks run one at a time in the service's own thread; a caller waits at most `ch
 its answer, so a check that hangs (a pack's query that never ends, a stuck device) costs a
 generation that long once: the caller gets an error report, and later callers get one at once
 until the stuck check ends, instead of queueing behind it.
+
+A CLIP pack's model is large (bench/clip_memory.py: 1.7 GB for ViT-L-14), so it is freed when it
+has not been used for the minutes Settings give (a watcher thread runs while one is loaded), and at
+the start of a generation when it sits on a GPU; the next check loads it again.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class CheckService:
         self.skipped: list[str] = []  # notes for the reports: the damaged packs the loaded checker left out
         self.checked = 0
         self._verifier = None  # verification/: CLIP candidates fetched and compared, when the setting asks
+        self._clip_idle = 0.0  # seconds a CLIP model may stay unused (Settings.clip_idle_minutes); 0: kept
+        self._last_used = time.monotonic()
+        self._watch_lock = threading.Lock()
+        self._watching = False  # the idle watcher runs
 
     # -- packs ----------------------------------------------------------------------------------
 
@@ -171,6 +179,7 @@ class CheckService:
                 verify_reports(reports, self._verifier, images)  # the step after the search
             for report in reports:
                 report.notes.extend(self.skipped)
+            self._watch_idle(settings)
             self.last_error = None
             self.checked += len(reports)
             return reports
@@ -194,8 +203,73 @@ class CheckService:
         return [Report(image=label, error=message) for label in labels]
 
     def new_job(self) -> None:
-        """Forget which errors were logged, so each generation logs its failure once."""
+        """A generation starts: forget which errors were logged, so that it logs its failure once, and
+        free a CLIP model that sits on a GPU, since sampling needs the memory (never waiting for a check)."""
         self._logged.clear()
+        if any(getattr(e, "device", "cpu") != "cpu" for e in self._semantic_loaded()):
+            self.free_clip("a generation is starting and needs the GPU's memory", wait=0)
+
+    # -- a CLIP model's memory ------------------------------------------------------------------
+
+    def _semantic_loaded(self) -> list:
+        """The semantic (CLIP) embedders the loaded checker holds; read without the lock."""
+        checker = self._checker
+        try:
+            return [e for e in checker.loaded_embedder_objects() if getattr(e, "semantic", False)] if checker else []
+        except RuntimeError:  # the checker's embedders changed while read: nothing is certain, free nothing
+            return []
+
+    def free_clip(self, why: str, wait: float = 2.0) -> bool:
+        """Free the models of the loaded checker when a CLIP model is among them (its packs stay
+        open; the next check loads the models again). Never frees during a check: waits at most
+        `wait` seconds for one to end, else frees nothing. True when something was freed."""
+        acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
+        if not acquired:
+            return False
+        try:
+            clip = self._semantic_loaded()
+            if not clip:
+                return False
+            held = self._clip_bytes()
+            self._checker.unload()
+            self._verifier = None  # it shared the checker's SSCD embedder, closed with it
+            self.log.info("replicheck: CLIP model freed (%s): %.0f MB", why, held / 1e6)
+            return True
+        finally:
+            self._lock.release()
+
+    def _clip_bytes(self) -> int:
+        """What the loaded CLIP models hold (parameters and buffers); 0 while one is being freed."""
+        try:
+            return sum(e.memory_bytes()["model"] for e in self._semantic_loaded() if hasattr(e, "memory_bytes"))
+        except (AttributeError, RuntimeError):  # freed while read
+            return 0
+
+    def _watch_idle(self, settings: Settings) -> None:
+        """After a check: note the time, and start the idle watcher if a CLIP model is loaded."""
+        self._last_used = time.monotonic()
+        self._clip_idle = settings.clip_idle_minutes * 60.0
+        if self._clip_idle <= 0 or not self._semantic_loaded():
+            return
+        with self._watch_lock:
+            if self._watching:
+                return
+            self._watching = True
+        threading.Thread(target=self._idle_loop, name="replicheck-clip-idle", daemon=True).start()
+
+    def _idle_loop(self) -> None:
+        """Free the CLIP model once it has been unused for the idle time; end when none is loaded."""
+        while True:
+            while self._clip_idle > 0 and self._semantic_loaded():
+                left = self._last_used + self._clip_idle - time.monotonic()
+                if left > 0:
+                    time.sleep(min(left, 30.0))
+                elif not self.free_clip(f"unused for {self._clip_idle / 60:g} min"):
+                    time.sleep(1.0)  # a check holds it: it is in use
+            with self._watch_lock:
+                if not (self._clip_idle > 0 and self._semantic_loaded()):
+                    self._watching = False
+                    return
 
     def release(self, settings: Settings) -> None:
         if not settings.keep_loaded:
@@ -212,6 +286,7 @@ class CheckService:
             "loaded": loaded,
             "loaded_packs": [p.name for p in checker.packs] if loaded else [],
             "embedders": list(checker.loaded_embedders) if loaded else [],
+            "clip_model_bytes": self._clip_bytes(),
             "checked_images": self.checked,
             "last_error": self.last_error,
         }

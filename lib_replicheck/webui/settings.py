@@ -78,6 +78,12 @@ SETTINGS: tuple[SettingDef, ...] = (
                choices=DEVICES),
     SettingDef("replicheck_keep_loaded", True, "Keep the model loaded between generations",
                "default on; off unloads it after each job to free memory, and the next job loads it again"),
+    # the sizes are what `python bench/clip_memory.py` prints (float32)
+    SettingDef("replicheck_clip_idle_minutes", 5, "Free a CLIP pack's model after this many minutes unused",
+               "default 5; 0 keeps it. A CLIP pack's model holds 1,710 MB of memory for ViT-L-14 (the published "
+               "PD12M and LAION embeddings; its vision tower alone 1,216 MB) and 605 MB for ViT-B-32, on the "
+               "device set above. It is freed after this many minutes without a check, and on cuda also when a "
+               "generation starts (sampling needs the memory); the next check loads it again", "number"),
     SettingDef("replicheck_remote_thumbnails", False, "Show thumbnails from the training images' web addresses",
                "default off: only thumbnails stored in the pack, captions and links are shown, and no request "
                "leaves this machine"),
@@ -142,6 +148,15 @@ def _float(v, default: float) -> float:
     return f if f > 0 else default
 
 
+def _minutes(v, default: float) -> float:
+    """A number of minutes, 0 (never) or more, at most a day; anything else is the default."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return f if 0 <= f <= 1440 else default
+
+
 @dataclass
 class Settings:
     """The values the hook and the API act on, read from the web UI's options (or defaults)."""
@@ -152,6 +167,7 @@ class Settings:
     tiers: dict[str, Tiers] = field(default_factory=lambda: dict(DEFAULT_TIERS))
     device: str = DEFAULTS["replicheck_device"]
     keep_loaded: bool = DEFAULTS["replicheck_keep_loaded"]
+    clip_idle_minutes: float = DEFAULTS["replicheck_clip_idle_minutes"]  # 0: a CLIP model stays loaded
     remote_thumbnails: bool = DEFAULTS["replicheck_remote_thumbnails"]
     on_copy: str = DEFAULTS["replicheck_on_copy"]
     infotext: bool = DEFAULTS["replicheck_infotext"]
@@ -215,6 +231,7 @@ class Settings:
             tiers=tiers,
             device=device if device in DEVICES else "cpu",
             keep_loaded=bool(value("replicheck_keep_loaded")),
+            clip_idle_minutes=_minutes(value("replicheck_clip_idle_minutes"), DEFAULTS["replicheck_clip_idle_minutes"]),
             remote_thumbnails=bool(value("replicheck_remote_thumbnails")),
             on_copy=str(value("replicheck_on_copy")),
             infotext=bool(value("replicheck_infotext")),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.webui import packs_page
+from lib_replicheck.webui.pack_jobs import LIST_LABEL, SAMPLE_LABEL, UNPINNED_LABEL, RecipeChoices
 from lib_replicheck.webui.panel import esc
 
 if TYPE_CHECKING:
@@ -93,18 +94,30 @@ class PacksTab:
     def cancel(self, name):
         return self._action(self.manager.cancel, name, f"Cancelling the download or build of {name}.")
 
-    def build_recipe(self, name):
-        """Build a recipe here (in the background: progress below, Cancel stops it). One that needs
-        the builder's packages says so before anything starts, and which button installs them."""
+    def build_recipe(self, name, accept_unpinned=False, sample=0, list_path=""):
+        """Build a recipe here (in the background: progress below, Cancel stops it), with the choices the
+        tab offers beside Build (files without a published sha256, a sample, your own list); one that
+        needs a choice not made says which field to fill. One that needs the builder's packages says
+        so before anything starts, and which button installs them."""
         from lib_replicheck.registry.parse_recipe import MissingPackages
 
-        kind = next((p.kind for p in self.manager.available if p.name == name), None)
-        if name and kind == "pack":
+        entry = next((p for p in self.manager.available if p.name == name), None)
+        if name and entry is not None and entry.kind == "pack":
             return self.page(), message(f"{name} is a prebuilt pack: use Download.", True)
         if not name:
             return self.page(), message("Choose a pack first.", True)
         try:
-            self.manager.start_download(name)
+            n = int(sample or 0)
+        except (TypeError, ValueError, OverflowError):
+            n = -1
+        if n < 0:
+            return self.page(), message(f"Sample: {str(sample)[:40]!r} is not a number of 0 or more.", True)
+        own = str(list_path or "").strip()
+        if len(own) > 4096:
+            return self.page(), message(f"{LIST_LABEL}: a path of at most 4,096 characters.", True)
+        choices = RecipeChoices(accept_unpinned=bool(accept_unpinned), sample=n or None, list_path=own or None)
+        try:
+            self.manager.start_download(name, choices)
         except MissingPackages as e:
             return self.page(), message(
                 f"{name} reads a parquet list and fetches its images with img2dataset: {', '.join(e.packages)} "
@@ -113,7 +126,10 @@ class PacksTab:
                 "Build again.", True)
         except ReplicheckError as e:
             return self.page(), message(str(e), True)
-        return self.page(), message(f"Building {name} here: fetching its images, then embedding; progress below.")
+        vectors = entry is not None and getattr(entry, "list", None) is not None and entry.list.format == "embeddings"
+        return self.page(), message(f"Building {name} here: " + ("downloading its embedding files, then indexing them"
+                                                                 if vectors else "fetching its images, then embedding")
+                                    + "; progress below.")
 
     def install_builder(self):
         """Install the builder's packages (pyarrow, img2dataset) with the web UI's pip, every package
@@ -198,6 +214,10 @@ class PacksTab:
                 verify = gr.Button("Verify", elem_id="replicheck_verify")
                 remove = gr.Button("Remove", elem_id="replicheck_remove")
                 install_builder = gr.Button("Install builder packages", elem_id="replicheck_install_builder")
+            with gr.Row():  # what a recipe's Build takes, as `packs get` does on the command line
+                accept_unpinned = gr.Checkbox(label=UNPINNED_LABEL, value=False, elem_id="replicheck_accept_unpinned")
+                sample = gr.Number(label=SAMPLE_LABEL, value=0, precision=0, elem_id="replicheck_sample")
+                list_path = gr.Textbox(label=LIST_LABEL, elem_id="replicheck_list_path")
             message_html = gr.HTML(elem_id="replicheck_message")
             gr.HTML("<div id='replicheck_downloads'></div>")
             table = gr.HTML(self.page, elem_id="replicheck_packs_table")  # callable: built again at each page load
@@ -206,7 +226,8 @@ class PacksTab:
             reload.click(fn=self.reload, outputs=[table, name])
             refresh.click(fn=self.refresh, outputs=[table, name, message_html])
             download.click(fn=self.download, inputs=[name], outputs=[table, message_html])
-            build_button.click(fn=self.build_recipe, inputs=[name], outputs=[table, message_html])
+            build_button.click(fn=self.build_recipe, inputs=[name, accept_unpinned, sample, list_path],
+                               outputs=[table, message_html])
             cancel.click(fn=self.cancel, inputs=[name], outputs=[table, message_html])
             verify.click(fn=self.verify, inputs=[name], outputs=[table, message_html])
             remove.click(fn=self.remove, inputs=[name], outputs=[table, message_html])
