@@ -102,6 +102,24 @@ NORMALISED_REGION_TIERS: dict[str, Tiers] = {
     "sscd": Tiers("similarity", possible=0.25, likely=0.35),
 }
 
+#: A region's raw similarity below which it is no copy, whatever its normalised score: on a pack with a
+#: background set, normalisation alone let unrelated textures through (a sunset sky, a dark noisy
+#: surface against a fabric texture, at raw 0.37 and 0.49-0.52). Set from `bench/geometry.py`'s raw
+#: similarities of region matches: the lowest cut in steps of 0.05 that keeps at least 95% of the
+#: 35% pastes found through a region.
+REGION_RAW_FLOOR: dict[str, float] = {"sscd": 0.40}
+
+#: Geometric verification (verification/geometry.py): a candidate between "possible" and "likely"
+#: (a whole-image "possible copy", or any copy found through a region) becomes "likely copy" when at
+#: least this many local features map onto its stored training image under one homography; with
+#: fewer it stays "possible copy". A region reaches "likely" only this way: repeated patterns and
+#: textures score high on a region's learned descriptor but share no placed features. The cut is
+#: the lowest above the most inliers any novel photo reached against its candidates in
+#: `bench/geometry.py`'s tuning run (`--seed 0`).
+GEOMETRY_INLIERS = 15
+#: Candidates verified per image at most (the highest similarities first); the others stay "possible".
+GEOMETRY_CANDIDATES = 3
+
 
 def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = None) -> dict[str, Tiers]:
     """Apply 'family.tier=value' strings, e.g. 'sscd.possible=0.6' or 'pdq.likely=24' ('off' disables)."""
