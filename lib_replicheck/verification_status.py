@@ -52,6 +52,9 @@ class Verification:
         d["text"] = self.text()
         return d
 
+#: Points of a matched area's hull kept at most (a convex hull of a thousand features can have hundreds)
+MAX_HULL = 32
+
 
 @dataclass(frozen=True)
 class Geometry:

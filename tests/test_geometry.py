@@ -148,3 +148,29 @@ def test_without_opencv_a_candidate_stays_possible_with_a_note(pack, split, sscd
     assert not g["verified"] and "OpenCV is not installed" in g["detail"]
     assert any(n.startswith("geometric verification: OpenCV is not installed") and n.endswith("stay possible")
                for n in report["notes"]), report["notes"]
+
+
+def test_the_panel_and_the_html_report_show_the_matched_area(checker, pack, split, sscd_onnx, tmp_path):
+    """The promoted copy on the web UI's panel: the inliers' hull drawn on the checked image's outline,
+    with the words; in the command line's HTML report: the words, and the area boxed on the checked image."""
+    from lib_replicheck.webui.panel import render
+
+    crop = centre_crop(shrink(load_image(split[0][8])), 0.6)
+    report = checker.check([crop], regions="off")[0]
+    g = report.best.geometry
+    assert report.verdict is Verdict.LIKELY and g.verified
+    page = render([report])
+    assert '<polygon class="rc-geometry-hull" points="' in page
+    points = page.split('<polygon class="rc-geometry-hull" points="')[1].split('"')[0].split()
+    assert [tuple(map(int, p.split(","))) for p in points] == [tuple(p) for p in g.hull]
+    assert f"geometry: {g.inliers} inliers on the thumbnail in {g.area.text()}" in page
+    f = tmp_path / "crop.png"
+    crop.save(f)
+    out = tmp_path / "r.html"
+    p = subprocess.run([sys.executable, "-m", "lib_replicheck", "check", str(f), "--pack", str(pack.path), "--runtime",
+                        "onnx", "--weights", str(sscd_onnx), "--offline", "--report", str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode in (0, 1), p.stderr
+    html_page = out.read_text()
+    assert "inliers on the thumbnail in " in html_page
+    assert "boxed: the area whose features match" in html_page and 'class="region"' in html_page

@@ -11,7 +11,7 @@ pixels, at most `FEATURES` features each. OpenCV is optional: `unavailable()` sa
 from __future__ import annotations
 
 from lib_replicheck.regions import Region
-from lib_replicheck.verification_status import Geometry
+from lib_replicheck.verification_status import MAX_HULL, Geometry
 
 #: The longer side both images are scaled down to before features are found.
 SIDE = 512
@@ -98,6 +98,7 @@ def verify(checked, training, region: Region | None = None, *, method: str = "si
         return Geometry(inliers=0, matches=len(good), source=source)
     pts = src[keep] / sa + (left, top)  # back to the checked image's own pixels
     hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+    hull = hull[::-(-len(hull) // MAX_HULL)]  # every n-th point, MAX_HULL at most
     w, h_ = full.size
     x0, y0 = np.clip(pts.min(axis=0), 0, None)
     x1, y1 = np.minimum(pts.max(axis=0), (w, h_))
