@@ -15,9 +15,8 @@ from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import (CANDIDATE_FAMILIES, DEFAULT_TIERS, GEOMETRY_CANDIDATES, GEOMETRY_INLIERS,
-                                      NORMALISED_REGION_TIERS, REGION_RAW_FLOOR, REGION_TIERS, Tiers, Verdict,
-                                      candidate_verdict)
+from lib_replicheck.thresholds import (CANDIDATE_FAMILIES, DEFAULT_TIERS, GEOMETRY_CANDIDATES, NORMALISED_REGION_TIERS,
+                                      REGION_RAW_FLOOR, REGION_TIERS, Tiers, Verdict, candidate_verdict)
 from lib_replicheck.verification_status import Geometry
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
@@ -297,8 +296,7 @@ def verify_geometry(image, matches: list[Match], packs: dict, notes: list[str]) 
 def compare_on_thumbnail(image, m: Match, pack) -> Geometry:
     """Geometric verification of one match on its pack's stored thumbnail; what went wrong is said in
     the result's detail, never raised."""
-    from dataclasses import replace
-
+    from lib_replicheck.errors import ImageError
     from lib_replicheck.images import load_image
     from lib_replicheck.verification import geometry
 
@@ -306,10 +304,10 @@ def compare_on_thumbnail(image, m: Match, pack) -> Geometry:
     if path is None:
         return Geometry(detail="the pack stores no thumbnail of it (build --thumbnails)")
     try:
-        found = geometry.verify(image, load_image(path, max_pixels=geometry.SIDE * geometry.SIDE * 4), m.region)
-    except Exception as e:  # a damaged thumbnail or an OpenCV error: the check goes on without it
-        return Geometry(detail=f"could not compare ({type(e).__name__})")
-    return replace(found, verified=found.inliers >= GEOMETRY_INLIERS)
+        thumbnail = load_image(path, max_pixels=geometry.SIDE * geometry.SIDE * 4)
+    except ImageError as e:
+        return Geometry(detail=f"its thumbnail could not be read ({e.reason})")
+    return geometry.judged(image, thumbnail, m.region)
 
 
 def flat_images(images: Sequence, embedders: Iterable) -> set[int]:

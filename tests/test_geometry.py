@@ -174,3 +174,24 @@ def test_the_panel_and_the_html_report_show_the_matched_area(checker, pack, spli
     html_page = out.read_text()
     assert "inliers on the thumbnail in " in html_page
     assert "boxed: the area whose features match" in html_page and 'class="region"' in html_page
+
+
+def test_an_unverified_region_match_to_another_image_does_not_outrank_the_whole_image():
+    """At the same verdict, a region's match to a different training image comes after the whole image's
+    match unless verification matched its features; verified, it ranks by its score again."""
+    from lib_replicheck.checker import best_per_item
+    from lib_replicheck.item import Item
+    from lib_replicheck.regions import Region
+    from lib_replicheck.report import Match
+    from lib_replicheck.verification_status import Geometry
+
+    box = Region(0, 0, 128, 128, 512, 512)
+
+    def match(item, similarity, region=None, geometry=None):
+        return Match(pack="a", item=Item(id=item), similarity=similarity, distance=None, verdict=Verdict.POSSIBLE,
+                     embedder="sscd_disc_mixup", region=region, geometry=geometry)
+
+    whole, region = match(1, 0.55), match(2, 0.70, box, Geometry(inliers=3))
+    assert [m.item.id for m in best_per_item([region, whole], ["a"])] == [1, 2]
+    verified = match(2, 0.70, box, Geometry(inliers=40, verified=True))
+    assert [m.item.id for m in best_per_item([verified, whole], ["a"])] == [2, 1]

@@ -11,6 +11,7 @@ pixels, at most `FEATURES` features each. OpenCV is optional: `unavailable()` sa
 from __future__ import annotations
 
 from lib_replicheck.regions import Region
+from lib_replicheck.thresholds import GEOMETRY_INLIERS
 from lib_replicheck.verification_status import MAX_HULL, Geometry
 
 #: The longer side both images are scaled down to before features are found.
@@ -120,6 +121,21 @@ def _twin_distances(cv2, norm, descriptors):
             other = p[1] if p[0].trainIdx == p[0].queryIdx else p[0]
             out[p[0].queryIdx] = other.distance
     return out
+
+
+def judged(checked, training, region: Region | None = None, *, source: str = "thumbnail") -> Geometry:
+    """`verify`, judged: verified with at least GEOMETRY_INLIERS inliers. Never raises: without OpenCV,
+    or when OpenCV fails on an image, the result's detail says why."""
+    from dataclasses import replace
+
+    why = unavailable()
+    if why:
+        return Geometry(detail=why, source=source)
+    try:
+        found = verify(checked, training, region, source=source)
+    except Exception as e:  # an OpenCV error on a stranger's image: the check goes on without it
+        return Geometry(detail=f"could not compare ({type(e).__name__})", source=source)
+    return replace(found, verified=found.inliers >= GEOMETRY_INLIERS)
 
 
 def _around(region: Region, size: tuple[int, int]) -> tuple[int, int, int, int]:
