@@ -25,17 +25,8 @@ from lib_replicheck.packs.pack import Pack
 from lib_replicheck.thresholds import GEOMETRY_INLIERS, Verdict
 
 sys.path.insert(0, str(REPO / "bench"))
+from geometry import checkerboard  # noqa: E402 - the benchmark's own pattern
 from regions import random_crop, shrink  # noqa: E402 - the benchmark's own crop maker
-
-
-def checkerboard(squares: int, side: int, dark: str = "black", light: str = "white") -> Image.Image:
-    im = Image.new("RGB", (side, side), light)
-    draw, c = ImageDraw.Draw(im), side // squares
-    for i in range(squares):
-        for j in range(squares):
-            if (i + j) % 2 == 0:
-                draw.rectangle((i * c, j * c, (i + 1) * c - 1, (j + 1) * c - 1), fill=dark)
-    return im
 
 
 def stripes(side: int, n: int = 12) -> Image.Image:
