@@ -47,10 +47,6 @@ def checkerboard(squares: int, side: int, dark: str = "black", light: str = "whi
     return im
 
 
-def share(flags: list[bool]) -> str:
-    return f"{100 * sum(flags) / max(1, len(flags)):.1f}% of {len(flags)}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1, help="0 is the run the inlier cut and the raw floor were set from")
@@ -74,7 +70,7 @@ def main() -> None:
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.regions import Region, detail, detail_map
     from lib_replicheck.thresholds import GEOMETRY_INLIERS, REGION_RAW_FLOOR, Verdict
-    from regions import FLAT, paste, random_crop, shrink
+    from regions import FLAT, paste, random_crop, share, shrink
 
     if not SSCD_ONNX.is_file():
         sys.exit(f"needs {SSCD_ONNX} (bash tests/setup.sh puts it there)")
