@@ -56,6 +56,9 @@ REQUIREMENTS = (
     # the signed record of the check (C2PA); a prebuilt wheel for every Python 3 on Linux, macOS and Windows
     Requirement("c2pa-python", "c2pa", "0.38.0", optional=True,
                 without="the signed record (Settings -> Replicheck -> Signed record) is off"),
+    # geometric verification of candidates (SIFT, RANSAC); 4.10 is the last release for NumPy 1.26
+    Requirement("opencv-python-headless", "cv2", "4.5.0", optional=True,
+                without="geometric verification is off: candidates between possible and likely copy stay possible"),
 )
 
 

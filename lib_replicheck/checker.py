@@ -15,11 +15,13 @@ from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import (DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Tiers, Verdict,
-                                      candidate_verdict)
+from lib_replicheck.thresholds import (CANDIDATE_FAMILIES, DEFAULT_TIERS, GEOMETRY_CANDIDATES, NORMALISED_REGION_TIERS,
+                                      REGION_RAW_FLOOR, REGION_TIERS, Tiers, Verdict, candidate_verdict)
+from lib_replicheck.verification_status import Geometry
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
 FLAT = "flat image"
+GEOMETRY_OFF = "candidates between possible and likely stay possible"
 FLAT_NOTE = ("flat image (a plain colour, a smooth gradient, or mostly transparent): learned descriptors (SSCD, "
              "CLIP) place all such images close together, so their matches are shown without a verdict")
 
@@ -33,7 +35,7 @@ class Checker:
     """
 
     def __init__(self, packs: Sequence, *, top_k: int = 5, tiers: dict[str, Tiers] | None = None,
-                 embedder: EmbedderOptions | None = None, regions: str | None = None):
+                 embedder: EmbedderOptions | None = None, regions: str | None = None, geometry: bool = True):
         if not packs:
             raise ReplicheckError("no pack to search: install one (python -m lib_replicheck packs), or build one "
                                   "from a folder of images (python -m lib_replicheck build)")
@@ -42,6 +44,8 @@ class Checker:
         self.tiers = dict(tiers or DEFAULT_TIERS)
         self.regions = check_mode(regions)
         self.embedder_options = (embedder or EmbedderOptions()).validated()
+        #: verify candidates between "possible" and "likely" on their stored images (verify_geometry)
+        self.geometry = bool(geometry)
         self._embedders: dict[str, object] = {}
         #: seconds spent loading models, kept out of the reports' per-image `seconds`
         self.load_seconds = 0.0
@@ -128,6 +132,8 @@ class Checker:
                             v = Verdict.NONE
                         elif offset is not None:
                             v = NORMALISED_REGION_TIERS[family].verdict(h.similarity - offset)
+                            if h.similarity < REGION_RAW_FLOOR.get(family, -1.0):
+                                v = Verdict.NONE  # a texture far from any training image, however normalised
                         else:
                             v = candidate_verdict(family, judge.verdict(h.similarity, h.distance))
                         if box is not None and not v.is_copy:
@@ -137,6 +143,13 @@ class Checker:
                                                    distance=h.distance, verdict=v, embedder=emb_id,
                                                    thumbnail=str(thumb) if thumb else None, region=box,
                                                    background=offset))
+        if self.geometry:
+            named = {pack.name: pack for pack in self.packs}
+            for image, matches, report in zip(images, candidates, reports):
+                verify_geometry(image, matches, named, report.notes)
+        else:
+            for matches in candidates:
+                cap_regions(matches)
         elapsed = (time.perf_counter() - start) / len(images)
         order = [pack.name for pack in self.packs]
         for i, (report, matches) in enumerate(zip(reports, candidates)):
@@ -232,6 +245,71 @@ def background_offsets(pack, vectors, owners, found, reports) -> dict[int, float
     return {row: float(v) for row, v in zip(rows, values)}
 
 
+def in_band(m: Match) -> bool:
+    """A match geometric verification decides: a whole-image "possible copy", or any copy found through
+    a region short of a duplicate; never a CLIP candidate (verification/step.py verifies those)."""
+    if m.embedder.split(":", 1)[0] in CANDIDATE_FAMILIES:
+        return False
+    return m.verdict is Verdict.POSSIBLE or (m.region is not None and m.verdict is Verdict.LIKELY)
+
+
+def cap_regions(matches: list[Match], why: str = "") -> None:
+    """Every match of the band at "possible copy": without geometric verification a region never
+    reaches "likely" and a whole-image "possible" stays so; `why` is said on each."""
+    for m in matches:
+        if in_band(m):
+            m.verdict = Verdict.POSSIBLE
+            if why:
+                m.geometry = Geometry(detail=why)
+
+
+def verify_geometry(image, matches: list[Match], packs: dict, notes: list[str]) -> None:
+    """Geometric verification of the band's candidates (in_band), in place: the training images with the
+    highest similarities, GEOMETRY_CANDIDATES at most, are compared with the image on their stored
+    thumbnails (verification/geometry.py); enough inliers make every match of that training image a
+    "likely copy", too few keep it "possible". The others, and all of them without OpenCV, stay
+    "possible" and say why."""
+    from lib_replicheck.verification import geometry
+
+    band = sorted((m for m in matches if in_band(m)), key=lambda m: (-m.similarity, m.region is not None))
+    if not band:
+        return
+    why = geometry.unavailable()
+    if why:
+        cap_regions(band, why)
+        notes.append(f"geometric verification: {why}; {GEOMETRY_OFF}")
+        return
+    by_item: dict[tuple, list[Match]] = {}
+    for m in band:
+        by_item.setdefault((m.pack, m.item.id), []).append(m)
+    for n, group in enumerate(by_item.values()):
+        if n >= GEOMETRY_CANDIDATES:
+            cap_regions(group, f"beyond the {GEOMETRY_CANDIDATES} candidates verified per image")
+            continue
+        whole = next((m for m in group if m.region is None), group[0])
+        found = compare_on_thumbnail(image, whole, packs.get(whole.pack))
+        for m in group:
+            m.geometry = found
+            m.verdict = Verdict.LIKELY if found.verified else Verdict.POSSIBLE
+
+
+def compare_on_thumbnail(image, m: Match, pack) -> Geometry:
+    """Geometric verification of one match on its pack's stored thumbnail; what went wrong is said in
+    the result's detail, never raised."""
+    from lib_replicheck.errors import ImageError
+    from lib_replicheck.images import load_image
+    from lib_replicheck.verification import geometry
+
+    path = pack.thumbnail_path(m.item) if pack is not None else None
+    if path is None:
+        return Geometry(detail="the pack stores no thumbnail of it (build --thumbnails)")
+    try:
+        thumbnail = load_image(path, max_pixels=geometry.SIDE * geometry.SIDE * 4)
+    except ImageError as e:
+        return Geometry(detail=f"its thumbnail could not be read ({e.reason})")
+    return geometry.judged(image, thumbnail, m.region)
+
+
 def flat_images(images: Sequence, embedders: Iterable) -> set[int]:
     """Indices of the flat images (images.is_flat), when an embedder that withholds flat images is
     searched; else none (PDQ judges flat images by its own quality gate)."""
@@ -265,5 +343,7 @@ def best_per_item(matches: list[Match], packs: Sequence[str] = ()) -> list[Match
         if k not in best or key(m) > key(best[k]):
             best[k] = m
     place = {name: n for n, name in enumerate(packs)}
-    return sorted(best.values(), key=lambda m: (-m.verdict.rank, place.get(m.pack, len(place)), -m.similarity,
-                                                m.region is not None))
+    # within a verdict, a region match verified on no stored image never outranks the whole image's
+    unverified = lambda m: m.region is not None and not (m.geometry and m.geometry.verified)  # noqa: E731
+    return sorted(best.values(), key=lambda m: (-m.verdict.rank, place.get(m.pack, len(place)), unverified(m),
+                                                -m.similarity, m.region is not None))

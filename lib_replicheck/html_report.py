@@ -168,9 +168,20 @@ def _match_figure(m: Match, with_images: bool) -> str:
         judged = f"; {m.background_text()}" if m.background is not None else ""
         where_found = (f'<div class="found muted">found in the region {w}×{h} at ({x}, {y}) of the checked '
                        f'image{esc(judged)}</div>')
+    if getattr(m, "geometry", None) is not None:
+        where_found += f'<div class="found muted">{esc(m.geometry.text())}</div>'
     return (f'<figure class="match">{framed(thumb, f"training image {m.id}", missing)}<figcaption>{score}'
             f'<span class="badge {TIER_CLASS.get(m.verdict, "t-none")}">{esc(m.verdict.value)}</span>{distance}'
             f'{caption}{source}{lic}{pack}{where_found}</figcaption></figure>')
+
+
+def matched_area(best):
+    """The box to draw on the checked image: the region the best match was found through, else the area
+    geometric verification matched on the training image; None for neither."""
+    if best is None:
+        return None
+    g = getattr(best, "geometry", None)
+    return best.region or (g.area if g is not None and g.verified else None)
 
 
 def flagged_row(report: Report, rank: int, roots: list[str], with_images: bool = True) -> str:
@@ -179,12 +190,14 @@ def flagged_row(report: Report, rank: int, roots: list[str], with_images: bool =
     thumb = thumbnail(report.image) if with_images else None
     best = report.best
     region = None
+    matched = matched_area(best)
     if best is not None and thumb is not None:
-        region = region_style(getattr(best, "region", None), thumb.source_width, thumb.source_height)
+        region = region_style(matched, thumb.source_width, thumb.source_height)
     size = f" · {thumb.source_width}×{thumb.source_height}" if thumb else ""
     checked = (f'<figure class="checked">{framed(thumb, name, "the image could not be read again" if with_images else "thumbnails left out", region)}'
                f'<figcaption>checked image{size}'
-               + (' · <span class="muted">boxed: the matching region</span>' if region else "")
+               + (f' · <span class="muted">boxed: {"the matching region" if best.region else "the area whose features match"}'
+                  '</span>' if region else "")
                + "</figcaption></figure>")
     matches = "".join(_match_figure(m, with_images) for m in report.matches[:MAX_MATCHES_SHOWN])
     notes = "".join(f'<div class="muted">{esc(n, 300)}</div>' for n in report.notes[:3])

@@ -58,6 +58,9 @@ class Match:
     #: what fetching the training image and comparing it found, for a candidate (verification_status.
     #: Verification, set by lib_replicheck/verification/); None: verification never looked at it
     verification: "Verification | None" = None
+    #: what matching local features with the stored training image found (verification_status.Geometry,
+    #: set by the checker for a candidate between "possible" and "likely"); None: not looked at
+    geometry: "Geometry | None" = None
 
     @property
     def id(self) -> int:
@@ -165,7 +168,8 @@ class Match:
                 "background": None if self.background is None else round(self.background, 4),
                 "normalised": None if self.background is None else round(self.normalised, 4),
                 "judged_on": self.judged_on, "judged_score": round(self.judged_score(), 4),
-                "verification": self.verification.to_dict() if self.verification is not None else None}
+                "verification": self.verification.to_dict() if self.verification is not None else None,
+                "geometry": self.geometry.to_dict() if self.geometry is not None else None}
 
 
 def _label(score: float) -> str:

@@ -102,6 +102,28 @@ NORMALISED_REGION_TIERS: dict[str, Tiers] = {
     "sscd": Tiers("similarity", possible=0.25, likely=0.35),
 }
 
+#: A region's raw similarity below which it is no copy, whatever its normalised score: on a pack with a
+#: background set, normalisation alone let unrelated textures through (a sunset sky, a dark noisy
+#: surface against a fabric texture, at raw 0.37 and 0.49-0.52). Set from `bench/geometry.py --seed 0`,
+#: with the floor off: the region matches that found their own pasted original scored raw 0.412 at the
+#: lowest (17 matches), so the floor is the highest cut in steps of 0.05 below them all. It stops the
+#: 0.37 texture; the 0.49-0.52 ones stay "possible" at most, as a region reaches "likely" only through
+#: geometric verification.
+REGION_RAW_FLOOR: dict[str, float] = {"sscd": 0.40}
+
+#: Geometric verification (verification/geometry.py): a candidate between "possible" and "likely"
+#: (a whole-image "possible copy", or any copy found through a region) becomes "likely copy" when at
+#: least this many distinct spots of the checked image map onto its stored training image under one
+#: homography; with fewer it stays "possible copy". A region reaches "likely" only this way: repeated
+#: patterns and textures score high on a region's learned descriptor but share no placed features.
+#: Set from `bench/geometry.py --seed 0`: novel crops against pack thumbnails reached 6 inliers at most
+#: (450 pairs), drawn checkerboards of other sizes against a checkerboard up to 13 (a 16x16 board holds an
+#: 8x8 one at half the scale); the cut is the lowest multiple of 5 above both. 82% of the copies verified
+#: in that run reached it with SIFT, 54% with ORB (which is 9x faster), hence SIFT.
+GEOMETRY_INLIERS = 15
+#: Candidates verified per image at most (the highest similarities first); the others stay "possible".
+GEOMETRY_CANDIDATES = 3
+
 
 def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = None) -> dict[str, Tiers]:
     """Apply 'family.tier=value' strings, e.g. 'sscd.possible=0.6' or 'pdq.likely=24' ('off' disables)."""

@@ -51,3 +51,35 @@ class Verification:
         d["sscd"] = None if self.sscd is None else round(self.sscd, 4)
         d["text"] = self.text()
         return d
+
+#: Points of a matched area's hull kept at most (a convex hull of a thousand features can have hundreds)
+MAX_HULL = 32
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What matching local features of the checked image with a candidate's stored (or fetched) training
+    image found (verification/geometry.py): the RANSAC inliers of one homography and where they lie in
+    the checked image. `detail` says why it could not run (no OpenCV, no stored image)."""
+
+    inliers: int = 0
+    matches: int = 0  # feature matches that passed the ratio test, before RANSAC
+    area: Region | None = None  # the inliers' bounding box in the checked image
+    hull: tuple[tuple[int, int], ...] = ()  # the inliers' convex hull, in the checked image's pixels
+    source: str = "thumbnail"  # 'thumbnail' (stored in the pack) or 'fetched image'
+    detail: str = ""  # why it did not run; empty when it ran
+    verified: bool = False  # enough inliers (thresholds.GEOMETRY_INLIERS): the verdict may be 'likely'
+
+    def text(self) -> str:
+        """'geometry: 48 inliers on the thumbnail in 310x290 at (12, 40)', 'geometry: 3 inliers on the
+        thumbnail (too few)', 'not verified geometrically (OpenCV is not installed ...)'."""
+        if self.detail:
+            return f"not verified geometrically ({self.detail})"
+        where = f" in {self.area.text()}" if self.area is not None and self.verified else ""
+        few = "" if self.verified else " (too few)"
+        return f"geometry: {self.inliers} inliers on the {self.source}{where}{few}"
+
+    def to_dict(self) -> dict:
+        return {"inliers": self.inliers, "matches": self.matches, "verified": self.verified,
+                "area": self.area.to_dict() if self.area else None, "hull": [list(p) for p in self.hull],
+                "source": self.source, "detail": self.detail, "text": self.text()}

@@ -171,6 +171,7 @@ PACKAGES = [
     ("tqdm", "4.66.1", "tqdm", ()),
     ("pdqhash", "0.2.7", "pdqhash", ()),
     ("c2pa-python", "0.38.1", "c2pa", ()),
+    ("opencv-python-headless", "4.10.0", "cv2", ()),
 ]
 
 
@@ -191,7 +192,7 @@ def template_venv(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
     subprocess.run([py, "-m", "pip", "install", "-q", "--index-url", index.as_uri(), "protobuf==3.20.0",
-                    "faiss-cpu", "requests", "tqdm", "pdqhash", "c2pa-python"], check=True, env=_pip_env(index), timeout=300)
+                    "faiss-cpu", "requests", "tqdm", "pdqhash", "c2pa-python", "opencv-python-headless"], check=True, env=_pip_env(index), timeout=300)
     return venv, index
 
 

@@ -19,6 +19,7 @@ LAYERS = {
     "registry": 4,
     "builder": 5,
     "verification": 5.5,  # CLIP candidates verified online: the recipes' bounded image fetch (builder/fetch.py)
+    "verification.geometry": 0,  # local features of two images in memory (OpenCV): the checker's verification
     "memorization": 6,
     "webui": 7,
     "cli": 7,
@@ -73,7 +74,9 @@ def graph(root: Path, package: str) -> dict[str, set[str]]:
 
 def room(package: str, name: str) -> str:
     rest = name[len(package) + 1:] if name != package else ""
-    return rest.split(".")[0] if rest.split(".")[0] in LAYERS else ""
+    parts = rest.split(".")
+    prefixes = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    return next((p for p in prefixes if p in LAYERS), "")
 
 
 def problems(root: Path, package: str) -> list[str]:

@@ -254,7 +254,9 @@ def test_pasted_copy_missed_whole_is_found_with_its_box(checker, pasted):
         # judged on the score above the pack's background, which the report gives beside the similarity
         b = fast.best
         assert b.background is not None and 0 < b.background < b.similarity
-        assert fast.verdict is NORMALISED_REGION_TIERS["sscd"].verdict(b.similarity - b.background)
+        assert NORMALISED_REGION_TIERS["sscd"].verdict(b.similarity - b.background).is_copy
+        # a region reaches "likely" only when its features map onto the stored thumbnail
+        assert fast.verdict is (Verdict.LIKELY if b.geometry is not None and b.geometry.verified else Verdict.POSSIBLE)
         assert fast.to_dict()["best"]["normalised"] == round(b.similarity - b.background, 4)
         assert not any("no background set" in n for n in fast.notes)
     assert found >= 3
@@ -268,8 +270,13 @@ def test_without_a_background_regions_are_judged_on_similarity(raw_pack, sscd_on
         report = checker.check([im], regions="thorough")[0]
         assert any("has no background set" in n for n in report.notes), report.notes
         assert all(m.background is None for m in report.matches)
-        assert report.verdict is (REGION_TIERS["sscd"].verdict(report.best.similarity) if report.best.region
-                                  else DEFAULT_TIERS["sscd"].verdict(report.best.similarity))
+        expected = (REGION_TIERS["sscd"].verdict(report.best.similarity) if report.best.region
+                    else DEFAULT_TIERS["sscd"].verdict(report.best.similarity))
+        if report.best.region is not None and expected is Verdict.LIKELY:
+            # this pack stores no thumbnails, so no region is verified geometrically: it stays possible
+            expected = Verdict.POSSIBLE
+            assert "stores no thumbnail" in report.best.geometry.detail
+        assert report.verdict is expected
         assert report.to_dict()["best"]["normalised"] is None
     assert not any("background" in n for n in checker.check([pasted[0][0]], regions="off")[0].notes)
 

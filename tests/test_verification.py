@@ -184,3 +184,19 @@ def test_the_web_ui_setting_verifies_after_the_check_and_is_off_by_default(webui
         service.unload()
         shutil.rmtree(service.packs_dir / "clip-photos", ignore_errors=True)
         shutil.rmtree(models / "verify-cache", ignore_errors=True)
+
+
+def test_a_candidate_the_pair_scores_between_possible_and_likely_is_decided_by_its_features(world, capsys, photos):
+    """The centre half of the first photo: SSCD scores the pair with the fetched original between
+    "possible" and "likely"; its local features map onto the fetched image, so it is a likely copy, and
+    the report says where."""
+    from lib_replicheck.images import centre_crop
+
+    half = world["root"] / "half.png"
+    centre_crop(photos[0], 0.5).save(half)
+    rc, report = check_json(capsys, world["pack"], half, world["weights"], world["models"], "--verify", "online")
+    best = report["best"]
+    assert best["verification"]["status"] == "verified" and 0.5 <= best["verification"]["sscd"] < 0.75, best
+    g = best["geometry"]
+    assert g["source"] == "fetched image" and g["verified"] and g["area"] is not None
+    assert rc == 1 and report["verdict"] == "likely copy"

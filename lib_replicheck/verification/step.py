@@ -93,6 +93,7 @@ def verify_report(report: Report, verifier: Verifier, image=None) -> Report:
 def verify_online(report: Report, todo: list[Match], verifier: Verifier, image) -> None:
     from lib_replicheck.errors import ReplicheckError
     from lib_replicheck.verification.compare import CheckedImage, compare
+    from lib_replicheck.verification.geometry import judged
     from lib_replicheck.verification.online import TIMEOUT, fetch_image
 
     try:
@@ -115,6 +116,10 @@ def verify_online(report: Report, todo: list[Match], verifier: Verifier, image) 
         m.verification = Verification(VERIFIED, sscd=pair.sscd, region=pair.region, pdq=pair.pdq,
                                       cached=fetched.cached)
         m.verdict = pair.verdict
+        if pair.verdict is Verdict.POSSIBLE or (pair.region is not None and pair.verdict is Verdict.LIKELY):
+            # between possible and likely, as the checker does: the features of the pair decide
+            m.geometry = judged(image, fetched.image, pair.region, source="fetched image")
+            m.verdict = Verdict.LIKELY if m.geometry.verified else Verdict.POSSIBLE
 
 
 def note(todo: list[Match], verifier: Verifier) -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from lib_replicheck import safe_text
 from lib_replicheck.report import NOT_CHECKED, Match, Report, verdict_label
 from lib_replicheck.safe_text import escape as esc
+from lib_replicheck.verification_status import MAX_HULL
 
 BADGE = {"no copy": "rc-none", "possible copy": "rc-possible", "likely copy": "rc-likely", "duplicate": "rc-duplicate"}
 MAX_CAPTION = 300
@@ -76,6 +77,31 @@ def region_figure(m: Match) -> str:
             f'<figcaption class="rc-note">{esc(caption)}</figcaption></figure>')
 
 
+def geometry_figure(m: Match) -> str:
+    """What geometric verification found: the area of the checked image whose features map onto the
+    training image, as an SVG of the image's outline with the inliers' hull drawn in it (ints of our own
+    computing), and in words; only the words when it found too few or did not run. Empty when it did
+    not look at the match."""
+    g = m.geometry
+    if g is None:
+        return ""
+    words = g.text()
+    a = g.area
+    if not g.verified or a is None or len(g.hull) < 3:
+        return f'<div class="rc-note rc-geometry">{esc(words)}</div>'
+    W, H = max(1, int(a.image_w)), max(1, int(a.image_h))
+    stroke = max(2, round(max(W, H) / 100))
+    points = " ".join(f"{int(x)},{int(y)}" for x, y in g.hull[:MAX_HULL])
+    return (f'<figure class="rc-region rc-geometry" data-box="{int(a.x)},{int(a.y)},{int(a.w)},{int(a.h)}">'
+            f'<svg class="rc-region-map" viewBox="0 0 {W} {H}" width="96" height="{max(1, round(96 * H / W))}" '
+            f'role="img" aria-label="{esc(words)}"><title>{esc(words)}</title>'
+            f'<rect class="rc-region-image" x="0" y="0" width="{W}" height="{H}" fill="#8884" stroke="#888" '
+            f'stroke-width="{stroke}"/>'
+            f'<polygon class="rc-geometry-hull" points="{points}" fill="#0a03" stroke="#080" '
+            f'stroke-width="{stroke}"/></svg>'
+            f'<figcaption class="rc-note">{esc(words)}</figcaption></figure>')
+
+
 def _match(m: Match, remote: bool) -> str:
     caption = clip(m.caption, MAX_CAPTION)
     source = m.url or m.source or f"#{m.id}"
@@ -90,7 +116,7 @@ def _match(m: Match, remote: bool) -> str:
         f'<div class="rc-caption">{esc(caption) or "<i>no caption</i>"}</div>'
         f'<div class="rc-source">{link(source, host)} · pack {esc(clip(m.pack))}'
         f'{" · " + esc(license_) if license_ else ""}</div>'
-        f"{region_figure(m)}</div></li>"
+        f"{region_figure(m)}{geometry_figure(m)}</div></li>"
     )
 
 
