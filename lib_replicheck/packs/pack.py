@@ -93,6 +93,28 @@ class Pack:
         self.index, self.metadata, self.reranker, self.background = index, metadata, reranker, background
         self.variants, self.candidates = variants, candidates
         self._stamps = stamps
+        self.default_background = None
+        if background is None and m.metric != "hamming":
+            try:
+                self._use_default_background()
+            except BaseException:
+                self._release()
+                raise
+
+    def _use_default_background(self) -> None:
+        """A pack without a background of its own uses the default shipped for its embedder
+        (packs/background.py), less its rows that are copies of one of this pack's images."""
+        from lib_replicheck.packs import background as bg
+        from lib_replicheck.thresholds import DEFAULT_TIERS
+
+        default = bg.default_for(self.manifest.embedder.id)
+        if default is None:
+            return
+        rows = bg.load_default(default, self.manifest.embedder.dim)
+        nearest = [hits[0].similarity if hits else 0.0 for hits in self._search(rows, 1)]
+        keep = bg.not_copies(nearest, DEFAULT_TIERS["sscd"].likely)
+        if keep.any():
+            self.background, self.default_background = rows[keep], default
 
     def _ensure_current(self) -> None:
         """Open the pack again if any file in use changed since it was opened; PackError if it no
