@@ -34,8 +34,10 @@ class Pack:
     file that shrank).
     """
 
-    def __init__(self, path: str | Path, expect_embedder: str | None = None, mmap: bool = True):
+    def __init__(self, path: str | Path, expect_embedder: str | None = None, mmap: bool = True,
+                 default_background: bool = True):
         self.path = Path(path)
+        self.use_default_background = default_background  # False: measures a pack without any (bench/)
         self.expect_embedder = expect_embedder
         self.mmap_min_bytes = faiss_index.MMAP_MIN_BYTES if mmap else None
         self._lock = threading.RLock()
@@ -94,7 +96,7 @@ class Pack:
         self.variants, self.candidates = variants, candidates
         self._stamps = stamps
         self.default_background = None
-        if background is None and m.metric != "hamming":
+        if background is None and m.metric != "hamming" and self.use_default_background:
             try:
                 self._use_default_background()
             except BaseException:
