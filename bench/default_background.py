@@ -92,7 +92,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, data)
     write_atomic(out.with_suffix(".json"), (json.dumps(provenance, indent=1) + "\n").encode("utf-8"))
-    print(f"{out}: {len(rows)} rows of {rows.shape[1]}, {len(data):,} bytes, sha256 {provenance['sha256']}")
+    print(f"{out.relative_to(REPO)}: {len(rows)} rows of {rows.shape[1]}, {len(data):,} bytes, sha256 {provenance['sha256']}")
 
 
 if __name__ == "__main__":

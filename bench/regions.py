@@ -366,7 +366,7 @@ def main() -> None:
                 rep = checkers[kind].check([im], regions=mode)[0]
                 same += (rep.best.item.id, rep.best.region, rep.verdict) == \
                     (r[mode].item.id, r[mode].region, r[mode].verdict)
-        print(f"{kind}: Checker.check gives the same best match, region and verdict as above in {same} of "
+        print(f"{kind}: " + f"Checker.check gives the same best match, region and verdict as above in {same} of "
               f"{len(sample) * len(MODES)}")
     timed = {(k, m): [] for k in kinds for m in MODES}
     for im in [c[3] for c in cases[1::max(1, len(cases) // max(1, args.timing))][:args.timing]]:
