@@ -66,6 +66,7 @@ class Default:
     path: Path
     sha256: str
     rows: int
+    dim: int
     summary: str  # e.g. '256 OpenClipart drawings (CC0)'
 
     @property
@@ -75,7 +76,8 @@ class Default:
 
 def default_for(embedder_id: str) -> Default | None:
     """The default background shipped for `embedder_id`, from its provenance file; None when none
-    ships for it. A provenance file that cannot be read is a PackError naming it."""
+    ships for it. A provenance file that cannot be read is a PackError naming it (the folder it is
+    in stands where a pack's path stands; Pack says which pack needed it)."""
     name = DEFAULTS.get(embedder_id)
     if name is None:
         return None
@@ -86,14 +88,14 @@ def default_for(embedder_id: str) -> Default | None:
             raise PackError(meta.parent, f"default background provenance {meta.name} is larger than "
                                          f"{MAX_PROVENANCE_BYTES:,} bytes")
         data = json.loads(meta.read_text(encoding="utf-8"))
-        digest, rows = str(data["sha256"]), int(data["rows"])
+        digest, rows, dim = str(data["sha256"]), int(data["rows"]), int(data["dim"])
         summary = str(data["summary"])[:200]
     except PackError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise PackError(meta.parent, f"default background provenance {meta.name} cannot be read "
                                      f"({type(e).__name__}: {e}); reinstall replicheck"[:400]) from None
-    return Default(path, digest, rows, summary)
+    return Default(path, digest, rows, dim, summary)
 
 
 _loaded: dict = {}

@@ -74,7 +74,9 @@ def background_text(m) -> str:
         default = bg.default_for(m.embedder.id)
     except ReplicheckError as e:
         return f"default: cannot be read ({e})"
-    return "none" if default is None else f"default: {default.name} ({default.summary})"
+    if default is None or default.dim != m.embedder.dim:
+        return "none"
+    return f"default: {default.name} ({default.summary})"
 
 
 def _broken(folder: str, error: str) -> PackInfo:

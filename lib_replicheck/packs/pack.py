@@ -109,10 +109,14 @@ class Pack:
         from lib_replicheck.packs import background as bg
         from lib_replicheck.thresholds import DEFAULT_TIERS
 
-        default = bg.default_for(self.manifest.embedder.id)
-        if default is None:
-            return
-        rows = bg.load_default(default, self.manifest.embedder.dim)
+        try:
+            default = bg.default_for(self.manifest.embedder.id)
+            if default is None or default.dim != self.manifest.embedder.dim:
+                return
+            rows = bg.load_default(default, default.dim)
+        except PackError as e:
+            raise PackError(self.path, f"it has no background of its own, and replicheck's {e.reason} "
+                                       f"({e.path})") from None
         nearest = [hits[0].similarity if hits else 0.0 for hits in self._search(rows, 1)]
         keep = bg.not_copies(nearest, DEFAULT_TIERS["sscd"].likely)
         if keep.any():
