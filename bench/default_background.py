@@ -1,7 +1,7 @@
 """Make the default background set that ships with replicheck (lib_replicheck/data/backgrounds/):
 SSCD descriptors of public-domain images, used by every SSCD pack that has no background of its own.
 
-    python bench/default_background.py [--rows 256] [--check]
+    python bench/default_background.py [--rows 406] [--check]
 
 The images are OpenClipart's drawings as Debian's `openclipart-png` installs them (CC0 / public
 domain dedication: /usr/share/doc/openclipart-png/copyright), the only public-domain images the tests
@@ -44,7 +44,7 @@ def sha256(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=256, help="images embedded (256 rows of 512 float16: 256 KiB)")
+    ap.add_argument("--rows", type=int, default=406, help="images embedded (406 rows of 512 float16: 406 KiB; all the drawings at those positions)")
     ap.add_argument("--check", action="store_true", help="rebuild in memory and compare with the shipped file")
     args = ap.parse_args()
 

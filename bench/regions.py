@@ -178,7 +178,7 @@ def on_paste(box, paste) -> float:
 
 KINDS = ("own", "default", "none")
 KIND_WORDS = {"own": "own background (recipe-style: other drawings of the same source, not in the pack)",
-              "default": "default background (the one shipped for SSCD: 256 public-domain drawings)",
+              "default": "default background (the one shipped for SSCD: 406 public-domain drawings)",
               "none": "no background (regions judged on their raw similarity at the older tiers)"}
 
 
