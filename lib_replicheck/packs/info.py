@@ -58,7 +58,8 @@ def pack_info(path: str | Path) -> PackInfo:
         description=clean_text(m.description, MAX_TEXT), embedder=clean_text(m.embedder.id, MAX_NAME),
         metric=clean_text(m.metric, MAX_NAME), count=m.count, size_bytes=sum(f.size for f in m.files),
         source={clean_text(k, MAX_NAME): clean_text(v, MAX_FIELD) for k, v in list(m.source.items())[:32]},
-        background=clean_text(background_text(m), MAX_FIELD), error=clean_text(f"damaged: {problem}", MAX_ERROR) if problem else None)
+        background=clean_text(background_text(m), MAX_FIELD),
+        error=clean_text(f"damaged: {problem}", MAX_ERROR) if problem else None)
 
 
 def background_text(m) -> str:
