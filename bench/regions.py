@@ -2,13 +2,18 @@
 with Meta's real SSCD weights (int8 ONNX) on the real photos tests/setup.sh installs.
 
     python bench/regions.py [--seed 1] [--pastes 15] [--negatives 2000] [--region-negatives 2000]
+                            [--kinds own,default,none]
 
 The real photos the tests install (Debian's mate/nature and *_by_* wallpapers, 31) are split by
 photo: every other one goes into the pack, the rest are the novel photos (the other images those
 packages install are vector art and plain colours, not photos). Pack: built with the builder's one
-writer (build_from_items) from its photos plus the tests' 400 clip art drawings as distractors, and
-a background set of 2,000 other drawings (`--background 0`: none, so regions are judged on their
-raw similarity at the older tiers).
+writer (build_from_items) from its photos plus the tests' 400 clip art drawings as distractors, in
+three kinds measured side by side (`--kinds`), as users get them: `own`, with a background of
+`--background` (2,000) other drawings of the same source, as a recipe takes the rows of its list
+outside the pack; `default`, built without one, so it uses the default background shipped for SSCD
+(bench/default_background.py: public-domain drawings, none of them in this pack); `none`, the same
+pack without any background, its regions judged on their raw similarity at the older tiers. Every
+image is embedded once and judged against each kind.
 Copies: a pack photo scaled so its larger side is 35%, 55% or 75% of the side of a background,
 pasted at a random spot into a random crop of a novel photo (512x512, 512x768 or 768x512: the
 generation sizes), plain, or with light edits afterwards (JPEG quality 75 and colour +20%).
@@ -96,21 +101,16 @@ def paste(rng: random.Random, original, background, scale: float):
 
 
 class Judge:
-    """Each image embedded once with its thorough regions; verdicts per mode by the checker's code."""
+    """Each image embedded once with its thorough regions; verdicts per pack and per mode by the
+    checker's code, so the pack kinds are compared on the very same queries."""
 
-    def __init__(self, checker, pack, embedder):
-        self.checker, self.pack, self.embedder = checker, pack, embedder
+    def __init__(self, embedder):
+        self.embedder = embedder
 
-    def reports(self, images: list, upto: str = "thorough") -> list[dict]:
-        """Per image, per mode up to `upto`: the best Match (None when nothing was found)."""
+    def embed(self, images: list, upto: str = "thorough"):
+        """(query vectors, owners (image, box, mode that searches it), images, upto)."""
         import numpy as np
 
-        from lib_replicheck.checker import background_offsets, best_per_item
-        from lib_replicheck.report import Match
-        from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS
-
-        if not images:
-            return []
         queries, owners = [], []
         for chunk in range(0, len(images), 16):
             part = images[chunk:chunk + 16]
@@ -125,15 +125,25 @@ class Judge:
                 for i, box, v in found:
                     queries.append(v)
                     owners.append((chunk + i, box, level))
-        vectors = np.stack(queries)
+        return (np.stack(queries) if queries else None), owners, len(images), upto
+
+    def reports(self, pack, embedded) -> list[dict]:
+        """Per image, per mode up to the embedding's: the best Match (None when nothing was found).
+        Sets self.top (per image, per mode: the highest score of any query, copy or not) and
+        self.top_normalised (the highest normalised score of any region), for the tails."""
+        from lib_replicheck.checker import background_offsets, best_per_item
+        from lib_replicheck.report import Match
+        from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS
+
+        vectors, owners, n, upto = embedded
+        if not n:
+            return []
         modes = MODES[:MODES.index(upto) + 1]
-        found: list[dict[str, list]] = [{m: [] for m in modes} for _ in images]
-        #: per image, per mode: the highest score of any query (copy or not), and the highest
-        #: normalised score of any region, for the tails
-        self.top = [{m: 0.0 for m in modes} for _ in images]
-        self.top_normalised = [{m: None for m in modes} for _ in images]
-        hits_all = self.pack.search(vectors, 1)
-        offsets = background_offsets(self.pack, vectors, [(i, box) for i, box, _ in owners], hits_all, [])
+        found: list[dict[str, list]] = [{m: [] for m in modes} for _ in range(n)]
+        self.top = [{m: 0.0 for m in modes} for _ in range(n)]
+        self.top_normalised = [{m: None for m in modes} for _ in range(n)]
+        hits_all = pack.search(vectors, 1)
+        offsets = background_offsets(pack, vectors, [(i, box) for i, box, _ in owners], hits_all, [])
         for row, ((i, box, level), hits) in enumerate(zip(owners, hits_all)):
             offset = offsets.get(row)
             tiers = DEFAULT_TIERS["sscd"] if box is None else \
@@ -148,7 +158,7 @@ class Judge:
                 verdict = tiers.verdict(score)
                 if box is not None and not verdict.is_copy:
                     continue  # as the checker: a region adds only the copies it finds
-                m = Match(pack=self.pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
+                m = Match(pack=pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
                           verdict=verdict, embedder=self.embedder.id, region=box, background=offset)
                 for mode in modes[MODES.index(level):]:
                     found[i][mode].append(m)
@@ -166,6 +176,18 @@ def on_paste(box, paste) -> float:
     return max(0, w) * max(0, h) / min(box.w * box.h, paste.w * paste.h)
 
 
+KINDS = ("own", "default", "none")
+KIND_WORDS = {"own": "own background (recipe-style: other drawings of the same source, not in the pack)",
+              "default": "default background (the one shipped for SSCD: 406 public-domain drawings)",
+              "none": "no background (regions judged on their raw similarity at the older tiers)"}
+
+
+def side_by_side(figures: dict[str, dict[str, str]], kinds: list[str]) -> None:
+    """One line per figure: its value for each pack kind."""
+    for label in next(iter(figures.values())):
+        print(f"  {label}: " + " | ".join(f"{k}: {figures[k].get(label, '-')}" for k in kinds))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1, help="0 is the run the region tiers were set from")
@@ -176,8 +198,14 @@ def main() -> None:
     ap.add_argument("--timing", type=int, default=5, help="images timed through Checker.check per mode")
     ap.add_argument("--confirm", type=int, default=2, help="images checked by Checker.check to confirm the verdicts")
     ap.add_argument("--background", type=int, default=2000,
-                    help="clip art drawings not in the pack, as the pack's background set (0: none, raw tiers)")
+                    help="clip art drawings not in the pack, as the own background of the 'own' pack kind")
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="pack kinds measured side by side: own (a background of the same source, as recipes "
+                         "build), default (built without one: the shipped default), none (no background at all)")
     args = ap.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds or any(k not in KINDS for k in kinds):
+        sys.exit(f"--kinds: a comma-separated list of {', '.join(KINDS)}")
 
     import numpy as np
 
@@ -206,24 +234,35 @@ def main() -> None:
     chosen = set(drawings)
     background = [SourceItem(key=p.name, path=str(p)) for p in sorted(CLIPART.rglob("*.png")) if p not in chosen][::3]
     items = [SourceItem(key=p.name, path=str(p)) for p in pack_files + drawings]
-    pack = Pack(build_from_items(items, sscd, tmp / "pack", thumbnails=False, log=lambda s: None,
-                                 background=background if args.background else None,
-                                 background_size=max(1, args.background)).path)
-    by_source = {pack.metadata.get([r])[r].source: r for r in range(pack.manifest.count)}
-    own_ids = [pack.metadata.get([by_source[p.name]])[by_source[p.name]].id for p in pack_files]
-    checker = Checker([pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=SSCD_ONNX, offline=True))
-    checker.embedder(pack)
-    judge = Judge(checker, pack, sscd)
+    packs, checkers, own_ids = {}, {}, {}
+    for kind in kinds:
+        if kind == "none" and "default" in packs:
+            path = packs["default"].path  # the same pack, opened without the shipped default
+        else:
+            path = build_from_items(items, sscd, tmp / kind, thumbnails=False, log=lambda s: None,
+                                    background=background if kind == "own" else None,
+                                    background_size=max(1, args.background)).path
+        pack = packs[kind] = Pack(path, default_background=kind != "none")
+        by_source = {pack.metadata.get([r])[r].source: r for r in range(pack.manifest.count)}
+        own_ids[kind] = [pack.metadata.get([by_source[p.name]])[by_source[p.name]].id for p in pack_files]
+        checkers[kind] = Checker([pack], top_k=1,
+                                 embedder=EmbedderOptions(runtime="onnx", weights=SSCD_ONNX, offline=True))
+        checkers[kind].embedder(pack)
+    judge = Judge(sscd)
     rng = random.Random(args.seed)
-    normalised = pack.manifest.background is not None
-    tiers = (NORMALISED_REGION_TIERS if normalised else REGION_TIERS)["sscd"]
     print(f"region search: SSCD int8 ONNX (sscd_disc_mixup), pack of {len(pack_files)} photos + {len(drawings)} "
-          f"drawings, seed {args.seed}; "
-          + (f"background set: {pack.manifest.background['count']} other drawings "
-             f"({pack.manifest.background['dropped_as_copies']} dropped as copies of pack images); region tiers on "
-             f"the normalised score (similarity less the mean of the 3 nearest background images): "
-             if normalised else "no background set; region tiers on the similarity: ")
-          + f"possible {tiers.possible}, likely {tiers.likely} (whole image, on the similarity: 0.5, 0.75)")
+          f"drawings, seed {args.seed}; whole image judged on the similarity (possible 0.5, likely 0.75); pack kinds:")
+    for kind in kinds:
+        pack = packs[kind]
+        normalised = pack.background is not None
+        tiers = (NORMALISED_REGION_TIERS if normalised else REGION_TIERS)["sscd"]
+        rows = "" if not normalised else (
+            f": {pack.manifest.background['count']} other drawings ({pack.manifest.background['dropped_as_copies']} "
+            "dropped as copies of pack images)" if pack.manifest.background else
+            f": {len(pack.background)} rows of {pack.default_background.name}")
+        print(f"  {kind}: {KIND_WORDS[kind]}{rows}; region tiers on the "
+              f"{'normalised score (similarity less the mean of the 3 nearest background images)' if normalised else 'similarity'}"
+              f": possible {tiers.possible}, likely {tiers.likely}")
 
     # pasted copies
     cases = []
@@ -234,31 +273,33 @@ def main() -> None:
                 bg = random_crop(rng, others[rng.randrange(len(others))], SIZES[rng.randrange(len(SIZES))])
                 im, box = paste(rng, originals[k], bg, scale)
                 cases.append((scale, edited, k, light_edit(im) if edited else im, box))
-    judged = judge.reports([c[3] for c in cases])
+    embedded = judge.embed([c[3] for c in cases])
+    figures: dict[str, dict[str, str]] = {k: {} for k in kinds}
+    for kind in kinds:
+        judged, ids, f = judge.reports(packs[kind], embedded), own_ids[kind], figures[kind]
+        for scale in SCALES:
+            for tier in (Verdict.POSSIBLE, Verdict.LIKELY):
+                for mode in MODES:
+                    ok = [b is not None and b.item.id == ids[k] and b.verdict.rank >= tier.rank
+                          for (s, _, k, _, _), r in zip(cases, judged) if s == scale for b in [r[mode]]]
+                    f[f"{round(scale * 100)}% pastes at {tier.value}, {mode}"] = share(ok)
+        for mode in ("fast", "thorough"):
+            inside = [on_paste(r[mode].region, box) >= 0.5 for (_, _, k, _, box), r in zip(cases, judged)
+                      if r[mode] is not None and r[mode].region is not None and r[mode].item.id == ids[k]
+                      and r[mode].verdict.is_copy]
+            f[f"{mode}: reported region on the paste (of copies found through a region)"] = share(inside)
+        big = [(c, r) for c, r in zip(cases, judged) if c[0] >= 0.55]
+        small = [(c, r) for c, r in zip(cases, judged) if c[0] == 0.35]
+        for mode in ("fast", "thorough"):
+            likely = [r[mode] is not None and r[mode].item.id == ids[c[2]] and r[mode].verdict.rank >= Verdict.LIKELY.rank
+                      for c, r in big]
+            possible = [r[mode] is not None and r[mode].item.id == ids[c[2]] and r[mode].verdict.is_copy
+                        for c, r in small]
+            f[f"target {mode}: >= 55% pastes at likely copy (90%)"] = share(likely)
+            f[f"target {mode}: 35% pastes at possible copy (80%)"] = share(possible)
     print("pasted copies into other photos (plain / JPEG 75 + colour), share reaching the tier with their own "
           "original as the best match:")
-    for scale in SCALES:
-        for tier in (Verdict.POSSIBLE, Verdict.LIKELY):
-            cols = []
-            for mode in MODES:
-                ok = [b is not None and b.item.id == own_ids[k] and b.verdict.rank >= tier.rank
-                      for (s, _, k, _, _), r in zip(cases, judged) if s == scale for b in [r[mode]]]
-                cols.append(f"{mode} {share(ok)}")
-            print(f"  {round(scale * 100)}% pastes, {tier.value:>13}: " + ", ".join(cols))
-    for mode in ("fast", "thorough"):
-        inside = [on_paste(r[mode].region, box) >= 0.5 for (_, _, k, _, box), r in zip(cases, judged)
-                  if r[mode] is not None and r[mode].region is not None and r[mode].item.id == own_ids[k]
-                  and r[mode].verdict.is_copy]
-        print(f"  {mode}: the reported region and the paste overlap by at least half of the smaller in "
-              f"{share(inside)} of the copies found through a region")
-    big = [(c, r) for c, r in zip(cases, judged) if c[0] >= 0.55]
-    small = [(c, r) for c, r in zip(cases, judged) if c[0] == 0.35]
-    for mode in ("fast", "thorough"):
-        likely = [r[mode] is not None and r[mode].item.id == own_ids[c[2]] and r[mode].verdict.rank >= Verdict.LIKELY.rank
-                  for c, r in big]
-        possible = [r[mode] is not None and r[mode].item.id == own_ids[c[2]] and r[mode].verdict.is_copy for c, r in small]
-        print(f"  targets, {mode}: >= 55% pastes reaching likely copy {share(likely)} (target 90%); "
-              f"35% pastes reaching possible copy {share(possible)} (target 80%)")
+    side_by_side(figures, kinds)
 
     # novel photos
     negatives, flat = [], 0
@@ -269,63 +310,78 @@ def main() -> None:
             flat += 1  # a flat picture matches any flat training image, regions or not
             continue
         negatives.append(im)
-    scores: dict[str, list[float]] = {m: [] for m in MODES}
-    normalised_scores: dict[str, list[float]] = {m: [] for m in MODES}
-    flagged: dict[str, list[bool]] = {m: [] for m in MODES}
-    by_region: dict[str, list[bool]] = {m: [] for m in MODES}
+    scores = {k: {m: [] for m in MODES} for k in kinds}
+    normalised_scores = {k: {m: [] for m in MODES} for k in kinds}
+    flagged = {k: {m: [] for m in MODES} for k in kinds}
+    by_region = {k: {m: [] for m in MODES} for k in kinds}
     for start in range(0, len(negatives), 50):
         chunk = negatives[start:start + 50]
-        judged_chunk = judge.reports(chunk, "thorough" if start < args.region_negatives else "off")
-        for r, top, top_n in zip(judged_chunk, judge.top, judge.top_normalised):
-            for mode in r:
-                scores[mode].append(top[mode])
-                if top_n[mode] is not None:
-                    normalised_scores[mode].append(top_n[mode])
-                flagged[mode].append(r[mode].verdict.is_copy)
-                by_region[mode].append(r[mode].verdict.is_copy and r[mode].region is not None)
+        embedded = judge.embed(chunk, "thorough" if start < args.region_negatives else "off")
+        for kind in kinds:
+            for r, top, top_n in zip(judge.reports(packs[kind], embedded), judge.top, judge.top_normalised):
+                for mode in r:
+                    scores[kind][mode].append(top[mode])
+                    if top_n[mode] is not None:
+                        normalised_scores[kind][mode].append(top_n[mode])
+                    flagged[kind][mode].append(r[mode].verdict.is_copy)
+                    by_region[kind][mode].append(r[mode].verdict.is_copy and r[mode].region is not None)
+    figures = {k: {} for k in kinds}
+    for kind in kinds:
+        for mode in MODES:
+            s = np.asarray(scores[kind][mode])
+            figures[kind][f"{mode}: flagged (target 0.1%)"] = share(flagged[kind][mode])
+            figures[kind][f"{mode}: flagged through a region"] = share(by_region[kind][mode])
+            figures[kind][f"{mode}: best similarity max / 99.9th pct"] = \
+                f"{s.max():.3f} / {np.percentile(s, 99.9):.3f}" if len(s) else "-"
+            n = np.asarray(normalised_scores[kind][mode])
+            figures[kind][f"{mode}: best normalised region score max / 99.9th pct"] = \
+                f"{n.max():.3f} / {np.percentile(n, 99.9):.3f} (in {len(n)} crops)" if len(n) else "-"
     print(f"novel photos ({len(negatives)} crops and rescales of the {len(others)} other photos, not in the pack; {flat} "
           "featureless crops left out), best score over the whole image and its regions, share flagged at the "
           "default tiers:")
-    for mode in MODES:
-        s = np.asarray(scores[mode])
-        print(f"  {mode:>8}: n={len(s)} max {s.max():.3f}, 99.9th pct {np.percentile(s, 99.9):.3f}, "
-              f"99th pct {np.percentile(s, 99):.3f}; flagged {share(flagged[mode])} (target 0.1%), "
-              f"of which through a region {share(by_region[mode])}")
-        if normalised_scores[mode]:
-            n = np.asarray(normalised_scores[mode])
-            print(f"  {mode:>8}: best normalised region score (regions reaching {tiers.possible} before "
-                  f"normalisation, in {len(n)} crops): max {n.max():.3f}, 99.9th pct {np.percentile(n, 99.9):.3f}")
+    side_by_side(figures, kinds)
 
     # whole-image copies
     whole = [(k, im) for k, o in enumerate(originals[:args.whole_photos]) for im in edits(o).values()]
-    wj = judge.reports([im for _, im in whole], "fast") if whole else []
-    for mode in ("off", "fast") if whole else ():
-        ok = [r[mode].item.id == own_ids[k] and r[mode].verdict.rank >= Verdict.LIKELY.rank for (k, _), r in zip(whole, wj)]
-        lowest = min(r[mode].similarity for r in wj)
-        print(f"whole-image copies (the tests' 5 edits of {len(originals)} photos), {mode:>8}: own original at likely "
-              f"copy or above {share(ok)}, lowest best score {lowest:.3f}")
+    if whole:
+        embedded = judge.embed([im for _, im in whole], "fast")
+        figures = {k: {} for k in kinds}
+        for kind in kinds:
+            wj = judge.reports(packs[kind], embedded)
+            for mode in ("off", "fast"):
+                ok = [r[mode].item.id == own_ids[kind][k] and r[mode].verdict.rank >= Verdict.LIKELY.rank
+                      for (k, _), r in zip(whole, wj)]
+                figures[kind][f"{mode}: own original at likely copy or above"] = share(ok)
+                figures[kind][f"{mode}: lowest best score"] = f"{min(r[mode].similarity for r in wj):.3f}"
+        print(f"whole-image copies (the tests' 5 edits of {len(originals)} photos):")
+        side_by_side(figures, kinds)
 
     # the checker itself on a sample, and the cost side by side
     sample = [c[3] for c in cases[:: max(1, len(cases) // max(1, args.confirm))][:args.confirm]]
-    same = 0
-    for im, r in zip(sample, judge.reports(sample)):
-        for mode in MODES:
-            rep = checker.check([im], regions=mode)[0]
-            same += (rep.best.item.id, rep.best.region, rep.verdict) == (r[mode].item.id, r[mode].region, r[mode].verdict)
-    print(f"Checker.check gives the same best match, region and verdict as above in {same} of {len(sample) * len(MODES)}")
-    timed = {m: [] for m in MODES}
+    embedded = judge.embed(sample)
+    for kind in kinds:
+        same = 0
+        for im, r in zip(sample, judge.reports(packs[kind], embedded)):
+            for mode in MODES:
+                rep = checkers[kind].check([im], regions=mode)[0]
+                same += (rep.best.item.id, rep.best.region, rep.verdict) == \
+                    (r[mode].item.id, r[mode].region, r[mode].verdict)
+        print(f"{kind}: " + f"Checker.check gives the same best match, region and verdict as above in {same} of "
+              f"{len(sample) * len(MODES)}")
+    timed = {(k, m): [] for k in kinds for m in MODES}
     for im in [c[3] for c in cases[1::max(1, len(cases) // max(1, args.timing))][:args.timing]]:
-        for mode in MODES:
-            t = time.perf_counter()
-            checker.check([im], regions=mode)
-            timed[mode].append(time.perf_counter() - t)
-    if not timed["off"]:
-        print(f"run took {time.perf_counter() - started:.0f} s")
-        return
-    off = statistics.median(timed["off"])
-    print(f"cost per image, Checker.check one image at a time, interleaved, median of {len(timed['off'])}: "
-          + ", ".join(f"{m} {1000 * statistics.median(timed[m]):.0f} ms ({statistics.median(timed[m]) / off:.1f}x)"
-                      for m in MODES) + " (target for fast: 2x)")
+        for kind in kinds:
+            for mode in MODES:
+                t = time.perf_counter()
+                checkers[kind].check([im], regions=mode)
+                timed[kind, mode].append(time.perf_counter() - t)
+    if timed[kinds[0], "off"]:
+        off = statistics.median(timed[kinds[0], "off"])
+        print(f"cost per image, Checker.check one image at a time, interleaved, median of {len(timed[kinds[0], 'off'])} "
+              f"(x: of {kinds[0]}'s off; target for fast: 2x):")
+        for kind in kinds:
+            print(f"  {kind}: " + ", ".join(f"{m} {1000 * statistics.median(timed[kind, m]):.0f} ms "
+                                            f"({statistics.median(timed[kind, m]) / off:.1f}x)" for m in MODES))
     print(f"run took {time.perf_counter() - started:.0f} s")
 
 

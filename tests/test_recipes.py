@@ -890,3 +890,42 @@ def test_an_sscd_recipe_without_a_way_to_run_the_model_says_so_before_fetching(s
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "`python -m lib_replicheck weights get sscd`" in r.stderr and "no ONNX file of sscd_disc_mixup" in r.stderr
     assert site.requests("/img/") == 0
+
+
+def test_a_sampled_recipe_gets_a_background_from_rows_outside_its_sample(server, photos_small, bad_bodies, tmp_path,
+                                                                         sscd_onnx):
+    """`--sample 8` of a list of 14 photos and the 5 broken rows: the pack holds the first 8 rows, and
+    its background comes from the rows after them, fetched through the same bounded fetch (the
+    broken ones fail there as they would in the pack) and embedded by the recipe's SSCD; `packs
+    list` says the pack uses its own background and where it came from."""
+    import numpy as np
+
+    from lib_replicheck import embedders
+    from lib_replicheck.builder.recipe_background import SOURCE
+    from lib_replicheck.embedders import EmbedderOptions
+    from lib_replicheck.packs.pack import Pack
+
+    site = Site(server, photos_small, bad_bodies, good=14, stall=2.0,
+                edit=lambda e: e.update(embedder={"id": "sscd_disc_mixup"}, sample=True))
+    packs = tmp_path / "home" / "packs"
+    logs = []
+    res = get_recipe(site.recipe(), packs, GetOptions(sample=8, embedding=EmbedderOptions(runtime="onnx",
+                                                                                             weights=str(sscd_onnx))),
+                     policy=FAST, log=logs.append)
+    assert (res.listed, res.count) == (8, 8), res
+    assert [r[2] for r in pack_rows(packs / "local-test")] == sorted(f"row-{i}" for i in range(8))
+    assert any("11 rows of the list outside the pack drawn at random" in line for line in logs), logs
+    for i, (stem, _) in enumerate(site.photos):
+        assert site.requests(f"/img/{i}-{stem}.jpg") >= 1  # the pack's 8 and the background's 6
+    pack = Pack(packs / "local-test")
+    entry = pack.manifest.background
+    assert entry["source"] == SOURCE and entry["count"] + entry["dropped_as_copies"] == 6 and entry["count"] >= 5
+    assert pack.default_background is None and len(pack.background) == entry["count"]
+    sscd = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    photos = np.asarray(sscd.embed([im for _, im in site.photos]))
+    nearest = (pack.background @ photos.T).argmax(axis=1)
+    assert set(nearest.tolist()) <= set(range(8, 14)) and len(set(nearest.tolist())) == entry["count"]
+    assert not work_dir(packs, "local-test").exists()
+    r = cli("packs", "list", home=tmp_path / "home")
+    assert r.returncode == 0, r.stderr
+    assert f"background own: {entry['count']} rows ({SOURCE})" in r.stdout, r.stdout

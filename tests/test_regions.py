@@ -21,7 +21,7 @@ from lib_replicheck.images import load_image
 from lib_replicheck.packs.pack import Pack
 from lib_replicheck.regions import (MIN_DETAIL, MODES, PASSES, Region, cell_boxes, check_mode, featured, gem_pool,
                                     setting_mode, to_region)
-from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS, Verdict
+from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, Verdict
 
 sys.path.insert(0, str(REPO / "bench"))
 from regions import paste, random_crop, shrink  # noqa: E402 - the benchmark's own copy maker
@@ -262,22 +262,25 @@ def test_pasted_copy_missed_whole_is_found_with_its_box(checker, pasted):
     assert found >= 3
 
 
-def test_without_a_background_regions_are_judged_on_similarity(raw_pack, sscd_onnx, pasted):
-    """A pack built without --background still searches regions, at the region tiers on the raw
-    similarity, and each report says so."""
+def test_without_a_background_regions_are_judged_above_the_default(raw_pack, sscd_onnx, pasted):
+    """A pack built without --background uses the default background shipped for SSCD: its regions
+    are judged on the normalised score as well, and no report says it has no background."""
+    assert raw_pack.manifest.background is None and raw_pack.default_background is not None
     checker = Checker([raw_pack], top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
     for im, box, source in pasted[:2]:
         report = checker.check([im], regions="thorough")[0]
-        assert any("has no background set" in n for n in report.notes), report.notes
-        assert all(m.background is None for m in report.matches)
-        expected = (REGION_TIERS["sscd"].verdict(report.best.similarity) if report.best.region
-                    else DEFAULT_TIERS["sscd"].verdict(report.best.similarity))
-        if report.best.region is not None and expected is Verdict.LIKELY:
-            # this pack stores no thumbnails, so no region is verified geometrically: it stays possible
-            expected = Verdict.POSSIBLE
-            assert "stores no thumbnail" in report.best.geometry.detail
-        assert report.verdict is expected
-        assert report.to_dict()["best"]["normalised"] is None
+        assert not any("no background set" in n for n in report.notes), report.notes
+        b = report.best
+        if b.region is not None:
+            assert b.background is not None  # judged above the default background
+            expected = NORMALISED_REGION_TIERS["sscd"].verdict(b.similarity - b.background)
+            if expected is Verdict.LIKELY:
+                # this pack stores no thumbnails, so no region is verified geometrically: it stays possible
+                expected = Verdict.POSSIBLE
+                assert "stores no thumbnail" in b.geometry.detail
+            assert report.verdict is expected
+        else:
+            assert report.verdict is DEFAULT_TIERS["sscd"].verdict(b.similarity)
     assert not any("background" in n for n in checker.check([pasted[0][0]], regions="off")[0].notes)
 
 

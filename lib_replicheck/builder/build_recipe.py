@@ -101,6 +101,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     installing a complete, verified pack. `gate()` is called before each image is embedded (the
     web UI makes it wait while a generation is being checked)."""
     from lib_replicheck.builder.options import BuildOptions, load_embedder
+    from lib_replicheck.builder.recipe_background import embed_background_images, fetch_background
     from lib_replicheck.builder.recipe_list import list_files, recipe_exclusions, rows_stage
     from lib_replicheck.builder.runner import PackTarget, WorkFolder, embedded, run, shard_options
     from lib_replicheck.builder.sources import webdataset, webdataset_shards
@@ -147,6 +148,10 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
         if stats["ok"] == 0:
             raise RecipeError(f"recipe {recipe.name}: none of the {n_rows} images could be fetched ("
                               + "; ".join(f"{k}: {v}" for k, v in list(stats["errors"].items())[:5]) + ")")
+        background_images = fetch_background(
+            recipe, files, work, opts, exclusions, n_rows, report, cancel,
+            lambda bg_rows, n, folder: fetch_stage(bg_rows, n, folder, recipe, opts, report, cancel))
+        check_cancel(cancel)
         bopts = BuildOptions(embedder=recipe.embedder["id"], embedding=opts.embedding,
                              shard_size=int(recipe.build.get("shard_size", 10_000)),
                              batch=int(recipe.build.get("batch", 32)),
@@ -167,7 +172,9 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
         source["recipe"] = recipe.name
         built = run(PackTarget(out, recipe.name, recipe.title, recipe.description, source),
                     WorkFolder(work / "build", fingerprint(rows, recipe.list.format, embedder.spec, options), keep=True),
-                    embedder.spec, fill, bopts, log, started=started)
+                    embedder.spec, fill, bopts, log, started=started,
+                    background=None if background_images is None else (
+                        lambda: embed_background_images(background_images, embedder, bopts.license, bopts.batch, log)))
         report("index", 1, 1, "installed")
         shutil.rmtree(work, ignore_errors=True)
     return RecipeResult(path=built.path, name=recipe.name, listed=n_rows, fetched=stats["ok"],

@@ -230,16 +230,83 @@ def _collect_parquet(paths, columns, tmp: Path, optional, sample, exclusions, wh
                     table = table.slice(0, sample - seen)
                 seen += table.num_rows
                 if values is not None:
-                    keep = pc.invert(pc.is_in(table["URL"], value_set=values))
-                    if "hash" in table.column_names:
-                        keep = pc.and_kleene(keep, pc.invert(pc.fill_null(pc.is_in(table["hash"], value_set=values),
-                                                                          False)))
                     before = table.num_rows
-                    table = table.filter(keep)
+                    table = _without_excluded(table, values)
                     excluded += before - table.num_rows
                 writer.write_table(table)
                 n += table.num_rows
     return n, excluded
+
+
+def _without_excluded(table, values):
+    """The rows of `table` whose URL and hash are not among `values` (a pyarrow string array)."""
+    import pyarrow.compute as pc
+
+    keep = pc.invert(pc.is_in(table["URL"], value_set=values))
+    if "hash" in table.column_names:
+        keep = pc.and_kleene(keep, pc.invert(pc.fill_null(pc.is_in(table["hash"], value_set=values), False)))
+    return table.filter(keep)
+
+
+def collect_outside(paths: list[Path], fmt: str, columns: dict[str, str], out: Path, *, skip: int, limit: int,
+                    seed: str, delimiter: str = ",", optional: tuple[str, ...] = (),
+                    exclusions: Exclusions | None = None, where: str | None = "list") -> int:
+    """A random sample (seeded by `seed`, so a rerun draws the same) of at most `limit` rows of the
+    list files past their first `skip` (the rows a sample left out of the pack), less those on the
+    exclusion list, written to `out` as collect_rows writes. Two passes over the files: one counts
+    the rows, the other keeps the drawn ones; nothing but the drawn positions is held. Returns the
+    rows written."""
+    import random
+
+    from lib_replicheck.atomic import replacing
+
+    def outside():
+        """(position among the rows past `skip`, row dict or pyarrow table of consecutive rows)."""
+        seen = kept = 0
+        values = (exclusions.values if fmt == "csv" else _array(exclusions.values)) if exclusions else None
+        for path in paths:
+            batches = csv_rows(path, columns, delimiter=delimiter, optional=optional) if fmt == "csv" else \
+                parquet_batches(path, columns, optional=optional, where=where)
+            for batch in batches:
+                start = seen
+                seen += 1 if fmt == "csv" else batch.num_rows
+                if seen <= skip:
+                    continue
+                if fmt == "csv":
+                    if values and (batch["URL"] in values or batch.get("hash") in values):
+                        continue
+                    yield kept, batch
+                    kept += 1
+                    continue
+                batch = batch.slice(max(0, skip - start))
+                if values is not None:
+                    batch = _without_excluded(batch, values)
+                yield kept, batch
+                kept += batch.num_rows
+
+    total = 0
+    for pos, batch in outside():
+        total = pos + (1 if fmt == "csv" else batch.num_rows)
+    drawn = sorted(random.Random(seed).sample(range(total), min(max(0, limit), total)))
+    chosen = set(drawn)
+    with replacing(out) as tmp:
+        if fmt == "csv":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for pos, row in outside():
+                    if pos in chosen:
+                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return len(drawn)
+        import bisect
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(tmp, rows_schema(columns)) as writer:
+            for pos, table in outside():
+                lo, hi = bisect.bisect_left(drawn, pos), bisect.bisect_left(drawn, pos + table.num_rows)
+                if hi > lo:
+                    writer.write_table(table.take(pa.array([d - pos for d in drawn[lo:hi]], pa.int64())))
+    return len(drawn)
 
 
 def count_rows(path: Path, fmt: str, columns: dict[str, str], *, delimiter: str = ",",

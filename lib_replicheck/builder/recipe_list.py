@@ -156,6 +156,7 @@ def rows_stage(recipe: RegistryRecipe, files: list[tuple[Path, str]], work: Path
         report.log(f"{work}: the list, sample or exclusions changed since the last run: starting over")
         shutil.rmtree(work / "images", ignore_errors=True)
         shutil.rmtree(work / "build", ignore_errors=True)
+    shutil.rmtree(work / "background", ignore_errors=True)  # drawn from the rows outside the old ones
     report("list", 0, 0, "reading the list")
     try:
         n, excluded = collect_rows([p for p, _ in files], recipe.list.format, recipe.list.columns, rows,

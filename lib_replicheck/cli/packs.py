@@ -92,6 +92,8 @@ def cmd_list(args, packs_dir, inst) -> int:
         print(f"{clean_text(r.name, 64):<24} {r.count:>10,} images  {clean_text(r.embedder, ID_WIDTH):<18} "
               f"{r.size_bytes / 1e6:>9.1f} MB  {clean_text(r.source.get('license', ''), LICENSE_WIDTH)}{state}",
               file=out)
+        if not r.error:
+            print(f"{'':<24} background {clean_text(r.background, 200)}", file=out)
     _embedder_licenses([r.embedder for r in rows], out)
     return 0
 

@@ -12,12 +12,20 @@ cuts on the raw similarity (a copy of a simple drawing has a high background too
 copies must not be lost).
 
 The file is `background.npy`: float16 [n, dim], L2-normalised rows, read by packs/npy.py (its
-header bounded and checked against the file before anything is allocated) and checked before use. The builder embeds it from images the user names (`build --background`) and
-drops those that are copies of a pack image, since they would lower the scores of that image's copies.
+header bounded and checked against the file before anything is allocated) and checked before use. The builder embeds it from images the user names (`build --background`), a recipe from rows of
+its list outside the pack, an embedding pack from rows of its files it left out; it drops those that
+are copies of a pack image, since they would lower the scores of that image's copies.
+
+A pack without one uses the default background that ships with replicheck for its embedder
+(DEFAULTS, in lib_replicheck/data/backgrounds/, made by bench/default_background.py from
+public-domain images): its sha256 is checked against the provenance file beside it before the rows
+are read, and its rows that are copies of one of the pack's images are left out for that pack.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib_replicheck.errors import PackError
@@ -34,6 +42,99 @@ MAX_BYTES = MAX_ROWS * 1024 * 4 + 4096
 DEFAULT_ROWS = 5_000
 #: queries scored against the background at a time (bounds the similarity matrix to 4096 x rows)
 CHUNK = 4096
+#: the default backgrounds shipped with replicheck, by embedder id (their provenance file is the
+#: same name with .json)
+DEFAULTS_DIR = Path(__file__).resolve().parent.parent / "data" / "backgrounds"
+DEFAULTS = {"sscd_disc_mixup": "sscd_disc_mixup.npy"}
+#: bounds on a shipped default: its rows' bytes and its provenance file's
+MAX_DEFAULT_BYTES = 1024 * 1024
+MAX_PROVENANCE_BYTES = 256 * 1024
+
+
+@dataclass
+class Sample:
+    """Background rows a builder made, with where they came from (shown by `packs list`)."""
+
+    rows: object  # float32 [n, dim]
+    source: str
+
+
+@dataclass(frozen=True)
+class Default:
+    """The default background of an embedder: its file and what its provenance says of it."""
+
+    path: Path
+    sha256: str
+    rows: int
+    dim: int
+    summary: str  # e.g. '256 OpenClipart drawings (CC0)'
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def default_for(embedder_id: str) -> Default | None:
+    """The default background shipped for `embedder_id`, from its provenance file; None when none
+    ships for it. A provenance file that cannot be read is a PackError naming it (the folder it is
+    in stands where a pack's path stands; Pack says which pack needed it)."""
+    name = DEFAULTS.get(embedder_id)
+    if name is None:
+        return None
+    path = DEFAULTS_DIR / name
+    meta = path.with_suffix(".json")
+    try:
+        if meta.stat().st_size > MAX_PROVENANCE_BYTES:
+            raise PackError(meta.parent, f"default background provenance {meta.name} is larger than "
+                                         f"{MAX_PROVENANCE_BYTES:,} bytes")
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        digest, rows, dim = str(data["sha256"]), int(data["rows"]), int(data["dim"])
+        summary = str(data["summary"])[:200]
+    except PackError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PackError(meta.parent, f"default background provenance {meta.name} cannot be read "
+                                     f"({type(e).__name__}: {e}); reinstall replicheck"[:400]) from None
+    return Default(path, digest, rows, dim, summary)
+
+
+_loaded: dict = {}
+
+
+def load_default(default: Default, dim: int):
+    """The default background's rows as float32 [n, dim], after its sha256 matched its provenance
+    file (read once per file as it is on disk); a PackError naming the file otherwise."""
+    import hashlib
+
+    try:
+        st = default.path.stat()
+    except OSError as e:
+        raise PackError(default.path.parent, f"default background {default.path.name} cannot be read "
+                                             f"({e.strerror or e}); reinstall replicheck") from None
+    key = (str(default.path), st.st_size, st.st_mtime_ns, st.st_ino, default.sha256, dim)
+    if key not in _loaded:
+        if st.st_size > MAX_DEFAULT_BYTES:
+            raise PackError(default.path.parent, f"default background {default.path.name} is {st.st_size:,} bytes, "
+                                                 f"more than the {MAX_DEFAULT_BYTES:,} a shipped default may be")
+        if hashlib.sha256(default.path.read_bytes()).hexdigest() != default.sha256:
+            raise PackError(default.path.parent, f"default background {default.path.name} fails its sha256 check "
+                                                 f"(corrupt or tampered with: it differs from the sha256 in "
+                                                 f"{default.path.with_suffix('.json').name}); reinstall replicheck")
+        rows = load(default.path, dim)
+        if len(rows) != default.rows:
+            raise PackError(default.path.parent, f"default background {default.path.name} holds {len(rows)} rows, "
+                                                 f"its provenance says {default.rows}")
+        _loaded.clear()
+        _loaded[key] = rows
+    return _loaded[key]
+
+
+def not_copies(nearest, cut: float):
+    """Which background rows to keep: those whose nearest pack image stays under `cut` (a row that
+    is a copy of a pack image would lower the normalised score of that image's copies)."""
+    import numpy as np
+
+    return np.asarray(nearest, dtype=np.float32) < cut
 
 
 def load(path: str | Path, dim: int):
@@ -60,13 +161,16 @@ def load(path: str | Path, dim: int):
 
 
 def save(path: str | Path, rows) -> None:
-    """Write rows (unit length) as float16 .npy."""
+    """Write rows (unit length) as float16 .npy, to a path or an open binary file."""
     import numpy as np
 
     rows = np.asarray(rows, dtype=np.float32)
-    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    rows = (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float16)
+    if hasattr(path, "write"):
+        np.save(path, rows, allow_pickle=False)
+        return
     with open(path, "wb") as f:
-        np.save(f, rows.astype(np.float16), allow_pickle=False)
+        np.save(f, rows, allow_pickle=False)
 
 
 def offsets(rows, queries):

@@ -26,6 +26,9 @@ class PackInfo:
     size_bytes: int
     description: str = ""
     source: dict[str, str] = field(default_factory=dict)
+    #: the background set its region matches are normalised against: 'own: N rows (source)',
+    #: 'default: NAME (what it is)' or 'none'
+    background: str = "none"
     error: str | None = None  # the pack could not be read: why
 
     def to_dict(self) -> dict:
@@ -55,7 +58,26 @@ def pack_info(path: str | Path) -> PackInfo:
         description=clean_text(m.description, MAX_TEXT), embedder=clean_text(m.embedder.id, MAX_NAME),
         metric=clean_text(m.metric, MAX_NAME), count=m.count, size_bytes=sum(f.size for f in m.files),
         source={clean_text(k, MAX_NAME): clean_text(v, MAX_FIELD) for k, v in list(m.source.items())[:32]},
+        background=clean_text(background_text(m), MAX_FIELD),
         error=clean_text(f"damaged: {problem}", MAX_ERROR) if problem else None)
+
+
+def background_text(m) -> str:
+    """Which background set a pack's region matches are normalised against (packs/background.py)."""
+    from lib_replicheck.packs import background as bg
+
+    if m.background:
+        source = m.background.get("source")
+        return f"own: {m.background['count']:,} rows" + (f" ({source})" if isinstance(source, str) and source else "")
+    if m.metric == "hamming":
+        return "none"
+    try:
+        default = bg.default_for(m.embedder.id)
+    except ReplicheckError as e:
+        return f"default: cannot be read ({e})"
+    if default is None or default.dim != m.embedder.dim:
+        return "none"
+    return f"default: {default.name} ({default.summary})"
 
 
 def _broken(folder: str, error: str) -> PackInfo:

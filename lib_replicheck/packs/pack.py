@@ -34,8 +34,10 @@ class Pack:
     file that shrank).
     """
 
-    def __init__(self, path: str | Path, expect_embedder: str | None = None, mmap: bool = True):
+    def __init__(self, path: str | Path, expect_embedder: str | None = None, mmap: bool = True,
+                 default_background: bool = True):
         self.path = Path(path)
+        self.use_default_background = default_background  # False: measures a pack without any (bench/)
         self.expect_embedder = expect_embedder
         self.mmap_min_bytes = faiss_index.MMAP_MIN_BYTES if mmap else None
         self._lock = threading.RLock()
@@ -93,6 +95,32 @@ class Pack:
         self.index, self.metadata, self.reranker, self.background = index, metadata, reranker, background
         self.variants, self.candidates = variants, candidates
         self._stamps = stamps
+        self.default_background = None
+        if background is None and m.metric != "hamming" and self.use_default_background:
+            try:
+                self._use_default_background()
+            except BaseException:
+                self._release()
+                raise
+
+    def _use_default_background(self) -> None:
+        """A pack without a background of its own uses the default shipped for its embedder
+        (packs/background.py), less its rows that are copies of one of this pack's images."""
+        from lib_replicheck.packs import background as bg
+        from lib_replicheck.thresholds import DEFAULT_TIERS
+
+        try:
+            default = bg.default_for(self.manifest.embedder.id)
+            if default is None or default.dim != self.manifest.embedder.dim:
+                return
+            rows = bg.load_default(default, default.dim)
+        except PackError as e:
+            raise PackError(self.path, f"it has no background of its own, and replicheck's {e.reason} "
+                                       f"({e.path})") from None
+        nearest = [hits[0].similarity if hits else 0.0 for hits in self._search(rows, 1)]
+        keep = bg.not_copies(nearest, DEFAULT_TIERS["sscd"].likely)
+        if keep.any():
+            self.background, self.default_background = rows[keep], default
 
     def _ensure_current(self) -> None:
         """Open the pack again if any file in use changed since it was opened; PackError if it no

@@ -60,7 +60,7 @@ def seal(tmp: Path, out: Path, *, name: str, title: str | None, description: str
         files=[mf.FileEntry(p, (tmp / p).stat().st_size, sha256_file(tmp / p)) for p in files],
         built_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(), tool_version=__version__)
     mf.write(tmp, manifest)
-    if background is not None and len(background):
+    if background is not None and len(getattr(background, "rows", background)):
         add_background(tmp, manifest, background, log or (lambda s: print(s, file=sys.stderr)))
     check = Pack(tmp, expect_embedder=spec.id)
     check.verify()
@@ -81,20 +81,22 @@ def add_background(tmp: Path, manifest: mf.Manifest, rows, log) -> None:
 
     if manifest.metric == "hamming":
         raise PackError(tmp, "a background set is for similarity descriptors such as SSCD, not bit codes")
-    rows = np.asarray(rows, dtype=np.float32)[:bg.MAX_ROWS]
+    source = rows.source if isinstance(rows, bg.Sample) else "images named by --background"
+    rows = np.asarray(rows.rows if isinstance(rows, bg.Sample) else rows, dtype=np.float32)[:bg.MAX_ROWS]
     cut = DEFAULT_TIERS["sscd"].likely
     pack = Pack(tmp, expect_embedder=manifest.embedder.id)
     try:
         nearest = [hits[0].similarity if hits else 0.0 for hits in pack.search(rows, 1)]
     finally:
         pack.close()
-    keep = np.asarray(nearest) < cut
+    keep = bg.not_copies(nearest, cut)
     log(f"background: {int(keep.sum())} images kept, {int((~keep).sum())} dropped as copies of pack images "
         f"(similarity >= {cut})")
     if not keep.any():
         return
     bg.save(tmp / bg.FILE, rows[keep])
-    manifest.background = {"file": bg.FILE, "count": int(keep.sum()), "dropped_as_copies": int((~keep).sum())}
+    manifest.background = {"file": bg.FILE, "count": int(keep.sum()), "dropped_as_copies": int((~keep).sum()),
+                           "source": source}
     manifest.files.append(mf.FileEntry(bg.FILE, (tmp / bg.FILE).stat().st_size, sha256_file(tmp / bg.FILE)))
     mf.write(tmp, manifest)
 
