@@ -310,8 +310,10 @@ def test_compressed_pack_reranks_candidates_exactly(tmp_path, monkeypatch):
     spec = sscd.spec_for("sscd_disc_mixup")
     tmp = staging_dir(tmp_path / "pq")
     logs = []
+    # a latency budget no busy machine misses: the tuner then picks its search settings for recall alone
     info, count, vectors = index_stage(store, spec, tmp, _opts(embedder="sscd", memory_budget=5 * 1024**2,
-                                                                 index_design="pq-rerank"), logs.append)
+                                                                 index_design="pq-rerank", max_query_ms=1000.0),
+                                       logs.append)
     metadata_stage(store, tmp)
     seal(tmp, tmp_path / "pq", name="pq", title=None, description="", source={}, spec=spec,
          count=count, vectors=vectors, index=info)
