@@ -39,7 +39,8 @@ def test_centre_crops_find_an_enlarged_part(tmp_path, pack_photos, sscd_onnx):
         w, h = im.size
         box = (round(w * 0.27), round(h * 0.23), round(w * 0.77), round(h * 0.73))
         parts.append(im.crop(box).resize((768, round(768 * (box[3] - box[1]) / (box[2] - box[0])))))
-    kw = dict(top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True))
+    # the descriptors alone (no geometric verification on the stored thumbnails)
+    kw = dict(top_k=1, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True), geometry=False)
     by_whole = Checker([whole], **kw).check(parts)
     by_crops = Checker([crops], **kw).check(parts)
     for p, a, b in zip(pack_photos[:6], by_whole, by_crops):
@@ -47,6 +48,12 @@ def test_centre_crops_find_an_enlarged_part(tmp_path, pack_photos, sscd_onnx):
         assert b.best.source == p.name and b.best.similarity > a.best.similarity
         assert b.verdict.rank >= Verdict.LIKELY.rank
     assert sum(a.verdict.rank >= Verdict.LIKELY.rank for a in by_whole) <= 1
+    # with it (the default), a whole-image candidate whose features map onto its thumbnail is promoted
+    verified = Checker([whole], **{**kw, "geometry": True}).check(parts)
+    for a, v in zip(by_whole, verified):
+        assert v.verdict.rank >= a.verdict.rank
+        if v.best.geometry is not None and v.best.geometry.verified:
+            assert v.verdict is Verdict.LIKELY and v.best.item.id == a.best.item.id
 
 
 def test_centre_crops_option_is_checked(tmp_path, pack_photos, sscd_onnx):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -422,7 +423,8 @@ def test_tab_refuses_what_is_no_folder_and_never_leaves_it(web, tmp_path, pack_p
 
 def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos, other_photos, sscd_onnx, browser):
     """A training photo pasted into a larger picture, found by region search (real SSCD weights):
-    the report draws the box over the checked image where the paste is."""
+    the report draws the box over the checked image where the paste is. The pack was built without a
+    background of its own, so its regions are judged above the default background shipped for SSCD."""
     sys.path.insert(0, str(REPO / "bench"))
     from regions import paste, random_crop, shrink
 
@@ -459,15 +461,21 @@ def test_region_search_boxes_the_pasted_copy_in_the_report(tmp_path, pack_photos
     inter = max(0.0, min(x + w, px + pw) - max(x, px)) * max(0.0, min(y + h, py + ph) - max(y, py))
     assert inter / (pw * ph) >= 0.5, (found, box)
     text = browser.execute_script("return document.querySelector('#row-1 .match .found').textContent")
-    assert text == f"found in the region {rw}×{rh} at ({rx}, {ry}) of the checked image"
-    # judged on the region's similarity, by the region tiers: said in the summary, drawn on its own histogram
+    where = f"found in the region {rw}×{rh} at ({rx}, {ry}) of the checked image; "
+    assert text.startswith(where) and text.endswith(" above the pack's background, which its verdict is judged on")
+    # judged on the region's score above the background, by the normalised region tiers: said in the
+    # summary with the raw similarity beside it, drawn on its own histogram
     score = math.floor(float(row["best_similarity"]) * 100 + 1e-6) / 100
-    assert row["summary"] == f"{row['verdict']} (region {score:.2f} in sscd)"
+    said = re.fullmatch(rf"{row['verdict']} \(region (\d\.\d\d) above background; raw {score:.2f} in sscd\)",
+                        row["summary"])
+    assert said is not None, row["summary"]
+    assert text[len(where):].startswith(said.group(1))
     assert row["summary"] in browser.execute_script("return document.querySelector('#row-1 header').textContent")
     bars = "return Array.from(document.querySelectorAll('#%s rect.bar')).map(b => +b.dataset.count)"
-    assert browser.execute_script(bars % "histogram") == [] and browser.execute_script(bars % "histogram-region") == [1]
-    cuts = browser.execute_script("return document.querySelector('#histogram-region').textContent")
-    assert "sscd possible 0.60" in cuts and "sscd likely 0.70" in cuts
+    assert browser.execute_script(bars % "histogram") == [] and browser.execute_script(bars % "histogram-region") == []
+    assert browser.execute_script(bars % "histogram-region-background") == [1]
+    cuts = browser.execute_script("return document.querySelector('#histogram-region-background').textContent")
+    assert "sscd possible 0.25" in cuts and "sscd likely 0.35" in cuts
 
 
 def test_tab_cancel_keeps_the_report_of_what_was_checked(web, thousand):
