@@ -215,7 +215,7 @@ class CheckService:
         """The semantic (CLIP) embedders the loaded checker holds; read without the lock."""
         checker = self._checker
         try:
-            return [e for e in checker.loaded_embedder_objects() if getattr(e, "semantic", False)] if checker else []
+            return [e for e in checker.loaded_embedder_objects() if e.semantic] if checker else []
         except RuntimeError:  # the checker's embedders changed while read: nothing is certain, free nothing
             return []
 
