@@ -25,8 +25,8 @@ the region tiers in lib_replicheck/thresholds.py were set from a run with `--see
 figures reported come from `--seed 1`.
 
 Every image is embedded once per mode by the embedder's own regions (`embed_regions`); each mode's
-verdict is then made by the checker's rules (its tiers, only copies from regions, its choice of the
-best match) over that mode's queries, and Checker.check itself is run on a sample to confirm it
+verdict is then made by the checker's rules (thresholds.verdict_for: its tiers and the regions' raw
+floor; only copies from regions; its choice of the best match) over that mode's queries, and Checker.check itself is run on a sample to confirm it
 gives the same best match. Cost: one image
 at a time through Checker.check in each mode, interleaved in one run (medians).
 """
@@ -133,7 +133,7 @@ class Judge:
         self.top_normalised (the highest normalised score of any region), for the tails."""
         from lib_replicheck.checker import background_offsets, best_per_item
         from lib_replicheck.report import Match
-        from lib_replicheck.thresholds import DEFAULT_TIERS, NORMALISED_REGION_TIERS, REGION_TIERS
+        from lib_replicheck.thresholds import verdict_for
 
         vectors, owners, n, upto = embedded
         if not n:
@@ -146,8 +146,6 @@ class Judge:
         offsets = background_offsets(pack, vectors, [(i, box) for i, box, _ in owners], hits_all, [])
         for row, ((i, box, level), hits) in enumerate(zip(owners, hits_all)):
             offset = offsets.get(row)
-            tiers = DEFAULT_TIERS["sscd"] if box is None else \
-                NORMALISED_REGION_TIERS["sscd"] if offset is not None else REGION_TIERS["sscd"]
             for h in hits[:1]:
                 score = h.similarity if offset is None else h.similarity - offset
                 for mode in modes[MODES.index(level):]:
@@ -155,7 +153,7 @@ class Judge:
                     if offset is not None:
                         prev = self.top_normalised[i][mode]
                         self.top_normalised[i][mode] = score if prev is None else max(prev, score)
-                verdict = tiers.verdict(score)
+                verdict = verdict_for("sscd", h.similarity, region=box is not None, offset=offset)
                 if box is not None and not verdict.is_copy:
                     continue  # as the checker: a region adds only the copies it finds
                 m = Match(pack=pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
@@ -218,7 +216,7 @@ def main() -> None:
     from lib_replicheck.images import load_image
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.regions import Region, detail, detail_map
-    from lib_replicheck.thresholds import NORMALISED_REGION_TIERS, REGION_TIERS, Verdict
+    from lib_replicheck.thresholds import NORMALISED_REGION_TIERS, REGION_RAW_FLOOR, REGION_TIERS, Verdict
 
     if not SSCD_ONNX.is_file():
         sys.exit(f"needs {SSCD_ONNX} (bash tests/setup.sh puts it there)")
@@ -262,7 +260,8 @@ def main() -> None:
             f": {len(pack.background)} rows of {pack.default_background.name}")
         print(f"  {kind}: {KIND_WORDS[kind]}{rows}; region tiers on the "
               f"{'normalised score (similarity less the mean of the 3 nearest background images)' if normalised else 'similarity'}"
-              f": possible {tiers.possible}, likely {tiers.likely}")
+              f": possible {tiers.possible}, likely {tiers.likely}"
+              + (f", above a raw similarity of {REGION_RAW_FLOOR['sscd']}" if normalised else ""))
 
     # pasted copies
     cases = []

@@ -16,7 +16,7 @@ from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
 from lib_replicheck.thresholds import (CANDIDATE_FAMILIES, DEFAULT_TIERS, GEOMETRY_CANDIDATES, NORMALISED_REGION_TIERS,
-                                      REGION_RAW_FLOOR, REGION_TIERS, Tiers, Verdict, candidate_verdict)
+                                      Tiers, Verdict, verdict_for)
 from lib_replicheck.verification_status import Geometry
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
@@ -107,7 +107,6 @@ class Checker:
             embedder = loaded[emb_id]
             family = embedder.family
             family_tiers = tier_map.get(family, DEFAULT_TIERS.get(family, Tiers("similarity")))
-            region_tiers = REGION_TIERS.get(family, family_tiers)
             vectors, queries = embed(embedder, images, mode if embedder.searches_regions else "off", reports)
             low_quality = embedder.unjudged()
             for i, note in low_quality.items():
@@ -125,17 +124,11 @@ class Checker:
                 found = pack.search(np.asarray(vectors), top_k)
                 offsets = background_offsets(pack, vectors, owners, found, reports) if queries else {}
                 for row, ((i, box), hits) in enumerate(zip(owners, found)):
-                    judge = family_tiers if box is None else region_tiers
                     for h in hits[:top_k if box is None else 1]:
                         offset = offsets.get(row)
-                        if i in unjudged:
-                            v = Verdict.NONE
-                        elif offset is not None:
-                            v = NORMALISED_REGION_TIERS[family].verdict(h.similarity - offset)
-                            if h.similarity < REGION_RAW_FLOOR.get(family, -1.0):
-                                v = Verdict.NONE  # a texture far from any training image, however normalised
-                        else:
-                            v = candidate_verdict(family, judge.verdict(h.similarity, h.distance))
+                        v = Verdict.NONE if i in unjudged else verdict_for(family, h.similarity, h.distance,
+                                                                           tiers=family_tiers, region=box is not None,
+                                                                           offset=offset)
                         if box is not None and not v.is_copy:
                             continue  # a region adds copies it finds; the nearest images come from the whole image
                         thumb = pack.thumbnail_path(h.item)

@@ -125,6 +125,24 @@ GEOMETRY_INLIERS = 15
 GEOMETRY_CANDIDATES = 3
 
 
+def verdict_for(family: str, similarity: float, distance: int | None = None, *, tiers: Tiers | None = None,
+                region: bool = False, offset: float | None = None) -> Verdict:
+    """The verdict on one match, by the one rule the checker, the verification of a fetched pair and the
+    benches share. A whole image: `tiers` (the family's, DEFAULT_TIERS unless the user set others),
+    at most "possible copy" for a candidate family. A region: with `offset` (what its background
+    set's score normalisation subtracts) NORMALISED_REGION_TIERS on the normalised score, and no copy
+    under REGION_RAW_FLOOR whatever that score; without one REGION_TIERS (else `tiers`) on the raw
+    similarity."""
+    whole = tiers or DEFAULT_TIERS.get(family, Tiers("similarity"))
+    if not region:
+        return candidate_verdict(family, whole.verdict(similarity, distance))
+    if offset is not None and family in NORMALISED_REGION_TIERS:
+        if similarity < REGION_RAW_FLOOR.get(family, -1.0):
+            return Verdict.NONE  # a texture far from any training image, however normalised
+        return NORMALISED_REGION_TIERS[family].verdict(similarity - offset)
+    return candidate_verdict(family, REGION_TIERS.get(family, whole).verdict(similarity, distance))
+
+
 def with_overrides(overrides: list[str] | None, base: dict[str, Tiers] | None = None) -> dict[str, Tiers]:
     """Apply 'family.tier=value' strings, e.g. 'sscd.possible=0.6' or 'pdq.likely=24' ('off' disables)."""
     tiers = dict(base or DEFAULT_TIERS)

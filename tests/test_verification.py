@@ -200,3 +200,33 @@ def test_a_candidate_the_pair_scores_between_possible_and_likely_is_decided_by_i
     g = best["geometry"]
     assert g["source"] == "fetched image" and g["verified"] and g["area"] is not None
     assert rc == 1 and report["verdict"] == "likely copy"
+
+
+
+def test_a_pasted_copy_is_found_through_a_region_judged_normalised_against_the_default_background(
+        sscd_onnx, photos, other_photos):
+    """A photo pasted at 55% of the side into another real photo, compared with its fetched
+    original as verification compares a candidate (Meta's SSCD): the whole image is no copy, but a region
+    on the paste scores the original above the default SSCD background by more than the normalised cut,
+    above the raw floor: a copy by the same rule as an SSCD pack's region matches, where the raw region
+    tiers alone (the pair has no background of its own) would call it none."""
+    from PIL import Image
+
+    from lib_replicheck import embedders
+    from lib_replicheck.thresholds import REGION_RAW_FLOOR, REGION_TIERS
+    from lib_replicheck.verification.compare import CheckedImage, compare
+
+    sscd = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    canvas = Image.open(other_photos[1]).convert("RGB").resize((512, 512))
+    part = photos[1].convert("RGB")
+    side = int(512 * 0.55)
+    part = part.resize((side, max(1, side * part.height // part.width)) if part.width >= part.height
+                       else (max(1, side * part.width // part.height), side))
+    canvas.paste(part, (40, 60))
+    checked = CheckedImage(canvas, sscd, "fast")
+    pair = compare(checked, photos[1], sscd)
+    assert pair.region is not None and pair.verdict.is_copy, pair
+    box = pair.region
+    assert box.x < 40 + part.width and box.x + box.w > 40 and box.y < 60 + part.height and box.y + box.h > 60
+    assert REGION_RAW_FLOOR["sscd"] <= pair.sscd < REGION_TIERS["sscd"].possible, pair
+    assert float(checked.whole @ sscd.embed([photos[1]])[0]) < 0.5  # no whole-image verdict

@@ -1,9 +1,10 @@
 """The checked image against one fetched training image: SSCD on the whole image and on regions of
 the checked image (the checker's own embedding and region code), and PDQ.
 
-The verdict is SSCD's tier on the pair, judged as the checker judges an SSCD pack's match: the whole
-image by the SSCD tiers, a region by the region tiers (a single pair has no background set to
-normalise against); the higher verdict wins, the whole image on a tie.
+The verdict is SSCD's tier on the pair, judged by the checker's own rule (thresholds.verdict_for): the
+whole image by the SSCD tiers; a region on its score normalised against the default background that
+ships for SSCD (packs/background.py: a single pair has no background set of its own), above the raw
+floor, as an SSCD pack's region matches are; the higher verdict wins, the whole image on a tie.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib_replicheck.regions import Region
-from lib_replicheck.thresholds import DEFAULT_TIERS, REGION_TIERS, Tiers, Verdict
+from lib_replicheck.thresholds import DEFAULT_TIERS, Tiers, Verdict, verdict_for
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class CheckedImage:
         self.notes = Report(image="")  # embed() says here why regions could not be searched
         whole, self.regions = embed(sscd, [image], regions, [self.notes])
         self.whole = whole[0]
+        self.offsets = None  # per region, set by region_offsets once a candidate needs them
 
 
 def compare(checked: CheckedImage, training, sscd, tiers: dict[str, Tiers] | None = None) -> PairScore:
@@ -42,12 +44,38 @@ def compare(checked: CheckedImage, training, sscd, tiers: dict[str, Tiers] | Non
     whole_tiers = (tiers or DEFAULT_TIERS).get("sscd", DEFAULT_TIERS["sscd"])
     vector = np.asarray(sscd.embed([training]))[0]
     best = PairScore(whole_tiers.verdict(float(checked.whole @ vector)), float(checked.whole @ vector), None, None)
-    for _, box, v in checked.regions:
+    offsets = region_offsets(checked, sscd)
+    key = (best.verdict.rank, 1.0)  # a region must give a higher verdict; among those the highest score judged
+    for n, (_, box, v) in enumerate(checked.regions):
         score = float(np.asarray(v) @ vector)
-        verdict = REGION_TIERS["sscd"].verdict(score)
-        if verdict.rank > best.verdict.rank:
-            best = PairScore(verdict, score, box, None)
+        offset = None if offsets is None else float(offsets[n])
+        verdict = verdict_for("sscd", score, region=True, offset=offset)
+        if verdict.rank > best.verdict.rank or (best.region is not None and (verdict.rank, score - (offset or 0.0)) > key):
+            best, key = PairScore(verdict, score, box, None), (verdict.rank, score - (offset or 0.0))
     return PairScore(best.verdict, best.sscd, best.region, pdq_distance(checked, training))
+
+
+def region_offsets(checked: CheckedImage, sscd):
+    """What score normalisation subtracts from each region of the checked image: its mean similarity
+    to its nearest rows of the default background shipped for `sscd`; None without regions, or when
+    none ships for it (the regions are then judged on raw similarity, at the raw region tiers)."""
+    import numpy as np
+
+    from lib_replicheck.errors import ReplicheckError
+    from lib_replicheck.packs import background as bg
+
+    if not checked.regions:
+        return None
+    if checked.offsets is None:
+        default = bg.default_for(sscd.id)
+        if default is None or default.dim != sscd.dim:
+            return None
+        try:
+            rows = bg.load_default(default, default.dim)
+        except ReplicheckError:  # a damaged default: the pack check says so; here the raw tiers judge
+            return None
+        checked.offsets = bg.offsets(rows, np.stack([v for _, _, v in checked.regions]))
+    return checked.offsets
 
 
 def pdq_distance(checked: CheckedImage, training) -> int | None:
