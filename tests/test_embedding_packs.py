@@ -101,6 +101,32 @@ def test_pd12m_folder_builds_a_pack_with_its_licenses(tmp_path, rows, clip, phot
     assert best.item.caption == f"caption {PHOTO_ROWS[0]}"
 
 
+def test_the_work_folder_holds_the_rows_at_half_their_published_size(tmp_path, rows, clip, photos, capsys):
+    """PD12M publishes float32 rows; the build's shards hold them as float16 (a full PD12M build's work
+    folder holds 19 GB of them, not 38), which changes a unit row's similarity by under 0.001: each
+    photo still finds its own row at 0.999 or more."""
+    import numpy as np
+
+    from lib_replicheck.cli.main import main
+
+    folder = pd12m_folder(tmp_path / "pd12m", split(rows, 120))
+    work = tmp_path / "work"
+    rc = main(["build", "--embeddings", str(folder), "--out", str(tmp_path / "pd12m-clip"), "--embedder", EMBEDDER,
+               "--work", str(work), "--keep-work", "--progress", "off"])
+    assert rc == 0, capsys.readouterr().err
+    source = np.load(folder / "embeddings" / "pd12m.00.npy")
+    assert source.dtype == np.float32
+    shards = sorted((work / "shards").glob("*.npy"))
+    stored = np.concatenate([np.load(p) for p in shards]).reshape(300, -1)
+    assert stored.dtype == np.float16 and sum(p.stat().st_size for p in shards) < 0.55 * 300 * source.shape[1] * 4
+    unit = rows[0] / np.linalg.norm(rows[0], axis=1, keepdims=True)
+    assert np.abs((stored.astype(np.float32) * unit).sum(axis=1) - 1).max() < 1e-3
+    pack, checker = checker_for(tmp_path / "pd12m-clip", clip)
+    for photo, row in zip(photos[:4], PHOTO_ROWS):
+        best = checker.check([photo])[0].best
+        assert best.url == f"https://img.example/{row}.jpg" and best.similarity >= 0.999, best
+
+
 def test_the_model_must_be_named_and_match_the_files(tmp_path, rows, capsys):
     from lib_replicheck.cli.main import main
 

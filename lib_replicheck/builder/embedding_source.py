@@ -23,6 +23,11 @@ from lib_replicheck.builder.embedding_layouts import (DATACOMP, EmbeddingSourceE
 
 #: Rows read from a file at once (a shard is filled from several reads): 24 MB of 768 float32 columns.
 READ_ROWS = 8192
+#: What a shard holds of the rows: float16, half of PD12M's float32 files (a full build's work folder
+#: holds 19 GB of shards, not 38), as clip-retrieval and DataComp publish theirs. Unit-length rows lose
+#: under 0.001 of similarity to it (tests/test_embedding_packs.py measures it), far less than the
+#: index's own codes do; the rows are read back as float32.
+SHARD_DTYPE = "float16"
 
 
 def clip_model(embedder: str) -> tuple[str, str | None]:
@@ -79,7 +84,7 @@ def _part_identity(info: PartInfo) -> list:
 
 
 def fill_shards(infos: list[PartInfo], store, shard_rows: int, log, progress=None, license: str | None = None) -> int:
-    """Write the shards of `infos` into `store` (vectors [n, 1, dim] float32 and metadata rows), one
+    """Write the shards of `infos` into `store` (vectors [n, 1, dim] SHARD_DTYPE and metadata rows), one
     pass over each file, keeping the shards a killed build finished from the same files; returns the
     rows. `license` fills rows whose metadata names none."""
     import numpy as np
@@ -128,7 +133,7 @@ def fill_shards(infos: list[PartInfo], store, shard_rows: int, log, progress=Non
                     continue
                 take = min(end, row + len(metas)) - r
                 if buf is None:
-                    buf, metas_buf = np.empty((end - start, info.dim), np.float32), []
+                    buf, metas_buf = np.empty((end - start, info.dim), SHARD_DTYPE), []
                 buf[r - start:r - start + take] = vecs[pos:pos + take]
                 metas_buf += metas[pos:pos + take]
                 pos += take

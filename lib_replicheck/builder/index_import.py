@@ -194,7 +194,8 @@ def publish_kept(store, spec, out: Path, opts, log, *, kept: Path, name: str, ti
             start = 0
             for i in store.indices():
                 vecs, metas = store.read(i)
-                yield np.arange(start, start + len(metas), dtype=np.int64), vecs.reshape(len(metas), -1)
+                yield (np.arange(start, start + len(metas), dtype=np.int64),
+                       np.asarray(vecs.reshape(len(metas), -1), dtype=np.float32))
                 start += len(metas)
 
         own = np.sort(np.random.default_rng(1).choice(count, min(200, count), replace=False))

@@ -1,6 +1,7 @@
 """The embed stage's output: shards of vectors with their metadata in row order, plain files.
 
-    WORK/shards/00000.npy     vectors [rows, variants, width] (float32 or packed uint8 bits)
+    WORK/shards/00000.npy     vectors [rows, variants, width] (float32, packed uint8 bits, or float16 for
+                              published embeddings: readers widen them to float32)
     WORK/shards/00000.jsonl   one JSON line per row: key, url, caption, license, width, height
     WORK/shards/00000.skipped rows of this shard that could not be used, with the reason
     WORK/shards/00000.thumbs/ a 256-pixel JPEG per row, when thumbnails are kept

@@ -43,7 +43,8 @@ def index_stage(store: ShardStore, spec, folder: Path, opts: BuildOptions, log) 
         for i in shards:
             vecs, metas = store.read(i)
             ids = np.repeat(np.arange(start, start + len(metas), dtype=np.int64), variants)
-            yield ids, np.ascontiguousarray(vecs.reshape(len(metas) * variants, -1))
+            flat = vecs.reshape(len(metas) * variants, -1)
+            yield ids, np.ascontiguousarray(flat, dtype=np.float32 if flat.dtype == np.float16 else flat.dtype)
             start += len(metas)
 
     if not plan.exact:
