@@ -123,7 +123,8 @@ def test_the_tabs_build_offers_the_choices_an_embedding_recipe_needs(webui, tmp_
         m.packs_tab.refresh()
         assert "recipe: Build, accepting files without a published sha256" in m.packs_tab.page()
         _, msg = m.packs_tab.build_recipe("pd12m-clip")
-        assert "tick &#x27;Accept files without a published sha256&#x27;" in msg and "command line" not in msg
+        assert "Accept files without a published sha256: pd12m-clip: some of its files" in msg
+        assert "command line" not in msg
         assert server.log == [] and "pd12m-clip" not in m.manager.jobs
         _, msg = m.packs_tab.build_recipe("pd12m-clip", True, -3, "")
         assert "Sample" in msg and "rc-error-text" in msg
@@ -133,6 +134,49 @@ def test_the_tabs_build_offers_the_choices_an_embedding_recipe_needs(webui, tmp_
         assert final.state == "installed", final.error
         assert_built_from_the_mirror(webui.packs_dir, server)
         assert "pd12m-clip" in m.packs_tab.names()
+    finally:
+        server.close()
+        webui.set_option("replicheck_registries", "")
+        m.manager.available, m.manager.refreshed = [], None
+        import shutil
+
+        shutil.rmtree(webui.packs_dir / "pd12m-clip", ignore_errors=True)
+        (webui.packs_dir / ".recipe-pins.json").unlink(missing_ok=True)
+        m.service.packs_changed()
+
+
+def test_the_download_route_builds_with_the_choices_in_its_body(webui, tmp_path, monkeypatch):
+    """POST /replicheck/v1/packs/pd12m-clip/download over real HTTP, with the tab's choices in its JSON
+    body: without accepting its unpinned files, a 422 naming the field and nothing fetched; with them
+    and a sample of 1 file, the recipe is built from the mirror, only the first file pair fetched (the
+    mirror serves no other: a build of every file would fail), and installed."""
+    import httpx
+
+    from browser import serve
+    from tests.httpfaults import FaultServer
+
+    m = webui.module
+    server = FaultServer()
+    try:
+        registry = mirror_of_pd12m(tmp_path, server)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        webui.set_option("replicheck_registries", str(registry))
+        m.manager.available, m.manager.refreshed = [], None
+        m.manager.jobs.pop("pd12m-clip", None)  # the tab's build of the test above
+        route, panel = "/replicheck/v1/packs/pd12m-clip/download", {"X-Replicheck-Request": "1"}
+        with serve(webui.app) as url, httpx.Client(base_url=url, timeout=60) as client:
+            r = client.post(route, json={"sample": 1}, headers=panel)
+            assert r.status_code == 422 and r.json()["detail"].startswith("field 'accept_unpinned': pd12m-clip: "), \
+                r.text
+            assert server.log == [] and "pd12m-clip" not in m.manager.jobs
+            r = client.post(route, json={"accept_unpinned": True, "sample": 1, "list_path": None}, headers=panel)
+            assert r.status_code == 200, r.text
+            assert r.json()["kind"] == "recipe" and r.json()["name"] == "pd12m-clip"
+            final = m.manager.wait("pd12m-clip", timeout=600)
+            assert final.state == "installed", final.error
+            job = next(j for j in client.get("/replicheck/v1/downloads").json() if j["name"] == "pd12m-clip")
+            assert job["state"] == "installed" and f"{ROWS:,} images in the pack" in job["message"], job
+        assert_built_from_the_mirror(webui.packs_dir, server)
     finally:
         server.close()
         webui.set_option("replicheck_registries", "")
