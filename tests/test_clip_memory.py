@@ -63,8 +63,11 @@ def test_the_service_frees_an_unused_clip_model(webui, installed_clip, photos):
         status = service.status()
         assert status["last_error"] is None
         assert status["embedders"] == [EMBEDDER]
-        assert status["clip_model_bytes"] > 300e6  # ViT-B-32 as loaded (bench/clip_memory.py: 605 MB)
         clip = service.loaded_checker.loaded_embedder_objects()[0]
+        assert_image_tower_only(clip._net)  # loaded for image checks: the text tower is gone
+        # ViT-B-32's image tower (bench/clip_memory.py: 351 MB held of the 605 MB open_clip builds)
+        assert status["clip_model_bytes"] == clip.memory_bytes() == tensor_bytes(clip._net.visual) > 300e6
+        assert clip.built_bytes - clip.memory_bytes() > 200e6
         assert wait_for(lambda: service.status()["embedders"] == []), service.status()
         assert clip._net is None  # closed: its tensors are let go
         assert service.status()["clip_model_bytes"] == 0
@@ -79,4 +82,43 @@ def test_the_service_frees_an_unused_clip_model(webui, installed_clip, photos):
 def test_the_setting_says_what_the_model_costs(webui):
     label = webui.shared.opts.data_labels["replicheck_clip_idle_minutes"]
     assert label.default == 5
-    assert "1,710 MB" in label.comment_after and "605 MB" in label.comment_after
+    assert "1,216 MB" in label.comment_after and "351 MB" in label.comment_after
+
+
+def tensor_bytes(module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def assert_image_tower_only(net) -> None:
+    """An open_clip model that holds its image tower and nothing of its text tower."""
+    assert [name for name, _ in net.named_children()] == ["visual"]
+    assert {id(t) for t in (*net.parameters(), *net.buffers())} == \
+        {id(t) for t in (*net.visual.parameters(), *net.visual.buffers())}
+    for text_part in ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection",
+                      "attn_mask"):
+        assert not hasattr(net, text_part), text_part
+
+
+def test_the_embedder_frees_the_text_tower_and_embeds_as_the_whole_model(tmp_path, pack_photos):
+    """Loaded from a weights file, the embedder keeps the image tower alone, and its vectors are those
+    of the whole model open_clip loads from the same file (encode_image, normalised)."""
+    import numpy as np
+    import open_clip
+    import torch
+
+    from lib_replicheck.embedders.clip import ClipEmbedder
+    from lib_replicheck.images import load_image
+
+    torch.manual_seed(3)
+    whole = open_clip.create_model("ViT-B-32", force_quick_gelu=True).eval()
+    checkpoint = tmp_path / "vit-b-32-random.pt"
+    torch.save(whole.state_dict(), checkpoint)
+    clip = ClipEmbedder("ViT-B-32", pretrained="openai", checkpoint=checkpoint)
+    assert_image_tower_only(clip._net)
+    assert clip.built_bytes == tensor_bytes(whole) > clip.memory_bytes() == tensor_bytes(whole.visual)
+    images = [load_image(p) for p in pack_photos[:4]]
+    with torch.no_grad():
+        theirs = whole.encode_image(torch.stack([clip.preprocess(im) for im in images]), normalize=True).numpy()
+    ours = clip.embed(images)
+    assert ours.shape == (4, 512)
+    assert np.abs(ours - theirs).max() < 1e-5

@@ -10,7 +10,7 @@ its answer, so a check that hangs (a pack's query that never ends, a stuck devic
 generation that long once: the caller gets an error report, and later callers get one at once
 until the stuck check ends, instead of queueing behind it.
 
-A CLIP pack's model is large (bench/clip_memory.py: 1.7 GB for ViT-L-14), so it is freed when it
+A CLIP pack's model is large (bench/clip_memory.py: 1.2 GB for ViT-L-14's image tower), so it is freed when it
 has not been used for the minutes Settings give (a watcher thread runs while one is loaded), and at
 the start of a generation when it sits on a GPU; the next check loads it again.
 """
@@ -241,7 +241,7 @@ class CheckService:
     def _clip_bytes(self) -> int:
         """What the loaded CLIP models hold (parameters and buffers); 0 while one is being freed."""
         try:
-            return sum(e.memory_bytes()["model"] for e in self._semantic_loaded() if hasattr(e, "memory_bytes"))
+            return sum(e.memory_bytes() for e in self._semantic_loaded() if hasattr(e, "memory_bytes"))
         except (AttributeError, RuntimeError):  # freed while read
             return 0
 
