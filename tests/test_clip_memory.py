@@ -79,6 +79,54 @@ def test_the_service_frees_an_unused_clip_model(webui, installed_clip, photos):
         webui.set_option("replicheck_packs", [])
 
 
+@pytest.fixture
+def installed_sscd(webui, pack_photos, sscd_onnx, tmp_path):
+    """An SSCD pack of four photos beside the CLIP pack, the ONNX weights in the web UI's models folder."""
+    from lib_replicheck import embedders
+    from lib_replicheck.builder import sources
+    from lib_replicheck.builder.pipeline import build_from_items
+    from tests.conftest import photo_folder
+
+    weights = webui.packs_dir.parent / sscd_onnx.name
+    if not weights.exists():
+        weights.symlink_to(sscd_onnx)
+    folder = photo_folder(tmp_path / "src", pack_photos[:4])
+    sscd = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    yield build_from_items(sources.folder(folder, license="test"), sscd, webui.packs_dir / "sscd-photos",
+                           log=lambda s: None).path
+    webui.module.service.unload()
+    shutil.rmtree(webui.packs_dir / "sscd-photos", ignore_errors=True)
+
+
+def test_freeing_an_idle_clip_model_keeps_sscd_loaded(webui, installed_clip, installed_sscd, photos):
+    """With a CLIP pack and an SSCD pack chosen, the idle free lets go of CLIP alone: the SSCD embedder
+    stays loaded and open (the same object, its session kept), and the next check still uses it."""
+    service = webui.module.service
+    webui.set_option("replicheck_packs", ["clip", "sscd-photos"])
+    webui.set_option("replicheck_keep_loaded", True)
+    webui.set_option("replicheck_clip_idle_minutes", 0.005)  # 0.3 s
+    photo = photos[0].convert("RGB").resize((512, 384))
+    webui.processing.image_source = lambda p, index, seed: photo
+    try:
+        webui.txt2img()
+        assert service.status()["last_error"] is None
+        loaded = {e.spec.kind: e for e in service.loaded_checker.loaded_embedder_objects()}
+        assert set(loaded) == {"clip", "sscd"}
+        sscd_id = loaded["sscd"].id
+        assert sorted(service.status()["embedders"]) == sorted([EMBEDDER, sscd_id])
+        assert wait_for(lambda: service.status()["embedders"] == [sscd_id]), service.status()
+        assert loaded["clip"]._net is None  # CLIP is freed
+        assert service.status()["clip_model_bytes"] == 0
+        assert service.loaded_checker.loaded_embedder_objects() == [loaded["sscd"]]
+        assert loaded["sscd"]._session is not None  # SSCD is still loaded, not closed
+        webui.txt2img()  # the next check loads CLIP again beside the same SSCD embedder
+        again = {e.spec.kind: e for e in service.loaded_checker.loaded_embedder_objects()}
+        assert again["sscd"] is loaded["sscd"] and again["clip"] is not loaded["clip"]
+        assert service.status()["last_error"] is None
+    finally:
+        webui.set_option("replicheck_packs", [])
+
+
 def test_the_setting_says_what_the_model_costs(webui):
     label = webui.shared.opts.data_labels["replicheck_clip_idle_minutes"]
     assert label.default == 5
