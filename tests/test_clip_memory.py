@@ -51,13 +51,19 @@ def wait_for(condition, seconds: float = 60.0) -> bool:
     return condition()
 
 
-def test_the_service_frees_an_unused_clip_model(webui, installed_clip, photos):
-    service = webui.module.service
-    webui.set_option("replicheck_packs", ["clip"])
+def checking_with(webui, packs: list[str], photo) -> None:
+    """The web UI set to check with `packs`, models kept between generations but CLIP freed after 0.3 s
+    unused, generating `photo`."""
+    webui.set_option("replicheck_packs", packs)
     webui.set_option("replicheck_keep_loaded", True)
     webui.set_option("replicheck_clip_idle_minutes", 0.005)  # 0.3 s
-    photo = photos[0].convert("RGB").resize((512, 384))
+    photo = photo.convert("RGB").resize((512, 384))
     webui.processing.image_source = lambda p, index, seed: photo
+
+
+def test_the_service_frees_an_unused_clip_model(webui, installed_clip, photos):
+    service = webui.module.service
+    checking_with(webui, ["clip"], photos[0])
     try:
         webui.txt2img()
         status = service.status()
@@ -102,11 +108,7 @@ def test_freeing_an_idle_clip_model_keeps_sscd_loaded(webui, installed_clip, ins
     """With a CLIP pack and an SSCD pack chosen, the idle free lets go of CLIP alone: the SSCD embedder
     stays loaded and open (the same object, its session kept), and the next check still uses it."""
     service = webui.module.service
-    webui.set_option("replicheck_packs", ["clip", "sscd-photos"])
-    webui.set_option("replicheck_keep_loaded", True)
-    webui.set_option("replicheck_clip_idle_minutes", 0.005)  # 0.3 s
-    photo = photos[0].convert("RGB").resize((512, 384))
-    webui.processing.image_source = lambda p, index, seed: photo
+    checking_with(webui, ["clip", "sscd-photos"], photos[0])
     try:
         webui.txt2img()
         assert service.status()["last_error"] is None
