@@ -116,9 +116,10 @@ class RecipeChoices:
         for a recipe that names its own, a sample where none is offered, any choice for a prebuilt
         pack), is a ChoiceError naming the field."""
         if entry.kind != "recipe":
-            if self.given():
-                raise ChoiceError(self.given()[0], f"only for building a recipe; {entry.name} is a prebuilt pack, "
-                                                   "downloaded as it is")
+            given = self.given()
+            if given:
+                raise ChoiceError(given[0], f"only for building a recipe; {entry.name} is a prebuilt pack, "
+                                            "downloaded as it is")
             return {}
         if entry.list.user and not self.list_path:
             raise ChoiceError("list_path", f"{entry.name} builds from your own list: give its folder or file on the "

@@ -10,9 +10,9 @@ its answer, so a check that hangs (a pack's query that never ends, a stuck devic
 generation that long once: the caller gets an error report, and later callers get one at once
 until the stuck check ends, instead of queueing behind it.
 
-A CLIP pack's model is large (bench/clip_memory.py: 1.2 GB for ViT-L-14's image tower), so it is freed when it
-has not been used for the minutes Settings give (a watcher thread runs while one is loaded), and at
-the start of a generation when it sits on a GPU; the next check loads it again.
+A CLIP pack's model is large (bench/clip_memory.py: 1.2 GB for ViT-L-14's image tower), so it is
+freed, alone, when it has not been used for the minutes Settings give (a watcher thread runs while
+one is loaded), and at the start of a generation when it sits on a GPU; the next check loads it again.
 """
 
 from __future__ import annotations
