@@ -130,6 +130,7 @@ def webui_mirror(webui, tmp_path, monkeypatch):
         server.close()
         webui.set_option("replicheck_registries", "")
         m.manager.available, m.manager.refreshed = [], None
+        m.manager.jobs.pop("pd12m-clip", None)
         shutil.rmtree(webui.packs_dir / "pd12m-clip", ignore_errors=True)
         (webui.packs_dir / ".recipe-pins.json").unlink(missing_ok=True)
         m.service.packs_changed()
