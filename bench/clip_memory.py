@@ -1,8 +1,9 @@
-"""What a CLIP embedder holds in memory once loaded: the parameters and buffers of its vision tower
-(what a check runs) and of the whole model open_clip loads (the text tower too), for ViT-L-14 (the
-published PD12M and LAION embeddings) and ViT-B-32. Random weights: the sizes depend on the
-architecture only, not on the values. float32, as replicheck loads it on the CPU and on cuda.
-The web UI's setting *Free a CLIP model after ... minutes unused* quotes these figures.
+"""What a CLIP embedder holds in memory once loaded: the parameters and buffers open_clip builds (the
+whole model, text tower included) and what replicheck keeps of them (the image tower: the text tower
+is freed on loading, since only images are embedded), for ViT-L-14 (the published PD12M and LAION
+embeddings) and ViT-B-32. Random weights: the sizes depend on the architecture only, not on the
+values. float32, as replicheck loads it on the CPU and on cuda. The web UI's setting *Free a CLIP
+model after ... minutes unused* quotes these figures.
 
     python bench/clip_memory.py
 """
@@ -22,10 +23,10 @@ def main() -> None:
 
     for model in MODELS:
         clip = ClipEmbedder(model, pretrained=None)
-        got = clip.memory_bytes()
+        held, built = clip.memory_bytes(), clip.built_bytes
         clip.close()
-        print(f"CLIP {model} (random weights, float32): vision tower {got['vision'] / 1e6:,.0f} MB, "
-              f"whole model as loaded {got['model'] / 1e6:,.0f} MB")
+        print(f"CLIP {model} (random weights, float32): held after loading {held / 1e6:,.0f} MB (the image tower; "
+              f"open_clip builds {built / 1e6:,.0f} MB, the text tower's {(built - held) / 1e6:,.0f} MB freed on loading)")
 
 
 if __name__ == "__main__":

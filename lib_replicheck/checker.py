@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-from lib_replicheck.embedders import kind_of
+from lib_replicheck.embedders import Embedder, kind_of
 from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
@@ -71,10 +71,13 @@ class Checker:
         order of `loaded_embedders`, which gives their ids."""
         return [self._embedders[k] for k in sorted(self._embedders)]
 
-    def unload(self) -> None:
-        for e in self._embedders.values():
-            e.close()
-        self._embedders.clear()
+    def unload(self, which: Callable[[Embedder], bool] | None = None) -> None:
+        """Close the loaded embedders, or only those `which` picks (the others stay loaded); the
+        next check loads what it needs again."""
+        for key, e in list(self._embedders.items()):
+            if which is None or which(e):
+                e.close()
+                del self._embedders[key]
 
     def check(self, images: Sequence, labels: Sequence[str] | None = None, *, top_k: int | None = None,
               tiers: dict[str, Tiers] | None = None, regions: str | None = None) -> list[Report]:

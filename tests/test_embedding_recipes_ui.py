@@ -7,6 +7,9 @@ sample of the files) instead of sending the user to the command line."""
 from __future__ import annotations
 
 import json
+import shutil
+
+import pytest
 
 from tests.embedding_layouts import distractors, pd12m_folder
 
@@ -108,10 +111,10 @@ def test_an_hf_endpoint_that_is_no_url_is_refused_by_name(tmp_path, monkeypatch,
     assert not (tmp_path / "home" / "packs" / "pd12m-clip").exists()
 
 
-def test_the_tabs_build_offers_the_choices_an_embedding_recipe_needs(webui, tmp_path, monkeypatch):
-    """Build in the web UI's tab on pd12m-clip: without the choice its unpinned files need, the tab names
-    its own checkbox (not the command line); ticked, with a sample of 1 file, the recipe is built from
-    the mirror in the background and installed."""
+@pytest.fixture
+def webui_mirror(webui, tmp_path, monkeypatch):
+    """The web UI reading a registry of pd12m-clip whose files come from a mirror on 127.0.0.1 (the
+    server, yielded); afterwards the pack, its pins and the registry setting are gone again."""
     from tests.httpfaults import FaultServer
 
     m = webui.module
@@ -120,25 +123,60 @@ def test_the_tabs_build_offers_the_choices_an_embedding_recipe_needs(webui, tmp_
         registry = mirror_of_pd12m(tmp_path, server)
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         webui.set_option("replicheck_registries", str(registry))
-        m.packs_tab.refresh()
-        assert "recipe: Build, accepting files without a published sha256" in m.packs_tab.page()
-        _, msg = m.packs_tab.build_recipe("pd12m-clip")
-        assert "tick &#x27;Accept files without a published sha256&#x27;" in msg and "command line" not in msg
-        assert server.log == [] and "pd12m-clip" not in m.manager.jobs
-        _, msg = m.packs_tab.build_recipe("pd12m-clip", True, -3, "")
-        assert "Sample" in msg and "rc-error-text" in msg
-        _, msg = m.packs_tab.build_recipe("pd12m-clip", True, 1, "")
-        assert "Building pd12m-clip here: downloading its embedding files" in msg
-        final = m.manager.wait("pd12m-clip", timeout=600)
-        assert final.state == "installed", final.error
-        assert_built_from_the_mirror(webui.packs_dir, server)
-        assert "pd12m-clip" in m.packs_tab.names()
+        m.manager.available, m.manager.refreshed = [], None
+        m.manager.jobs.pop("pd12m-clip", None)  # an earlier test's build
+        yield server
     finally:
         server.close()
         webui.set_option("replicheck_registries", "")
         m.manager.available, m.manager.refreshed = [], None
-        import shutil
-
+        m.manager.jobs.pop("pd12m-clip", None)
         shutil.rmtree(webui.packs_dir / "pd12m-clip", ignore_errors=True)
         (webui.packs_dir / ".recipe-pins.json").unlink(missing_ok=True)
         m.service.packs_changed()
+
+
+def test_the_tabs_build_offers_the_choices_an_embedding_recipe_needs(webui, webui_mirror):
+    """Build in the web UI's tab on pd12m-clip: without the choice its unpinned files need, the tab names
+    its own checkbox (not the command line); ticked, with a sample of 1 file, the recipe is built from
+    the mirror in the background and installed."""
+    m, server = webui.module, webui_mirror
+    m.packs_tab.refresh()
+    assert "recipe: Build, accepting files without a published sha256" in m.packs_tab.page()
+    _, msg = m.packs_tab.build_recipe("pd12m-clip")
+    assert "Accept files without a published sha256: pd12m-clip: some of its files" in msg
+    assert "command line" not in msg
+    assert server.log == [] and "pd12m-clip" not in m.manager.jobs
+    _, msg = m.packs_tab.build_recipe("pd12m-clip", True, -3, "")
+    assert "Sample" in msg and "rc-error-text" in msg
+    _, msg = m.packs_tab.build_recipe("pd12m-clip", True, 1, "")
+    assert "Building pd12m-clip here: downloading its embedding files" in msg
+    final = m.manager.wait("pd12m-clip", timeout=600)
+    assert final.state == "installed", final.error
+    assert_built_from_the_mirror(webui.packs_dir, server)
+    assert "pd12m-clip" in m.packs_tab.names()
+
+
+def test_the_download_route_builds_with_the_choices_in_its_body(webui, webui_mirror):
+    """POST /replicheck/v1/packs/pd12m-clip/download over real HTTP, with the tab's choices in its JSON
+    body: without accepting its unpinned files, a 422 naming the field and nothing fetched; with them
+    and a sample of 1 file, the recipe is built from the mirror, only the first file pair fetched (the
+    mirror serves no other: a build of every file would fail), and installed."""
+    import httpx
+
+    from browser import serve
+
+    m, server = webui.module, webui_mirror
+    route, panel = "/replicheck/v1/packs/pd12m-clip/download", {"X-Replicheck-Request": "1"}
+    with serve(webui.app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        r = client.post(route, json={"sample": 1}, headers=panel)
+        assert r.status_code == 422 and r.json()["detail"].startswith("field 'accept_unpinned': pd12m-clip: "), r.text
+        assert server.log == [] and "pd12m-clip" not in m.manager.jobs
+        r = client.post(route, json={"accept_unpinned": True, "sample": 1, "list_path": None}, headers=panel)
+        assert r.status_code == 200, r.text
+        assert r.json()["kind"] == "recipe" and r.json()["name"] == "pd12m-clip"
+        final = m.manager.wait("pd12m-clip", timeout=600)
+        assert final.state == "installed", final.error
+        job = next(j for j in client.get("/replicheck/v1/downloads").json() if j["name"] == "pd12m-clip")
+        assert job["state"] == "installed" and f"{ROWS:,} images in the pack" in job["message"], job
+    assert_built_from_the_mirror(webui.packs_dir, server)

@@ -79,6 +79,9 @@ class Embedder(ABC):
     withholds_flat: bool = False
     #: its similarity says the same subject or style, not a copy: each report says so
     semantic: bool = False
+    #: where its model runs ("cpu", "cuda", "cuda:1"): the web UI frees a model that sits on a GPU
+    #: when a generation starts
+    device: str = "cpu"
 
     @abstractmethod
     def embed(self, images: Sequence) -> "Any":
@@ -121,6 +124,11 @@ class Embedder(ABC):
     @property
     def runtime(self) -> str:
         return "builtin"
+
+    def memory_bytes(self) -> int:
+        """Bytes its loaded model holds, what `close` gives back (the web UI's status says it for
+        CLIP); 0 for an embedder that does not count them."""
+        return 0
 
     def close(self) -> None:
         """Free the model (the web UI's 'unload after each job' setting)."""

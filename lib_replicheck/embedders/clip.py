@@ -78,6 +78,10 @@ class ClipEmbedder(Embedder):
         except Exception as e:  # noqa: BLE001 - open_clip raises RuntimeError, HF errors, ...
             raise EmbedderError(f"could not load CLIP {model}/{pretrained}: {str(e).splitlines()[0][:300]}") from None
         net.eval()
+        dim = int(getattr(net.visual, "output_dim", 0) or net.text_projection.shape[1])
+        #: bytes of the whole model open_clip built, text tower included, before that was freed
+        self.built_bytes = tensor_bytes(net)
+        drop_text_tower(net)
         self._net = net
         self._preprocess = preprocess
         size = getattr(net.visual, "image_size", None)
@@ -86,7 +90,6 @@ class ClipEmbedder(Embedder):
             and tag_cfg.get("interpolation", "bicubic") == "bicubic" else None
         self._torch = torch
         self.weights_path = weights_file
-        dim = int(getattr(net.visual, "output_dim", 0) or net.text_projection.shape[1])
         self.spec = EmbedderSpec(
             id=embedder_id(model, pretrained),
             kind="clip",
@@ -133,19 +136,31 @@ class ClipEmbedder(Embedder):
             return np.zeros((0, self.spec.dim), np.float32)
         return l2_normalise(np.concatenate(out))
 
-    def memory_bytes(self) -> dict[str, int]:
-        """Bytes the loaded model's parameters and buffers hold, the vision tower (what a check runs)
-        and the whole model (open_clip loads the text tower too): what freeing it gives back."""
-        def size(module) -> int:
-            return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-
+    def memory_bytes(self) -> int:
+        """Bytes the loaded model's parameters and buffers hold (its image tower: the text tower was
+        freed on loading): what closing it gives back."""
         net = self._net  # read once: close() may run in another thread
-        if net is None:
-            return {"vision": 0, "model": 0}
-        return {"vision": size(net.visual), "model": size(net)}
+        return tensor_bytes(net) if net is not None else 0
 
     def close(self) -> None:
         self._net = None
+
+
+def tensor_bytes(module) -> int:
+    """Bytes of a torch module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def drop_text_tower(net) -> None:
+    """Free every part of an open_clip model but its image tower (`visual`, all `encode_image`
+    runs): the text transformer, token and positional embeddings, ln_final, text_projection, the
+    attention mask and the logit scale. replicheck embeds images only, never text, so nothing here
+    needs them; after this, the model's memory is its image tower's (bench/clip_memory.py)."""
+    for name, _ in list(net.named_children()):
+        if name != "visual":
+            delattr(net, name)
+    for name, _ in [*net.named_parameters(recurse=False), *net.named_buffers(recurse=False)]:
+        delattr(net, name)
 
 
 def resized_centre_square(im, n: int):

@@ -139,17 +139,54 @@ def _field_error(e: Exception) -> str:
         return f"bad request body: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}"
 
 
-def parse_check_request(body: bytes) -> CheckRequest:
+def json_object(body: bytes, fields: str) -> dict:
+    """The body as a JSON object; 422 saying what it is not (`fields`: what the object holds)."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:
         raise HTTPException(status_code=422, detail=f"the body is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(data, dict):
-        raise HTTPException(status_code=422, detail="the body must be a JSON object with the field 'image'")
+        raise HTTPException(status_code=422, detail=f"the body must be a JSON object with {fields}")
+    return data
+
+
+def parse_check_request(body: bytes) -> CheckRequest:
+    data = json_object(body, "the field 'image'")
     try:
         return CheckRequest(**data)
     except Exception as e:  # noqa: BLE001 - pydantic 1 and 2 raise different types
         raise HTTPException(status_code=422, detail=_field_error(e)) from None
+
+
+#: Largest accepted body of a pack's download or build (its choices: a path of 4,096 characters at most).
+MAX_CHOICES_BYTES = 16 * 1024
+
+
+def parse_choices(body: bytes):
+    """A download's body as the recipe choices the tab offers (webui/pack_jobs.RecipeChoices, whose
+    rule checks them): none when the body is empty; a null field is one not given. 422 naming the
+    field for anything else."""
+    from dataclasses import fields
+
+    from lib_replicheck.webui.pack_jobs import ChoiceError, RecipeChoices
+
+    if not body.strip():
+        return None
+    names = [f.name for f in fields(RecipeChoices)]
+    data = json_object(body, f"the fields {', '.join(names)} (each optional)")
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise HTTPException(status_code=422, detail=f"field {unknown[0][:40]!r}: unknown; a download takes "
+                                                    f"{', '.join(names)}")
+    try:
+        return RecipeChoices(**{k: v for k, v in data.items() if v is not None})
+    except ChoiceError as e:
+        raise refused_choice(e) from None
+
+
+def refused_choice(e) -> HTTPException:
+    """A pack_jobs.ChoiceError as the API says it: 422, naming the body's field."""
+    return HTTPException(status_code=422, detail=e.named(f"field '{e.field}'"))
 
 
 def mount(app, service, settings: Callable[[], Settings], **kwargs) -> None:
@@ -260,11 +297,19 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
             raise HTTPException(status_code=409, detail=str(e)) from None
         return MessageResponse(ok=True, message=done)
 
-    def download(name: str) -> DownloadModel:
-        try:
-            return DownloadModel(**manager.start_download(name).to_dict())
+    async def download(name: str, request: Request) -> DownloadModel:
+        """A pack's download, or a recipe's build with the choices in the JSON body (accept_unpinned,
+        sample, list_path: as the tab's Build takes them); 422 names a field that is wrong or needed."""
+        from lib_replicheck.webui.pack_jobs import ChoiceError
+
+        choices = parse_choices(await read_body(request, limit=MAX_CHOICES_BYTES))
+        try:  # in a thread: the first one reads the registries
+            job = await asyncio.get_running_loop().run_in_executor(None, manager.start_download, name, choices)
+        except ChoiceError as e:
+            raise refused_choice(e) from None
         except ReplicheckError as e:
             raise HTTPException(status_code=409, detail=str(e)) from None
+        return DownloadModel(**job.to_dict())
 
     def downloads() -> List[DownloadModel]:
         return [DownloadModel(**j.to_dict()) for j in manager.jobs.values()]

@@ -10,9 +10,9 @@ its answer, so a check that hangs (a pack's query that never ends, a stuck devic
 generation that long once: the caller gets an error report, and later callers get one at once
 until the stuck check ends, instead of queueing behind it.
 
-A CLIP pack's model is large (bench/clip_memory.py: 1.7 GB for ViT-L-14), so it is freed when it
-has not been used for the minutes Settings give (a watcher thread runs while one is loaded), and at
-the start of a generation when it sits on a GPU; the next check loads it again.
+A CLIP pack's model is large (bench/clip_memory.py: 1.2 GB for ViT-L-14's image tower), so it is
+freed, alone, when it has not been used for the minutes Settings give (a watcher thread runs while
+one is loaded), and at the start of a generation when it sits on a GPU; the next check loads it again.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class CheckService:
         """A generation starts: forget which errors were logged, so that it logs its failure once, and
         free a CLIP model that sits on a GPU, since sampling needs the memory (never waiting for a check)."""
         self._logged.clear()
-        if any(getattr(e, "device", "cpu") != "cpu" for e in self._semantic_loaded()):
+        if any(e.device != "cpu" for e in self._semantic_loaded()):
             self.free_clip("a generation is starting and needs the GPU's memory", wait=0)
 
     # -- a CLIP model's memory ------------------------------------------------------------------
@@ -220,9 +220,9 @@ class CheckService:
             return []
 
     def free_clip(self, why: str, wait: float = 2.0) -> bool:
-        """Free the models of the loaded checker when a CLIP model is among them (its packs stay
-        open; the next check loads the models again). Never frees during a check: waits at most
-        `wait` seconds for one to end, else frees nothing. True when something was freed."""
+        """Free the loaded CLIP models, and only them: the packs stay open and the other embedders
+        (SSCD, PDQ) loaded; the next check loads CLIP again. Never frees during a check: waits at
+        most `wait` seconds for one to end, else frees nothing. True when something was freed."""
         acquired = self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False)
         if not acquired:
             return False
@@ -231,8 +231,7 @@ class CheckService:
             if not clip:
                 return False
             held = self._clip_bytes()
-            self._checker.unload()
-            self._verifier = None  # it shared the checker's SSCD embedder, closed with it
+            self._checker.unload(lambda e: e.semantic)  # the verifier's SSCD embedder stays loaded too
             self.log.info("replicheck: CLIP model freed (%s): %.0f MB", why, held / 1e6)
             return True
         finally:
@@ -241,8 +240,8 @@ class CheckService:
     def _clip_bytes(self) -> int:
         """What the loaded CLIP models hold (parameters and buffers); 0 while one is being freed."""
         try:
-            return sum(e.memory_bytes()["model"] for e in self._semantic_loaded() if hasattr(e, "memory_bytes"))
-        except (AttributeError, RuntimeError):  # freed while read
+            return sum(e.memory_bytes() for e in self._semantic_loaded())
+        except RuntimeError:  # the checker's embedders changed while read
             return 0
 
     def _watch_idle(self, settings: Settings) -> None:

@@ -80,9 +80,9 @@ SETTINGS: tuple[SettingDef, ...] = (
                "default on; off unloads it after each job to free memory, and the next job loads it again"),
     # the sizes are what `python bench/clip_memory.py` prints (float32)
     SettingDef("replicheck_clip_idle_minutes", 5, "Free a CLIP pack's model after this many minutes unused",
-               "default 5; 0 keeps it. A CLIP pack's model holds 1,710 MB of memory for ViT-L-14 (the published "
-               "PD12M and LAION embeddings; its vision tower alone 1,216 MB) and 605 MB for ViT-B-32, on the "
-               "device set above. It is freed after this many minutes without a check, and on cuda also when a "
+               "default 5; 0 keeps it. A CLIP pack's model holds 1,216 MB of memory for ViT-L-14 (the published "
+               "PD12M and LAION embeddings) and 351 MB for ViT-B-32 (the image tower: the text tower is freed on "
+               "loading), on the device set above. It is freed after this many minutes without a check, and on cuda also when a "
                "generation starts (sampling needs the memory); the next check loads it again", "number"),
     SettingDef("replicheck_remote_thumbnails", False, "Show thumbnails from the training images' web addresses",
                "default off: only thumbnails stored in the pack, captions and links are shown, and no request "

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Callable
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.webui import packs_page
-from lib_replicheck.webui.pack_jobs import LIST_LABEL, SAMPLE_LABEL, UNPINNED_LABEL, RecipeChoices
+from lib_replicheck.webui.pack_jobs import (LIST_LABEL, SAMPLE_LABEL, TAB_LABELS, UNPINNED_LABEL, ChoiceError,
+                                             RecipeChoices)
 from lib_replicheck.webui.panel import esc
 
 if TYPE_CHECKING:
@@ -107,17 +108,15 @@ class PacksTab:
         if not name:
             return self.page(), message("Choose a pack first.", True)
         try:
-            n = int(sample or 0)
+            n = int(sample or 0) or None  # the field's 0: the whole list
         except (TypeError, ValueError, OverflowError):
-            n = -1
-        if n < 0:
-            return self.page(), message(f"Sample: {str(sample)[:40]!r} is not a number of 0 or more.", True)
-        own = str(list_path or "").strip()
-        if len(own) > 4096:
-            return self.page(), message(f"{LIST_LABEL}: a path of at most 4,096 characters.", True)
-        choices = RecipeChoices(accept_unpinned=bool(accept_unpinned), sample=n or None, list_path=own or None)
+            n = sample  # not a number: RecipeChoices says so
         try:
+            choices = RecipeChoices(accept_unpinned=bool(accept_unpinned), sample=n,
+                                    list_path=str(list_path or "").strip() or None)
             self.manager.start_download(name, choices)
+        except ChoiceError as e:
+            return self.page(), message(e.named(TAB_LABELS[e.field]) + ".", True)
         except MissingPackages as e:
             return self.page(), message(
                 f"{name} reads a parquet list and fetches its images with img2dataset: {', '.join(e.packages)} "
