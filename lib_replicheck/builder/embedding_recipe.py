@@ -57,10 +57,7 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
                     + ("" if recipe.sample else "; this recipe does not offer it"))
     with pack_lock(packs_dir, recipe.name):
         work.mkdir(parents=True, exist_ok=True)
-        if recipe.list.user:
-            if not opts.list_path:
-                raise error(f"recipe {recipe.name}: give your own embeddings: --list PATH (a folder in "
-                            "clip-retrieval's layout, img_emb/ and metadata/, or a text file of their URLs)")
+        if recipe.list.user:  # given: get_recipe's check_options refuses a recipe of the user's list without one
             source = Path(opts.list_path).expanduser()
             if not source.exists():
                 raise error(f"recipe {recipe.name}: --list {opts.list_path}: no such file or folder")

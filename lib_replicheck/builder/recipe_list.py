@@ -69,14 +69,7 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
     from lib_replicheck.builder.fetch_lists import ListError, count_rows
 
     ext = recipe.list.format
-    if recipe.list.user:
-        if not opts.list_path:
-            cols = recipe.list.columns
-            need = [c for r, c in cols.items() if r not in recipe.list.optional]
-            maybe = [c for r, c in cols.items() if r in recipe.list.optional]
-            raise RecipeError(f"recipe {recipe.name}: give your own list file: --list PATH (a {ext} file with the "
-                              f"columns {', '.join(need)}" + (f"; {', '.join(maybe)} kept when present" if maybe else "")
-                              + ")")
+    if recipe.list.user:  # given: get_recipe's check_options refuses a recipe of the user's list without one
         p = Path(opts.list_path).expanduser()
         if not p.is_file():
             raise RecipeError(f"recipe {recipe.name}: --list {opts.list_path}: no such file")
