@@ -69,19 +69,12 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
     from lib_replicheck.builder.fetch_lists import ListError, count_rows
 
     ext = recipe.list.format
-    if recipe.list.user:  # given: get_recipe's check_options refuses a recipe of the user's list without one
+    if recipe.list.user:  # a list is given: check_options (RecipeChoices' rule) says so first
         p = Path(opts.list_path).expanduser()
         if not p.is_file():
             raise RecipeError(f"recipe {recipe.name}: --list {opts.list_path}: no such file")
         return [(p, _sha256(p))]
-    if recipe.list.unpinned and not opts.accept_unpinned:
-        raise RecipeError(
-            f"recipe {recipe.name}: its list ({len(recipe.list.files)} file(s) at "
-            f"{recipe.list.files[0].urls[0]}{' ...' if len(recipe.list.files) > 1 else ''}) has no published sha256, "
-            "so what is downloaded cannot be checked against anything. To use it anyway, pass --accept-unpinned: "
-            f"each file's sha256 is then recorded on first use in {packs_dir / PINS_FILE} and later builds refuse a "
-            "file that differs. Or write your own registry entry with the sha256s filled in.")
-    pins = read_pins(packs_dir)
+    pins = read_pins(packs_dir)  # unpinned files were accepted: check_options (RecipeChoices' rule) says so first
     mine = pins.setdefault(recipe.name, {})
     out: list[tuple[Path, str]] = []
     rows = 0
