@@ -25,6 +25,7 @@ from lib_replicheck.download import Cancelled, Policy
 from lib_replicheck.images import load_image
 from lib_replicheck.packs import installed
 from lib_replicheck.registry import registry
+from lib_replicheck.registry.recipe_choices import ChoiceError
 
 FAST = Policy(connect_timeout=2, read_timeout=1, retries=1, backoff=0.01)
 #: the broken rows every list below ends with, and why img2dataset fails each
@@ -298,7 +299,7 @@ def test_an_unpinned_list_needs_consent_then_is_pinned(server, photos_small, bad
     server.add("/lists/list.0.csv", site.list_body)
     recipe = site.recipe()
     packs = tmp_path / "packs"
-    with pytest.raises(RecipeError, match="no published sha256.*--accept-unpinned"):
+    with pytest.raises(ChoiceError, match="^accept_unpinned: local-test: some of its files have no published sha256"):
         get_recipe(recipe, packs, policy=FAST, log=lambda s: None)
     assert site.requests("/lists/") == 0
     logs = []
@@ -323,7 +324,8 @@ def test_a_users_own_parquet(server, photos_small, bad_bodies, tmp_path):
     pq.write_table(pa.table({"URL": [r[0] for r in site.rows[:4]], "TEXT": [r[1] for r in site.rows[:4]],
                              "hash": [r[2] for r in site.rows[:4]], "AESTHETIC_SCORE": [6.6] * 4}), own)
     shipped = next(p for p in registry.load(registry.DEFAULT_REGISTRY).packs if p.name == "laion-parquet")
-    with pytest.raises(RecipeError, match="--list PATH"):
+    with pytest.raises(ChoiceError, match=r"^list_path: laion-parquet builds from your own list: give your list file "
+                                          r"\(a parquet file with the columns URL, TEXT"):
         get_recipe(shipped, tmp_path / "packs", log=lambda s: None)
     from dataclasses import replace
 
@@ -796,8 +798,8 @@ def test_options_that_do_not_apply_are_refused_naming_them(server, photos_small,
     site = Site(server, photos_small, bad_bodies, good=1)
     r = cli("packs", "get", "local-test", "--registry", site.registry_url, "--list", "/etc/passwd", "--sample", "3",
             home=home)
-    assert r.returncode == 2 and "--sample (offered only by recipes of large lists); --list (this recipe names its " \
-                                 "own list) does not apply" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--list: local-test names its own list and takes none of yours; --sample: " \
+                                 "local-test offers no sample (recipes of large lists do)" in r.stderr, r.stderr
     assert site.requests("/") == 0 or site.requests("/img/") == 0
 
 

@@ -116,6 +116,7 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
     started = time.perf_counter()
     out = packs_dir / recipe.name
     check_target(out, recipe.name, opts.overwrite)
+    check_options(recipe, opts)
     if recipe.list.format == "embeddings":  # published vectors: nothing fetched but them, nothing embedded
         from lib_replicheck.builder.embedding_recipe import get_embedding_recipe
 
@@ -125,7 +126,6 @@ def get_recipe(recipe: RegistryRecipe, packs_dir: str | Path, opts: GetOptions |
                                      error=RecipeError, cancel=cancel, policy=policy)
         return RecipeResult(path=built.path, name=recipe.name, listed=built.count, fetched=built.count, failed=0,
                             count=built.count, seconds=time.perf_counter() - started)
-    check_options(recipe, opts)
     if opts.embedding.offline:
         raise RecipeError(f"recipe {recipe.name}: its images are downloaded; network access is off (--offline)")
     recipe.check_packages()
@@ -200,18 +200,12 @@ def _check_weights(recipe: RegistryRecipe, opts: GetOptions) -> None:
 
 
 def check_options(recipe: RegistryRecipe, opts: GetOptions) -> None:
-    """Options given for this build that do not apply to this recipe are refused, naming them."""
-    wrong = []
-    if opts.sample is not None and not recipe.sample:
-        wrong.append("--sample (offered only by recipes of large lists)")
-    if opts.list_path and not recipe.list.user:
-        wrong.append("--list (this recipe names its own list)")
-    if opts.accept_unpinned and (recipe.list.user or not recipe.list.unpinned):
-        wrong.append("--accept-unpinned (every file of this recipe's list has a published sha256)")
-    if wrong:
-        raise RecipeError(f"recipe {recipe.name}: {'; '.join(wrong)} does not apply")
-    if opts.sample is not None and opts.sample < 1:
-        raise RecipeError("--sample: give a positive number of images")
+    """The user's choices checked against the recipe by the one rule the command line and the web UI
+    call first (registry/recipe_choices.RecipeChoices): a ChoiceError naming the fields."""
+    from lib_replicheck.registry.recipe_choices import RecipeChoices
+
+    RecipeChoices(accept_unpinned=opts.accept_unpinned, sample=opts.sample, list_path=opts.list_path
+                  ).applied_to(recipe)
 
 
 def build_for_manager(recipe: RegistryRecipe, packs_dir: str | Path, *, progress=None, cancel=None, gate=None,

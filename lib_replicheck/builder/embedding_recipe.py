@@ -52,26 +52,14 @@ def get_embedding_recipe(recipe, opts, report, *, work: Path, pins: dict, save_p
     log = report.log
     packs_dir = work.parent
     out = packs_dir / recipe.name
-    if opts.sample is not None and (opts.sample < 1 or not recipe.sample):
-        raise error(f"recipe {recipe.name}: --sample N takes the first N embedding files"
-                    + ("" if recipe.sample else "; this recipe does not offer it"))
     with pack_lock(packs_dir, recipe.name):
         work.mkdir(parents=True, exist_ok=True)
-        if recipe.list.user:
-            if not opts.list_path:
-                raise error(f"recipe {recipe.name}: give your own embeddings: --list PATH (a folder in "
-                            "clip-retrieval's layout, img_emb/ and metadata/, or a text file of their URLs)")
+        if recipe.list.user:  # a list is given: check_options (RecipeChoices' rule) says so first
             source = Path(opts.list_path).expanduser()
             if not source.exists():
                 raise error(f"recipe {recipe.name}: --list {opts.list_path}: no such file or folder")
         else:
-            files = chosen_files(recipe, opts.sample, error)
-            if any(f.sha256 is None for f in files) and not opts.accept_unpinned:
-                raise error(
-                    f"recipe {recipe.name}: some of its files ({files[0].urls[0]} ...) have no sha256 in the "
-                    "registry, so what is downloaded cannot be checked against anything. To use them anyway, pass "
-                    f"--accept-unpinned: each file's sha256 is then recorded on first use in {pins_file} "
-                    "and later builds refuse a file that differs.")
+            files = chosen_files(recipe, opts.sample, error)  # unpinned ones accepted: check_options
             if opts.embedding.offline:
                 raise error(f"recipe {recipe.name}: its files are downloaded; network access is off (--offline)")
             mine = pins.setdefault(recipe.name, {})

@@ -69,26 +69,12 @@ def list_files(recipe: RegistryRecipe, packs_dir: Path, work: Path, opts: GetOpt
     from lib_replicheck.builder.fetch_lists import ListError, count_rows
 
     ext = recipe.list.format
-    if recipe.list.user:
-        if not opts.list_path:
-            cols = recipe.list.columns
-            need = [c for r, c in cols.items() if r not in recipe.list.optional]
-            maybe = [c for r, c in cols.items() if r in recipe.list.optional]
-            raise RecipeError(f"recipe {recipe.name}: give your own list file: --list PATH (a {ext} file with the "
-                              f"columns {', '.join(need)}" + (f"; {', '.join(maybe)} kept when present" if maybe else "")
-                              + ")")
+    if recipe.list.user:  # a list is given: check_options (RecipeChoices' rule) says so first
         p = Path(opts.list_path).expanduser()
         if not p.is_file():
             raise RecipeError(f"recipe {recipe.name}: --list {opts.list_path}: no such file")
         return [(p, _sha256(p))]
-    if recipe.list.unpinned and not opts.accept_unpinned:
-        raise RecipeError(
-            f"recipe {recipe.name}: its list ({len(recipe.list.files)} file(s) at "
-            f"{recipe.list.files[0].urls[0]}{' ...' if len(recipe.list.files) > 1 else ''}) has no published sha256, "
-            "so what is downloaded cannot be checked against anything. To use it anyway, pass --accept-unpinned: "
-            f"each file's sha256 is then recorded on first use in {packs_dir / PINS_FILE} and later builds refuse a "
-            "file that differs. Or write your own registry entry with the sha256s filled in.")
-    pins = read_pins(packs_dir)
+    pins = read_pins(packs_dir)  # unpinned files were accepted: check_options (RecipeChoices' rule) says so first
     mine = pins.setdefault(recipe.name, {})
     out: list[tuple[Path, str]] = []
     rows = 0

@@ -53,6 +53,22 @@ RECIPE_OPTIONS = (("sample", "--sample"), ("list", "--list"), ("accept_unpinned"
                   ("weights", "--weights"))
 
 
+#: RecipeChoices' fields (registry/recipe_choices.py) as `packs get` takes them.
+CHOICE_FLAGS = {"sample": "--sample", "list_path": "--list", "accept_unpinned": "--accept-unpinned"}
+
+
+def recipe_choices(args, entry) -> dict:
+    """`--sample`, `--list` and `--accept-unpinned` for `entry`, checked by the rule the web UI's tab and
+    route also call (RecipeChoices.applied_to); a refusal names the flags. Returns GetOptions' fields."""
+    from lib_replicheck.registry.recipe_choices import ChoiceError, RecipeChoices
+
+    try:
+        return RecipeChoices(accept_unpinned=args.accept_unpinned, sample=args.sample,
+                             list_path=None if args.list is None else str(args.list)).applied_to(entry)
+    except ChoiceError as e:
+        raise ReplicheckError(e.named(CHOICE_FLAGS)) from None
+
+
 def refuse_recipe_options(args, what: str) -> None:
     """Options of a recipe's build given where no recipe is built are refused, naming them (never
     ignored: `--list /etc/passwd` on a pack must not look as if it did something)."""
@@ -233,7 +249,8 @@ def load_all_registries(args):
 def cmd_get(args, packs_dir, inst) -> int:
     """`packs get NAME`: download a pack, or build a recipe, with one progress display across stages."""
     match = _entry(args)
-    got = _download(args, match, inst) if match.kind == "pack" else _build(args, match, inst)
+    chosen = recipe_choices(args, match)
+    got = _download(args, match, inst) if match.kind == "pack" else _build(args, match, inst, chosen)
     _say_weights(got)
     return 0
 
@@ -241,7 +258,7 @@ def cmd_get(args, packs_dir, inst) -> int:
 def _download(args, match, inst):
     from tqdm import tqdm
 
-    refuse_recipe_options(args, f"{match.name} is a prebuilt pack, downloaded as it is")
+    refuse_recipe_options(args, f"{match.name} is a prebuilt pack, downloaded as it is")  # --weights
 
     def said(got) -> None:
         bar.close()
@@ -252,16 +269,13 @@ def _download(args, match, inst):
         return _get(args, match, inst, progress=lambda step: bar.update(step.done - bar.n), on_installed=said)
 
 
-def _build(args, match, inst):
+def _build(args, match, inst, chosen: dict):
     from tqdm import tqdm
 
     from lib_replicheck.builder.build_recipe import GetOptions, get_recipe
     from lib_replicheck.cli.model_options import embedder_options
 
-    opts = GetOptions(sample=args.sample, list_path=str(args.list) if args.list else None,
-                      accept_unpinned=args.accept_unpinned,
-                      embedding=embedder_options(args),
-                      overwrite=args.force)
+    opts = GetOptions(**chosen, embedding=embedder_options(args), overwrite=args.force)
     bar = tqdm(total=0, desc=f"{match.name}: list", disable=_quiet(args), unit=" rows")
     stage = ["list"]
 

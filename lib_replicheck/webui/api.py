@@ -163,12 +163,12 @@ MAX_CHOICES_BYTES = 16 * 1024
 
 
 def parse_choices(body: bytes):
-    """A download's body as the recipe choices the tab offers (webui/pack_jobs.RecipeChoices, whose
-    rule checks them): none when the body is empty; a null field is one not given. 422 naming the
+    """A download's body as the recipe choices the tab offers (registry/recipe_choices.RecipeChoices,
+    whose rule checks them): none when the body is empty; a null field is one not given. 422 naming the
     field for anything else."""
     from dataclasses import fields
 
-    from lib_replicheck.webui.pack_jobs import ChoiceError, RecipeChoices
+    from lib_replicheck.registry.recipe_choices import ChoiceError, RecipeChoices
 
     if not body.strip():
         return None
@@ -185,8 +185,8 @@ def parse_choices(body: bytes):
 
 
 def refused_choice(e) -> HTTPException:
-    """A pack_jobs.ChoiceError as the API says it: 422, naming the body's field."""
-    return HTTPException(status_code=422, detail=e.named(f"field '{e.field}'"))
+    """A recipe_choices.ChoiceError as the API says it: 422, naming the body's fields."""
+    return HTTPException(status_code=422, detail=e.named(lambda name: f"field '{name}'"))
 
 
 def mount(app, service, settings: Callable[[], Settings], **kwargs) -> None:
@@ -300,7 +300,7 @@ def router(service, settings: Callable[[], Settings], *, api_auth: Optional[str]
     async def download(name: str, request: Request) -> DownloadModel:
         """A pack's download, or a recipe's build with the choices in the JSON body (accept_unpinned,
         sample, list_path: as the tab's Build takes them); 422 names a field that is wrong or needed."""
-        from lib_replicheck.webui.pack_jobs import ChoiceError
+        from lib_replicheck.registry.recipe_choices import ChoiceError
 
         choices = parse_choices(await read_body(request, limit=MAX_CHOICES_BYTES))
         try:  # in a thread: the first one reads the registries

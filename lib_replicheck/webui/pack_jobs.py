@@ -21,6 +21,7 @@ from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.packs import installed as installed_packs
 from lib_replicheck.registry.get_pack import GotPack, check_buildable, find_listed, get_pack
 from lib_replicheck.registry.pack_install import Installer
+from lib_replicheck.registry.recipe_choices import RecipeChoices
 from lib_replicheck.registry.registry import RegistryPack, load_all
 from lib_replicheck.webui.jobs import Job
 
@@ -57,87 +58,7 @@ class DownloadJob(Job):
                 "kind": self.kind, "stage": self.stage}
 
 
-class ChoiceError(ReplicheckError):
-    """A recipe choice refused by RecipeChoices' rule. `field` is the RecipeChoices field it is about,
-    so that each caller names it in its own words (the tab its label, the HTTP API its JSON field)."""
-
-    def __init__(self, field: str, reason: str):
-        super().__init__(reason)
-        self.field, self.reason = field, reason
-
-    def named(self, name: str) -> str:
-        return f"{name}: {self.reason}"
-
-
-#: the longest path accepted for the user's own list
-MAX_LIST_PATH = 4096
-
-
-def _shown(value) -> str:
-    """A refused value as it is quoted back: its repr, clipped (it may be a stranger's)."""
-    return repr(value)[:40]
-
-
-@dataclass(frozen=True)
-class RecipeChoices:
-    """What the tab and the HTTP API let a user choose for a recipe's build, as `packs get` takes it
-    on the command line: accept files without a published sha256 (pinned on first use), a sample
-    (the first N rows, or embedding files), and the user's own list (a folder or file on the
-    server). One rule for both callers: the values are checked here (ChoiceError naming the field),
-    and `applied_to` checks them against the recipe."""
-
-    accept_unpinned: bool = False
-    sample: int | None = None
-    list_path: str | None = None
-
-    def __post_init__(self):
-        if not isinstance(self.accept_unpinned, bool):
-            raise ChoiceError("accept_unpinned", f"true or false, not {_shown(self.accept_unpinned)}")
-        if self.sample is not None and (isinstance(self.sample, bool) or not isinstance(self.sample, int)
-                                        or self.sample < 1):
-            raise ChoiceError("sample", f"a whole number of 1 or more (the first N rows; embedding recipes: "
-                                        f"files), not {_shown(self.sample)}")
-        if self.list_path is not None:
-            if not isinstance(self.list_path, str):
-                raise ChoiceError("list_path", f"a path on the server, not {_shown(self.list_path)}")
-            if not self.list_path.strip() or "\x00" in self.list_path:
-                raise ChoiceError("list_path", "a path on the server, not empty and without NUL characters")
-            if len(self.list_path) > MAX_LIST_PATH:
-                raise ChoiceError("list_path", f"a path of at most {MAX_LIST_PATH:,} characters")
-
-    def given(self) -> list[str]:
-        """The fields the user set."""
-        return [f for f, v in (("accept_unpinned", self.accept_unpinned), ("sample", self.sample),
-                               ("list_path", self.list_path)) if v not in (None, False)]
-
-    def applied_to(self, entry) -> dict:
-        """The choices that apply to `entry` (a registry pack or recipe), as build_for_manager's
-        keywords. A choice it needs and was not given, or one given that it does not take (a list
-        for a recipe that names its own, a sample where none is offered, any choice for a prebuilt
-        pack), is a ChoiceError naming the field."""
-        if entry.kind != "recipe":
-            given = self.given()
-            if given:
-                raise ChoiceError(given[0], f"only for building a recipe; {entry.name} is a prebuilt pack, "
-                                            "downloaded as it is")
-            return {}
-        if entry.list.user and not self.list_path:
-            raise ChoiceError("list_path", f"{entry.name} builds from your own list: give its folder or file on the "
-                                           "server")
-        if self.list_path and not entry.list.user:
-            raise ChoiceError("list_path", f"{entry.name} names its own list and takes none of yours")
-        if self.sample is not None and not entry.sample:
-            raise ChoiceError("sample", f"{entry.name} offers no sample (recipes of large lists do); build it whole")
-        if entry.list.unpinned and not entry.list.user and not self.accept_unpinned:
-            raise ChoiceError("accept_unpinned", f"{entry.name}: some of its files have no published sha256, so what "
-                                                 "is downloaded cannot be checked against anything. To build it "
-                                                 "anyway, accept them (each file's sha256 is recorded on first use; "
-                                                 "later builds refuse a file that differs)")
-        return {"accept_unpinned": bool(entry.list.unpinned and not entry.list.user and self.accept_unpinned),
-                "sample": self.sample, "list_path": self.list_path}
-
-
-#: the tab's fields for RecipeChoices, named in its errors
+#: the tab's fields for RecipeChoices (registry/recipe_choices.py), named in its errors
 UNPINNED_LABEL = "Accept files without a published sha256"
 SAMPLE_LABEL = "Sample: the first N rows (embedding recipes: files); 0 for all"
 LIST_LABEL = "Your own list (a folder or file on the server)"

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Callable
 
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.webui import packs_page
-from lib_replicheck.webui.pack_jobs import (LIST_LABEL, SAMPLE_LABEL, TAB_LABELS, UNPINNED_LABEL, ChoiceError,
-                                             RecipeChoices)
+from lib_replicheck.registry.recipe_choices import ChoiceError, RecipeChoices
+from lib_replicheck.webui.pack_jobs import LIST_LABEL, SAMPLE_LABEL, TAB_LABELS, UNPINNED_LABEL
 from lib_replicheck.webui.panel import esc
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class PacksTab:
                                     list_path=str(list_path or "").strip() or None)
             self.manager.start_download(name, choices)
         except ChoiceError as e:
-            return self.page(), message(e.named(TAB_LABELS[e.field]) + ".", True)
+            return self.page(), message(e.named(TAB_LABELS) + ".", True)
         except MissingPackages as e:
             return self.page(), message(
                 f"{name} reads a parquet list and fetches its images with img2dataset: {', '.join(e.packages)} "

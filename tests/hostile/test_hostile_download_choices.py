@@ -3,7 +3,8 @@
 (webui/pack_jobs.RecipeChoices), and each wrong one is a 422 that names its field before anything
 starts. The recipes are the shipped registry's, read from its file (no network): pd12m-clip offers a
 sample and has files without a published sha256, sd1-memorized offers no sample and names its own
-list, laion-clip builds from the user's own list, demo is a prebuilt pack."""
+list, laion-clip builds from the user's own list, demo is a prebuilt pack. The same choices given to
+`packs get` and to the tab's Build are refused alike, by the same rule."""
 
 from __future__ import annotations
 
@@ -102,3 +103,64 @@ def test_choices_still_need_the_panels_header(webui, client, jobs):
     r = client.post(ROUTE.format("pd12m-clip"), content='{"sample": 1, "accept_unpinned": true}')
     assert r.status_code == 403
     assert started_nothing(webui, jobs)
+
+
+#: the command line's words for each field
+FLAGS = {"sample": "--sample", "list_path": "--list", "accept_unpinned": "--accept-unpinned"}
+SAME_RULE = [
+    # (recipe, the choices as RecipeChoices' fields, the field refused, words of the reason)
+    ("sd1-memorized", {"sample": 10, "accept_unpinned": True}, "sample",
+     "sd1-memorized offers no sample (recipes of large lists do); build it whole"),
+    ("pd12m-clip", {"sample": -3, "accept_unpinned": True}, "sample", "a whole number of 1 or more"),
+    ("laion-parquet", {}, "list_path", "laion-parquet builds from your own list: give your list file (a parquet file "
+                                       "with the columns URL, TEXT"),
+]
+
+
+@pytest.mark.parametrize("name, chosen, field, words", SAME_RULE, ids=[n for n, *_ in SAME_RULE])
+def test_the_command_line_the_tab_and_the_route_refuse_a_choice_alike(webui, client, jobs, tmp_path, monkeypatch,
+                                                                      capsys, name, chosen, field, words):
+    """One rule (registry/recipe_choices.RecipeChoices) for `packs get`, the tab's Build and the download
+    route: the same choices are refused for the same reason, naming the same field, each in its own
+    words (`--sample`, the tab's label, `field 'sample'`); accepting unpinned files where every file is
+    pinned (sd1-memorized) is harmless everywhere, so it is named by none."""
+    import html
+
+    from lib_replicheck.cli.main import main
+    from lib_replicheck.registry.registry import DEFAULT_REGISTRY
+    from lib_replicheck.webui.pack_jobs import TAB_LABELS
+
+    r = client.post(ROUTE.format(name), json=chosen, headers=HEADER)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(f"field '{field}': ") and words in detail, detail
+    reason = detail.removeprefix(f"field '{field}': ")
+    assert "accept_unpinned" not in reason and "field '" not in reason, reason  # the one field, alone
+
+    _, msg = webui.module.packs_tab.build_recipe(name, chosen.get("accept_unpinned", False), chosen.get("sample", 0),
+                                                 chosen.get("list_path", ""))
+    assert "rc-error-text" in msg and html.unescape(msg).endswith(f">{TAB_LABELS[field]}: {reason}.</p>"), msg
+    assert started_nothing(webui, jobs)
+
+    monkeypatch.setenv("REPLICHECK_HOME", str(tmp_path / "home"))
+    argv = ["packs", "get", name, "--registry", DEFAULT_REGISTRY, "--progress", "off"]
+    argv += ["--sample", str(chosen["sample"])] if "sample" in chosen else []
+    argv += ["--accept-unpinned"] if chosen.get("accept_unpinned") else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{FLAGS[field]}: {reason}" in err and "--accept-unpinned" not in err, err
+    assert not (tmp_path / "home" / "packs").exists() or not any((tmp_path / "home" / "packs").iterdir())
+
+
+def test_accepting_unpinned_files_of_a_pinned_recipe_is_harmless_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """sd1-memorized publishes every file's sha256: `--accept-unpinned` is taken and does nothing, as in
+    the tab and the route (the build goes on, here to the refusal of --offline, which downloads nothing)."""
+    from lib_replicheck.cli.main import main
+    from lib_replicheck.registry.registry import DEFAULT_REGISTRY
+
+    monkeypatch.setenv("REPLICHECK_HOME", str(tmp_path / "home"))
+    assert main(["packs", "get", "sd1-memorized", "--accept-unpinned", "--offline", "--registry", DEFAULT_REGISTRY,
+                 "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert "recipe sd1-memorized: its images are downloaded; network access is off (--offline)" in err, err
+    assert "--accept-unpinned" not in err
