@@ -113,3 +113,61 @@ def test_a_tampered_default_background_is_refused_by_name(packs_dir, pack_photos
                  "--weights", str(sscd_onnx), "--offline", str(image)]) not in (0, 1)
     err = capsys.readouterr().err
     assert "fails its sha256 check" in err and "Traceback" not in err
+
+
+def _background_cells(page: str) -> dict[str, str]:
+    """Pack name -> the text of its row's background cell, read from the tab's HTML as a browser would."""
+    from html.parser import HTMLParser
+
+    class Table(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.rows[-1].append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    table = Table()
+    table.feed(page)
+    head = table.rows[0]
+    return {row[0]: row[head.index("background")] for row in table.rows[1:]}
+
+
+def test_the_tab_shows_each_packs_background_escaped(packs_dir, tmp_path, capsys):
+    """The Replicheck tab's table says which background each installed pack uses, in the words of
+    `packs list` (one rule), escaped like every cell: the source is written by the pack's maker."""
+    from lib_replicheck.packs import manifest as mf
+    from lib_replicheck.webui.pack_jobs import PackManager
+    from lib_replicheck.webui.tab import PacksTab
+
+    shown = tmp_path / "packs"
+    for name in ("plain", "own"):
+        shutil.copytree(packs_dir / name, shown / name)
+    hostile = shutil.copytree(packs_dir / "own", shown / "hostile")
+    data = json.loads((hostile / mf.MANIFEST).read_text())
+    data["name"], data["background"]["source"] = "hostile", "<img src=x onerror=alert(1)>"
+    (hostile / mf.MANIFEST).write_text(json.dumps(data))
+
+    tab = PacksTab(None, PackManager(shown, tmp_path / "models", lambda: []), None)
+    page = tab.page()
+    cells = _background_cells(page)
+    assert main(["packs", "list", "--packs-dir", str(shown), "--json"]) == 0
+    listed = {r["name"]: r["background"] for r in json.loads(capsys.readouterr().out)}
+    assert cells == listed
+    assert cells["plain"] == "default: sscd_disc_mixup (406 OpenClipart drawings (CC0))"
+    count = Pack(packs_dir / "own").manifest.background["count"]
+    assert cells["own"] == f"own: {count:,} rows (images named by --background)"
+    assert cells["hostile"] == f"own: {count:,} rows (<img src=x onerror=alert(1)>)"
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

@@ -347,3 +347,30 @@ def test_reads_that_do_not_line_up_with_shards_keep_rows_and_metadata_together(t
     pack = assert_finds_photos(tmp_path / "pack", clip, photos)
     items = pack.metadata.get(list(range(300)))
     assert [items[k].url for k in range(300)] == [f"https://img.example/{k}.jpg" for k in range(300)]
+
+
+def test_a_clip_pack_says_verification_judges_its_candidates_against_the_default_background(tmp_path, capsys):
+    """A CLIP pack has no background of its own, and none is needed: its matches are candidates, and
+    online verification judges a fetched candidate's regions against the default SSCD background.
+    `packs list` and the tab's table say so (one rule, packs/info.py), not a bare 'none'."""
+    from lib_replicheck.cli.main import main
+    from lib_replicheck.webui.pack_jobs import PackManager
+    from lib_replicheck.webui.tab import PacksTab
+
+    vectors = distractors(40, 512)
+    meta = [{"image_path": f"{i:09d}.jpg", "caption": f"caption {i}", "url": f"https://img.example/{i}.jpg",
+             "key": f"{i:09d}", "id": f"id-{i}", "width": 64, "height": 64} for i in range(40)]
+    folder = pd12m_folder(tmp_path / "pd12m", [(vectors, meta)])
+    packs = tmp_path / "packs"
+    assert main(["build", "--embeddings", str(folder), "--out", str(packs / "pd12m-clip"), "--embedder", EMBEDDER,
+                 "--progress", "off"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    said = "none (CLIP candidates; verifying them online judges regions against default: sscd_disc_mixup)"
+    assert main(["packs", "list", "--packs-dir", str(packs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("pd12m-clip "))
+    assert lines[at + 1].split() == ["background", *said.split()]
+    assert main(["packs", "list", "--packs-dir", str(packs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["background"] == said
+    page = PacksTab(None, PackManager(packs, tmp_path / "models", lambda: []), None).page()
+    assert f"<td>{said}</td>" in page

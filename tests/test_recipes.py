@@ -931,3 +931,74 @@ def test_a_sampled_recipe_gets_a_background_from_rows_outside_its_sample(server,
     r = cli("packs", "list", home=tmp_path / "home")
     assert r.returncode == 0, r.stderr
     assert f"background own: {entry['count']} rows ({SOURCE})" in r.stdout, r.stdout
+
+
+def test_a_sampled_laion_parquet_gets_its_background_from_rows_outside_its_sample(server, photos_small, tmp_path,
+                                                                                  sscd_onnx):
+    """The laion-parquet recipe as shipped, `--sample 10` of a parquet of the user's in LAION's column
+    layout (URL, TEXT, WIDTH, HEIGHT, similarity, hash as int64, ...; row groups of 7, so the sample
+    ends inside one): the background is drawn from the rows after the sample, rows_for(10) of them,
+    less the exclusion list's, and fetched through img2dataset; no sampled row is fetched for it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from dataclasses import replace
+
+    from lib_replicheck import embedders
+    from lib_replicheck.builder.recipe_background import SOURCE, rows_for
+    from lib_replicheck.embedders import EmbedderOptions
+    from lib_replicheck.packs.pack import Pack
+    from lib_replicheck.registry.parse_recipe import ListFile
+
+    sample, good = 10, photos_small[:16]  # the pack's 10, then 6 photos among 290 dead links
+    urls = [server.add(f"/img/{i}-{stem}.jpg", jpeg_bytes(im)) for i, (stem, im) in enumerate(good)]
+    urls += [f"{server.url}/gone/{i}.jpg" for i in range(290)]
+    order = list(range(sample)) + sorted(range(sample, len(urls)), key=lambda i: (i * 7919) % len(urls))
+    urls = [urls[i] for i in order]
+    hashes = [1_000_000_007 * (i + 1) - 2**62 for i in range(len(urls))]
+    n = len(urls)
+    own = tmp_path / "laion-aesthetics-6.5.parquet"
+    pq.write_table(pa.table({
+        "URL": urls, "TEXT": [f"caption {i}" for i in range(n)],
+        "WIDTH": pa.array([480.0] * n), "HEIGHT": pa.array([360.0] * n),
+        "similarity": pa.array([0.31] * n), "hash": pa.array(hashes, pa.int64()),
+        "punsafe": pa.array([0.01] * n), "pwatermark": pa.array([0.05] * n),
+        "AESTHETIC_SCORE": pa.array([6.6] * n)}), own, row_group_size=7)
+    # an exclusion list naming one photo outside the sample by URL and another by hash
+    outside_photos = [i for i in range(sample, n) if "/img/" in urls[i]]
+    by_url, by_hash = outside_photos[0], outside_photos[1]
+    excl = f"# removed\n{urls[by_url]}\n{hashes[by_hash]}\n".encode()
+    excl_url = server.add("/exclude.txt", excl)
+    shipped = next(p for p in registry.load(registry.DEFAULT_REGISTRY).packs if p.name == "laion-parquet")
+    recipe = replace(shipped, build={**shipped.build, "download_timeout": 2},
+                     exclude=ListFile(urls=(excl_url,), size=len(excl), sha256=hashlib.sha256(excl).hexdigest()))
+    logs = []
+    res = get_recipe(recipe, tmp_path / "packs", GetOptions(
+        list_path=str(own), sample=sample, embedding=EmbedderOptions(runtime="onnx", weights=str(sscd_onnx))),
+        policy=FAST, log=logs.append)
+    assert (res.listed, res.count) == (sample, sample), res
+    assert [r[0] for r in pack_rows(res.path)] == sorted(urls[:sample])
+
+    drawn = rows_for(sample)
+    assert drawn < n - sample - 2  # the bound, not the rows left, decides how many are drawn
+    assert any(f"{drawn:,} rows of the list outside the pack drawn at random" in line for line in logs), logs
+    requested = [p for p, _ in server.log]
+    paths = [u.removeprefix(server.url) for u in urls]
+    assert all(requested.count(p) == 1 for p in paths[:sample])  # the pack's fetch only
+    outside = {p for p in requested if p in set(paths[sample:])}
+    assert len(outside) == drawn and all(requested.count(p) == 1 for p in outside)
+    assert paths[by_url] not in requested and paths[by_hash] not in requested  # excluded
+    fetched = [i for i in outside_photos if paths[i] in outside]
+    assert fetched, "no photo outside the sample was drawn"
+
+    pack = Pack(res.path)
+    entry = pack.manifest.background
+    assert entry["source"] == SOURCE and entry["count"] + entry.get("dropped_as_copies", 0) == len(fetched)
+    assert pack.default_background is None and len(pack.background) == entry["count"]
+    sscd = embedders.load("sscd", runtime="onnx", weights=sscd_onnx)
+    photos = np.asarray(sscd.embed([im for _, im in good]))
+    index_of = {f"/img/{j}-{stem}.jpg": j for j, (stem, _) in enumerate(good)}
+    sims = pack.background @ photos.T
+    nearest = {int(j) for j in sims.argmax(axis=1)}
+    assert nearest == {index_of[paths[i]] for i in fetched} and sims.max(axis=1).min() > 0.9
+    pack.close()

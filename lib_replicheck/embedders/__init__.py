@@ -12,7 +12,7 @@ from lib_replicheck.embedders.base import COSINE, HAMMING, Embedder, EmbedderSpe
 from lib_replicheck.embedders.options import EmbedderOptions
 
 __all__ = ["COSINE", "HAMMING", "Embedder", "EmbedderOptions", "EmbedderSpec", "WeightsFile", "load", "kind_of",
-           "ensure_for", "NAMES"]
+           "ensure_for", "declared", "NAMES"]
 
 NAMES = ("sscd", "sscd_disc_mixup", "sscd_disc_large", "clip", "clip:MODEL/PRETRAINED", "pdq")
 
@@ -26,6 +26,24 @@ def kind_of(name: str) -> str:
     if name == "clip" or name.startswith("clip:"):
         return "clip"
     raise EmbedderError(f"unknown embedder {name!r}; choose one of: {', '.join(NAMES)}")
+
+
+def declared(family: str) -> type[Embedder] | None:
+    """The embedder class of a family ('sscd', 'clip', 'pdq'), for what it declares (`semantic`,
+    `searches_regions`) without loading a model; None for a family replicheck does not know."""
+    if family == "pdq":
+        from lib_replicheck.embedders.pdq import PDQEmbedder
+
+        return PDQEmbedder
+    if family == "sscd":
+        from lib_replicheck.embedders.sscd import SSCDEmbedder
+
+        return SSCDEmbedder
+    if family == "clip":
+        from lib_replicheck.embedders.clip import ClipEmbedder
+
+        return ClipEmbedder
+    return None
 
 
 def load(name: str | EmbedderSpec, options: EmbedderOptions | None = None, **changes) -> Embedder:

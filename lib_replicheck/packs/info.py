@@ -27,7 +27,7 @@ class PackInfo:
     description: str = ""
     source: dict[str, str] = field(default_factory=dict)
     #: the background set its region matches are normalised against: 'own: N rows (source)',
-    #: 'default: NAME (what it is)' or 'none'
+    #: 'default: NAME (what it is)', 'none (CLIP candidates; ...)' or 'none'
     background: str = "none"
     error: str | None = None  # the pack could not be read: why
 
@@ -71,6 +71,8 @@ def background_text(m) -> str:
         return f"own: {m.background['count']:,} rows" + (f" ({source})" if isinstance(source, str) and source else "")
     if m.metric == "hamming":
         return "none"
+    if _semantic(m.embedder.kind):
+        return f"none ({candidates_text(m.embedder.kind.upper())})"
     try:
         default = bg.default_for(m.embedder.id)
     except ReplicheckError as e:
@@ -78,6 +80,31 @@ def background_text(m) -> str:
     if default is None or default.dim != m.embedder.dim:
         return "none"
     return f"default: {default.name} ({default.summary})"
+
+
+def _semantic(family: str) -> bool:
+    """Whether the embedder family declares its similarity semantic (embedders/base.py): its matches
+    are candidates, judged only if verified online."""
+    from lib_replicheck import embedders
+
+    declared = embedders.declared(family)
+    return declared is not None and declared.semantic
+
+
+def candidates_text(family: str) -> str:
+    """What judges a semantic (CLIP) pack's matches: online verification compares each fetched
+    candidate with the default SSCD model, its regions against that model's default background
+    (verification/compare.py)."""
+    from lib_replicheck.embedders.sscd_weights import DEFAULT_MODEL
+    from lib_replicheck.packs import background as bg
+
+    try:
+        default = bg.default_for(DEFAULT_MODEL)
+    except ReplicheckError as e:
+        return f"{family} candidates; verifying them online judges regions on raw similarity: {e}"
+    if default is None:
+        return f"{family} candidates; verifying them online judges regions on raw similarity"
+    return f"{family} candidates; verifying them online judges regions against default: {default.name}"
 
 
 def _broken(folder: str, error: str) -> PackInfo:

@@ -63,6 +63,7 @@ class PackModel(BaseModel):
     count: int
     size_bytes: int
     source: dict = {}
+    background: str = "none"  # packs.info.background_text: what its region matches are normalised against
     error: Optional[str] = None
 
 

@@ -50,7 +50,7 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
         rows.append(f"<tr><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td><td>{int(p.count):,}</td>"
                     f"<td>{_t(p.embedder, 64)}</td><td>{_mb(p.size_bytes)}</td>"
                     f"<td>{_t((p.source or {}).get('license', ''), 120)}</td>"
-                    f"<td>{_source(p.source or {})}</td><td>{state}</td></tr>")
+                    f"<td>{_source(p.source or {})}</td><td>{_t(p.background, 300)}</td><td>{state}</td></tr>")
     for p in available:
         if p.name in have:
             continue
@@ -64,18 +64,19 @@ def render(installed, available, errors=(), refreshed: bool = False) -> str:
         rows.append(f"<tr class='rc-{'recipe' if recipe else 'pack'}'><td>{_t(p.name, 64)}</td><td>{_t(p.title)}</td>"
                     f"<td>{count}</td><td>{_t(embedder, 64)}</td><td>{size}</td>"
                     f"<td>{_t((p.source or {}).get('license', ''), 120)}</td>"
-                    f"<td>{_source(p.source or {})}</td><td>{_recipe_state(p) if recipe else 'available'}</td></tr>")
+                    f"<td>{_source(p.source or {})}</td><td></td>"
+                    f"<td>{_recipe_state(p) if recipe else 'available'}</td></tr>")
     suggest = ""
     if any(p.name == SUGGESTED for p in available) and SUGGESTED not in have:
         suggest = (f"<p class='rc-message'>Suggested: <b>{SUGGESTED}</b>, the LAION images Stable Diffusion 1.x is "
                    "known to reproduce. Choose it and click <b>Build</b>: its images are fetched from their "
                    "original addresses (many are gone) and indexed on this machine.</p>")
     head = ("<tr><th>name</th><th>title</th><th>images</th><th>embedder</th><th>size</th><th>license</th>"
-            "<th>source</th><th>state</th></tr>")
+            "<th>source</th><th>background</th><th>state</th></tr>")
     note = "" if refreshed else ("<p class='rc-message'>Click <b>Refresh list</b> to read the pack registries "
                                  "(nothing is fetched before that).</p>")
     errs = "".join(f"<p class='rc-error-text'>{_t(e, MAX_ERROR)}</p>" for e in errors)
-    body = "".join(rows) or "<tr><td colspan='8'>No pack installed yet.</td></tr>"
+    body = "".join(rows) or "<tr><td colspan='9'>No pack installed yet.</td></tr>"
     if not installed and rows:
         note += "<p class='rc-message'>No pack installed yet: download or build one below.</p>"
     ids = [p.embedder for p in installed] + [p.embedder.get("id", "") if isinstance(p.embedder, dict) else ""
