@@ -31,9 +31,15 @@ def server():
 
 
 def save_weights(clip, path: Path) -> Path:
+    """`clip`'s weights as a whole open_clip model's file, as published weights are: its image tower,
+    beside a text tower of another random model (the embedder holds no text tower, and the check
+    never runs one)."""
+    import open_clip
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in clip._net.state_dict().items()}, str(path))
+    whole = open_clip.create_model(clip.spec.model, pretrained=None).state_dict()
+    whole.update(clip._net.state_dict())
+    save_file({k: v.contiguous() for k, v in whole.items()}, str(path))
     return path
 
 
