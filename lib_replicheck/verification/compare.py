@@ -34,7 +34,7 @@ class CheckedImage:
         self.notes = Report(image="")  # embed() says here why regions could not be searched
         whole, self.regions = embed(sscd, [image], regions, [self.notes])
         self.whole = whole[0]
-        self.offsets = None  # per region, set by region_offsets once a candidate needs them
+        self.offsets = region_offsets(self.regions, sscd)  # one per region, for every candidate
 
 
 def compare(checked: CheckedImage, training, sscd, tiers: dict[str, Tiers] | None = None) -> PairScore:
@@ -44,38 +44,38 @@ def compare(checked: CheckedImage, training, sscd, tiers: dict[str, Tiers] | Non
     whole_tiers = (tiers or DEFAULT_TIERS).get("sscd", DEFAULT_TIERS["sscd"])
     vector = np.asarray(sscd.embed([training]))[0]
     best = PairScore(whole_tiers.verdict(float(checked.whole @ vector)), float(checked.whole @ vector), None, None)
-    offsets = region_offsets(checked, sscd)
-    key = (best.verdict.rank, 1.0)  # a region must give a higher verdict; among those the highest score judged
+    best_judged = None  # the score the best region so far was judged on; the whole image wins a tie of verdicts
     for n, (_, box, v) in enumerate(checked.regions):
         score = float(np.asarray(v) @ vector)
-        offset = None if offsets is None else float(offsets[n])
+        offset = None if checked.offsets is None else float(checked.offsets[n])
         verdict = verdict_for("sscd", score, region=True, offset=offset)
-        if verdict.rank > best.verdict.rank or (best.region is not None and (verdict.rank, score - (offset or 0.0)) > key):
-            best, key = PairScore(verdict, score, box, None), (verdict.rank, score - (offset or 0.0))
+        judged = score - (offset or 0.0)
+        if verdict.rank > best.verdict.rank or (best_judged is not None and verdict.rank == best.verdict.rank
+                                                and judged > best_judged):
+            best, best_judged = PairScore(verdict, score, box, None), judged
     return PairScore(best.verdict, best.sscd, best.region, pdq_distance(checked, training))
 
 
-def region_offsets(checked: CheckedImage, sscd):
-    """What score normalisation subtracts from each region of the checked image: its mean similarity
-    to its nearest rows of the default background shipped for `sscd`; None without regions, or when
-    none ships for it (the regions are then judged on raw similarity, at the raw region tiers)."""
+def region_offsets(regions, sscd):
+    """What score normalisation subtracts from each of the checked image's `regions`: its mean
+    similarity to its nearest rows of the default background shipped for `sscd`; None without
+    regions, or when no usable default ships for it (the regions are then judged on raw similarity,
+    at the raw region tiers; a damaged default is said where a pack uses it)."""
     import numpy as np
 
     from lib_replicheck.errors import ReplicheckError
     from lib_replicheck.packs import background as bg
 
-    if not checked.regions:
+    if not regions:
         return None
-    if checked.offsets is None:
+    try:
         default = bg.default_for(sscd.id)
         if default is None or default.dim != sscd.dim:
             return None
-        try:
-            rows = bg.load_default(default, default.dim)
-        except ReplicheckError:  # a damaged default: the pack check says so; here the raw tiers judge
-            return None
-        checked.offsets = bg.offsets(rows, np.stack([v for _, _, v in checked.regions]))
-    return checked.offsets
+        rows = bg.load_default(default, default.dim)
+    except ReplicheckError:
+        return None
+    return bg.offsets(rows, np.stack([v for _, _, v in regions]))
 
 
 def pdq_distance(checked: CheckedImage, training) -> int | None:
