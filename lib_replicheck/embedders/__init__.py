@@ -54,19 +54,18 @@ def load(name: str | EmbedderSpec, options: EmbedderOptions | None = None, **cha
     expected = name if isinstance(name, EmbedderSpec) else None
     name = expected.id if expected else name
     kind = kind_of(name)
+    cls = declared(kind)
     if kind == "pdq":
-        from lib_replicheck.embedders.pdq import PDQEmbedder
-
-        return PDQEmbedder()
+        return cls()
     if kind == "sscd":
-        from lib_replicheck.embedders.sscd import DEFAULT_MODEL, SSCDEmbedder
+        from lib_replicheck.embedders.sscd import DEFAULT_MODEL
 
-        return SSCDEmbedder(DEFAULT_MODEL if name == "sscd" else name, options, expected=expected)
-    from lib_replicheck.embedders.clip import ClipEmbedder, parse_id
+        return cls(DEFAULT_MODEL if name == "sscd" else name, options, expected=expected)
+    from lib_replicheck.embedders.clip import parse_id
 
     model, pretrained = parse_id(name)
-    return ClipEmbedder(model, pretrained, device=options.device, models_dir=options.models_dir,
-                        offline=options.offline, checkpoint=options.weights)
+    return cls(model, pretrained, device=options.device, models_dir=options.models_dir,
+               offline=options.offline, checkpoint=options.weights)
 
 
 def ensure_for(spec, models_dir: str | Path | None = None, *, offline: bool = False,
