@@ -16,8 +16,11 @@ cropped to its centre 70%), checked with regions off (the default). Pastes: a pa
 pasted at 55% or 35% of the side into a crop of a novel photo, checked with `--regions fast`. Novel
 photos: random crops of the other real photos (there are only as many distinct photos as the
 packages install; the count is printed), featureless crops left out, checked with `--regions fast`.
+The shortlist (thresholds.GEOMETRY_SHORTLIST): each paste's and each novel crop's top region candidate
+under `fast`, whatever its tier, with fast's own box layout and with the denser one thorough lays on the
+same pass (regions.LAYOUTS); the novel crops' three best are verified on their thumbnails.
 Cost: Checker.check one image at a time, regions off, both checkers interleaved on the same images
-(edits and novel crops alternately), medians.
+(edits and novel crops alternately), medians; beside them `fast` with verification, in both layouts.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +49,19 @@ def checkerboard(squares: int, side: int, dark: str = "black", light: str = "whi
             if (i + j) % 2 == 0:
                 draw.rectangle((i * c, j * c, (i + 1) * c - 1, (j + 1) * c - 1), fill=dark)
     return im
+
+
+@contextmanager
+def fast_laid_as(mode: str):
+    """`fast` with the box layout of `mode` (regions.LAYOUTS), for the time of the block."""
+    from lib_replicheck import regions
+
+    kept = regions.LAYOUTS["fast"]
+    regions.LAYOUTS["fast"] = regions.LAYOUTS[mode]
+    try:
+        yield
+    finally:
+        regions.LAYOUTS["fast"] = kept
 
 
 def main() -> None:
@@ -66,7 +83,7 @@ def main() -> None:
     from lib_replicheck.embedders import EmbedderOptions
     from lib_replicheck import thresholds
     from lib_replicheck.images import centre_crop, load_image
-    from lib_replicheck.verification.geometry import verify
+    from lib_replicheck.verification.geometry import judged, verify
     from lib_replicheck.packs.pack import Pack
     from lib_replicheck.regions import Region, detail, detail_map
     from lib_replicheck.thresholds import GEOMETRY_INLIERS, REGION_RAW_FLOOR, Verdict
@@ -165,6 +182,44 @@ def main() -> None:
               f"regions fast), {name:>7} verification: likely {share(likely)}, possible {share(possible)}"
               + (f"; {len(inliers)} candidates verified, most inliers {max(inliers)}" if inliers else ""))
 
+    # the shortlist (thresholds.GEOMETRY_SHORTLIST): each image's top region candidate under `fast`, whatever its tier;
+    # and under `fast` laid out as `thorough` lays its first pass (regions.LAYOUTS: 7x the boxes), side by side
+    from lib_replicheck.thresholds import GEOMETRY_SHORTLIST
+
+    def top_regions(im, n=1):
+        """The training images the regions of `fast` find first, best normalised score first: (id, normalised, box)."""
+        _, found = sscd.embed_regions([im], "fast")
+        if not found:
+            return []
+        vectors = np.stack([v for _, _, v in found])
+        best = {}
+        for (_, box, _), hits, offset in zip(found, pack.search(vectors, 1), pack.background_offsets(vectors)):
+            score = hits[0].similarity - float(offset)
+            if hits[0].item.id not in best or score > best[hits[0].item.id][0]:
+                best[hits[0].item.id] = (score, box)
+        return sorted(((i, s_, b) for i, (s_, b) in best.items()), key=lambda t: -t[1])[:n]
+
+    for layout in ("fast", "thorough"):
+        with fast_laid_as(layout):
+            tops = [(s_, k, top_regions(im)) for s_, k, im in cases]
+        for scale in (0.55, 0.35):
+            own_top = [t[0][1] for s_, k, t in tops if s_ == scale and t and t[0][0] == own_ids[k]]
+            print(f"top region candidate under fast laid out as {layout} (the shortlist, cut {GEOMETRY_SHORTLIST['sscd']}), "
+                  f"pasted at {round(scale * 100)}%: the paste's own original in {len(own_top)} of "
+                  f"{sum(1 for s_, _, _ in tops if s_ == scale)}, normalised score min {min(own_top, default=float('nan')):.3f}, "
+                  f"{sum(v >= GEOMETRY_SHORTLIST['sscd'] for v in own_top)} at or above the cut")
+    novel_tops = [top_regions(im, 3) for im in negatives]
+    firsts = [t[0][1] for t in novel_tops if t]
+    row_of = {pack.metadata.get([r])[r].id: r for r in range(pack.manifest.count)}
+    novel_judged = [judged(im, load_image(pack.thumbnail_path(pack.metadata.get([row_of[i]])[row_of[i]])), box)
+                    for im, t in zip(negatives, novel_tops) for i, _, box in t]
+    novel_inliers = [g.inliers for g in novel_judged if not g.detail]
+    print(f"novel crops' top region candidate: normalised median {np.median(firsts):.3f}, 99th pct "
+          f"{np.percentile(firsts, 99):.3f}, max {max(firsts):.3f}; at or above the shortlist cut "
+          f"{share([f >= GEOMETRY_SHORTLIST['sscd'] for f in firsts])}; their 3 best region candidates verified "
+          f"on the thumbnail: most inliers {max(novel_inliers, default=0)} of {len(novel_inliers)} pairs, verified "
+          f"{sum(g.verified for g in novel_judged)} ({len(novel_judged) - len(novel_inliers)} thumbnails too small to compare)")
+
     # the region raw floor, measured with it switched off
     floor, thresholds.REGION_RAW_FLOOR["sscd"] = thresholds.REGION_RAW_FLOOR["sscd"], -1.0
     try:
@@ -201,15 +256,17 @@ def main() -> None:
               f"{share([n >= GEOMETRY_INLIERS for n in false])}; {ms:.0f} ms a pair; {len(boards)} drawn "
               f"checkerboards (4 to 16 squares a side, 3 colourings) against an 8x8 one: most inliers {max(drawn)}")
 
-    # cost of the default check (regions off), interleaved
-    timed = {name: [] for name in checkers}
+    # cost of the default check (regions off), interleaved, and of `fast` with verification beside it, laid out
+    # as it is and as thorough lays its first pass
+    timed = {name: [] for name in [*checkers, "fast", "fast laid out as thorough"]}
     sample = [im for pair in zip([im for _, im in whole][::3], negatives) for im in pair][:args.timing]
     banded = []  # whether verification looked at a candidate of the image
     for im in sample:
-        for name, checker in checkers.items():
-            t = time.perf_counter()
-            report = checker.check([im], regions="off")[0]
-            timed[name].append(time.perf_counter() - t)
+        for name, checker in [*checkers.items(), ("fast", checkers["with"]), ("fast laid out as thorough", checkers["with"])]:
+            with fast_laid_as("thorough" if name.endswith("thorough") else "fast"):
+                t = time.perf_counter()
+                report = checker.check([im], regions="fast" if name.startswith("fast") else "off")[0]
+                timed[name].append(time.perf_counter() - t)
             if name == "with":
                 banded.append(any(m.geometry is not None for m in report.matches))
     if sample:
@@ -218,6 +275,14 @@ def main() -> None:
         print(f"cost of the default check (regions off), one image at a time, interleaved, {len(sample)} images (edits "
               f"and novel crops): median {1000 * w:.0f} ms with verification, {1000 * wo:.0f} ms without "
               f"({w / wo:.2f}x); mean {1000 * mw:.0f} ms vs {1000 * mwo:.0f} ms ({mw / mwo:.2f}x)")
+        is_novel = [any(im is n for n in negatives) for im in sample]
+        on = statistics.median([t for t, n in zip(timed["with"], is_novel) if n])
+        for name in ("fast", "fast laid out as thorough"):
+            f_ = statistics.median(timed[name])
+            fn = statistics.median([t for t, n in zip(timed[name], is_novel) if n])
+            print(f"  regions {name}, with verification, on the same images: median {1000 * f_:.0f} ms ({f_ / w:.2f}x the "
+                  f"default check); on the {sum(is_novel)} novel crops alone {1000 * fn:.0f} ms against {1000 * on:.0f} ms "
+                  f"({fn / on:.2f}x)")
         if any(banded):
             bw = statistics.median([t for t, b in zip(timed["with"], banded) if b])
             bwo = statistics.median([t for t, b in zip(timed["without"], banded) if b])

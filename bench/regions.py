@@ -100,6 +100,11 @@ def paste(rng: random.Random, original, background, scale: float):
     return out, Region(x, y, pw, ph, W, H)
 
 
+def counted(level: str, modes) -> tuple:
+    """The modes a query of `level` counts in: the whole image ('off') in all, a region in its own."""
+    return tuple(modes) if level == "off" else (level,)
+
+
 class Judge:
     """Each image embedded once with its thorough regions; verdicts per pack and per mode by the
     checker's code, so the pack kinds are compared on the very same queries."""
@@ -119,8 +124,8 @@ class Judge:
             for i, v in enumerate(whole):
                 queries.append(v)
                 owners.append((chunk + i, None, "off"))
-            # fast's regions count in fast and thorough; thorough's own (its first pass repeats
-            # fast's boxes, which find the same) in thorough only
+            # each mode's regions count in that mode only (they are laid out differently, LAYOUTS);
+            # the whole image counts in every mode
             for level, found in (("fast", fast), ("thorough", thorough)):
                 for i, box, v in found:
                     queries.append(v)
@@ -148,7 +153,7 @@ class Judge:
             offset = offsets.get(row)
             for h in hits[:1]:
                 score = h.similarity if offset is None else h.similarity - offset
-                for mode in modes[MODES.index(level):]:
+                for mode in counted(level, modes):
                     self.top[i][mode] = max(self.top[i][mode], h.similarity)
                     if offset is not None:
                         prev = self.top_normalised[i][mode]
@@ -158,7 +163,7 @@ class Judge:
                     continue  # as the checker: a region adds only the copies it finds
                 m = Match(pack=pack.name, item=h.item, similarity=h.similarity, distance=h.distance,
                           verdict=verdict, embedder=self.embedder.id, region=box, background=offset)
-                for mode in modes[MODES.index(level):]:
+                for mode in counted(level, modes):
                     found[i][mode].append(m)
         return [{mode: (best_per_item(ms) or [None])[0] for mode, ms in f.items()} for f in found]
 

@@ -15,8 +15,8 @@ from lib_replicheck.embedders.options import EmbedderOptions
 from lib_replicheck.errors import ReplicheckError
 from lib_replicheck.regions import check_mode
 from lib_replicheck.report import Match, Report
-from lib_replicheck.thresholds import (CANDIDATE_FAMILIES, DEFAULT_TIERS, GEOMETRY_CANDIDATES, NORMALISED_REGION_TIERS,
-                                      Tiers, Verdict, verdict_for)
+from lib_replicheck.thresholds import (CANDIDATE_FAMILIES, DEFAULT_TIERS, GEOMETRY_CANDIDATES, GEOMETRY_SHORTLIST,
+                                      GEOMETRY_SHORTLISTED, NORMALISED_REGION_TIERS, Tiers, Verdict, verdict_for)
 from lib_replicheck.verification_status import Geometry
 
 SEMANTIC_NOTE = "CLIP similarity is semantic (same subject or style), not evidence of a copy"
@@ -87,7 +87,8 @@ class Checker:
 
         With regions, each image's regions are embedded in the same batch as the whole image and
         searched too; a match found through a region carries its box and is judged by the region
-        tiers (more queries per image, more chances of a chance hit)."""
+        tiers (more queries per image, more chances of a chance hit); below them, a region's nearest
+        training image is still verified geometrically (verify_geometry's shortlist)."""
         import numpy as np
 
         top_k = self.top_k if top_k is None else max(1, int(top_k))
@@ -104,6 +105,9 @@ class Checker:
         loaded = {emb_id: self.embedder(packs[0]) for emb_id, packs in by_id.items()}  # before the clock starts
         start = time.perf_counter()
         candidates: list[list[Match]] = [[] for _ in images]
+        #: per image, the best region match below the tiers of each training image that could still be
+        #: verified geometrically (GEOMETRY_SHORTLIST), keyed by (pack, item id)
+        shortlists: list[dict[tuple, Match]] = [{} for _ in images]
         flat = flat_images(images, loaded.values())
         judged = [False] * len(images)  # whether any family gave image i a verdict
         for emb_id, packs in by_id.items():
@@ -132,17 +136,23 @@ class Checker:
                         v = Verdict.NONE if i in unjudged else verdict_for(family, h.similarity, h.distance,
                                                                            tiers=family_tiers, region=box is not None,
                                                                            offset=offset)
-                        if box is not None and not v.is_copy:
+                        below = box is not None and not v.is_copy
+                        if below and not (self.geometry and i not in unjudged and shortlisted(family, h.similarity, offset)):
                             continue  # a region adds copies it finds; the nearest images come from the whole image
                         thumb = pack.thumbnail_path(h.item)
-                        candidates[i].append(Match(pack=pack.name, item=h.item, similarity=h.similarity,
-                                                   distance=h.distance, verdict=v, embedder=emb_id,
-                                                   thumbnail=str(thumb) if thumb else None, region=box,
-                                                   background=offset))
+                        m = Match(pack=pack.name, item=h.item, similarity=h.similarity, distance=h.distance, verdict=v,
+                                  embedder=emb_id, thumbnail=str(thumb) if thumb else None, region=box,
+                                  background=offset)
+                        if below:
+                            key = (pack.name, h.item.id)
+                            if key not in shortlists[i] or m.normalised > shortlists[i][key].normalised:
+                                shortlists[i][key] = m
+                        else:
+                            candidates[i].append(m)
         if self.geometry:
             named = {pack.name: pack for pack in self.packs}
-            for image, matches, report in zip(images, candidates, reports):
-                verify_geometry(image, matches, named, report.notes)
+            for image, matches, shortlist, report in zip(images, candidates, shortlists, reports):
+                verify_geometry(image, matches, named, report.notes, list(shortlist.values()))
         else:
             for matches in candidates:
                 cap_regions(matches)
@@ -231,14 +241,21 @@ def background_offsets(pack, vectors, owners, found, reports) -> dict[int, float
     family = kind_of(pack.embedder.id)
     if family not in NORMALISED_REGION_TIERS:
         return {}
-    lowest = min(t for t in (NORMALISED_REGION_TIERS[family].possible, NORMALISED_REGION_TIERS[family].likely)
-                 if t is not None)
+    lowest = min(t for t in (NORMALISED_REGION_TIERS[family].possible, NORMALISED_REGION_TIERS[family].likely,
+                             GEOMETRY_SHORTLIST.get(family)) if t is not None)
     rows = [row for row, ((_, box), hits) in enumerate(zip(owners, found))
             if box is not None and hits and hits[0].similarity >= lowest]
     if not rows:
         return {}
     values = pack.background_offsets(np.asarray(vectors)[rows])
     return {row: float(v) for row, v in zip(rows, values)}
+
+
+def shortlisted(family: str, similarity: float, offset: float | None) -> bool:
+    """Whether a region match below the region tiers is still a candidate for geometric verification: its
+    normalised score reaches GEOMETRY_SHORTLIST (a pack without a background set shortlists nothing)."""
+    cut = GEOMETRY_SHORTLIST.get(family)
+    return cut is not None and offset is not None and similarity - offset >= cut
 
 
 def in_band(m: Match) -> bool:
@@ -259,25 +276,30 @@ def cap_regions(matches: list[Match], why: str = "") -> None:
                 m.geometry = Geometry(detail=why)
 
 
-def verify_geometry(image, matches: list[Match], packs: dict, notes: list[str]) -> None:
+def verify_geometry(image, matches: list[Match], packs: dict, notes: list[str], shortlist: Sequence[Match] = ()) -> None:
     """Geometric verification of the band's candidates (in_band), in place: the training images with the
     highest similarities, GEOMETRY_CANDIDATES at most, are compared with the image on their stored
     thumbnails (verification/geometry.py); enough inliers make every match of that training image a
     "likely copy", too few keep it "possible". The others, and all of them without OpenCV, stay
-    "possible" and say why."""
+    "possible" and say why. Then, in the slots left, the `shortlist`'s region matches below the tiers
+    (GEOMETRY_SHORTLISTED at most, the highest normalised score first): one verified joins `matches` as
+    a "likely copy" found through its region; one not verified is no copy and is dropped."""
     from lib_replicheck.verification import geometry
 
     band = sorted((m for m in matches if in_band(m)), key=lambda m: (-m.similarity, m.region is not None))
-    if not band:
-        return
-    why = geometry.unavailable()
-    if why:
-        cap_regions(band, why)
-        notes.append(f"geometric verification: {why}; {GEOMETRY_OFF}")
-        return
     by_item: dict[tuple, list[Match]] = {}
     for m in band:
         by_item.setdefault((m.pack, m.item.id), []).append(m)
+    extra = sorted((m for m in shortlist if (m.pack, m.item.id) not in by_item), key=lambda m: -m.normalised)
+    extra = extra[:max(0, min(GEOMETRY_SHORTLISTED, GEOMETRY_CANDIDATES - len(by_item)))]
+    if not band and not extra:
+        return
+    why = geometry.unavailable()
+    if why:
+        if band:
+            cap_regions(band, why)
+            notes.append(f"geometric verification: {why}; {GEOMETRY_OFF}")
+        return
     for n, group in enumerate(by_item.values()):
         if n >= GEOMETRY_CANDIDATES:
             cap_regions(group, f"beyond the {GEOMETRY_CANDIDATES} candidates verified per image")
@@ -287,6 +309,12 @@ def verify_geometry(image, matches: list[Match], packs: dict, notes: list[str]) 
         for m in group:
             m.geometry = found
             m.verdict = Verdict.LIKELY if found.verified else Verdict.POSSIBLE
+    for m in extra:
+        found = compare_on_thumbnail(image, m, packs.get(m.pack))
+        if found.verified:
+            m.geometry = found
+            m.verdict = Verdict.LIKELY
+            matches.append(m)
 
 
 def compare_on_thumbnail(image, m: Match, pack) -> Geometry:

@@ -9,17 +9,20 @@ that it pools (GeM, p=3) into one vector through a linear layer; pooling a box o
 of all of it gives that box's descriptor for the cost of a sum, so one forward pass yields hundreds
 of regions (`embedders/sscd.py` reads the map; this module chooses and pools the boxes):
 
-- `off`: the whole image only; the default: `fast` costs about 2x the check on a small pack,
-  and its few hundred regions are each one more query, which a pack of millions pays for.
+- `off`: the whole image only; the default: `fast` misses the detection targets on pastes
+  (`bench/geometry.py`), and its regions are each one more query, which a pack of millions pays for.
 - `fast`: boxes of the feature map the whole-image pass already made (288 pixels on the short
-  side): no extra forward pass. Finds copies of about half the side and more.
-- `thorough`: `fast` plus passes at 1.5, 2 and 3 times the side, where copies of about 2/3, 1/2
+  side): no extra forward pass. Its regions find copies of about half the side and more by their
+  tiers; below them, a region's nearest training image is still verified on placed local features
+  (checker.verify_geometry), which finds some copies of a third of the side too.
+- `thorough`: boxes of the whole-image pass laid densely, plus passes at 1.5, 2 and 3 times the side, where copies of about 2/3, 1/2
   and 1/3 of the side are as large as the training images were when they were embedded (a copy
   scores best at that size: measured, a 75% paste scores highest in the 1.5x pass, a 35% one in
   the 3x pass).
 
-Boxes of 35% to 100% of the short side, square and 4:3 either way, are laid out a third of their
-size apart; `bench/regions.py` measures what each mode finds and costs.
+`thorough` lays boxes of 35% to 100% of the short side, square and 4:3 either way, a third of their
+size apart; `fast` squares of 35% to 80%, half their size apart (LAYOUTS); `bench/regions.py` and
+`bench/geometry.py` measure what each mode finds and costs.
 Boxes are reported in pixels of the checked image, as it was given to the check.
 """
 
@@ -35,11 +38,27 @@ DEFAULT_MODE = "off"
 #: per mode, the passes: the model's input side as a multiple of its usual side (1.0: the
 #: whole-image pass itself)
 PASSES: dict[str, tuple[float, ...]] = {"off": (), "fast": (1.0,), "thorough": (1.0, 1.5, 2.0, 3.0)}
-#: box sides as shares of the feature map's short side, and box aspects (width / height)
-BOX_SIDES = (0.35, 0.5, 0.65, 0.8, 1.0)
-BOX_ASPECTS = (1.0, 4 / 3, 3 / 4)
-#: boxes step by this share of their own size
-BOX_STEP = 1 / 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a mode lays its boxes on a feature map: box sides as shares of the map's short side, box
+    aspects (width / height), and the step between boxes as a share of their own size."""
+
+    sides: tuple[float, ...]
+    aspects: tuple[float, ...]
+    step: float
+
+
+#: `thorough`: every side and aspect, a third of their size apart. `fast`: squares half their size
+#: apart, about a seventh of the boxes (64 against 442 on a 3:2 image), so its cost stays near the whole
+#: image's. Measured side by side (`bench/geometry.py`'s pastes, seeds 0 and 1): the pastes at 55% of the
+#: side whose nearest region candidate is their own original are the same (40 of 40 with either), at
+#: 35% 24 of 40 against 27 of 40; the check costs 1.6x the whole image's against 2.6x on novel photos.
+LAYOUTS: dict[str, Layout] = {
+    "fast": Layout(sides=(0.35, 0.5, 0.65, 0.8), aspects=(1.0,), step=1 / 2),
+    "thorough": Layout(sides=(0.35, 0.5, 0.65, 0.8, 1.0), aspects=(1.0, 4 / 3, 3 / 4), step=1 / 3),
+}
 #: boxes smaller than this many cells a side are not pooled: too little for a descriptor to judge
 MIN_CELLS = 2
 #: Regions with less detail than this are not searched: the mean step in grey level (0-255) between
@@ -94,18 +113,19 @@ def setting_mode(mode) -> str:
         return DEFAULT_MODE
 
 
-def cell_boxes(rows: int, cols: int) -> list[tuple[int, int, int, int]]:
-    """Boxes of a rows x cols feature map, as (x0, y0, x1, y1) in cells, the whole map left out
-    (the whole image is searched anyway)."""
+def cell_boxes(rows: int, cols: int, mode: str = "thorough") -> list[tuple[int, int, int, int]]:
+    """Boxes of a rows x cols feature map as `mode` lays them out (LAYOUTS), as (x0, y0, x1, y1) in
+    cells, the whole map left out (the whole image is searched anyway)."""
+    layout = LAYOUTS[mode]
     short = min(rows, cols)
     out: set[tuple[int, int, int, int]] = set()
-    for side in BOX_SIDES:
-        for aspect in BOX_ASPECTS:
+    for side in layout.sides:
+        for aspect in layout.aspects:
             bh = max(MIN_CELLS, round(short * side / aspect ** 0.5))
             bw = max(MIN_CELLS, round(short * side * aspect ** 0.5))
             if bh > rows or bw > cols:
                 continue
-            sy, sx = max(1, round(bh * BOX_STEP)), max(1, round(bw * BOX_STEP))
+            sy, sx = max(1, round(bh * layout.step)), max(1, round(bw * layout.step))
             for y in sorted({*range(0, rows - bh + 1, sy), rows - bh}):
                 for x in sorted({*range(0, cols - bw + 1, sx), cols - bw}):
                     out.add((x, y, x + bw, y + bh))

@@ -108,7 +108,9 @@ NORMALISED_REGION_TIERS: dict[str, Tiers] = {
 #: with the floor off: the region matches that found their own pasted original scored raw 0.412 at the
 #: lowest (17 matches), so the floor is the highest cut in steps of 0.05 below them all. It stops the
 #: 0.37 texture; the 0.49-0.52 ones stay "possible" at most, as a region reaches "likely" only through
-#: geometric verification.
+#: geometric verification. Today's run of the same seed (fast's sparser boxes) counts 21 such matches,
+#: the lowest at raw 0.380 (5th percentile 0.397): below the floor, a region's nearest image is still
+#: verified (GEOMETRY_SHORTLIST).
 REGION_RAW_FLOOR: dict[str, float] = {"sscd": 0.40}
 
 #: Geometric verification (verification/geometry.py): a candidate between "possible" and "likely"
@@ -123,6 +125,19 @@ REGION_RAW_FLOOR: dict[str, float] = {"sscd": 0.40}
 GEOMETRY_INLIERS = 15
 #: Candidates verified per image at most (the highest similarities first); the others stay "possible".
 GEOMETRY_CANDIDATES = 3
+#: A region's nearest training image is a candidate for geometric verification from this normalised
+#: score on, below the region tiers: a pasted copy's regions nearly always find their own original
+#: first, but at scores novel photos reach too; placed local features then tell them apart. Verified,
+#: it is a "likely copy" (found through the region); not verified, it is no copy and is not shown. Set
+#: from `bench/geometry.py --seed 0` (regions fast): the top region candidates of pastes at 55% and 35%
+#: of the side were their own original in 36 of 40, at 0.073 at the lowest, 34 of them at or above 0.10.
+#: A lower cut keeps the other two but costs more: novel crops' top candidates score 0.068 at the
+#: median, and at 0.10 18.1% of 598 pay for one comparison (about 55 ms). Their three best candidates
+#: reached 7 inliers at most (1,539 pairs). Packs without a background set (raw region scores) have none.
+GEOMETRY_SHORTLIST: dict[str, float] = {"sscd": 0.10}
+#: Such below-tier region candidates verified per image at most (the highest normalised score first),
+#: within GEOMETRY_CANDIDATES: each costs one comparison of local features.
+GEOMETRY_SHORTLISTED = 1
 
 
 def verdict_for(family: str, similarity: float, distance: int | None = None, *, tiers: Tiers | None = None,

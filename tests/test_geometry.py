@@ -26,7 +26,7 @@ from lib_replicheck.thresholds import GEOMETRY_INLIERS, Verdict
 
 sys.path.insert(0, str(REPO / "bench"))
 from geometry import checkerboard  # noqa: E402 - the benchmark's own pattern
-from regions import random_crop, shrink  # noqa: E402 - the benchmark's own crop maker
+from regions import paste, random_crop, shrink  # noqa: E402 - the benchmark's own crop and paste makers
 
 
 def stripes(side: int, n: int = 12) -> Image.Image:
@@ -186,3 +186,52 @@ def test_an_unverified_region_match_to_another_image_does_not_outrank_the_whole_
     assert [m.item.id for m in best_per_item([region, whole], ["a"])] == [1, 2]
     verified = match(2, 0.70, box, Geometry(inliers=40, verified=True))
     assert [m.item.id for m in best_per_item([verified, whole], ["a"])] == [2, 1]
+
+
+def pastes(split, scale: float, n: int):
+    """`n` pack photos, each pasted at `scale` of the side into a crop of another real photo (as
+    bench/regions.py pastes), with the pasted photo's file name."""
+    rng = random.Random(7)
+    for k in range(n):
+        original = split[0][k % len(split[0])]
+        host = random_crop(rng, shrink(load_image(split[1][rng.randrange(len(split[1]))])), (768, 512))
+        yield paste(rng, shrink(load_image(original)), host, scale)[0], original.name
+
+
+def test_a_paste_whose_regions_stay_below_the_tiers_is_found_by_its_placed_features(checker, pack, split, sscd_onnx):
+    """Pack photos pasted at 35% of the side into other real photos: no region of `fast` reaches a region
+    tier, but a region's nearest training image is the paste's own original; verified on its thumbnail, it
+    is a "likely copy" found through that region. Without geometric verification the same regions find
+    nothing; novel crops of the other photos, whose regions are verified the same way, stay unflagged."""
+    from lib_replicheck.thresholds import GEOMETRY_SHORTLIST, NORMALISED_REGION_TIERS
+
+    plain = Checker([pack], top_k=3, embedder=EmbedderOptions(runtime="onnx", weights=sscd_onnx, offline=True),
+                    geometry=False)
+    below = 0
+    for im, source in pastes(split, 0.35, 12):
+        report = checker.check([im], regions="fast")[0]
+        if report.verdict is Verdict.LIKELY:
+            best = report.best
+            assert best.source == source and best.geometry.verified and best.region is not None, report.summary()
+            if best.normalised < NORMALISED_REGION_TIERS["sscd"].possible:
+                below += 1
+                assert best.normalised >= GEOMETRY_SHORTLIST["sscd"]
+                unverified = plain.check([im], regions="fast")[0]
+                assert all(m.source != source or not m.verdict.is_copy for m in unverified.matches), unverified.summary()
+    assert below >= 2
+    for n, p in enumerate(split[1][:8]):
+        crop = random_crop(random.Random(100 + n), shrink(load_image(p)), (768, 512), least=0.3)
+        assert not checker.check([crop], regions="fast")[0].verdict.is_copy
+
+
+def test_a_training_image_too_small_for_local_features_is_not_compared(split):
+    """A photo against its own copy shrunk to 64 pixels: too small to compare, so not verified, and said;
+    at 160 pixels the same pair is compared and verified."""
+    from lib_replicheck.verification.geometry import MIN_TRAINING_SIDE, judged
+
+    photo = random_crop(random.Random(3), shrink(load_image(split[0][2])), (768, 512))
+    small, larger = photo.resize((64, 43)), photo.resize((240, 160))
+    g = judged(photo, small)
+    assert not g.verified and g.inliers == 0
+    assert g.detail == f"the thumbnail is too small to compare (64x43; local features need {MIN_TRAINING_SIDE} pixels a side)"
+    assert judged(photo, larger).verified

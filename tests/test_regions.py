@@ -110,9 +110,14 @@ def test_boxes_cover_the_feature_map_inside_its_bounds():
 
 
 def test_box_layout_of_a_square_map():
-    """On a 9 x 9 map (a square image's whole-image pass), boxes of 35% to 100% of the side,
-    square and 4:3 either way, a third of their size apart; the whole map left out, and any box
-    wider than the map (the whole side at 4:3); in pixels, exact multiples of the cell."""
+    """On a 9 x 9 map (a square image's whole-image pass), thorough lays boxes of 35% to 100% of the
+    side, square and 4:3 either way, a third of their size apart; the whole map left out, and any box
+    wider than the map (the whole side at 4:3); in pixels, exact multiples of the cell. Fast lays
+    squares of 35% to 80%, half their size apart."""
+    fast = cell_boxes(9, 9, "fast")
+    assert {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in fast} == {(3, 3), (4, 4), (6, 6), (7, 7)}
+    assert sorted((x0, y0) for x0, y0, x1, y1 in fast if x1 - x0 == 3) == [(x, y) for x in (0, 2, 4, 6) for y in (0, 2, 4, 6)]
+    assert len(fast) == len(set(fast)) == 16 + 16 + 4 + 4
     cells = cell_boxes(9, 9)
     sides = {(x1 - x0, y1 - y0) for x0, y0, x1, y1 in cells}
     assert sides == {(3, 3), (3, 4), (4, 3), (4, 4), (4, 5), (5, 4), (5, 7), (7, 5), (6, 6), (6, 8), (8, 6), (7, 7)}
@@ -180,7 +185,14 @@ def test_regions_come_from_the_models_own_feature_map(sscd, split):
     _, thorough = sscd.embed_regions(images, "thorough")
     np.testing.assert_allclose(whole, sscd.embed(images), atol=1e-5)
     assert fast and len(thorough) > 1.5 * len(fast)
-    assert [(i, b) for i, b, _ in thorough[:len(fast)]] == [(i, b) for i, b, _ in fast]  # then the finer pass
+    # fast: its own layout's boxes on the whole-image pass's map; thorough lays that map densely first
+    _, maps = sscd._forward([sscd.preprocess(images[0])], feature_map=True)
+    rows, cols = maps[0].shape[1:]
+    laid = {mode: [to_region(c, rows, cols, 768, 512) for c in cell_boxes(rows, cols, mode)] for mode in ("fast", "thorough")}
+    assert {b for i, b, _ in fast if i == 0} <= set(laid["fast"]) and len(laid["thorough"]) > 3 * len(laid["fast"])
+    first = next(n for n, (i, _, _) in enumerate(thorough) if i == 1)  # image 0's boxes of the first pass
+    assert first > len([1 for i, _, _ in fast if i == 0]) and {b for _, b, _ in thorough[:first]} <= set(laid["thorough"])
+    assert any(i == 0 for i, _, _ in thorough[first:])  # then the finer passes
     assert {i for i, _, _ in fast} == {0, 1}
     for i, box, v in fast:
         assert abs(float(np.linalg.norm(v)) - 1) < 1e-4 and box.image_w == 768 and box.image_h == 512

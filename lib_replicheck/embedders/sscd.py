@@ -222,7 +222,7 @@ class SSCDEmbedder(Embedder):
                 break
             for i, (im, fmap) in enumerate(zip(images, maps)):
                 rows, cols = fmap.shape[1:]
-                cells = regions.cell_boxes(rows, cols)
+                cells = regions.cell_boxes(rows, cols, mode)
                 boxes = [regions.to_region(c, rows, cols, im.size[0], im.size[1]) for c in cells]
                 keep = [k for k, ok in enumerate(regions.featured(im, boxes)) if ok]
                 # in the whole-image pass the whole map is pooled with the boxes, to check the head

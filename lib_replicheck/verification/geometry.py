@@ -27,6 +27,10 @@ MIN_SPREAD = 0.02
 #: SIFT's contrast threshold, below its default 0.04: smooth photos (sky, bokeh) keep enough features
 CONTRAST = 0.01
 METHODS = ("sift", "orb")
+#: A training image with a shorter side than this is not compared: an icon of 64 pixels holds a few dozen
+#: generic features, and a star field matched 16 of a 64-pixel CD icon's under one homography
+#: (`bench/geometry.py --seed 0`); copies of such images stay with the descriptor's verdict.
+MIN_TRAINING_SIDE = 96
 
 
 def unavailable() -> str:
@@ -131,6 +135,10 @@ def judged(checked, training, region: Region | None = None, *, source: str = "th
     why = unavailable()
     if why:
         return Geometry(detail=why, source=source)
+    if min(training.size) < MIN_TRAINING_SIDE:
+        w, h = training.size
+        return Geometry(detail=f"the {source} is too small to compare ({w}x{h}; local features need "
+                               f"{MIN_TRAINING_SIDE} pixels a side)", source=source)
     try:
         found = verify(checked, training, region, source=source)
     except Exception as e:  # an OpenCV error on a stranger's image: the check goes on without it
