@@ -281,16 +281,23 @@ def verify_geometry(image, matches: list[Match], packs: dict, notes: list[str], 
     highest similarities, GEOMETRY_CANDIDATES at most, are compared with the image on their stored
     thumbnails (verification/geometry.py); enough inliers make every match of that training image a
     "likely copy", too few keep it "possible". The others, and all of them without OpenCV, stay
-    "possible" and say why. Then, in the slots left, the `shortlist`'s region matches below the tiers
-    (GEOMETRY_SHORTLISTED at most, the highest normalised score first): one verified joins `matches` as
-    a "likely copy" found through its region; one not verified is no copy and is dropped."""
+    "possible" and say why; regions of a training image the whole image already calls a likely copy
+    are not compared (they stay "possible", below it). Then, in the slots left, the `shortlist`'s
+    region matches below the tiers (GEOMETRY_SHORTLISTED at most, the highest normalised score first):
+    one verified joins `matches` as a "likely copy" found through its region; one not verified is no
+    copy and is dropped."""
     from lib_replicheck.verification import geometry
 
+    # a training image the whole image already calls a likely copy (or more) is settled: its regions add nothing
+    settled = {(m.pack, m.item.id) for m in matches if m.region is None and m.verdict.rank >= Verdict.LIKELY.rank}
     band = sorted((m for m in matches if in_band(m)), key=lambda m: (-m.similarity, m.region is not None))
+    cap_regions([m for m in band if (m.pack, m.item.id) in settled])
+    band = [m for m in band if (m.pack, m.item.id) not in settled]
     by_item: dict[tuple, list[Match]] = {}
     for m in band:
         by_item.setdefault((m.pack, m.item.id), []).append(m)
-    extra = sorted((m for m in shortlist if (m.pack, m.item.id) not in by_item), key=lambda m: -m.normalised)
+    extra = sorted((m for m in shortlist if (m.pack, m.item.id) not in by_item and (m.pack, m.item.id) not in settled),
+                   key=lambda m: -m.normalised)
     extra = extra[:max(0, min(GEOMETRY_SHORTLISTED, GEOMETRY_CANDIDATES - len(by_item)))]
     if not band and not extra:
         return

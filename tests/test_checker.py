@@ -186,3 +186,24 @@ def test_one_match_per_training_image_ranked_by_verdict_then_pack_then_score():
     many = [_match("a", i, 0.9 - i / 100) for i in range(5)] + [_match("b", i, 0.5) for i in range(5)]
     kept = per_pack(many, 2)
     assert [(m.pack, m.item.id) for m in kept] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def test_regions_of_a_training_image_the_whole_image_already_calls_likely_are_not_compared():
+    """A whole-image "likely copy" settles its training image: a region match of the same image is not
+    verified geometrically (it would add nothing) and stays below it; a region of another image is."""
+    from lib_replicheck.checker import verify_geometry
+
+    box = Region(0, 0, 128, 128, 512, 512)
+
+    def match(item, similarity, verdict, region=None):
+        return Match(pack="a", item=Item(id=item), similarity=similarity, distance=None, verdict=verdict,
+                     embedder="sscd_disc_mixup", region=region)
+
+    whole, same = match(1, 0.8, Verdict.LIKELY), match(1, 0.7, Verdict.LIKELY, box)
+    other = match(2, 0.6, Verdict.LIKELY, box)
+    notes: list[str] = []
+    verify_geometry(Image.new("RGB", (512, 512)), [whole, same, other], {}, notes)
+    assert same.geometry is None and same.verdict is Verdict.POSSIBLE
+    assert other.geometry is not None and other.verdict is Verdict.POSSIBLE  # compared: no thumbnail, so not verified
+    assert "stores no thumbnail" in other.geometry.detail
+    assert best_per_item([whole, same, other], ["a"])[0] is whole
