@@ -6,8 +6,8 @@ or partial copy): pasted at 55% of the side into another photo, Meta's SSCD scor
 
 Boxes are not cropped and embedded one by one (a forward pass each). SSCD ends in a feature map
 that it pools (GeM, p=3) into one vector through a linear layer; pooling a box of that map instead
-of all of it gives that box's descriptor for the cost of a sum, so one forward pass yields hundreds
-of regions (`embedders/sscd.py` reads the map; this module chooses and pools the boxes):
+of all of it gives that box's descriptor for the cost of a sum, so one forward pass yields dozens
+to hundreds of regions (`embedders/sscd.py` reads the map; this module chooses and pools the boxes):
 
 - `off`: the whole image only; the default: `fast` misses the detection targets on pastes
   (`bench/geometry.py`), and its regions are each one more query, which a pack of millions pays for.
@@ -15,10 +15,10 @@ of regions (`embedders/sscd.py` reads the map; this module chooses and pools the
   side): no extra forward pass. Its regions find copies of about half the side and more by their
   tiers; below them, a region's nearest training image is still verified on placed local features
   (checker.verify_geometry), which finds some copies of a third of the side too.
-- `thorough`: boxes of the whole-image pass laid densely, plus passes at 1.5, 2 and 3 times the side, where copies of about 2/3, 1/2
-  and 1/3 of the side are as large as the training images were when they were embedded (a copy
-  scores best at that size: measured, a 75% paste scores highest in the 1.5x pass, a 35% one in
-  the 3x pass).
+- `thorough`: boxes of the whole-image pass laid densely, plus passes at 1.5, 2 and 3 times the
+  side, where copies of about 2/3, 1/2 and 1/3 of the side are as large as the training images
+  were when they were embedded (a copy scores best at that size: measured, a 75% paste scores
+  highest in the 1.5x pass, a 35% one in the 3x pass).
 
 `thorough` lays boxes of 35% to 100% of the short side, square and 4:3 either way, a third of their
 size apart; `fast` squares of 35% to 80%, half their size apart (LAYOUTS); `bench/regions.py` and
